@@ -1,0 +1,15 @@
+"""hetnet: a small, fast, understandable CNN/MLP trainer for heterogeneous machines."""
+
+__version__ = "0.1.0"
+
+from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
+from .model import Sequential, History
+from .optim import SGD, Adam
+from .io import load
+from .info import build_info
+from .devices import get_device, list_devices as devices
+from . import models
+
+__all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
+           "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
+           "devices", "models", "__version__"]

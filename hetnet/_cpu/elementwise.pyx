@@ -1,0 +1,250 @@
+"""Elementwise, loss, optimiser and reduction kernels for the CPU device.
+
+Loops run over flat float32 buffers; OpenMP splits them only when they are
+large enough for a parallel region to pay (``_MIN_PARALLEL`` elements).
+Shapes follow :mod:`hetnet.devices.base`.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport expf, logf, log1pf, tanhf, fabsf, sqrtf, pow
+
+include "_openmp.pxi"
+
+cdef Py_ssize_t _MIN_PARALLEL = 1 << 15
+
+# activation codes, shared with hetnet.devices.cpu
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_RELU = 1
+    ACT_SIGMOID = 2
+    ACT_TANH = 3
+
+
+cdef inline int _nt(Py_ssize_t size, int nthreads) noexcept nogil:
+    return nthreads if size >= _MIN_PARALLEL else 1
+
+
+cdef inline float _act(int code, float v) noexcept nogil:
+    if code == ACT_RELU:
+        return v if v > 0 else 0.0
+    if code == ACT_SIGMOID:
+        if v >= 0:
+            return 1.0 / (1.0 + expf(-v))
+        return expf(v) / (1.0 + expf(v))
+    if code == ACT_TANH:
+        return tanhf(v)
+    return v
+
+
+def bias_act(float[:, :, ::1] y, float[::1] b, int code, int nthreads):
+    """In place ``y[n, f, p] = act(y[n, f, p] + b[f])`` for y (N, F, P).
+
+    ``b`` may be empty (no bias).  Covers bias_add (code 0) and the fused
+    bias + activation of a conv or dense layer.
+    """
+    cdef Py_ssize_t n = y.shape[0], f = y.shape[1], p = y.shape[2], r, j
+    cdef float *py = &y[0, 0, 0]
+    cdef bint has_bias = b.shape[0] > 0
+    cdef float bias
+    if n * f * p == 0:
+        return
+    for r in prange(n * f, nogil=True, num_threads=_nt(n * f * p, nthreads), schedule="static"):
+        bias = b[r % f] if has_bias else 0.0
+        for j in range(p):
+            py[r * p + j] = _act(code, py[r * p + j] + bias)
+
+
+def act_forward(float[::1] x, float[::1] y, int code, int nthreads):
+    """y = act(x) over flat buffers (y may alias x)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        y[i] = _act(code, x[i])
+
+
+def act_backward(float[::1] y, float[::1] dy, float[::1] dx, int code, int nthreads):
+    """dx = dy * act'(from output y) over flat buffers (dx may alias dy)."""
+    cdef Py_ssize_t i, n = y.shape[0]
+    cdef float v
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        v = y[i]
+        if code == ACT_RELU:
+            dx[i] = dy[i] if v > 0 else 0.0
+        elif code == ACT_SIGMOID:
+            dx[i] = dy[i] * v * (1.0 - v)
+        elif code == ACT_TANH:
+            dx[i] = dy[i] * (1.0 - v * v)
+        else:
+            dx[i] = dy[i]
+
+
+def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):
+    """db[f] = sum over n, p of dy[n, f, p] (float64 accumulation)."""
+    cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1], p = dy.shape[2], i, k, j
+    cdef double acc
+    cdef float *pd = &dy[0, 0, 0]
+    for k in prange(f, nogil=True, num_threads=_nt(n * f * p, nthreads), schedule="static"):
+        acc = 0.0
+        for i in range(n):
+            for j in range(p):
+                acc = acc + pd[(i * f + k) * p + j]
+        db[k] = <float>acc
+
+
+def softmax_rows(float[:, ::1] x, float[:, ::1] y, int nthreads):
+    """Row-wise stable softmax, y may alias x."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1], i, j
+    cdef float m, s
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        m = x[i, 0]
+        for j in range(1, k):
+            if x[i, j] > m:
+                m = x[i, j]
+        s = 0.0
+        for j in range(k):
+            y[i, j] = expf(x[i, j] - m)
+            s = s + y[i, j]
+        for j in range(k):
+            y[i, j] = y[i, j] / s
+
+
+def softmax_backward(float[:, ::1] y, float[:, ::1] dy, float[:, ::1] dx, int nthreads):
+    """dx = y * (dy - sum(dy * y)) per row."""
+    cdef Py_ssize_t n = y.shape[0], k = y.shape[1], i, j
+    cdef float s
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        s = 0.0
+        for j in range(k):
+            s = s + dy[i, j] * y[i, j]
+        for j in range(k):
+            dx[i, j] = y[i, j] * (dy[i, j] - s)
+
+
+def softmax_cross_entropy(float[:, ::1] z, int[::1] labels, float[::1] weights,
+                          float[:, ::1] grad, int nthreads):
+    """Fused softmax + cross-entropy; returns the loss, fills grad (N, K).
+
+    ``weights`` may be empty (all ones).  Loss and gradient are divided by N.
+    """
+    cdef Py_ssize_t n = z.shape[0], k = z.shape[1], i, j
+    cdef float m, s, wi, inv_n = 1.0 / n if n > 0 else 0.0
+    cdef double loss = 0.0
+    cdef bint has_w = weights.shape[0] > 0
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        wi = weights[i] if has_w else 1.0
+        m = z[i, 0]
+        for j in range(1, k):
+            if z[i, j] > m:
+                m = z[i, j]
+        s = 0.0
+        for j in range(k):
+            grad[i, j] = expf(z[i, j] - m)
+            s = s + grad[i, j]
+        loss += wi * (logf(s) + m - z[i, labels[i]])
+        for j in range(k):
+            grad[i, j] = grad[i, j] / s * wi * inv_n
+        grad[i, labels[i]] -= wi * inv_n
+    return loss * inv_n
+
+
+def sigmoid_bce(float[:, ::1] z, float[:, ::1] t, float[::1] weights,
+                float[:, ::1] grad, int nthreads):
+    """Fused sigmoid + binary cross-entropy (sum over outputs, mean over rows)."""
+    cdef Py_ssize_t n = z.shape[0], k = z.shape[1], i, j
+    cdef float v, wi, inv_n = 1.0 / n if n > 0 else 0.0
+    cdef double loss = 0.0
+    cdef bint has_w = weights.shape[0] > 0
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        wi = weights[i] if has_w else 1.0
+        for j in range(k):
+            v = z[i, j]
+            loss += wi * (log1pf(expf(-fabsf(v))) + (v if v > 0 else 0.0) - v * t[i, j])
+            grad[i, j] = (_act(ACT_SIGMOID, v) - t[i, j]) * wi * inv_n
+    return loss * inv_n
+
+
+def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
+        float[:, ::1] grad, int nthreads):
+    """Mean squared error over all N*K entries; fills grad."""
+    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
+    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
+    cdef double loss = 0.0
+    cdef bint has_w = weights.shape[0] > 0
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        wi = weights[i] if has_w else 1.0
+        for j in range(k):
+            d = p[i, j] - t[i, j]
+            loss += wi * d * d
+            grad[i, j] = 2.0 * d * wi * inv
+    return loss * inv
+
+
+def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentum,
+               float weight_decay, bint nesterov, int nthreads):
+    """In-place SGD with momentum / Nesterov / weight decay (PyTorch's form).
+
+    ``v`` may be empty when momentum is 0.
+    """
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef float gi
+    cdef bint use_v = momentum != 0.0
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        gi = g[i] + weight_decay * w[i]
+        if use_v:
+            v[i] = momentum * v[i] + gi
+            if nesterov:
+                gi = gi + momentum * v[i]
+            else:
+                gi = v[i]
+        w[i] = w[i] - lr * gi
+
+
+def adam_update(float[::1] w, float[::1] g, float[::1] m, float[::1] v, float lr,
+                float beta1, float beta2, float eps, int t, float weight_decay,
+                int nthreads):
+    """In-place Adam step with bias correction (t counts from 1)."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef float gi
+    cdef float c1 = 1.0 - <float>pow(beta1, t), c2 = 1.0 - <float>pow(beta2, t)
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        gi = g[i] + weight_decay * w[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * gi
+        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        w[i] = w[i] - lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps)
+
+
+def total(float[::1] x, int nthreads):
+    """Sum of a flat buffer (float64 accumulation)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef double acc = 0.0
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        acc += x[i]
+    return acc
+
+
+def argmax_rows(float[:, ::1] x, int[::1] out, int nthreads):
+    """out[i] = first index of the row maximum."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1], i, j
+    cdef float m
+    cdef int best
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        best = 0
+        m = x[i, 0]
+        for j in range(1, k):
+            if x[i, j] > m:
+                m = x[i, j]
+                best = j
+        out[i] = best
+
+
+def axpy(float alpha, float[::1] x, float[::1] y, int nthreads):
+    """y += alpha * x."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        y[i] = y[i] + alpha * x[i]
+
+
+def scale(float alpha, float[::1] x, int nthreads):
+    """x *= alpha."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        x[i] = x[i] * alpha

@@ -1,0 +1,92 @@
+"""Input checks at the public API: errors name the value and what was expected."""
+
+import numpy as np
+
+
+def check_X(X, input_shape=None, name="X"):
+    """Validate inputs; returns a float32, C-contiguous array of shape
+    ``(n, *input_shape)``.
+
+    A 2-D ``(n, prod(input_shape))`` array is reshaped to ``input_shape``
+    (scikit-learn passes images flattened).
+    """
+    try:
+        X = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold numbers, got dtype {X.dtype}")
+    if X.ndim < 2:
+        raise ValueError(f"{name} must be at least 2-D (n_samples, features...), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape} (need at least one sample)")
+    if 0 in X.shape[1:]:
+        raise ValueError(f"{name} has a zero-length feature axis: shape {X.shape}")
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+        if X.shape[1:] != input_shape:
+            if X.ndim == 2 and X.shape[1] == int(np.prod(input_shape)):
+                X = X.reshape((X.shape[0],) + input_shape)
+            else:
+                raise ValueError(f"{name} has per-sample shape {X.shape[1:]}, but the model "
+                                 f"takes {input_shape} (or flattened, {int(np.prod(input_shape))})")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if not np.isfinite(X).all():
+        bad = int(X.size - np.isfinite(X).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    return X
+
+
+def check_targets(y, n_samples, loss, n_outputs, name="y"):
+    """Validate targets for ``loss``; returns int32 class indices for
+    cross-entropy, float32 ``(n, n_outputs)`` otherwise."""
+    y = np.asarray(y)
+    if y.shape[:1] != (n_samples,):
+        raise ValueError(f"{name} has {y.shape[0] if y.ndim else 0} entries but X has "
+                         f"{n_samples} samples")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold numbers, got dtype {y.dtype}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if loss == "cross_entropy":
+        if y.ndim == 2:
+            if y.shape[1] != n_outputs:
+                raise ValueError(f"one-hot {name} has {y.shape[1]} columns, the model has "
+                                 f"{n_outputs} outputs")
+            if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+                raise ValueError(f"2-D {name} must be one-hot (0/1, one 1 per row)")
+            return np.ascontiguousarray(y.argmax(axis=1), dtype=np.int32)
+        if y.ndim != 1:
+            raise ValueError(f"{name} must be class indices (n,) or one-hot (n, k), got shape {y.shape}")
+        if y.dtype.kind == "f" and (y != np.round(y)).any():
+            raise ValueError(f"{name} holds non-integer class labels; use indices 0..{n_outputs - 1}")
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= n_outputs:
+            raise ValueError(f"{name} has labels in [{lo}, {hi}], but the model has {n_outputs} "
+                             f"classes (labels must be 0..{n_outputs - 1})")
+        return np.ascontiguousarray(y, dtype=np.int32)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise ValueError(f"{name} must have shape (n, {n_outputs}) for this model, got {y.shape}")
+    if loss == "binary_cross_entropy" and ((y < 0) | (y > 1)).any():
+        raise ValueError(f"binary cross-entropy targets must lie in [0, 1]; {name} has values "
+                         f"in [{y.min()}, {y.max()}]")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def check_sample_weight(sample_weight, n_samples):
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    return np.ascontiguousarray(w, dtype=np.float32)
+
+
+def check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)

@@ -1,0 +1,66 @@
+"""Devices: where the operations run.
+
+``get_device("cpu")`` (default), ``"numpy"`` (the slow reference),
+``"gpu"`` / ``"opencl"`` / ``"opencl:P:D"`` (an OpenCL device; ``P:D`` follows
+the ``PYOPENCL_CTX`` convention), or a :class:`Device` instance.
+"""
+
+from .base import Device
+from .reference import NumpyDevice
+
+_DEFAULT = {}
+
+
+def get_device(spec="cpu"):
+    """Resolve a device specification to a :class:`Device` (shared per spec)."""
+    if isinstance(spec, Device):
+        return spec
+    if spec is None:
+        spec = "cpu"
+    if not isinstance(spec, str):
+        raise ValueError(f"device must be a Device or a string like 'cpu' or 'gpu', got {spec!r}")
+    key = spec.strip().lower()
+    if key == "auto":
+        # Per-layer placement across devices is the scheduler's job; until it
+        # exists "auto" means the CPU, which is always present.
+        key = "cpu"
+    if key in _DEFAULT:
+        return _DEFAULT[key]
+    if key == "cpu":
+        from .cpu import CPUDevice
+        dev = CPUDevice()
+    elif key == "numpy":
+        dev = NumpyDevice()
+    elif key in ("gpu", "opencl") or key.startswith("opencl:"):
+        from .opencl import OpenCLDevice
+        if key == "gpu":
+            dev = OpenCLDevice.from_spec("gpu")
+        elif key == "opencl":
+            dev = OpenCLDevice.from_spec(None)
+        else:
+            dev = OpenCLDevice.from_spec(key.split(":", 1)[1])
+    else:
+        raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'opencl[:P:D]', "
+                         "'numpy', 'auto' or a Device")
+    _DEFAULT[key] = dev
+    return dev
+
+
+def list_devices():
+    """What this machine offers: a list of dicts (name, kind, details)."""
+    from .cpu import CPUDevice
+    from ..info import build_info
+    info = build_info()
+    found = [{"name": "cpu", "kind": "cpu",
+              "details": f"{info['num_threads']} threads, OpenMP "
+                         f"{'on' if info['openmp'] else 'off'}, BLAS {info['blas']}"}]
+    try:
+        from .opencl import opencl_devices
+        for d in opencl_devices():
+            found.append(d if isinstance(d, dict) else {"name": str(d), "kind": "opencl", "details": ""})
+    except Exception as exc:  # no pyopencl, no platform: say why
+        found.append({"name": "opencl", "kind": "unavailable", "details": str(exc)})
+    return found
+
+
+__all__ = ["Device", "NumpyDevice", "get_device", "list_devices"]

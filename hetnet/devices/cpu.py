@@ -1,0 +1,264 @@
+"""CPUDevice: numpy arrays, Cython+OpenMP kernels, GEMM through SciPy's BLAS."""
+
+import os
+import contextlib
+
+import numpy as np
+
+from .base import Device, conv_output_size
+from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
+
+_F32 = np.float32
+_ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+_EMPTY = np.empty(0, dtype=_F32)
+
+
+def default_num_threads():
+    """Threads for the CPU kernels: ``HETNET_NUM_THREADS``, else
+    ``OMP_NUM_THREADS``, else the CPUs this process may run on."""
+    for var in ("HETNET_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                n = int(value.split(",")[0])
+            except ValueError:
+                raise ValueError(f"{var}={value!r} is not a whole number of threads") from None
+            if n < 1:
+                raise ValueError(f"{var}={value!r}: the thread count must be at least 1")
+            return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _scipy_blas_controller():
+    """threadpoolctl's controller for the OpenBLAS that our sgemm calls, or None."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    scipy_libs = [c for c in libs if "scipy.libs" in c.filepath or os.sep + "scipy" + os.sep in c.filepath]
+    if scipy_libs:
+        return scipy_libs[0]
+    return libs[0] if len(libs) == 1 else None
+
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+def _as3(a):
+    """View an (N, F, ...) array as (N, F, P)."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _weights_arg(weights):
+    return _EMPTY if weights is None else weights
+
+
+class CPUDevice(Device):
+    """Runs every operation on the host CPU.
+
+    Parameters
+    ----------
+    num_threads : int, optional
+        OpenMP threads for the kernels; default :func:`default_num_threads`.
+    workspace_bytes : int
+        Bound on the im2col workspace a convolution uses per chunk of the batch.
+    """
+
+    kind = "cpu"
+
+    def __init__(self, num_threads=None, workspace_bytes=8 << 20):
+        super().__init__()
+        n = default_num_threads() if num_threads is None else int(num_threads)
+        if n < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads!r}")
+        if not _blas.openmp_enabled():
+            n = 1
+        self.num_threads = n
+        self.workspace_bytes = int(workspace_bytes)
+        self.name = "cpu"
+        self._blas_ctl = _scipy_blas_controller()
+        self._partials = {}
+
+    @contextlib.contextmanager
+    def session(self):
+        """Keep the BLAS single-threaded while hetnet drives the threads.
+
+        Our kernels split work over OpenMP threads and call the BLAS inside
+        them; a multi-threaded BLAS underneath would oversubscribe the cores.
+        """
+        ctl = self._blas_ctl
+        if ctl is None:
+            yield self
+            return
+        before = ctl.num_threads
+        ctl.set_num_threads(1)
+        try:
+            yield self
+        finally:
+            ctl.set_num_threads(before)
+
+    # ---------------------------------------------------------------- memory
+    def asarray(self, a, dtype=_F32):
+        a = np.asarray(a)
+        self._count("to_device", a.nbytes)
+        return np.array(a, dtype=dtype, order="C", copy=True)
+
+    def to_host(self, a):
+        self._count("to_host", a.nbytes)
+        return np.array(a, copy=True)
+
+    def empty(self, shape, dtype=_F32):
+        return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype=_F32):
+        return np.zeros(shape, dtype=dtype)
+
+    def copy(self, a):
+        return a.copy()
+
+    def batch_slice(self, a, start, stop):
+        """View of rows ``start:stop`` along axis 0."""
+        return a[start:stop]
+
+    # ------------------------------------------------------- linear algebra
+    def gemm(self, a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        a3 = a if a.ndim == 3 else a[None]
+        b3 = b if b.ndim == 3 else b[None]
+        m = a3.shape[2] if trans_a else a3.shape[1]
+        n = b3.shape[1] if trans_b else b3.shape[2]
+        nb = max(a3.shape[0], b3.shape[0])
+        batched = a.ndim == 3 or b.ndim == 3
+        if c is None:
+            c = np.empty((nb, m, n) if batched else (m, n), dtype=_F32)
+            beta = 0.0
+        if batched and c.ndim == 2:
+            partial = self._partial(m * n)
+            _blas.gemm_batch_sum(a3, b3, c, partial[:, : m * n].reshape(-1, m, n),
+                                 trans_a, trans_b, alpha, beta, self.num_threads)
+        else:
+            _blas.gemm(a3, b3, c if c.ndim == 3 else c[None], trans_a, trans_b,
+                       alpha, beta, self.num_threads)
+        return c
+
+    def _partial(self, size):
+        """Per-thread accumulators for batch-summed GEMM, grown on demand."""
+        buf = self._partials.get("gemm")
+        if buf is None or buf.shape[1] < size:
+            buf = np.empty((self.num_threads, size), dtype=_F32)
+            self._partials["gemm"] = buf
+        return buf
+
+    # ---------------------------------------------------------- convolution
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, out=None):
+        n, ch, h, w = x.shape
+        p = conv_output_size(h, kh, sh, ph) * conv_output_size(w, kw, sw, pw)
+        if out is None:
+            out = np.empty((n, ch * kh * kw, p), dtype=_F32)
+        _conv.im2col(x, out, kh, kw, sh, sw, ph, pw, self.num_threads)
+        return out
+
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
+        if out is None:
+            out = np.empty(x_shape, dtype=_F32)
+        _conv.col2im(cols, out, kh, kw, sh, sw, ph, pw, self.num_threads)
+        return out
+
+    def maxpool2d(self, x, kh, kw, sh, sw, out=None, argmax=None):
+        n, ch, h, w = x.shape
+        shape = (n, ch, conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0))
+        if out is None:
+            out = np.empty(shape, dtype=_F32)
+        if argmax is None:
+            argmax = np.empty(shape, dtype=np.int32)
+        _conv.maxpool2d(x, out, argmax, kh, kw, sh, sw, self.num_threads)
+        return out, argmax
+
+    def maxpool2d_backward(self, dy, argmax, x_shape, out=None):
+        if out is None:
+            out = np.empty(x_shape, dtype=_F32)
+        _conv.maxpool2d_backward(dy, argmax, out, self.num_threads)
+        return out
+
+    # ------------------------------------------------ bias and activations
+    def bias_add(self, y, b):
+        _ew.bias_act(_as3(y), b, 0, self.num_threads)
+        return y
+
+    def bias_activation(self, y, b, name):
+        """In place ``y = act(y + b)`` along axis 1 (fused bias + activation)."""
+        _ew.bias_act(_as3(y), _EMPTY if b is None else b, _ACT_CODES[name], self.num_threads)
+        return y
+
+    def bias_grad(self, dy, out=None):
+        if out is None:
+            out = np.empty(dy.shape[1], dtype=_F32)
+        _ew.bias_grad(_as3(dy), out, self.num_threads)
+        return out
+
+    def activation(self, name, x, out=None):
+        if out is None:
+            out = np.empty_like(x)
+        if name == "softmax":
+            _ew.softmax_rows(x, out, self.num_threads)
+        else:
+            _ew.act_forward(_flat(x), _flat(out), _ACT_CODES[name], self.num_threads)
+        return out
+
+    def activation_backward(self, name, y, dy, out=None):
+        if out is None:
+            out = np.empty_like(dy)
+        if name == "softmax":
+            _ew.softmax_backward(y, dy, out, self.num_threads)
+        else:
+            _ew.act_backward(_flat(y), _flat(dy), _flat(out), _ACT_CODES[name], self.num_threads)
+        return out
+
+    # -------------------------------------------------------------- losses
+    def _loss(self, kernel, pred, target, weights, grad_out):
+        if grad_out is None:
+            grad_out = np.empty_like(pred)
+        loss = kernel(pred, target, _weights_arg(weights), grad_out, self.num_threads)
+        return np.array([loss], dtype=_F32), grad_out
+
+    def softmax_cross_entropy(self, logits, labels, weights=None, grad_out=None):
+        return self._loss(_ew.softmax_cross_entropy, logits, labels, weights, grad_out)
+
+    def sigmoid_binary_cross_entropy(self, logits, targets, weights=None, grad_out=None):
+        return self._loss(_ew.sigmoid_bce, logits, targets, weights, grad_out)
+
+    def mse(self, pred, targets, weights=None, grad_out=None):
+        return self._loss(_ew.mse, pred, targets, weights, grad_out)
+
+    # ----------------------------------------------------------- optimisers
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        _ew.sgd_update(_flat(w), _flat(g), _EMPTY if v is None else _flat(v), lr,
+                       momentum, weight_decay, nesterov, self.num_threads)
+        return w
+
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
+        _ew.adam_update(_flat(w), _flat(g), _flat(m), _flat(v), lr, beta1, beta2, eps,
+                        int(t), weight_decay, self.num_threads)
+        return w
+
+    # ----------------------------------------------------------- reductions
+    def sum(self, x):
+        return np.array([_ew.total(_flat(x), self.num_threads)], dtype=_F32)
+
+    def argmax(self, x, out=None):
+        if out is None:
+            out = np.empty(x.shape[0], dtype=np.int32)
+        _ew.argmax_rows(x, out, self.num_threads)
+        return out
+
+    def axpy(self, alpha, x, y):
+        _ew.axpy(alpha, _flat(x), _flat(y), self.num_threads)
+        return y
+
+    def scale(self, alpha, x):
+        _ew.scale(alpha, _flat(x), self.num_threads)
+        return x

@@ -1,0 +1,88 @@
+"""The layer API: parameters plus forward/backward written in device operations."""
+
+import numpy as np
+
+
+class Layer:
+    """Base layer.
+
+    A layer is built once for a device and an input shape (per sample, no
+    batch axis); afterwards ``forward`` maps a device array ``(N, *in_shape)``
+    to ``(N, *out_shape)`` and ``backward`` maps the gradient of the loss with
+    respect to the output to the gradient with respect to the input, filling
+    ``self.grads`` for every parameter on the way.
+
+    Attributes
+    ----------
+    params : dict of str -> device array
+    grads : dict of str -> device array, same shapes as ``params``
+    """
+
+    #: names of the constructor arguments saved with a model
+    config_keys = ()
+
+    def __init__(self):
+        self.device = None
+        self.params = {}
+        self.grads = {}
+        self.input_shape = None
+        self.output_shape = None
+
+    def get_config(self):
+        return {k: getattr(self, k) for k in self.config_keys}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -------------------------------------------------------------- build
+    def build(self, device, input_shape, rng):
+        """Allocate parameters on ``device``; returns the output shape."""
+        self.device = device
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        host = self.init_params(rng)
+        self.params = {k: device.asarray(v) for k, v in host.items()}
+        self.grads = {k: device.zeros(v.shape) for k, v in host.items()}
+        return self.output_shape
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def init_params(self, rng):
+        """Host (numpy) initial values of the parameters, by name."""
+        return {}
+
+    # ------------------------------------------------------------ compute
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy, need_dx=True):
+        """Gradient w.r.t. the input (None when ``need_dx`` is False)."""
+        raise NotImplementedError
+
+    # -------------------------------------------------- host-side access
+    def get_weights(self):
+        return [self.device.to_host(self.params[k]) for k in self.params]
+
+    def set_weights(self, weights):
+        names = list(self.params)
+        if len(weights) != len(names):
+            raise ValueError(f"{type(self).__name__} takes {len(names)} arrays, got {len(weights)}")
+        for name, w in zip(names, weights):
+            w = np.asarray(w)
+            if w.shape != tuple(self.params[name].shape):
+                raise ValueError(f"{type(self).__name__}.{name}: expected shape "
+                                 f"{tuple(self.params[name].shape)}, got {w.shape}")
+            self.params[name] = self.device.asarray(w)
+
+
+def pair(value, name):
+    """An int or a pair of ints -> a tuple of two positive ints."""
+    if isinstance(value, (int, np.integer)):
+        value = (int(value), int(value))
+    try:
+        a, b = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    return a, b

@@ -1,0 +1,168 @@
+"""2-D convolution as im2col + GEMM over chunks of the batch."""
+
+import numpy as np
+
+from .base import Layer, pair
+from ..devices.base import conv_output_size
+from ..init import initialize, INITIALIZERS
+
+
+class Conv2D(Layer):
+    """Multi-channel, multi-filter 2-D convolution (cross-correlation).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (kh, kw)
+    stride : int or (sh, sw)
+    padding : int, (ph, pw), ``"valid"`` (0), ``"same"`` (output size equals
+        input size at stride 1; needs odd kernel sizes) or ``"full"``
+        (``k - 1``: every partial overlap).
+    init : {"he", "glorot", "lecun"}
+    bias : bool
+
+    Shapes: x ``(N, C, H, W)``, W ``(F, C, kh, kw)``, b ``(F,)``,
+    y ``(N, F, Ho, Wo)`` with ``Ho = (H + 2 ph - kh) // sh + 1``.
+
+    The batch is processed in chunks whose im2col matrix ``(n, C*kh*kw,
+    Ho*Wo)`` fits in ``device.workspace_bytes``; one workspace per layer is
+    reused for every chunk, forward and backward.
+    """
+
+    config_keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                   "init", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 init="he", bias=True):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"Conv2D {name} must be a positive int, got {v!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size!r}, {stride!r}")
+        kh, kw = self.kernel_size
+        if padding == "valid":
+            pad = (0, 0)
+        elif padding == "full":
+            pad = (kh - 1, kw - 1)
+        elif padding == "same":
+            if kh % 2 == 0 or kw % 2 == 0 or self.stride != (1, 1):
+                raise ValueError("padding='same' needs odd kernel sizes and stride 1, got "
+                                 f"kernel_size={self.kernel_size}, stride={self.stride}")
+            pad = (kh // 2, kw // 2)
+        else:
+            pad = pair(padding, "padding")
+            if min(pad) < 0:
+                raise ValueError(f"padding must be >= 0, got {padding!r}")
+        self.padding = padding if isinstance(padding, str) else pad
+        self.pad = pad
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown init {init!r}; expected one of {sorted(INITIALIZERS)}")
+        self.init = init
+        self.bias = bool(bias)
+        self.activation = "identity"   # set by Sequential when it fuses an activation
+        self._ws = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"Conv2D({self.in_channels}, ...) expects per-sample input "
+                             f"({self.in_channels}, H, W), got {tuple(input_shape)}")
+        _, h, w = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.pad
+        ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"Conv2D kernel {self.kernel_size} with padding {self.pad} does "
+                             f"not fit input {h}x{w}")
+        return (self.out_channels, ho, wo)
+
+    def init_params(self, rng):
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        p = {"W": initialize(self.init, rng, (self.out_channels, self.in_channels, kh, kw),
+                             fan_in, self.out_channels * kh * kw)}
+        if self.bias:
+            p["b"] = np.zeros(self.out_channels, dtype=np.float32)
+        return p
+
+    # ---------------------------------------------------------- workspace
+    @property
+    def col_shape(self):
+        """Per-image im2col matrix shape ``(C*kh*kw, Ho*Wo)``."""
+        kh, kw = self.kernel_size
+        _, ho, wo = self.output_shape
+        return (self.in_channels * kh * kw, ho * wo)
+
+    @property
+    def expansion_ratio(self):
+        """Size of the im2col matrix over the size of the input it unrolls."""
+        rows, cols = self.col_shape
+        return rows * cols / float(np.prod(self.input_shape))
+
+    def chunk_size(self, batch):
+        """Images per im2col chunk: as many as fit the device's workspace."""
+        per_image = 4 * self.col_shape[0] * self.col_shape[1]
+        return max(1, min(batch, self.device.workspace_bytes // per_image))
+
+    def workspace_bytes(self, batch):
+        """Bytes of the reused im2col workspace at this batch size."""
+        return 4 * self.chunk_size(batch) * self.col_shape[0] * self.col_shape[1]
+
+    def _workspace(self, n):
+        if self._ws is None or self._ws.shape[0] < n:
+            self._ws = self.device.empty((n,) + self.col_shape)
+        return self.device.batch_slice(self._ws, 0, n)
+
+    def _chunks(self, batch):
+        step = self.chunk_size(batch)
+        return [(i, min(batch, i + step)) for i in range(0, batch, step)]
+
+    def _im2col(self, x, out):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.pad
+        return self.device.im2col(x, kh, kw, sh, sw, ph, pw, out=out)
+
+    # ------------------------------------------------------------ compute
+    def forward(self, x, training=False):
+        dev = self.device
+        n = x.shape[0]
+        f, ho, wo = self.output_shape
+        y = dev.empty((n, f, ho, wo))
+        y3 = y.reshape(n, f, ho * wo)
+        w2 = self.params["W"].reshape(f, -1)
+        chunks = self._chunks(n)
+        for i0, i1 in chunks:
+            cols = self._im2col(dev.batch_slice(x, i0, i1), self._workspace(i1 - i0))
+            dev.gemm(w2, cols, dev.batch_slice(y3, i0, i1))
+        dev.bias_activation(y, self.params.get("b"), self.activation)
+        # one chunk: the workspace still holds this batch's columns for backward
+        self._cols_valid = len(chunks) == 1
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dev = self.device
+        x = self._x
+        n = x.shape[0]
+        f = self.out_channels
+        if self.activation != "identity":
+            dy = dev.activation_backward(self.activation, self._y, dy)
+        if self.bias:
+            dev.bias_grad(dy, out=self.grads["b"])
+        dy3 = dy.reshape(n, f, -1)
+        w2 = self.params["W"].reshape(f, -1)
+        dw2 = self.grads["W"].reshape(f, -1)
+        dx = dev.empty(x.shape) if need_dx else None
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.pad
+        for k, (i0, i1) in enumerate(self._chunks(n)):
+            ws = self._workspace(i1 - i0)
+            cols = ws if self._cols_valid else self._im2col(dev.batch_slice(x, i0, i1), ws)
+            dyc = dev.batch_slice(dy3, i0, i1)
+            dev.gemm(dyc, cols, dw2, trans_b=True, beta=0.0 if k == 0 else 1.0)
+            if need_dx:
+                dcols = dev.gemm(w2, dyc, ws, trans_a=True)   # the columns are used up
+                dev.col2im(dcols, (i1 - i0,) + tuple(x.shape[1:]), kh, kw, sh, sw, ph, pw,
+                           out=dev.batch_slice(dx, i0, i1))
+        self._cols_valid = False
+        return dx

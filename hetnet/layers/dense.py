@@ -1,0 +1,65 @@
+"""Fully-connected layer ``y = x @ W + b``."""
+
+from .base import Layer
+from ..init import initialize, INITIALIZERS
+
+
+class Dense(Layer):
+    """Fully-connected layer.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    init : {"he", "glorot", "lecun"}
+        Weight initialisation (biases start at 0).
+    bias : bool
+
+    Shapes: x ``(N, in_features)``, W ``(in_features, out_features)``,
+    b ``(out_features,)``, y ``(N, out_features)``.
+    """
+
+    config_keys = ("in_features", "out_features", "init", "bias")
+
+    def __init__(self, in_features, out_features, init="he", bias=True):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"Dense {name} must be a positive int, got {v!r}")
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown init {init!r}; expected one of {sorted(INITIALIZERS)}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.init = init
+        self.bias = bool(bias)
+        self.activation = "identity"   # set by Sequential when it fuses an activation
+
+    def compute_output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(f"Dense({self.in_features}, {self.out_features}) got per-sample "
+                             f"input shape {tuple(input_shape)}; expected ({self.in_features},)"
+                             " (add Flatten() after a conv/pool layer)")
+        return (self.out_features,)
+
+    def init_params(self, rng):
+        import numpy as np
+        p = {"W": initialize(self.init, rng, (self.in_features, self.out_features),
+                             self.in_features, self.out_features)}
+        if self.bias:
+            p["b"] = np.zeros(self.out_features, dtype=np.float32)
+        return p
+
+    def forward(self, x, training=False):
+        dev = self.device
+        y = dev.gemm(x, self.params["W"])
+        dev.bias_activation(y, self.params.get("b"), self.activation)
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dev = self.device
+        if self.activation != "identity":
+            dy = dev.activation_backward(self.activation, self._y, dy)
+        dev.gemm(self._x, dy, self.grads["W"], trans_a=True)
+        if self.bias:
+            dev.bias_grad(dy, out=self.grads["b"])
+        return dev.gemm(dy, self.params["W"], trans_b=True) if need_dx else None

@@ -1,0 +1,16 @@
+"""Flatten: (N, C, H, W) -> (N, C*H*W), free on every device."""
+
+import math
+
+from .base import Layer
+
+
+class Flatten(Layer):
+    def compute_output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, x, training=False):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape((dy.shape[0],) + self.input_shape)

@@ -1,0 +1,391 @@
+"""Sequential: a chain of layers, a fused loss, and the training loop."""
+
+import math
+import time
+
+import numpy as np
+
+from ._validation import check_X, check_targets, check_sample_weight, check_positive_int
+from .devices import get_device
+from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
+from .losses import get_loss
+from .optim import get_optimizer
+
+_FUSABLE = (Dense, Conv2D)
+_FUSED_ACTS = (ReLU, Sigmoid, Tanh)
+
+
+class History(dict):
+    """Per-epoch records of a ``fit`` call: ``loss``, ``val_loss``,
+    ``val_accuracy``, ``images_per_s``, ``time_s`` (lists, one entry an epoch)."""
+
+    @property
+    def epochs(self):
+        return len(self.get("loss", []))
+
+
+class Sequential:
+    """A feed-forward network trained with a fused loss.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The last layer emits logits (no softmax needed for cross-entropy).
+    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
+        Mean over the batch.  Cross-entropy takes class indices or one-hot
+        labels and fuses softmax; binary cross-entropy fuses sigmoid.
+    device : str or Device
+        ``"cpu"`` (default), ``"gpu"``, ``"opencl:P:D"``, ``"numpy"``, ``"auto"``.
+    seed : int, optional
+        Seeds initialisation and shuffling: the same seed gives the same
+        weights and the same training run.
+    input_shape : tuple, optional
+        Per-sample input shape; without it the model is built by the first
+        ``fit``/``predict`` from the data.
+    """
+
+    def __init__(self, layers, loss="cross_entropy", device="cpu", seed=None, input_shape=None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is {layer!r}, not a hetnet Layer")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("the same layer object appears twice; create a new one for each position")
+        self.layers = layers
+        self.loss = get_loss(loss)
+        self.device = get_device(device)
+        self.seed = seed
+        self.input_shape = None
+        self.optimizer = None
+        self.history = None
+        self._steps = []
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # --------------------------------------------------------------- build
+    @property
+    def built(self):
+        return self.input_shape is not None
+
+    def build(self, input_shape):
+        """Create the parameters for per-sample ``input_shape`` (e.g. (1, 28, 28))."""
+        input_shape = tuple(int(s) for s in input_shape)
+        seeds = np.random.SeedSequence(self.seed).spawn(2)
+        rng = np.random.default_rng(seeds[0])
+        self._shuffle_rng = np.random.default_rng(seeds[1])
+        shape = input_shape
+        for layer in self.layers:
+            shape = layer.build(self.device, shape, rng)
+        if len(shape) != 1:
+            raise ValueError(f"the last layer must output (N, k) logits, got per-sample shape {shape}"
+                             " (add Flatten and Dense layers)")
+        self.input_shape = input_shape
+        self.n_outputs = shape[0]
+        self._fuse()
+        return self
+
+    def _fuse(self):
+        """Let a dense/conv layer absorb the activation that follows it: one
+        pass over the output instead of two, and no extra buffer."""
+        steps, i = [], 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if isinstance(layer, _FUSABLE):
+                layer.activation = "identity"
+                if type(nxt) in _FUSED_ACTS:
+                    layer.activation = nxt.kind
+                    i += 1
+            steps.append(layer)
+            i += 1
+        self._steps = steps
+
+    def _require_built(self):
+        if not self.built:
+            raise RuntimeError("the model has no weights yet: call fit(), build(input_shape) "
+                               "or pass input_shape= to Sequential")
+
+    # -------------------------------------------------------------- weights
+    def _param_arrays(self):
+        return [layer.params[k] for layer in self.layers for k in layer.params]
+
+    def _grad_arrays(self):
+        return [layer.grads[k] for layer in self.layers for k in layer.params]
+
+    def get_weights(self):
+        """Parameters as numpy arrays, in layer order (W before b)."""
+        self._require_built()
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights):
+        """Load parameters from a list shaped like :meth:`get_weights`."""
+        self._require_built()
+        weights = list(weights)
+        expected = sum(len(layer.params) for layer in self.layers)
+        if len(weights) != expected:
+            raise ValueError(f"set_weights needs {expected} arrays, got {len(weights)}")
+        i = 0
+        for layer in self.layers:
+            k = len(layer.params)
+            layer.set_weights(weights[i:i + k])
+            i += k
+        if self.optimizer is not None:
+            self.optimizer.reset()
+
+    def count_params(self):
+        self._require_built()
+        return int(sum(np.prod(p.shape) for p in self._param_arrays()))
+
+    # ------------------------------------------------------------ compute
+    def _forward(self, x, training):
+        for layer in self._steps:
+            x = layer.forward(x, training)
+        return x
+
+    def _backward(self, dlogits):
+        dy = dlogits
+        for i in range(len(self._steps) - 1, -1, -1):
+            dy = self._steps[i].backward(dy, need_dx=i > 0)
+
+    def _loss_op(self, logits, target, weights):
+        return getattr(self.device, self.loss.op)(logits, target, weights)
+
+    def _batch_to_device(self, X, yt, sw, idx):
+        dev = self.device
+        xb = dev.asarray(X[idx])
+        yb = dev.asarray(yt[idx], dtype=yt.dtype)
+        wb = None if sw is None else dev.asarray(sw[idx])
+        return xb, yb, wb
+
+    def _prepare(self, X, y, sample_weight=None):
+        X = check_X(X, self.input_shape)
+        if not self.built:
+            self.build(X.shape[1:])
+        yt = check_targets(y, X.shape[0], self.loss.name, self.n_outputs)
+        sw = check_sample_weight(sample_weight, X.shape[0])
+        return X, yt, sw
+
+    def train_step(self, xb, yb, wb=None):
+        """One forward/backward/update on device arrays; returns the device loss."""
+        logits = self._forward(xb, True)
+        loss, dlogits = self._loss_op(logits, yb, wb)
+        self._backward(dlogits)
+        self.optimizer.step(self.device, self._param_arrays(), self._grad_arrays())
+        return loss
+
+    def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
+            verbose=0, shuffle=True, sample_weight=None, callbacks=None):
+        """Mini-batch training.
+
+        Each epoch reshuffles (``shuffle=True``), covers every sample once
+        (the last, partial batch included) and averages gradients over each
+        batch.  The optimizer (default ``SGD(lr=0.01)``) keeps its state
+        across calls, so ``fit`` may be called again to continue training.
+
+        Parameters
+        ----------
+        X : array (n, *input_shape), or (n, prod(input_shape))
+        y : class indices (n,) or one-hot (n, k) for cross-entropy; (n, k)
+            or (n,) targets otherwise
+        validation_data : (X_val, y_val), optional
+            Evaluated after every epoch.
+        verbose : int
+            1: a progress bar per epoch with loss and images/s.
+        callbacks : list, optional
+            Objects with any of ``on_fit_begin(model)``,
+            ``on_epoch_begin(model, epoch)``, ``on_batch_end(model, batch)``,
+            ``on_epoch_end(model, epoch, logs)`` (return True to stop) and
+            ``on_fit_end(model, history)``.
+
+        Returns
+        -------
+        History
+        """
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            Xv = check_X(validation_data[0], self.input_shape, name="X_val")
+            yv = check_targets(validation_data[1], Xv.shape[0], self.loss.name, self.n_outputs,
+                               name="y_val")
+        if optimizer is not None or self.optimizer is None:
+            self.optimizer = get_optimizer(optimizer)
+        callbacks = list(callbacks or [])
+        n = X.shape[0]
+        history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
+        self.history = history
+        dev = self.device
+        _call(callbacks, "on_fit_begin", self)
+        with dev.session():
+            for epoch in range(epochs):
+                _call(callbacks, "on_epoch_begin", self, epoch)
+                order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+                bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
+                total = dev.zeros((1,))
+                t0 = time.perf_counter()
+                for b, start in enumerate(range(0, n, batch_size)):
+                    idx = order[start:start + batch_size]
+                    loss = self.train_step(*self._batch_to_device(X, yt, sw, idx))
+                    dev.axpy(float(len(idx)), loss, total)
+                    if bar is not None:
+                        bar.update(len(idx))
+                        if b % 50 == 0:
+                            bar.set_postfix(loss=f"{float(dev.to_host(loss)[0]):.4f}", refresh=False)
+                    _call(callbacks, "on_batch_end", self, b)
+                epoch_loss = float(dev.to_host(total)[0]) / n   # waits for the device
+                dt = time.perf_counter() - t0
+                logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
+                if validation_data is not None:
+                    ev = self._evaluate(Xv, yv, None)
+                    logs["val_loss"] = ev["loss"]
+                    if "accuracy" in ev:
+                        logs["val_accuracy"] = ev["accuracy"]
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(value)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+                    bar.close()
+                if not math.isfinite(epoch_loss):
+                    raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
+                                             f"{epoch_loss}); lower the learning rate")
+                if any(_call(callbacks, "on_epoch_end", self, epoch, logs)):
+                    break
+        _call(callbacks, "on_fit_end", self, history)
+        return history
+
+    # ---------------------------------------------------------- inference
+    def _batches(self, X, batch_size):
+        for start in range(0, X.shape[0], batch_size):
+            yield start, self.device.asarray(X[start:start + batch_size])
+
+    def predict_logits(self, X, batch_size=256):
+        """Raw outputs of the last layer, ``(n, k)`` numpy."""
+        self._require_built()
+        X = check_X(X, self.input_shape)
+        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
+        with self.device.session():
+            for start, xb in self._batches(X, batch_size):
+                out[start:start + xb.shape[0]] = self.device.to_host(self._forward(xb, False))
+        return out
+
+    def predict_proba(self, X, batch_size=256):
+        """Class probabilities (softmax for cross-entropy, sigmoid for binary
+        cross-entropy), ``(n, k)``."""
+        if not self.loss.classification:
+            raise AttributeError("predict_proba needs a classification loss; this model uses "
+                                 f"{self.loss.name!r}")
+        self._require_built()
+        X = check_X(X, self.input_shape)
+        dev = self.device
+        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
+        with dev.session():
+            for start, xb in self._batches(X, batch_size):
+                p = dev.activation(self.loss.output, self._forward(xb, False))
+                out[start:start + xb.shape[0]] = dev.to_host(p)
+        return out
+
+    def predict(self, X, batch_size=256):
+        """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
+        or the outputs themselves (MSE; 1-D when there is one output)."""
+        if self.loss.name == "cross_entropy":
+            self._require_built()
+            X = check_X(X, self.input_shape)
+            dev = self.device
+            out = np.empty(X.shape[0], dtype=np.int64)
+            with dev.session():
+                for start, xb in self._batches(X, batch_size):
+                    out[start:start + xb.shape[0]] = dev.to_host(dev.argmax(self._forward(xb, False)))
+            return out
+        if self.loss.name == "binary_cross_entropy":
+            pred = (self.predict_proba(X, batch_size) > 0.5).astype(np.int64)
+        else:
+            pred = self.predict_logits(X, batch_size)
+        return pred[:, 0] if pred.shape[1] == 1 else pred
+
+    def evaluate(self, X, y, sample_weight=None, batch_size=256):
+        """Mean loss (and accuracy for classification) over a data set:
+        ``{"loss": float, "accuracy": float}``."""
+        self._require_built()
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        return self._evaluate(X, yt, sw, batch_size)
+
+    def _evaluate(self, X, yt, sw, batch_size=256):
+        dev = self.device
+        n = X.shape[0]
+        total = dev.zeros((1,))
+        correct = 0
+        with dev.session():
+            for start in range(0, n, batch_size):
+                idx = slice(start, start + batch_size)
+                xb, yb, wb = self._batch_to_device(X, yt, sw, idx)
+                logits = self._forward(xb, False)
+                loss, _ = self._loss_op(logits, yb, wb)
+                dev.axpy(float(xb.shape[0]), loss, total)
+                if self.loss.name == "cross_entropy":
+                    correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
+                elif self.loss.name == "binary_cross_entropy":
+                    pred = dev.to_host(logits) > 0
+                    correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
+        result = {"loss": float(dev.to_host(total)[0]) / n}
+        if self.loss.classification:
+            result["accuracy"] = correct / n
+        return result
+
+    def loss_and_gradients(self, X, y, sample_weight=None):
+        """Loss of one batch holding all of ``X`` and the gradient of every
+        parameter, numpy, in :meth:`get_weights` order.  Changes no weight."""
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        dev = self.device
+        with dev.session():
+            xb, yb, wb = self._batch_to_device(X, yt, sw, slice(None))
+            loss, dlogits = self._loss_op(self._forward(xb, True), yb, wb)
+            self._backward(dlogits)
+            return float(dev.to_host(loss)[0]), [dev.to_host(g) for g in self._grad_arrays()]
+
+    # ------------------------------------------------------------- report
+    def summary(self):
+        """A text table of layers, output shapes and parameter counts."""
+        self._require_built()
+        lines = [f"Sequential on {self.device.name}, input {self.input_shape}, loss {self.loss.name}",
+                 f"{'layer':<40}{'output':<18}{'params':>10}"]
+        for layer in self.layers:
+            n = int(sum(np.prod(p.shape) for p in layer.params.values()))
+            note = ""
+            if isinstance(layer, _FUSABLE) and layer.activation != "identity":
+                note = f" (+{layer.activation}, fused)"
+            lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+        lines.append(f"total parameters: {self.count_params()}")
+        return "\n".join(lines)
+
+    def get_config(self):
+        return {"loss": self.loss.name, "seed": self.seed,
+                "input_shape": list(self.input_shape) if self.built else None,
+                "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    def save(self, path):
+        """Write the architecture (JSON) and weights (arrays) to ``path`` (.npz).
+        Nothing in the file is executable; :func:`hetnet.load` reads it back."""
+        from .io import save_model
+        save_model(self, path)
+
+
+def _call(callbacks, hook, *args):
+    results = []
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            results.append(bool(fn(*args)))
+    return results
+
+
+def _progress(verbose, total, desc):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=True,
+                dynamic_ncols=True)

@@ -1,0 +1,69 @@
+"""Build hetnet's Cython kernels, with OpenMP where the compiler has it.
+
+``HETNET_NO_OPENMP=1`` forces a serial build.  Without OpenMP support in the
+compiler the same sources build serially (``prange`` becomes a plain loop);
+``hetnet.build_info()`` reports which one was built.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _compiler_has_openmp(compiler):
+    """Compile and link a tiny OpenMP program; True if it works."""
+    if os.environ.get("HETNET_NO_OPENMP"):
+        return False
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    tmp = tempfile.mkdtemp()
+    try:
+        path = os.path.join(tmp, "omp_check.c")
+        with open(path, "w") as f:
+            f.write(src)
+        objects = compiler.compile([path], output_dir=tmp, extra_postargs=["-fopenmp"])
+        compiler.link_executable(objects, "omp_check", output_dir=tmp, extra_postargs=["-fopenmp"])
+        return True
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        openmp = sys.platform != "win32" and _compiler_has_openmp(self.compiler)
+        if not openmp:
+            print("hetnet: compiler has no OpenMP; building the CPU kernels serially")
+        for ext in self.extensions:
+            ext.extra_compile_args = ["-O3"]
+            if openmp:
+                ext.extra_compile_args.append("-fopenmp")
+                ext.extra_link_args.append("-fopenmp")
+        super().build_extensions()
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    names = ["blas", "conv", "elementwise"]
+    exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"]) for n in names]
+    return cythonize(
+        exts,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False,
+                             "cdivision": True, "initializedcheck": False},
+    )
+
+
+setup(
+    packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels"],
+    package_dir={"hetnet.clkernels": "clkernels"},
+    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd"]},
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": BuildExt},
+)
