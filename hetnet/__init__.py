@@ -8,8 +8,8 @@ from .optim import SGD, Adam
 from .io import load
 from .info import build_info
 from .devices import get_device, list_devices as devices
-from . import models
+from . import models, datasets
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
-           "devices", "models", "__version__"]
+           "devices", "models", "datasets", "__version__"]

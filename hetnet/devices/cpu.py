@@ -137,21 +137,22 @@ class CPUDevice(Device):
             c = np.empty((nb, m, n) if batched else (m, n), dtype=_F32)
             beta = 0.0
         if batched and c.ndim == 2:
-            partial = self._partial(m * n)
-            _blas.gemm_batch_sum(a3, b3, c, partial[:, : m * n].reshape(-1, m, n),
+            _blas.gemm_batch_sum(a3, b3, c, self._partial(m, n),
                                  trans_a, trans_b, alpha, beta, self.num_threads)
         else:
             _blas.gemm(a3, b3, c if c.ndim == 3 else c[None], trans_a, trans_b,
                        alpha, beta, self.num_threads)
         return c
 
-    def _partial(self, size):
-        """Per-thread accumulators for batch-summed GEMM, grown on demand."""
+    def _partial(self, m, n):
+        """Per-thread ``(num_threads, m, n)`` accumulators for batch-summed
+        GEMM, carved from one buffer that grows on demand."""
+        size = self.num_threads * m * n
         buf = self._partials.get("gemm")
-        if buf is None or buf.shape[1] < size:
-            buf = np.empty((self.num_threads, size), dtype=_F32)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, dtype=_F32)
             self._partials["gemm"] = buf
-        return buf
+        return buf[:size].reshape(self.num_threads, m, n)
 
     # ---------------------------------------------------------- convolution
     def im2col(self, x, kh, kw, sh, sw, ph, pw, out=None):

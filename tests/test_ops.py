@@ -1,0 +1,238 @@
+"""Every device operation against the plain numpy reference, on every device."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_close
+
+F32 = np.float32
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(F32)
+
+
+def put(dev, a, dtype=F32):
+    return dev.asarray(a, dtype=dtype)
+
+
+def host(dev, a):
+    return dev.to_host(a)
+
+
+GEMM_SHAPES = [(1, 1, 1), (7, 13, 5), (33, 65, 17), (70, 3, 129), (128, 96, 200)]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_2d(device, ref, rng, m, n, k, ta, tb):
+    a = rand(rng, *((k, m) if ta else (m, k)))
+    b = rand(rng, *((n, k) if tb else (k, n)))
+    c = rand(rng, m, n)
+    expected = ref.gemm(a, b, c.copy(), ta, tb, alpha=0.7, beta=0.3)
+    out = put(device, c)
+    device.gemm(put(device, a), put(device, b), out, ta, tb, alpha=0.7, beta=0.3)
+    assert_close(host(device, out), expected, what="gemm alpha/beta")
+    got = device.gemm(put(device, a), put(device, b), None, ta, tb)
+    assert_close(host(device, got), ref.gemm(a, b, None, ta, tb), what="gemm new c")
+
+
+@pytest.mark.parametrize("shared", ["a", "b", "none"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_gemm_batched(device, ref, rng, shared, ta, tb):
+    nb, m, n, k = 5, 6, 11, 9
+    a = rand(rng, *(() if shared == "a" else (nb,)), *((k, m) if ta else (m, k)))
+    b = rand(rng, *(() if shared == "b" else (nb,)), *((n, k) if tb else (k, n)))
+    got = device.gemm(put(device, a), put(device, b), None, ta, tb)
+    assert_close(host(device, got), ref.gemm(a, b, None, ta, tb), what="batched gemm")
+
+
+@pytest.mark.parametrize("nb", [1, 3, 8])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_gemm_batch_sum(device, ref, rng, nb, beta):
+    f, ckk, p = 7, 12, 25
+    dy, cols = rand(rng, nb, f, p), rand(rng, nb, ckk, p)
+    c = rand(rng, f, ckk)
+    expected = ref.gemm(dy, cols, c.copy(), False, True, beta=beta)
+    out = put(device, c)
+    device.gemm(put(device, dy), put(device, cols), out, False, True, beta=beta)
+    assert_close(host(device, out), expected, what="batch-summed gemm")
+
+
+CONV_CASES = [  # (n, c, h, w, kh, kw, sh, sw, ph, pw)
+    (2, 1, 8, 8, 3, 3, 1, 1, 0, 0),
+    (3, 2, 7, 9, 3, 2, 2, 1, 1, 0),
+    (1, 3, 6, 6, 5, 5, 1, 1, 4, 4),     # "full" padding
+    (2, 2, 9, 7, 3, 3, 2, 3, 1, 2),
+    (1, 1, 5, 5, 1, 1, 1, 1, 0, 0),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_im2col_col2im(device, ref, rng, case):
+    n, c, h, w, kh, kw, sh, sw, ph, pw = case
+    x = rand(rng, n, c, h, w)
+    expected = ref.im2col(x, kh, kw, sh, sw, ph, pw)
+    cols = device.im2col(put(device, x), kh, kw, sh, sw, ph, pw)
+    assert_close(host(device, cols), expected, rtol=0, what="im2col")
+    g = rand(rng, *expected.shape)
+    dx = device.col2im(put(device, g), x.shape, kh, kw, sh, sw, ph, pw)
+    assert_close(host(device, dx), ref.col2im(g, x.shape, kh, kw, sh, sw, ph, pw), what="col2im")
+
+
+def test_im2col_on_batch_slice(device, ref, rng):
+    x = rand(rng, 5, 2, 6, 6)
+    xd = put(device, x)
+    part = device.batch_slice(xd, 2, 4)
+    cols = device.im2col(part, 3, 3, 1, 1, 1, 1)
+    assert_close(host(device, cols), ref.im2col(x[2:4], 3, 3, 1, 1, 1, 1), rtol=0,
+                 what="im2col of a view")
+
+
+@pytest.mark.parametrize("shape,k,s", [((2, 3, 8, 8), (2, 2), (2, 2)),
+                                       ((1, 2, 7, 5), (3, 2), (2, 1)),
+                                       ((3, 1, 6, 6), (3, 3), (3, 3))])
+def test_maxpool(device, ref, rng, shape, k, s):
+    x = rand(rng, *shape)
+    y_ref, am_ref = ref.maxpool2d(x, *k, *s)
+    y, am = device.maxpool2d(put(device, x), *k, *s)
+    assert_close(host(device, y), y_ref, rtol=0, what="maxpool y")
+    np.testing.assert_array_equal(host(device, am), am_ref)
+    dy = rand(rng, *y_ref.shape)
+    dx = device.maxpool2d_backward(put(device, dy), am, shape)
+    assert_close(host(device, dx), ref.maxpool2d_backward(dy, am_ref, shape), what="maxpool dx")
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (3, 4, 6, 6), (2, 7, 1, 1)])
+def test_bias_add_and_grad(device, ref, rng, shape):
+    y, b = rand(rng, *shape), rand(rng, shape[1])
+    yd = put(device, y)
+    device.bias_add(yd, put(device, b))
+    assert_close(host(device, yd), ref.bias_add(y.copy(), b), what="bias_add")
+    assert_close(host(device, device.bias_grad(put(device, y))), ref.bias_grad(y), what="bias_grad")
+
+
+ACTS = ["identity", "relu", "sigmoid", "tanh"]
+
+
+@pytest.mark.parametrize("name", ACTS + ["softmax"])
+def test_activation(device, ref, rng, name):
+    x = 3 * rand(rng, 6, 9)
+    y = device.activation(name, put(device, x))
+    y_ref = ref.activation(name, x)
+    assert_close(host(device, y), y_ref, what=f"{name} forward")
+    dy = rand(rng, 6, 9)
+    dx = device.activation_backward(name, put(device, y_ref), put(device, dy))
+    assert_close(host(device, dx), ref.activation_backward(name, y_ref, dy), what=f"{name} backward")
+
+
+@pytest.mark.parametrize("name", ACTS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bias_activation(device, ref, rng, name, with_bias):
+    y, b = rand(rng, 3, 4, 5), rand(rng, 4)
+    yd = put(device, y)
+    device.bias_activation(yd, put(device, b) if with_bias else None, name)
+    expected = ref.bias_activation(y.copy(), b if with_bias else None, name)
+    assert_close(host(device, yd), expected, what="bias_activation")
+
+
+def test_activation_extremes(device, ref):
+    x = np.array([[-100.0, -20.0, 0.0, 20.0, 100.0]], dtype=F32)
+    for name in ("sigmoid", "tanh", "softmax"):
+        y = host(device, device.activation(name, put(device, x)))
+        assert np.isfinite(y).all(), name
+        assert_close(y, ref.activation(name, x), what=name)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy(device, ref, rng, weighted):
+    z = 5 * rand(rng, 9, 4)
+    z[0, 0] = 80.0   # stability: a large logit must not overflow
+    labels = rng.integers(0, 4, 9).astype(np.int32)
+    w = rng.random(9).astype(F32) if weighted else None
+    loss_ref, g_ref = ref.softmax_cross_entropy(z, labels, w)
+    loss, g = device.softmax_cross_entropy(put(device, z), put(device, labels, np.int32),
+                                           None if w is None else put(device, w))
+    assert_close(host(device, loss), loss_ref, what="CE loss")
+    assert_close(host(device, g), g_ref, what="CE grad")
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sigmoid_bce(device, ref, rng, weighted):
+    z = 4 * rand(rng, 7, 3)
+    z[0, 0] = -60.0
+    t = rng.random((7, 3)).astype(F32)
+    w = rng.random(7).astype(F32) if weighted else None
+    loss_ref, g_ref = ref.sigmoid_binary_cross_entropy(z, t, w)
+    loss, g = device.sigmoid_binary_cross_entropy(put(device, z), put(device, t),
+                                                  None if w is None else put(device, w))
+    assert_close(host(device, loss), loss_ref, what="BCE loss")
+    assert_close(host(device, g), g_ref, what="BCE grad")
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mse(device, ref, rng, weighted):
+    p, t = rand(rng, 8, 2), rand(rng, 8, 2)
+    w = rng.random(8).astype(F32) if weighted else None
+    loss_ref, g_ref = ref.mse(p, t, w)
+    loss, g = device.mse(put(device, p), put(device, t), None if w is None else put(device, w))
+    assert_close(host(device, loss), loss_ref, what="MSE loss")
+    assert_close(host(device, g), g_ref, what="MSE grad")
+
+
+@pytest.mark.parametrize("momentum,wd,nesterov", [(0.0, 0.0, False), (0.9, 0.0, False),
+                                                  (0.9, 1e-3, True), (0.5, 1e-2, False)])
+def test_sgd_update(device, ref, rng, momentum, wd, nesterov):
+    w, g, v = rand(rng, 5, 7), rand(rng, 5, 7), rand(rng, 5, 7)
+    w_ref, v_ref = w.copy(), v.copy()
+    ref.sgd_update(w_ref, g, v_ref if momentum else None, 0.1, momentum, wd, nesterov)
+    wd_, vd = put(device, w), put(device, v)
+    device.sgd_update(wd_, put(device, g), vd if momentum else None, 0.1, momentum, wd, nesterov)
+    assert_close(host(device, wd_), w_ref, what="sgd w")
+    if momentum:
+        assert_close(host(device, vd), v_ref, what="sgd v")
+
+
+def test_adam_update(device, ref, rng):
+    w, g = rand(rng, 40), rand(rng, 40)
+    m, v = rand(rng, 40), np.abs(rand(rng, 40))
+    w_ref, m_ref, v_ref = w.copy(), m.copy(), v.copy()
+    ref.adam_update(w_ref, g, m_ref, v_ref, 1e-2, 0.9, 0.999, 1e-8, 3, 1e-4)
+    wd_, md, vd = put(device, w), put(device, m), put(device, v)
+    device.adam_update(wd_, put(device, g), md, vd, 1e-2, 0.9, 0.999, 1e-8, 3, 1e-4)
+    assert_close(host(device, wd_), w_ref, what="adam w")
+    assert_close(host(device, md), m_ref, what="adam m")
+    assert_close(host(device, vd), v_ref, what="adam v")
+
+
+def test_reductions(device, ref, rng):
+    x = rand(rng, 50, 7)
+    assert_close(host(device, device.sum(put(device, x))), ref.sum(x), what="sum")
+    np.testing.assert_array_equal(host(device, device.argmax(put(device, x))), ref.argmax(x))
+    y = rand(rng, 50, 7)
+    yd = put(device, y)
+    device.axpy(0.5, put(device, x), yd)
+    assert_close(host(device, yd), y + 0.5 * x, what="axpy")
+    device.scale(2.0, yd)
+    assert_close(host(device, yd), 2 * (y + 0.5 * x), what="scale")
+
+
+def test_large_parallel_paths(device, ref, rng):
+    """Sizes past the kernels' parallel thresholds take the threaded paths."""
+    x = rand(rng, 64, 1200)
+    assert_close(host(device, device.activation("relu", put(device, x))), ref.activation("relu", x),
+                 what="relu large")
+    assert_close(host(device, device.sum(put(device, x))), ref.sum(x), what="sum large")
+    a, b = rand(rng, 300, 200), rand(rng, 200, 250)
+    assert_close(host(device, device.gemm(put(device, a), put(device, b))), ref.gemm(a, b),
+                 what="gemm large")
+
+
+def test_transfers_are_counted(device, rng):
+    before = dict(device.transfers)
+    x = device.asarray(rand(rng, 3, 4))
+    device.to_host(x)
+    assert device.transfers["to_device"] == before["to_device"] + 1
+    assert device.transfers["to_host"] == before["to_host"] + 1
+    assert device.transfers["bytes_to_host"] == before["bytes_to_host"] + 48
