@@ -1,0 +1,133 @@
+"""LeNet-5 training on full Fashion-MNIST on the CPU: hetnet beside PyTorch.
+
+Both train the same LeNet-5 (ReLU, max-pool; conv1 padded to keep 28x28) from
+the same initial weights with SGD (lr 0.02, momentum 0.9) for 5 epochs at
+batch 64 and 256, with the same number of threads. Reported: training
+images/s (the mean over epochs of images / epoch wall time; the data is in
+memory, shuffling and batch assembly included, evaluation excluded) and test
+accuracy after the last epoch.
+
+    python benchmarks/bench_lenet5_cpu.py [--threads 2] [--epochs 5] [--batches 64 256]
+
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, pin
+OpenBLAS to a slower kernel; unless --keep-openblas-env is given, the script
+re-runs itself with both unset.  Which kernel ran is recorded (threadpoolctl).
+Results: benchmarks/results/lenet5_cpu[_<tag>].json.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--keep-openblas-env", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are")
+    p.add_argument("--tag", default="", help="suffix of the results file")
+    return p.parse_args()
+
+
+def hetnet_run(X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
+    import hetnet as hn
+    from hetnet.devices.cpu import CPUDevice
+    model = hn.models.lenet5(seed=seed, device=CPUDevice(num_threads=threads))
+    model.build((1, 28, 28))
+    init = model.get_weights()
+    hist = model.fit(X, y, epochs=epochs, batch_size=batch,
+                     optimizer=hn.SGD(lr=lr, momentum=0.9))
+    acc = model.evaluate(Xte, yte)["accuracy"]
+    return init, {"images_per_s_per_epoch": hist["images_per_s"],
+                  "images_per_s": sum(hist["images_per_s"]) / epochs,
+                  "test_accuracy": acc, "final_train_loss": hist["loss"][-1]}
+
+
+def torch_run(init, X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
+    import numpy as np
+    import torch
+    from torch import nn
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                        nn.Linear(84, 10))
+    params = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for k, m in enumerate(params):
+            w, b = init[2 * k], init[2 * k + 1]
+            m.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
+            m.bias.copy_(torch.from_numpy(b))
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+    rates = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(len(yt))
+        for s in range(0, len(yt), batch):
+            idx = order[s:s + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        rates.append(len(yt) / (time.perf_counter() - t0))
+    with torch.no_grad():
+        pred = torch.cat([net(torch.from_numpy(Xte[i:i + 1000])).argmax(1)
+                          for i in range(0, len(Xte), 1000)]).numpy()
+    return {"images_per_s_per_epoch": rates, "images_per_s": sum(rates) / epochs,
+            "test_accuracy": float((pred == yte).mean()), "torch": torch.__version__}
+
+
+def main():
+    args = parse()
+    pinned = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    if pinned and not args.keep_openblas_env:
+        env = {k: v for k, v in os.environ.items() if k not in pinned}
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    os.environ["HETNET_NUM_THREADS"] = str(args.threads)
+    sys.path.insert(0, str(HERE))
+    from _machine import machine
+    from hetnet.datasets import load_fashion_mnist
+    X, y = load_fashion_mnist("train", source="full")
+    Xte, yte = load_fashion_mnist("test", source="full")
+    results = {"benchmark": "lenet5_cpu", "threads": args.threads, "epochs": args.epochs,
+               "lr": args.lr, "momentum": 0.9, "train_images": len(y), "test_images": len(yte),
+               "runs": []}
+    for batch in args.batches:
+        init, h = hetnet_run(X, y, Xte, yte, batch, args.epochs, args.lr, args.threads)
+        row = {"batch_size": batch, "hetnet": h}
+        print(f"batch {batch:4d}  hetnet  {h['images_per_s']:9,.0f} images/s  "
+              f"test accuracy {h['test_accuracy']:.4f}", flush=True)
+        if not args.no_torch:
+            try:
+                t = torch_run(init, X, y, Xte, yte, batch, args.epochs, args.lr, args.threads)
+            except ImportError:
+                print("PyTorch not installed: comparison skipped (pip install torch==2.13.0)")
+                args.no_torch = True
+            else:
+                row["pytorch"] = t
+                row["speedup"] = h["images_per_s"] / t["images_per_s"]
+                print(f"batch {batch:4d}  pytorch {t['images_per_s']:9,.0f} images/s  "
+                      f"test accuracy {t['test_accuracy']:.4f}  (hetnet {row['speedup']:.2f}x)",
+                      flush=True)
+        results["runs"].append(row)
+    results["machine"] = machine()   # after the runs: BLAS libraries are loaded by then
+    out = HERE / "results" / f"lenet5_cpu{('_' + args.tag) if args.tag else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
