@@ -61,6 +61,7 @@ class Sequential:
         self.optimizer = None
         self.history = None
         self._steps = []
+        self._dlogits = None
         if input_shape is not None:
             self.build(input_shape)
 
@@ -150,7 +151,10 @@ class Sequential:
             dy = self._steps[i].backward(dy, need_dx=i > 0)
 
     def _loss_op(self, logits, target, weights):
-        return getattr(self.device, self.loss.op)(logits, target, weights)
+        grad = self._dlogits
+        if grad is None or tuple(grad.shape) != tuple(logits.shape):
+            grad = self._dlogits = self.device.empty(tuple(logits.shape))
+        return getattr(self.device, self.loss.op)(logits, target, weights, grad_out=grad)
 
     def _batch_to_device(self, X, yt, sw, idx):
         dev = self.device

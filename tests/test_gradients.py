@@ -59,26 +59,33 @@ def test_layer_gradients(device, rng, case):
                      rtol=1e-4, atol=1e-4, what=f"d{name}")
 
 
-def test_conv_chunked_matches_single_chunk(device, rng):
-    """A workspace too small for the batch (several im2col chunks) gives the
-    same outputs and gradients as one chunk."""
+@pytest.mark.parametrize("ws", [None, 1])
+@pytest.mark.parametrize("act", ["identity", "relu"])
+def test_conv_default_path_matches_device(device, rng, ws, act):
+    """The device's conv2d (fused on the CPU) agrees with the interface's
+    default im2col + GEMM path, with one chunk or one image per chunk."""
+    from hetnet.devices.base import Device
     x = rng.standard_normal((5, 2, 6, 6)).astype(F32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(F32)
+    b = rng.standard_normal(3).astype(F32)
     dy = rng.standard_normal((5, 3, 6, 6)).astype(F32)
-    results = []
+    args = ((1, 1), (1, 1))
     saved = device.workspace_bytes
-    for ws in (saved, 1):               # 1 byte -> one image per chunk
-        layer = hn.Conv2D(2, 3, 3, padding=1)
-        layer.build(device, (2, 6, 6), np.random.default_rng(0))
-        device.workspace_bytes = ws
-        try:
-            assert layer.chunk_size(5) == (5 if ws == saved else 1)
-            y = device.to_host(layer.forward(device.asarray(x), True))
-            dx = device.to_host(layer.backward(device.asarray(dy)))
-        finally:
-            device.workspace_bytes = saved
-        results.append((y, dx, device.to_host(layer.grads["W"]), device.to_host(layer.grads["b"])))
-    for a, b, what in zip(results[0], results[1], ("y", "dx", "dW", "db")):
-        assert_close(a, b, what=what)
+    results = []
+    try:
+        if ws is not None:
+            device.workspace_bytes = ws
+            assert device.conv_chunk(5, (18, 36)) == 1
+        for impl in (type(device), Device):
+            xd, wd = device.asarray(x), device.asarray(w)
+            y = impl.conv2d(device, xd, wd, device.asarray(b), *args, act)
+            dw, db = device.zeros(w.shape), device.zeros(3)
+            dx = impl.conv2d_backward(device, xd, wd, y, device.asarray(dy), *args, act, dw, db)
+            results.append([device.to_host(a) for a in (y, dx, dw, db)])
+    finally:
+        device.workspace_bytes = saved
+    for a, b_, what in zip(results[0], results[1], ("y", "dx", "dW", "db")):
+        assert_close(a, b_, what=what)
 
 
 def test_conv_reports_workspace():
@@ -87,8 +94,11 @@ def test_conv_reports_workspace():
     # C*K*K*Ho*Wo / (C*H*W) = 25 * 784 / 784
     assert conv1.col_shape == (25, 784)
     assert conv1.expansion_ratio == pytest.approx(25.0)
-    assert conv1.workspace_bytes(64) == 4 * conv1.chunk_size(64) * 25 * 784
-    assert conv1.workspace_bytes(100000) <= conv1.device.workspace_bytes
+    dev = conv1.device
+    assert conv1.workspace_bytes(64) == dev.conv_workspace_bytes(64, (25, 784))
+    # bounded: the workspace does not grow with the batch
+    assert conv1.workspace_bytes(100000) == conv1.workspace_bytes(10000)
+    assert conv1.workspace_bytes(100000) <= max(dev.workspace_bytes, 4 * 25 * 784 * 64)
 
 
 def _ref_model_loss(model, weights, x, labels):

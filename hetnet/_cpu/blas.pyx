@@ -30,9 +30,9 @@ def _load_blas():
 _load_blas()
 
 
-cdef inline void gemm_rm(bint ta, bint tb, int m, int n, int k, float alpha,
-                         const float *a, int lda, const float *b, int ldb,
-                         float beta, float *c, int ldc) noexcept nogil:
+cdef void gemm_rm(bint ta, bint tb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb,
+                  float beta, float *c, int ldc) noexcept nogil:
     """Row-major ``C (m,n) = alpha op(A) op(B) + beta C``.
 
     Column-major BLAS computes ``C^T = op(B)^T op(A)^T``: the first operand is

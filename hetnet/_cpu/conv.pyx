@@ -5,45 +5,83 @@ Work is split over (image, channel) planes with OpenMP: each plane's patches
 Shapes follow :mod:`hetnet.devices.base`.
 """
 
-from cython.parallel cimport prange
-from libc.string cimport memset
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset, memcpy
+
+from hetnet._cpu.blas cimport gemm_rm
 
 include "_openmp.pxi"
+include "_act.pxi"
+
+
+cdef inline void _ox_range(int wo, int sw, int off, int w, int *lo, int *hi) noexcept nogil:
+    """Output columns ox in [lo, hi) whose input column ox*sw + off lies in [0, w)."""
+    cdef int a = 0, b = wo
+    if off < 0:
+        a = (-off + sw - 1) // sw
+    if (b - 1) * sw + off >= w:
+        b = (w - 1 - off) // sw + 1 if w - 1 - off >= 0 else 0
+    if b < a:
+        b = a
+    lo[0] = min(a, wo)
+    hi[0] = min(b, wo)
 
 
 cdef inline void im2col_plane(const float *x, float *cols, int h, int w, int ho, int wo,
                               int kh, int kw, int sh, int sw, int ph, int pw,
                               Py_ssize_t row_stride) noexcept nogil:
-    """Unroll one (H, W) plane into its kh*kw rows of ``cols``."""
-    cdef int i, j, oy, ox, iy, ix, ox_lo, ox_hi
+    """Unroll one (H, W) plane into its kh*kw rows of ``cols``.
+
+    Each output row is a zero margin, a run copied from one input row (one
+    memcpy at stride 1) and another zero margin.
+    """
+    cdef int i, j, oy, ox, iy, lo, hi
     cdef float *dst
     cdef const float *src
     for i in range(kh):
         for j in range(kw):
-            dst = cols + (i * kw + j) * row_stride
-            # ox range for which ix = ox*sw - pw + j lies inside [0, w)
-            ox_lo = 0
-            while ox_lo < wo and ox_lo * sw - pw + j < 0:
-                ox_lo = ox_lo + 1
-            ox_hi = wo
-            while ox_hi > ox_lo and (ox_hi - 1) * sw - pw + j >= w:
-                ox_hi = ox_hi - 1
+            _ox_range(wo, sw, j - pw, w, &lo, &hi)
+            for oy in range(ho):
+                dst = cols + (i * kw + j) * row_stride + oy * wo
+                iy = oy * sh - ph + i
+                if iy < 0 or iy >= h or hi <= lo:
+                    memset(dst, 0, wo * sizeof(float))
+                    continue
+                if lo > 0:
+                    memset(dst, 0, lo * sizeof(float))
+                src = x + iy * w + j - pw
+                if sw == 1:
+                    memcpy(dst + lo, src + lo, (hi - lo) * sizeof(float))
+                else:
+                    for ox in range(lo, hi):
+                        dst[ox] = src[ox * sw]
+                if hi < wo:
+                    memset(dst + hi, 0, (wo - hi) * sizeof(float))
+
+
+cdef inline void col2im_plane(const float *cols, float *x, int h, int w, int ho, int wo,
+                              int kh, int kw, int sh, int sw, int ph, int pw,
+                              Py_ssize_t row_stride) noexcept nogil:
+    """Overwrite one (H, W) plane with the scatter-add of its kh*kw rows."""
+    cdef int i, j, oy, ox, iy, lo, hi
+    cdef const float *src
+    cdef float *dst
+    memset(x, 0, h * w * sizeof(float))
+    for i in range(kh):
+        for j in range(kw):
+            _ox_range(wo, sw, j - pw, w, &lo, &hi)
             for oy in range(ho):
                 iy = oy * sh - ph + i
                 if iy < 0 or iy >= h:
-                    memset(dst + oy * wo, 0, wo * sizeof(float))
                     continue
-                src = x + iy * w - pw + j
-                for ox in range(ox_lo):
-                    dst[oy * wo + ox] = 0.0
+                src = cols + (i * kw + j) * row_stride + oy * wo
+                dst = x + iy * w + j - pw
                 if sw == 1:
-                    for ox in range(ox_lo, ox_hi):
-                        dst[oy * wo + ox] = src[ox]
+                    for ox in range(lo, hi):
+                        dst[ox] += src[ox]
                 else:
-                    for ox in range(ox_lo, ox_hi):
-                        dst[oy * wo + ox] = src[ox * sw]
-                for ox in range(ox_hi, wo):
-                    dst[oy * wo + ox] = 0.0
+                    for ox in range(lo, hi):
+                        dst[ox * sw] += src[ox]
 
 
 def im2col(float[:, :, :, ::1] x, float[:, :, ::1] cols, int kh, int kw,
@@ -72,56 +110,51 @@ def col2im(float[:, :, ::1] cols, float[:, :, :, ::1] x, int kh, int kw,
     cdef Py_ssize_t kk = kh * kw
     cdef float *px = &x[0, 0, 0, 0]
     cdef float *pc = &cols[0, 0, 0]
-    cdef int i, j, oy, ox, iy, ix
-    cdef float *dst
-    cdef const float *src
     if planes == 0:
         return
     for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
-        dst = px + p * hw
-        memset(dst, 0, hw * sizeof(float))
-        for i in range(kh):
-            for j in range(kw):
-                src = pc + (p * kk + i * kw + j) * howo
-                for oy in range(ho):
-                    iy = oy * sh - ph + i
-                    if iy < 0 or iy >= h:
-                        continue
-                    for ox in range(wo):
-                        ix = ox * sw - pw + j
-                        if ix >= 0 and ix < w:
-                            dst[iy * w + ix] += src[oy * wo + ox]
+        col2im_plane(pc + p * kk * howo, px + p * hw, h, w, ho, wo, kh, kw, sh, sw, ph, pw, howo)
 
 
 def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
               int kh, int kw, int sh, int sw, int nthreads):
-    """Max over kh x kw windows (no padding); argmax is the flat index in the plane."""
+    """Max over kh x kw windows (no padding); argmax is the flat index in the plane.
+
+    Works a whole output row at a time: the row starts as the windows' first
+    entries and each further window position is compared across the row.
+    Ties keep the first position in row-major window order.
+    """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int ho = y.shape[2], wo = y.shape[3]
     cdef Py_ssize_t p, planes = <Py_ssize_t>n * c, hw = h * w, howo = ho * wo
     cdef float *px = &x[0, 0, 0, 0]
     cdef float *py = &y[0, 0, 0, 0]
     cdef int *pa = &argmax[0, 0, 0, 0]
-    cdef int i, j, oy, ox, idx, best_idx
-    cdef float best, v
+    cdef int i, j, oy, ox, base
+    cdef float v
     cdef const float *src
+    cdef float *yrow
+    cdef int *arow
     if planes == 0 or howo == 0:
         return
     for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
         src = px + p * hw
         for oy in range(ho):
+            yrow = py + p * howo + oy * wo
+            arow = pa + p * howo + oy * wo
+            base = oy * sh * w
             for ox in range(wo):
-                best_idx = (oy * sh) * w + ox * sw
-                best = src[best_idx]
-                for i in range(kh):
-                    for j in range(kw):
-                        idx = (oy * sh + i) * w + ox * sw + j
-                        v = src[idx]
-                        if v > best:
-                            best = v
-                            best_idx = idx
-                py[p * howo + oy * wo + ox] = best
-                pa[p * howo + oy * wo + ox] = best_idx
+                yrow[ox] = src[base + ox * sw]
+                arow[ox] = base + ox * sw
+            for i in range(kh):
+                for j in range(kw):
+                    if i == 0 and j == 0:
+                        continue
+                    for ox in range(wo):
+                        v = src[base + i * w + ox * sw + j]
+                        if v > yrow[ox]:
+                            yrow[ox] = v
+                            arow[ox] = base + i * w + ox * sw + j
 
 
 def maxpool2d_backward(float[:, :, :, ::1] dy, int[:, :, :, ::1] argmax,
@@ -139,3 +172,115 @@ def maxpool2d_backward(float[:, :, :, ::1] dy, int[:, :, :, ::1] argmax,
         memset(pdx + p * hw, 0, hw * sizeof(float))
         for q in range(howo):
             pdx[p * hw + pa[p * howo + q]] += pdy[p * howo + q]
+
+
+# ---------------------------------------------------------------------------
+# Fused convolution: the whole per-image pipeline in one parallel loop.
+#
+# Each thread unrolls one image at a time into its own (C*kh*kw, Ho*Wo) slice
+# of the workspace, small enough to stay in its core's cache, and runs the
+# GEMM (and the bias, activation and gradient steps) on it straight away.
+# This avoids writing the im2col matrix of a whole chunk of the batch to
+# memory and reading it back, which is what bounds the unfused path.
+# ---------------------------------------------------------------------------
+
+def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
+                   float[:, :, ::1] y, float[:, ::1] ws, int kh, int kw,
+                   int sh, int sw, int ph, int pw, int act, int nthreads):
+    """y[n] = act(W @ im2col(x[n]) + b) for x (N, C, H, W), w (F, C*kh*kw),
+    y (N, F, Ho*Wo); ``b`` may be empty; ws (nthreads, C*kh*kw*Ho*Wo)."""
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int f = w.shape[0], ckk = w.shape[1]
+    cdef int ho = (h + 2 * ph - kh) // sh + 1, wo = (wd + 2 * pw - kw) // sw + 1
+    cdef int p = ho * wo
+    cdef Py_ssize_t img, q, r, hw = h * wd, kk = kh * kw
+    cdef int ch, t
+    cdef float *px = &x[0, 0, 0, 0]
+    cdef float *pw_ = &w[0, 0]
+    cdef float *py = &y[0, 0, 0]
+    cdef float *pws = &ws[0, 0]
+    cdef float *cols
+    cdef float *out
+    cdef float bias
+    cdef bint has_bias = b.shape[0] > 0
+    if n == 0:
+        return
+    for img in prange(n, nogil=True, num_threads=nthreads, schedule="static"):
+        t = threadid()
+        cols = pws + t * ckk * p
+        for ch in range(c):
+            im2col_plane(px + (img * c + ch) * hw, cols + ch * kk * p, h, wd, ho, wo,
+                         kh, kw, sh, sw, ph, pw, p)
+        out = py + img * f * p
+        gemm_rm(False, False, f, p, ckk, 1.0, pw_, ckk, cols, p, 0.0, out, p)
+        if has_bias or act != ACT_IDENTITY:
+            for r in range(f):
+                bias = b[r] if has_bias else 0.0
+                for q in range(p):
+                    out[r * p + q] = _act(act, out[r * p + q] + bias)
+
+
+def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
+                    float[:, :, ::1] dy, float[:, ::1] dw, float[::1] db,
+                    float[:, :, :, ::1] dx, float[:, ::1] ws, float[:, ::1] dw_part,
+                    float[:, ::1] db_part, int kh, int kw, int sh, int sw, int ph, int pw,
+                    int act, bint need_dx, int nthreads):
+    """Gradients of :func:`conv2d_forward`.
+
+    dy (N, F, Ho*Wo) is overwritten with the gradient before the activation.
+    dw (F, C*kh*kw) and db (F,) (may be empty) are overwritten; dx (N, C, H, W)
+    is written when ``need_dx``.  Each thread sums its images' dW and db into
+    its row of dw_part / db_part; the rows are added at the end.
+    """
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int f = w.shape[0], ckk = w.shape[1]
+    cdef int ho = (h + 2 * ph - kh) // sh + 1, wo = (wd + 2 * pw - kw) // sw + 1
+    cdef int p = ho * wo
+    cdef Py_ssize_t img, q, r, hw = h * wd, kk = kh * kw, j
+    cdef int ch, t, tt, nt = nthreads
+    cdef float *px = &x[0, 0, 0, 0]
+    cdef float *pw_ = &w[0, 0]
+    cdef float *py = &y[0, 0, 0]
+    cdef float *pdy = &dy[0, 0, 0]
+    cdef float *pdx = &dx[0, 0, 0, 0]
+    cdef float *pws = &ws[0, 0]
+    cdef float *pdwp = &dw_part[0, 0]
+    cdef float *pdbp = &db_part[0, 0]
+    cdef float *cols
+    cdef float *g
+    cdef float *yo
+    cdef float acc
+    cdef bint has_bias = db.shape[0] > 0
+    memset(pdwp, 0, nt * f * ckk * sizeof(float))
+    memset(pdbp, 0, nt * f * sizeof(float))
+    for img in prange(n, nogil=True, num_threads=nthreads, schedule="static"):
+        t = threadid()
+        cols = pws + t * ckk * p
+        g = pdy + img * f * p
+        yo = py + img * f * p
+        for r in range(f):
+            acc = 0.0
+            for q in range(p):
+                g[r * p + q] = _act_grad(act, yo[r * p + q], g[r * p + q])
+                acc = acc + g[r * p + q]
+            pdbp[t * f + r] += acc
+        for ch in range(c):
+            im2col_plane(px + (img * c + ch) * hw, cols + ch * kk * p, h, wd, ho, wo,
+                         kh, kw, sh, sw, ph, pw, p)
+        gemm_rm(False, True, f, ckk, p, 1.0, g, p, cols, p, 1.0, pdwp + t * f * ckk, ckk)
+        if need_dx:
+            gemm_rm(True, False, ckk, p, f, 1.0, pw_, ckk, g, p, 0.0, cols, p)
+            for ch in range(c):
+                col2im_plane(cols + ch * kk * p, pdx + (img * c + ch) * hw, h, wd, ho, wo,
+                             kh, kw, sh, sw, ph, pw, p)
+    for j in range(f * ckk):
+        acc = 0.0
+        for tt in range(nt):
+            acc = acc + pdwp[tt * f * ckk + j]
+        dw[j // ckk, j % ckk] = acc
+    if has_bias:
+        for r in range(f):
+            acc = 0.0
+            for tt in range(nt):
+                acc = acc + pdbp[tt * f + r]
+            db[r] = acc

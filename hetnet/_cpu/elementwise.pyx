@@ -6,34 +6,17 @@ Shapes follow :mod:`hetnet.devices.base`.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport expf, logf, log1pf, tanhf, fabsf, sqrtf, pow
+from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, pow
 
 include "_openmp.pxi"
 
 cdef Py_ssize_t _MIN_PARALLEL = 1 << 15
 
-# activation codes, shared with hetnet.devices.cpu
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_RELU = 1
-    ACT_SIGMOID = 2
-    ACT_TANH = 3
+include "_act.pxi"
 
 
 cdef inline int _nt(Py_ssize_t size, int nthreads) noexcept nogil:
     return nthreads if size >= _MIN_PARALLEL else 1
-
-
-cdef inline float _act(int code, float v) noexcept nogil:
-    if code == ACT_RELU:
-        return v if v > 0 else 0.0
-    if code == ACT_SIGMOID:
-        if v >= 0:
-            return 1.0 / (1.0 + expf(-v))
-        return expf(v) / (1.0 + expf(v))
-    if code == ACT_TANH:
-        return tanhf(v)
-    return v
 
 
 def bias_act(float[:, :, ::1] y, float[::1] b, int code, int nthreads):
@@ -64,17 +47,8 @@ def act_forward(float[::1] x, float[::1] y, int code, int nthreads):
 def act_backward(float[::1] y, float[::1] dy, float[::1] dx, int code, int nthreads):
     """dx = dy * act'(from output y) over flat buffers (dx may alias dy)."""
     cdef Py_ssize_t i, n = y.shape[0]
-    cdef float v
     for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
-        v = y[i]
-        if code == ACT_RELU:
-            dx[i] = dy[i] if v > 0 else 0.0
-        elif code == ACT_SIGMOID:
-            dx[i] = dy[i] * v * (1.0 - v)
-        elif code == ACT_TANH:
-            dx[i] = dy[i] * (1.0 - v * v)
-        else:
-            dx[i] = dy[i]
+        dx[i] = _act_grad(code, y[i], dy[i])
 
 
 def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):

@@ -11,6 +11,7 @@ from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
 _F32 = np.float32
 _ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 _EMPTY = np.empty(0, dtype=_F32)
+_EMPTY4 = np.empty((0, 0, 0, 0), dtype=_F32)
 
 
 def default_num_threads():
@@ -71,7 +72,7 @@ class CPUDevice(Device):
 
     kind = "cpu"
 
-    def __init__(self, num_threads=None, workspace_bytes=8 << 20):
+    def __init__(self, num_threads=None, workspace_bytes=Device.workspace_bytes):
         super().__init__()
         n = default_num_threads() if num_threads is None else int(num_threads)
         if n < 1:
@@ -155,6 +156,49 @@ class CPUDevice(Device):
         return buf[:size].reshape(self.num_threads, m, n)
 
     # ---------------------------------------------------------- convolution
+    def conv_workspace_bytes(self, batch, col_shape):
+        # the fused kernel unrolls one image per thread at a time
+        return 4 * min(batch, self.num_threads) * col_shape[0] * col_shape[1]
+
+    def _scratch(self, key, shape):
+        """A reused float32 buffer of at least ``shape`` (returned exactly so)."""
+        size = int(np.prod(shape))
+        buf = self._partials.get(key)
+        if buf is None or buf.size < size:
+            buf = self._partials[key] = np.empty(size, dtype=_F32)
+        return buf[:size].reshape(shape)
+
+    def conv2d(self, x, w, b, stride, pad, activation="identity", out=None):
+        n, _, h, wd = x.shape
+        f, c, kh, kw = w.shape
+        (sh, sw), (ph, pw) = stride, pad
+        ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
+        if out is None:
+            out = np.empty((n, f, ho, wo), dtype=_F32)
+        ws = self._scratch("conv_ws", (self.num_threads, c * kh * kw * ho * wo))
+        _conv.conv2d_forward(x, w.reshape(f, -1), _EMPTY if b is None else b,
+                             out.reshape(n, f, ho * wo), ws, kh, kw, sh, sw, ph, pw,
+                             _ACT_CODES[activation], self.num_threads)
+        return out
+
+    def conv2d_backward(self, x, w, y, dy, stride, pad, activation, dw, db=None,
+                        need_dx=True, dx=None):
+        n, c, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        (sh, sw), (ph, pw) = stride, pad
+        p = dy.shape[2] * dy.shape[3]
+        rows = c * kh * kw
+        if need_dx and dx is None:
+            dx = np.empty(x.shape, dtype=_F32)
+        nt = self.num_threads
+        _conv.conv2d_backward(
+            x, w.reshape(f, rows), y.reshape(n, f, p), dy.reshape(n, f, p),
+            dw.reshape(f, rows), _EMPTY if db is None else db,
+            dx if need_dx else _EMPTY4, self._scratch("conv_ws", (nt, rows * p)),
+            self._scratch("conv_dw", (nt, f * rows)), self._scratch("conv_db", (nt, f)),
+            kh, kw, sh, sw, ph, pw, _ACT_CODES[activation], need_dx, nt)
+        return dx if need_dx else None
+
     def im2col(self, x, kh, kw, sh, sw, ph, pw, out=None):
         n, ch, h, w = x.shape
         p = conv_output_size(h, kh, sh, ph) * conv_output_size(w, kw, sw, pw)

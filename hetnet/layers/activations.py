@@ -11,12 +11,12 @@ class Activation(Layer):
     kind = "identity"
 
     def forward(self, x, training=False):
-        y = self.device.activation(self.kind, x)
+        y = self.device.activation(self.kind, x, out=self.buffer("y", x.shape))
         self._y = y
         return y
 
     def backward(self, dy, need_dx=True):
-        return self.device.activation_backward(self.kind, self._y, dy)
+        return self.device.activation_backward(self.kind, self._y, dy, out=dy)
 
 
 class ReLU(Activation):

@@ -27,6 +27,7 @@ class Layer:
         self.grads = {}
         self.input_shape = None
         self.output_shape = None
+        self._buffers = {}
 
     def get_config(self):
         return {k: getattr(self, k) for k in self.config_keys}
@@ -39,6 +40,7 @@ class Layer:
     def build(self, device, input_shape, rng):
         """Allocate parameters on ``device``; returns the output shape."""
         self.device = device
+        self._buffers = {}
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(self.compute_output_shape(self.input_shape))
         host = self.init_params(rng)
@@ -49,6 +51,16 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def buffer(self, name, shape, dtype=np.float32):
+        """A device array of ``shape`` kept for reuse by the next call with the
+        same shape: outputs and input gradients are written into the same
+        memory every step instead of fresh allocations.  What a layer returns
+        stays valid until its next forward (or backward) call."""
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape):
+            buf = self._buffers[name] = self.device.empty(tuple(shape), dtype=dtype)
+        return buf
+
     def init_params(self, rng):
         """Host (numpy) initial values of the parameters, by name."""
         return {}
@@ -58,7 +70,8 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, dy, need_dx=True):
-        """Gradient w.r.t. the input (None when ``need_dx`` is False)."""
+        """Gradient w.r.t. the input (None when ``need_dx`` is False).
+        ``dy`` may be overwritten."""
         raise NotImplementedError
 
     # -------------------------------------------------- host-side access

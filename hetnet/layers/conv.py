@@ -24,9 +24,9 @@ class Conv2D(Layer):
     Shapes: x ``(N, C, H, W)``, W ``(F, C, kh, kw)``, b ``(F,)``,
     y ``(N, F, Ho, Wo)`` with ``Ho = (H + 2 ph - kh) // sh + 1``.
 
-    The batch is processed in chunks whose im2col matrix ``(n, C*kh*kw,
-    Ho*Wo)`` fits in ``device.workspace_bytes``; one workspace per layer is
-    reused for every chunk, forward and backward.
+    The device runs it as im2col + GEMM (:meth:`Device.conv2d`) with a
+    bounded, reused workspace: chunks of the batch on the default path, one
+    image per thread at a time in the CPU device's fused kernel.
     """
 
     config_keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
@@ -64,7 +64,6 @@ class Conv2D(Layer):
         self.init = init
         self.bias = bool(bias)
         self.activation = "identity"   # set by Sequential when it fuses an activation
-        self._ws = None
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -101,68 +100,21 @@ class Conv2D(Layer):
         rows, cols = self.col_shape
         return rows * cols / float(np.prod(self.input_shape))
 
-    def chunk_size(self, batch):
-        """Images per im2col chunk: as many as fit the device's workspace."""
-        per_image = 4 * self.col_shape[0] * self.col_shape[1]
-        return max(1, min(batch, self.device.workspace_bytes // per_image))
-
     def workspace_bytes(self, batch):
-        """Bytes of the reused im2col workspace at this batch size."""
-        return 4 * self.chunk_size(batch) * self.col_shape[0] * self.col_shape[1]
-
-    def _workspace(self, n):
-        if self._ws is None or self._ws.shape[0] < n:
-            self._ws = self.device.empty((n,) + self.col_shape)
-        return self.device.batch_slice(self._ws, 0, n)
-
-    def _chunks(self, batch):
-        step = self.chunk_size(batch)
-        return [(i, min(batch, i + step)) for i in range(0, batch, step)]
-
-    def _im2col(self, x, out):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.pad
-        return self.device.im2col(x, kh, kw, sh, sw, ph, pw, out=out)
+        """Bytes of im2col workspace the device uses for this layer at ``batch``."""
+        return self.device.conv_workspace_bytes(batch, self.col_shape)
 
     # ------------------------------------------------------------ compute
     def forward(self, x, training=False):
-        dev = self.device
-        n = x.shape[0]
-        f, ho, wo = self.output_shape
-        y = dev.empty((n, f, ho, wo))
-        y3 = y.reshape(n, f, ho * wo)
-        w2 = self.params["W"].reshape(f, -1)
-        chunks = self._chunks(n)
-        for i0, i1 in chunks:
-            cols = self._im2col(dev.batch_slice(x, i0, i1), self._workspace(i1 - i0))
-            dev.gemm(w2, cols, dev.batch_slice(y3, i0, i1))
-        dev.bias_activation(y, self.params.get("b"), self.activation)
-        # one chunk: the workspace still holds this batch's columns for backward
-        self._cols_valid = len(chunks) == 1
+        y = self.buffer("y", (x.shape[0],) + self.output_shape)
+        self.device.conv2d(x, self.params["W"], self.params.get("b"), self.stride, self.pad,
+                           self.activation, out=y)
         self._x, self._y = x, y
         return y
 
     def backward(self, dy, need_dx=True):
-        dev = self.device
         x = self._x
-        n = x.shape[0]
-        f = self.out_channels
-        if self.activation != "identity":
-            dy = dev.activation_backward(self.activation, self._y, dy)
-        if self.bias:
-            dev.bias_grad(dy, out=self.grads["b"])
-        dy3 = dy.reshape(n, f, -1)
-        w2 = self.params["W"].reshape(f, -1)
-        dw2 = self.grads["W"].reshape(f, -1)
-        dx = dev.empty(x.shape) if need_dx else None
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.pad
-        for k, (i0, i1) in enumerate(self._chunks(n)):
-            ws = self._workspace(i1 - i0)
-            cols = ws if self._cols_valid else self._im2col(dev.batch_slice(x, i0, i1), ws)
-            dyc = dev.batch_slice(dy3, i0, i1)
-            dev.gemm(dyc, cols, dw2, trans_b=True, beta=0.0 if k == 0 else 1.0)
-            if need_dx:
-                dcols = dev.gemm(w2, dyc, ws, trans_a=True)   # the columns are used up
-                dev.col2im(dcols, (i1 - i0,) + tuple(x.shape[1:]), kh, kw, sh, sw, ph, pw,
-                           out=dev.batch_slice(dx, i0, i1))
-        self._cols_valid = False
-        return dx
+        return self.device.conv2d_backward(
+            x, self.params["W"], self._y, dy, self.stride, self.pad, self.activation,
+            self.grads["W"], self.grads.get("b"), need_dx,
+            self.buffer("dx", x.shape) if need_dx else None)

@@ -50,7 +50,7 @@ class Dense(Layer):
 
     def forward(self, x, training=False):
         dev = self.device
-        y = dev.gemm(x, self.params["W"])
+        y = dev.gemm(x, self.params["W"], self.buffer("y", (x.shape[0], self.out_features)))
         dev.bias_activation(y, self.params.get("b"), self.activation)
         self._x, self._y = x, y
         return y
@@ -58,8 +58,10 @@ class Dense(Layer):
     def backward(self, dy, need_dx=True):
         dev = self.device
         if self.activation != "identity":
-            dy = dev.activation_backward(self.activation, self._y, dy)
+            dy = dev.activation_backward(self.activation, self._y, dy, out=dy)
         dev.gemm(self._x, dy, self.grads["W"], trans_a=True)
         if self.bias:
             dev.bias_grad(dy, out=self.grads["b"])
-        return dev.gemm(dy, self.params["W"], trans_b=True) if need_dx else None
+        if not need_dx:
+            return None
+        return dev.gemm(dy, self.params["W"], self.buffer("dx", self._x.shape), trans_b=True)

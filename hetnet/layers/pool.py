@@ -1,5 +1,7 @@
 """Max pooling; the gradient goes to each window's arg-max."""
 
+import numpy as np
+
 from .base import Layer, pair
 from ..devices.base import conv_output_size
 
@@ -30,11 +32,14 @@ class MaxPool2D(Layer):
 
     def forward(self, x, training=False):
         (kh, kw), (sh, sw) = self.size, self.stride
-        y, self._argmax = self.device.maxpool2d(x, kh, kw, sh, sw)
+        shape = (x.shape[0],) + self.output_shape
+        y, self._argmax = self.device.maxpool2d(x, kh, kw, sh, sw, out=self.buffer("y", shape),
+                                                argmax=self.buffer("argmax", shape, np.int32))
         self._x_shape = x.shape
         return y
 
     def backward(self, dy, need_dx=True):
         if not need_dx:
             return None
-        return self.device.maxpool2d_backward(dy, self._argmax, self._x_shape)
+        return self.device.maxpool2d_backward(dy, self._argmax, self._x_shape,
+                                              out=self.buffer("dx", self._x_shape))
