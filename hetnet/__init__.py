@@ -8,8 +8,10 @@ from .optim import SGD, Adam
 from .io import load
 from .info import build_info
 from .devices import get_device, list_devices as devices
-from . import models, datasets
+from . import models, datasets, schedules
+from .schedules import OneCycle, CosineDecay
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
-           "devices", "models", "datasets", "__version__"]
+           "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay",
+           "__version__"]

@@ -10,6 +10,7 @@ from .devices import get_device
 from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
 from .losses import get_loss
 from .optim import get_optimizer
+from .schedules import get_schedule
 
 _FUSABLE = (Dense, Conv2D)
 _FUSED_ACTS = (ReLU, Sigmoid, Tanh)
@@ -180,7 +181,7 @@ class Sequential:
         return loss
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
-            verbose=0, shuffle=True, sample_weight=None, callbacks=None):
+            verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None):
         """Mini-batch training.
 
         Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -197,6 +198,9 @@ class Sequential:
             Evaluated after every epoch.
         verbose : int
             1: a progress bar per epoch with loss and images/s.
+        lr_schedule : callable, optional
+            ``lr_schedule(step, total_steps) -> lr`` sets the learning rate
+            before every step (see :mod:`hetnet.schedules`).
         callbacks : list, optional
             Objects with any of ``on_fit_begin(model)``,
             ``on_epoch_begin(model, epoch)``, ``on_batch_end(model, batch)``,
@@ -218,8 +222,11 @@ class Sequential:
                                name="y_val")
         if optimizer is not None or self.optimizer is None:
             self.optimizer = get_optimizer(optimizer)
+        schedule = get_schedule(lr_schedule)
         callbacks = list(callbacks or [])
         n = X.shape[0]
+        total_steps = epochs * math.ceil(n / batch_size)
+        step = 0
         history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
         self.history = history
         dev = self.device
@@ -233,6 +240,9 @@ class Sequential:
                 t0 = time.perf_counter()
                 for b, start in enumerate(range(0, n, batch_size)):
                     idx = order[start:start + batch_size]
+                    if schedule is not None:
+                        self.optimizer.lr = float(schedule(step, total_steps))
+                    step += 1
                     loss = self.train_step(*self._batch_to_device(X, yt, sw, idx))
                     dev.axpy(float(len(idx)), loss, total)
                     if bar is not None:
