@@ -284,3 +284,29 @@ class Device:
 def conv_output_size(size, k, s, p):
     """Output length of a convolution / pooling window along one axis."""
     return (size + 2 * p - k) // s + 1
+
+
+class HostArrays:
+    """Memory operations of the devices whose arrays are numpy arrays in host
+    memory (the CPU and the numpy reference): "transfers" are copies."""
+
+    def asarray(self, a, dtype=np.float32):
+        a = np.asarray(a)
+        self._count("to_device", a.nbytes)
+        return np.array(a, dtype=dtype, order="C", copy=True)
+
+    def to_host(self, a):
+        self._count("to_host", a.nbytes)
+        return np.array(a, copy=True)
+
+    def empty(self, shape, dtype=np.float32):
+        return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype=np.float32):
+        return np.zeros(shape, dtype=dtype)
+
+    def copy(self, a):
+        return a.copy()
+
+    def batch_slice(self, a, start, stop):
+        return a[start:stop]

@@ -5,7 +5,7 @@ import contextlib
 
 import numpy as np
 
-from .base import Device, conv_output_size
+from .base import Device, HostArrays, conv_output_size
 from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
 
 _F32 = np.float32
@@ -59,7 +59,7 @@ def _weights_arg(weights):
     return _EMPTY if weights is None else weights
 
 
-class CPUDevice(Device):
+class CPUDevice(HostArrays, Device):
     """Runs every operation on the host CPU.
 
     Parameters
@@ -102,29 +102,6 @@ class CPUDevice(Device):
             yield self
         finally:
             ctl.set_num_threads(before)
-
-    # ---------------------------------------------------------------- memory
-    def asarray(self, a, dtype=_F32):
-        a = np.asarray(a)
-        self._count("to_device", a.nbytes)
-        return np.array(a, dtype=dtype, order="C", copy=True)
-
-    def to_host(self, a):
-        self._count("to_host", a.nbytes)
-        return np.array(a, copy=True)
-
-    def empty(self, shape, dtype=_F32):
-        return np.empty(shape, dtype=dtype)
-
-    def zeros(self, shape, dtype=_F32):
-        return np.zeros(shape, dtype=dtype)
-
-    def copy(self, a):
-        return a.copy()
-
-    def batch_slice(self, a, start, stop):
-        """View of rows ``start:stop`` along axis 0."""
-        return a[start:stop]
 
     # ------------------------------------------------------- linear algebra
     def gemm(self, a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):

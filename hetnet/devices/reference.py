@@ -6,7 +6,7 @@ also a usable device (``device="numpy"``) for debugging.
 
 import numpy as np
 
-from .base import Device, conv_output_size
+from .base import Device, HostArrays, conv_output_size
 
 _F32 = np.float32
 
@@ -15,32 +15,11 @@ def _op(a, trans):
     return np.swapaxes(a, -1, -2) if trans else a
 
 
-class NumpyDevice(Device):
+class NumpyDevice(HostArrays, Device):
     """Reference device: every operation in a few lines of numpy."""
 
     name = "numpy"
     kind = "cpu"
-
-    # ---------------------------------------------------------------- memory
-    def asarray(self, a, dtype=_F32):
-        self._count("to_device", np.asarray(a).nbytes)
-        return np.ascontiguousarray(a, dtype=dtype).copy()
-
-    def to_host(self, a):
-        self._count("to_host", a.nbytes)
-        return np.array(a, copy=True)
-
-    def empty(self, shape, dtype=_F32):
-        return np.empty(shape, dtype=dtype)
-
-    def zeros(self, shape, dtype=_F32):
-        return np.zeros(shape, dtype=dtype)
-
-    def copy(self, a):
-        return a.copy()
-
-    def batch_slice(self, a, start, stop):
-        return a[start:stop]
 
     @staticmethod
     def _store(value, out):
