@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from ._validation import check_X, check_targets, check_sample_weight, check_positive_int
-from .devices import get_device
+from .placement import Placement, move_step, transfer
 from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
 from .losses import get_loss
 from .optim import get_optimizer
@@ -35,8 +35,13 @@ class Sequential:
     loss : {"cross_entropy", "binary_cross_entropy", "mse"}
         Mean over the batch.  Cross-entropy takes class indices or one-hot
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
-    device : str or Device
-        ``"cpu"`` (default), ``"gpu"``, ``"opencl:P:D"``, ``"numpy"``, ``"auto"``.
+    device : str, Device or list
+        ``"cpu"`` (default), ``"gpu"``, ``"opencl:P:D"``, ``"numpy"`` or a
+        Device: every layer there.  ``"auto"``: each layer on the device where
+        the planner (:mod:`hetnet.planner`, from costs measured on this
+        machine) predicts the step is fastest, re-planned when the batch size
+        changes; with no GPU that is the CPU.  A list with one device per
+        layer: that placement exactly.
     seed : int, optional
         Seeds initialisation and shuffling: the same seed gives the same
         weights and the same training run.
@@ -56,13 +61,17 @@ class Sequential:
             raise ValueError("the same layer object appears twice; create a new one for each position")
         self.layers = layers
         self.loss = get_loss(loss)
-        self.device = get_device(device)
+        if isinstance(device, (list, tuple)) and len(device) != len(layers):
+            raise ValueError(f"a per-layer device map needs {len(layers)} entries, got {len(device)}")
+        self.placement = Placement(device)
+        self.device = self.placement.primary
         self.seed = seed
         self.input_shape = None
         self.optimizer = None
         self.history = None
         self._steps = []
         self._dlogits = None
+        self._dlogits_dev = None
         if input_shape is not None:
             self.build(input_shape)
 
@@ -78,8 +87,8 @@ class Sequential:
         rng = np.random.default_rng(seeds[0])
         self._shuffle_rng = np.random.default_rng(seeds[1])
         shape = input_shape
-        for layer in self.layers:
-            shape = layer.build(self.device, shape, rng)
+        for i, layer in enumerate(self.layers):
+            shape = layer.build(self.placement.build_device(i), shape, rng)
         if len(shape) != 1:
             raise ValueError(f"the last layer must output (N, k) logits, got per-sample shape {shape}"
                              " (add Flatten and Dense layers)")
@@ -103,6 +112,10 @@ class Sequential:
             steps.append(layer)
             i += 1
         self._steps = steps
+        self._param_index, k = {}, 0
+        for layer in self.layers:
+            self._param_index[id(layer)] = k
+            k += len(layer.params)
 
     def _require_built(self):
         if not self.built:
@@ -112,6 +125,9 @@ class Sequential:
     # -------------------------------------------------------------- weights
     def _param_arrays(self):
         return [layer.params[k] for layer in self.layers for k in layer.params]
+
+    def _param_devices(self):
+        return [layer.device for layer in self.layers for _ in layer.params]
 
     def _grad_arrays(self):
         return [layer.grads[k] for layer in self.layers for k in layer.params]
@@ -141,28 +157,143 @@ class Sequential:
         return int(sum(np.prod(p.shape) for p in self._param_arrays()))
 
     # ------------------------------------------------------------ compute
+    # ----------------------------------------------------------- placement
+    @property
+    def out_device(self):
+        """The device of the last step: where the loss and outputs live."""
+        return self._steps[-1].device
+
+    def _use_plan(self, batch, training, fixed_params=False):
+        """Place every step as the plan for this batch size says."""
+        fixed = None
+        if fixed_params:   # a short last batch: parameters stay where training put them
+            fixed = [s.device if s.params else None for s in self._steps]
+        plan = self.placement.plan(self, batch, training, fixed)
+        for step, dev in zip(self._steps, plan.devices):
+            move_step(self, step, dev)
+        return plan
+
+    def plan(self, batch_size, training=True):
+        """The placement :meth:`fit` (``training``) or :meth:`predict` would
+        use at ``batch_size``; see :meth:`explain` for predicted and measured
+        times."""
+        self._require_built()
+        return self.placement.plan(self, batch_size, training)
+
+    def explain(self, batch_size=64, training=True, repeats=5):
+        """The plan at ``batch_size`` with predicted and measured times.
+
+        Every step is timed (median of ``repeats``) on the device the plan
+        gives it, on random data of the model's input shape, waiting for the
+        device after each step; the whole step (transfers, loss and, in
+        training, the parameter update on scratch copies) is timed again
+        without those waits.  No weight changes.  Returns a
+        :class:`hetnet.planner.Plan`; ``print()`` it for the table.
+        """
+        self._require_built()
+        batch_size = check_positive_int("batch_size", batch_size)
+        plan = self.placement.plan(self, batch_size, training, measure_costs=True)
+        self._use_plan(batch_size, training)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch_size,) + self.input_shape).astype(np.float32)
+        if self.loss.name == "cross_entropy":
+            y = rng.integers(0, self.n_outputs, batch_size).astype(np.int32)
+        else:
+            y = rng.random((batch_size, self.n_outputs)).astype(np.float32)
+        per_step = [[] for _ in self._steps]
+        whole = []
+        with self._session():
+            scratch = [(layer.device, layer.device.copy(w), layer.device.zeros(tuple(w.shape)))
+                       for layer in self.layers for w in layer.params.values()]
+            for r in range(repeats + 1):
+                times = self._timed_step(x, y, training, scratch, per_step_sync=True)
+                t0 = time.perf_counter()
+                self._timed_step(x, y, training, scratch, per_step_sync=False)
+                if r:   # the first round warms up
+                    whole.append(time.perf_counter() - t0)
+                    for i, t in enumerate(times):
+                        per_step[i].append(t)
+        for s, ts in zip(plan.steps, per_step):
+            s.measured_s = float(np.median(ts))
+        plan.measured_step_s = float(np.median(whole))
+        return plan
+
+    def _timed_step(self, x, y, training, scratch, per_step_sync):
+        """One forward (+ backward + update on scratch copies); with
+        ``per_step_sync`` the seconds of each step, its transfers included."""
+        steps = self._steps
+        times = [0.0] * len(steps)
+
+        def clock(i, t0):
+            if per_step_sync:
+                steps[i].device.synchronize()
+                times[i] += time.perf_counter() - t0
+            return time.perf_counter()
+
+        src = steps[0].device
+        h = src.asarray(x)
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            h = step.forward(transfer(h, src, step.device), training)
+            src = step.device
+            clock(i, t0)
+        dev = self.out_device
+        yb = dev.asarray(y, dtype=y.dtype)
+        _, dy = self._loss_op(h, yb, None)
+        if training:
+            for i in range(len(steps) - 1, -1, -1):
+                t0 = time.perf_counter()
+                step = steps[i]
+                dy = step.backward(transfer(dy, src, step.device), need_dx=i > 0)
+                src = step.device
+                k = self._param_index[id(step)]
+                for j, g in enumerate(step.grads[n] for n in step.params):
+                    d, w, v = scratch[k + j]
+                    d.sgd_update(w, g, v, 1e-6, 0.9)
+                clock(i, t0)
+        for d in dict.fromkeys(s.device for s in steps):
+            d.synchronize()
+        return times
+
+    def _session(self):
+        import contextlib
+        stack = contextlib.ExitStack()
+        for dev in dict.fromkeys(s.device for s in self._steps):
+            stack.enter_context(dev.session())
+        return stack
+
+    # ------------------------------------------------------------ compute
     def _forward(self, x, training):
+        src = self._steps[0].device
         for layer in self._steps:
+            x = transfer(x, src, layer.device)
+            src = layer.device
             x = layer.forward(x, training)
         return x
 
     def _backward(self, dlogits):
-        dy = dlogits
+        dy, src = dlogits, self.out_device
         for i in range(len(self._steps) - 1, -1, -1):
-            dy = self._steps[i].backward(dy, need_dx=i > 0)
+            step = self._steps[i]
+            dy = step.backward(transfer(dy, src, step.device), need_dx=i > 0)
+            src = step.device
 
     def _loss_op(self, logits, target, weights):
+        dev = self.out_device
         grad = self._dlogits
-        if grad is None or tuple(grad.shape) != tuple(logits.shape):
-            grad = self._dlogits = self.device.empty(tuple(logits.shape))
-        return getattr(self.device, self.loss.op)(logits, target, weights, grad_out=grad)
+        if grad is None or tuple(grad.shape) != tuple(logits.shape) or self._dlogits_dev is not dev:
+            grad = self._dlogits = dev.empty(tuple(logits.shape))
+            self._dlogits_dev = dev
+        return getattr(dev, self.loss.op)(logits, target, weights, grad_out=grad)
 
     def _batch_to_device(self, X, yt, sw, idx):
-        dev = self.device
-        xb = dev.asarray(X[idx])
-        yb = dev.asarray(yt[idx], dtype=yt.dtype)
-        wb = None if sw is None else dev.asarray(sw[idx])
-        return xb, yb, wb
+        """Inputs to the first step's device, targets to the loss's."""
+        return (self._steps[0].device.asarray(X[idx]),) + self._targets_to_device(yt, sw, idx)
+
+    def _targets_to_device(self, yt, sw, idx):
+        dev = self.out_device
+        return (dev.asarray(yt[idx], dtype=yt.dtype),
+                None if sw is None else dev.asarray(sw[idx]))
 
     def _prepare(self, X, y, sample_weight=None):
         X = check_X(X, self.input_shape)
@@ -177,7 +308,7 @@ class Sequential:
         logits = self._forward(xb, True)
         loss, dlogits = self._loss_op(logits, yb, wb)
         self._backward(dlogits)
-        self.optimizer.step(self.device, self._param_arrays(), self._grad_arrays())
+        self.optimizer.step(self._param_devices(), self._param_arrays(), self._grad_arrays())
         return loss
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
@@ -229,61 +360,75 @@ class Sequential:
         step = 0
         history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
         self.history = history
-        dev = self.device
         _call(callbacks, "on_fit_begin", self)
-        with dev.session():
-            for epoch in range(epochs):
-                _call(callbacks, "on_epoch_begin", self, epoch)
-                order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-                bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
-                total = dev.zeros((1,))
-                t0 = time.perf_counter()
+        for epoch in range(epochs):
+            _call(callbacks, "on_epoch_begin", self, epoch)
+            order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+            bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
+            self._use_plan(min(batch_size, n), training=True)
+            totals = {}
+            t0 = time.perf_counter()
+            with self._session():
                 for b, start in enumerate(range(0, n, batch_size)):
                     idx = order[start:start + batch_size]
+                    if len(idx) < batch_size and start:   # the short last batch
+                        self._use_plan(len(idx), training=True, fixed_params=True)
                     if schedule is not None:
                         self.optimizer.lr = float(schedule(step, total_steps))
                     step += 1
                     loss = self.train_step(*self._batch_to_device(X, yt, sw, idx))
-                    dev.axpy(float(len(idx)), loss, total)
+                    dev = self.out_device
+                    if dev not in totals:
+                        totals[dev] = dev.zeros((1,))
+                    dev.axpy(float(len(idx)), loss, totals[dev])
                     if bar is not None:
                         bar.update(len(idx))
                         if b % 50 == 0:
                             bar.set_postfix(loss=f"{float(dev.to_host(loss)[0]):.4f}", refresh=False)
                     _call(callbacks, "on_batch_end", self, b)
-                epoch_loss = float(dev.to_host(total)[0]) / n   # waits for the device
-                dt = time.perf_counter() - t0
-                logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
-                if validation_data is not None:
-                    ev = self._evaluate(Xv, yv, None)
-                    logs["val_loss"] = ev["loss"]
-                    if "accuracy" in ev:
-                        logs["val_accuracy"] = ev["accuracy"]
-                for key, value in logs.items():
-                    history.setdefault(key, []).append(value)
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
-                    bar.close()
-                if not math.isfinite(epoch_loss):
-                    raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                             f"{epoch_loss}); lower the learning rate")
-                if any(_call(callbacks, "on_epoch_end", self, epoch, logs)):
-                    break
+                # reading the sums waits for the devices
+                epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items()) / n
+            dt = time.perf_counter() - t0
+            logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
+            if validation_data is not None:
+                ev = self._evaluate(Xv, yv, None)
+                logs["val_loss"] = ev["loss"]
+                if "accuracy" in ev:
+                    logs["val_accuracy"] = ev["accuracy"]
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+                bar.close()
+            if not math.isfinite(epoch_loss):
+                raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
+                                         f"{epoch_loss}); lower the learning rate")
+            if any(_call(callbacks, "on_epoch_end", self, epoch, logs)):
+                break
         _call(callbacks, "on_fit_end", self, history)
         return history
 
     # ---------------------------------------------------------- inference
-    def _batches(self, X, batch_size):
-        for start in range(0, X.shape[0], batch_size):
-            yield start, self.device.asarray(X[start:start + batch_size])
+    def _inference_batches(self, X, batch_size, *arrays):
+        """Plan for inference at this batch size, then yield ``(slice, batch
+        on the input device)``; a short last batch is re-planned with the
+        parameters left where they are."""
+        n = X.shape[0]
+        self._use_plan(min(batch_size, n), training=False)
+        with self._session():
+            for start in range(0, n, batch_size):
+                idx = slice(start, start + batch_size)
+                if start and n - start < batch_size:
+                    self._use_plan(n - start, training=False, fixed_params=True)
+                yield idx, self._steps[0].device.asarray(X[idx])
 
     def predict_logits(self, X, batch_size=256):
         """Raw outputs of the last layer, ``(n, k)`` numpy."""
         self._require_built()
         X = check_X(X, self.input_shape)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
-        with self.device.session():
-            for start, xb in self._batches(X, batch_size):
-                out[start:start + xb.shape[0]] = self.device.to_host(self._forward(xb, False))
+        for idx, xb in self._inference_batches(X, batch_size):
+            out[idx] = self.out_device.to_host(self._forward(xb, False))
         return out
 
     def predict_proba(self, X, batch_size=256):
@@ -294,12 +439,11 @@ class Sequential:
                                  f"{self.loss.name!r}")
         self._require_built()
         X = check_X(X, self.input_shape)
-        dev = self.device
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
-        with dev.session():
-            for start, xb in self._batches(X, batch_size):
-                p = dev.activation(self.loss.output, self._forward(xb, False))
-                out[start:start + xb.shape[0]] = dev.to_host(p)
+        for idx, xb in self._inference_batches(X, batch_size):
+            logits = self._forward(xb, False)
+            dev = self.out_device
+            out[idx] = dev.to_host(dev.activation(self.loss.output, logits))
         return out
 
     def predict(self, X, batch_size=256):
@@ -308,11 +452,11 @@ class Sequential:
         if self.loss.name == "cross_entropy":
             self._require_built()
             X = check_X(X, self.input_shape)
-            dev = self.device
             out = np.empty(X.shape[0], dtype=np.int64)
-            with dev.session():
-                for start, xb in self._batches(X, batch_size):
-                    out[start:start + xb.shape[0]] = dev.to_host(dev.argmax(self._forward(xb, False)))
+            for idx, xb in self._inference_batches(X, batch_size):
+                logits = self._forward(xb, False)
+                dev = self.out_device
+                out[idx] = dev.to_host(dev.argmax(logits))
             return out
         if self.loss.name == "binary_cross_entropy":
             pred = (self.predict_proba(X, batch_size) > 0.5).astype(np.int64)
@@ -328,23 +472,20 @@ class Sequential:
         return self._evaluate(X, yt, sw, batch_size)
 
     def _evaluate(self, X, yt, sw, batch_size=256):
-        dev = self.device
         n = X.shape[0]
-        total = dev.zeros((1,))
-        correct = 0
-        with dev.session():
-            for start in range(0, n, batch_size):
-                idx = slice(start, start + batch_size)
-                xb, yb, wb = self._batch_to_device(X, yt, sw, idx)
-                logits = self._forward(xb, False)
-                loss, _ = self._loss_op(logits, yb, wb)
-                dev.axpy(float(xb.shape[0]), loss, total)
-                if self.loss.name == "cross_entropy":
-                    correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
-                elif self.loss.name == "binary_cross_entropy":
-                    pred = dev.to_host(logits) > 0
-                    correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
-        result = {"loss": float(dev.to_host(total)[0]) / n}
+        total, correct = 0.0, 0
+        for idx, xb in self._inference_batches(X, batch_size):
+            dev = self.out_device
+            yb, wb = self._targets_to_device(yt, sw, idx)
+            logits = self._forward(xb, False)
+            loss, _ = self._loss_op(logits, yb, wb)
+            total += float(dev.to_host(loss)[0]) * xb.shape[0]
+            if self.loss.name == "cross_entropy":
+                correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
+            elif self.loss.name == "binary_cross_entropy":
+                pred = dev.to_host(logits) > 0
+                correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
+        result = {"loss": total / n}
         if self.loss.classification:
             result["accuracy"] = correct / n
         return result
@@ -353,18 +494,21 @@ class Sequential:
         """Loss of one batch holding all of ``X`` and the gradient of every
         parameter, numpy, in :meth:`get_weights` order.  Changes no weight."""
         X, yt, sw = self._prepare(X, y, sample_weight)
-        dev = self.device
-        with dev.session():
+        self._use_plan(X.shape[0], training=True)
+        with self._session():
             xb, yb, wb = self._batch_to_device(X, yt, sw, slice(None))
             loss, dlogits = self._loss_op(self._forward(xb, True), yb, wb)
             self._backward(dlogits)
-            return float(dev.to_host(loss)[0]), [dev.to_host(g) for g in self._grad_arrays()]
+            grads = [layer.device.to_host(layer.grads[k]) for layer in self.layers for k in layer.params]
+            return float(self.out_device.to_host(loss)[0]), grads
 
     # ------------------------------------------------------------- report
     def summary(self):
         """A text table of layers, output shapes and parameter counts."""
         self._require_built()
-        lines = [f"Sequential on {self.device.name}, input {self.input_shape}, loss {self.loss.name}",
+        where = ", ".join(dict.fromkeys(s.device.name for s in self._steps))
+        lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
+                 f"{self.input_shape}, loss {self.loss.name}",
                  f"{'layer':<40}{'output':<18}{'params':>10}"]
         for layer in self.layers:
             n = int(sum(np.prod(p.shape) for p in layer.params.values()))

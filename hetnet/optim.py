@@ -25,12 +25,23 @@ class Optimizer:
         self.state = {}
         self.t = 0
 
-    def step(self, device, params, grads):
+    def step(self, devices, params, grads):
         """Update every parameter in place.  ``params``/``grads``: lists of
-        device arrays in the same order."""
+        device arrays in the same order; ``devices``: the device holding each
+        (or one device for all)."""
         self.t += 1
-        for i, (w, g) in enumerate(zip(params, grads)):
-            self._update(device, i, w, g)
+        if not isinstance(devices, (list, tuple)):
+            devices = [devices] * len(params)
+        for i, (dev, w, g) in enumerate(zip(devices, params, grads)):
+            self._update(dev, i, w, g)
+
+    def move_state(self, indices, src, dst):
+        """Move the state of parameters ``indices`` from device ``src`` to ``dst``."""
+        for i in indices:
+            if i in self.state:
+                st = self.state[i]
+                moved = tuple(dst.asarray(src.to_host(a)) for a in (st if isinstance(st, tuple) else (st,)))
+                self.state[i] = moved if isinstance(st, tuple) else moved[0]
 
 
 class SGD(Optimizer):

@@ -38,6 +38,15 @@ def test_gemm_2d(device, ref, rng, m, n, k, ta, tb):
     assert_close(host(device, got), ref.gemm(a, b, None, ta, tb), what="gemm new c")
 
 
+def test_gemm_beta_zero_ignores_garbage(device, ref, rng):
+    """beta = 0 means c is not read: NaN already in c must not leak out."""
+    a, b = rand(rng, 4, 3), rand(rng, 3, 5)
+    for dev in (device, ref):
+        c = dev.asarray(np.full((4, 5), np.nan, dtype=F32))
+        dev.gemm(dev.asarray(a), dev.asarray(b), c, beta=0.0)
+        assert_close(dev.to_host(c), a.astype(np.float64) @ b, what=f"{dev.name} beta=0")
+
+
 @pytest.mark.parametrize("shared", ["a", "b", "none"])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
 def test_gemm_batched(device, ref, rng, shared, ta, tb):

@@ -46,6 +46,14 @@ def get_device(spec="cpu"):
     return dev
 
 
+def gpu_device():
+    """The first OpenCL GPU, or ``(None, reason)`` saying why there is none."""
+    try:
+        return get_device("gpu"), None
+    except Exception as exc:   # no pyopencl, no platform, no GPU, driver without ICD
+        return None, str(exc)
+
+
 def list_devices():
     """What this machine offers: a list of dicts (name, kind, details)."""
     from .cpu import CPUDevice
@@ -63,4 +71,4 @@ def list_devices():
     return found
 
 
-__all__ = ["Device", "NumpyDevice", "get_device", "list_devices"]
+__all__ = ["Device", "NumpyDevice", "get_device", "gpu_device", "list_devices"]

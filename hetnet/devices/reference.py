@@ -36,7 +36,7 @@ class NumpyDevice(HostArrays, Device):
         res = alpha * prod
         if c is None:
             return res.astype(_F32)
-        c[...] = res + beta * c.astype(np.float64)
+        c[...] = res if beta == 0 else res + beta * c.astype(np.float64)   # beta 0: c is not read
         return c
 
     # ---------------------------------------------------------- convolution

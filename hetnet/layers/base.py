@@ -74,6 +74,33 @@ class Layer:
         ``dy`` may be overwritten."""
         raise NotImplementedError
 
+    # ------------------------------------------------------- placement
+    def cost_terms(self, batch, need_dx=True):
+        """The work of one step at ``batch``, for the cost model.
+
+        Returns ``(forward, backward, update)``: lists of ``(operation,
+        size)`` or ``(operation, batch, geometry)`` with operations named as
+        in :mod:`hetnet.costmodel`: elementwise work is sized in elements; GEMM
+        and convolution, whose speed depends on their shapes, by the batch
+        size of one geometry (a hashable description of the layer).
+        """
+        n = batch * int(np.prod(self.output_shape))
+        return [("elementwise", n)], [("elementwise", n)], []
+
+    def _update_terms(self):
+        return [("update", int(np.prod(p.shape))) for p in self.params.values()]
+
+    def move_to(self, device):
+        """Move parameters (and gradient buffers) to ``device``; the optimizer
+        moves its own state (:meth:`Optimizer.move_state`)."""
+        if device is self.device:
+            return
+        old = self.device
+        self.params = {k: device.asarray(old.to_host(v)) for k, v in self.params.items()}
+        self.grads = {k: device.zeros(tuple(v.shape)) for k, v in self.params.items()}
+        self._buffers = {}
+        self.device = device
+
     # -------------------------------------------------- host-side access
     def get_weights(self):
         return [self.device.to_host(self.params[k]) for k in self.params]

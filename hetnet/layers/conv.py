@@ -104,6 +104,12 @@ class Conv2D(Layer):
         """Bytes of im2col workspace the device uses for this layer at ``batch``."""
         return self.device.conv_workspace_bytes(batch, self.col_shape)
 
+    def cost_terms(self, batch, need_dx=True):
+        geom = ("conv2d", self.input_shape, self.out_channels, self.kernel_size, self.stride,
+                self.pad, self.activation)
+        bwd = "conv2d_backward" if need_dx else "conv2d_backward_weights"
+        return [("conv2d", batch, geom)], [(bwd, batch, geom)], self._update_terms()
+
     # ------------------------------------------------------------ compute
     def forward(self, x, training=False):
         y = self.buffer("y", (x.shape[0],) + self.output_shape)

@@ -48,6 +48,15 @@ class Dense(Layer):
             p["b"] = np.zeros(self.out_features, dtype=np.float32)
         return p
 
+    def cost_terms(self, batch, need_dx=True):
+        geom = ("dense", self.in_features, self.out_features)
+        n = batch * self.out_features
+        fwd = [("gemm", batch, geom), ("elementwise", n)]
+        bwd = [("elementwise", n)] if self.activation != "identity" else []
+        bwd += [("gemm_dw", batch, geom), ("reduce", n)]
+        bwd += [("gemm_dx", batch, geom)] if need_dx else []
+        return fwd, bwd, self._update_terms()
+
     def forward(self, x, training=False):
         dev = self.device
         y = dev.gemm(x, self.params["W"], self.buffer("y", (x.shape[0], self.out_features)))

@@ -30,6 +30,10 @@ class MaxPool2D(Layer):
             raise ValueError(f"MaxPool2D window {self.size} is larger than its input {h}x{w}")
         return (c, conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0))
 
+    def cost_terms(self, batch, need_dx=True):
+        n = batch * int(np.prod(self.input_shape))
+        return [("maxpool2d", n)], ([("maxpool2d_backward", n)] if need_dx else []), []
+
     def forward(self, x, training=False):
         (kh, kw), (sh, sw) = self.size, self.stride
         shape = (x.shape[0],) + self.output_shape

@@ -1,0 +1,263 @@
+"""Cost model: how long each device operation takes, as a function of its size.
+
+For every device the model holds a table per operation: times measured at a
+few sizes, interpolated linearly in log-log space between the measured
+points, flat below the smallest (launch and call overhead dominate there) and
+proportional to size above the largest.
+
+* Operations whose speed depends little on shape are sized in elements
+  (``elementwise``: bias + activation, ``reduce``: bias gradient,
+  ``maxpool2d``, ``maxpool2d_backward``, ``update``: SGD with momentum,
+  ``loss``: softmax + cross-entropy) or bytes (``to_device``, ``to_host``), and
+  measured once per device.
+* GEMM and convolution depend strongly on their shapes, so they are measured
+  per *geometry* (a dense layer's (in, out); a convolution's input shape,
+  filters, kernel, stride, padding and fused activation) as a function of the
+  batch size: ``gemm``, ``gemm_dw``, ``gemm_dx`` (forward, weight and input
+  gradients of a dense layer), ``conv2d``, ``conv2d_backward`` (with the input
+  gradient) and ``conv2d_backward_weights`` (without).  A geometry is measured
+  the first time a plan needs it, at a few batch sizes, in milliseconds.
+
+Tables are cached per device (name, driver, threads, BLAS, hetnet version) in
+the user's cache directory: ``$HETNET_CACHE_DIR``, else
+``$XDG_CACHE_HOME/hetnet``, else ``~/.cache/hetnet``.
+"""
+
+import bisect
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPERATIONS = ("elementwise", "reduce", "maxpool2d", "maxpool2d_backward", "update", "loss")
+TRANSFERS = ("to_device", "to_host")
+SHAPED = ("gemm", "gemm_dw", "gemm_dx", "conv2d", "conv2d_backward", "conv2d_backward_weights")
+#: batch sizes at which a geometry is measured
+GEOMETRY_BATCHES = (1, 8, 64, 256, 1024)
+
+
+def cache_dir():
+    root = os.environ.get("HETNET_CACHE_DIR")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hetnet")
+    return Path(root)
+
+
+def device_key(device):
+    """What a calibration depends on: device, driver, threads, BLAS, hetnet version."""
+    from . import __version__
+    parts = [device.name, f"hetnet={__version__}"]
+    for attr in ("driver_version", "num_threads", "precision"):
+        if hasattr(device, attr):
+            parts.append(f"{attr}={getattr(device, attr)}")
+    if device.name == "cpu":
+        from .info import build_info
+        parts.append(f"blas={build_info()['blas']}")
+    return "|".join(str(p) for p in parts)
+
+
+class CostTable:
+    """Measured ``(size, seconds)`` points per operation for one device.
+
+    Parameters
+    ----------
+    key : str
+        :func:`device_key` of the device it describes.
+    points : dict of str -> list of (size, seconds)
+        Sizes ascending; one list per operation or transfer direction.
+    """
+
+    def __init__(self, key, points, device=None, path=None):
+        self.key = key
+        self.points = {op: sorted((float(s), float(t)) for s, t in pts) for op, pts in points.items()}
+        self.device = device       # for measuring new geometries; None: a fixed table
+        self.path = path
+
+    def predict(self, op, size, geometry=None):
+        """Seconds for one ``op`` of ``size`` (0 for size 0); with a
+        ``geometry``, ``size`` is the batch size and the geometry's own
+        points are used (measured now if the table has a device and lacks them)."""
+        if size <= 0:
+            return 0.0
+        if geometry is not None:
+            op = f"{op}@{geometry_key(geometry)}"
+            if op not in self.points and self.device is not None:
+                self.points.update(measure_geometry(self.device, geometry))
+                self.save()
+        pts = self.points.get(op)
+        if not pts:
+            raise KeyError(f"the cost table of {self.key!r} has no operation {op!r}")
+        sizes = [p[0] for p in pts]
+        if size <= sizes[0]:
+            return pts[0][1]
+        if size >= sizes[-1]:
+            return pts[-1][1] * size / sizes[-1]
+        j = bisect.bisect_right(sizes, size)
+        (s0, t0), (s1, t1) = pts[j - 1], pts[j]
+        f = (math.log(size) - math.log(s0)) / (math.log(s1) - math.log(s0))
+        return math.exp(math.log(t0) + f * (math.log(t1) - math.log(t0)))
+
+    def predict_terms(self, terms):
+        """Total seconds of a list of ``(op, size)`` / ``(op, batch, geometry)`` terms."""
+        return sum(self.predict(*t) for t in terms)
+
+    def save(self):
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.to_json()))
+        except OSError:
+            pass                   # a read-only cache only costs a re-measurement next time
+
+    def to_json(self):
+        return {"key": self.key, "points": self.points}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data["key"], data["points"])
+
+
+def _time(device, fn, min_time=0.002, max_reps=200):
+    """Seconds per call of ``fn`` issued back to back (the device's steady
+    state: launch costs overlap device work as they do in training)."""
+    fn()
+    device.synchronize()
+    reps, best = 1, None
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        device.synchronize()
+        dt = time.perf_counter() - t0
+        if dt < min_time and reps < max_reps:
+            reps = min(max_reps, max(reps * 2, int(reps * min_time / max(dt, 1e-7)) + 1))
+            continue
+        per = dt / reps
+        best = per if best is None else min(best, per)
+    if best is None:
+        best = dt / reps
+    return best
+
+
+def _rand(device, rng, *shape):
+    return device.asarray(rng.standard_normal(shape).astype(np.float32))
+
+
+def calibrate(device, quick=True):
+    """Measure ``device``'s operations and transfers; returns a :class:`CostTable`."""
+    rng = np.random.default_rng(0)
+    points = {op: [] for op in OPERATIONS + TRANSFERS}
+    big = device.kind == "gpu"
+    with device.session():
+        for n in (256, 8192, 262144, 2097152) + ((16777216,) if big else ()):
+            y = _rand(device, rng, n // 64, 64)
+            b = _rand(device, rng, 64)
+            points["elementwise"].append((n, _time(device, lambda: device.bias_activation(y, b, "relu"))))
+            db = device.empty((64,))
+            points["reduce"].append((n, _time(device, lambda: device.bias_grad(y, out=db))))
+            w, g, v = _rand(device, rng, n), _rand(device, rng, n), device.zeros((n,))
+            points["update"].append((n, _time(device, lambda: device.sgd_update(w, g, v, 1e-3, 0.9))))
+            x = _rand(device, rng, max(1, n // 784), 1, 28, 28)
+            yp, am = device.maxpool2d(x, 2, 2, 2, 2)
+            points["maxpool2d"].append((x.shape[0] * 784, _time(device, lambda: device.maxpool2d(x, 2, 2, 2, 2, out=yp, argmax=am))))
+            dx = device.empty(x.shape)
+            points["maxpool2d_backward"].append((x.shape[0] * 784, _time(
+                device, lambda: device.maxpool2d_backward(yp, am, x.shape, out=dx))))
+            rows = max(1, n // 10)
+            z, labels = _rand(device, rng, rows, 10), device.asarray(rng.integers(0, 10, rows), dtype=np.int32)
+            gz = device.empty((rows, 10))
+            points["loss"].append((rows * 10, _time(device, lambda: device.softmax_cross_entropy(z, labels, None, grad_out=gz))))
+        for nbytes in (4096, 65536, 1 << 20, 8 << 20):
+            host = rng.standard_normal(nbytes // 4).astype(np.float32)
+            arr = device.asarray(host)
+            points["to_device"].append((nbytes, _time(device, lambda: device.asarray(host))))
+            points["to_host"].append((nbytes, _time(device, lambda: device.to_host(arr))))
+    return CostTable(device_key(device), points)
+
+
+def geometry_key(geometry):
+    return json.dumps(geometry, separators=(",", ":"), default=list)
+
+
+def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
+    """Time the GEMMs of a dense layer or the convolutions of a conv layer
+    of this geometry at a few batch sizes: ``{op@geometry: [(batch, s)]}``."""
+    rng = np.random.default_rng(0)
+    kind = geometry[0]
+    key = geometry_key(geometry)
+    out = {}
+    with device.session():
+        if kind == "dense":
+            _, fin, fout = geometry
+            w = _rand(device, rng, fin, fout)
+            for op in ("gemm", "gemm_dw", "gemm_dx"):
+                out[f"{op}@{key}"] = []
+            for b in batches:
+                x, dy = _rand(device, rng, b, fin), _rand(device, rng, b, fout)
+                y, dw, dx = device.empty((b, fout)), device.empty((fin, fout)), device.empty((b, fin))
+                out[f"gemm@{key}"].append((b, _time(device, lambda: device.gemm(x, w, y))))
+                out[f"gemm_dw@{key}"].append((b, _time(device, lambda: device.gemm(x, dy, dw, trans_a=True))))
+                out[f"gemm_dx@{key}"].append((b, _time(device, lambda: device.gemm(dy, w, dx, trans_b=True))))
+        elif kind == "conv2d":
+            _, in_shape, f, (kh, kw), stride, pad, act = geometry
+            c, h, wd = in_shape
+            ho = (h + 2 * pad[0] - kh) // stride[0] + 1
+            wo = (wd + 2 * pad[1] - kw) // stride[1] + 1
+            w, bias = _rand(device, rng, f, c, kh, kw), _rand(device, rng, f)
+            dw, db = device.empty((f, c, kh, kw)), device.empty((f,))
+            for op in ("conv2d", "conv2d_backward", "conv2d_backward_weights"):
+                out[f"{op}@{key}"] = []
+            for b in batches:
+                x = _rand(device, rng, b, c, h, wd)
+                y, dx = device.empty((b, f, ho, wo)), device.empty((b, c, h, wd))
+                dy = _rand(device, rng, b, f, ho, wo)
+                out[f"conv2d@{key}"].append((b, _time(device, lambda: device.conv2d(
+                    x, w, bias, stride, pad, act, out=y))))
+                for op, need_dx in (("conv2d_backward", True), ("conv2d_backward_weights", False)):
+                    out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
+                        x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
+        else:
+            raise ValueError(f"unknown geometry {geometry!r}")
+    return out
+
+
+_MEMORY = {}
+
+
+def cost_table(device, recalibrate=False):
+    """The cost table of ``device``: from memory, the disk cache, or a new
+    calibration (written to the cache)."""
+    key = device_key(device)
+    if not recalibrate and key in _MEMORY:
+        return _MEMORY[key]
+    path = cache_dir() / ("costs-" + "".join(c if c.isalnum() else "_" for c in key)[:180] + ".json")
+    table = None
+    if not recalibrate and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key and set(OPERATIONS + TRANSFERS) <= set(data["points"]):
+                table = CostTable.from_json(data)
+        except (ValueError, KeyError, OSError):
+            table = None           # unreadable cache: measure again
+    if table is None:
+        table = calibrate(device)
+    table.device, table.path = device, path
+    table.save()
+    _MEMORY[key] = table
+    return table
+
+
+def recalibrate(devices=None):
+    """Re-measure the given devices (default: the CPU and any GPU found);
+    returns ``{device name: CostTable}``."""
+    from .devices import get_device, gpu_device
+    if devices is None:
+        devices = [get_device("cpu")]
+        gpu, _ = gpu_device()
+        if gpu is not None:
+            devices.append(gpu)
+    return {d.name: cost_table(d, recalibrate=True) for d in devices}

@@ -1,0 +1,94 @@
+"""Device policies for a model: one device, an explicit per-layer map, or
+``"auto"`` (the planner's choice from measured costs), and the moves that
+put each step where its plan says."""
+
+import math
+
+from .devices import Device, get_device, gpu_device
+from .planner import Plan, StepPlan, plan_model, repr_step
+
+
+class Placement:
+    """How a model's steps are assigned to devices.
+
+    Parameters
+    ----------
+    spec : str, Device, or list/tuple
+        ``"cpu"``, ``"gpu"``, ``"opencl:P:D"``, ``"numpy"`` or a Device: every
+        layer there.  ``"auto"``: the CPU and the first OpenCL GPU, if there is
+        one, each layer where the planner predicts the step is fastest.  A
+        list with one device spec per layer: that map exactly.
+    """
+
+    def __init__(self, spec):
+        self.reason = ""
+        self.layer_map = None
+        if isinstance(spec, (list, tuple)):
+            self.policy = "map"
+            self.layer_map = [get_device(s) for s in spec]
+            self.candidates = list(dict.fromkeys(self.layer_map))
+        elif isinstance(spec, str) and spec.strip().lower() == "auto":
+            self.policy = "auto"
+            gpu, why = gpu_device()
+            self.candidates = [get_device("cpu")] + ([gpu] if gpu is not None else [])
+            if gpu is None:
+                self.reason = f"no GPU, so every layer runs on the CPU ({why})"
+        else:
+            self.policy = "fixed"
+            self.candidates = [get_device(spec)]
+        self.primary = self.candidates[0]
+        self._plans = {}
+
+    def build_device(self, layer_index):
+        return self.layer_map[layer_index] if self.layer_map is not None else self.primary
+
+    @property
+    def needs_costs(self):
+        return self.policy == "auto" and len(self.candidates) > 1
+
+    def plan(self, model, batch, training, fixed=None, measure_costs=False):
+        """The plan for ``batch`` (cached per batch size, mode and pinning)."""
+        steps = model._steps
+        key = (batch, training, None if fixed is None else tuple(id(d) for d in fixed))
+        if not measure_costs and key in self._plans:
+            return self._plans[key]
+        if self.policy == "map":
+            fixed = [step.device for step in steps]
+        elif self.policy == "fixed" or not self.needs_costs:
+            fixed = [self.primary] * len(steps)
+        if self.needs_costs or measure_costs:
+            from .costmodel import cost_table
+            devices = self.candidates if self.policy == "auto" else list(dict.fromkeys(fixed))
+            tables = {d.name: cost_table(d) for d in devices}
+            in_bytes = 4 * batch * math.prod(model.input_shape)
+            plan = plan_model(steps, batch, devices, tables, training, self.policy, fixed,
+                              input_bytes=in_bytes, label_bytes=4 * batch,
+                              output_bytes=4 * batch * model.n_outputs)
+        else:
+            plan = Plan(batch, training, self.policy, list(fixed))
+            plan.steps = [StepPlan(repr_step(s), d.name, float("nan"), 0.0, 0)
+                          for s, d in zip(steps, fixed)]
+        plan.reason = self.reason
+        self._plans[key] = plan
+        return plan
+
+
+def move_step(model, step, device):
+    """Move one step's parameters (and the optimizer's state for them)."""
+    src = step.device
+    if src is device:
+        return
+    if model.optimizer is not None and step.params:
+        start = model._param_index[id(step)]
+        model.optimizer.move_state(range(start, start + len(step.params)), src, device)
+    step.move_to(device)
+
+
+def transfer(x, src, dst):
+    """Copy a device array from ``src`` to ``dst`` through the host."""
+    if src is dst:
+        return x
+    return dst.asarray(src.to_host(x), dtype=x.dtype)
+
+
+__all__ = ["Placement", "move_step", "transfer", "Device"]

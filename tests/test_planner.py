@@ -1,0 +1,239 @@
+"""The scheduler: exact placement, policies, re-planning, mixed-device training."""
+
+import math
+
+import numpy as np
+import pytest
+
+import hetnet as hn
+from hetnet import placement as placement_mod
+from hetnet.costmodel import CostTable, OPERATIONS, TRANSFERS, SHAPED, geometry_key
+from hetnet.devices.cpu import CPUDevice
+from hetnet.devices.reference import NumpyDevice
+from hetnet.planner import shortest_chain, brute_force_chain, chain_cost, plan_model
+
+from conftest import assert_close
+
+
+# ------------------------------------------------------------------ the DP
+@pytest.mark.parametrize("trial", range(60))
+def test_shortest_chain_matches_brute_force(trial):
+    rng = np.random.default_rng(trial)
+    steps, devs = int(rng.integers(1, 7)), int(rng.integers(1, 4))
+    node = rng.exponential(1.0, (steps, devs))
+    node[rng.random((steps, devs)) < 0.1] = math.inf          # some placements forbidden
+    node[:, 0] = np.minimum(node[:, 0], 5.0)                    # device 0 always allowed
+    edge = rng.exponential(0.5, (steps, devs, devs))
+    for d in range(devs):
+        edge[:, d, d] = 0.0
+    start, end = rng.exponential(0.3, devs), rng.exponential(0.3, devs)
+    args = (node.tolist(), edge.tolist(), start.tolist(), end.tolist())
+    total, assign = shortest_chain(*args)
+    best, _ = brute_force_chain(*args)
+    assert total == pytest.approx(best)
+    assert chain_cost(assign, *args) == pytest.approx(total)
+
+
+# --------------------------------------------------- synthetic cost tables
+class FakeGPU(NumpyDevice):
+    """A second device for planning tests: numpy arrays, GPU-like costs."""
+    kind = "gpu"
+
+    def __init__(self):
+        super().__init__()
+        self.name = "fakegpu"
+
+
+def synthetic_table(name, latency, per_unit, transfer_latency, per_byte, slow=()):
+    """Time = latency + size * per_unit for every operation (sizes: elements,
+    or batch for the shaped ones, taken as 1e3 units per sample); the
+    operations in ``slow`` cost 1000 times more."""
+    pts = {op: [(1, latency + per_unit), (1e9, latency + 1e9 * per_unit)] for op in OPERATIONS}
+    for op in slow:
+        pts[op] = [(s, 1000 * t) for s, t in pts[op]]
+    pts.update({op: [(1, transfer_latency + per_byte), (1e10, transfer_latency + 1e10 * per_byte)]
+                for op in TRANSFERS})
+    table = CostTable(name, pts)
+    table.per_sample = {op: (latency, per_unit * 1e3) for op in SHAPED}
+    real_predict = table.predict
+
+    def predict(op, size, geometry=None):
+        if geometry is not None:
+            lat, per = table.per_sample[op]
+            return lat + size * per
+        return real_predict(op, size)
+
+    table.predict = predict
+    return table
+
+
+CPU_TABLE = synthetic_table("cpu", latency=2e-6, per_unit=2e-9, transfer_latency=1e-7, per_byte=1e-10)
+GPU_TABLE = synthetic_table("fakegpu", latency=40e-6, per_unit=2e-11, transfer_latency=20e-6, per_byte=1e-10)
+
+
+def lenet(device):
+    return hn.models.lenet5(seed=0, device=device, input_shape=(1, 28, 28))
+
+
+def test_plans_follow_batch_size():
+    cpu, gpu = CPUDevice(num_threads=1), FakeGPU()
+    model = lenet(cpu)
+    tables = {"cpu": CPU_TABLE, "fakegpu": GPU_TABLE}
+    small = plan_model(model._steps, 1, [cpu, gpu], tables, training=False)
+    large = plan_model(model._steps, 1024, [cpu, gpu], tables, training=True)
+    assert {d.name for d in small.devices} == {"cpu"}          # launch latency dominates
+    assert large.devices[0].name == "fakegpu"                  # the big convolution moves
+    assert large.predicted_step_s == pytest.approx(sum(
+        s.predicted_s + s.transfer_s for s in large.steps) + large.input_s + large.output_s)
+
+
+def test_plan_is_exact_on_a_real_model():
+    """The DP's plan for LeNet-5 costs no more than any of the 3**8 placements."""
+    import itertools
+    from hetnet.planner import step_costs
+    cpu, gpu, gpu2 = CPUDevice(num_threads=1), FakeGPU(), FakeGPU()
+    gpu2.name = "fakegpu2"
+    t2 = synthetic_table("fakegpu2", latency=10e-6, per_unit=2e-10, transfer_latency=5e-6, per_byte=5e-10)
+    tables = {"cpu": CPU_TABLE, "fakegpu": GPU_TABLE, "fakegpu2": t2}
+    devices = [cpu, gpu, gpu2]
+    model = lenet(cpu)
+    for batch in (1, 64, 1024):
+        plan = plan_model(model._steps, batch, devices, tables, training=True, input_bytes=4 * 784 * batch,
+                          label_bytes=4 * batch)
+        best = math.inf
+        for assign in itertools.product(range(3), repeat=len(model._steps)):
+            sub = plan_model(model._steps, batch, devices, tables, training=True,
+                             fixed=[devices[a] for a in assign], input_bytes=4 * 784 * batch,
+                             label_bytes=4 * batch)
+            best = min(best, sub.predicted_step_s)
+        assert plan.predicted_step_s == pytest.approx(best)
+
+
+# ------------------------------------------------------------- policies
+def test_auto_without_gpu_uses_cpu_and_says_why(monkeypatch):
+    monkeypatch.setattr(placement_mod, "gpu_device", lambda: (None, "no OpenCL GPU here"))
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    plan = model.plan(64)
+    assert {d.name for d in plan.devices} == {"cpu"}
+    assert "no GPU" in plan.reason and "no OpenCL GPU here" in plan.reason
+    assert "no GPU" in str(plan)
+
+
+def _auto_with_fake_gpu(monkeypatch):
+    gpu = FakeGPU()
+    monkeypatch.setattr(placement_mod, "gpu_device", lambda: (gpu, None))
+    # a GPU that is poor at pooling, so that 'auto' mixes devices
+    tables = {"fakegpu": synthetic_table("fakegpu", 40e-6, 2e-11, 20e-6, 1e-10,
+                                         slow=("maxpool2d", "maxpool2d_backward"))}
+    import hetnet.costmodel as cm
+    real = cm.cost_table
+    monkeypatch.setattr(cm, "cost_table", lambda d, recalibrate=False:
+                        tables.get(d.name) or CPU_TABLE)
+    return gpu, real
+
+
+def test_auto_replans_with_batch_size(monkeypatch):
+    gpu, _ = _auto_with_fake_gpu(monkeypatch)
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    assert {d.name for d in model.plan(1, training=False).devices} == {"cpu"}
+    assert gpu in model.plan(1024).devices                     # large batches use the GPU
+    rng = np.random.default_rng(0)
+    X = rng.random((5, 1, 28, 28)).astype(np.float32)
+    model.predict(X, batch_size=1)                              # batch 1: all on the CPU
+    assert {s.device.name for s in model._steps} == {"cpu"}
+
+
+def test_auto_mixed_plan_trains_like_cpu(monkeypatch):
+    """'auto' with a (fake) GPU puts the convolutions there at batch 1024
+    and trains to the same weights as the CPU alone."""
+    _auto_with_fake_gpu(monkeypatch)
+    rng = np.random.default_rng(1)
+    X = rng.random((2100, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 2100)
+    auto = hn.models.lenet5(seed=3, device="auto")
+    cpu = hn.models.lenet5(seed=3, device=CPUDevice(num_threads=2))
+    for m in (auto, cpu):
+        m.fit(X, y, epochs=1, batch_size=1024, optimizer=hn.SGD(0.05, momentum=0.9))
+    assert len({s.device.name for s in auto._steps}) == 2      # a mixed plan was used
+    for a, b in zip(auto.get_weights(), cpu.get_weights()):
+        assert_close(a, b, rtol=1e-4, what="auto vs cpu weights")
+    assert auto.evaluate(X, y)["loss"] == pytest.approx(cpu.evaluate(X, y)["loss"], rel=1e-4)
+
+
+def _map_devices():
+    devices = [CPUDevice(num_threads=2), CPUDevice(num_threads=1)]
+    try:
+        from hetnet.devices.opencl import OpenCLDevice
+        devices[1] = OpenCLDevice.from_spec(None)
+    except Exception:
+        pass                    # no OpenCL: two CPU devices still exercise every transfer
+    return devices
+
+
+def test_explicit_map_trains_like_cpu():
+    a, b = _map_devices()
+    rng = np.random.default_rng(2)
+    X = rng.random((300, 1, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+
+    def layers():
+        return [hn.Conv2D(1, 4, 3, padding=1), hn.ReLU(), hn.MaxPool2D(2), hn.Flatten(),
+                hn.Dense(144, 16), hn.Tanh(), hn.Dense(16, 4)]
+
+    mixed = hn.Sequential(layers(), device=[b, b, a, a, b, b, a], seed=5)
+    plain = hn.Sequential(layers(), device=a, seed=5)
+    for m in (mixed, plain):
+        m.fit(X, y, epochs=2, batch_size=64, optimizer=hn.SGD(0.05, momentum=0.9))
+    assert [s.device for s in mixed._steps] == [b, a, a, b, a]
+    for w1, w2 in zip(mixed.get_weights(), plain.get_weights()):
+        assert_close(w1, w2, rtol=1e-4, what="mixed vs single-device weights")
+    moved = sum(d.transfers["to_host"] for d in (a, b))
+    assert moved > 0
+    np.testing.assert_array_equal(mixed.predict(X), plain.predict(X))
+
+
+def test_map_length_is_checked():
+    with pytest.raises(ValueError, match="needs 3 entries"):
+        hn.Sequential([hn.Dense(2, 2), hn.ReLU(), hn.Dense(2, 2)], device=["cpu", "cpu"])
+
+
+def test_explain_reports_predicted_and_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("HETNET_CACHE_DIR", str(tmp_path))
+    model = hn.Sequential([hn.Conv2D(1, 2, 3), hn.ReLU(), hn.MaxPool2D(2), hn.Flatten(),
+                           hn.Dense(18, 3)], seed=0, input_shape=(1, 8, 8),
+                          device=CPUDevice(num_threads=1))
+    w0 = model.get_weights()
+    plan = model.explain(batch_size=8, repeats=2)
+    text = str(plan)
+    assert "pred ms" in text and "meas ms" in text and "total per step" in text
+    assert all(s.measured_s is not None and s.measured_s >= 0 for s in plan.steps)
+    assert plan.measured_step_s > 0 and plan.predicted_step_s > 0
+    for a, b in zip(w0, model.get_weights()):
+        np.testing.assert_array_equal(a, b)                     # explain changes no weight
+    assert list(tmp_path.glob("costs-*.json"))                  # the calibration was cached
+
+
+# ------------------------------------------------------------- cost model
+def test_cost_table_interpolates_in_log_space():
+    t = CostTable("x", {"elementwise": [(10, 1e-6), (1000, 1e-4)]})
+    assert t.predict("elementwise", 1) == pytest.approx(1e-6)         # flat below
+    assert t.predict("elementwise", 100) == pytest.approx(1e-5)       # log-log midpoint
+    assert t.predict("elementwise", 10000) == pytest.approx(1e-3)     # proportional above
+    assert t.predict("elementwise", 0) == 0.0
+    with pytest.raises(KeyError):
+        t.predict("gemm", 5)
+
+
+def test_cost_cache_roundtrip(tmp_path, monkeypatch):
+    import hetnet.costmodel as cm
+    monkeypatch.setenv("HETNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cm, "_MEMORY", {})
+    dev = CPUDevice(num_threads=1)
+    table = cm.cost_table(dev)
+    assert set(OPERATIONS + TRANSFERS) <= set(table.points)
+    geom = ("dense", 7, 3)
+    t1 = table.predict("gemm", 32, geom)                     # measured now, then saved
+    assert f"gemm@{geometry_key(geom)}" in table.points and t1 > 0
+    monkeypatch.setattr(cm, "_MEMORY", {})
+    again = cm.cost_table(dev)                               # from the file, no measuring
+    assert again.points == table.points
