@@ -10,8 +10,9 @@ from .info import build_info
 from .devices import get_device, list_devices as devices
 from . import models, datasets, schedules
 from .schedules import OneCycle, CosineDecay
+from .costmodel import recalibrate as calibrate
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
-           "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay",
+           "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay", "calibrate",
            "__version__"]

@@ -35,3 +35,18 @@ def mlp_layers(sizes, activation=ReLU):
 def mlp(sizes, activation=ReLU, **kwargs):
     """Multi-layer perceptron ``sizes = [in, hidden..., out]`` with ReLU."""
     return Sequential(mlp_layers(sizes, activation), **kwargs)
+
+
+def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64, 128)):
+    """A wider CNN: 3x3 convolutions (padding 1) of ``widths`` channels, each
+    followed by ReLU and 2x2 max pooling, then Dense(256) and the classifier."""
+    layers, c, side = [], in_channels, input_size
+    for w in widths:
+        layers += [Conv2D(c, w, kernel_size=3, padding=1), ReLU(), MaxPool2D(2)]
+        c, side = w, side // 2
+    return layers + [Flatten(), Dense(c * side * side, 256), ReLU(), Dense(256, num_classes)]
+
+
+def convnet(in_channels=1, num_classes=10, input_size=28, **kwargs):
+    """The wider CNN of :func:`convnet_layers` (32-64-128 channels by default)."""
+    return Sequential(convnet_layers(in_channels, num_classes, input_size), **kwargs)

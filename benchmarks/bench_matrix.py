@@ -1,0 +1,140 @@
+"""One cell (or all cells) of the benchmark matrix: policy x model x batch size.
+
+    python benchmarks/bench_matrix.py --policy auto --model lenet5 --batch 64
+    python benchmarks/bench_matrix.py --all [--policies cpu gpu auto] [--tag h100]
+
+A cell measures, on random data of the model's input shape (throughput does
+not depend on the values):
+- training throughput: images / wall time of ``fit`` over >= 1 s of steps,
+  after one warm-up pass that plans, calibrates and compiles;
+- inference throughput: images / wall time of ``predict`` at that batch size;
+- the plan (device per step), its predicted step time and the step time
+  measured by ``model.explain`` (per step, synchronised), both for training.
+The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
+Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
+``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
+``tox -e report`` (benchmarks/report.py) gathers them into benchmarks/REPORT.md.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+MODELS = ("mlp", "lenet5", "convnet")
+BATCHES = (1, 16, 64, 256, 1024)
+POLICIES = ("cpu", "gpu", "auto")
+
+
+def build(model_name, policy):
+    import hetnet as hn
+    if model_name == "mlp":
+        return hn.models.mlp([784, 120, 84, 10], seed=0, device=policy), (784,)
+    if model_name == "lenet5":
+        return hn.models.lenet5(seed=0, device=policy), (1, 28, 28)
+    return hn.models.convnet(seed=0, device=policy), (1, 28, 28)
+
+
+def timed_fit(model, X, y, batch):
+    t0 = time.perf_counter()
+    model.fit(X, y, epochs=1, batch_size=batch, optimizer=None if model.optimizer else "sgd")
+    return time.perf_counter() - t0
+
+
+def run_cell(policy, model_name, batch, min_seconds=1.0):
+    import hetnet as hn
+    cell = {"policy": policy, "model": model_name, "batch_size": batch}
+    try:
+        model, shape = build(model_name, policy)
+    except Exception as exc:          # e.g. 'gpu' with no GPU: say why, measure nothing
+        cell["skipped"] = f"{type(exc).__name__}: {exc}"
+        return cell
+    rng = np.random.default_rng(0)
+    warm = max(2 * batch, 64)
+    X = rng.random((warm,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, warm)
+    model.fit(X, y, epochs=1, batch_size=batch, optimizer=hn.SGD(lr=1e-3, momentum=0.9))  # plan, compile
+    per_image = timed_fit(model, X, y, batch) / warm
+    n = int(min(max(batch * 4, min_seconds / max(per_image, 1e-7)), 200_000))
+    n = max(batch, (n // batch) * batch)
+    X = rng.random((n,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    dt = timed_fit(model, X, y, batch)
+    cell["train_images_per_s"] = n / dt
+    cell["train_images"] = n
+    n_inf = min(n, max(batch * 4, 256))
+    model.predict(X[:batch], batch_size=batch)                     # warm-up at this batch size
+    t0 = time.perf_counter()
+    model.predict(X[:n_inf], batch_size=batch)
+    cell["infer_images_per_s"] = n_inf / (time.perf_counter() - t0)
+    plan = model.explain(batch, training=True, repeats=3)
+    cell["plan"] = [{"step": s.name, "device": s.device, "predicted_ms": 1e3 * (s.predicted_s + s.transfer_s),
+                     "measured_ms": 1e3 * s.measured_s, "bytes_moved": s.bytes_moved} for s in plan.steps]
+    cell["predicted_step_ms"] = 1e3 * plan.predicted_step_s
+    cell["measured_step_ms"] = 1e3 * plan.measured_step_s
+    cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
+    cell["reason"] = plan.reason
+    inf_plan = model.plan(batch, training=False)
+    cell["inference_plan"] = [d.name for d in inf_plan.devices]
+    return cell
+
+
+def default_tag():
+    try:
+        import hetnet as hn
+        from hetnet.devices import gpu_device
+        gpu, _ = gpu_device()
+        if gpu is not None:
+            return "".join(c if c.isalnum() else "-" for c in gpu.name.split(":")[-1]).strip("-").lower()
+    except Exception:
+        pass
+    import os
+    return f"cpu{len(os.sched_getaffinity(0))}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", choices=POLICIES)
+    p.add_argument("--model", choices=MODELS)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--all", action="store_true", help="every cell of the matrix")
+    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    p.add_argument("--tag", default=None, help="results folder name (default: the machine)")
+    p.add_argument("--min-seconds", type=float, default=1.0)
+    args = p.parse_args()
+    if args.all:
+        cells = [(po, m, b) for m in args.models for b in args.batches for po in args.policies]
+    elif args.policy and args.model and args.batch:
+        cells = [(args.policy, args.model, args.batch)]
+    else:
+        p.error("give --policy, --model and --batch, or --all")
+    from _machine import machine
+    tag = args.tag or default_tag()
+    out_dir = HERE / "results" / "matrix" / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = None
+    for policy, model_name, batch in cells:
+        cell = run_cell(policy, model_name, batch, args.min_seconds)
+        info = info or machine()
+        cell["machine"] = info
+        path = out_dir / f"{policy}-{model_name}-b{batch}.json"
+        path.write_text(json.dumps(cell, indent=1))
+        if "skipped" in cell:
+            print(f"{policy:>4} {model_name:>7} b{batch:<5} skipped: {cell['skipped'][:100]}", flush=True)
+        else:
+            print(f"{policy:>4} {model_name:>7} b{batch:<5} train {cell['train_images_per_s']:>10,.0f} img/s"
+                  f"  infer {cell['infer_images_per_s']:>10,.0f} img/s  step pred "
+                  f"{cell['predicted_step_ms']:8.3f} ms meas {cell['measured_step_ms']:8.3f} ms  "
+                  f"[{' '.join(sorted(set(s['device'][:12] for s in cell['plan'])))}]", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Gather the benchmark matrix (benchmarks/results/matrix/<machine>/*.json)
+into benchmarks/REPORT.md: per machine, a table of training and inference
+throughput by model, batch size and policy, how 'auto' compares with the
+better of 'cpu' and 'gpu', and predicted vs measured step time; plus one plot
+per machine and model of training throughput against batch size per policy
+(benchmarks/plots/, when matplotlib is installed).
+
+    python benchmarks/report.py
+"""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+POLICIES = ("cpu", "gpu", "auto")
+
+
+def load():
+    cells = defaultdict(dict)
+    for path in sorted((HERE / "results" / "matrix").glob("*/*.json")):
+        c = json.loads(path.read_text())
+        cells[path.parent.name][(c["model"], c["batch_size"], c["policy"])] = c
+    return cells
+
+
+def _fmt(x, spec=",.0f"):
+    return "–" if x is None else format(x, spec)
+
+
+def machine_section(tag, cells):
+    any_cell = next(iter(cells.values()))
+    m = any_cell.get("machine", {})
+    lines = [f"## {tag}", "",
+             f"CPU: {m.get('cpu', '?')}, {m.get('cpus_available', '?')} cores available; "
+             f"hetnet {m.get('hetnet', {}).get('version', '?') if isinstance(m.get('hetnet'), dict) else '?'}, "
+             f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}.", ""]
+    skipped = {c["skipped"].split(".")[0] for c in cells.values() if "skipped" in c}
+    if skipped:
+        lines += ["Skipped cells: " + "; ".join(sorted(skipped)), ""]
+    lines += ["| model | batch | train cpu | train gpu | train auto | auto / best | "
+              "infer cpu | infer gpu | infer auto | auto pred / meas step (ms) | auto plan |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    models = sorted({k[0] for k in cells}, key=["mlp", "lenet5", "convnet"].index)
+    worst = None
+    for model in models:
+        for batch in sorted({k[1] for k in cells if k[0] == model}):
+            row = {p: cells.get((model, batch, p)) for p in POLICIES}
+            tr = {p: (c or {}).get("train_images_per_s") for p, c in row.items()}
+            inf = {p: (c or {}).get("infer_images_per_s") for p, c in row.items()}
+            best = max([v for p, v in tr.items() if p != "auto" and v is not None], default=None)
+            ratio = tr["auto"] / best if best and tr["auto"] else None
+            if ratio is not None:
+                worst = ratio if worst is None else min(worst, ratio)
+            auto = row["auto"] or {}
+            pm = (f"{auto['predicted_step_ms']:.3f} / {auto['measured_step_ms']:.3f}"
+                  if "predicted_step_ms" in auto else "–")
+            plan = "–"
+            if "plan" in auto:
+                devs = [s["device"].split(":")[-1][:10] for s in auto["plan"]]
+                plan = " ".join(devs) if len(set(devs)) > 1 else devs[0]
+            lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
+                         f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
+                         f"{_fmt(inf['auto'])} | {pm} | {plan} |")
+    lines.append("")
+    if worst is not None:
+        lines += [f"Lowest auto / best-of(cpu, gpu) training ratio over the cells: {worst:.2f}.", ""]
+    return lines
+
+
+def plots(tag, cells):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out = []
+    (HERE / "plots").mkdir(exist_ok=True)
+    for model in sorted({k[0] for k in cells}):
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for policy, style in zip(POLICIES, ("o-", "s-", "^--")):
+            pts = sorted((b, c["train_images_per_s"]) for (m, b, p), c in cells.items()
+                         if m == model and p == policy and "train_images_per_s" in c)
+            if pts:
+                ax.plot(*zip(*pts), style, label=policy)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("training images/s")
+        ax.set_title(f"{model} on {tag}")
+        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path = HERE / "plots" / f"matrix-{tag}-{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def main():
+    cells = load()
+    lines = ["# Benchmark matrix", "",
+             "Made by `python benchmarks/report.py` (`tox -e report`) from "
+             "`benchmarks/results/matrix/`; each cell is `benchmarks/bench_matrix.py` "
+             "(`tox -e bench-<policy>-<model>-b<batch>`). Throughput in images/s on random data; "
+             "'auto / best' is auto's training throughput over the better of cpu and gpu; the "
+             "predicted step time is the planner's, the measured one `model.explain()`'s.", ""]
+    for tag in sorted(cells):
+        lines += machine_section(tag, cells[tag])
+        for path in plots(tag, cells[tag]):
+            lines += [f"![{path.stem}](plots/{path.name})", ""]
+    (HERE / "REPORT.md").write_text("\n".join(lines))
+    print(f"written {HERE / 'REPORT.md'} ({sum(len(c) for c in cells.values())} cells)")
+
+
+if __name__ == "__main__":
+    main()
