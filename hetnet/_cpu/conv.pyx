@@ -215,9 +215,7 @@ def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
         gemm_rm(False, False, f, p, ckk, 1.0, pw_, ckk, cols, p, 0.0, out, p)
         if has_bias or act != ACT_IDENTITY:
             for r in range(f):
-                bias = b[r] if has_bias else 0.0
-                for q in range(p):
-                    out[r * p + q] = _act(act, out[r * p + q] + bias)
+                _bias_act_run(out + r * p, NULL, b[r] if has_bias else 0.0, p, act)
 
 
 def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
@@ -258,10 +256,10 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
         cols = pws + t * ckk * p
         g = pdy + img * f * p
         yo = py + img * f * p
+        _act_grad_run(yo, g, g, f * p, act)
         for r in range(f):
             acc = 0.0
             for q in range(p):
-                g[r * p + q] = _act_grad(act, yo[r * p + q], g[r * p + q])
                 acc = acc + g[r * p + q]
             pdbp[t * f + r] += acc
         for ch in range(c):

@@ -5,6 +5,8 @@ large enough for a parallel region to pay (``_MIN_PARALLEL`` elements).
 Shapes follow :mod:`hetnet.devices.base`.
 """
 
+import numpy as np
+
 from cython.parallel cimport prange
 from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, pow
 
@@ -23,18 +25,20 @@ def bias_act(float[:, :, ::1] y, float[::1] b, int code, int nthreads):
     """In place ``y[n, f, p] = act(y[n, f, p] + b[f])`` for y (N, F, P).
 
     ``b`` may be empty (no bias).  Covers bias_add (code 0) and the fused
-    bias + activation of a conv or dense layer.
+    bias + activation of a conv (P = Ho*Wo) or dense (P = 1) layer.
     """
-    cdef Py_ssize_t n = y.shape[0], f = y.shape[1], p = y.shape[2], r, j
+    cdef Py_ssize_t n = y.shape[0], f = y.shape[1], p = y.shape[2], r, i
     cdef float *py = &y[0, 0, 0]
     cdef bint has_bias = b.shape[0] > 0
-    cdef float bias
+    cdef float *pb = &b[0] if has_bias else NULL
     if n * f * p == 0:
         return
+    if p == 1:      # dense rows: the bias runs along the row
+        for i in prange(n, nogil=True, num_threads=_nt(n * f, nthreads), schedule="static"):
+            _bias_act_run(py + i * f, pb, 0.0, f, code)
+        return
     for r in prange(n * f, nogil=True, num_threads=_nt(n * f * p, nthreads), schedule="static"):
-        bias = b[r % f] if has_bias else 0.0
-        for j in range(p):
-            py[r * p + j] = _act(code, py[r * p + j] + bias)
+        _bias_act_run(py + r * p, NULL, pb[r % f] if has_bias else 0.0, p, code)
 
 
 def act_forward(float[::1] x, float[::1] y, int code, int nthreads):
@@ -46,9 +50,15 @@ def act_forward(float[::1] x, float[::1] y, int code, int nthreads):
 
 def act_backward(float[::1] y, float[::1] dy, float[::1] dx, int code, int nthreads):
     """dx = dy * act'(from output y) over flat buffers (dx may alias dy)."""
-    cdef Py_ssize_t i, n = y.shape[0]
-    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
-        dx[i] = _act_grad(code, y[i], dy[i])
+    cdef Py_ssize_t n = y.shape[0], chunk, t, lo
+    cdef int nt = _nt(n, nthreads)
+    if n == 0:
+        return
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
+        lo = t * chunk
+        if lo < n:
+            _act_grad_run(&y[lo], &dy[lo], &dx[lo], min(chunk, n - lo), code)
 
 
 def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):
@@ -56,6 +66,16 @@ def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):
     cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1], p = dy.shape[2], i, k, j
     cdef double acc
     cdef float *pd = &dy[0, 0, 0]
+    cdef double[::1] acc_row
+    if p == 1:      # dense: add the rows, feature by feature along each row
+        acc_row = np.zeros(f, dtype=np.float64)
+        with nogil:
+            for i in range(n):
+                for k in range(f):
+                    acc_row[k] += pd[i * f + k]
+            for k in range(f):
+                db[k] = <float>acc_row[k]
+        return
     for k in prange(f, nogil=True, num_threads=_nt(n * f * p, nthreads), schedule="static"):
         acc = 0.0
         for i in range(n):
