@@ -161,13 +161,9 @@ def test_auto_mixed_plan_trains_like_cpu(monkeypatch):
 
 
 def _map_devices():
-    devices = [CPUDevice(num_threads=2), CPUDevice(num_threads=1)]
-    try:
-        from hetnet.devices.opencl import OpenCLDevice
-        devices[1] = OpenCLDevice.from_spec(None)
-    except Exception:
-        pass                    # no OpenCL: two CPU devices still exercise every transfer
-    return devices
+    from conftest import working_opencl_device
+    # no OpenCL: two CPU devices still exercise every transfer
+    return [CPUDevice(num_threads=2), working_opencl_device() or CPUDevice(num_threads=1)]
 
 
 def test_explicit_map_trains_like_cpu():

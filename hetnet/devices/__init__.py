@@ -3,7 +3,12 @@
 ``get_device("cpu")`` (default), ``"numpy"`` (the slow reference),
 ``"gpu"`` / ``"opencl"`` / ``"opencl:P:D"`` (an OpenCL device; ``P:D`` follows
 the ``PYOPENCL_CTX`` convention), or a :class:`Device` instance.
+
+``HETNET_GPU=opencl:P:D`` names the device that ``"gpu"`` (and ``"auto"``)
+take as the GPU, e.g. to try the heterogeneous paths on a CPU OpenCL platform.
 """
+
+import os
 
 from .base import Device
 from .reference import NumpyDevice
@@ -33,7 +38,10 @@ def get_device(spec="cpu"):
         dev = NumpyDevice()
     elif key in ("gpu", "opencl") or key.startswith("opencl:"):
         from .opencl import OpenCLDevice
-        if key == "gpu":
+        override = os.environ.get("HETNET_GPU", "").strip().lower()
+        if key == "gpu" and override.startswith("opencl:"):
+            dev = OpenCLDevice.from_spec(override.split(":", 1)[1])
+        elif key == "gpu":
             dev = OpenCLDevice.from_spec("gpu")
         elif key == "opencl":
             dev = OpenCLDevice.from_spec(None)
