@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _lenet5_common import schedule, torch_accuracy, torch_lenet5, torch_train  # noqa: E402
 
 
 def parse():
@@ -39,11 +41,6 @@ def parse():
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are")
     p.add_argument("--tag", default="", help="suffix of the results file")
     return p.parse_args()
-
-
-def schedule(lr, batch):
-    import hetnet as hn
-    return hn.OneCycle(max_lr=lr * (batch / 64) ** 0.5)
 
 
 def hetnet_run(X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
@@ -61,44 +58,12 @@ def hetnet_run(X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
 
 
 def torch_run(init, X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
-    import numpy as np
     import torch
-    from torch import nn
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                        nn.Linear(84, 10))
-    params = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        for k, m in enumerate(params):
-            w, b = init[2 * k], init[2 * k + 1]
-            m.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
-            m.bias.copy_(torch.from_numpy(b))
-    opt = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9)
-    total = epochs * -(-len(y) // batch)
-    sched = schedule(lr, batch)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: sched(step, total))
-    loss_fn = nn.CrossEntropyLoss()
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
-    rates = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(len(yt))
-        for s in range(0, len(yt), batch):
-            idx = order[s:s + batch]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(Xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-            lr_sched.step()
-        rates.append(len(yt) / (time.perf_counter() - t0))
-    with torch.no_grad():
-        pred = torch.cat([net(torch.from_numpy(Xte[i:i + 1000])).argmax(1)
-                          for i in range(0, len(Xte), 1000)]).numpy()
+    net = torch_lenet5(init)
+    rates = torch_train(net, X, y, batch, epochs, lr, "cpu", seed)
     return {"images_per_s_per_epoch": rates, "images_per_s": sum(rates) / epochs,
-            "test_accuracy": float((pred == yte).mean()), "torch": torch.__version__}
+            "test_accuracy": torch_accuracy(net, Xte, yte), "torch": torch.__version__}
 
 
 def main():
@@ -108,7 +73,6 @@ def main():
         env = {k: v for k, v in os.environ.items() if k not in pinned}
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     os.environ["HETNET_NUM_THREADS"] = str(args.threads)
-    sys.path.insert(0, str(HERE))
     from _machine import machine
     from hetnet.datasets import load_fashion_mnist
     X, y = load_fashion_mnist("train", source="full")

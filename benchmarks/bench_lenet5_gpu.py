@@ -2,18 +2,20 @@
 same GPU.
 
 Both train the same LeNet-5 (ReLU, max-pool; conv1 padded to keep 28x28)
-from the same initial weights with SGD (lr 0.02, momentum 0.9).  Reported per
-batch size: training images/s (images in an epoch over its wall time,
-shuffling, batch assembly and upload included; the first epoch, which builds
-the kernels, is reported but left out of the mean), kernels launched per
-step, host time to enqueue one step and device time of one step (OpenCL
-profiling events).
+from the same initial weights with SGD (momentum 0.9) and the same one-cycle
+schedule as the CPU benchmark (peak 0.05 at batch 64, sqrt-scaled).
+Reported per batch size: training images/s (images in an epoch over its wall
+time, shuffling, batch assembly and upload included; the first epoch, which
+builds the kernels, is reported but left out of the mean), test accuracy
+after the last epoch, kernels launched per step, host time to enqueue one
+step and device time of one step (OpenCL profiling events).
 
     python benchmarks/bench_lenet5_gpu.py [--device gpu] [--batches 64 256]
-                                          [--epochs 3] [--images 60000]
+                                          [--epochs 5]
 
-Data: full Fashion-MNIST when present, else the shipped balanced sample
-tiled to ``--images`` images (throughput does not depend on the values).
+Data: full Fashion-MNIST (``HETNET_DATA`` or the usual places); with
+``--allow-sample`` the shipped sample tiled to ``--images`` images, for
+throughput only (its accuracy is not comparable).
 Results: benchmarks/results/gpu_lenet5.json (or --json).
 """
 
@@ -28,31 +30,38 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+from _lenet5_common import schedule, torch_accuracy, torch_lenet5, torch_train  # noqa: E402
 
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="gpu")
     p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--images", type=int, default=60000)
-    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--allow-sample", action="store_true")
+    p.add_argument("--lr", type=float, default=0.05,
+                   help="peak one-cycle learning rate at batch 64 (scaled by sqrt(batch/64))")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--json", default=str(HERE / "results" / "gpu_lenet5.json"))
     return p.parse_args()
 
 
-def load_data(n):
+def load_data(n, allow_sample):
     from hetnet.datasets import load_fashion_mnist
     try:
         X, y = load_fashion_mnist("train", source="full")
-        source = "fashion-mnist full"
-    except Exception:  # noqa: BLE001 - fall back to the shipped sample
-        X, y = load_fashion_mnist("train", source="sample")
-        source = f"fashion-mnist sample ({len(y)} images) tiled"
+        Xte, yte = load_fashion_mnist("test", source="full")
+        return X, y, Xte, yte, "fashion-mnist full"
+    except Exception:  # noqa: BLE001
+        if not allow_sample:
+            raise
+    X, y = load_fashion_mnist("train", source="sample")
+    Xte, yte = load_fashion_mnist("test", source="sample")
+    source = f"fashion-mnist sample ({len(y)} images) tiled"
     reps = -(-n // len(y))
     X, y = np.concatenate([X] * reps)[:n], np.concatenate([y] * reps)[:n]
-    return np.ascontiguousarray(X, dtype=np.float32), y.astype(np.int64), source
+    return np.ascontiguousarray(X, dtype=np.float32), y.astype(np.int64), Xte, yte, source
 
 
 def step_profile(model, dev, X, y, batch, steps=50):
@@ -90,7 +99,7 @@ def step_profile(model, dev, X, y, batch, steps=50):
         del dev._launch
 
 
-def hetnet_run(spec, X, y, batch, epochs, lr, seed=42):
+def hetnet_run(spec, X, y, Xte, yte, batch, epochs, lr, seed=42):
     """Train on a device without profiling; then profile steps on one with."""
     import hetnet as hn
     from hetnet.devices.opencl import OpenCLDevice
@@ -98,8 +107,10 @@ def hetnet_run(spec, X, y, batch, epochs, lr, seed=42):
     model = hn.models.lenet5(seed=seed, device=dev)
     model.build((1, 28, 28))
     init = model.get_weights()
-    hist = model.fit(X, y, epochs=epochs, batch_size=batch, optimizer=hn.SGD(lr=lr, momentum=0.9))
+    hist = model.fit(X, y, epochs=epochs, batch_size=batch, optimizer=hn.SGD(lr=lr, momentum=0.9),
+                     lr_schedule=schedule(lr, batch))
     rates = hist["images_per_s"]
+    accuracy = model.evaluate(Xte, yte)["accuracy"]
     pdev = OpenCLDevice.from_spec(spec, profiling=True)
     pmodel = hn.models.lenet5(seed=seed, device=pdev)
     pmodel.build((1, 28, 28))
@@ -108,47 +119,18 @@ def hetnet_run(spec, X, y, batch, epochs, lr, seed=42):
     prof = step_profile(pmodel, pdev, X, y, batch)
     return init, {"images_per_s_per_epoch": rates,
                   "images_per_s": statistics.mean(rates[1:] if len(rates) > 1 else rates),
-                  "final_train_loss": hist["loss"][-1], "step": prof}
+                  "test_accuracy": accuracy, "final_train_loss": hist["loss"][-1], "step": prof}
 
 
-def torch_run(init, X, y, batch, epochs, lr, seed=42):
+def torch_run(init, X, y, Xte, yte, batch, epochs, lr, seed=42):
     import torch
-    from torch import nn
     if not torch.cuda.is_available():
         raise ImportError("no CUDA for PyTorch")
-    torch.manual_seed(seed)
-    dev = torch.device("cuda")
-    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                        nn.Linear(84, 10))
-    params = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        for k, m in enumerate(params):
-            w, b = init[2 * k], init[2 * k + 1]
-            m.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
-            m.bias.copy_(torch.from_numpy(b))
-    net = net.to(dev)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    rates = []
-    for _ in range(epochs):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        order = torch.randperm(len(yt))
-        for s in range(0, len(yt), batch):
-            idx = order[s:s + batch]
-            xb = Xt[idx].to(dev, non_blocking=True)
-            yb = yt[idx].to(dev, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xb), yb)
-            loss.backward()
-            opt.step()
-        torch.cuda.synchronize()
-        rates.append(len(yt) / (time.perf_counter() - t0))
+    net = torch_lenet5(init)
+    rates = torch_train(net, X, y, batch, epochs, lr, "cuda", seed)
     return {"images_per_s_per_epoch": rates,
             "images_per_s": statistics.mean(rates[1:] if len(rates) > 1 else rates),
+            "test_accuracy": torch_accuracy(net, Xte, yte, "cuda"),
             "torch": torch.__version__, "input": "host tensors gathered per batch, copied "
                                                  "with non_blocking=True (as hetnet)"}
 
@@ -158,20 +140,23 @@ def main():
     from bench_gemm import machine_info, write_results
     from hetnet.devices.opencl import OpenCLDevice
     dev = OpenCLDevice.from_spec(args.device)
-    X, y, source = load_data(args.images)
+    X, y, Xte, yte, source = load_data(args.images, args.allow_sample)
     results = {"benchmark": "lenet5_gpu", "machine": machine_info(dev), "epochs": args.epochs,
-               "lr": args.lr, "momentum": 0.9, "images": len(y), "data": source, "runs": []}
+               "schedule": {str(b): repr(schedule(args.lr, b)) for b in args.batches},
+               "momentum": 0.9, "images": len(y), "test_images": len(yte), "data": source,
+               "runs": []}
     for batch in args.batches:
-        init, h = hetnet_run(args.device, X, y, batch, args.epochs, args.lr)
+        init, h = hetnet_run(args.device, X, y, Xte, yte, batch, args.epochs, args.lr)
         row = {"batch_size": batch, "hetnet": h}
         s = h["step"]
         print(f"batch {batch:4d}  hetnet  {h['images_per_s']:10,.0f} images/s  "
+              f"test accuracy {h['test_accuracy']:.4f}  "
               f"({s['kernels_per_step']:.0f} kernels/step, host {s['host_enqueue_us']:.0f} us, "
               f"wall {s['wall_us']:.0f} us, device span {s['device_span_us'] or 0:.0f} us, "
               f"kernels busy {s['kernel_busy_us'] or 0:.0f} us per step)", flush=True)
         if not args.no_torch:
             try:
-                t = torch_run(init, X, y, batch, args.epochs, args.lr)
+                t = torch_run(init, X, y, Xte, yte, batch, args.epochs, args.lr)
             except ImportError as exc:
                 print(f"PyTorch comparison skipped: {exc}")
                 args.no_torch = True
@@ -179,6 +164,7 @@ def main():
                 row["pytorch_eager"] = t
                 row["ratio_vs_pytorch"] = h["images_per_s"] / t["images_per_s"]
                 print(f"batch {batch:4d}  pytorch {t['images_per_s']:10,.0f} images/s  "
+                      f"test accuracy {t['test_accuracy']:.4f}  "
                       f"(hetnet/pytorch {row['ratio_vs_pytorch']:.2f})", flush=True)
         results["runs"].append(row)
     write_results(results, args.json)

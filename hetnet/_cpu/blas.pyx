@@ -67,11 +67,13 @@ def gemm(float[:, :, ::1] a, float[:, :, ::1] b, float[:, :, ::1] c,
     if nb == 0 or m == 0 or n == 0:
         return
     if nb > 1 and nthreads > 1:
-        for i in prange(nb, nogil=True, num_threads=nthreads, schedule="static"):
+        for i in prange(nb, nogil=True, num_threads=min(nthreads, nb), schedule="static"):
             gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
                     pb + i * sb, ldb, beta, pc + i * sc, n)
         return
-    if nb > 1 or nthreads == 1 or <double>m * n * k < 32768.0:
+    # a thread per 64k multiply-adds at most: small products are not worth waking threads for
+    nthreads = <int>min(<double>nthreads, max(1.0, <double>m * n * k / 65536.0))
+    if nb > 1 or nthreads == 1:
         with nogil:
             for i in range(nb):
                 gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
@@ -137,7 +139,7 @@ def gemm_batch_sum(float[:, :, ::1] a, float[:, :, ::1] b, float[:, ::1] c,
         for i in range(lo, hi):
             gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
                     pb + i * sb, ldb, 0.0 if i == lo else 1.0, pp + t * mn, n)
-    for j in prange(mn, nogil=True, num_threads=nthreads, schedule="static"):
+    for j in prange(mn, nogil=True, num_threads=max(1, min(nthreads, mn // 16384)), schedule="static"):
         acc = beta * pc[j] if beta != 0.0 else 0.0
         for t in range(nt):
             if t * blk < nb:

@@ -96,7 +96,7 @@ def im2col(float[:, :, :, ::1] x, float[:, :, ::1] cols, int kh, int kw,
     if planes == 0 or howo == 0:
         return
     # plane p = (image, channel); its rows start at p*kk in the (N*C*kk, HoWo) view
-    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
         im2col_plane(px + p * hw, pc + p * kk * howo, h, w, ho, wo,
                      kh, kw, sh, sw, ph, pw, howo)
 
@@ -112,7 +112,7 @@ def col2im(float[:, :, ::1] cols, float[:, :, :, ::1] x, int kh, int kw,
     cdef float *pc = &cols[0, 0, 0]
     if planes == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
         col2im_plane(pc + p * kk * howo, px + p * hw, h, w, ho, wo, kh, kw, sh, sw, ph, pw, howo)
 
 
@@ -137,7 +137,7 @@ def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] ar
     cdef int *arow
     if planes == 0 or howo == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
         src = px + p * hw
         for oy in range(ho):
             yrow = py + p * howo + oy * wo
@@ -168,7 +168,7 @@ def maxpool2d_backward(float[:, :, :, ::1] dy, int[:, :, :, ::1] argmax,
     cdef int *pa = &argmax[0, 0, 0, 0]
     if planes == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
         memset(pdx + p * hw, 0, hw * sizeof(float))
         for q in range(howo):
             pdx[p * hw + pa[p * howo + q]] += pdy[p * howo + q]
@@ -205,7 +205,7 @@ def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
     cdef bint has_bias = b.shape[0] > 0
     if n == 0:
         return
-    for img in prange(n, nogil=True, num_threads=nthreads, schedule="static"):
+    for img in prange(n, nogil=True, num_threads=min(nthreads, n), schedule="static"):
         t = threadid()
         cols = pws + t * ckk * p
         for ch in range(c):
@@ -251,7 +251,7 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
     cdef bint has_bias = db.shape[0] > 0
     memset(pdwp, 0, nt * f * ckk * sizeof(float))
     memset(pdbp, 0, nt * f * sizeof(float))
-    for img in prange(n, nogil=True, num_threads=nthreads, schedule="static"):
+    for img in prange(n, nogil=True, num_threads=min(nthreads, n), schedule="static"):
         t = threadid()
         cols = pws + t * ckk * p
         g = pdy + img * f * p
