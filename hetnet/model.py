@@ -187,36 +187,55 @@ class Sequential:
         gives it, on random data of the model's input shape, waiting for the
         device after each step; the whole step (transfers, loss and, in
         training, the parameter update on scratch copies) is timed again
-        without those waits.  No weight changes.  Returns a
+        without those waits (:meth:`_measure_step`).  No weight changes.  Returns a
         :class:`hetnet.planner.Plan`; ``print()`` it for the table.
         """
         self._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
         plan = self.placement.plan(self, batch_size, training, measure_costs=True)
         self._use_plan(batch_size, training)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch_size,) + self.input_shape).astype(np.float32)
-        if self.loss.name == "cross_entropy":
-            y = rng.integers(0, self.n_outputs, batch_size).astype(np.int32)
-        else:
-            y = rng.random((batch_size, self.n_outputs)).astype(np.float32)
+        x, y = self._random_batch(batch_size)
         per_step = [[] for _ in self._steps]
-        whole = []
         with self._session():
-            scratch = [(layer.device, layer.device.copy(w), layer.device.zeros(tuple(w.shape)))
-                       for layer in self.layers for w in layer.params.values()]
+            scratch = self._scratch_params()
             for r in range(repeats + 1):
                 times = self._timed_step(x, y, training, scratch, per_step_sync=True)
-                t0 = time.perf_counter()
-                self._timed_step(x, y, training, scratch, per_step_sync=False)
                 if r:   # the first round warms up
-                    whole.append(time.perf_counter() - t0)
                     for i, t in enumerate(times):
                         per_step[i].append(t)
         for s, ts in zip(plan.steps, per_step):
             s.measured_s = float(np.median(ts))
-        plan.measured_step_s = float(np.median(whole))
+        plan.measured_step_s = self._measure_step(batch_size, training, repeats)
         return plan
+
+    def _random_batch(self, batch):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch,) + self.input_shape).astype(np.float32)
+        if self.loss.name == "cross_entropy":
+            y = rng.integers(0, self.n_outputs, batch).astype(np.int32)
+        else:
+            y = rng.random((batch, self.n_outputs)).astype(np.float32)
+        return x, y
+
+    def _scratch_params(self):
+        """Copies of the parameters (and momentum buffers) that timed steps
+        update instead of the real ones."""
+        return [(layer.device, layer.device.copy(w), layer.device.zeros(tuple(w.shape)))
+                for layer in self.layers for w in layer.params.values()]
+
+    def _measure_step(self, batch, training, repeats=3):
+        """Median wall seconds of one step (forward, and in training backward
+        and update on scratch copies) on random data, in the current placement."""
+        x, y = self._random_batch(batch)
+        times = []
+        with self._session():
+            scratch = self._scratch_params()
+            for r in range(repeats + 1):
+                t0 = time.perf_counter()
+                self._timed_step(x, y, training, scratch, per_step_sync=False)
+                if r:
+                    times.append(time.perf_counter() - t0)
+        return float(np.median(times))
 
     def _timed_step(self, x, y, training, scratch, per_step_sync):
         """One forward (+ backward + update on scratch copies); with

@@ -7,6 +7,11 @@ import math
 from .devices import Device, get_device, gpu_device
 from .planner import Plan, StepPlan, plan_model, repr_step
 
+#: 'auto' times its planned placement against every single-device placement
+#: on a few real steps and keeps the fastest (tests with synthetic cost tables
+#: turn this off)
+CONFIRM_BY_MEASUREMENT = True
+
 
 class Placement:
     """How a model's steps are assigned to devices.
@@ -61,16 +66,45 @@ class Placement:
             devices = self.candidates if self.policy == "auto" else list(dict.fromkeys(fixed))
             tables = {d.name: cost_table(d) for d in devices}
             in_bytes = 4 * batch * math.prod(model.input_shape)
-            plan = plan_model(steps, batch, devices, tables, training, self.policy, fixed,
-                              input_bytes=in_bytes, label_bytes=4 * batch,
-                              output_bytes=4 * batch * model.n_outputs)
+
+            def plan_for(pinned):
+                return plan_model(steps, batch, devices, tables, training, self.policy, pinned,
+                                  input_bytes=in_bytes, label_bytes=4 * batch,
+                                  output_bytes=4 * batch * model.n_outputs)
+            plan = plan_for(fixed)
+            if self.needs_costs and fixed is None and CONFIRM_BY_MEASUREMENT:
+                plan = self._confirm(model, plan, plan_for, batch, training)
         else:
             plan = Plan(batch, training, self.policy, list(fixed))
             plan.steps = [StepPlan(repr_step(s), d.name, float("nan"), 0.0, 0)
                           for s, d in zip(steps, fixed)]
-        plan.reason = self.reason
+        plan.reason = "; ".join(r for r in (self.reason, plan.reason) if r)
         self._plans[key] = plan
         return plan
+
+
+    def _confirm(self, model, planned, plan_for, batch, training, repeats=3):
+        """Time the planned placement and each single-device one on a few
+        real steps; return the plan of the fastest, its reason saying what
+        was measured.  Cost models miss what only a run shows (caches,
+        threads waking, driver overheads); this keeps 'auto' from ever being
+        much slower than the best single device."""
+        options = [("planned", planned)]
+        for dev in self.candidates:
+            alt = plan_for([dev] * len(model._steps))
+            if alt.devices != planned.devices:
+                options.append((dev.name, alt))
+        if len(options) == 1:
+            return planned
+        timed = []
+        for label, plan in options:
+            for step, dev in zip(model._steps, plan.devices):
+                move_step(model, step, dev)
+            timed.append((model._measure_step(batch, training, repeats), label, plan))
+        best = min(timed, key=lambda t: t[0])
+        best[2].reason = "measured per step: " + ", ".join(
+            f"{label} {t * 1e3:.3f} ms" for t, label, _ in timed) + f"; chose {best[1]}"
+        return best[2]
 
 
 def move_step(model, step, device):

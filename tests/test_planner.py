@@ -120,6 +120,8 @@ def test_auto_without_gpu_uses_cpu_and_says_why(monkeypatch):
 
 
 def _auto_with_fake_gpu(monkeypatch):
+    # plans from the synthetic tables alone: no confirming run on the real devices
+    monkeypatch.setattr(placement_mod, "CONFIRM_BY_MEASUREMENT", False)
     gpu = FakeGPU()
     monkeypatch.setattr(placement_mod, "gpu_device", lambda: (gpu, None))
     # a GPU that is poor at pooling, so that 'auto' mixes devices
@@ -158,6 +160,29 @@ def test_auto_mixed_plan_trains_like_cpu(monkeypatch):
     for a, b in zip(auto.get_weights(), cpu.get_weights()):
         assert_close(a, b, rtol=1e-4, what="auto vs cpu weights")
     assert auto.evaluate(X, y)["loss"] == pytest.approx(cpu.evaluate(X, y)["loss"], rel=1e-4)
+
+
+class SlowGPU(FakeGPU):
+    """A (fake) GPU whose convolutions are secretly slow: the cost tables say
+    it is fast, a run says otherwise."""
+
+    def conv2d(self, *args, **kwargs):
+        import time
+        time.sleep(0.02)
+        return super().conv2d(*args, **kwargs)
+
+
+def test_auto_confirms_its_plan_by_measurement(monkeypatch):
+    gpu = SlowGPU()
+    monkeypatch.setattr(placement_mod, "gpu_device", lambda: (gpu, None))
+    import hetnet.costmodel as cm
+    monkeypatch.setattr(cm, "cost_table", lambda d, recalibrate=False:
+                        GPU_TABLE if d is gpu else CPU_TABLE)
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    plan = model.plan(1024)
+    assert {d.name for d in plan.devices} == {"cpu"}           # the slow convolutions lost
+    assert "measured per step" in plan.reason and "chose cpu" in plan.reason
+    assert "planned" in plan.reason                             # the DP's plan was timed too
 
 
 def _map_devices():

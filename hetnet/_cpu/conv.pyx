@@ -14,6 +14,12 @@ include "_openmp.pxi"
 include "_act.pxi"
 
 
+cdef inline int _threads_for(int nthreads, Py_ssize_t items, Py_ssize_t elements) noexcept nogil:
+    """Threads worth waking: one per item at most, one per 32k elements at most."""
+    cdef Py_ssize_t by_work = elements >> 15
+    return <int>max(1, min(<Py_ssize_t>nthreads, min(items, by_work)))
+
+
 cdef inline void _ox_range(int wo, int sw, int off, int w, int *lo, int *hi) noexcept nogil:
     """Output columns ox in [lo, hi) whose input column ox*sw + off lies in [0, w)."""
     cdef int a = 0, b = wo
@@ -96,7 +102,7 @@ def im2col(float[:, :, :, ::1] x, float[:, :, ::1] cols, int kh, int kw,
     if planes == 0 or howo == 0:
         return
     # plane p = (image, channel); its rows start at p*kk in the (N*C*kk, HoWo) view
-    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * kk * howo), schedule="static"):
         im2col_plane(px + p * hw, pc + p * kk * howo, h, w, ho, wo,
                      kh, kw, sh, sw, ph, pw, howo)
 
@@ -112,7 +118,7 @@ def col2im(float[:, :, ::1] cols, float[:, :, :, ::1] x, int kh, int kw,
     cdef float *pc = &cols[0, 0, 0]
     if planes == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * kk * howo), schedule="static"):
         col2im_plane(pc + p * kk * howo, px + p * hw, h, w, ho, wo, kh, kw, sh, sw, ph, pw, howo)
 
 
@@ -137,7 +143,7 @@ def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] ar
     cdef int *arow
     if planes == 0 or howo == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * hw), schedule="static"):
         src = px + p * hw
         for oy in range(ho):
             yrow = py + p * howo + oy * wo
@@ -168,7 +174,7 @@ def maxpool2d_backward(float[:, :, :, ::1] dy, int[:, :, :, ::1] argmax,
     cdef int *pa = &argmax[0, 0, 0, 0]
     if planes == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=min(nthreads, planes), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * hw), schedule="static"):
         memset(pdx + p * hw, 0, hw * sizeof(float))
         for q in range(howo):
             pdx[p * hw + pa[p * howo + q]] += pdy[p * howo + q]
