@@ -224,20 +224,26 @@ class Sequential:
                 for layer in self.layers for w in layer.params.values()]
 
     def _measure_step(self, batch, training, repeats=3):
-        """Median wall seconds of one step (forward, and in training backward
-        and update on scratch copies) on random data, in the current placement."""
+        """Wall seconds per step (forward, and in training backward and update
+        on scratch copies) on random data in the current placement: one
+        warm-up step, then ``repeats`` steps back to back with one wait for
+        the devices at the end, as steps run in ``fit``."""
         x, y = self._random_batch(batch)
-        times = []
         with self._session():
             scratch = self._scratch_params()
-            for r in range(repeats + 1):
-                t0 = time.perf_counter()
-                self._timed_step(x, y, training, scratch, per_step_sync=False)
-                if r:
-                    times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+            self._timed_step(x, y, training, scratch, per_step_sync=False)
+            self._sync_all()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                self._timed_step(x, y, training, scratch, per_step_sync=False, sync=False)
+            self._sync_all()
+            return (time.perf_counter() - t0) / repeats
 
-    def _timed_step(self, x, y, training, scratch, per_step_sync):
+    def _sync_all(self):
+        for d in dict.fromkeys(s.device for s in self._steps):
+            d.synchronize()
+
+    def _timed_step(self, x, y, training, scratch, per_step_sync, sync=True):
         """One forward (+ backward + update on scratch copies); with
         ``per_step_sync`` the seconds of each step, its transfers included."""
         steps = self._steps
@@ -270,8 +276,8 @@ class Sequential:
                     d, w, v = scratch[k + j]
                     d.sgd_update(w, g, v, 1e-6, 0.9)
                 clock(i, t0)
-        for d in dict.fromkeys(s.device for s in steps):
-            d.synchronize()
+        if sync:
+            self._sync_all()
         return times
 
     def _session(self):

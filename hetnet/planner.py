@@ -100,6 +100,10 @@ class Plan:
     measured_step_s: float = None
 
     @property
+    def has_predictions(self):
+        return all(s.predicted_s == s.predicted_s for s in self.steps)   # no NaN
+
+    @property
     def predicted_step_s(self):
         return self.input_s + self.output_s + sum(s.predicted_s + s.transfer_s for s in self.steps)
 
