@@ -16,3 +16,13 @@ __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softma
            "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
            "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay", "calibrate",
            "__version__"]
+
+__all__ += ["HetNetClassifier", "HetNetRegressor"]
+
+
+def __getattr__(name):
+    # The scikit-learn estimators load on first use: scikit-learn is an optional extra.
+    if name in ("HetNetClassifier", "HetNetRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'hetnet' has no attribute {name!r}")

@@ -1,75 +1,301 @@
-"""``python -m hetnet`` (also the ``hetnet`` command): train, evaluate, devices, info."""
+"""``python -m hetnet`` (also the ``hetnet`` command).
+
+Subcommands: ``train`` (the main job: LeNet-5 or an MLP on Fashion-MNIST),
+``evaluate`` (a saved model on the test set), ``predict`` (labels or
+probabilities for a file of images, or the test set), ``bench`` (training and
+inference throughput per batch size), ``devices`` and ``info``.  ``train``
+and ``bench`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
+``plot`` extra).  ``hetnet COMMAND --help`` documents every flag.
+"""
 
 import argparse
 import json
+import os
 import sys
 import time
 
+PLOT_HINT = "pip install 'hetnet[plot]' (or pip install matplotlib)"
+ARCHS = ("lenet5", "mlp")
+
+
+# --------------------------------------------------------- shared options
+def _add_data(p):
+    p.add_argument("--source", choices=("auto", "full", "sample"), default="auto",
+                   help="which copy of Fashion-MNIST to use: the full set (HETNET_DATA, "
+                        "datasets/, /usr/share/datasets), the sample shipped in datasets/, or "
+                        "auto = full if found, else the sample (default auto)")
+
+
+def _add_device(p, default="cpu"):
+    p.add_argument("--device", default=default,
+                   help=f"where to run: cpu, gpu, opencl, opencl:P:D (PYOPENCL_CTX numbering) "
+                        f"or auto (default {default})")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads, --device cpu only (default: HETNET_NUM_THREADS, "
+                        "OMP_NUM_THREADS or every CPU available)")
+
+
+def _add_model(p):
+    p.add_argument("--arch", choices=ARCHS, default="lenet5",
+                   help="network: lenet5 (LeNet-5: conv-pool-conv-pool-120-84-10, ReLU) or "
+                        "mlp (dense layers of --hidden sizes, ReLU) (default lenet5)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[120, 84], metavar="SIZE",
+                   help="hidden layer sizes for --arch mlp (default 120 84)")
+
+
+def _add_optimizer(p, lr_default_note="0.02 for sgd, 0.001 for adam"):
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="optimiser (default sgd)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {lr_default_note})")
+    p.add_argument("--momentum", type=float, default=0.9,
+                   help="SGD momentum (default 0.9; ignored by adam)")
+
+
+def _add_saved_model(p):
+    p.add_argument("model", help="a file written by `train`, Sequential.save or an estimator's save")
+
+
+def _add_inference(p):
+    _add_device(p)
+    p.add_argument("--batch-size", type=int, default=256, help="inference batch size (default 256)")
+
+
+def _add_plot(p, what):
+    p.add_argument("--plot", nargs="?", const="", default=None, metavar="PNG",
+                   help=f"write {what} as a PNG to this path (default path: beside the "
+                        f"output, *.png); needs matplotlib: {PLOT_HINT}")
+
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train LeNet-5 on Fashion-MNIST (the main job)",
-                       description="Train LeNet-5 on Fashion-MNIST: the full set if it is "
-                       "installed (HETNET_DATA, datasets/, /usr/share/datasets), else the "
-                       "small sample shipped in datasets/. Prints per-epoch loss, test "
-                       "accuracy and images/s, and saves the model.")
-    p.add_argument("--source", choices=("auto", "full", "sample"), default="auto",
-                   help="which copy of Fashion-MNIST to use (default: auto = full if found)")
+    p = sub.add_parser("train", help="train LeNet-5 (or an MLP) on Fashion-MNIST: the main job",
+                       description="Train LeNet-5 (or an MLP) on Fashion-MNIST: the full set if "
+                       "it is installed (HETNET_DATA, datasets/, /usr/share/datasets), else the "
+                       "small sample shipped in datasets/. Prints per-epoch loss, test accuracy "
+                       "and images/s, and saves the model (arrays + JSON; read it back with "
+                       "hetnet.load or `hetnet evaluate`).")
+    _add_data(p)
+    _add_model(p)
     p.add_argument("--epochs", type=int, default=5, help="passes over the training set (default 5)")
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    p.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (default 0.02)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--limit", type=int, default=None,
+    _add_optimizer(p)
+    p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training images (default: all)")
-    p.add_argument("--device", default="cpu", help="cpu, gpu, opencl:P:D, auto (default cpu)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: HETNET_NUM_THREADS, OMP_NUM_THREADS or all)")
+    _add_device(p)
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--out", default="lenet5-fashion.hetnet.npz",
-                   help="where to save the trained model (default lenet5-fashion.hetnet.npz)")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="where to save the trained model (default lenet5-fashion.hetnet.npz, "
+                        "or mlp-fashion.hetnet.npz for --arch mlp)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_plot(p, "the loss and test-accuracy curves per epoch")
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="evaluate a saved model on the Fashion-MNIST test set")
-    p.add_argument("model", help="a file written by `train` or Sequential.save")
-    p.add_argument("--source", choices=("auto", "full", "sample"), default="auto",
-                   help="which copy of Fashion-MNIST to use (default auto)")
-    p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
+    p = sub.add_parser("evaluate", help="evaluate a saved model on the Fashion-MNIST test set",
+                       description="Evaluate a saved model (from `train`, Sequential.save or an "
+                       "estimator's save) on the Fashion-MNIST test set; prints JSON with the "
+                       "mean loss and the accuracy.")
+    _add_saved_model(p)
+    _add_data(p)
+    _add_inference(p)
 
 
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="predict labels (or probabilities) with a saved model",
+                       description="Predict with a saved model. Input: --input FILE (.npy, "
+                       ".npz with one array, .csv, or an IDX file such as "
+                       "t10k-images-idx3-ubyte.gz), images (n, C, H, W) / (n, H, W) or rows "
+                       "(n, features); uint8 pixels are scaled to [0, 1] as the dataset loaders "
+                       "do. Without --input, the Fashion-MNIST test images. A model saved by a "
+                       "scikit-learn estimator predicts its own class labels; a plain model "
+                       "predicts class indices.")
+    _add_saved_model(p)
+    p.add_argument("--input", default=None, metavar="FILE",
+                   help="images or rows to predict (default: the Fashion-MNIST test images)")
+    _add_data(p)
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="predict only the first N inputs (default: all)")
+    p.add_argument("--proba", action="store_true",
+                   help="write class probabilities (one row per input) instead of labels")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="write the predictions to FILE: .npy (array) or .csv/.txt (one line "
+                        "per input); default: print to standard output")
+    _add_inference(p)
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="measure training and inference throughput per batch size",
+                       description="Train a fresh network on Fashion-MNIST at each batch size and "
+                       "report training images/s (images over epoch wall time, shuffling and "
+                       "batch assembly included, mean over epochs), inference images/s on the "
+                       "test set and test accuracy. For the comparisons with PyTorch and "
+                       "scikit-learn see benchmarks/.")
+    _add_data(p)
+    _add_model(p)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256], metavar="B",
+                   help="batch sizes to measure (default 64 256)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per batch size (default 1)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="train on only the first N images (default: all)")
+    _add_optimizer(p)
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the results, with the build info, as JSON to PATH")
+    _add_plot(p, "images/s per batch size (default path: hetnet-bench.png, or beside --json)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="hetnet", description="Train CNNs/MLPs on CPU and OpenCL devices. "
+        "`hetnet COMMAND --help` lists each command's flags.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_bench(sub)
+    sub.add_parser("devices", help="list the devices hetnet can use",
+                   description="List the devices hetnet can use (the CPU, and each OpenCL "
+                   "device, or why there is none).")
+    sub.add_parser("info", help="build and thread settings (OpenMP, threads, BLAS)",
+                   description="Print how hetnet was built and runs: OpenMP, threads, BLAS.")
+    return parser
+
+
+# ---------------------------------------------------------------- helpers
 def _device(name, threads):
     from .devices import get_device
     if threads is not None:
-        if name != "cpu":
-            raise SystemExit("--threads applies to --device cpu only")
+        if name not in ("cpu", "auto"):
+            raise ValueError("--threads applies to --device cpu only")
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
         from .devices.cpu import CPUDevice
         return CPUDevice(num_threads=threads)
     return get_device(name)
 
 
+def _describe_device(device):
+    threads = getattr(device, "num_threads", None)
+    return device.name + (f", {threads} threads" if threads else "")
+
+
+def _check_positive(name, value):
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _require_matplotlib():
+    """Import matplotlib for --plot before any work is done, or say how to get it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
+    return plt
+
+
+def _plot_path(requested, beside, suffix):
+    if requested:
+        return requested
+    stem = beside
+    for ext in (".npz", ".json"):
+        if stem.endswith(ext):
+            stem = stem[:-len(ext)]
+    if stem.endswith(".hetnet"):
+        stem = stem[:-len(".hetnet")]
+    return f"{stem}{suffix}.png"
+
+
+def _build_network(arch, hidden, seed, device):
+    from . import models
+    if arch == "lenet5":
+        return models.lenet5(seed=seed, device=device)
+    return models.mlp([784, *hidden, 10], seed=seed, device=device, input_shape=(784,))
+
+
+def _load_data(split, source, arch):
+    from .datasets import load_fashion_mnist
+    return load_fashion_mnist(split, source=source, flatten=(arch == "mlp"))
+
+
+def _optimizer(args):
+    from . import SGD, Adam
+    if args.optimizer == "adam":
+        return Adam(lr=0.001 if args.lr is None else args.lr)
+    return SGD(lr=0.02 if args.lr is None else args.lr, momentum=args.momentum)
+
+
+def _as_input(X, input_shape):
+    """``X`` reshaped to the model's per-sample ``input_shape`` where only the
+    layout differs (images for a flat model, rows for an image model)."""
+    input_shape = tuple(input_shape)
+    if tuple(X.shape[1:]) == input_shape:
+        return X
+    n_values = 1
+    for s in input_shape:
+        n_values *= s
+    per_sample = X[0].size if len(X) else 0
+    if per_sample != n_values:
+        raise ValueError(f"the inputs have per-sample shape {tuple(X.shape[1:])}, but the model "
+                         f"takes {input_shape}")
+    return X.reshape((X.shape[0],) + input_shape)
+
+
+def _load_any(path, device):
+    """The model in ``path``: a scikit-learn estimator when the file holds
+    one (and scikit-learn is installed), else a Sequential."""
+    import numpy as np
+    from .io import load
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            has_estimator = "config" in data.files and '"estimator"' in str(data["config"])
+    except Exception:  # load() gives the proper error
+        has_estimator = False
+    if has_estimator:
+        try:
+            from .estimators import load_estimator
+        except ImportError:
+            pass
+        else:
+            return load_estimator(path, device=device)
+    return load(path, device=device or "cpu")
+
+
+def _sequential(model):
+    return getattr(model, "model_", model)
+
+
+# --------------------------------------------------------------- commands
 def cmd_train(args):
-    from . import SGD, models
-    from .datasets import load_fashion_mnist, find_dataset
+    from .datasets import find_dataset
+    for name in ("epochs", "batch_size", "limit"):
+        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    plt = _require_matplotlib() if args.plot is not None else None
+    out = args.out or f"{args.arch}-fashion.hetnet.npz"
+    device = _device(args.device, args.threads)
     where = find_dataset("fashion-mnist", source=args.source)
-    X, y = load_fashion_mnist("train", source=args.source)
-    Xte, yte = load_fashion_mnist("test", source=args.source)
+    X, y = _load_data("train", args.source, args.arch)
+    Xte, yte = _load_data("test", args.source, args.arch)
     if args.limit is not None:
         X, y = X[:args.limit], y[:args.limit]
-    device = _device(args.device, args.threads)
-    model = models.lenet5(seed=args.seed, device=device)
-    print(f"hetnet: LeNet-5 on Fashion-MNIST ({_describe(where)}): {len(y)} training, "
-          f"{len(yte)} test images; device {device.name}"
-          + (f", {device.num_threads} threads" if hasattr(device, "num_threads") else ""))
+    model = _build_network(args.arch, args.hidden, args.seed, device)
+    title = "LeNet-5" if args.arch == "lenet5" else "MLP " + "-".join(map(str, [784, *args.hidden, 10]))
+    print(f"hetnet: {title} on Fashion-MNIST ({where.kind} set in {where.path}): {len(y)} "
+          f"training, {len(yte)} test images; device {_describe_device(device)}")
     t0 = time.perf_counter()
     hist = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
-                     optimizer=SGD(lr=args.lr, momentum=args.momentum),
-                     validation_data=(Xte, yte), verbose=0 if args.quiet else 1,
-                     callbacks=[_EpochPrinter()])
-    acc = hist["val_accuracy"][-1]
-    print(f"final test accuracy {acc:.4f} after {hist.epochs} epochs "
+                     optimizer=_optimizer(args), validation_data=(Xte, yte),
+                     verbose=0 if args.quiet else 1, callbacks=[_EpochPrinter()])
+    print(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
           f"({time.perf_counter() - t0:.1f} s)")
-    model.save(args.out)
-    print(f"model saved to {args.out} (read it back with hetnet.load)")
+    model.save(out)
+    print(f"model saved to {out} (read it back with hetnet.load)")
+    if plt is not None:
+        path = _plot_path(args.plot, out, "-curves")
+        _plot_history(plt, hist, path, f"{title}, Fashion-MNIST, batch {args.batch_size}")
+        print(f"curves written to {path}")
     return 0
 
 
@@ -79,19 +305,174 @@ class _EpochPrinter:
               f"{logs['val_accuracy']:.4f}  {logs['images_per_s']:,.0f} images/s", flush=True)
 
 
-def _describe(where):
-    path, kind = where
-    return f"{kind} set in {path}"
+def _plot_history(plt, hist, path, title):
+    epochs = list(range(1, hist.epochs + 1))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_loss.plot(epochs, hist["loss"], marker="o", label="training")
+    if hist.get("val_loss"):
+        ax_loss.plot(epochs, hist["val_loss"], marker="o", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    if hist.get("val_accuracy"):
+        ax_acc.plot(epochs, hist["val_accuracy"], marker="o", color="C2")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="test accuracy")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def cmd_evaluate(args):
-    from .io import load
-    from .datasets import load_fashion_mnist
-    model = load(args.model, device=args.device)
-    Xte, yte = load_fashion_mnist("test", source=args.source)
-    result = model.evaluate(Xte, yte)
+    _check_positive("--batch-size", args.batch_size)
+    model = _load_any(args.model, _device(args.device, args.threads))
+    seq = _sequential(model)
+    Xte, yte = _load_data("test", args.source, "lenet5")
+    if model is seq:
+        result = seq.evaluate(_as_input(Xte, seq.input_shape), yte, batch_size=args.batch_size)
+    else:   # a scikit-learn estimator: its score (accuracy, or R^2 for a regressor)
+        classes = getattr(model, "classes_", None)
+        if classes is not None and not (classes.dtype.kind in "iu" and set(classes) <= set(range(10))):
+            raise ValueError(f"{args.model} holds a classifier of the labels {classes.tolist()}, "
+                             "not Fashion-MNIST's class indices 0..9")
+        key = "accuracy" if classes is not None else "r2"
+        result = {key: float(model.score(Xte.reshape(len(Xte), -1), yte))}
     print(json.dumps(result))
     return 0
+
+
+def _read_inputs(path):
+    """Images or rows from a .npy/.npz/.csv/IDX file, as float32."""
+    import numpy as np
+    from .datasets import read_idx
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no input file at {path!r}")
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        X = np.load(path, allow_pickle=False)
+    elif lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            if len(data.files) != 1:
+                raise ValueError(f"{path!r} holds {len(data.files)} arrays ({data.files}); "
+                                 "predict takes an .npz with exactly one")
+            X = data[data.files[0]]
+    elif lower.endswith((".csv", ".txt")):
+        X = np.loadtxt(path, delimiter="," if lower.endswith(".csv") else None, ndmin=2)
+    elif "idx" in os.path.basename(lower) or lower.endswith("ubyte"):
+        X = read_idx(path)
+    else:
+        raise ValueError(f"cannot tell the format of {path!r}: expected .npy, .npz, .csv, .txt "
+                         "or an IDX file (name containing 'idx')")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{path!r} holds {X.dtype} values, not numbers")
+    if X.dtype == np.uint8:
+        X = X.astype(np.float32) / 255.0
+    if X.ndim == 3:   # (n, H, W): one channel
+        X = X[:, None]
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def cmd_predict(args):
+    import numpy as np
+    _check_positive("--batch-size", args.batch_size)
+    _check_positive("--limit", args.limit)
+    model = _load_any(args.model, _device(args.device, args.threads))
+    seq = _sequential(model)
+    if args.input is not None:
+        X = _read_inputs(args.input)
+    else:
+        X, _ = _load_data("test", args.source, "lenet5")
+    if args.limit is not None:
+        X = X[:args.limit]
+    if model is seq:
+        X = _as_input(X, seq.input_shape)
+        if args.proba:
+            pred = seq.predict_proba(X, batch_size=args.batch_size)
+        else:
+            pred = seq.predict(X, batch_size=args.batch_size)
+    else:   # a scikit-learn estimator: its own labels
+        X = X.reshape(len(X), -1)
+        if args.proba:
+            if not hasattr(model, "predict_proba"):
+                raise ValueError(f"--proba needs a classifier; {args.model} holds a "
+                                 f"{type(model).__name__}")
+            pred = model.predict_proba(X)
+        else:
+            pred = model.predict(X)
+    _write_predictions(np.asarray(pred), args.output)
+    return 0
+
+
+def _write_predictions(pred, output):
+    import numpy as np
+    if output is not None and output.lower().endswith(".npy"):
+        np.save(output, pred, allow_pickle=False)
+        print(f"{len(pred)} predictions written to {output}", file=sys.stderr)
+        return
+    fmt = "%.6g" if pred.dtype.kind == "f" else "%s"
+    lines = (",".join(fmt % v for v in row) if pred.ndim > 1 else fmt % row for row in pred)
+    if output is None:
+        for line in lines:
+            print(line)
+        return
+    with open(output, "w") as f:
+        for line in lines:
+            f.write(line + "\n")
+    print(f"{len(pred)} predictions written to {output}", file=sys.stderr)
+
+
+def cmd_bench(args):
+    from .info import build_info
+    for name in ("epochs", "limit"):
+        _check_positive("--" + name, getattr(args, name))
+    for b in args.batch_sizes:
+        _check_positive("--batch-sizes", b)
+    plt = _require_matplotlib() if args.plot is not None else None
+    device = _device(args.device, args.threads)
+    X, y = _load_data("train", args.source, args.arch)
+    Xte, yte = _load_data("test", args.source, args.arch)
+    if args.limit is not None:
+        X, y = X[:args.limit], y[:args.limit]
+    print(f"hetnet bench: {args.arch} on {len(y)} training images, {args.epochs} epoch(s) per "
+          f"batch size, device {_describe_device(device)}")
+    print(f"{'batch':>6} {'train img/s':>12} {'infer img/s':>12} {'test acc':>9}")
+    rows = []
+    for batch in args.batch_sizes:
+        model = _build_network(args.arch, args.hidden, args.seed, device)
+        hist = model.fit(X, y, epochs=args.epochs, batch_size=batch, optimizer=_optimizer(args))
+        t0 = time.perf_counter()
+        acc = model.evaluate(Xte, yte, batch_size=max(batch, 256))["accuracy"]
+        infer = len(yte) / (time.perf_counter() - t0)
+        train = sum(hist["images_per_s"]) / hist.epochs
+        rows.append({"batch_size": batch, "train_images_per_s": train,
+                     "train_images_per_s_per_epoch": hist["images_per_s"],
+                     "inference_images_per_s": infer, "test_accuracy": acc})
+        print(f"{batch:>6} {train:>12,.0f} {infer:>12,.0f} {acc:>9.4f}", flush=True)
+    if args.json:
+        result = {"arch": args.arch, "hidden": args.hidden if args.arch == "mlp" else None,
+                  "device": _describe_device(device), "epochs": args.epochs,
+                  "train_images": len(y), "optimizer": args.optimizer, "runs": rows,
+                  "build": build_info()}
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"results written to {args.json}")
+    if plt is not None:
+        path = _plot_path(args.plot, args.json or "hetnet-bench", "")
+        _plot_bench(plt, rows, path, f"{args.arch} training on {_describe_device(device)}")
+        print(f"plot written to {path}")
+    return 0
+
+
+def _plot_bench(plt, rows, path, title):
+    labels = [str(r["batch_size"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(labels, [r["train_images_per_s"] for r in rows], color="C0")
+    ax.set(xlabel="batch size", ylabel="training images/s", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def cmd_devices(args):
@@ -108,24 +489,15 @@ def cmd_info(args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="hetnet", description="Train CNNs/MLPs on CPU and OpenCL devices.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_evaluate(sub)
-    sub.add_parser("devices", help="list the devices hetnet can use")
-    sub.add_parser("info", help="build and thread settings (OpenMP, threads, BLAS)")
-    return parser
-
-
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "devices": cmd_devices, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "bench": cmd_bench, "devices": cmd_devices, "info": cmd_info}
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"hetnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
