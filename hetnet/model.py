@@ -72,6 +72,7 @@ class Sequential:
         self._steps = []
         self._dlogits = None
         self._dlogits_dev = None
+        self._input_buffer = self._input_buffer_dev = None
         if input_shape is not None:
             self.build(input_shape)
 
@@ -312,8 +313,13 @@ class Sequential:
         return getattr(dev, self.loss.op)(logits, target, weights, grad_out=grad)
 
     def _batch_to_device(self, X, yt, sw, idx):
-        """Inputs to the first step's device, targets to the loss's."""
-        return (self._steps[0].device.asarray(X[idx]),) + self._targets_to_device(yt, sw, idx)
+        """Inputs to the first step's device (gathered into a buffer reused
+        from the previous step), targets to the loss's."""
+        dev = self._steps[0].device
+        buf = self._input_buffer if self._input_buffer_dev is dev else None
+        xb = self._input_buffer = dev.gather_rows(X, idx, out=buf)
+        self._input_buffer_dev = dev
+        return (xb,) + self._targets_to_device(yt, sw, idx)
 
     def _targets_to_device(self, yt, sw, idx):
         dev = self.out_device
@@ -445,7 +451,11 @@ class Sequential:
                 idx = slice(start, start + batch_size)
                 if start and n - start < batch_size:
                     self._use_plan(n - start, training=False, fixed_params=True)
-                yield idx, self._steps[0].device.asarray(X[idx])
+                dev = self._steps[0].device
+                buf = self._input_buffer if self._input_buffer_dev is dev else None
+                self._input_buffer = dev.gather_rows(X, idx, out=buf)
+                self._input_buffer_dev = dev
+                yield idx, self._input_buffer
 
     def predict_logits(self, X, batch_size=256):
         """Raw outputs of the last layer, ``(n, k)`` numpy."""

@@ -51,6 +51,12 @@ class Device:
         """Copy a device array back to a new numpy array."""
         raise NotImplementedError
 
+    def gather_rows(self, X, idx, out=None):
+        """Rows ``idx`` (an index array or a slice) of host array ``X`` as a
+        device array; ``out``, a device array of the right shape and dtype,
+        is reused when given.  The default gathers on the host and uploads."""
+        return self.asarray(X[idx], dtype=X.dtype)
+
     def empty(self, shape, dtype=np.float32):
         raise NotImplementedError
 
@@ -298,6 +304,18 @@ class HostArrays:
     def to_host(self, a):
         self._count("to_host", a.nbytes)
         return np.array(a, copy=True)
+
+    def gather_rows(self, X, idx, out=None):
+        n = len(range(*idx.indices(X.shape[0]))) if isinstance(idx, slice) else len(idx)
+        shape = (n,) + X.shape[1:]
+        if out is None or out.shape != shape or out.dtype != X.dtype:
+            out = np.empty(shape, dtype=X.dtype)
+        if isinstance(idx, slice):
+            np.copyto(out, X[idx])
+        else:
+            np.take(X, idx, axis=0, out=out)
+        self._count("to_device", out.nbytes)
+        return out
 
     def empty(self, shape, dtype=np.float32):
         return np.empty(shape, dtype=dtype)
