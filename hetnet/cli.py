@@ -52,6 +52,12 @@ def _add_optimizer(p, lr_default_note="0.02 for sgd, 0.001 for adam"):
                    help="SGD momentum (default 0.9; ignored by adam)")
 
 
+def _add_schedule(p):
+    p.add_argument("--schedule", choices=("onecycle", "constant"), default="onecycle",
+                   help="learning-rate schedule: onecycle (warm up to --lr, then anneal; "
+                        "--lr defaults to 0.05 for sgd) or constant (default onecycle)")
+
+
 def _add_saved_model(p):
     p.add_argument("model", help="a file written by `train`, Sequential.save or an estimator's save")
 
@@ -78,7 +84,8 @@ def _add_train(sub):
     _add_model(p)
     p.add_argument("--epochs", type=int, default=5, help="passes over the training set (default 5)")
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    _add_optimizer(p)
+    _add_optimizer(p, "0.05 for sgd with --schedule onecycle, 0.02 with constant, 0.001 for adam")
+    _add_schedule(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training images (default: all)")
     _add_device(p)
@@ -145,6 +152,23 @@ def _add_bench(sub):
     _add_plot(p, "images/s per batch size (default path: hetnet-bench.png, or beside --json)")
 
 
+def _add_plan(sub):
+    p = sub.add_parser("plan", help="show where each layer runs, with predicted and measured times",
+                       description="Place a network's layers on the devices (the scheduler: "
+                       "--device auto chooses per layer from costs measured on this machine) "
+                       "and print the plan: layer, device, predicted ms, measured ms, bytes "
+                       "moved, and the totals per step.")
+    p.add_argument("--arch", choices=ARCHS + ("convnet",), default="lenet5",
+                   help="network: lenet5, mlp (784-120-84-10) or convnet (32-64-128 channels) "
+                        "(default lenet5)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size to plan for (default 64)")
+    p.add_argument("--inference", action="store_true",
+                   help="plan inference (forward only) instead of a training step")
+    p.add_argument("--device", default="auto",
+                   help="cpu, gpu, opencl:P:D, or auto (the scheduler's choice) (default auto)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per step (default 5)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hetnet", description="Train CNNs/MLPs on CPU and OpenCL devices. "
@@ -154,6 +178,7 @@ def build_parser():
     _add_evaluate(sub)
     _add_predict(sub)
     _add_bench(sub)
+    _add_plan(sub)
     sub.add_parser("devices", help="list the devices hetnet can use",
                    description="List the devices hetnet can use (the CPU, and each OpenCL "
                    "device, or why there is none).")
@@ -285,9 +310,16 @@ def cmd_train(args):
     print(f"hetnet: {title} on Fashion-MNIST ({where.kind} set in {where.path}): {len(y)} "
           f"training, {len(yte)} test images; device {_describe_device(device)}")
     t0 = time.perf_counter()
+    schedule = None
+    if args.schedule == "onecycle":
+        from .schedules import OneCycle
+        if args.lr is None:
+            args.lr = 0.05 if args.optimizer == "sgd" else 0.001
+        schedule = OneCycle(max_lr=args.lr)
     hist = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer=_optimizer(args), validation_data=(Xte, yte),
-                     verbose=0 if args.quiet else 1, callbacks=[_EpochPrinter()])
+                     verbose=0 if args.quiet else 1, callbacks=[_EpochPrinter()],
+                     lr_schedule=schedule)
     print(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
           f"({time.perf_counter() - t0:.1f} s)")
     model.save(out)
@@ -489,8 +521,22 @@ def cmd_info(args):
     return 0
 
 
+def cmd_plan(args):
+    from . import models
+    for name in ("batch_size", "repeats"):
+        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.arch == "lenet5":
+        model = models.lenet5(seed=0, device=args.device, input_shape=(1, 28, 28))
+    elif args.arch == "convnet":
+        model = models.convnet(seed=0, device=args.device, input_shape=(1, 28, 28))
+    else:
+        model = models.mlp([784, 120, 84, 10], seed=0, device=args.device, input_shape=(784,))
+    print(model.explain(args.batch_size, training=not args.inference, repeats=args.repeats))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "bench": cmd_bench, "devices": cmd_devices, "info": cmd_info}
+            "bench": cmd_bench, "plan": cmd_plan, "devices": cmd_devices, "info": cmd_info}
 
 
 def main(argv=None):

@@ -37,7 +37,8 @@ class Placement:
             gpu, why = gpu_device()
             self.candidates = [get_device("cpu")] + ([gpu] if gpu is not None else [])
             if gpu is None:
-                self.reason = f"no GPU, so every layer runs on the CPU ({why})"
+                first = why.strip().splitlines()[0] if why and why.strip() else "none found"
+                self.reason = f"no GPU, so every layer runs on the CPU ({first})"
         else:
             self.policy = "fixed"
             self.candidates = [get_device(spec)]

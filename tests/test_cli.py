@@ -195,3 +195,13 @@ def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "hetnet", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "predict" in done.stdout
+
+
+def test_plan_prints_the_placement_table(capsys):
+    from hetnet.cli import main
+    assert main(["plan", "--arch", "mlp", "--batch-size", "8", "--device", "cpu",
+                 "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "plan for batch 8 (training)" in out and "total per step" in out
+    assert out.count("Dense") == 3
+    assert main(["plan", "--batch-size", "0"]) == 2
