@@ -245,3 +245,14 @@ def test_transfers_are_counted(device, rng):
     assert device.transfers["to_device"] == before["to_device"] + 1
     assert device.transfers["to_host"] == before["to_host"] + 1
     assert device.transfers["bytes_to_host"] == before["bytes_to_host"] + 48
+
+
+@pytest.mark.parametrize("idx", [np.array([4, 0, 2, 2, -1]), slice(1, 4), np.array([], dtype=int)])
+def test_gather_rows(device, rng, idx):
+    X = rand(rng, 6, 3, 4)
+    expected = X[idx]
+    got = device.to_host(device.gather_rows(X, idx))
+    assert_close(got, expected, rtol=0, what="gather_rows")
+    out = device.gather_rows(X, idx)
+    again = device.gather_rows(X[::-1].copy(), idx, out=out)     # the buffer is reused
+    assert_close(device.to_host(again), X[::-1][idx], rtol=0, what="gather_rows reuse")

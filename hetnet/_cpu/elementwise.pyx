@@ -9,6 +9,7 @@ import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, pow
+from libc.string cimport memcpy
 
 include "_openmp.pxi"
 
@@ -242,3 +243,16 @@ def scale(float alpha, float[::1] x, int nthreads):
     cdef Py_ssize_t i, n = x.shape[0]
     for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
         x[i] = x[i] * alpha
+
+
+def gather_rows(const float[:, ::1] x, const long[::1] idx, float[:, ::1] out, int nthreads):
+    """out[i] = x[idx[i]]: the rows of a mini-batch, copied in parallel
+    (a random gather from a large array is bound by memory latency, which
+    more threads hide).  Indices are checked by the caller."""
+    cdef Py_ssize_t n = idx.shape[0], d = x.shape[1], i
+    cdef const float *px = &x[0, 0]
+    cdef float *po = &out[0, 0]
+    if n == 0 or d == 0:
+        return
+    for i in prange(n, nogil=True, num_threads=_nt(n * d, nthreads), schedule="static"):
+        memcpy(po + i * d, px + idx[i] * d, d * sizeof(float))

@@ -122,6 +122,23 @@ class CPUDevice(HostArrays, Device):
                        alpha, beta, self.num_threads)
         return c
 
+    def gather_rows(self, X, idx, out=None):
+        if (isinstance(idx, slice) or X.dtype != _F32 or not X.flags.c_contiguous
+                or X.ndim < 2 or X.shape[0] == 0):
+            return super().gather_rows(X, idx, out)
+        idx = np.asarray(idx, dtype=np.int64)
+        shape = (len(idx),) + X.shape[1:]
+        if out is None or out.shape != shape or out.dtype != _F32:
+            out = np.empty(shape, dtype=_F32)
+        if len(idx) == 0:
+            return out
+        if idx.min() < -X.shape[0] or idx.max() >= X.shape[0]:
+            raise IndexError(f"row index out of range for {X.shape[0]} rows")
+        idx = np.where(idx < 0, idx + X.shape[0], idx)
+        _ew.gather_rows(X.reshape(X.shape[0], -1), idx, out.reshape(len(idx), -1), self.num_threads)
+        self._count("to_device", out.nbytes)
+        return out
+
     def _partial(self, m, n):
         """Per-thread ``(num_threads, m, n)`` accumulators for batch-summed
         GEMM, carved from one buffer that grows on demand."""
