@@ -1,7 +1,12 @@
 """What a benchmark ran on: recorded beside every result."""
 
+import json
 import os
 import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_model():
@@ -45,3 +50,22 @@ def machine():
     except Exception as exc:  # benchmark of something else
         info["hetnet"] = f"unavailable: {exc}"
     return info
+
+
+def run_without_openblas_pins(keep=False):
+    """Re-run this script without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which
+    pin OpenBLAS to a slower kernel on some machines) unless ``keep``; the
+    kernel that ran is recorded by :func:`blas_info` either way."""
+    pinned = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    if pinned and not keep:
+        env = {k: v for k, v in os.environ.items() if k not in pinned}
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def write_results(results, name, tag=""):
+    """Write ``results`` to benchmarks/results/<name>[_<tag>].json and say so."""
+    out = RESULTS / f"{name}{('_' + tag) if tag else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written {out}")
+    return out

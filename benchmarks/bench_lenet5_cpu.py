@@ -18,10 +18,8 @@ Results: benchmarks/results/lenet5_cpu[_<tag>].json.
 """
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,10 +66,8 @@ def torch_run(init, X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
 
 def main():
     args = parse()
-    pinned = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
-    if pinned and not args.keep_openblas_env:
-        env = {k: v for k, v in os.environ.items() if k not in pinned}
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    from _machine import run_without_openblas_pins, write_results
+    run_without_openblas_pins(args.keep_openblas_env)
     os.environ["HETNET_NUM_THREADS"] = str(args.threads)
     from _machine import machine
     from hetnet.datasets import load_fashion_mnist
@@ -100,10 +96,7 @@ def main():
                       flush=True)
         results["runs"].append(row)
     results["machine"] = machine()   # after the runs: BLAS libraries are loaded by then
-    out = HERE / "results" / f"lenet5_cpu{('_' + args.tag) if args.tag else ''}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written {out}")
+    write_results(results, "lenet5_cpu", args.tag)
 
 
 if __name__ == "__main__":

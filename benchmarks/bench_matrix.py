@@ -87,7 +87,6 @@ def run_cell(policy, model_name, batch, min_seconds=1.0):
 
 def default_tag():
     try:
-        import hetnet as hn
         from hetnet.devices import gpu_device
         gpu, _ = gpu_device()
         if gpu is not None:

@@ -26,7 +26,6 @@ Results: benchmarks/results/mlp_sklearn[_<tag>].json.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -126,12 +125,10 @@ def hetnet_run(args, batch, seed, X, y, Xte, yte):
 
 def main():
     args = parse()
-    pinned = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
-    if pinned and not args.keep_openblas_env:
-        env = {k: v for k, v in os.environ.items() if k not in pinned}
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
-    os.environ["HETNET_NUM_THREADS"] = str(args.threads)
     sys.path.insert(0, str(HERE))
+    from _machine import run_without_openblas_pins, write_results
+    run_without_openblas_pins(args.keep_openblas_env)
+    os.environ["HETNET_NUM_THREADS"] = str(args.threads)
     import sklearn
     from _machine import blas_info, machine
     from hetnet.datasets import load_fashion_mnist
@@ -170,10 +167,7 @@ def main():
     results["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     results["machine"] = machine()   # after the runs: BLAS libraries are loaded by then
     results["machine"]["blas_libraries"] = blas_info()
-    out = HERE / "results" / f"mlp_sklearn{('_' + args.tag) if args.tag else ''}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written {out}")
+    write_results(results, "mlp_sklearn", args.tag)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import warnings
-import zipfile
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
@@ -992,14 +991,9 @@ def load_estimator(path, device=None):
     -------
     HetNetClassifier or HetNetRegressor
     """
-    from .io import load as load_model
+    from .io import load as load_model, open_npz
     path = os.fspath(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no estimator file at {path!r}") from None
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path!r} is not a hetnet file: {exc}") from None
+    data = open_npz(path, "estimator")
     with data:
         try:
             config = json.loads(str(data["config"]))

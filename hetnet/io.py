@@ -24,6 +24,17 @@ def save_model(model, path):
     return path
 
 
+def open_npz(path, what="model"):
+    """``np.load`` of a hetnet file with pickles refused and clear errors."""
+    path = os.fspath(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {what} file at {path!r}") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path!r} is not a hetnet {what} file: {exc}") from None
+
+
 def load(path, device="cpu"):
     """Read a model written by :meth:`Sequential.save` onto ``device``.
 
@@ -33,12 +44,7 @@ def load(path, device="cpu"):
     from .layers import LAYERS
     from .model import Sequential
     path = os.fspath(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no model file at {path!r}") from None
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path!r} is not a hetnet model file: {exc}") from None
+    data = open_npz(path, "model")
     with data:
         if "config" not in data.files:
             raise ValueError(f"{path!r} is not a hetnet model file (no config)")

@@ -1,6 +1,5 @@
 """Saving and loading: plain arrays + JSON, exact round trip, pickles refused."""
 
-import io
 import json
 import pickle
 import zipfile

@@ -8,7 +8,6 @@ pocl-binary-distribution``).  ``HETNET_TEST_OPENCL="P:D"`` (or
 build a kernel.  Every program is built once for the whole module.
 """
 
-import os
 
 import numpy as np
 import pytest

@@ -90,7 +90,6 @@ def test_plans_follow_batch_size():
 def test_plan_is_exact_on_a_real_model():
     """The DP's plan for LeNet-5 costs no more than any of the 3**8 placements."""
     import itertools
-    from hetnet.planner import step_costs
     cpu, gpu, gpu2 = CPUDevice(num_threads=1), FakeGPU(), FakeGPU()
     gpu2.name = "fakegpu2"
     t2 = synthetic_table("fakegpu2", latency=10e-6, per_unit=2e-10, transfer_latency=5e-6, per_byte=5e-10)

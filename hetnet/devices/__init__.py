@@ -64,7 +64,6 @@ def gpu_device():
 
 def list_devices():
     """What this machine offers: a list of dicts (name, kind, details)."""
-    from .cpu import CPUDevice
     from ..info import build_info
     info = build_info()
     found = [{"name": "cpu", "kind": "cpu",
