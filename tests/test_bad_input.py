@@ -163,3 +163,13 @@ def test_diverging_training_is_reported():
     model = hn.models.mlp([3, 8, 1], loss="mse", seed=0)
     with pytest.raises(FloatingPointError, match="diverged"):
         model.fit(X, X[:, 0] * 1e3, epochs=20, batch_size=50, optimizer=hn.SGD(lr=10.0))
+
+
+def test_default_threads_leave_room_on_big_machines(monkeypatch):
+    import os
+    from hetnet.devices import cpu
+    monkeypatch.delenv("HETNET_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for cpus, expected in ((1, 1), (2, 2), (8, 8), (16, 14), (64, 62)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)))
+        assert cpu.default_num_threads() == expected
