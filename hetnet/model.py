@@ -36,12 +36,12 @@ class Sequential:
         Mean over the batch.  Cross-entropy takes class indices or one-hot
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
     device : str, Device or list
-        ``"cpu"`` (default), ``"gpu"``, ``"opencl:P:D"``, ``"numpy"`` or a
-        Device: every layer there.  ``"auto"``: each layer on the device where
-        the planner (:mod:`hetnet.planner`, from costs measured on this
-        machine) predicts the step is fastest, re-planned when the batch size
-        changes; with no GPU that is the CPU.  A list with one device per
-        layer: that placement exactly.
+        ``"auto"`` (default): each layer on the device where the planner
+        (:mod:`hetnet.planner`, from costs measured on this machine) predicts
+        the step is fastest, re-planned when the batch size changes; with no
+        GPU that is simply the CPU.  ``"cpu"``, ``"gpu"``, ``"opencl:P:D"``,
+        ``"numpy"`` or a Device: every layer there.  A list with one device
+        per layer: that placement exactly.
     seed : int, optional
         Seeds initialisation and shuffling: the same seed gives the same
         weights and the same training run.
@@ -50,7 +50,7 @@ class Sequential:
         ``fit``/``predict`` from the data.
     """
 
-    def __init__(self, layers, loss="cross_entropy", device="cpu", seed=None, input_shape=None):
+    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")

@@ -54,11 +54,20 @@ def get_device(spec="cpu"):
     return dev
 
 
+_NO_GPU = {}
+
+
 def gpu_device():
-    """The first OpenCL GPU, or ``(None, reason)`` saying why there is none."""
+    """``(the first OpenCL GPU, None)``, or ``(None, reason)`` saying why there
+    is none.  A failed search is remembered (per ``HETNET_GPU`` setting), so
+    that creating models stays cheap on machines without a GPU."""
+    key = os.environ.get("HETNET_GPU", "")
+    if key in _NO_GPU:
+        return None, _NO_GPU[key]
     try:
         return get_device("gpu"), None
     except Exception as exc:   # no pyopencl, no platform, no GPU, driver without ICD
+        _NO_GPU[key] = str(exc)
         return None, str(exc)
 
 
