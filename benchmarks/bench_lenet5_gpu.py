@@ -43,6 +43,8 @@ def parse():
     p.add_argument("--lr", type=float, default=0.05,
                    help="peak one-cycle learning rate at batch 64 (scaled by sqrt(batch/64))")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--overlap-uploads", action="store_true",
+                   help="upload batches on a second queue, overlapping the previous step")
     p.add_argument("--json", default=str(HERE / "results" / "gpu_lenet5.json"))
     return p.parse_args()
 
@@ -99,11 +101,11 @@ def step_profile(model, dev, X, y, batch, steps=50):
         del dev._launch
 
 
-def hetnet_run(spec, X, y, Xte, yte, batch, epochs, lr, seed=42):
+def hetnet_run(spec, X, y, Xte, yte, batch, epochs, lr, seed=42, overlap=False):
     """Train on a device without profiling; then profile steps on one with."""
     import hetnet as hn
     from hetnet.devices.opencl import OpenCLDevice
-    dev = OpenCLDevice.from_spec(spec)
+    dev = OpenCLDevice.from_spec(spec, overlap_uploads=overlap)
     model = hn.models.lenet5(seed=seed, device=dev)
     model.build((1, 28, 28))
     init = model.get_weights()
@@ -111,7 +113,7 @@ def hetnet_run(spec, X, y, Xte, yte, batch, epochs, lr, seed=42):
                      lr_schedule=schedule(lr, batch))
     rates = hist["images_per_s"]
     accuracy = model.evaluate(Xte, yte)["accuracy"]
-    pdev = OpenCLDevice.from_spec(spec, profiling=True)
+    pdev = OpenCLDevice.from_spec(spec, profiling=True, overlap_uploads=overlap)
     pmodel = hn.models.lenet5(seed=seed, device=pdev)
     pmodel.build((1, 28, 28))
     pmodel.fit(X[:4 * batch], y[:4 * batch], batch_size=batch,
@@ -143,10 +145,11 @@ def main():
     X, y, Xte, yte, source = load_data(args.images, args.allow_sample)
     results = {"benchmark": "lenet5_gpu", "machine": machine_info(dev), "epochs": args.epochs,
                "schedule": {str(b): repr(schedule(args.lr, b)) for b in args.batches},
-               "momentum": 0.9, "images": len(y), "test_images": len(yte), "data": source,
+               "momentum": 0.9, "overlap_uploads": args.overlap_uploads, "images": len(y), "test_images": len(yte), "data": source,
                "runs": []}
     for batch in args.batches:
-        init, h = hetnet_run(args.device, X, y, Xte, yte, batch, args.epochs, args.lr)
+        init, h = hetnet_run(args.device, X, y, Xte, yte, batch, args.epochs, args.lr,
+                             overlap=args.overlap_uploads)
         row = {"batch_size": batch, "hetnet": h}
         s = h["step"]
         print(f"batch {batch:4d}  hetnet  {h['images_per_s']:10,.0f} images/s  "

@@ -120,13 +120,16 @@ class _StagingUploader:
         self.slots[i] = slot
         return i, slot
 
-    def upload(self, host, out):
+    def upload(self, host, out, queue=None, wait_for=None):
+        """Queue ``host`` -> ``out`` through a pinned slot (on ``queue``, by
+        default the compute queue, after ``wait_for``); returns the event."""
         i, (buf, pinned, _) = self._slot(host.nbytes)
         stage = pinned[:host.nbytes]
         np.copyto(stage, host.reshape(-1).view(np.uint8))
-        evt = cl.enqueue_copy(self.dev.queue, out.base_data, stage,
-                              dst_offset=out.offset, is_blocking=False)
+        evt = cl.enqueue_copy(queue or self.dev.queue, out.base_data, stage,
+                              dst_offset=out.offset, is_blocking=False, wait_for=wait_for)
         self.slots[i] = (buf, pinned, evt)      # keeps the NannyEvent until it ran
+        return evt
 
 
 class OpenCLDevice(Device):
@@ -151,6 +154,13 @@ class OpenCLDevice(Device):
     staging : bool, optional
         Upload large arrays through pinned staging buffers; default: on for
         GPUs, off for CPU devices.
+    overlap_uploads : bool
+        Upload mini-batches (:meth:`gather_rows`) on a second queue, into two
+        alternating buffers, so that the next batch's copy runs while the
+        current step's kernels do.  Off by default: a small network's step is
+        bound by host time, and the extra marker, barrier and cross-queue
+        wait per step cost more than the overlap saves there
+        (benchmarks/results/gpu_lenet5*.json).
 
     Attributes
     ----------
@@ -162,7 +172,7 @@ class OpenCLDevice(Device):
     """
 
     def __init__(self, spec=None, *, precision="fp32", autotune=True,
-                 workspace_bytes=None, profiling=False, staging=None):
+                 workspace_bytes=None, profiling=False, staging=None, overlap_uploads=False):
         require_pyopencl()
         super().__init__()
         if precision not in ("fp32", "tf32"):
@@ -191,7 +201,12 @@ class OpenCLDevice(Device):
         self._gemm = Gemm(self, autotune=autotune)
         if staging is None:
             staging = self.kind == "gpu"
-        self._uploader = _StagingUploader(self) if staging else None
+        self._uploader = _StagingUploader(self) if staging or overlap_uploads else None
+        self.overlap_uploads = bool(overlap_uploads)
+        if self.overlap_uploads:
+            self._upload_queue = cl.CommandQueue(self.context, self.cl_device)
+            self._inputs = {}          # (shape, dtype) -> [two device arrays, next index]
+            self._inputs_free = None   # marker: every step queued before the last upload is done
 
     @classmethod
     def from_spec(cls, spec=None, **kwargs):
@@ -284,6 +299,33 @@ class OpenCLDevice(Device):
             self._keep(cl.enqueue_copy(self.queue, out.base_data, host, dst_offset=out.offset,
                                        is_blocking=False))
         return out
+
+    def gather_rows(self, X, idx, out=None):
+        """Rows ``idx`` of host ``X`` on the device.  With ``overlap_uploads``
+        the copy runs on the upload queue into one of two alternating buffers
+        while earlier steps still compute; the compute queue waits for it."""
+        if not self.overlap_uploads:
+            return super().gather_rows(X, idx, out)
+        host = np.ascontiguousarray(X[idx])
+        self._count("to_device", host.nbytes)
+        key = (host.shape, host.dtype)
+        ring = self._inputs.get(key)
+        if ring is None:
+            ring = self._inputs[key] = [[self.empty(host.shape, host.dtype),
+                                         self.empty(host.shape, host.dtype)], 0]
+        bufs, k = ring
+        ring[1] = 1 - k
+        dst = bufs[k]
+        if host.nbytes == 0:
+            return dst
+        # dst was last read by the step before the previous one; the marker
+        # queued at the previous upload follows that step's kernels.
+        wait = [self._inputs_free] if self._inputs_free is not None else None
+        evt = self._uploader.upload(host, dst, queue=self._upload_queue, wait_for=wait)
+        self._upload_queue.flush()
+        cl.enqueue_barrier(self.queue, wait_for=[evt])      # this step's kernels wait for it
+        self._inputs_free = cl.enqueue_marker(self.queue)
+        return dst
 
     def _keep(self, evt):
         """Hold a non-blocking host copy's event until it has run.
