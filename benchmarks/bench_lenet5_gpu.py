@@ -43,8 +43,9 @@ def parse():
     p.add_argument("--lr", type=float, default=0.05,
                    help="peak one-cycle learning rate at batch 64 (scaled by sqrt(batch/64))")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--overlap-uploads", action="store_true",
-                   help="upload batches on a second queue, overlapping the previous step")
+    p.add_argument("--overlap-uploads", choices=("on", "off", "default"), default="default",
+                   help="batch uploads on a second queue, overlapping earlier steps "
+                        "(default: the device's default, on for GPUs)")
     p.add_argument("--json", default=str(HERE / "results" / "gpu_lenet5.json"))
     return p.parse_args()
 
@@ -149,7 +150,7 @@ def main():
                "runs": []}
     for batch in args.batches:
         init, h = hetnet_run(args.device, X, y, Xte, yte, batch, args.epochs, args.lr,
-                             overlap=args.overlap_uploads)
+                             overlap={"on": True, "off": False}.get(args.overlap_uploads))
         row = {"batch_size": batch, "hetnet": h}
         s = h["step"]
         print(f"batch {batch:4d}  hetnet  {h['images_per_s']:10,.0f} images/s  "
