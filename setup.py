@@ -63,7 +63,7 @@ def _extensions():
 setup(
     packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels"],
     package_dir={"hetnet.clkernels": "clkernels"},
-    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd"]},
+    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},
 )
