@@ -61,9 +61,11 @@ def _extensions():
 
 
 setup(
-    packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels"],
-    package_dir={"hetnet.clkernels": "clkernels"},
-    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"]},
+    packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels",
+              "hetnet._datasets"],
+    package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
+    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
+                  "hetnet._datasets": ["fashion-mnist-sample/*.gz", "MANIFEST.json", "README.md"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},
 )

@@ -13,7 +13,9 @@ these folders, first match wins:
    ``os.pathsep``);
 2. ``<repository>/datasets/<name>/``, the ``datasets/`` folder beside the package in a
    source checkout (absent after a non-editable install);
-3. ``/usr/share/datasets/<name>/``, where Debian's ``dataset-fashion-mnist`` package puts
+3. ``hetnet/_datasets/<name>/``, the same folder as installed with the package (it holds
+   the shipped sample);
+4. ``/usr/share/datasets/<name>/``, where Debian's ``dataset-fashion-mnist`` package puts
    Fashion-MNIST.
 
 A folder holds a set when it has the four IDX files ``{train,t10k}-images-idx3-ubyte`` and
@@ -348,6 +350,8 @@ def _info(name: str) -> DatasetInfo:
 
 #: The repository's ``datasets/`` folder; absent after a non-editable install.
 _REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+#: The same folder installed inside the package (``hetnet._datasets``).
+_PACKAGE_DATASETS = Path(__file__).resolve().parent / "_datasets"
 #: Where Debian's dataset-* packages install.
 _SYSTEM_DATASETS = Path("/usr/share/datasets")
 
@@ -356,7 +360,7 @@ def _search_roots() -> list[Path]:
     """Folders that may hold ``<name>/`` or ``<name>-sample/``, in search order."""
     env = os.environ.get("HETNET_DATA", "")
     roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return roots + [_REPO_DATASETS, _SYSTEM_DATASETS]
+    return roots + [_REPO_DATASETS, _PACKAGE_DATASETS, _SYSTEM_DATASETS]
 
 
 class DatasetLocation(NamedTuple):
