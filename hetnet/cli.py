@@ -197,10 +197,14 @@ def _device(name, threads):
             raise ValueError(f"--threads must be at least 1, got {threads}")
         from .devices.cpu import CPUDevice
         return CPUDevice(num_threads=threads)
+    if name.strip().lower() == "auto":
+        return "auto"              # a placement policy: the model places each layer
     return get_device(name)
 
 
 def _describe_device(device):
+    if isinstance(device, str):
+        return f"{device} (each layer placed by the scheduler)"
     threads = getattr(device, "num_threads", None)
     return device.name + (f", {threads} threads" if threads else "")
 

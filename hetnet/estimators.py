@@ -129,7 +129,8 @@ def _resolve_device(spec, n_threads):
         raise ValueError(f"device must be one of {_DEVICE_HINT}, got {spec!r}")
     key = spec.strip().lower()
     if n_threads is None:
-        return get_device(key)
+        # 'auto' is the model's placement policy (the scheduler), not one device
+        return "auto" if key == "auto" else get_device(key)
     n = _check_int("n_threads", n_threads, 1)
     if key not in ("cpu", "auto"):
         raise ValueError(f"n_threads sets the CPU's thread count; it does not apply to "
@@ -515,7 +516,7 @@ class _BaseHetNet(BaseEstimator):
             self.model_ = self._build_model(input_shape, n_outputs, seed, device)
             self.input_shape_ = input_shape
             self.n_outputs_ = n_outputs
-            self.device_ = device.name
+            self.device_ = device if isinstance(device, str) else device.name
             self.t_ = 0
             self.loss_curve_ = []
             self.validation_scores_ = [] if self.early_stopping else None
@@ -643,7 +644,7 @@ class _BaseHetNet(BaseEstimator):
         if payload is not None:
             device = _restore_device(self)
             self.model_ = _import_model(payload, device)
-            self.device_ = device.name
+            self.device_ = device if isinstance(device, str) else device.name
 
     # -------------------------------------------------------------- files
     def save(self, path):
@@ -1023,7 +1024,7 @@ def load_estimator(path, device=None):
     for key, value in attributes.items():
         setattr(est, key, tuple(value) if key == "input_shape_" else value)
     est.history_ = history
-    est.device_ = dev.name
+    est.device_ = dev if isinstance(dev, str) else dev.name
     if classes is not None:
         est.classes_ = classes
     if names is not None:

@@ -257,3 +257,30 @@ def test_cost_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(cm, "_MEMORY", {})
     again = cm.cost_table(dev)                               # from the file, no measuring
     assert again.points == table.points
+
+
+def test_auto_is_a_policy_not_a_device():
+    with pytest.raises(ValueError, match="placement policy"):
+        hn.get_device("auto")
+    model = hn.models.mlp([4, 3], device="auto", input_shape=(4,))
+    assert model.placement.policy == "auto"
+
+
+def test_estimator_auto_uses_the_scheduler():
+    from hetnet.estimators import HetNetClassifier
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 6)).astype(np.float32), rng.integers(0, 2, 40)
+    clf = HetNetClassifier(hidden_layer_sizes=(5,), max_iter=2, device="auto").fit(X, y)
+    assert clf.model_.placement.policy == "auto" and clf.device_ == "auto"
+    import pickle
+    import tempfile
+    from pathlib import Path
+    from hetnet.estimators import load_estimator
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.predict(X), clf.predict(X))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clf.npz"
+        clf.save(path)
+        loaded = load_estimator(path)
+        assert loaded.device_ == "auto" and loaded.model_.placement.policy == "auto"
+        np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))

@@ -26,9 +26,8 @@ def get_device(spec="cpu"):
         raise ValueError(f"device must be a Device or a string like 'cpu' or 'gpu', got {spec!r}")
     key = spec.strip().lower()
     if key == "auto":
-        # Per-layer placement across devices is the scheduler's job; until it
-        # exists "auto" means the CPU, which is always present.
-        key = "cpu"
+        raise ValueError("'auto' is a placement policy, not a device: pass it to the model "
+                         "(Sequential(..., device='auto')), which places each layer")
     if key in _DEFAULT:
         return _DEFAULT[key]
     if key == "cpu":
@@ -49,7 +48,7 @@ def get_device(spec="cpu"):
             dev = OpenCLDevice.from_spec(key.split(":", 1)[1])
     else:
         raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'opencl[:P:D]', "
-                         "'numpy', 'auto' or a Device")
+                         "'numpy' or a Device")
     _DEFAULT[key] = dev
     return dev
 
