@@ -8,8 +8,11 @@ proportional to size above the largest.
 * Operations whose speed depends little on shape are sized in elements
   (``elementwise``: bias + activation, ``reduce``: bias gradient,
   ``maxpool2d``, ``maxpool2d_backward``, ``update``: SGD with momentum,
-  ``loss``: softmax + cross-entropy) or bytes (``to_device``, ``to_host``), and
-  measured once per device.
+  ``loss``: softmax + cross-entropy) or bytes, and measured once per device.
+* Transfers are tables of latency and bandwidth in effect, each way and by path:
+  ``to_device`` and ``to_host`` are the paths training takes (on a GPU, uploads through
+  pinned staging buffers and reads into ordinary memory); ``to_device_pageable`` and
+  ``to_host_pinned`` are the other two.  On host devices all four are the same copy.
 * GEMM and convolution depend strongly on their shapes, so they are measured
   per *geometry* (a dense layer's (in, out); a convolution's input shape,
   filters, kernel, stride, padding and fused activation) as a function of the
@@ -33,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 OPERATIONS = ("elementwise", "reduce", "maxpool2d", "maxpool2d_backward", "update", "loss")
-TRANSFERS = ("to_device", "to_host")
+#: the paths training uses (``asarray``: pinned staging on GPUs; ``to_host``: into pageable
+#: memory), and the other two for comparison
+TRANSFERS = ("to_device", "to_host", "to_device_pageable", "to_host_pinned")
 SHAPED = ("gemm", "gemm_dw", "gemm_dx", "conv2d", "conv2d_backward", "conv2d_backward_weights")
 #: batch sizes at which a geometry is measured
 GEOMETRY_BATCHES = (1, 8, 64, 256, 1024)
@@ -176,6 +181,8 @@ def calibrate(device, quick=True):
             arr = device.asarray(host)
             points["to_device"].append((nbytes, _time(device, lambda: device.asarray(host))))
             points["to_host"].append((nbytes, _time(device, lambda: device.to_host(arr))))
+            points["to_device_pageable"].append((nbytes, _time(device, lambda: device.upload_pageable(host))))
+            points["to_host_pinned"].append((nbytes, _time(device, lambda: device.download_pinned(arr))))
     return CostTable(device_key(device), points)
 
 

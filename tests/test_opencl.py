@@ -508,3 +508,13 @@ def test_overlapped_uploads_train_like_in_order(dev):
     for a, b, c in zip(*weights):
         np.testing.assert_array_equal(a, b)
         assert_close(b, c, rtol=1e-4, what="overlapped OpenCL vs CPU")
+
+
+def test_transfer_paths_round_trip(dev):
+    rng = np.random.default_rng(1)
+    for shape in ((3,), (70, 300)):            # below and above the staging threshold
+        x = rng.standard_normal(shape).astype(F32)
+        for up in (dev.asarray, dev.upload_pageable):
+            d = up(x)
+            np.testing.assert_array_equal(dev.to_host(d), x)
+            np.testing.assert_array_equal(dev.download_pinned(d), x)

@@ -51,6 +51,17 @@ class Device:
         """Copy a device array back to a new numpy array."""
         raise NotImplementedError
 
+    def upload_pageable(self, a):
+        """Host -> device from ordinary (pageable) memory; devices with a
+        pinned path (see :meth:`asarray`) override this for the cost model's
+        transfer tables.  Here: :meth:`asarray`."""
+        return self.asarray(a)
+
+    def download_pinned(self, a):
+        """Device -> host through pinned memory, where the device has it;
+        here: :meth:`to_host`."""
+        return self.to_host(a)
+
     def gather_rows(self, X, idx, out=None):
         """Rows ``idx`` (an index array or a slice) of host array ``X`` as a
         device array; ``out``, a device array of the right shape and dtype,

@@ -198,6 +198,7 @@ class OpenCLDevice(Device):
         self._kernels = {}
         self._meta = {}                      # (shape, dtype) -> (shape, size, strides)
         self._pending = collections.deque()  # events of host copies still running
+        self._pinned_read = {}               # nbytes -> (buffer, mapped host array)
         self._gemm = Gemm(self, autotune=autotune)
         if staging is None:
             staging = self.kind == "gpu"
@@ -351,6 +352,35 @@ class OpenCLDevice(Device):
             cl.enqueue_copy(self.queue, host, a.base_data, src_offset=a.offset,
                             is_blocking=True)
         return host
+
+    # The two other transfer paths, for the cost model's transfer tables
+    # (asarray/to_host above are the paths training uses).
+    def upload_pageable(self, a):
+        """Host -> device straight from pageable (ordinary) memory."""
+        host = np.ascontiguousarray(a, dtype=_F32).copy()
+        out = self.empty(host.shape, host.dtype)
+        self._count("to_device", host.nbytes)
+        if host.nbytes:
+            self._keep(cl.enqueue_copy(self.queue, out.base_data, host, dst_offset=out.offset,
+                                       is_blocking=False))
+        return out
+
+    def download_pinned(self, a):
+        """Device -> host through a pinned (mapped) buffer, then into numpy."""
+        nbytes = a.nbytes
+        self._count("to_host", nbytes)
+        if not nbytes:
+            return np.empty(a.shape, a.dtype)
+        buf = self._pinned_read.get(nbytes)
+        if buf is None:
+            mem = cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR,
+                            nbytes)
+            host, _ = cl.enqueue_map_buffer(self.queue, mem, cl.map_flags.READ, 0, (nbytes,),
+                                            np.uint8, is_blocking=True)
+            buf = self._pinned_read[nbytes] = (mem, host)
+        mem, host = buf
+        cl.enqueue_copy(self.queue, host, a.base_data, src_offset=a.offset, is_blocking=True)
+        return host.view(a.dtype).reshape(a.shape).copy()
 
     def empty(self, shape, dtype=_F32):
         try:
