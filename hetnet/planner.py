@@ -169,8 +169,11 @@ def plan_model(steps, batch, devices, tables, training=True, policy="auto", fixe
         edge.append([[0.0 if a == b else _move(tables, devices[a], devices[b], nbytes, training)
                       for b in range(nd)] for a in range(nd)])
     start = [tables[dev.name].predict("to_device", input_bytes) for dev in devices]
+    # the fused loss (training) or the read-back of the outputs (inference) on the last device
+    outputs = output_bytes // 4
     if training:
-        end = [tables[dev.name].predict("to_device", label_bytes) for dev in devices]
+        end = [tables[dev.name].predict("to_device", label_bytes)
+               + tables[dev.name].predict("loss", outputs) for dev in devices]
     else:
         end = [tables[dev.name].predict("to_host", output_bytes) for dev in devices]
     total, assignment = shortest_chain(node, edge, start, end)
