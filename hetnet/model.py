@@ -242,8 +242,12 @@ class Sequential:
             self._sync_all()
             return (time.perf_counter() - t0) / repeats
 
+    def _devices_in_use(self):
+        """The devices the steps run on, each once, in step order."""
+        return list(dict.fromkeys(s.device for s in self._steps))
+
     def _sync_all(self):
-        for d in dict.fromkeys(s.device for s in self._steps):
+        for d in self._devices_in_use():
             d.synchronize()
 
     def _timed_step(self, x, y, training, scratch, per_step_sync, sync=True):
@@ -286,7 +290,7 @@ class Sequential:
     def _session(self):
         import contextlib
         stack = contextlib.ExitStack()
-        for dev in dict.fromkeys(s.device for s in self._steps):
+        for dev in self._devices_in_use():
             stack.enter_context(dev.session())
         return stack
 
@@ -543,7 +547,7 @@ class Sequential:
     def summary(self):
         """A text table of layers, output shapes and parameter counts."""
         self._require_built()
-        where = ", ".join(dict.fromkeys(s.device.name for s in self._steps))
+        where = ", ".join(d.name for d in self._devices_in_use())
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
                  f"{'layer':<40}{'output':<18}{'params':>10}"]

@@ -316,11 +316,17 @@ class HostArrays:
         self._count("to_host", a.nbytes)
         return np.array(a, copy=True)
 
-    def gather_rows(self, X, idx, out=None):
-        n = len(range(*idx.indices(X.shape[0]))) if isinstance(idx, slice) else len(idx)
+    @staticmethod
+    def _rows_out(out, X, n):
+        """``out`` when it can take ``n`` rows of ``X``, else a new array for them."""
         shape = (n,) + X.shape[1:]
         if out is None or out.shape != shape or out.dtype != X.dtype:
             out = np.empty(shape, dtype=X.dtype)
+        return out
+
+    def gather_rows(self, X, idx, out=None):
+        n = len(range(*idx.indices(X.shape[0]))) if isinstance(idx, slice) else len(idx)
+        out = self._rows_out(out, X, n)
         if isinstance(idx, slice):
             np.copyto(out, X[idx])
         else:

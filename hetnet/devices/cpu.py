@@ -135,9 +135,7 @@ class CPUDevice(HostArrays, Device):
                 or X.ndim < 2 or X.shape[0] == 0):
             return super().gather_rows(X, idx, out)
         idx = np.asarray(idx, dtype=np.int64)
-        shape = (len(idx),) + X.shape[1:]
-        if out is None or out.shape != shape or out.dtype != _F32:
-            out = np.empty(shape, dtype=_F32)
+        out = self._rows_out(out, X, len(idx))
         if len(idx) == 0:
             return out
         if idx.min() < -X.shape[0] or idx.max() >= X.shape[0]:
