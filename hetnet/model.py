@@ -251,38 +251,35 @@ class Sequential:
             d.synchronize()
 
     def _timed_step(self, x, y, training, scratch, per_step_sync, sync=True):
-        """One forward (+ backward + update on scratch copies); with
-        ``per_step_sync`` the seconds of each step, its transfers included."""
+        """One forward (+ backward + update on scratch copies), through the
+        same code as :meth:`train_step`; with ``per_step_sync`` the seconds of
+        each step, its transfers included."""
         steps = self._steps
         times = [0.0] * len(steps)
+        mark = [0.0]
 
-        def clock(i, t0):
+        def clock(i):
             if per_step_sync:
                 steps[i].device.synchronize()
-                times[i] += time.perf_counter() - t0
-            return time.perf_counter()
+                now = time.perf_counter()
+                times[i] += now - mark[0]
+                mark[0] = now
 
-        src = steps[0].device
-        h = src.asarray(x)
-        for i, step in enumerate(steps):
-            t0 = time.perf_counter()
-            h = step.forward(transfer(h, src, step.device), training)
-            src = step.device
-            clock(i, t0)
-        dev = self.out_device
-        yb = dev.asarray(y, dtype=y.dtype)
-        _, dy = self._loss_op(h, yb, None)
+        def update_then_clock(i):
+            step = steps[i]
+            k = self._param_index[id(step)]
+            for j, name in enumerate(step.params):
+                d, w, v = scratch[k + j]
+                d.sgd_update(w, step.grads[name], v, 1e-6, 0.9)
+            clock(i)
+
+        h = steps[0].device.asarray(x)
+        mark[0] = time.perf_counter()
+        logits = self._forward(h, training, clock)
+        _, dy = self._loss_op(logits, self.out_device.asarray(y, dtype=y.dtype), None)
         if training:
-            for i in range(len(steps) - 1, -1, -1):
-                t0 = time.perf_counter()
-                step = steps[i]
-                dy = step.backward(transfer(dy, src, step.device), need_dx=i > 0)
-                src = step.device
-                k = self._param_index[id(step)]
-                for j, g in enumerate(step.grads[n] for n in step.params):
-                    d, w, v = scratch[k + j]
-                    d.sgd_update(w, g, v, 1e-6, 0.9)
-                clock(i, t0)
+            mark[0] = time.perf_counter()
+            self._backward(dy, update_then_clock)
         if sync:
             self._sync_all()
         return times
@@ -295,20 +292,26 @@ class Sequential:
         return stack
 
     # ------------------------------------------------------------ compute
-    def _forward(self, x, training):
+    def _forward(self, x, training, after_step=None):
+        """Run the steps (moving ``x`` between devices as the plan says);
+        ``after_step(i)``, if given, is called after step ``i``."""
         src = self._steps[0].device
-        for layer in self._steps:
+        for i, layer in enumerate(self._steps):
             x = transfer(x, src, layer.device)
             src = layer.device
             x = layer.forward(x, training)
+            if after_step is not None:
+                after_step(i)
         return x
 
-    def _backward(self, dlogits):
+    def _backward(self, dlogits, after_step=None):
         dy, src = dlogits, self.out_device
         for i in range(len(self._steps) - 1, -1, -1):
             step = self._steps[i]
             dy = step.backward(transfer(dy, src, step.device), need_dx=i > 0)
             src = step.device
+            if after_step is not None:
+                after_step(i)
 
     def _loss_op(self, logits, target, weights):
         dev = self.out_device
