@@ -335,8 +335,8 @@ class Sequential:
         return (dev.asarray(yt[idx], dtype=yt.dtype),
                 None if sw is None else dev.asarray(sw[idx]))
 
-    def _prepare(self, X, y, sample_weight=None):
-        X = check_X(X, self.input_shape)
+    def _prepare(self, X, y, sample_weight=None, check_input=True):
+        X = check_X(X, self.input_shape, check_finite=check_input)
         if not self.built:
             self.build(X.shape[1:])
         yt = check_targets(y, X.shape[0], self.loss.name, self.n_outputs)
@@ -347,12 +347,22 @@ class Sequential:
         """One forward/backward/update on device arrays; returns the device loss."""
         logits = self._forward(xb, True)
         loss, dlogits = self._loss_op(logits, yb, wb)
-        self._backward(dlogits)
-        self.optimizer.step(self._param_devices(), self._param_arrays(), self._grad_arrays())
+        self.optimizer.begin_step()
+        self._backward(dlogits, self._update_step)
         return loss
 
+    def _update_step(self, i):
+        """Update step ``i``'s parameters as soon as the backward pass has
+        their gradients (they are still in cache; nothing later reads them)."""
+        step = self._steps[i]
+        if step.params:
+            k, opt = self._param_index[id(step)], self.optimizer
+            for j, name in enumerate(step.params):
+                opt.update(step.device, k + j, step.params[name], step.grads[name])
+
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
-            verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None):
+            verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
+            check_input=True):
         """Mini-batch training.
 
         Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -377,6 +387,11 @@ class Sequential:
             ``on_epoch_begin(model, epoch)``, ``on_batch_end(model, batch)``,
             ``on_epoch_end(model, epoch, logs)`` (return True to stop) and
             ``on_fit_end(model, history)``.
+        check_input : bool
+            False skips the scan of X for NaN and infinity (shapes, dtype and
+            targets are still checked): for callers that have scanned X
+            already, such as the scikit-learn estimators.  Non-finite inputs
+            then train to NaN weights instead of raising.
 
         Returns
         -------
@@ -384,7 +399,7 @@ class Sequential:
         """
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
-        X, yt, sw = self._prepare(X, y, sample_weight)
+        X, yt, sw = self._prepare(X, y, sample_weight, check_input)
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")

@@ -29,11 +29,21 @@ class Optimizer:
         """Update every parameter in place.  ``params``/``grads``: lists of
         device arrays in the same order; ``devices``: the device holding each
         (or one device for all)."""
-        self.t += 1
+        self.begin_step()
         if not isinstance(devices, (list, tuple)):
             devices = [devices] * len(params)
         for i, (dev, w, g) in enumerate(zip(devices, params, grads)):
             self._update(dev, i, w, g)
+
+    def begin_step(self):
+        """Start a step whose parameters are then updated one by one with
+        :meth:`update` (as a model's backward pass produces their gradients)."""
+        self.t += 1
+
+    def update(self, device, index, w, g):
+        """Update parameter number ``index`` (its place in the model's
+        parameter order) in place, within the step begun last."""
+        self._update(device, index, w, g)
 
     def move_state(self, indices, src, dst):
         """Move the state of parameters ``indices`` from device ``src`` to ``dst``."""
