@@ -3,12 +3,14 @@
 import numpy as np
 
 
-def check_X(X, input_shape=None, name="X"):
+def check_X(X, input_shape=None, name="X", check_finite=True):
     """Validate inputs; returns a float32, C-contiguous array of shape
     ``(n, *input_shape)``.
 
     A 2-D ``(n, prod(input_shape))`` array is reshaped to ``input_shape``
-    (scikit-learn passes images flattened).
+    (scikit-learn passes images flattened).  ``check_finite=False`` skips the
+    scan for NaN and infinity (a pass over all of X), for callers that have
+    made it already.
     """
     try:
         X = np.asarray(X)
@@ -31,7 +33,7 @@ def check_X(X, input_shape=None, name="X"):
                 raise ValueError(f"{name} has per-sample shape {X.shape[1:]}, but the model "
                                  f"takes {input_shape} (or flattened, {int(np.prod(input_shape))})")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if not np.isfinite(X).all():
+    if check_finite and not np.isfinite(X).all():
         bad = int(X.size - np.isfinite(X).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return X

@@ -539,7 +539,8 @@ class _BaseHetNet(BaseEstimator):
         try:
             history = self.model_.fit(X, targets, epochs=epochs, batch_size=batch_size,
                                       optimizer=optimizer, shuffle=bool(self.shuffle),
-                                      sample_weight=w, callbacks=callbacks)
+                                      sample_weight=w, callbacks=callbacks,
+                                      check_input=False)   # validate_data scanned X
         except FloatingPointError as exc:
             raise FloatingPointError(f"{type(self).__name__}: {exc} (learning_rate_init="
                                      f"{self.learning_rate_init})") from None

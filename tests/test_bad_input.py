@@ -27,6 +27,8 @@ def data(n=6):
 def test_bad_X(model, X, match):
     with pytest.raises(ValueError, match=match):
         model.fit(X, np.zeros(len(X), dtype=int))
+    with pytest.raises(ValueError, match=match):     # only the NaN scan is skipped
+        model.fit(X, np.zeros(len(X), dtype=int), check_input=False)
     if X.ndim >= 2 and len(X):
         with pytest.raises(ValueError, match=match):
             model.predict(X)

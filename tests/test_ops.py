@@ -146,6 +146,22 @@ def test_bias_activation(device, ref, rng, name, with_bias):
     assert_close(host(device, yd), expected, what="bias_activation")
 
 
+@pytest.mark.parametrize("name", ACTS)
+@pytest.mark.parametrize("rows,cols", [(1, 3), (70, 9), (300, 130)])   # one block, several, threads
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_activation_bias_backward(device, ref, rng, name, rows, cols, with_bias):
+    y = ref.activation(name, rand(rng, rows, cols))
+    dy = rand(rng, rows, cols)
+    expected_dx = ref.activation_backward(name, y, dy) if name != "identity" else dy
+    dyd = put(device, dy)
+    db = device.zeros((cols,)) if with_bias else None
+    out = device.activation_bias_backward(name, put(device, y), dyd, db)
+    assert_close(host(device, out), expected_dx, what=f"{name} backward")
+    assert_close(host(device, dyd), expected_dx, what=f"{name} backward in place")
+    if with_bias:
+        assert_close(host(device, db), expected_dx.sum(axis=0), what="bias grad")
+
+
 def test_activation_extremes(device, ref):
     x = np.array([[-100.0, -20.0, 0.0, 20.0, 100.0]], dtype=F32)
     for name in ("sigmoid", "tanh", "softmax"):
@@ -256,3 +272,10 @@ def test_gather_rows(device, rng, idx):
     out = device.gather_rows(X, idx)
     again = device.gather_rows(X[::-1].copy(), idx, out=out)     # the buffer is reused
     assert_close(device.to_host(again), X[::-1][idx], rtol=0, what="gather_rows reuse")
+
+
+@pytest.mark.parametrize("bad", [6, -7])
+def test_gather_rows_out_of_range(device, rng, bad):
+    X = rand(rng, 6, 3)
+    with pytest.raises(IndexError):
+        device.gather_rows(X, np.array([0, bad, 1]))

@@ -9,17 +9,24 @@ import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, pow
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from libc.stdlib cimport malloc, free
 
 include "_openmp.pxi"
 
 cdef Py_ssize_t _MIN_PARALLEL = 1 << 15
+# kernels that spend tens of cycles an element (exp, log) split sooner
+cdef Py_ssize_t _MIN_PARALLEL_HEAVY = 1 << 11
 
 include "_act.pxi"
 
 
 cdef inline int _nt(Py_ssize_t size, int nthreads) noexcept nogil:
     return nthreads if size >= _MIN_PARALLEL else 1
+
+
+cdef inline int _nt_heavy(Py_ssize_t size, int nthreads) noexcept nogil:
+    return nthreads if size >= _MIN_PARALLEL_HEAVY else 1
 
 
 def bias_act(float[:, :, ::1] y, float[::1] b, int code, int nthreads):
@@ -85,11 +92,68 @@ def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):
         db[k] = <float>acc
 
 
+cdef void _grad_colsum_rows(const float *y, float *dy, double *acc, float *blk,
+                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t f, int code) noexcept nogil:
+    """Rows [lo, hi) of (N, F) ``dy``: ``dy *= act'(y)`` (skipped for
+    identity) and their column sums added to ``acc`` (F,).  Sums run in float
+    over blocks of 64 rows (vectorised), then in double across blocks."""
+    cdef Py_ssize_t i0, i, k
+    cdef float *row
+    i0 = lo
+    while i0 < hi:
+        memset(blk, 0, f * sizeof(float))
+        for i in range(i0, min(hi, i0 + 64)):
+            row = dy + i * f
+            if code != ACT_IDENTITY:
+                _act_grad_inplace(y + i * f, row, f, code)
+            for k in range(f):
+                blk[k] = blk[k] + row[k]
+        for k in range(f):
+            acc[k] = acc[k] + blk[k]
+        i0 = i0 + 64
+
+
+def act_backward_bias_grad(const float[:, ::1] y, float[:, ::1] dy, float[::1] db,
+                           int code, int nthreads):
+    """Dense rows (N, F), one pass: ``dy *= act'(from y)`` in place and
+    ``db[f] = sum_n dy[n, f]`` (y is not read for identity)."""
+    cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1], t, k, lo, chunk
+    cdef int nt = _nt(n * f, nthreads)
+    cdef double *acc
+    cdef float *blk
+    cdef double s
+    cdef const float *py = &y[0, 0] if code != ACT_IDENTITY and n * f else NULL
+    if f == 0:
+        return
+    if n == 0:
+        db[:] = 0
+        return
+    nt = min(nt, n)
+    chunk = (n + nt - 1) // nt
+    acc = <double *>malloc(nt * f * sizeof(double))
+    blk = <float *>malloc(nt * f * sizeof(float))
+    if acc == NULL or blk == NULL:
+        free(acc)
+        free(blk)
+        raise MemoryError()
+    memset(acc, 0, nt * f * sizeof(double))
+    for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
+        lo = t * chunk
+        _grad_colsum_rows(py, &dy[0, 0], acc + t * f, blk + t * f, lo, min(n, lo + chunk), f, code)
+    for k in range(f):
+        s = 0.0
+        for t in range(nt):
+            s = s + acc[t * f + k]
+        db[k] = <float>s
+    free(acc)
+    free(blk)
+
+
 def softmax_rows(float[:, ::1] x, float[:, ::1] y, int nthreads):
     """Row-wise stable softmax, y may alias x."""
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1], i, j
     cdef float m, s
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+    for i in prange(n, nogil=True, num_threads=_nt_heavy(n * k, nthreads), schedule="static"):
         m = x[i, 0]
         for j in range(1, k):
             if x[i, j] > m:
@@ -124,7 +188,7 @@ def softmax_cross_entropy(float[:, ::1] z, int[::1] labels, float[::1] weights,
     cdef float m, s, wi, inv_n = 1.0 / n if n > 0 else 0.0
     cdef double loss = 0.0
     cdef bint has_w = weights.shape[0] > 0
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+    for i in prange(n, nogil=True, num_threads=_nt_heavy(n * k, nthreads), schedule="static"):
         wi = weights[i] if has_w else 1.0
         m = z[i, 0]
         for j in range(1, k):
@@ -148,7 +212,7 @@ def sigmoid_bce(float[:, ::1] z, float[:, ::1] t, float[::1] weights,
     cdef float v, wi, inv_n = 1.0 / n if n > 0 else 0.0
     cdef double loss = 0.0
     cdef bint has_w = weights.shape[0] > 0
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+    for i in prange(n, nogil=True, num_threads=_nt_heavy(n * k, nthreads), schedule="static"):
         wi = weights[i] if has_w else 1.0
         for j in range(k):
             v = z[i, j]
@@ -248,11 +312,21 @@ def scale(float alpha, float[::1] x, int nthreads):
 def gather_rows(const float[:, ::1] x, const long[::1] idx, float[:, ::1] out, int nthreads):
     """out[i] = x[idx[i]]: the rows of a mini-batch, copied in parallel
     (a random gather from a large array is bound by memory latency, which
-    more threads hide).  Indices are checked by the caller."""
-    cdef Py_ssize_t n = idx.shape[0], d = x.shape[1], i
-    cdef const float *px = &x[0, 0]
-    cdef float *po = &out[0, 0]
-    if n == 0 or d == 0:
-        return
-    for i in prange(n, nogil=True, num_threads=_nt(n * d, nthreads), schedule="static"):
-        memcpy(po + i * d, px + idx[i] * d, d * sizeof(float))
+    more threads hide).  Negative indices count from the end, as in numpy;
+    returns the position of the first index out of range (rows from there
+    on are left unwritten), or -1 when all were in range."""
+    cdef Py_ssize_t n = idx.shape[0], d = x.shape[1], rows = x.shape[0], i, r
+    cdef Py_ssize_t bad = n
+    cdef const float *px = &x[0, 0] if rows and d else NULL
+    cdef float *po = &out[0, 0] if n and d else NULL
+    for i in range(n):      # a pass over the indices only: cheap next to the copy
+        if idx[i] >= rows or idx[i] < -rows:
+            bad = i
+            break
+    if d:
+        for i in prange(bad, nogil=True, num_threads=_nt(bad * d, nthreads), schedule="static"):
+            r = idx[i]
+            if r < 0:
+                r = r + rows
+            memcpy(po + i * d, px + r * d, d * sizeof(float))
+    return -1 if bad == n else bad

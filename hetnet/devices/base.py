@@ -244,6 +244,18 @@ class Device:
         """
         raise NotImplementedError
 
+    def activation_bias_backward(self, name, y, dy, db=None):
+        """The backward pass between a layer's output and its GEMM: ``dy``
+        becomes, in place, the gradient through activation ``name`` (from the
+        output ``y``; softmax excluded) and, when given, ``db`` the bias
+        gradient (:meth:`bias_grad` of the result).  Returns ``dy``.  Devices
+        may do both in one pass; the default runs the two operations."""
+        if name != "identity":
+            dy = self.activation_backward(name, y, dy, out=dy)
+        if db is not None:
+            self.bias_grad(dy, out=db)
+        return dy
+
     # -------------------------------------------------------------- losses
     def softmax_cross_entropy(self, logits, labels, weights=None, grad_out=None):
         """Fused, numerically stable softmax + cross-entropy.

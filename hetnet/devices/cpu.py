@@ -138,10 +138,10 @@ class CPUDevice(HostArrays, Device):
         out = self._rows_out(out, X, len(idx))
         if len(idx) == 0:
             return out
-        if idx.min() < -X.shape[0] or idx.max() >= X.shape[0]:
-            raise IndexError(f"row index out of range for {X.shape[0]} rows")
-        idx = np.where(idx < 0, idx + X.shape[0], idx)
-        _ew.gather_rows(X.reshape(X.shape[0], -1), idx, out.reshape(len(idx), -1), self.num_threads)
+        bad = _ew.gather_rows(X.reshape(X.shape[0], -1), idx, out.reshape(len(idx), -1),
+                              self.num_threads)
+        if bad >= 0:
+            raise IndexError(f"row index {idx[bad]} is out of range for {X.shape[0]} rows")
         self._count("to_device", out.nbytes)
         return out
 
@@ -262,6 +262,12 @@ class CPUDevice(HostArrays, Device):
         else:
             _ew.act_backward(_flat(y), _flat(dy), _flat(out), _ACT_CODES[name], self.num_threads)
         return out
+
+    def activation_bias_backward(self, name, y, dy, db=None):
+        if dy.ndim != 2 or db is None or name == "softmax":
+            return super().activation_bias_backward(name, y, dy, db)
+        _ew.act_backward_bias_grad(y, dy, db, _ACT_CODES[name], self.num_threads)
+        return dy
 
     # -------------------------------------------------------------- losses
     def _loss(self, kernel, pred, target, weights, grad_out):

@@ -66,11 +66,9 @@ class Dense(Layer):
 
     def backward(self, dy, need_dx=True):
         dev = self.device
-        if self.activation != "identity":
-            dy = dev.activation_backward(self.activation, self._y, dy, out=dy)
+        if self.activation != "identity" or self.bias:
+            dy = dev.activation_bias_backward(self.activation, self._y, dy, self.grads.get("b"))
         dev.gemm(self._x, dy, self.grads["W"], trans_a=True)
-        if self.bias:
-            dev.bias_grad(dy, out=self.grads["b"])
         if not need_dx:
             return None
         return dev.gemm(dy, self.params["W"], self.buffer("dx", self._x.shape), trans_b=True)
