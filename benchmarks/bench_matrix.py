@@ -6,8 +6,12 @@
 A cell measures, on random data of the model's input shape (throughput does
 not depend on the values):
 - training throughput: images / wall time of ``fit`` over >= 1 s of steps,
-  after one warm-up pass that plans, calibrates and compiles;
-- inference throughput: images / wall time of ``predict`` at that batch size;
+  after one warm-up pass that plans, calibrates and compiles; the median of
+  ``--rounds`` rounds, which with ``--all`` alternate between the policies
+  of the same model and batch size (the host's speed drifts; a cell run
+  alone on another minute is not comparable within 5%);
+- inference throughput: images / wall time of ``predict`` at that batch size,
+  the same way;
 - the plan (device per step), its predicted step time and the step time
   measured by ``model.explain`` (per step, synchronised), both for training.
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
@@ -47,42 +51,66 @@ def timed_fit(model, X, y, batch):
     return time.perf_counter() - t0
 
 
-def run_cell(policy, model_name, batch, min_seconds=1.0):
-    import hetnet as hn
-    cell = {"policy": policy, "model": model_name, "batch_size": batch}
-    try:
-        model, shape = build(model_name, policy)
-    except Exception as exc:          # e.g. 'gpu' with no GPU: say why, measure nothing
-        cell["skipped"] = f"{type(exc).__name__}: {exc}"
-        return cell
-    rng = np.random.default_rng(0)
-    warm = max(2 * batch, 64)
-    X = rng.random((warm,) + shape, dtype=np.float32)
-    y = rng.integers(0, 10, warm)
-    model.fit(X, y, epochs=1, batch_size=batch, optimizer=hn.SGD(lr=1e-3, momentum=0.9))  # plan, compile
-    per_image = timed_fit(model, X, y, batch) / warm
-    n = int(min(max(batch * 4, min_seconds / max(per_image, 1e-7)), 200_000))
-    n = max(batch, (n // batch) * batch)
-    X = rng.random((n,) + shape, dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    dt = timed_fit(model, X, y, batch)
-    cell["train_images_per_s"] = n / dt
-    cell["train_images"] = n
-    n_inf = min(n, max(batch * 4, 256))
-    model.predict(X[:batch], batch_size=batch)                     # warm-up at this batch size
+def timed_predict(model, X, batch):
     t0 = time.perf_counter()
-    model.predict(X[:n_inf], batch_size=batch)
-    cell["infer_images_per_s"] = n_inf / (time.perf_counter() - t0)
-    plan = model.explain(batch, training=True, repeats=3)
-    cell["plan"] = [{"step": s.name, "device": s.device, "predicted_ms": 1e3 * (s.predicted_s + s.transfer_s),
-                     "measured_ms": 1e3 * s.measured_s, "bytes_moved": s.bytes_moved} for s in plan.steps]
-    cell["predicted_step_ms"] = 1e3 * plan.predicted_step_s
-    cell["measured_step_ms"] = 1e3 * plan.measured_step_s
-    cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
-    cell["reason"] = plan.reason
-    inf_plan = model.plan(batch, training=False)
-    cell["inference_plan"] = [d.name for d in inf_plan.devices]
-    return cell
+    model.predict(X, batch_size=batch)
+    return time.perf_counter() - t0
+
+
+def run_cells(policies, model_name, batch, min_seconds=1.0, rounds=3):
+    """The cells of one model and batch size, one per policy.  The policies'
+    timed runs are interleaved, round by round, and each cell reports the
+    median of its rounds: the host's speed drifts over minutes (on the H100
+    machine the same cell measured 3x apart minutes apart), and
+    interleaving gives every policy the same conditions."""
+    import hetnet as hn
+    cells, live = {}, {}
+    rng = np.random.default_rng(0)
+    for policy in policies:
+        cell = cells[policy] = {"policy": policy, "model": model_name, "batch_size": batch,
+                                "rounds": rounds}
+        try:
+            model, shape = build(model_name, policy)
+        except Exception as exc:      # e.g. 'gpu' with no GPU: say why, measure nothing
+            cell["skipped"] = f"{type(exc).__name__}: {exc}"
+            continue
+        warm = max(2 * batch, 64)
+        X = rng.random((warm,) + shape, dtype=np.float32)
+        y = rng.integers(0, 10, warm)
+        model.fit(X, y, epochs=1, batch_size=batch, optimizer=hn.SGD(lr=1e-3, momentum=0.9))
+        per_image = timed_fit(model, X, y, batch) / warm           # plan, compile, then time
+        n = int(min(max(batch * 4, min_seconds / max(per_image, 1e-7)), 200_000))
+        live[policy] = (model, shape, max(batch, (n // batch) * batch))
+    data = {}
+    for policy, (model, shape, n) in live.items():
+        X = rng.random((n,) + shape, dtype=np.float32)
+        data[policy] = (X, rng.integers(0, 10, n), min(n, max(batch * 4, 256)))
+        model.predict(X[:batch], batch_size=batch)                 # plan inference at this size
+    train, infer = {p: [] for p in live}, {p: [] for p in live}
+    for _ in range(rounds):
+        for policy, (model, _, n) in live.items():
+            X, y, n_inf = data[policy]
+            train[policy].append(n / timed_fit(model, X, y, batch))
+            infer[policy].append(n_inf / timed_predict(model, X[:n_inf], batch))
+    for policy, (model, _, n) in live.items():
+        cell = cells[policy]
+        cell["train_images_per_s"] = float(np.median(train[policy]))
+        cell["train_images_per_s_rounds"] = train[policy]
+        cell["train_images"] = n
+        cell["infer_images_per_s"] = float(np.median(infer[policy]))
+        cell["infer_images_per_s_rounds"] = infer[policy]
+        plan = model.explain(batch, training=True, repeats=3)
+        cell["plan"] = [{"step": s.name, "device": s.device,
+                         "predicted_ms": 1e3 * (s.predicted_s + s.transfer_s),
+                         "measured_ms": 1e3 * s.measured_s, "bytes_moved": s.bytes_moved}
+                        for s in plan.steps]
+        cell["predicted_step_ms"] = 1e3 * plan.predicted_step_s
+        cell["measured_step_ms"] = 1e3 * plan.measured_step_s
+        cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
+        cell["reason"] = plan.reason
+        inf_plan = model.plan(batch, training=False)
+        cell["inference_plan"] = [d.name for d in inf_plan.devices]
+    return cells
 
 
 def default_tag():
@@ -107,12 +135,16 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     p.add_argument("--tag", default=None, help="results folder name (default: the machine)")
-    p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--min-seconds", type=float, default=1.0,
+                   help="seconds of training per timed round (default 1)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timed rounds per cell, interleaved across policies; the median counts "
+                        "(default 3)")
     args = p.parse_args()
     if args.all:
-        cells = [(po, m, b) for m in args.models for b in args.batches for po in args.policies]
+        groups = [(args.policies, m, b) for m in args.models for b in args.batches]
     elif args.policy and args.model and args.batch:
-        cells = [(args.policy, args.model, args.batch)]
+        groups = [([args.policy], args.model, args.batch)]
     else:
         p.error("give --policy, --model and --batch, or --all")
     from _machine import machine
@@ -120,20 +152,21 @@ def main():
     out_dir = HERE / "results" / "matrix" / tag
     out_dir.mkdir(parents=True, exist_ok=True)
     info = None
-    for policy, model_name, batch in cells:
-        cell = run_cell(policy, model_name, batch, args.min_seconds)
-        info = info or machine()
-        cell["machine"] = info
-        path = out_dir / f"{policy}-{model_name}-b{batch}.json"
-        path.write_text(json.dumps(cell, indent=1))
-        if "skipped" in cell:
-            print(f"{policy:>4} {model_name:>7} b{batch:<5} skipped: {cell['skipped'][:100]}", flush=True)
-        else:
-            print(f"{policy:>4} {model_name:>7} b{batch:<5} train {cell['train_images_per_s']:>10,.0f} img/s"
-                  f"  infer {cell['infer_images_per_s']:>10,.0f} img/s  step pred "
+    for policies, model_name, batch in groups:
+        cells = run_cells(policies, model_name, batch, args.min_seconds, args.rounds)
+        for policy, cell in cells.items():
+            info = info or machine()
+            cell["machine"] = info
+            path = out_dir / f"{policy}-{model_name}-b{batch}.json"
+            path.write_text(json.dumps(cell, indent=1))
+            if "skipped" in cell:
+                print(f"{policy:>4} {model_name:>7} b{batch:<5} skipped: {cell['skipped'][:100]}",
+                      flush=True)
+                continue
+            print(f"{policy:>4} {model_name:>7} b{batch:<5} train {cell['train_images_per_s']:>10,.0f}"
+                  f" img/s  infer {cell['infer_images_per_s']:>10,.0f} img/s  step pred "
                   f"{cell['predicted_step_ms']:8.3f} ms meas {cell['measured_step_ms']:8.3f} ms  "
                   f"[{' '.join(sorted(set(s['device'][:12] for s in cell['plan'])))}]", flush=True)
-
 
 if __name__ == "__main__":
     main()

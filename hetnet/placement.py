@@ -12,6 +12,12 @@ from .planner import Plan, StepPlan, plan_model, repr_step
 #: turn this off)
 CONFIRM_BY_MEASUREMENT = True
 
+#: a placement that splits the model over devices must measure this much
+#: faster than the best single-device one to be kept: its transfers make the
+#: step wait on both devices, so it suffers the noise of each (a busy host
+#: slows it in training where the single-GPU plan is not)
+MIXED_MARGIN = 0.10
+
 
 class Placement:
     """How a model's steps are assigned to devices.
@@ -115,8 +121,14 @@ class Placement:
                 move_step(model, step, dev)
             entry[0] = min(entry[0], model._measure_step(batch, training, repeats))
         best = min(timed, key=lambda t: t[0])
+        single = min((t for t in timed if len(set(t[2].devices)) == 1), key=lambda t: t[0],
+                     default=None)
+        note = ""
+        if single is not None and best is not single and best[0] > (1 - MIXED_MARGIN) * single[0]:
+            note = f" (a mixed placement must be {MIXED_MARGIN:.0%} faster)"
+            best = single
         best[2].reason = "measured per step: " + ", ".join(
-            f"{label} {t * 1e3:.3f} ms" for t, label, _ in timed) + f"; chose {best[1]}"
+            f"{label} {t * 1e3:.3f} ms" for t, label, _ in timed) + f"; chose {best[1]}{note}"
         return best[2]
 
 

@@ -184,6 +184,24 @@ def test_auto_confirms_its_plan_by_measurement(monkeypatch):
     assert "planned" in plan.reason                             # the DP's plan was timed too
 
 
+@pytest.mark.parametrize("mixed_s,keeps_mixed", [(0.95, False), (0.85, True)])
+def test_mixed_plan_must_win_by_a_margin(monkeypatch, mixed_s, keeps_mixed):
+    """A measured split over devices is kept only when clearly (MIXED_MARGIN)
+    faster than the best single device; else that device runs every layer."""
+    gpu, _ = _auto_with_fake_gpu(monkeypatch)
+    monkeypatch.setattr(placement_mod, "CONFIRM_BY_MEASUREMENT", True)
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+
+    def fake_measure(batch, training, repeats=3):
+        names = {s.device.name for s in model._steps}
+        return mixed_s if len(names) == 2 else (1.0 if names == {"cpu"} else 1.2)
+    monkeypatch.setattr(model, "_measure_step", fake_measure)
+    plan = model.plan(1024)
+    assert (len({d.name for d in plan.devices}) == 2) == keeps_mixed
+    if not keeps_mixed:
+        assert {d.name for d in plan.devices} == {"cpu"} and "must be 10% faster" in plan.reason
+
+
 def _map_devices():
     from conftest import working_opencl_device
     # no OpenCL: two CPU devices still exercise every transfer
