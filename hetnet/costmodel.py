@@ -13,6 +13,9 @@ proportional to size above the largest.
   ``to_device`` and ``to_host`` are the paths training takes (on a GPU, uploads through
   pinned staging buffers and reads into ordinary memory); ``to_device_pageable`` and
   ``to_host_pinned`` are the other two.  On host devices all four are the same copy.
+* Overheads: what a real step adds to the sum of its operations (Python
+  between them, argument handling, queue submission), per layer and per
+  step, from timed steps of tiny models (:func:`measure_overheads`).
 * GEMM and convolution depend strongly on their shapes, so they are measured
   per *geometry* (a dense layer's (in, out); a convolution's input shape,
   filters, kernel, stride, padding and fused activation) as a function of the
@@ -40,6 +43,10 @@ OPERATIONS = ("elementwise", "reduce", "maxpool2d", "maxpool2d_backward", "updat
 #: memory), and the other two for comparison
 TRANSFERS = ("to_device", "to_host", "to_device_pageable", "to_host_pinned")
 SHAPED = ("gemm", "gemm_dw", "gemm_dx", "conv2d", "conv2d_backward", "conv2d_backward_weights")
+#: what a real step adds to the sum of its operations' table times, per layer
+#: and per step, in training and in inference (see :func:`measure_overheads`)
+OVERHEADS = ("layer_overhead", "step_overhead", "layer_overhead_inference",
+             "step_overhead_inference")
 #: batch sizes at which a geometry is measured
 GEOMETRY_BATCHES = (1, 8, 64, 256, 1024)
 
@@ -104,6 +111,12 @@ class CostTable:
         (s0, t0), (s1, t1) = pts[j - 1], pts[j]
         f = (math.log(size) - math.log(s0)) / (math.log(s1) - math.log(s0))
         return math.exp(math.log(t0) + f * (math.log(t1) - math.log(t0)))
+
+    def overhead(self, what, training):
+        """Seconds a real step adds per ``what`` ("layer" or "step") beyond
+        its operations' table times (0 for tables without overheads)."""
+        pts = self.points.get(f"{what}_overhead" + ("" if training else "_inference"))
+        return pts[0][1] if pts else 0.0
 
     def predict_terms(self, terms):
         """Total seconds of a list of ``(op, size)`` / ``(op, batch, geometry)`` terms."""
@@ -183,7 +196,45 @@ def calibrate(device, quick=True):
             points["to_host"].append((nbytes, _time(device, lambda: device.to_host(arr))))
             points["to_device_pageable"].append((nbytes, _time(device, lambda: device.upload_pageable(host))))
             points["to_host_pinned"].append((nbytes, _time(device, lambda: device.download_pinned(arr))))
-    return CostTable(device_key(device), points)
+    table = CostTable(device_key(device), points, device=device)
+    table.points.update(measure_overheads(device, table))
+    table.device = None
+    return table
+
+
+def measure_overheads(device, table, deep=5):
+    """What a real step costs beyond its operations' table times: the Python
+    between operations, argument handling, queue submission, caches.  The
+    tables time each operation alone, back to back; a step of a tiny model
+    (Dense 8-wide layers at batch 1, where the operations themselves are
+    table-floor cheap) is timed through the model's own step code with 1
+    and with ``deep`` layers, and the excess over the planner's prediction
+    is split into a per-layer and a per-step part (each at least 0)."""
+    from .layers import Dense, ReLU
+    from .model import Sequential
+    from .planner import plan_model
+
+    def tiny(k):
+        layers = []
+        for _ in range(k - 1):
+            layers += [Dense(8, 8), ReLU()]
+        return Sequential(layers + [Dense(8, 10)], device=device, seed=0, input_shape=(8,))
+
+    out = {}
+    for training in (True, False):
+        excess = {}
+        for k in (1, deep):
+            model = tiny(k)
+            plan = plan_model(model._steps, 1, [device], {device.name: table}, training, "fixed",
+                              input_bytes=32, label_bytes=4, output_bytes=40)
+            measured = min(model._measure_step(1, training, repeats=20) for _ in range(3))
+            excess[k] = measured - plan.predicted_step_s
+        per_layer = max(0.0, (excess[deep] - excess[1]) / (deep - 1))
+        per_step = max(0.0, excess[1] - per_layer)
+        suffix = "" if training else "_inference"
+        out["layer_overhead" + suffix] = [(1.0, per_layer)]
+        out["step_overhead" + suffix] = [(1.0, per_step)]
+    return out
 
 
 def geometry_key(geometry):
@@ -246,7 +297,7 @@ def cost_table(device, recalibrate=False):
     if not recalibrate and path.exists():
         try:
             data = json.loads(path.read_text())
-            if data.get("key") == key and set(OPERATIONS + TRANSFERS) <= set(data["points"]):
+            if data.get("key") == key and set(OPERATIONS + TRANSFERS + OVERHEADS) <= set(data["points"]):
                 table = CostTable.from_json(data)
         except (ValueError, KeyError, OSError):
             table = None           # unreadable cache: measure again

@@ -121,7 +121,7 @@ class Plan:
             rows.append(f"{s.name[:33]:<34}{s.device[:27]:<28}{(s.predicted_s + s.transfer_s) * 1e3:9.3f}"
                         f"{meas:>9}{s.bytes_moved:>13,}")
         meas = "" if self.measured_step_s is None else f"{self.measured_step_s * 1e3:9.3f}"
-        rows.append(f"{'input/output transfers':<62}{(self.input_s + self.output_s) * 1e3:9.3f}")
+        rows.append(f"{'input/output transfers, per-step overhead':<62}{(self.input_s + self.output_s) * 1e3:9.3f}")
         rows.append(f"{'total per step':<62}{self.predicted_step_s * 1e3:9.3f}{meas:>9}"
                     f"{self.bytes_moved:>13,}")
         return "\n".join(rows)
@@ -133,7 +133,8 @@ class Plan:
 def step_costs(step, table, batch, training, need_dx):
     """Predicted seconds of one step on the device whose cost table is given."""
     fwd, bwd, upd = step.cost_terms(batch, need_dx)
-    return table.predict_terms(fwd + (bwd + upd if training else []))
+    return (table.predict_terms(fwd + (bwd + upd if training else []))
+            + table.overhead("layer", training))
 
 
 def plan_model(steps, batch, devices, tables, training=True, policy="auto", fixed=None,
@@ -168,7 +169,8 @@ def plan_model(steps, batch, devices, tables, training=True, policy="auto", fixe
         act_bytes.append(nbytes)
         edge.append([[0.0 if a == b else _move(tables, devices[a], devices[b], nbytes, training)
                       for b in range(nd)] for a in range(nd)])
-    start = [tables[dev.name].predict("to_device", input_bytes) for dev in devices]
+    start = [tables[dev.name].predict("to_device", input_bytes)
+             + tables[dev.name].overhead("step", training) for dev in devices]
     # the fused loss (training) or the read-back of the outputs (inference) on the last device
     outputs = output_bytes // 4
     if training:

@@ -7,7 +7,7 @@ import pytest
 
 import hetnet as hn
 from hetnet import placement as placement_mod
-from hetnet.costmodel import CostTable, OPERATIONS, TRANSFERS, SHAPED, geometry_key
+from hetnet.costmodel import CostTable, OPERATIONS, OVERHEADS, TRANSFERS, SHAPED, geometry_key
 from hetnet.devices.cpu import CPUDevice
 from hetnet.devices.reference import NumpyDevice
 from hetnet.planner import shortest_chain, brute_force_chain, chain_cost, plan_model
@@ -262,13 +262,33 @@ def test_cost_table_interpolates_in_log_space():
         t.predict("gemm", 5)
 
 
+def test_planner_adds_the_measured_overheads():
+    """Per-layer and per-step overheads enter the predicted step time (and
+    not for an old table without them)."""
+    model = hn.models.lenet5(seed=0, device="cpu", input_shape=(1, 28, 28))
+    cpu = model._steps[0].device
+    base = plan_model(model._steps, 64, [cpu], {"cpu": CPU_TABLE}, training=True)
+    with_oh = synthetic_table("cpu", latency=2e-6, per_unit=2e-9, transfer_latency=1e-7, per_byte=1e-10)
+    with_oh.points.update({"layer_overhead": [(1.0, 1e-3)], "step_overhead": [(1.0, 5e-3)],
+                           "layer_overhead_inference": [(1.0, 1e-4)],
+                           "step_overhead_inference": [(1.0, 5e-4)]})
+    plan = plan_model(model._steps, 64, [cpu], {"cpu": with_oh}, training=True)
+    n = len(model._steps)
+    assert plan.predicted_step_s == pytest.approx(base.predicted_step_s + n * 1e-3 + 5e-3)
+    inf = plan_model(model._steps, 64, [cpu], {"cpu": with_oh}, training=False)
+    inf0 = plan_model(model._steps, 64, [cpu], {"cpu": CPU_TABLE}, training=False)
+    assert inf.predicted_step_s == pytest.approx(inf0.predicted_step_s + n * 1e-4 + 5e-4)
+
+
 def test_cost_cache_roundtrip(tmp_path, monkeypatch):
     import hetnet.costmodel as cm
     monkeypatch.setenv("HETNET_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cm, "_MEMORY", {})
     dev = CPUDevice(num_threads=1)
     table = cm.cost_table(dev)
-    assert set(OPERATIONS + TRANSFERS) <= set(table.points)
+    assert set(OPERATIONS + TRANSFERS + OVERHEADS) <= set(table.points)
+    for name in OVERHEADS:
+        assert table.points[name][0][1] >= 0
     geom = ("dense", 7, 3)
     t1 = table.predict("gemm", 32, geom)                     # measured now, then saved
     assert f"gemm@{geometry_key(geom)}" in table.points and t1 > 0
