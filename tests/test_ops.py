@@ -279,3 +279,24 @@ def test_gather_rows_out_of_range(device, rng, bad):
     X = rand(rng, 6, 3)
     with pytest.raises(IndexError):
         device.gather_rows(X, np.array([0, bad, 1]))
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_cpu_optimizer_state_never_goes_subnormal(opt):
+    """A state whose gradient stays 0 decays toward 0; on the CPU it is set
+    to 0 below the smallest normal float instead of running through the
+    (slow, on Intel CPUs) subnormals."""
+    from hetnet.devices.cpu import CPUDevice
+    dev = CPUDevice(num_threads=1)
+    w, g = np.ones(64, dtype=F32), np.zeros(64, dtype=F32)
+    g[:8] = 1.0       # a few live entries keep their state
+    m, v = np.full(64, 1e-3, dtype=F32), np.full(64, 1e-3, dtype=F32)
+    tiny = np.finfo(F32).tiny
+    for t in range(1, 3000):
+        if opt == "sgd":
+            dev.sgd_update(w, g, v, 1e-3, 0.9)
+        else:
+            dev.adam_update(w, g, m, v, 1e-3, 0.9, 0.97, 1e-8, t)
+        for state in (v,) if opt == "sgd" else (m, v):
+            assert not ((state != 0) & (np.abs(state) < tiny)).any(), f"subnormal state at step {t}"
+    assert (v[8:] == 0).all() and (v[:8] != 0).all()

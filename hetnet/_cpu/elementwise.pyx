@@ -241,11 +241,20 @@ def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
     return loss * inv
 
 
+cdef inline float _flush(float x) noexcept nogil:
+    """0 for subnormal ``x``.  An optimizer state whose gradient stays 0 (a
+    dead ReLU unit) decays geometrically into subnormals, and arithmetic on
+    them is up to 100x slower on Intel CPUs: a batch-1 MLP's update took
+    0.5 ms a step on the 16-core Xeon host instead of microseconds."""
+    return x if fabsf(x) >= 1.1754943508222875e-38 else 0.0
+
+
 def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentum,
                float weight_decay, bint nesterov, int nthreads):
     """In-place SGD with momentum / Nesterov / weight decay (PyTorch's form).
 
-    ``v`` may be empty when momentum is 0.
+    ``v`` may be empty when momentum is 0.  Velocities that decay below the
+    smallest normal float are set to 0 (see ``_flush``).
     """
     cdef Py_ssize_t i, n = w.shape[0]
     cdef float gi
@@ -253,7 +262,7 @@ def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentu
     for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
         gi = g[i] + weight_decay * w[i]
         if use_v:
-            v[i] = momentum * v[i] + gi
+            v[i] = _flush(momentum * v[i] + gi)
             if nesterov:
                 gi = gi + momentum * v[i]
             else:
@@ -270,8 +279,8 @@ def adam_update(float[::1] w, float[::1] g, float[::1] m, float[::1] v, float lr
     cdef float c1 = 1.0 - <float>pow(beta1, t), c2 = 1.0 - <float>pow(beta2, t)
     for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
         gi = g[i] + weight_decay * w[i]
-        m[i] = beta1 * m[i] + (1.0 - beta1) * gi
-        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = _flush(beta1 * m[i] + (1.0 - beta1) * gi)
+        v[i] = _flush(beta2 * v[i] + (1.0 - beta2) * gi * gi)
         w[i] = w[i] - lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps)
 
 
