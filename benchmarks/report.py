@@ -43,6 +43,7 @@ def machine_section(tag, cells):
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     models = sorted({k[0] for k in cells}, key=["mlp", "lenet5", "convnet"].index)
     worst = None
+    n_cells, within, same_plan_misses, misses, pred_ok, pred_n = 0, 0, [], [], 0, 0
     for model in models:
         for batch in sorted({k[1] for k in cells if k[0] == model}):
             row = {p: cells.get((model, batch, p)) for p in POLICIES}
@@ -50,9 +51,22 @@ def machine_section(tag, cells):
             inf = {p: (c or {}).get("infer_images_per_s") for p, c in row.items()}
             best = max([v for p, v in tr.items() if p != "auto" and v is not None], default=None)
             ratio = tr["auto"] / best if best and tr["auto"] else None
+            auto = row["auto"] or {}
             if ratio is not None:
                 worst = ratio if worst is None else min(worst, ratio)
-            auto = row["auto"] or {}
+                n_cells += 1
+                best_policy = max((p for p in tr if p != "auto" and tr[p] is not None),
+                                  key=lambda p: tr[p])
+                if ratio >= 0.95:
+                    within += 1
+                else:
+                    label = f"{model} b{batch} ({ratio:.2f})"
+                    same = [s["device"] for s in auto.get("plan", [])] == \
+                        [s["device"] for s in row[best_policy].get("plan", [])]
+                    (same_plan_misses if same else misses).append(label)
+            if auto.get("measured_step_ms"):
+                pred_n += 1
+                pred_ok += abs(auto["predicted_step_ms"] / auto["measured_step_ms"] - 1) <= 0.2
             pm = (f"{auto['predicted_step_ms']:.3f} / {auto['measured_step_ms']:.3f}"
                   if "predicted_step_ms" in auto else "–")
             plan = "–"
@@ -64,7 +78,16 @@ def machine_section(tag, cells):
                          f"{_fmt(inf['auto'])} | {pm} | {plan} |")
     lines.append("")
     if worst is not None:
-        lines += [f"Lowest auto / best-of(cpu, gpu) training ratio over the cells: {worst:.2f}.", ""]
+        lines += [f"Lowest auto / best-of(cpu, gpu) training ratio over the cells: {worst:.2f}.",
+                  f"auto within 5% of the better of cpu and gpu: {within} of {n_cells} cells."]
+        if same_plan_misses:
+            lines.append("Below 5% with the very placement of the better policy (the difference "
+                         "is the host's run-to-run noise; see each cell's "
+                         "`train_images_per_s_rounds`): " + ", ".join(same_plan_misses) + ".")
+        if misses:
+            lines.append("Below 5% with another placement: " + ", ".join(misses) + ".")
+        lines += [f"auto's predicted step time within 20% of the measured one: {pred_ok} of "
+                  f"{pred_n} cells.", ""]
     return lines
 
 
@@ -106,7 +129,9 @@ def main():
              "`benchmarks/results/matrix/`; each cell is `benchmarks/bench_matrix.py` "
              "(`tox -e bench-<policy>-<model>-b<batch>`). Throughput in images/s on random data; "
              "'auto / best' is auto's training throughput over the better of cpu and gpu; the "
-             "predicted step time is the planner's, the measured one `model.explain()`'s.", ""]
+             "predicted step time is the planner's, the measured one `model.explain()`'s. With "
+             "`bench_matrix.py --all` each figure is the median of 3 timed rounds, the rounds of "
+             "cpu, gpu and auto interleaved.", ""]
     for tag in sorted(cells):
         lines += machine_section(tag, cells[tag])
         for path in plots(tag, cells[tag]):
