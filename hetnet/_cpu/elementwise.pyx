@@ -73,29 +73,6 @@ def act_backward(float[::1] y, float[::1] dy, float[::1] dx, int code, int nthre
             _act_grad_run(&y[lo], &dy[lo], &dx[lo], min(chunk, n - lo), code)
 
 
-def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):
-    """db[f] = sum over n, p of dy[n, f, p] (float64 accumulation)."""
-    cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1], p = dy.shape[2], i, k, j
-    cdef double acc
-    cdef float *pd = &dy[0, 0, 0]
-    cdef double[::1] acc_row
-    if p == 1:      # dense: add the rows, feature by feature along each row
-        acc_row = np.zeros(f, dtype=np.float64)
-        with nogil:
-            for i in range(n):
-                for k in range(f):
-                    acc_row[k] += pd[i * f + k]
-            for k in range(f):
-                db[k] = <float>acc_row[k]
-        return
-    for k in prange(f, nogil=True, num_threads=_nt(n * f * p, nthreads), schedule="static"):
-        acc = 0.0
-        for i in range(n):
-            for j in range(p):
-                acc = acc + pd[(i * f + k) * p + j]
-        db[k] = <float>acc
-
-
 cdef void _grad_colsum_rows(const float *y, float *dy, double *acc, float *blk,
                             Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t f, int code) noexcept nogil:
     """Rows [lo, hi) of (N, F) ``dy``: ``dy *= act'(y)`` (skipped for
@@ -117,33 +94,32 @@ cdef void _grad_colsum_rows(const float *y, float *dy, double *acc, float *blk,
         i0 = i0 + 64
 
 
-def act_backward_bias_grad(const float[:, ::1] y, float[:, ::1] dy, float[::1] db,
-                           int code, int nthreads):
-    """Dense rows (N, F), one pass: ``dy *= act'(from y)`` in place and
-    ``db[f] = sum_n dy[n, f]`` (y is not read for identity)."""
-    cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1], t, k, lo, chunk
-    cdef int nt = _nt(n * f, nthreads)
+cdef int _act_grad_colsum(const float *y, float *dy, float *db, Py_ssize_t n, Py_ssize_t f,
+                          int code, int nthreads) noexcept nogil:
+    """(N, F) rows: ``dy *= act'(from y)`` in place (not for identity, when
+    ``y`` is not read) and ``db[f] = sum_n dy[n, f]``, rows split over
+    threads.  Returns -1 when out of memory, else 0."""
+    cdef int nt = <int>min(<Py_ssize_t>_nt(n * f, nthreads), n), t
+    cdef Py_ssize_t k, lo, chunk
+    cdef double s
     cdef double *acc
     cdef float *blk
-    cdef double s
-    cdef const float *py = &y[0, 0] if code != ACT_IDENTITY and n * f else NULL
     if f == 0:
-        return
+        return 0
     if n == 0:
-        db[:] = 0
-        return
-    nt = min(nt, n)
+        memset(db, 0, f * sizeof(float))
+        return 0
     chunk = (n + nt - 1) // nt
     acc = <double *>malloc(nt * f * sizeof(double))
     blk = <float *>malloc(nt * f * sizeof(float))
     if acc == NULL or blk == NULL:
         free(acc)
         free(blk)
-        raise MemoryError()
+        return -1
     memset(acc, 0, nt * f * sizeof(double))
-    for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
         lo = t * chunk
-        _grad_colsum_rows(py, &dy[0, 0], acc + t * f, blk + t * f, lo, min(n, lo + chunk), f, code)
+        _grad_colsum_rows(y, dy, acc + t * f, blk + t * f, lo, min(n, lo + chunk), f, code)
     for k in range(f):
         s = 0.0
         for t in range(nt):
@@ -151,6 +127,42 @@ def act_backward_bias_grad(const float[:, ::1] y, float[:, ::1] dy, float[::1] d
         db[k] = <float>s
     free(acc)
     free(blk)
+    return 0
+
+
+def act_backward_bias_grad(const float[:, ::1] y, float[:, ::1] dy, float[::1] db,
+                           int code, int nthreads):
+    """Dense rows (N, F), one pass: ``dy *= act'(from y)`` in place and
+    ``db[f] = sum_n dy[n, f]`` (y is not read for identity)."""
+    cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1]
+    cdef const float *py = &y[0, 0] if code != ACT_IDENTITY and n * f else NULL
+    cdef float *pd = &dy[0, 0] if n * f else NULL
+    cdef int rc
+    with nogil:
+        rc = _act_grad_colsum(py, pd, &db[0] if f else NULL, n, f, code, nthreads)
+    if rc:
+        raise MemoryError()
+
+
+def bias_grad(float[:, :, ::1] dy, float[::1] db, int nthreads):
+    """db[f] = sum over n, p of dy[n, f, p] (float64 accumulation; dense
+    rows, P = 1, add blocks of 64 rows in float first, as above)."""
+    cdef Py_ssize_t n = dy.shape[0], f = dy.shape[1], p = dy.shape[2], i, k, j
+    cdef double acc
+    cdef float *pd = &dy[0, 0, 0] if n * f * p else NULL
+    cdef int rc
+    if p == 1:
+        with nogil:
+            rc = _act_grad_colsum(NULL, pd, &db[0] if f else NULL, n, f, ACT_IDENTITY, nthreads)
+        if rc:
+            raise MemoryError()
+        return
+    for k in prange(f, nogil=True, num_threads=_nt(n * f * p, nthreads), schedule="static"):
+        acc = 0.0
+        for i in range(n):
+            for j in range(p):
+                acc = acc + pd[(i * f + k) * p + j]
+        db[k] = <float>acc
 
 
 def softmax_rows(float[:, ::1] x, float[:, ::1] y, int nthreads):
