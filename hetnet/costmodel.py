@@ -166,7 +166,8 @@ def _rand(device, rng, *shape):
 
 
 def calibrate(device, quick=True):
-    """Measure ``device``'s operations and transfers; returns a :class:`CostTable`."""
+    """Measure ``device``'s operations, transfers and step overheads; returns a
+    :class:`CostTable` that measures new geometries on ``device`` as needed."""
     rng = np.random.default_rng(0)
     points = {op: [] for op in OPERATIONS + TRANSFERS}
     big = device.kind == "gpu"
@@ -196,9 +197,8 @@ def calibrate(device, quick=True):
             points["to_host"].append((nbytes, _time(device, lambda: device.to_host(arr))))
             points["to_device_pageable"].append((nbytes, _time(device, lambda: device.upload_pageable(host))))
             points["to_host_pinned"].append((nbytes, _time(device, lambda: device.download_pinned(arr))))
-    table = CostTable(device_key(device), points, device=device)
+    table = CostTable(device_key(device), points, device=device)   # measures geometries
     table.points.update(measure_overheads(device, table))
-    table.device = None
     return table
 
 

@@ -127,11 +127,11 @@ class Sequential:
     def _param_arrays(self):
         return [layer.params[k] for layer in self.layers for k in layer.params]
 
-    def _param_devices(self):
-        return [layer.device for layer in self.layers for _ in layer.params]
-
-    def _grad_arrays(self):
-        return [layer.grads[k] for layer in self.layers for k in layer.params]
+    def _param_slots(self, step):
+        """``(index, name)`` of each of ``step``'s parameters, ``index``
+        being its place in the model's parameter order (the optimizer's key)."""
+        k = self._param_index[id(step)]
+        return [(k + j, name) for j, name in enumerate(step.params)]
 
     def get_weights(self):
         """Parameters as numpy arrays, in layer order (W before b)."""
@@ -267,9 +267,8 @@ class Sequential:
 
         def update_then_clock(i):
             step = steps[i]
-            k = self._param_index[id(step)]
-            for j, name in enumerate(step.params):
-                d, w, v = scratch[k + j]
+            for index, name in self._param_slots(step):
+                d, w, v = scratch[index]
                 d.sgd_update(w, step.grads[name], v, 1e-6, 0.9)
             clock(i)
 
@@ -355,10 +354,8 @@ class Sequential:
         """Update step ``i``'s parameters as soon as the backward pass has
         their gradients (they are still in cache; nothing later reads them)."""
         step = self._steps[i]
-        if step.params:
-            k, opt = self._param_index[id(step)], self.optimizer
-            for j, name in enumerate(step.params):
-                opt.update(step.device, k + j, step.params[name], step.grads[name])
+        for index, name in self._param_slots(step):
+            self.optimizer.update(step.device, index, step.params[name], step.grads[name])
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,

@@ -138,8 +138,7 @@ def move_step(model, step, device):
     if src is device:
         return
     if model.optimizer is not None and step.params:
-        start = model._param_index[id(step)]
-        model.optimizer.move_state(range(start, start + len(step.params)), src, device)
+        model.optimizer.move_state([index for index, _ in model._param_slots(step)], src, device)
     step.move_to(device)
 
 
