@@ -21,6 +21,7 @@ Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 """
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -57,7 +58,7 @@ def timed_predict(model, X, batch):
     return time.perf_counter() - t0
 
 
-def run_cells(policies, model_name, batch, min_seconds=1.0, rounds=3):
+def run_cells(policies, model_name, batch, min_seconds=1.0, rounds=6):
     """The cells of one model and batch size, one per policy.  The policies'
     timed runs are interleaved, round by round, and each cell reports the
     median of its rounds: the host's speed drifts over minutes (on the H100
@@ -87,8 +88,10 @@ def run_cells(policies, model_name, batch, min_seconds=1.0, rounds=3):
         data[policy] = (X, rng.integers(0, 10, n), min(n, max(batch * 4, 256)))
         model.predict(X[:batch], batch_size=batch)                 # plan inference at this size
     train, infer = {p: [] for p in live}, {p: [] for p in live}
+    orders = itertools.cycle(itertools.permutations(live))
     for _ in range(rounds):
-        for policy, (model, _, n) in live.items():
+        for policy in next(orders):      # every order in turn: none always follows the CPU's
+            model, _, n = live[policy]   # threads, which keep spinning a while after its steps
             X, y, n_inf = data[policy]
             train[policy].append(n / timed_fit(model, X, y, batch))
             infer[policy].append(n_inf / timed_predict(model, X[:n_inf], batch))
@@ -137,9 +140,9 @@ def main():
     p.add_argument("--tag", default=None, help="results folder name (default: the machine)")
     p.add_argument("--min-seconds", type=float, default=1.0,
                    help="seconds of training per timed round (default 1)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="timed rounds per cell, interleaved across policies; the median counts "
-                        "(default 3)")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="timed rounds per cell, interleaved across policies in every order in "
+                        "turn; the median counts (default 6)")
     args = p.parse_args()
     if args.all:
         groups = [(args.policies, m, b) for m in args.models for b in args.batches]

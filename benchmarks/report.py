@@ -34,7 +34,8 @@ def machine_section(tag, cells):
     lines = [f"## {tag}", "",
              f"CPU: {m.get('cpu', '?')}, {m.get('cpus_available', '?')} cores available; "
              f"hetnet {m.get('hetnet', {}).get('version', '?') if isinstance(m.get('hetnet'), dict) else '?'}, "
-             f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}.", ""]
+             f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}; "
+             f"{any_cell.get('rounds', 1)} timed rounds per cell.", ""]
     skipped = {c["skipped"].split(".")[0] for c in cells.values() if "skipped" in c}
     if skipped:
         lines += ["Skipped cells: " + "; ".join(sorted(skipped)), ""]
@@ -69,10 +70,7 @@ def machine_section(tag, cells):
                 pred_ok += abs(auto["predicted_step_ms"] / auto["measured_step_ms"] - 1) <= 0.2
             pm = (f"{auto['predicted_step_ms']:.3f} / {auto['measured_step_ms']:.3f}"
                   if "predicted_step_ms" in auto else "–")
-            plan = "–"
-            if "plan" in auto:
-                devs = [s["device"].split(":")[-1][:10] for s in auto["plan"]]
-                plan = " ".join(devs) if len(set(devs)) > 1 else devs[0]
+            plan = plan_label(auto["plan"]) if "plan" in auto else "–"
             lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
                          f"{_fmt(inf['auto'])} | {pm} | {plan} |")
@@ -89,6 +87,21 @@ def machine_section(tag, cells):
         lines += [f"auto's predicted step time within 20% of the measured one: {pred_ok} of "
                   f"{pred_n} cells.", ""]
     return lines
+
+
+def plan_label(plan):
+    """A plan in a few characters: "gpu", or the runs of steps per device
+    ("gpu 1-8, cpu 9")."""
+    kinds = ["cpu" if s["device"] == "cpu" else "gpu" for s in plan]
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    runs, start = [], 0
+    for i in range(1, len(kinds) + 1):
+        if i == len(kinds) or kinds[i] != kinds[start]:
+            span = f"{start + 1}" if i - start == 1 else f"{start + 1}-{i}"
+            runs.append(f"{kinds[start]} {span}")
+            start = i
+    return ", ".join(runs)
 
 
 def plots(tag, cells):
@@ -130,8 +143,8 @@ def main():
              "(`tox -e bench-<policy>-<model>-b<batch>`). Throughput in images/s on random data; "
              "'auto / best' is auto's training throughput over the better of cpu and gpu; the "
              "predicted step time is the planner's, the measured one `model.explain()`'s. With "
-             "`bench_matrix.py --all` each figure is the median of 3 timed rounds, the rounds of "
-             "cpu, gpu and auto interleaved.", ""]
+             "`bench_matrix.py --all` each figure is the median of the cell's timed rounds (its "
+             "`rounds`), the rounds of cpu, gpu and auto interleaved, in every order in turn.", ""]
     for tag in sorted(cells):
         lines += machine_section(tag, cells[tag])
         for path in plots(tag, cells[tag]):

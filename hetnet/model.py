@@ -226,16 +226,21 @@ class Sequential:
         return [(layer.device, layer.device.copy(w), layer.device.zeros(tuple(w.shape)))
                 for layer in self.layers for w in layer.params.values()]
 
-    def _measure_step(self, batch, training, repeats=3):
+    def _measure_step(self, batch, training, repeats=3, min_seconds=0.02):
         """Wall seconds per step (forward, and in training backward and update
         on scratch copies) on random data in the current placement: one
-        warm-up step, then ``repeats`` steps back to back with one wait for
-        the devices at the end, as steps run in ``fit``."""
+        warm-up step, then steps back to back with one wait for the devices
+        at the end, as steps run in ``fit``: at least ``repeats`` of them and
+        enough to fill ``min_seconds`` (a window of a few sub-millisecond
+        steps is at the mercy of one scheduler tick)."""
         x, y = self._random_batch(batch)
         with self._session():
             scratch = self._scratch_params()
             self._timed_step(x, y, training, scratch, per_step_sync=False)
-            self._sync_all()
+            t0 = time.perf_counter()
+            self._timed_step(x, y, training, scratch, per_step_sync=False)
+            one = time.perf_counter() - t0
+            repeats = max(repeats, min(1000, math.ceil(min_seconds / max(one, 1e-6))))
             t0 = time.perf_counter()
             for _ in range(repeats):
                 self._timed_step(x, y, training, scratch, per_step_sync=False, sync=False)

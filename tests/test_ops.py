@@ -243,15 +243,78 @@ def test_reductions(device, ref, rng):
     assert_close(host(device, yd), 2 * (y + 0.5 * x), what="scale")
 
 
+def _threaded(device, work, kind):
+    """Assert that a loop of ``work`` takes several threads on the 2-thread
+    CPU device (so the test below covers the threaded paths)."""
+    if getattr(device, "num_threads", 1) > 1:
+        from hetnet._cpu import blas
+        assert blas.threads_for(device.num_threads, work, blas.work_units()[kind]) > 1, kind
+
+
 def test_large_parallel_paths(device, ref, rng):
-    """Sizes past the kernels' parallel thresholds take the threaded paths."""
-    x = rand(rng, 64, 1200)
+    """Sizes past the kernels' parallel thresholds take the threaded paths:
+    elementwise and exp/log loops, GEMMs split by rows and by columns,
+    batched and batch-summed GEMMs, the fused convolution and its gradients,
+    im2col/col2im and pooling copies."""
+    x = rand(rng, 64, 2560)
+    _threaded(device, x.size, "element")
     assert_close(host(device, device.activation("relu", put(device, x))), ref.activation("relu", x),
                  what="relu large")
     assert_close(host(device, device.sum(put(device, x))), ref.sum(x), what="sum large")
-    a, b = rand(rng, 300, 200), rand(rng, 200, 250)
+    w, g, v = rand(rng, x.size), rand(rng, x.size), rand(rng, x.size)
+    wd, vd = put(device, w), put(device, v)
+    device.sgd_update(wd, put(device, g), vd, 0.1, 0.9)
+    ref.sgd_update(w, g, v, 0.1, 0.9)
+    assert_close(host(device, wd), w, what="sgd large")
+    z, labels = rand(rng, 300, 10), rng.integers(0, 10, 300).astype(np.int32)
+    _threaded(device, z.size, "heavy")
+    loss, gd = device.softmax_cross_entropy(put(device, z), put(device, labels, np.int32), None)
+    rl, rg = ref.softmax_cross_entropy(z, labels, None)
+    assert_close(host(device, loss), rl, what="softmax ce large")
+    assert_close(host(device, gd), rg, what="softmax ce grad large")
+    for m, n, k in ((300, 200, 250), (120, 400, 250)):       # split by rows, by columns
+        _threaded(device, m * n * k, "gemm")
+        a, b = rand(rng, m, k), rand(rng, k, n)
+        assert_close(host(device, device.gemm(put(device, a), put(device, b))), ref.gemm(a, b),
+                     what=f"gemm large {m}x{n}x{k}")
+    a, b = rand(rng, 4, 64, 600), rand(rng, 4, 600, 80)
+    _threaded(device, 4 * 64 * 80 * 600, "gemm")
     assert_close(host(device, device.gemm(put(device, a), put(device, b))), ref.gemm(a, b),
-                 what="gemm large")
+                 what="batched gemm large")
+    dy, cols = rand(rng, 8, 64, 300), rand(rng, 8, 80, 300)
+    out = device.zeros((64, 80))
+    device.gemm(put(device, dy), put(device, cols), out, False, True)
+    _threaded(device, 8 * 64 * 80 * 300, "gemm")
+    assert_close(host(device, out), ref.gemm(dy, cols, np.zeros((64, 80), F32), False, True),
+                 what="batch-sum large")
+    xc = rand(rng, 8, 3, 28, 28)
+    wc, bc = rand(rng, 16, 3, 3, 3), rand(rng, 16)
+    _threaded(device, 8 * 16 * 27 * 784, "conv")
+    _threaded(device, xc.size * 9, "copy")
+    args = ((1, 1), (1, 1), "relu")
+    y = device.conv2d(put(device, xc), put(device, wc), put(device, bc), *args)
+    ry = ref.conv2d(xc, wc, bc, *args)
+    assert_close(host(device, y), ry, what="conv large")
+    gy = rand(rng, *ry.shape)
+    dw, db = device.zeros(wc.shape), device.zeros((16,))
+    dx = device.conv2d_backward(put(device, xc), put(device, wc), y, put(device, gy), *args, dw, db)
+    rdw, rdb = np.zeros(wc.shape, F32), np.zeros(16, F32)
+    rdx = ref.conv2d_backward(xc, wc, ry, gy.copy(), *args, rdw, rdb)
+    for got, want, what in ((dx, rdx, "dx"), (dw, rdw, "dW"), (db, rdb, "db")):
+        assert_close(host(device, got), want, what=f"conv backward large {what}")
+    cols = device.im2col(put(device, xc), 3, 3, 1, 1, 1, 1)
+    assert_close(host(device, cols), ref.im2col(xc, 3, 3, 1, 1, 1, 1), what="im2col large")
+    back = device.col2im(cols, xc.shape, 3, 3, 1, 1, 1, 1)
+    assert_close(host(device, back), ref.col2im(ref.im2col(xc, 3, 3, 1, 1, 1, 1), xc.shape,
+                                                3, 3, 1, 1, 1, 1), what="col2im large")
+    xp = rand(rng, 16, 8, 28, 28)
+    _threaded(device, xp.size, "copy")
+    yp, am = device.maxpool2d(put(device, xp), 2, 2, 2, 2)
+    ryp, ram = ref.maxpool2d(xp, 2, 2, 2, 2)
+    assert_close(host(device, yp), ryp, what="maxpool large")
+    gp = rand(rng, *ryp.shape)
+    assert_close(host(device, device.maxpool2d_backward(put(device, gp), am, xp.shape)),
+                 ref.maxpool2d_backward(gp, ram, xp.shape), what="maxpool backward large")
 
 
 def test_transfers_are_counted(device, rng):

@@ -262,6 +262,41 @@ def test_cost_table_interpolates_in_log_space():
         t.predict("gemm", 5)
 
 
+def test_cost_table_drops_points_above_a_larger_size():
+    """A point measured slower than a larger size (a busy moment) is lowered
+    to that time: sizes never get cheaper as they grow."""
+    t = CostTable("x", {"elementwise": [(10, 1e-6), (100, 9e-5), (1000, 2e-5), (10000, 1e-4)]})
+    assert [p[1] for p in t.points["elementwise"]] == [1e-6, 2e-5, 2e-5, 1e-4]
+    assert t.predict("elementwise", 300) == pytest.approx(2e-5)
+    assert t.predict("elementwise", 100000) == pytest.approx(1e-3)
+
+
+def test_geometry_points_measured_later_are_monotone(tmp_path, monkeypatch):
+    """Geometries measured on demand get the same clean-up as the table."""
+    from hetnet import costmodel
+    noisy = {"gemm@g": [(8, 5e-4), (1, 1e-5), (64, 1e-4)]}
+    monkeypatch.setattr(costmodel, "measure_geometry", lambda device, geometry: noisy)
+    monkeypatch.setattr(costmodel, "geometry_key", lambda geometry: "g")
+    t = CostTable("x", {}, device=object())
+    assert t.predict("gemm", 8, geometry=("dense", 1, 1)) == pytest.approx(1e-4)
+    assert t.points["gemm@g"] == [(1.0, 1e-5), (8.0, 1e-4), (64.0, 1e-4)]
+
+
+def test_measured_step_fills_its_window(monkeypatch):
+    """A step far shorter than the window is repeated until the window is
+    full, so one slow moment of the host weighs little."""
+    model = hn.models.mlp([8, 4, 3], seed=0, device="cpu")
+    model.build((8,))
+    calls = []
+    real = model._timed_step
+    monkeypatch.setattr(model, "_timed_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    t = model._measure_step(1, True, repeats=3, min_seconds=0.05)
+    assert t > 0 and len(calls) > 3 + 2
+    calls.clear()
+    model._measure_step(1, True, repeats=3, min_seconds=0.0)
+    assert len(calls) == 3 + 2
+
+
 def test_planner_adds_the_measured_overheads():
     """Per-layer and per-step overheads enter the predicted step time (and
     not for an old table without them)."""

@@ -13,3 +13,33 @@ cdef extern from *:
     int HN_OPENMP
     int omp_get_max_threads() nogil
     int omp_get_thread_num() nogil
+
+
+from libc.math cimport sqrt as _hn_sqrt
+
+# The work one woken thread costs (see hn_threads), by kind of loop: multiply-adds
+# of a GEMM or a fused convolution; elements of a memory-bound loop, of one
+# spending tens of cycles an element (exp, log), of an im2col/col2im/pooling copy.
+# Chosen on the 2-core machine and the 16-core H100 host so that no thread count
+# trains slower than fewer threads (benchmarks/bench_cpu_threads.py).
+cdef double HN_GEMM_UNIT = 1 << 22
+cdef double HN_CONV_UNIT = 1 << 20
+cdef double HN_ELEMENT_UNIT = 1 << 16
+cdef double HN_HEAVY_UNIT = 1 << 10
+cdef double HN_COPY_UNIT = 1 << 14
+
+
+cdef inline int hn_threads(int nthreads, double work, double unit) noexcept nogil:
+    """Threads worth waking for a parallel loop of ``work`` (multiply-adds,
+    elements...), at most ``nthreads``.
+
+    Every woken thread costs a wake-up and a share of the barrier, about
+    ``unit`` of work's time: ``work / t + unit * t`` is least at
+    ``t = sqrt(work / unit)``, so threads grow with the square root of the
+    work, not in proportion.  On a 16-core VM (the H100 host) these costs are
+    tens of microseconds: an MLP step at batch 16 ran 3-4 times slower with
+    14 threads a region than with 1, and at batch 256 best with 4."""
+    cdef double t = _hn_sqrt(work / unit) + 0.5
+    if t >= nthreads:
+        return nthreads if nthreads > 1 else 1
+    return 1 if t < 2.0 else <int>t

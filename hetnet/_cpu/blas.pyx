@@ -66,13 +66,13 @@ def gemm(float[:, :, ::1] a, float[:, :, ::1] b, float[:, :, ::1] c,
     cdef int i, t, lo, hi, blk
     if nb == 0 or m == 0 or n == 0:
         return
+    # threads by the work (multiply-adds): see hn_threads
+    nthreads = min(hn_threads(nthreads, <double>nb * m * n * k, HN_GEMM_UNIT), nb if nb > 1 else nthreads)
     if nb > 1 and nthreads > 1:
-        for i in prange(nb, nogil=True, num_threads=min(nthreads, nb), schedule="static"):
+        for i in prange(nb, nogil=True, num_threads=nthreads, schedule="static"):
             gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
                     pb + i * sb, ldb, beta, pc + i * sc, n)
         return
-    # a thread per 64k multiply-adds at most: small products are not worth waking threads for
-    nthreads = <int>min(<double>nthreads, max(1.0, <double>m * n * k / 65536.0))
     if nb > 1 or nthreads == 1:
         with nogil:
             for i in range(nb):
@@ -117,7 +117,7 @@ def gemm_batch_sum(float[:, :, ::1] a, float[:, :, ::1] b, float[:, ::1] c,
     cdef float *pb = &b[0, 0, 0]
     cdef float *pc = &c[0, 0]
     cdef float *pp = &partial[0, 0, 0]
-    cdef int nt = min(nthreads, nb), t, i, lo, hi, blk
+    cdef int nt = min(hn_threads(nthreads, <double>nb * m * n * k, HN_GEMM_UNIT), nb), t, i, lo, hi, blk
     cdef Py_ssize_t j, mn = m * n
     cdef float acc
     if m == 0 or n == 0:
@@ -139,7 +139,8 @@ def gemm_batch_sum(float[:, :, ::1] a, float[:, :, ::1] b, float[:, ::1] c,
         for i in range(lo, hi):
             gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
                     pb + i * sb, ldb, 0.0 if i == lo else 1.0, pp + t * mn, n)
-    for j in prange(mn, nogil=True, num_threads=max(1, min(nthreads, mn // 16384)), schedule="static"):
+    for j in prange(mn, nogil=True, num_threads=hn_threads(nthreads, <double>mn * nt, HN_ELEMENT_UNIT),
+                    schedule="static"):
         acc = beta * pc[j] if beta != 0.0 else 0.0
         for t in range(nt):
             if t * blk < nb:
@@ -167,6 +168,18 @@ def blas_library_path():
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(HN_OPENMP)
+
+
+def work_units():
+    """The work one woken thread costs, by kind of loop (see ``hn_threads``
+    in ``_openmp.pxi``): ``{"gemm", "conv", "element", "heavy", "copy"}``."""
+    return {"gemm": HN_GEMM_UNIT, "conv": HN_CONV_UNIT, "element": HN_ELEMENT_UNIT,
+            "heavy": HN_HEAVY_UNIT, "copy": HN_COPY_UNIT}
+
+
+def threads_for(int nthreads, double work, double unit):
+    """Threads a loop of ``work`` wakes out of ``nthreads`` (``hn_threads``)."""
+    return hn_threads(nthreads, work, unit)
 
 
 def openmp_max_threads():

@@ -15,9 +15,15 @@ include "_act.pxi"
 
 
 cdef inline int _threads_for(int nthreads, Py_ssize_t items, Py_ssize_t elements) noexcept nogil:
-    """Threads worth waking: one per item at most, one per 32k elements at most."""
-    cdef Py_ssize_t by_work = elements >> 15
-    return <int>max(1, min(<Py_ssize_t>nthreads, min(items, by_work)))
+    """Threads worth waking for ``elements`` of copying over ``items``
+    independent planes: one per item at most (see hn_threads)."""
+    return <int>min(<Py_ssize_t>hn_threads(nthreads, <double>elements, HN_COPY_UNIT), max(items, 1))
+
+
+cdef inline int _conv_threads(int nthreads, Py_ssize_t n, double macs) noexcept nogil:
+    """Threads for a fused convolution over ``n`` images (``macs``
+    multiply-adds in all): one image per thread at most (see hn_threads)."""
+    return <int>min(<Py_ssize_t>hn_threads(nthreads, macs, HN_CONV_UNIT), max(n, 1))
 
 
 cdef inline void _ox_range(int wo, int sw, int off, int w, int *lo, int *hi) noexcept nogil:
@@ -211,7 +217,8 @@ def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
     cdef bint has_bias = b.shape[0] > 0
     if n == 0:
         return
-    for img in prange(n, nogil=True, num_threads=min(nthreads, n), schedule="static"):
+    for img in prange(n, nogil=True, num_threads=_conv_threads(nthreads, n, <double>n * f * ckk * p),
+                     schedule="static"):
         t = threadid()
         cols = pws + t * ckk * p
         for ch in range(c):
@@ -241,7 +248,7 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
     cdef int ho = (h + 2 * ph - kh) // sh + 1, wo = (wd + 2 * pw - kw) // sw + 1
     cdef int p = ho * wo
     cdef Py_ssize_t img, q, r, hw = h * wd, kk = kh * kw, j
-    cdef int ch, t, tt, nt = nthreads
+    cdef int ch, t, tt, nt
     cdef float *px = &x[0, 0, 0, 0]
     cdef float *pw_ = &w[0, 0]
     cdef float *py = &y[0, 0, 0]
@@ -255,9 +262,11 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
     cdef float *yo
     cdef float acc
     cdef bint has_bias = db.shape[0] > 0
+    # the weight gradient and the input gradient each take as many multiply-adds as the forward
+    nt = _conv_threads(nthreads, n, <double>n * f * ckk * p * (2 + need_dx))
     memset(pdwp, 0, nt * f * ckk * sizeof(float))
     memset(pdbp, 0, nt * f * sizeof(float))
-    for img in prange(n, nogil=True, num_threads=min(nthreads, n), schedule="static"):
+    for img in prange(n, nogil=True, num_threads=nt, schedule="static"):
         t = threadid()
         cols = pws + t * ckk * p
         g = pdy + img * f * p

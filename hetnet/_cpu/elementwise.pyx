@@ -14,23 +14,16 @@ from libc.stdlib cimport malloc, free
 
 include "_openmp.pxi"
 
-cdef Py_ssize_t _MIN_PARALLEL = 1 << 15
-# kernels that spend tens of cycles an element (exp, log) split sooner
-cdef Py_ssize_t _MIN_PARALLEL_HEAVY = 1 << 10
-
 include "_act.pxi"
 
 
 cdef inline int _nt(Py_ssize_t size, int nthreads) noexcept nogil:
-    """Threads for a loop over ``size`` elements: one per ``_MIN_PARALLEL``
-    at most.  Waking a thread costs tens of microseconds on some hosts (a
-    16-core VM took 0.5 ms to run a 94k-element update over 14 threads), so
-    each must have enough work to pay for it."""
-    return <int>max(1, min(<Py_ssize_t>nthreads, size // _MIN_PARALLEL))
+    """Threads for a loop over ``size`` elements (see hn_threads)."""
+    return hn_threads(nthreads, <double>size, HN_ELEMENT_UNIT)
 
 
 cdef inline int _nt_heavy(Py_ssize_t size, int nthreads) noexcept nogil:
-    return <int>max(1, min(<Py_ssize_t>nthreads, size // _MIN_PARALLEL_HEAVY))
+    return hn_threads(nthreads, <double>size, HN_HEAVY_UNIT)
 
 
 def bias_act(float[:, :, ::1] y, float[::1] b, int code, int nthreads):
