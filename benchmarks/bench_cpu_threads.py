@@ -8,8 +8,8 @@ that OpenMP starts clean) it times ``fit`` on random data for the MLP
 784-120-84-10 at batch 16, 64 and 256 and LeNet-5 at batch 16 and 64: the
 best of three passes over 8192 images, after a warm-up.  The kernels choose
 how many of those threads each loop wakes from its work (``hn_threads`` in
-``hetnet/_cpu/_openmp.pxi``); with a good choice throughput never drops as
-the thread count grows.  Writes benchmarks/results/cpu_threads[_<tag>].json.
+``hetnet/_cpu/_openmp.pxi``); with a good choice a larger thread count
+trains no slower.  Writes benchmarks/results/cpu_threads[_<tag>].json.
 """
 
 import argparse

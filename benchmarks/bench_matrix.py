@@ -12,8 +12,10 @@ not depend on the values):
   alone on another minute is not comparable within 5%);
 - inference throughput: images / wall time of ``predict`` at that batch size,
   the same way;
-- the plan (device per step), its predicted step time and the step time
-  measured by ``model.explain`` (per step, synchronised), both for training.
+- the plan (device per step), its predicted step time (for ``auto``
+  corrected by the in-step factors it measured while planning; the
+  prediction from the cost tables alone beside it) and the step time
+  measured by ``model.explain`` (per step, synchronised), all for training.
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
 Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 ``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
@@ -108,6 +110,9 @@ def run_cells(policies, model_name, batch, min_seconds=1.0, rounds=6):
                          "measured_ms": 1e3 * s.measured_s, "bytes_moved": s.bytes_moved}
                         for s in plan.steps]
         cell["predicted_step_ms"] = 1e3 * plan.predicted_step_s
+        # auto's predictions are corrected by the in-step factors of its planning steps
+        cell["table_step_ms"] = 1e3 * (plan.table_step_s if plan.table_step_s is not None
+                                       else plan.predicted_step_s)
         cell["measured_step_ms"] = 1e3 * plan.measured_step_s
         cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
         cell["reason"] = plan.reason

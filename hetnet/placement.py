@@ -127,8 +127,17 @@ class Placement:
         if single is not None and best is not single and best[0] > (1 - MIXED_MARGIN) * single[0]:
             note = f" (a mixed placement must be {MIXED_MARGIN:.0%} faster)"
             best = single
+        # in-step factors: what a real step of this model takes on each device
+        # over what its tables predict (caches, threads, launch paths that
+        # isolated operations do not show); they correct the chosen plan's
+        # predictions, the table-only figure is kept beside them
+        factors = {t[2].devices[0].name: t[0] / t[2].predicted_step_s for t in timed
+                   if len(set(t[2].devices)) == 1 and t[2].predicted_step_s > 0}
+        best[2].apply_step_factors(factors)
         best[2].reason = "measured per step: " + ", ".join(
             f"{label} {t * 1e3:.3f} ms" for t, label, _ in timed) + f"; chose {best[1]}{note}"
+        best[2].reason += "; in-step factors " + ", ".join(
+            f"{name.split(':')[-1]} x{f:.2f}" for name, f in factors.items())
         return best[2]
 
 

@@ -98,6 +98,8 @@ class Plan:
     output_s: float = 0.0
     reason: str = ""
     measured_step_s: float = None
+    #: the prediction from the cost tables alone, before :meth:`apply_step_factors`
+    table_step_s: float = None
 
     @property
     def has_predictions(self):
@@ -106,6 +108,21 @@ class Plan:
     @property
     def predicted_step_s(self):
         return self.input_s + self.output_s + sum(s.predicted_s + s.transfer_s for s in self.steps)
+
+    def apply_step_factors(self, factors):
+        """Correct the predictions with in-step factors: ``factors[device
+        name]`` is a real step's time over its table prediction, measured
+        on this model and batch size with every step on that device (see
+        :meth:`hetnet.placement.Placement._confirm`).  Each step's compute,
+        and the input and output costs of the first and last device, are
+        scaled by their device's factor; transfers between devices are not.
+        The table-only prediction stays in :attr:`table_step_s`."""
+        if self.table_step_s is None:
+            self.table_step_s = self.predicted_step_s
+        for s in self.steps:
+            s.predicted_s *= factors.get(s.device, 1.0)
+        self.input_s *= factors.get(self.devices[0].name, 1.0)
+        self.output_s *= factors.get(self.devices[-1].name, 1.0)
 
     @property
     def bytes_moved(self):
@@ -124,6 +141,8 @@ class Plan:
         rows.append(f"{'input/output transfers, per-step overhead':<62}{(self.input_s + self.output_s) * 1e3:9.3f}")
         rows.append(f"{'total per step':<62}{self.predicted_step_s * 1e3:9.3f}{meas:>9}"
                     f"{self.bytes_moved:>13,}")
+        if self.table_step_s is not None:
+            rows.append(f"{'  (from the cost tables alone)':<62}{self.table_step_s * 1e3:9.3f}")
         return "\n".join(rows)
 
     def __str__(self):

@@ -202,6 +202,28 @@ def test_mixed_plan_must_win_by_a_margin(monkeypatch, mixed_s, keeps_mixed):
         assert {d.name for d in plan.devices} == {"cpu"} and "must be 10% faster" in plan.reason
 
 
+def test_in_step_factors_correct_the_prediction(monkeypatch):
+    """The real steps auto times while it plans turn into per-device factors
+    that correct the chosen plan's predicted times; the table-only figure is
+    kept, and a single-device plan then predicts what its steps measured."""
+    gpu, _ = _auto_with_fake_gpu(monkeypatch)
+    monkeypatch.setattr(placement_mod, "CONFIRM_BY_MEASUREMENT", True)
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    measured = {"cpu": 0.004, "fakegpu": 0.009}
+
+    def fake_measure(batch, training, repeats=3):
+        names = {s.device.name for s in model._steps}
+        return measured[names.pop()] if len(names) == 1 else 1.0      # mixed plans lose
+    monkeypatch.setattr(model, "_measure_step", fake_measure)
+    plan = model.plan(64)
+    assert {d.name for d in plan.devices} == {"cpu"}
+    assert plan.table_step_s > 0 and plan.table_step_s != pytest.approx(0.004)
+    assert plan.predicted_step_s == pytest.approx(0.004)
+    assert "in-step factors" in plan.reason and "(from the cost tables alone)" in plan.table()
+    factor = 0.004 / plan.table_step_s
+    assert f"cpu x{factor:.2f}" in plan.reason
+
+
 def _map_devices():
     from conftest import working_opencl_device
     # no OpenCL: two CPU devices still exercise every transfer
