@@ -5,7 +5,8 @@
 
 A cell measures, on random data of the model's input shape (throughput does
 not depend on the values):
-- training throughput: images / wall time of ``fit`` over >= 1 s of steps,
+- training throughput: images / wall time of ``fit`` over >= ``--min-seconds``
+  of steps,
   after one warm-up pass that plans, calibrates and compiles; the median of
   ``--rounds`` rounds, which with ``--all`` alternate between the policies
   of the same model and batch size (the host's speed drifts; a cell run
@@ -60,7 +61,7 @@ def timed_predict(model, X, batch):
     return time.perf_counter() - t0
 
 
-def run_cells(policies, model_name, batch, min_seconds=1.0, rounds=6):
+def run_cells(policies, model_name, batch, min_seconds=0.25, rounds=12):
     """The cells of one model and batch size, one per policy.  The policies'
     timed runs are interleaved, round by round, and each cell reports the
     median of its rounds: the host's speed drifts over minutes (on the H100
@@ -143,11 +144,11 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     p.add_argument("--tag", default=None, help="results folder name (default: the machine)")
-    p.add_argument("--min-seconds", type=float, default=1.0,
-                   help="seconds of training per timed round (default 1)")
-    p.add_argument("--rounds", type=int, default=6,
+    p.add_argument("--min-seconds", type=float, default=0.25,
+                   help="seconds of training per timed round (default 0.25)")
+    p.add_argument("--rounds", type=int, default=12,
                    help="timed rounds per cell, interleaved across policies in every order in "
-                        "turn; the median counts (default 6)")
+                        "turn; the median counts (default 12)")
     args = p.parse_args()
     if args.all:
         groups = [(args.policies, m, b) for m in args.models for b in args.batches]

@@ -12,6 +12,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 POLICIES = ("cpu", "gpu", "auto")
 
@@ -51,7 +53,9 @@ def machine_section(tag, cells):
             tr = {p: (c or {}).get("train_images_per_s") for p, c in row.items()}
             inf = {p: (c or {}).get("infer_images_per_s") for p, c in row.items()}
             best = max([v for p, v in tr.items() if p != "auto" and v is not None], default=None)
-            ratio = tr["auto"] / best if best and tr["auto"] else None
+            ratio = paired_ratio(row)
+            if ratio is None:
+                ratio = tr["auto"] / best if best and tr["auto"] else None
             auto = row["auto"] or {}
             if ratio is not None:
                 worst = ratio if worst is None else min(worst, ratio)
@@ -90,6 +94,20 @@ def machine_section(tag, cells):
                   f"{pred_n} cells; from the cost tables alone (in brackets), before the "
                   f"in-step factors: {table_ok} of {pred_n}.", ""]
     return lines
+
+
+def paired_ratio(row):
+    """Median over the timed rounds of auto's throughput over the better of
+    cpu's and gpu's *in the same round* (None unless the cell's rounds were
+    interleaved, ``bench_matrix.py --all``): the host's speed drifts from
+    round to round, and the policies of one round ran under the same
+    conditions."""
+    rounds = {p: (c or {}).get("train_images_per_s_rounds") for p, c in row.items()}
+    others = [r for p, r in rounds.items() if p != "auto" and r]
+    if not rounds.get("auto") or not others or any(len(r) != len(rounds["auto"]) for r in others):
+        return None
+    ratios = [a / max(r[i] for r in others) for i, a in enumerate(rounds["auto"])]
+    return float(np.median(ratios))
 
 
 def plan_label(plan):
@@ -144,7 +162,8 @@ def main():
              "Made by `python benchmarks/report.py` (`tox -e report`) from "
              "`benchmarks/results/matrix/`; each cell is `benchmarks/bench_matrix.py` "
              "(`tox -e bench-<policy>-<model>-b<batch>`). Throughput in images/s on random data; "
-             "'auto / best' is auto's training throughput over the better of cpu and gpu; the "
+             "'auto / best' is auto's training throughput over the better of cpu and gpu (the "
+             "median over the timed rounds of that ratio within each round); the "
              "predicted step time is the planner's (corrected by the in-step factors, each device's "
              "real step over its table prediction, that auto measures on this model while it "
              "plans; in brackets the cost tables' alone), the measured one `model.explain()`'s, "

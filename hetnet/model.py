@@ -200,7 +200,8 @@ class Sequential:
         with self._session():
             scratch = self._scratch_params()
             for r in range(repeats + 1):
-                times = self._timed_step(x, y, training, scratch, per_step_sync=True)
+                times = self._timed_step(x, y, np.arange(batch_size), training, scratch,
+                                         per_step_sync=True)
                 if r:   # the first round warms up
                     for i, t in enumerate(times):
                         per_step[i].append(t)
@@ -227,23 +228,27 @@ class Sequential:
                 for layer in self.layers for w in layer.params.values()]
 
     def _measure_step(self, batch, training, repeats=3, min_seconds=0.02):
-        """Wall seconds per step (forward, and in training backward and update
-        on scratch copies) on random data in the current placement: one
-        warm-up step, then steps back to back with one wait for the devices
-        at the end, as steps run in ``fit``: at least ``repeats`` of them and
-        enough to fill ``min_seconds`` (a window of a few sub-millisecond
-        steps is at the mercy of one scheduler tick)."""
-        x, y = self._random_batch(batch)
+        """Wall seconds per step on random data in the current placement, run
+        as ``fit`` runs its steps: each batch gathered from host memory
+        (alternating between two) and uploaded, forward, the loss summed on
+        its device, and in training backward and update (on scratch copies),
+        with one wait for the devices at the end.  One warm-up step, then at
+        least ``repeats`` steps and enough to fill ``min_seconds`` (a window
+        of a few sub-millisecond steps is at the mercy of one scheduler tick)."""
+        x, y = self._random_batch(2 * batch)
+        halves = [np.arange(batch), np.arange(batch, 2 * batch)]
         with self._session():
             scratch = self._scratch_params()
-            self._timed_step(x, y, training, scratch, per_step_sync=False)
+            total = self.out_device.zeros((1,))
+            self._timed_step(x, y, halves[0], training, scratch, False, total=total)
             t0 = time.perf_counter()
-            self._timed_step(x, y, training, scratch, per_step_sync=False)
+            self._timed_step(x, y, halves[1], training, scratch, False, total=total)
             one = time.perf_counter() - t0
             repeats = max(repeats, min(1000, math.ceil(min_seconds / max(one, 1e-6))))
             t0 = time.perf_counter()
-            for _ in range(repeats):
-                self._timed_step(x, y, training, scratch, per_step_sync=False, sync=False)
+            for r in range(repeats):
+                self._timed_step(x, y, halves[r % 2], training, scratch, False, sync=False,
+                                 total=total)
             self._sync_all()
             return (time.perf_counter() - t0) / repeats
 
@@ -255,10 +260,12 @@ class Sequential:
         for d in self._devices_in_use():
             d.synchronize()
 
-    def _timed_step(self, x, y, training, scratch, per_step_sync, sync=True):
-        """One forward (+ backward + update on scratch copies), through the
-        same code as :meth:`train_step`; with ``per_step_sync`` the seconds of
-        each step, its transfers included."""
+    def _timed_step(self, x, y, idx, training, scratch, per_step_sync, sync=True, total=None):
+        """One step on rows ``idx`` of host ``x``, ``y``: the batch to the
+        devices as :meth:`fit` brings it, forward (+ backward + update on
+        scratch copies) through the same code as :meth:`train_step`, the
+        loss added into ``total`` (on the last step's device) if given; with
+        ``per_step_sync`` the seconds of each step, its transfers included."""
         steps = self._steps
         times = [0.0] * len(steps)
         mark = [0.0]
@@ -277,10 +284,12 @@ class Sequential:
                 d.sgd_update(w, step.grads[name], v, 1e-6, 0.9)
             clock(i)
 
-        h = steps[0].device.asarray(x)
+        h, target, _ = self._batch_to_device(x, y, None, idx)
         mark[0] = time.perf_counter()
         logits = self._forward(h, training, clock)
-        _, dy = self._loss_op(logits, self.out_device.asarray(y, dtype=y.dtype), None)
+        loss, dy = self._loss_op(logits, target, None)
+        if total is not None:
+            self.out_device.axpy(float(len(idx)), loss, total)
         if training:
             mark[0] = time.perf_counter()
             self._backward(dy, update_then_clock)
