@@ -73,13 +73,15 @@ def machine_section(tag, cells):
                     same = [s["device"] for s in auto.get("plan", [])] == \
                         [s["device"] for s in row[best_policy].get("plan", [])]
                     (same_plan_misses if same else misses).append(label)
+            pm = "–"
+            if "predicted_step_ms" in auto:
+                table = auto.get("table_step_ms", auto["predicted_step_ms"])   # older results: none
+                pm = (f"{auto['predicted_step_ms']:.3f} ({table:.3f}) / "
+                      f"{auto['measured_step_ms']:.3f}")
             if auto.get("measured_step_ms"):
                 pred_n += 1
                 pred_ok += abs(auto["predicted_step_ms"] / auto["measured_step_ms"] - 1) <= 0.2
-                table = auto.get("table_step_ms", auto["predicted_step_ms"])
                 table_ok += abs(table / auto["measured_step_ms"] - 1) <= 0.2
-            pm = (f"{auto['predicted_step_ms']:.3f} ({auto.get('table_step_ms', auto['predicted_step_ms']):.3f})"
-                  f" / {auto['measured_step_ms']:.3f}" if "predicted_step_ms" in auto else "–")
             plan = plan_label(auto["plan"]) if "plan" in auto else "–"
             lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "

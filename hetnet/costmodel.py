@@ -84,7 +84,7 @@ class CostTable:
 
     def __init__(self, key, points, device=None, path=None):
         self.key = key
-        self.points = {op: _monotone(sorted((float(s), float(t)) for s, t in pts))
+        self.points = {op: _monotone((float(s), float(t)) for s, t in pts)
                        for op, pts in points.items()}
         self.device = device       # for measuring new geometries; None: a fixed table
         self.path = path
@@ -98,7 +98,7 @@ class CostTable:
         if geometry is not None:
             op = f"{op}@{geometry_key(geometry)}"
             if op not in self.points and self.device is not None:
-                self.points.update((k, _monotone(sorted(v)))
+                self.points.update((k, _monotone(v))
                                    for k, v in measure_geometry(self.device, geometry).items())
                 self.save()
         pts = self.points.get(op)
@@ -142,12 +142,13 @@ class CostTable:
 
 
 def _monotone(points):
-    """Times made non-decreasing in size, each point lowered to the least
+    """``(size, seconds)`` points sorted by size, the times made
+    non-decreasing in size, each point lowered to the least
     time measured at its size or above: a smaller operation can always be
     run as the larger one, so a point above a larger size's time is noise
     (a busy moment of the host) and would make the interpolation lie."""
     out, least = [], math.inf
-    for size, t in reversed(points):
+    for size, t in reversed(sorted(points)):
         least = min(least, t)
         out.append((size, least))
     return out[::-1]

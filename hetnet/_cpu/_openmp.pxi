@@ -20,8 +20,9 @@ from libc.math cimport sqrt as _hn_sqrt
 # The work one woken thread costs (see hn_threads), by kind of loop: multiply-adds
 # of a GEMM or a fused convolution; elements of a memory-bound loop, of one
 # spending tens of cycles an element (exp, log), of an im2col/col2im/pooling copy.
-# Chosen on the 2-core machine and the 16-core H100 host so that no thread count
-# trains slower than fewer threads (benchmarks/bench_cpu_threads.py).
+# Chosen from benchmarks/bench_cpu_threads.py on the 2-core machine (where 2 threads
+# now train no slower than 1) and the 16-core H100 host (where 14 threads went from
+# several times slower than 1 to about as fast; that host's run-to-run noise is large).
 cdef double HN_GEMM_UNIT = 1 << 22
 cdef double HN_CONV_UNIT = 1 << 20
 cdef double HN_ELEMENT_UNIT = 1 << 16

@@ -14,16 +14,10 @@ include "_openmp.pxi"
 include "_act.pxi"
 
 
-cdef inline int _threads_for(int nthreads, Py_ssize_t items, Py_ssize_t elements) noexcept nogil:
-    """Threads worth waking for ``elements`` of copying over ``items``
-    independent planes: one per item at most (see hn_threads)."""
-    return <int>min(<Py_ssize_t>hn_threads(nthreads, <double>elements, HN_COPY_UNIT), max(items, 1))
-
-
-cdef inline int _conv_threads(int nthreads, Py_ssize_t n, double macs) noexcept nogil:
-    """Threads for a fused convolution over ``n`` images (``macs``
-    multiply-adds in all): one image per thread at most (see hn_threads)."""
-    return <int>min(<Py_ssize_t>hn_threads(nthreads, macs, HN_CONV_UNIT), max(n, 1))
+cdef inline int _threads_for(int nthreads, Py_ssize_t items, double work, double unit) noexcept nogil:
+    """Threads worth waking for ``work`` spread over ``items`` independent
+    pieces (planes, images): one per item at most (see hn_threads)."""
+    return hn_threads(<int>min(<Py_ssize_t>nthreads, max(items, 1)), work, unit)
 
 
 cdef inline void _ox_range(int wo, int sw, int off, int w, int *lo, int *hi) noexcept nogil:
@@ -108,7 +102,7 @@ def im2col(float[:, :, :, ::1] x, float[:, :, ::1] cols, int kh, int kw,
     if planes == 0 or howo == 0:
         return
     # plane p = (image, channel); its rows start at p*kk in the (N*C*kk, HoWo) view
-    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * kk * howo), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, <double>planes * kk * howo, HN_COPY_UNIT), schedule="static"):
         im2col_plane(px + p * hw, pc + p * kk * howo, h, w, ho, wo,
                      kh, kw, sh, sw, ph, pw, howo)
 
@@ -124,7 +118,7 @@ def col2im(float[:, :, ::1] cols, float[:, :, :, ::1] x, int kh, int kw,
     cdef float *pc = &cols[0, 0, 0]
     if planes == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * kk * howo), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, <double>planes * kk * howo, HN_COPY_UNIT), schedule="static"):
         col2im_plane(pc + p * kk * howo, px + p * hw, h, w, ho, wo, kh, kw, sh, sw, ph, pw, howo)
 
 
@@ -149,7 +143,7 @@ def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] ar
     cdef int *arow
     if planes == 0 or howo == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * hw), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, <double>planes * hw, HN_COPY_UNIT), schedule="static"):
         src = px + p * hw
         for oy in range(ho):
             yrow = py + p * howo + oy * wo
@@ -180,7 +174,7 @@ def maxpool2d_backward(float[:, :, :, ::1] dy, int[:, :, :, ::1] argmax,
     cdef int *pa = &argmax[0, 0, 0, 0]
     if planes == 0:
         return
-    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, planes * hw), schedule="static"):
+    for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, <double>planes * hw, HN_COPY_UNIT), schedule="static"):
         memset(pdx + p * hw, 0, hw * sizeof(float))
         for q in range(howo):
             pdx[p * hw + pa[p * howo + q]] += pdy[p * howo + q]
@@ -217,7 +211,7 @@ def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
     cdef bint has_bias = b.shape[0] > 0
     if n == 0:
         return
-    for img in prange(n, nogil=True, num_threads=_conv_threads(nthreads, n, <double>n * f * ckk * p),
+    for img in prange(n, nogil=True, num_threads=_threads_for(nthreads, n, <double>n * f * ckk * p, HN_CONV_UNIT),
                      schedule="static"):
         t = threadid()
         cols = pws + t * ckk * p
@@ -263,7 +257,7 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
     cdef float acc
     cdef bint has_bias = db.shape[0] > 0
     # the weight gradient and the input gradient each take as many multiply-adds as the forward
-    nt = _conv_threads(nthreads, n, <double>n * f * ckk * p * (2 + need_dx))
+    nt = _threads_for(nthreads, n, <double>n * f * ckk * p * (2 + need_dx), HN_CONV_UNIT)
     memset(pdwp, 0, nt * f * ckk * sizeof(float))
     memset(pdbp, 0, nt * f * sizeof(float))
     for img in prange(n, nogil=True, num_threads=nt, schedule="static"):
