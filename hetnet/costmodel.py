@@ -24,12 +24,14 @@ proportional to size above the largest.
   gradient) and ``conv2d_backward_weights`` (without).  A geometry is measured
   the first time a plan needs it, at a few batch sizes, in milliseconds.
 
-Tables are cached per device (name, driver, threads, BLAS, hetnet version) in
+Tables are cached per device (name, driver, threads, BLAS, hetnet version and
+a hash of the kernels' build) in
 the user's cache directory: ``$HETNET_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/hetnet``, else ``~/.cache/hetnet``.
 """
 
 import bisect
+import hashlib
 import json
 import math
 import os
@@ -59,7 +61,8 @@ def cache_dir():
 
 
 def device_key(device):
-    """What a calibration depends on: device, driver, threads, BLAS, hetnet version."""
+    """What a calibration depends on: device, driver, threads, BLAS, hetnet
+    version and the build of its kernels (:func:`kernel_build`)."""
     from . import __version__
     parts = [device.name, f"hetnet={__version__}"]
     for attr in ("driver_version", "num_threads", "precision"):
@@ -68,7 +71,31 @@ def device_key(device):
     if device.name == "cpu":
         from .info import build_info
         parts.append(f"blas={build_info()['blas']}")
+    parts.append(f"build={kernel_build(device)}")
     return "|".join(str(p) for p in parts)
+
+
+_BUILDS = {}
+
+
+def kernel_build(device):
+    """A short hash of the kernels ``device`` runs: the OpenCL sources for an
+    OpenCL device, else the compiled CPU extensions.  A rebuilt kernel runs
+    at another speed, and within one hetnet version (a source checkout)
+    nothing else would tell the cache that its tables are stale."""
+    kind = "opencl" if hasattr(device, "cl_device") else "cpu"
+    if kind not in _BUILDS:
+        digest = hashlib.sha256()
+        if kind == "cpu":
+            from ._cpu import blas, conv, elementwise
+            for module in (blas, conv, elementwise):
+                digest.update(Path(module.__file__).read_bytes())
+        else:
+            from .devices._opencl_platform import kernel_names, kernel_source
+            for name in kernel_names():
+                digest.update(kernel_source(name).encode())
+        _BUILDS[kind] = digest.hexdigest()[:12]
+    return _BUILDS[kind]
 
 
 class CostTable:
@@ -307,7 +334,8 @@ def cost_table(device, recalibrate=False):
     key = device_key(device)
     if not recalibrate and key in _MEMORY:
         return _MEMORY[key]
-    path = cache_dir() / ("costs-" + "".join(c if c.isalnum() else "_" for c in key)[:180] + ".json")
+    path = cache_dir() / ("costs-" + "".join(c if c.isalnum() else "_" for c in key)[:120]
+                          + "-" + hashlib.sha256(key.encode()).hexdigest()[:10] + ".json")
     table = None
     if not recalibrate and path.exists():
         try:

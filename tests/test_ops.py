@@ -113,6 +113,16 @@ def test_maxpool(device, ref, rng, shape, k, s):
     assert_close(host(device, dx), ref.maxpool2d_backward(dy, am_ref, shape), what="maxpool dx")
 
 
+def test_maxpool_ties_keep_the_first_position(device, ref, rng):
+    """Values from {0, 1, 2} give ties in most windows: every device keeps
+    the first maximum in row-major window order, as the reference does."""
+    x = rng.integers(0, 3, (2, 3, 8, 8)).astype(F32)
+    y_ref, am_ref = ref.maxpool2d(x, 2, 2, 2, 2)
+    y, am = device.maxpool2d(put(device, x), 2, 2, 2, 2)
+    assert_close(host(device, y), y_ref, rtol=0, what="maxpool y")
+    np.testing.assert_array_equal(host(device, am), am_ref)
+
+
 @pytest.mark.parametrize("shape", [(4, 5), (3, 4, 6, 6), (2, 7, 1, 1)])
 def test_bias_add_and_grad(device, ref, rng, shape):
     y, b = rand(rng, *shape), rand(rng, shape[1])

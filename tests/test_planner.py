@@ -354,6 +354,17 @@ def test_cost_cache_roundtrip(tmp_path, monkeypatch):
     assert again.points == table.points
 
 
+def test_cost_cache_is_keyed_by_the_kernel_build(tmp_path, monkeypatch):
+    """Rebuilt kernels (same hetnet version, as in a source checkout) get a
+    new key and cache file, so tables timed on the old build are not used."""
+    import hetnet.costmodel as cm
+    dev = CPUDevice(num_threads=1)
+    key = cm.device_key(dev)
+    assert f"build={cm.kernel_build(dev)}" in key
+    monkeypatch.setattr(cm, "_BUILDS", {"cpu": "rebuilt"})
+    assert cm.device_key(dev) != key and cm.device_key(dev).endswith("build=rebuilt")
+
+
 def test_auto_is_a_policy_not_a_device():
     with pytest.raises(ValueError, match="placement policy"):
         hn.get_device("auto")

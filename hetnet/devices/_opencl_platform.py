@@ -231,6 +231,18 @@ def kernel_source(name):
     return path.read_text()
 
 
+def kernel_names():
+    """The ``.cl`` files of ``clkernels/``, sorted (wherever :func:`kernel_source` reads them)."""
+    try:
+        from importlib.resources import files
+        names = [f.name for f in files("hetnet.clkernels").iterdir() if f.name.endswith(".cl")]
+        if names:
+            return sorted(names)
+    except (ImportError, FileNotFoundError, TypeError, OSError):
+        pass
+    return sorted(p.name for p in (Path(__file__).resolve().parents[2] / "clkernels").glob("*.cl"))
+
+
 _PROGRAMS = {}
 _PROGRAMS_LOCK = threading.Lock()
 
