@@ -49,8 +49,14 @@ SHAPED = ("gemm", "gemm_dw", "gemm_dx", "conv2d", "conv2d_backward", "conv2d_bac
 #: and per step, in training and in inference (see :func:`measure_overheads`)
 OVERHEADS = ("layer_overhead", "step_overhead", "layer_overhead_inference",
              "step_overhead_inference")
-#: batch sizes at which a geometry is measured
-GEOMETRY_BATCHES = (1, 8, 64, 256, 1024)
+#: batch sizes at which a geometry is measured: every power of two, as a GEMM's
+#: time is far from a straight line between sparser points (a 784x120 dense
+#: layer here: 10 us at batch 8, 35 at 16, 76 at 64; from 8 and 64 alone, 16
+#: read as 20)
+GEOMETRY_BATCHES = tuple(2 ** k for k in range(11))
+#: sizes (elements) at which the shape-free operations are measured, a factor
+#: of four apart (and 16M elements on a GPU)
+ELEMENT_SIZES = tuple(4 ** k for k in range(4, 11)) + (2097152,)
 
 
 def cache_dir():
@@ -214,7 +220,7 @@ def calibrate(device, quick=True):
     points = {op: [] for op in OPERATIONS + TRANSFERS}
     big = device.kind == "gpu"
     with device.session():
-        for n in (256, 8192, 262144, 2097152) + ((16777216,) if big else ()):
+        for n in ELEMENT_SIZES + ((16777216,) if big else ()):
             y = _rand(device, rng, n // 64, 64)
             b = _rand(device, rng, 64)
             points["elementwise"].append((n, _time(device, lambda: device.bias_activation(y, b, "relu"))))

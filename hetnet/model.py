@@ -44,7 +44,9 @@ class Sequential:
         per layer: that placement exactly.
     seed : int, optional
         Seeds initialisation and shuffling: the same seed gives the same
-        weights and the same training run.
+        weights and, on the same placement, the same training run to the
+        bit.  Under ``"auto"`` with a GPU the placement is chosen from timed
+        steps and may differ between runs; devices agree to rounding.
     input_shape : tuple, optional
         Per-sample input shape; without it the model is built by the first
         ``fit``/``predict`` from the data.
