@@ -354,9 +354,9 @@ def test_cost_cache_roundtrip(tmp_path, monkeypatch):
     assert again.points == table.points
 
 
-def test_cost_cache_is_keyed_by_the_kernel_build(tmp_path, monkeypatch):
+def test_cost_cache_is_keyed_by_the_kernel_build(monkeypatch):
     """Rebuilt kernels (same hetnet version, as in a source checkout) get a
-    new key and cache file, so tables timed on the old build are not used."""
+    new key, and so a new cache file: tables timed on the old build are not used."""
     import hetnet.costmodel as cm
     dev = CPUDevice(num_threads=1)
     key = cm.device_key(dev)

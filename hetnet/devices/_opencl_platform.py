@@ -219,28 +219,28 @@ def find_device(spec=None):
 
 
 # ------------------------------------------------------------------- programs
-def kernel_source(name):
-    """Text of ``clkernels/<name>``: from the installed package
-    ``hetnet.clkernels``, else from the source checkout's ``clkernels/``."""
+def _kernel_dir():
+    """Where ``clkernels/`` is read from: the installed package
+    ``hetnet.clkernels`` (a traversable resource), else the source
+    checkout's ``clkernels/`` folder."""
     try:
         from importlib.resources import files
-        return files("hetnet.clkernels").joinpath(name).read_text()
+        package = files("hetnet.clkernels")
+        if any(f.name.endswith(".cl") for f in package.iterdir()):
+            return package
     except (ImportError, FileNotFoundError, TypeError, OSError):
         pass
-    path = Path(__file__).resolve().parents[2] / "clkernels" / name
-    return path.read_text()
+    return Path(__file__).resolve().parents[2] / "clkernels"
+
+
+def kernel_source(name):
+    """Text of ``clkernels/<name>`` (from :func:`_kernel_dir`)."""
+    return _kernel_dir().joinpath(name).read_text()
 
 
 def kernel_names():
-    """The ``.cl`` files of ``clkernels/``, sorted (wherever :func:`kernel_source` reads them)."""
-    try:
-        from importlib.resources import files
-        names = [f.name for f in files("hetnet.clkernels").iterdir() if f.name.endswith(".cl")]
-        if names:
-            return sorted(names)
-    except (ImportError, FileNotFoundError, TypeError, OSError):
-        pass
-    return sorted(p.name for p in (Path(__file__).resolve().parents[2] / "clkernels").glob("*.cl"))
+    """The ``.cl`` files of ``clkernels/``, sorted."""
+    return sorted(f.name for f in _kernel_dir().iterdir() if f.name.endswith(".cl"))
 
 
 _PROGRAMS = {}
