@@ -16,7 +16,9 @@ not depend on the values):
 - the plan (device per step), its predicted step time (for ``auto``
   corrected by the in-step factors it measured while planning; the
   prediction from the cost tables alone beside it) and the step time
-  measured by ``model.explain`` (per step, synchronised), all for training.
+  measured by ``model.explain`` (steps run as ``fit`` runs them, batches
+  gathered from a shuffled 64 MB array; the median of five windows), all
+  for training.
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
 Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 ``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).

@@ -7,12 +7,15 @@ proportional to size above the largest.
 
 * Operations whose speed depends little on shape are sized in elements
   (``elementwise``: bias + activation, ``reduce``: bias gradient,
-  ``maxpool2d``, ``maxpool2d_backward``, ``update``: SGD with momentum,
-  ``loss``: softmax + cross-entropy) or bytes, and measured once per device.
+  ``update``: SGD with momentum, ``loss``: softmax + cross-entropy) or bytes,
+  and measured once per device.
 * Transfers are tables of latency and bandwidth in effect, each way and by path:
   ``to_device`` and ``to_host`` are the paths training takes (on a GPU, uploads through
   pinned staging buffers and reads into ordinary memory); ``to_device_pageable`` and
   ``to_host_pinned`` are the other two.  On host devices all four are the same copy.
+  ``gather_rows`` is a step's batch: rows picked in shuffled order from a
+  64 MB host array (a data set is larger than the caches) and brought to the
+  device.
 * Overheads: what a real step adds to the sum of its operations (Python
   between them, argument handling, queue submission), per layer and per
   step, from timed steps of tiny models (:func:`measure_overheads`).
@@ -21,7 +24,10 @@ proportional to size above the largest.
   filters, kernel, stride, padding and fused activation) as a function of the
   batch size: ``gemm``, ``gemm_dw``, ``gemm_dx`` (forward, weight and input
   gradients of a dense layer), ``conv2d``, ``conv2d_backward`` (with the input
-  gradient) and ``conv2d_backward_weights`` (without).  A geometry is measured
+  gradient), ``conv2d_backward_weights`` (without), and ``maxpool2d``,
+  ``maxpool2d_backward`` per pooling geometry (input shape, window, stride:
+  a pool over small maps costs far more per element than over large ones,
+  a 16x10x10 map's three times a 1x28x28 one's here).  A geometry is measured
   the first time a plan needs it, at a few batch sizes, in milliseconds.
 
 Tables are cached per device (name, driver, threads, BLAS, hetnet version and
@@ -40,11 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
-OPERATIONS = ("elementwise", "reduce", "maxpool2d", "maxpool2d_backward", "update", "loss")
+OPERATIONS = ("elementwise", "reduce", "update", "loss")
 #: the paths training uses (``asarray``: pinned staging on GPUs; ``to_host``: into pageable
-#: memory), and the other two for comparison
-TRANSFERS = ("to_device", "to_host", "to_device_pageable", "to_host_pinned")
-SHAPED = ("gemm", "gemm_dw", "gemm_dx", "conv2d", "conv2d_backward", "conv2d_backward_weights")
+#: memory), the other two for comparison, and ``gather_rows``: a batch of rows
+#: gathered in shuffled order from a data set larger than the CPU's caches and
+#: brought to the device, as ``fit`` brings every batch
+TRANSFERS = ("to_device", "to_host", "to_device_pageable", "to_host_pinned", "gather_rows")
+SHAPED = ("gemm", "gemm_dw", "gemm_dx", "conv2d", "conv2d_backward", "conv2d_backward_weights",
+          "maxpool2d", "maxpool2d_backward")
 #: what a real step adds to the sum of its operations' table times, per layer
 #: and per step, in training and in inference (see :func:`measure_overheads`)
 OVERHEADS = ("layer_overhead", "step_overhead", "layer_overhead_inference",
@@ -228,16 +237,11 @@ def calibrate(device, quick=True):
             points["reduce"].append((n, _time(device, lambda: device.bias_grad(y, out=db))))
             w, g, v = _rand(device, rng, n), _rand(device, rng, n), device.zeros((n,))
             points["update"].append((n, _time(device, lambda: device.sgd_update(w, g, v, 1e-3, 0.9))))
-            x = _rand(device, rng, max(1, n // 784), 1, 28, 28)
-            yp, am = device.maxpool2d(x, 2, 2, 2, 2)
-            points["maxpool2d"].append((x.shape[0] * 784, _time(device, lambda: device.maxpool2d(x, 2, 2, 2, 2, out=yp, argmax=am))))
-            dx = device.empty(x.shape)
-            points["maxpool2d_backward"].append((x.shape[0] * 784, _time(
-                device, lambda: device.maxpool2d_backward(yp, am, x.shape, out=dx))))
             rows = max(1, n // 10)
             z, labels = _rand(device, rng, rows, 10), device.asarray(rng.integers(0, 10, rows), dtype=np.int32)
             gz = device.empty((rows, 10))
             points["loss"].append((rows * 10, _time(device, lambda: device.softmax_cross_entropy(z, labels, None, grad_out=gz))))
+        points["gather_rows"] = measure_gather(device, rng)
         for nbytes in (4096, 65536, 1 << 20, 8 << 20):
             host = rng.standard_normal(nbytes // 4).astype(np.float32)
             arr = device.asarray(host)
@@ -248,6 +252,26 @@ def calibrate(device, quick=True):
     table = CostTable(device_key(device), points, device=device)   # measures geometries
     table.points.update(measure_overheads(device, table))
     return table
+
+
+def measure_gather(device, rng, row=784, pool_bytes=64 << 20):
+    """``[(bytes, seconds)]`` of ``device.gather_rows`` for batches of 1 to
+    2048 rows of ``row`` floats, taken in shuffled order from a host array
+    of ``pool_bytes`` (each call new rows, as in an epoch: rows the caches
+    still hold would make it look free)."""
+    rows = pool_bytes // (4 * row)
+    pool = np.resize(rng.standard_normal((256, row)).astype(np.float32), (rows, row))
+    order = rng.permutation(rows)
+    out = []
+    for n in (1, 16, 256, 2048):
+        state = {"at": 0, "buf": None}
+
+        def gather():
+            at = state["at"]
+            state["at"] = (at + n) % (rows - n)
+            state["buf"] = device.gather_rows(pool, order[at:at + n], out=state["buf"])
+        out.append((4 * row * n, _time(device, gather)))
+    return out
 
 
 def measure_overheads(device, table, deep=5):
@@ -326,6 +350,18 @@ def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
                 for op, need_dx in (("conv2d_backward", True), ("conv2d_backward_weights", False)):
                     out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
                         x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
+        elif kind == "maxpool2d":
+            _, (c, h, wd), (kh, kw), (sh, sw) = geometry
+            for op in ("maxpool2d", "maxpool2d_backward"):
+                out[f"{op}@{key}"] = []
+            for b in batches:
+                x = _rand(device, rng, b, c, h, wd)
+                y, am = device.maxpool2d(x, kh, kw, sh, sw)
+                dx = device.empty(x.shape)
+                out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
+                    x, kh, kw, sh, sw, out=y, argmax=am))))
+                out[f"maxpool2d_backward@{key}"].append((b, _time(
+                    device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
         else:
             raise ValueError(f"unknown geometry {geometry!r}")
     return out

@@ -14,6 +14,11 @@ from .schedules import get_schedule
 
 _FUSABLE = (Dense, Conv2D)
 _FUSED_ACTS = (ReLU, Sigmoid, Tanh)
+#: inputs the timed steps of planning and ``explain`` gather their batches
+#: from, as ``fit`` gathers from a data set larger than the CPU's caches
+POOL_BYTES = 64 << 20
+#: (tiny rows need not fill it: a shuffled gather from 64k rows is cache-cold enough)
+POOL_MAX_ROWS = 1 << 16
 
 
 class History(dict):
@@ -75,6 +80,7 @@ class Sequential:
         self._dlogits = None
         self._dlogits_dev = None
         self._input_buffer = self._input_buffer_dev = None
+        self._measure_pool = None
         if input_shape is not None:
             self.build(input_shape)
 
@@ -188,10 +194,12 @@ class Sequential:
 
         Every step is timed (median of ``repeats``) on the device the plan
         gives it, on random data of the model's input shape, waiting for the
-        device after each step; the whole step (transfers, loss and, in
+        device after each step; the whole step (the batch gathered from a
+        shuffled dataset-sized array and uploaded, transfers, loss and, in
         training, the parameter update on scratch copies) is timed again
-        without those waits (:meth:`_measure_step`).  No weight changes.  Returns a
-        :class:`hetnet.planner.Plan`; ``print()`` it for the table.
+        without those waits, as :meth:`fit` runs it (:meth:`_step_time`).  No
+        weight changes.  Returns a :class:`hetnet.planner.Plan`; ``print()``
+        it for the table.
         """
         self._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
@@ -209,9 +217,8 @@ class Sequential:
                         per_step[i].append(t)
         for s, ts in zip(plan.steps, per_step):
             s.measured_s = float(np.median(ts))
-        # two rounds, the faster counts: on a shared machine noise only adds time
-        plan.measured_step_s = min(self._measure_step(batch_size, training, repeats)
-                                   for _ in range(2))
+        plan.measured_step_s = self._step_time(batch_size, training, windows=5)
+        self._release_pool()
         return plan
 
     def _random_batch(self, batch):
@@ -223,6 +230,27 @@ class Sequential:
             y = rng.random((batch, self.n_outputs)).astype(np.float32)
         return x, y
 
+    def _pool(self, batch):
+        """Random inputs and targets standing in for a training set: at
+        least :data:`POOL_BYTES` of inputs (more than a CPU's caches hold, as
+        a real data set is) and two batches, with a shuffled order to gather
+        batches from, as :meth:`fit` does.  Kept until :meth:`_release_pool`."""
+        row_bytes = 4 * math.prod(self.input_shape)
+        rows = max(2 * batch, min(-(-POOL_BYTES // row_bytes), POOL_MAX_ROWS))
+        pool = getattr(self, "_measure_pool", None)
+        if pool is None or pool[0].shape[0] < rows:
+            x, y = self._random_batch(min(rows, 256))
+            # tiled from a few hundred random rows: filling 64 MB with fresh
+            # random numbers would take longer than the steps it serves
+            x = np.resize(x, (rows,) + x.shape[1:])
+            y = np.resize(y, (rows,) + y.shape[1:])
+            order = np.random.default_rng(1).permutation(rows)
+            pool = self._measure_pool = (x, y, order)
+        return pool
+
+    def _release_pool(self):
+        self._measure_pool = None
+
     def _scratch_params(self):
         """Copies of the parameters (and momentum buffers) that timed steps
         update instead of the real ones."""
@@ -231,28 +259,40 @@ class Sequential:
 
     def _measure_step(self, batch, training, repeats=3, min_seconds=0.02):
         """Wall seconds per step on random data in the current placement, run
-        as ``fit`` runs its steps: each batch gathered from host memory
-        (alternating between two) and uploaded, forward, the loss summed on
-        its device, and in training backward and update (on scratch copies),
-        with one wait for the devices at the end.  One warm-up step, then at
-        least ``repeats`` steps and enough to fill ``min_seconds`` (a window
-        of a few sub-millisecond steps is at the mercy of one scheduler tick)."""
-        x, y = self._random_batch(2 * batch)
-        halves = [np.arange(batch), np.arange(batch, 2 * batch)]
+        as ``fit`` runs its steps: each batch gathered from a dataset-sized
+        host array (:meth:`_pool`) in shuffled order and uploaded, forward,
+        the loss summed on its device, and in training backward and update
+        (on scratch copies), with one wait for the devices at the end.  One
+        warm-up step, then at least ``repeats`` steps and enough to fill
+        ``min_seconds`` (a window of a few sub-millisecond steps is at the
+        mercy of one scheduler tick)."""
+        x, y, order = self._pool(batch)
+        starts = range(0, order.size - batch + 1, batch)
+
+        def rows(k):
+            s = starts[k % len(starts)]
+            return order[s:s + batch]
         with self._session():
             scratch = self._scratch_params()
             total = self.out_device.zeros((1,))
-            self._timed_step(x, y, halves[0], training, scratch, False, total=total)
+            self._timed_step(x, y, rows(0), training, scratch, False, total=total)
             t0 = time.perf_counter()
-            self._timed_step(x, y, halves[1], training, scratch, False, total=total)
+            self._timed_step(x, y, rows(1), training, scratch, False, total=total)
             one = time.perf_counter() - t0
             repeats = max(repeats, min(1000, math.ceil(min_seconds / max(one, 1e-6))))
             t0 = time.perf_counter()
             for r in range(repeats):
-                self._timed_step(x, y, halves[r % 2], training, scratch, False, sync=False,
+                self._timed_step(x, y, rows(r + 2), training, scratch, False, sync=False,
                                  total=total)
             self._sync_all()
             return (time.perf_counter() - t0) / repeats
+
+    def _step_time(self, batch, training, windows=3, repeats=3, min_seconds=0.02):
+        """The median of ``windows`` :meth:`_measure_step` windows: the step
+        time a run sees, with one slow (or one lucky) window of a shared host
+        weighing nothing."""
+        return float(np.median([self._measure_step(batch, training, repeats, min_seconds)
+                                for _ in range(windows)]))
 
     def _devices_in_use(self):
         """The devices the steps run on, each once, in step order."""

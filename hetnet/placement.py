@@ -4,6 +4,8 @@ put each step where its plan says."""
 
 import math
 
+import numpy as np
+
 from .devices import Device, get_device, gpu_device
 from .planner import Plan, StepPlan, plan_model, repr_step
 
@@ -98,7 +100,7 @@ class Placement:
         return plan
 
 
-    def _confirm(self, model, planned, plan_for, batch, training, repeats=5):
+    def _confirm(self, model, planned, plan_for, batch, training, repeats=5, rounds=3):
         """Time the planned placement and each single-device one on a few
         real steps; return the plan of the fastest, its reason saying what
         was measured.  Cost models miss what only a run shows (caches,
@@ -111,15 +113,15 @@ class Placement:
                 options.append((dev.name, alt))
         if len(options) == 1:
             return planned
-        timed = []
-        for label, plan in options:
-            for step, dev in zip(model._steps, plan.devices):
-                move_step(model, step, dev)
-            timed.append([model._measure_step(batch, training, repeats), label, plan])
-        for entry in timed:         # a second round, the fastest counts: noise only adds time
-            for step, dev in zip(model._steps, entry[2].devices):
-                move_step(model, step, dev)
-            entry[0] = min(entry[0], model._measure_step(batch, training, repeats))
+        timed = [[[], label, plan] for label, plan in options]
+        for _ in range(rounds):     # interleaved rounds, so a drift of the host's speed hits all
+            for entry in timed:
+                for step, dev in zip(model._steps, entry[2].devices):
+                    move_step(model, step, dev)
+                entry[0].append(model._measure_step(batch, training, repeats))
+        model._release_pool()
+        for entry in timed:         # the median: one slow (or lucky) window weighs nothing
+            entry[0] = float(np.median(entry[0]))
         best = min(timed, key=lambda t: t[0])
         single = min((t for t in timed if len(set(t[2].devices)) == 1), key=lambda t: t[0],
                      default=None)

@@ -188,7 +188,8 @@ def plan_model(steps, batch, devices, tables, training=True, policy="auto", fixe
         act_bytes.append(nbytes)
         edge.append([[0.0 if a == b else _move(tables, devices[a], devices[b], nbytes, training)
                       for b in range(nd)] for a in range(nd)])
-    start = [tables[dev.name].predict("to_device", input_bytes)
+    # the batch gathered from the data set and brought to the first device
+    start = [tables[dev.name].predict("gather_rows", input_bytes)
              + tables[dev.name].overhead("step", training) for dev in devices]
     # the fused loss (training) or the read-back of the outputs (inference) on the last device
     outputs = output_bytes // 4

@@ -49,12 +49,15 @@ def synthetic_table(name, latency, per_unit, transfer_latency, per_byte, slow=()
     or batch for the shaped ones, taken as 1e3 units per sample); the
     operations in ``slow`` cost 1000 times more."""
     pts = {op: [(1, latency + per_unit), (1e9, latency + 1e9 * per_unit)] for op in OPERATIONS}
-    for op in slow:
-        pts[op] = [(s, 1000 * t) for s, t in pts[op]]
     pts.update({op: [(1, transfer_latency + per_byte), (1e10, transfer_latency + 1e10 * per_byte)]
                 for op in TRANSFERS})
     table = CostTable(name, pts)
     table.per_sample = {op: (latency, per_unit * 1e3) for op in SHAPED}
+    for op in slow:
+        if op in SHAPED:
+            table.per_sample[op] = tuple(1000 * v for v in table.per_sample[op])
+        else:
+            table.points[op] = [(s, 1000 * t) for s, t in table.points[op]]
     real_predict = table.predict
 
     def predict(op, size, geometry=None):
@@ -317,6 +320,83 @@ def test_measured_step_fills_its_window(monkeypatch):
     calls.clear()
     model._measure_step(1, True, repeats=3, min_seconds=0.0)
     assert len(calls) == 3 + 2
+
+
+def test_measured_steps_gather_like_fit(monkeypatch):
+    """Timed steps take their batches as fit does: rows in shuffled order
+    from a host array larger than the caches (not the same few rows, which
+    the caches would serve), one new batch each step; the array is let go
+    when the measuring is done."""
+    from hetnet import model as model_mod
+    monkeypatch.setattr(model_mod, "POOL_BYTES", 1 << 16)        # 64 KB: 512 rows of 32 floats
+    model = hn.models.mlp([32, 8, 3], seed=0, device=CPUDevice(num_threads=1))
+    model.build((32,))
+    seen = []
+    real = model._timed_step
+    monkeypatch.setattr(model, "_timed_step",
+                        lambda x, y, idx, *a, **k: seen.append((x.shape[0], np.array(idx)))
+                        or real(x, y, idx, *a, **k))
+    model._measure_step(16, True, repeats=20, min_seconds=0.0)
+    rows = {n for n, _ in seen}
+    assert rows == {512}
+    batches = [idx for _, idx in seen]
+    assert all(len(b) == 16 for b in batches)
+    assert len({tuple(b) for b in batches}) == len(batches)     # a new batch every step
+    assert not all(np.all(np.diff(b) == 1) for b in batches)     # shuffled, not row after row
+    assert model._measure_pool is not None
+    model.explain(batch_size=4, repeats=1)
+    assert model._measure_pool is None
+
+
+def test_step_time_is_the_median_of_its_windows(monkeypatch):
+    model = hn.models.mlp([8, 4, 3], seed=0, device="cpu")
+    model.build((8,))
+    windows = iter([5.0, 1.0, 2.0, 9.0, 3.0])
+    monkeypatch.setattr(model, "_measure_step", lambda *a, **k: next(windows))
+    assert model._step_time(4, True, windows=5) == 3.0
+
+
+def test_batch_gather_enters_the_prediction():
+    """The step's first cost is its batch gathered from the data set and
+    brought to the first device (``gather_rows``), from the table."""
+    model = hn.models.mlp([784, 16, 10], seed=0, device="cpu")
+    model.build((784,))
+    cpu = model._steps[0].device
+    slow = synthetic_table("cpu", latency=2e-6, per_unit=2e-9, transfer_latency=1e-7, per_byte=1e-10)
+    slow.points["gather_rows"] = [(1, 1e-3), (1e10, 1e-3)]
+    nbytes = 4 * 64 * 784
+    base = plan_model(model._steps, 64, [cpu], {"cpu": CPU_TABLE}, input_bytes=nbytes)
+    plan = plan_model(model._steps, 64, [cpu], {"cpu": slow}, input_bytes=nbytes)
+    assert base.input_s == pytest.approx(CPU_TABLE.predict("gather_rows", nbytes))
+    assert plan.input_s == pytest.approx(1e-3)
+
+
+def test_gather_table_is_measured_cold():
+    """``gather_rows`` is timed on rows the caches do not hold: gathering
+    2048 rows costs more than 100 times gathering 16 would if cache-warm
+    copies were timed instead, and the points grow with the bytes."""
+    from hetnet.costmodel import measure_gather
+    pts = measure_gather(CPUDevice(num_threads=1), np.random.default_rng(0), row=64,
+                         pool_bytes=8 << 20)
+    assert [p[0] for p in pts] == [256, 4096, 65536, 524288]
+    assert all(t > 0 for _, t in pts) and pts[-1][1] > pts[0][1]
+
+
+def test_pooling_is_costed_per_geometry(tmp_path, monkeypatch):
+    """Max pooling is measured per input shape, window and stride (a pool
+    over small maps costs more per element), forward and backward, at
+    every geometry batch size."""
+    import hetnet.costmodel as cm
+    layer = hn.MaxPool2D(2)
+    layer.build(CPUDevice(num_threads=1), (3, 6, 6), np.random.default_rng(0))
+    fwd, bwd, upd = layer.cost_terms(8)
+    geom = ("maxpool2d", (3, 6, 6), (2, 2), (2, 2))
+    assert fwd == [("maxpool2d", 8, geom)] and bwd == [("maxpool2d_backward", 8, geom)]
+    assert layer.cost_terms(8, need_dx=False)[1] == [] and upd == []
+    out = cm.measure_geometry(CPUDevice(num_threads=1), geom, batches=(1, 4))
+    key = geometry_key(geom)
+    assert set(out) == {f"maxpool2d@{key}", f"maxpool2d_backward@{key}"}
+    assert all([b for b, _ in pts] == [1, 4] and all(t > 0 for _, t in pts) for pts in out.values())
 
 
 def test_planner_adds_the_measured_overheads():

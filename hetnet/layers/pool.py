@@ -31,8 +31,9 @@ class MaxPool2D(Layer):
         return (c, conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0))
 
     def cost_terms(self, batch, need_dx=True):
-        n = batch * int(np.prod(self.input_shape))
-        return [("maxpool2d", n)], ([("maxpool2d_backward", n)] if need_dx else []), []
+        geom = ("maxpool2d", self.input_shape, self.size, self.stride)
+        return ([("maxpool2d", batch, geom)],
+                [("maxpool2d_backward", batch, geom)] if need_dx else [], [])
 
     def forward(self, x, training=False):
         (kh, kw), (sh, sw) = self.size, self.stride
