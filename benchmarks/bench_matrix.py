@@ -15,10 +15,12 @@ not depend on the values):
   the same way;
 - the plan (device per step), its predicted step time (for ``auto``
   corrected by the in-step factors it measured while planning; the
-  prediction from the cost tables alone beside it) and the step time
-  measured by ``model.explain`` (steps run as ``fit`` runs them, batches
-  gathered from a shuffled 64 MB array; the median of five windows), all
-  for training.
+  prediction from the cost tables alone beside it), the step time of
+  ``fit``'s training loop (its ``History.time_s`` over its steps: the
+  input checks and shuffling before the loop are not steps; median of the
+  rounds) and the step time measured by ``model.explain`` (steps run as
+  ``fit`` runs them, batches gathered from a shuffled 64 MB array; the
+  median of five windows, after the rounds), all for training.
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
 Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 ``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
@@ -51,10 +53,15 @@ def build(model_name, policy):
     return hn.models.convnet(seed=0, device=policy), (1, 28, 28)
 
 
-def timed_fit(model, X, y, batch):
+def timed_fit(model, X, y, batch, steps=None):
+    """Wall seconds of one epoch of ``fit``; with ``steps``, also the
+    seconds per step of its training loop (``History.time_s``: the steps
+    alone, without the input checks and shuffling before them)."""
     t0 = time.perf_counter()
-    model.fit(X, y, epochs=1, batch_size=batch, optimizer=None if model.optimizer else "sgd")
-    return time.perf_counter() - t0
+    history = model.fit(X, y, epochs=1, batch_size=batch,
+                        optimizer=None if model.optimizer else "sgd")
+    elapsed = time.perf_counter() - t0
+    return elapsed if steps is None else (elapsed, history["time_s"][0] / steps)
 
 
 def timed_predict(model, X, batch):
@@ -92,19 +99,24 @@ def run_cells(policies, model_name, batch, min_seconds=0.25, rounds=12):
         X = rng.random((n,) + shape, dtype=np.float32)
         data[policy] = (X, rng.integers(0, 10, n), min(n, max(batch * 4, 256)))
         model.predict(X[:batch], batch_size=batch)                 # plan inference at this size
-    train, infer = {p: [] for p in live}, {p: [] for p in live}
+    train, infer, steps = ({p: [] for p in live} for _ in range(3))
     orders = itertools.cycle(itertools.permutations(live))
     for _ in range(rounds):
         for policy in next(orders):      # every order in turn: none always follows the CPU's
             model, _, n = live[policy]   # threads, which keep spinning a while after its steps
             X, y, n_inf = data[policy]
-            train[policy].append(n / timed_fit(model, X, y, batch))
+            elapsed, step_s = timed_fit(model, X, y, batch, steps=n // batch)
+            train[policy].append(n / elapsed)
+            steps[policy].append(1e3 * step_s)
             infer[policy].append(n_inf / timed_predict(model, X[:n_inf], batch))
     for policy, (model, _, n) in live.items():
         cell = cells[policy]
         cell["train_images_per_s"] = float(np.median(train[policy]))
         cell["train_images_per_s_rounds"] = train[policy]
         cell["train_images"] = n
+        # the step time training ran at: fit's loop over its steps, median of the rounds
+        cell["fit_step_ms"] = float(np.median(steps[policy]))
+        cell["fit_step_ms_rounds"] = steps[policy]
         cell["infer_images_per_s"] = float(np.median(infer[policy]))
         cell["infer_images_per_s_rounds"] = infer[policy]
         plan = model.explain(batch, training=True, repeats=3)
@@ -176,7 +188,8 @@ def main():
                 continue
             print(f"{policy:>4} {model_name:>7} b{batch:<5} train {cell['train_images_per_s']:>10,.0f}"
                   f" img/s  infer {cell['infer_images_per_s']:>10,.0f} img/s  step pred "
-                  f"{cell['predicted_step_ms']:8.3f} ms meas {cell['measured_step_ms']:8.3f} ms  "
+                  f"{cell['predicted_step_ms']:8.3f} ms fit {cell['fit_step_ms']:8.3f} ms "
+                  f"explain {cell['measured_step_ms']:8.3f} ms  "
                   f"[{' '.join(sorted(set(s['device'][:12] for s in cell['plan'])))}]", flush=True)
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def machine_section(tag, cells):
     if skipped:
         lines += ["Skipped cells: " + "; ".join(sorted(skipped)), ""]
     lines += ["| model | batch | train cpu | train gpu | train auto | auto / best | "
-              "infer cpu | infer gpu | infer auto | auto pred (tables) / meas step (ms) | auto plan |",
+              "infer cpu | infer gpu | infer auto | auto step (ms): pred (tables) / fit [explain] "
+              "| auto plan |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     models = sorted({k[0] for k in cells}, key=["mlp", "lenet5", "convnet"].index)
     worst = None
@@ -74,14 +75,17 @@ def machine_section(tag, cells):
                         [s["device"] for s in row[best_policy].get("plan", [])]
                     (same_plan_misses if same else misses).append(label)
             pm = "–"
+            # measured: the step time of fit's loop over the rounds (older results: explain's)
+            measured = auto.get("fit_step_ms", auto.get("measured_step_ms"))
             if "predicted_step_ms" in auto:
                 table = auto.get("table_step_ms", auto["predicted_step_ms"])   # older results: none
-                pm = (f"{auto['predicted_step_ms']:.3f} ({table:.3f}) / "
-                      f"{auto['measured_step_ms']:.3f}")
-            if auto.get("measured_step_ms"):
+                pm = f"{auto['predicted_step_ms']:.3f} ({table:.3f}) / {measured:.3f}"
+                if "fit_step_ms" in auto:
+                    pm += f" [{auto['measured_step_ms']:.3f}]"
+            if measured:
                 pred_n += 1
-                pred_ok += abs(auto["predicted_step_ms"] / auto["measured_step_ms"] - 1) <= 0.2
-                table_ok += abs(table / auto["measured_step_ms"] - 1) <= 0.2
+                pred_ok += abs(auto["predicted_step_ms"] / measured - 1) <= 0.2
+                table_ok += abs(table / measured - 1) <= 0.2
             plan = plan_label(auto["plan"]) if "plan" in auto else "–"
             lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
@@ -98,7 +102,7 @@ def machine_section(tag, cells):
                          "`train_images_per_s_rounds`): " + ", ".join(same_plan_misses) + ".")
         if misses:
             lines.append("Below 5% with another placement: " + ", ".join(misses) + ".")
-        lines += [f"auto's predicted step time within 20% of the measured one: {pred_ok} of "
+        lines += [f"auto's predicted step time within 20% of fit's: {pred_ok} of "
                   f"{pred_n} cells; from the cost tables alone (in brackets), before the "
                   f"in-step factors: {table_ok} of {pred_n}.", ""]
     return lines
@@ -174,8 +178,11 @@ def main():
              "median over the timed rounds of that ratio within each round); the "
              "predicted step time is the planner's (corrected by the in-step factors, each device's "
              "real step over its table prediction, that auto measures on this model while it "
-             "plans; in brackets the cost tables' alone), the measured one `model.explain()`'s, "
-             "taken after the timed rounds. With "
+             "plans; in brackets the cost tables' alone), made when auto planned, before the "
+             "timed rounds; 'fit' is the step time of `fit`'s training loop (`History.time_s` "
+             "over its steps, the median of the timed rounds), the measure the 20% target is "
+             "held to; in square brackets the step time `model.explain()` measured after the "
+             "rounds (the same steps, five short windows). With "
              "`bench_matrix.py --all` each figure is the median of the cell's timed rounds (its "
              "`rounds`), the rounds of cpu, gpu and auto interleaved, in every order in turn.", ""]
     for tag in sorted(cells):
