@@ -1,5 +1,6 @@
 """Sequential: a chain of layers, a fused loss, and the training loop."""
 
+import contextlib
 import math
 import time
 
@@ -196,9 +197,10 @@ class Sequential:
         gives it, on random data of the model's input shape, waiting for the
         device after each step; the whole step (the batch gathered from a
         shuffled dataset-sized array and uploaded, transfers, loss and, in
-        training, the parameter update on scratch copies) is timed again
-        without those waits, as :meth:`fit` runs it (:meth:`_step_time`).  No
-        weight changes.  Returns a :class:`hetnet.planner.Plan`; ``print()``
+        training, the update by the model's optimizer) is timed again
+        without those waits, as :meth:`fit` runs it (:meth:`_step_time`).
+        The steps train copies of the parameters (:meth:`_training_on_copies`):
+        no weight changes.  Returns a :class:`hetnet.planner.Plan`; ``print()``
         it for the table.
         """
         self._require_built()
@@ -207,10 +209,9 @@ class Sequential:
         self._use_plan(batch_size, training)
         x, y = self._random_batch(batch_size)
         per_step = [[] for _ in self._steps]
-        with self._session():
-            scratch = self._scratch_params()
+        with self._session(), self._training_on_copies():
             for r in range(repeats + 1):
-                times = self._timed_step(x, y, np.arange(batch_size), training, scratch,
+                times = self._timed_step(x, y, np.arange(batch_size), training,
                                          per_step_sync=True)
                 if r:   # the first round warms up
                     for i, t in enumerate(times):
@@ -251,18 +252,39 @@ class Sequential:
     def _release_pool(self):
         self._measure_pool = None
 
-    def _scratch_params(self):
-        """Copies of the parameters (and momentum buffers) that timed steps
-        update instead of the real ones."""
-        return [(layer.device, layer.device.copy(w), layer.device.zeros(tuple(w.shape)))
-                for layer in self.layers for w in layer.params.values()]
+    @contextlib.contextmanager
+    def _training_on_copies(self):
+        """Within: the layers hold copies of their parameters and the
+        optimizer a fresh state (``SGD(momentum=0.9)`` if the model has no
+        optimizer yet), so that timed steps run exactly as :meth:`fit`'s
+        (each forward reads what the last update wrote: timing updates into
+        side copies that no forward reads misses that traffic) and leave
+        the weights and the optimizer as they were."""
+        from .optim import SGD
+        saved = [(layer, layer.params) for layer in self.layers if layer.params]
+        optimizer = self.optimizer
+        state = (optimizer.state, optimizer.t) if optimizer is not None else None
+        for layer, params in saved:
+            layer.params = {k: layer.device.copy(w) for k, w in params.items()}
+        if optimizer is None:
+            self.optimizer = SGD(lr=1e-3, momentum=0.9)
+        else:
+            optimizer.state = {}
+        try:
+            yield
+        finally:
+            for layer, params in saved:
+                layer.params = params
+            self.optimizer = optimizer
+            if optimizer is not None:
+                optimizer.state, optimizer.t = state
 
     def _measure_step(self, batch, training, repeats=3, min_seconds=0.02):
         """Wall seconds per step on random data in the current placement, run
         as ``fit`` runs its steps: each batch gathered from a dataset-sized
         host array (:meth:`_pool`) in shuffled order and uploaded, forward,
         the loss summed on its device, and in training backward and update
-        (on scratch copies), with one wait for the devices at the end.  One
+        (of copies of the parameters), with one wait for the devices at the end.  One
         warm-up step, then at least ``repeats`` steps and enough to fill
         ``min_seconds`` (a window of a few sub-millisecond steps is at the
         mercy of one scheduler tick)."""
@@ -272,18 +294,16 @@ class Sequential:
         def rows(k):
             s = starts[k % len(starts)]
             return order[s:s + batch]
-        with self._session():
-            scratch = self._scratch_params()
+        with self._session(), self._training_on_copies():
             total = self.out_device.zeros((1,))
-            self._timed_step(x, y, rows(0), training, scratch, False, total=total)
+            self._timed_step(x, y, rows(0), training, False, total=total)
             t0 = time.perf_counter()
-            self._timed_step(x, y, rows(1), training, scratch, False, total=total)
+            self._timed_step(x, y, rows(1), training, False, total=total)
             one = time.perf_counter() - t0
             repeats = max(repeats, min(1000, math.ceil(min_seconds / max(one, 1e-6))))
             t0 = time.perf_counter()
             for r in range(repeats):
-                self._timed_step(x, y, rows(r + 2), training, scratch, False, sync=False,
-                                 total=total)
+                self._timed_step(x, y, rows(r + 2), training, False, sync=False, total=total)
             self._sync_all()
             return (time.perf_counter() - t0) / repeats
 
@@ -302,10 +322,10 @@ class Sequential:
         for d in self._devices_in_use():
             d.synchronize()
 
-    def _timed_step(self, x, y, idx, training, scratch, per_step_sync, sync=True, total=None):
+    def _timed_step(self, x, y, idx, training, per_step_sync, sync=True, total=None):
         """One step on rows ``idx`` of host ``x``, ``y``: the batch to the
-        devices as :meth:`fit` brings it, forward (+ backward + update on
-        scratch copies) through the same code as :meth:`train_step`, the
+        devices as :meth:`fit` brings it, forward (+ backward + update, within
+        :meth:`_training_on_copies`) through the same code as :meth:`train_step`, the
         loss added into ``total`` (on the last step's device) if given; with
         ``per_step_sync`` the seconds of each step, its transfers included."""
         steps = self._steps
@@ -320,10 +340,7 @@ class Sequential:
                 mark[0] = now
 
         def update_then_clock(i):
-            step = steps[i]
-            for index, name in self._param_slots(step):
-                d, w, v = scratch[index]
-                d.sgd_update(w, step.grads[name], v, 1e-6, 0.9)
+            self._update_step(i)
             clock(i)
 
         h, target, _ = self._batch_to_device(x, y, None, idx)
@@ -333,6 +350,7 @@ class Sequential:
         if total is not None:
             self.out_device.axpy(float(len(idx)), loss, total)
         if training:
+            self.optimizer.begin_step()
             mark[0] = time.perf_counter()
             self._backward(dy, update_then_clock)
         if sync:
@@ -340,7 +358,6 @@ class Sequential:
         return times
 
     def _session(self):
-        import contextlib
         stack = contextlib.ExitStack()
         for dev in self._devices_in_use():
             stack.enter_context(dev.session())

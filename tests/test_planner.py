@@ -348,6 +348,33 @@ def test_measured_steps_gather_like_fit(monkeypatch):
     assert model._measure_pool is None
 
 
+def test_timed_steps_train_copies_and_put_everything_back(monkeypatch):
+    """Timed training steps run fit's own update on copies of the
+    parameters (each forward reads what the last update wrote, as in fit);
+    afterwards the weights, the optimizer's state and its step count are
+    the ones from before."""
+    model = hn.models.mlp([6, 5, 3], seed=0, device="cpu")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((8, 6), dtype=np.float32), np.arange(8) % 3, batch_size=4,
+              optimizer=hn.SGD(lr=0.1, momentum=0.9))
+    opt = model.optimizer
+    w0, t0 = model.get_weights(), opt.t
+    state0 = {i: v.copy() for i, v in opt.state.items()}
+    originals = {id(layer): layer.params for layer in model.layers}
+    swapped = []
+    real = model._update_step
+    monkeypatch.setattr(model, "_update_step", lambda i: swapped.append(
+        model._steps[i].params is not originals[id(model._steps[i])]) or real(i))
+    model.explain(batch_size=4, repeats=1)
+    assert swapped and all(swapped)
+    for a, b in zip(w0, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert opt.t == t0 and set(opt.state) == set(state0)
+    for i, v in state0.items():
+        np.testing.assert_array_equal(opt.state[i], v)
+    assert all(layer.params is originals[id(layer)] for layer in model.layers)
+
+
 def test_step_time_is_the_median_of_its_windows(monkeypatch):
     model = hn.models.mlp([8, 4, 3], seed=0, device="cpu")
     model.build((8,))
