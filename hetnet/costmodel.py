@@ -63,6 +63,10 @@ OVERHEADS = ("layer_overhead", "step_overhead", "layer_overhead_inference",
 #: layer here: 10 us at batch 8, 35 at 16, 76 at 64; from 8 and 64 alone, 16
 #: read as 20)
 GEOMETRY_BATCHES = tuple(2 ** k for k in range(11))
+#: the host array batches are gathered from, in shuffled order, by the
+#: ``gather_rows`` table and by the model's timed steps: larger than a CPU's
+#: caches, as a data set is
+POOL_BYTES = 64 << 20
 #: sizes (elements) at which the shape-free operations are measured, a factor
 #: of four apart (and 16M elements on a GPU)
 ELEMENT_SIZES = tuple(4 ** k for k in range(4, 11)) + (2097152,)
@@ -254,7 +258,7 @@ def calibrate(device, quick=True):
     return table
 
 
-def measure_gather(device, rng, row=784, pool_bytes=64 << 20):
+def measure_gather(device, rng, row=784, pool_bytes=POOL_BYTES):
     """``[(bytes, seconds)]`` of ``device.gather_rows`` for batches of 1 to
     2048 rows of ``row`` floats, taken in shuffled order from a host array
     of ``pool_bytes`` (each call new rows, as in an epoch: rows the caches

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from .costmodel import POOL_BYTES
 from ._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from .placement import Placement, move_step, transfer
 from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
@@ -15,10 +16,9 @@ from .schedules import get_schedule
 
 _FUSABLE = (Dense, Conv2D)
 _FUSED_ACTS = (ReLU, Sigmoid, Tanh)
-#: inputs the timed steps of planning and ``explain`` gather their batches
-#: from, as ``fit`` gathers from a data set larger than the CPU's caches
-POOL_BYTES = 64 << 20
-#: (tiny rows need not fill it: a shuffled gather from 64k rows is cache-cold enough)
+#: timed steps gather their batches from POOL_BYTES of inputs, as the cost
+#: tables' gather_rows does, but from at most this many rows (tiny rows need
+#: not fill it: a shuffled gather from 64k rows is cache-cold enough)
 POOL_MAX_ROWS = 1 << 16
 
 
@@ -238,7 +238,7 @@ class Sequential:
         batches from, as :meth:`fit` does.  Kept until :meth:`_release_pool`."""
         row_bytes = 4 * math.prod(self.input_shape)
         rows = max(2 * batch, min(-(-POOL_BYTES // row_bytes), POOL_MAX_ROWS))
-        pool = getattr(self, "_measure_pool", None)
+        pool = self._measure_pool
         if pool is None or pool[0].shape[0] < rows:
             x, y = self._random_batch(min(rows, 256))
             # tiled from a few hundred random rows: filling 64 MB with fresh
