@@ -373,3 +373,35 @@ def test_cpu_optimizer_state_never_goes_subnormal(opt):
         for state in (v,) if opt == "sgd" else (m, v):
             assert not ((state != 0) & (np.abs(state) < tiny)).any(), f"subnormal state at step {t}"
     assert (v[8:] == 0).all() and (v[:8] != 0).all()
+
+
+def test_cpu_update_takes_the_threads_that_wrote_its_gradient(ref, rng):
+    """An update reads its gradient with as many threads as the GEMM that
+    wrote it in row blocks (each thread then reads what it wrote); a
+    gradient no GEMM wrote, or one split by columns, gets the device's
+    threads; the results are the same either way."""
+    from hetnet._cpu import blas
+    from hetnet.devices.cpu import CPUDevice
+    dev = CPUDevice(num_threads=2)
+    units = blas.work_units()
+    x, dy = rand(rng, 1, 1152), rand(rng, 1, 256)
+    g = dev.zeros((1152, 256))
+    dev.gemm(x, dy, g, trans_a=True)          # a batch-1 weight gradient: too little work to split
+    assert blas.threads_for(2, 1152 * 256, units["gemm"]) == 1
+    assert dev._update_threads(g) == 1
+    assert dev._update_threads(g.copy()) == dev.num_threads       # no GEMM wrote it
+    a, b = rand(rng, 300, 250), rand(rng, 250, 200)
+    rows = dev.gemm(a, b, dev.zeros((300, 200)))                   # split by rows
+    assert dev._update_threads(rows) == blas.threads_for(2, 300 * 200 * 250, units["gemm"])
+    cols = dev.gemm(rand(rng, 120, 250), rand(rng, 250, 400), dev.zeros((120, 400)))
+    assert dev._update_threads(cols) == dev.num_threads             # split by columns: no hint
+    for grad in (g, rows):
+        w, v = rand(rng, *grad.shape), rand(rng, *grad.shape)
+        w_ref, v_ref = w.copy(), v.copy()
+        ref.sgd_update(w_ref, grad, v_ref, 0.1, 0.9)
+        dev.sgd_update(w, grad, v, 0.1, 0.9)
+        assert_close(w, w_ref, what="sgd after a GEMM-written gradient")
+        assert_close(v, v_ref, what="sgd velocity after a GEMM-written gradient")
+    del rows                                   # a dead array's entry matches no new one
+    fresh = dev.zeros((300, 200))
+    assert dev._update_threads(fresh) == dev.num_threads

@@ -53,6 +53,10 @@ def gemm(float[:, :, ::1] a, float[:, :, ::1] b, float[:, :, ::1] c,
     a : (Ba, M, K) or (Ba, K, M) when trans_a; Ba is 1 (shared) or B.
     b : (Bb, K, N) or (Bb, N, K) when trans_b; Bb is 1 (shared) or B.
     c : (B, M, N).
+
+    Returns the number of contiguous row blocks of ``c`` the threads wrote,
+    one per thread (1: the calling thread wrote all of it), or 0 when the
+    threads split it otherwise (by batch entry or by column).
     """
     cdef int nb = c.shape[0], m = c.shape[1], n = c.shape[2]
     cdef int k = a.shape[1] if trans_a else a.shape[2]
@@ -65,20 +69,20 @@ def gemm(float[:, :, ::1] a, float[:, :, ::1] b, float[:, :, ::1] c,
     cdef float *pc = &c[0, 0, 0]
     cdef int i, t, lo, hi, blk
     if nb == 0 or m == 0 or n == 0:
-        return
+        return 0
     # threads by the work (multiply-adds): see hn_threads
     nthreads = min(hn_threads(nthreads, <double>nb * m * n * k, HN_GEMM_UNIT), nb if nb > 1 else nthreads)
     if nb > 1 and nthreads > 1:
         for i in prange(nb, nogil=True, num_threads=nthreads, schedule="static"):
             gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
                     pb + i * sb, ldb, beta, pc + i * sc, n)
-        return
+        return 0
     if nb > 1 or nthreads == 1:
         with nogil:
             for i in range(nb):
                 gemm_rm(trans_a, trans_b, m, n, k, alpha, pa + i * sa, lda,
                         pb + i * sb, ldb, beta, pc + i * sc, n)
-        return
+        return 1
     # One product, several threads: split the longer side of C into blocks.
     if m >= n:
         blk = (m + nthreads - 1) // nthreads
@@ -89,6 +93,7 @@ def gemm(float[:, :, ::1] a, float[:, :, ::1] b, float[:, :, ::1] c,
                 gemm_rm(trans_a, trans_b, hi - lo, n, k, alpha,
                         pa + (lo if trans_a else lo * lda), lda, pb, ldb,
                         beta, pc + lo * n, n)
+        return nthreads
     else:
         blk = (n + nthreads - 1) // nthreads
         for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule="static", chunksize=1):
@@ -98,6 +103,7 @@ def gemm(float[:, :, ::1] a, float[:, :, ::1] b, float[:, :, ::1] c,
                 gemm_rm(trans_a, trans_b, m, hi - lo, k, alpha, pa, lda,
                         pb + (lo * ldb if trans_b else lo), ldb,
                         beta, pc + lo, n)
+        return 0
 
 
 def gemm_batch_sum(float[:, :, ::1] a, float[:, :, ::1] b, float[:, ::1] c,
