@@ -5,8 +5,9 @@
 
 A cell measures, on random data of the model's input shape (throughput does
 not depend on the values):
-- training throughput: images / wall time of ``fit`` over >= ``--min-seconds``
-  of steps,
+- training throughput: images / wall time of one epoch of ``fit`` on a data
+  set the same for every policy of the cell, sized for the fastest policy to
+  train ``--min-seconds`` on it (the slower ones take longer),
   after one warm-up pass that plans, calibrates and compiles; the median of
   ``--rounds`` rounds, which with ``--all`` alternate between the policies
   of the same model and batch size (the host's speed drifts; a cell run
@@ -92,24 +93,30 @@ def run_cells(policies, model_name, batch, min_seconds=0.25, rounds=12):
         y = rng.integers(0, 10, warm)
         model.fit(X, y, epochs=1, batch_size=batch, optimizer=hn.SGD(lr=1e-3, momentum=0.9))
         per_image = timed_fit(model, X, y, batch) / warm           # plan, compile, then time
-        n = int(min(max(batch * 4, min_seconds / max(per_image, 1e-7)), 200_000))
-        live[policy] = (model, shape, max(batch, (n // batch) * batch))
-    data = {}
-    for policy, (model, shape, n) in live.items():
-        X = rng.random((n,) + shape, dtype=np.float32)
-        data[policy] = (X, rng.integers(0, 10, n), min(n, max(batch * 4, 256)))
+        live[policy] = (model, shape, per_image)
+    if not live:
+        return cells
+    # one data set for every policy, sized for the fastest to train min_seconds
+    # on it: with a set per policy, a fit's fixed costs (input checks,
+    # shuffling, the first step's waits) weighed differently in each
+    fastest = min(per_image for _, _, per_image in live.values())
+    n = int(min(max(batch * 4, min_seconds / max(fastest, 1e-7)), 200_000))
+    n = max(batch, (n // batch) * batch)
+    shape = next(iter(live.values()))[1]
+    X, y = rng.random((n,) + shape, dtype=np.float32), rng.integers(0, 10, n)
+    n_inf = min(n, max(batch * 4, 256))
+    for model, _, _ in live.values():
         model.predict(X[:batch], batch_size=batch)                 # plan inference at this size
     train, infer, steps = ({p: [] for p in live} for _ in range(3))
     orders = itertools.cycle(itertools.permutations(live))
     for _ in range(rounds):
         for policy in next(orders):      # every order in turn: none always follows the CPU's
-            model, _, n = live[policy]   # threads, which keep spinning a while after its steps
-            X, y, n_inf = data[policy]
+            model = live[policy][0]      # threads, which keep spinning a while after its steps
             elapsed, step_s = timed_fit(model, X, y, batch, steps=n // batch)
             train[policy].append(n / elapsed)
             steps[policy].append(1e3 * step_s)
             infer[policy].append(n_inf / timed_predict(model, X[:n_inf], batch))
-    for policy, (model, _, n) in live.items():
+    for policy, (model, _, _) in live.items():
         cell = cells[policy]
         cell["train_images_per_s"] = float(np.median(train[policy]))
         cell["train_images_per_s_rounds"] = train[policy]

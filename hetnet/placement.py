@@ -100,7 +100,7 @@ class Placement:
         return plan
 
 
-    def _confirm(self, model, planned, plan_for, batch, training, repeats=5, rounds=3):
+    def _confirm(self, model, planned, plan_for, batch, training, repeats=5, rounds=5):
         """Time the planned placement and each single-device one on a few
         real steps; return the plan of the fastest, its reason saying what
         was measured.  Cost models miss what only a run shows (caches,
