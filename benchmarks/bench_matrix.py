@@ -138,6 +138,9 @@ def run_cells(policies, model_name, batch, min_seconds=0.25, rounds=12):
         cell["measured_step_ms"] = 1e3 * plan.measured_step_s
         cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
         cell["reason"] = plan.reason
+        # what auto timed per round while choosing (the first round a warm-up)
+        cell["confirm_rounds_ms"] = None if plan.confirm_rounds_s is None else {
+            label: [1e3 * t for t in ts] for label, ts in plan.confirm_rounds_s.items()}
         inf_plan = model.plan(batch, training=False)
         cell["inference_plan"] = [d.name for d in inf_plan.devices]
     return cells

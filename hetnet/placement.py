@@ -114,14 +114,18 @@ class Placement:
         if len(options) == 1:
             return planned
         timed = [[[], label, plan] for label, plan in options]
-        for _ in range(rounds):     # interleaved rounds, so a drift of the host's speed hits all
+        # interleaved rounds, so a drift of the host's speed hits all; one
+        # more first, not counted: the first steps of a placement run on
+        # devices still waking up (clocks, caches, first use of its buffers)
+        for _ in range(rounds + 1):
             for entry in timed:
                 for step, dev in zip(model._steps, entry[2].devices):
                     move_step(model, step, dev)
                 entry[0].append(model._measure_step(batch, training, repeats))
         model._release_pool()
+        every_round = {label: list(ts) for ts, label, _ in timed}
         for entry in timed:         # the median: one slow (or lucky) window weighs nothing
-            entry[0] = float(np.median(entry[0]))
+            entry[0] = float(np.median(entry[0][1:]))
         best = min(timed, key=lambda t: t[0])
         single = min((t for t in timed if len(set(t[2].devices)) == 1), key=lambda t: t[0],
                      default=None)
@@ -136,6 +140,7 @@ class Placement:
         factors = {t[2].devices[0].name: t[0] / t[2].predicted_step_s for t in timed
                    if len(set(t[2].devices)) == 1 and t[2].predicted_step_s > 0}
         best[2].apply_step_factors(factors)
+        best[2].confirm_rounds_s = every_round
         best[2].reason = "measured per step: " + ", ".join(
             f"{label} {t * 1e3:.3f} ms" for t, label, _ in timed) + f"; chose {best[1]}{note}"
         best[2].reason += "; in-step factors " + ", ".join(

@@ -100,6 +100,9 @@ class Plan:
     measured_step_s: float = None
     #: the prediction from the cost tables alone, before :meth:`apply_step_factors`
     table_step_s: float = None
+    #: what 'auto' timed while choosing: ``{option: [seconds per step, per round]}``,
+    #: the warm-up round first (not counted)
+    confirm_rounds_s: dict = None
 
     @property
     def has_predictions(self):

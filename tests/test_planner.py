@@ -227,6 +227,35 @@ def test_in_step_factors_correct_the_prediction(monkeypatch):
     assert f"cpu x{factor:.2f}" in plan.reason
 
 
+def test_first_confirmation_round_is_a_warm_up(monkeypatch):
+    """The first round of auto's timed steps runs on devices still waking up;
+    it is recorded but neither the choice nor the in-step factors count it."""
+    gpu, _ = _auto_with_fake_gpu(monkeypatch)
+    monkeypatch.setattr(placement_mod, "CONFIRM_BY_MEASUREMENT", True)
+    monkeypatch.setattr(placement_mod.Placement._confirm, "__defaults__", (5, 5))
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    # per call: a lucky first window, then the steady state; counted with the
+    # first, the CPU's median would be 5 ms and the GPU's 8
+    windows = {"cpu": [0.001, 0.004, 0.004, 0.006, 0.006, 0.006],
+               "fakegpu": [0.001, 0.007, 0.007, 0.009, 0.009, 0.009]}
+    calls = {}
+
+    def fake_measure(batch, training, repeats=3):
+        names = {s.device.name for s in model._steps}
+        if len(names) > 1:
+            return 1.0                                               # mixed plans lose
+        name = names.pop()
+        calls[name] = calls.get(name, 0) + 1
+        return windows[name][calls[name] - 1]
+    monkeypatch.setattr(model, "_measure_step", fake_measure)
+    plan = model.plan(64)
+    assert calls == {"cpu": 6, "fakegpu": 6}                         # 5 rounds + the warm-up
+    assert {d.name for d in plan.devices} == {"cpu"}
+    assert plan.predicted_step_s == pytest.approx(0.006)
+    assert "planned 6.000 ms" in plan.reason and "fakegpu 9.000 ms" in plan.reason
+    assert sorted(plan.confirm_rounds_s.values())[-1] == windows["fakegpu"]
+
+
 def _map_devices():
     from conftest import working_opencl_device
     # no OpenCL: two CPU devices still exercise every transfer
