@@ -71,7 +71,7 @@ def timed_predict(model, X, batch):
     return time.perf_counter() - t0
 
 
-def run_cells(policies, model_name, batch, min_seconds=0.25, rounds=12):
+def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
     """The cells of one model and batch size, one per policy.  The policies'
     timed runs are interleaved, round by round, and each cell reports the
     median of its rounds: the host's speed drifts over minutes (on the H100
@@ -168,11 +168,13 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     p.add_argument("--tag", default=None, help="results folder name (default: the machine)")
-    p.add_argument("--min-seconds", type=float, default=0.25,
-                   help="seconds of training per timed round (default 0.25)")
-    p.add_argument("--rounds", type=int, default=12,
+    p.add_argument("--min-seconds", type=float, default=0.125,
+                   help="seconds of training per timed round, for the fastest policy "
+                        "(default 0.125)")
+    p.add_argument("--rounds", type=int, default=24,
                    help="timed rounds per cell, interleaved across policies in every order in "
-                        "turn; the median counts (default 12)")
+                        "turn; the median counts (default 24: many short rounds pair the "
+                        "policies closer in time than a few long ones)")
     args = p.parse_args()
     if args.all:
         groups = [(args.policies, m, b) for m in args.models for b in args.batches]

@@ -185,8 +185,8 @@ def main():
              "rounds (the same steps, five short windows). With "
              "`bench_matrix.py --all` each figure is the median of the cell's timed rounds (its "
              "`rounds`), the rounds of cpu, gpu and auto interleaved, in every order in turn, "
-             "each fitting one data set shared by the three (sized for the fastest to train a "
-             "quarter second on it).", ""]
+             "each fitting one data set shared by the three (sized for the fastest to train "
+             "`--min-seconds` on it).", ""]
     for tag in sorted(cells):
         lines += machine_section(tag, cells[tag])
         for path in plots(tag, cells[tag]):
