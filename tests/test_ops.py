@@ -402,6 +402,9 @@ def test_cpu_update_takes_the_threads_that_wrote_its_gradient(ref, rng):
         dev.sgd_update(w, grad, v, 0.1, 0.9)
         assert_close(w, w_ref, what="sgd after a GEMM-written gradient")
         assert_close(v, v_ref, what="sgd velocity after a GEMM-written gradient")
+    big = dev.zeros((2048, 1025))                                   # past the hint's size
+    dev.gemm(rand(rng, 1, 2048), rand(rng, 1, 1025), big, trans_a=True)
+    assert big.size > dev.UPDATE_HINT_ELEMENTS and dev._update_threads(big) == dev.num_threads
     del rows                                   # a dead array's entry matches no new one
     fresh = dev.zeros((300, 200))
     assert dev._update_threads(fresh) == dev.num_threads

@@ -80,6 +80,9 @@ class CPUDevice(HostArrays, Device):
     """
 
     kind = "cpu"
+    #: gradients up to this many elements (8 MB) are updated by the threads
+    #: that wrote them (see :meth:`_update_threads`)
+    UPDATE_HINT_ELEMENTS = 1 << 21
 
     def __init__(self, num_threads=None, workspace_bytes=Device.workspace_bytes):
         super().__init__()
@@ -306,9 +309,11 @@ class CPUDevice(HostArrays, Device):
         split, half the gradient crosses between cores.  On the 2-core
         machine a 1152x256 dense layer's update after its single-threaded
         batch-1 weight gradient took 150 us on two threads, 70 on the one
-        that wrote it (convnet's batch-1 training step: 1.06 -> 0.89 ms)."""
+        that wrote it (convnet's batch-1 training step: 1.06 -> 0.89 ms).
+        Only for gradients up to :attr:`UPDATE_HINT_ELEMENTS`: larger ones
+        stream from memory anyway, where more threads draw more bandwidth."""
         entry = self._writers.get(id(g))
-        if entry is not None and entry[0]() is g:
+        if entry is not None and entry[0]() is g and g.size <= self.UPDATE_HINT_ELEMENTS:
             return min(entry[1], self.num_threads)
         return self.num_threads
 
