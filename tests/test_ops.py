@@ -376,10 +376,11 @@ def test_cpu_optimizer_state_never_goes_subnormal(opt):
 
 
 def test_cpu_update_takes_the_threads_that_wrote_its_gradient(ref, rng):
-    """An update reads its gradient with as many threads as the GEMM that
-    wrote it in row blocks (each thread then reads what it wrote); a
-    gradient no GEMM wrote, or one split by columns, gets the device's
-    threads; the results are the same either way."""
+    """An update reads its gradient with exactly as many threads as the GEMM
+    that wrote it in row blocks (each thread then reads what it wrote); a
+    gradient no GEMM wrote, one split by columns or one past the hint's
+    size gets no hint (the update's own rule); the results are the same
+    either way."""
     from hetnet._cpu import blas
     from hetnet.devices.cpu import CPUDevice
     dev = CPUDevice(num_threads=2)
@@ -389,13 +390,15 @@ def test_cpu_update_takes_the_threads_that_wrote_its_gradient(ref, rng):
     dev.gemm(x, dy, g, trans_a=True)          # a batch-1 weight gradient: too little work to split
     assert blas.threads_for(2, 1152 * 256, units["gemm"]) == 1
     assert dev._update_threads(g) == 1
-    assert dev._update_threads(g.copy()) == dev.num_threads       # no GEMM wrote it
+    assert dev._update_threads(g.copy()) is None                   # no GEMM wrote it
     a, b = rand(rng, 300, 250), rand(rng, 250, 200)
     rows = dev.gemm(a, b, dev.zeros((300, 200)))                   # split by rows
     assert dev._update_threads(rows) == blas.threads_for(2, 300 * 200 * 250, units["gemm"])
     cols = dev.gemm(rand(rng, 120, 250), rand(rng, 250, 400), dev.zeros((120, 400)))
-    assert dev._update_threads(cols) == dev.num_threads             # split by columns: no hint
-    for grad in (g, rows):
+    assert dev._update_threads(cols) is None                        # split by columns: no hint
+    two = dev.gemm(rand(rng, 300, 5000), rand(rng, 5000, 7), dev.zeros((300, 7)))
+    assert blas.threads_for(2, 300 * 7, units["element"]) == 1 < 2 == dev._update_threads(two)
+    for grad in (g, rows, two):            # two: more threads than its size alone would take
         w, v = rand(rng, *grad.shape), rand(rng, *grad.shape)
         w_ref, v_ref = w.copy(), v.copy()
         ref.sgd_update(w_ref, grad, v_ref, 0.1, 0.9)
@@ -404,10 +407,10 @@ def test_cpu_update_takes_the_threads_that_wrote_its_gradient(ref, rng):
         assert_close(v, v_ref, what="sgd velocity after a GEMM-written gradient")
     big = dev.zeros((2048, 1025))                                   # past the hint's size
     dev.gemm(rand(rng, 1, 2048), rand(rng, 1, 1025), big, trans_a=True)
-    assert big.size > dev.UPDATE_HINT_ELEMENTS and dev._update_threads(big) == dev.num_threads
+    assert big.size > dev.UPDATE_HINT_ELEMENTS and dev._update_threads(big) is None
     del rows                                   # a dead array's entry matches no new one
     fresh = dev.zeros((300, 200))
-    assert dev._update_threads(fresh) == dev.num_threads
+    assert dev._update_threads(fresh) is None
 
 
 def test_cpu_sgd_state_never_makes_subnormal_products():

@@ -270,7 +270,7 @@ cdef inline float _state_floor(float a, float b) noexcept nogil:
 
 
 def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentum,
-               float weight_decay, bint nesterov, int nthreads):
+               float weight_decay, bint nesterov, int nthreads, bint exact_threads=False):
     """In-place SGD with momentum / Nesterov / weight decay (PyTorch's form).
 
     ``v`` may be empty when momentum is 0.  Velocities so small that the next
@@ -281,7 +281,8 @@ def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentu
     cdef float gi, vi
     cdef bint use_v = momentum != 0.0
     cdef float floor = _state_floor(momentum, lr)
-    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+    cdef int nt = nthreads if exact_threads else _nt(n, nthreads)
+    for i in prange(n, nogil=True, num_threads=nt, schedule="static"):
         gi = g[i] + weight_decay * w[i]
         if use_v:
             vi = momentum * v[i] + gi
@@ -295,12 +296,13 @@ def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentu
 
 def adam_update(float[::1] w, float[::1] g, float[::1] m, float[::1] v, float lr,
                 float beta1, float beta2, float eps, int t, float weight_decay,
-                int nthreads):
+                int nthreads, bint exact_threads=False):
     """In-place Adam step with bias correction (t counts from 1)."""
     cdef Py_ssize_t i, n = w.shape[0]
     cdef float gi
     cdef float c1 = 1.0 - <float>pow(beta1, t), c2 = 1.0 - <float>pow(beta2, t)
-    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+    cdef int nt = nthreads if exact_threads else _nt(n, nthreads)
+    for i in prange(n, nogil=True, num_threads=nt, schedule="static"):
         gi = g[i] + weight_decay * w[i]
         m[i] = _flush(beta1 * m[i] + (1.0 - beta1) * gi)
         v[i] = _flush(beta2 * v[i] + (1.0 - beta2) * gi * gi)
