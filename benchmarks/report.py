@@ -38,6 +38,9 @@ def machine_section(tag, cells):
              f"hetnet {m.get('hetnet', {}).get('version', '?') if isinstance(m.get('hetnet'), dict) else '?'}, "
              f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}; "
              f"{any_cell.get('rounds', 1)} timed rounds per cell.", ""]
+    note = HERE / "results" / "matrix" / tag / "NOTE.md"      # what the run's JSON cannot say
+    if note.exists():
+        lines += [note.read_text().strip(), ""]
     skipped = {c["skipped"].split(".")[0] for c in cells.values() if "skipped" in c}
     if skipped:
         lines += ["Skipped cells: " + "; ".join(sorted(skipped)), ""]
