@@ -11,6 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, pow
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
+from libc.float cimport FLT_MIN
 
 include "_openmp.pxi"
 
@@ -251,7 +252,7 @@ cdef inline float _flush(float x) noexcept nogil:
     dead ReLU unit) decays geometrically into subnormals, and arithmetic on
     them is up to 100x slower on Intel CPUs: a batch-1 MLP's update took
     0.5 ms a step on the 16-core Xeon host instead of microseconds."""
-    return x if fabsf(x) >= 1.1754943508222875e-38 else 0.0
+    return x if fabsf(x) >= FLT_MIN else 0.0
 
 
 cdef inline float _state_floor(float a, float b) noexcept nogil:
@@ -266,7 +267,7 @@ cdef inline float _state_floor(float a, float b) noexcept nogil:
         least = a
     if 0.0 < b < least:
         least = b
-    return 1.1754943508222875e-38 / least
+    return FLT_MIN / least
 
 
 def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentum,
