@@ -21,7 +21,11 @@ not depend on the values):
   input checks and shuffling before the loop are not steps; median of the
   rounds) and the step time measured by ``model.explain`` (steps run as
   ``fit`` runs them, batches gathered from a shuffled 64 MB array; the
-  median of five windows, after the rounds), all for training.
+  median of five windows, after the rounds), all for training;
+- the host's speed: :func:`hetnet.hostspeed.probe` before every round of
+  every policy, and (``auto``) the median of the probes taken while it
+  planned, so a prediction can be compared with the rounds that ran at the
+  host speed it was made at.
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
 Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 ``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
@@ -72,6 +76,7 @@ def timed_predict(model, X, batch):
 
 
 def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
+    from hetnet.hostspeed import probe
     """The cells of one model and batch size, one per policy.  The policies'
     timed runs are interleaved, round by round, and each cell reports the
     median of its rounds: the host's speed drifts over minutes (on the H100
@@ -107,11 +112,12 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
     n_inf = min(n, max(batch * 4, 256))
     for model, _, _ in live.values():
         model.predict(X[:batch], batch_size=batch)                 # plan inference at this size
-    train, infer, steps = ({p: [] for p in live} for _ in range(3))
+    train, infer, steps, probes = ({p: [] for p in live} for _ in range(4))
     orders = itertools.cycle(itertools.permutations(live))
     for _ in range(rounds):
         for policy in next(orders):      # every order in turn: none always follows the CPU's
             model = live[policy][0]      # threads, which keep spinning a while after its steps
+            probes[policy].append(1e6 * probe())     # the host's speed for this round
             elapsed, step_s = timed_fit(model, X, y, batch, steps=n // batch)
             train[policy].append(n / elapsed)
             steps[policy].append(1e3 * step_s)
@@ -126,6 +132,8 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
         cell["fit_step_ms_rounds"] = steps[policy]
         cell["infer_images_per_s"] = float(np.median(infer[policy]))
         cell["infer_images_per_s_rounds"] = infer[policy]
+        # hetnet.hostspeed.probe before each round, and (auto) while planning
+        cell["host_probe_us_rounds"] = probes[policy]
         plan = model.explain(batch, training=True, repeats=3)
         cell["plan"] = [{"step": s.name, "device": s.device,
                          "predicted_ms": 1e3 * (s.predicted_s + s.transfer_s),
@@ -138,6 +146,7 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
         cell["measured_step_ms"] = 1e3 * plan.measured_step_s
         cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
         cell["reason"] = plan.reason
+        cell["plan_host_probe_us"] = None if plan.host_probe_s is None else 1e6 * plan.host_probe_s
         # what auto timed per round while choosing (the first round a warm-up)
         cell["confirm_rounds_ms"] = None if plan.confirm_rounds_s is None else {
             label: [1e3 * t for t in ts] for label, ts in plan.confirm_rounds_s.items()}

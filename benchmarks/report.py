@@ -51,7 +51,7 @@ def machine_section(tag, cells):
     models = sorted({k[0] for k in cells}, key=["mlp", "lenet5", "convnet"].index)
     worst = None
     n_cells, within, same_plan_misses, misses, pred_ok, pred_n, table_ok = 0, 0, [], [], 0, 0, 0
-    within_medians = 0
+    within_medians, matched_ok, matched_n, pred_misses = 0, 0, 0, []
     for model in models:
         for batch in sorted({k[1] for k in cells if k[0] == model}):
             row = {p: cells.get((model, batch, p)) for p in POLICIES}
@@ -89,6 +89,17 @@ def machine_section(tag, cells):
                 pred_n += 1
                 pred_ok += abs(auto["predicted_step_ms"] / measured - 1) <= 0.2
                 table_ok += abs(table / measured - 1) <= 0.2
+                matched = speed_matched(auto)
+                if matched is not None:
+                    matched_n += 1
+                    matched_ok += abs(matched[0] - 1) <= 0.2
+                    if abs(auto["predicted_step_ms"] / measured - 1) > 0.2:
+                        pred_misses.append(
+                            f"{model} b{batch}: {auto['predicted_step_ms'] / measured:.2f} of fit's "
+                            f"median; host probe {matched[2]:.1f} µs while planning, "
+                            f"{min(auto['host_probe_us_rounds']):.1f}-"
+                            f"{max(auto['host_probe_us_rounds']):.1f} µs in the rounds; "
+                            f"{matched[0]:.2f} of the {matched[1]} rounds at planning's speed")
             plan = plan_label(auto["plan"]) if "plan" in auto else "–"
             lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
@@ -107,8 +118,39 @@ def machine_section(tag, cells):
             lines.append("Below 5% with another placement: " + ", ".join(misses) + ".")
         lines += [f"auto's predicted step time within 20% of fit's: {pred_ok} of "
                   f"{pred_n} cells; from the cost tables alone (in brackets), before the "
-                  f"in-step factors: {table_ok} of {pred_n}.", ""]
+                  f"in-step factors: {table_ok} of {pred_n}."]
+        if matched_n:
+            lines.append(
+                f"Against only the rounds that ran at the host speed auto planned at (the host "
+                f"probe within {MATCH:.0%} of planning's; cells with {MIN_MATCHED}+ such rounds): "
+                f"{matched_ok} of {matched_n} within 20%.")
+        if pred_misses:
+            lines += ["", "Predictions off by more than 20%, with the host's speed:", ""]
+            lines += [f"- {m}" for m in pred_misses]
+        lines.append("")
     return lines
+
+
+#: a round runs at planning's host speed when its probe is within MATCH of
+#: the planning probes' median
+MATCH = 0.15
+MIN_MATCHED = 4
+
+
+def speed_matched(auto):
+    """(predicted / median fit step of the rounds at planning's host speed,
+    how many rounds those are, planning's probe in µs), or None without
+    probes (older results) or with fewer than MIN_MATCHED such rounds.  The
+    host's speed moves every CPU-bound step; this compares the prediction
+    with the rounds that ran at the speed it was made at."""
+    planned = auto.get("plan_host_probe_us")
+    probes, steps = auto.get("host_probe_us_rounds"), auto.get("fit_step_ms_rounds")
+    if not planned or not probes or not steps or len(probes) != len(steps):
+        return None
+    same = [t for p, t in zip(probes, steps) if abs(p / planned - 1) <= MATCH]
+    if len(same) < MIN_MATCHED:
+        return None
+    return auto["predicted_step_ms"] / float(np.median(same)), len(same), planned
 
 
 def paired_ratio(row):

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from .costmodel import POOL_BYTES
+from .hostspeed import probe
 from ._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from .placement import Placement, move_step, transfer
 from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
@@ -209,6 +210,7 @@ class Sequential:
         self._use_plan(batch_size, training)
         x, y = self._random_batch(batch_size)
         per_step = [[] for _ in self._steps]
+        probes = [probe()]      # the host's speed around the timings (hetnet.hostspeed)
         with self._session(), self._training_on_copies():
             for r in range(repeats + 1):
                 times = self._timed_step(x, y, np.arange(batch_size), training,
@@ -218,7 +220,10 @@ class Sequential:
                         per_step[i].append(t)
         for s, ts in zip(plan.steps, per_step):
             s.measured_s = float(np.median(ts))
+        probes.append(probe())
         plan.measured_step_s = self._step_time(batch_size, training, windows=5)
+        probes.append(probe())
+        plan.explain_host_probe_s = float(np.median(probes))
         self._release_pool()
         return plan
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .devices import Device, get_device, gpu_device
+from .hostspeed import probe
 from .planner import Plan, StepPlan, plan_model, repr_step
 
 #: 'auto' times its planned placement against every single-device placement
@@ -118,7 +119,9 @@ class Placement:
         # more first, not counted: a placement's first window can run slow
         # (first use of its buffers, devices waking up; on the H100 host
         # convnet b256's was 3.3 ms against 2.2 after, though most were not)
+        probes = []             # the host's speed at each round (hetnet.hostspeed)
         for _ in range(rounds + 1):
+            probes.append(probe())
             for entry in timed:
                 for step, dev in zip(model._steps, entry[2].devices):
                     move_step(model, step, dev)
@@ -142,6 +145,7 @@ class Placement:
                    if len(set(t[2].devices)) == 1 and t[2].predicted_step_s > 0}
         best[2].apply_step_factors(factors)
         best[2].confirm_rounds_s = every_round
+        best[2].host_probe_s = float(np.median(probes[1:]))
         best[2].reason = "measured per step: " + ", ".join(
             f"{label} {t * 1e3:.3f} ms" for t, label, _ in timed) + f"; chose {best[1]}{note}"
         best[2].reason += "; in-step factors " + ", ".join(

@@ -15,6 +15,8 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+from .hostspeed import speed_note
+
 
 def shortest_chain(node_costs, edge_costs, start_costs, end_costs):
     """Cheapest assignment of one device per step.
@@ -103,6 +105,10 @@ class Plan:
     #: what 'auto' timed while choosing: ``{option: [seconds per step, per round]}``,
     #: the warm-up round first (not counted)
     confirm_rounds_s: dict = None
+    #: the host's speed (:func:`hetnet.hostspeed.probe`, seconds) while 'auto'
+    #: timed its options, and while :meth:`Sequential.explain` measured
+    host_probe_s: float = None
+    explain_host_probe_s: float = None
 
     @property
     def has_predictions(self):
@@ -146,6 +152,9 @@ class Plan:
                     f"{self.bytes_moved:>13,}")
         if self.table_step_s is not None:
             rows.append(f"{'  (from the cost tables alone)':<62}{self.table_step_s * 1e3:9.3f}")
+        note = speed_note(self.host_probe_s, self.explain_host_probe_s)
+        if note:
+            rows.append(f"note: {note}")
         return "\n".join(rows)
 
     def __str__(self):

@@ -10,7 +10,7 @@ from hetnet import placement as placement_mod
 from hetnet.costmodel import CostTable, OPERATIONS, OVERHEADS, TRANSFERS, SHAPED, geometry_key
 from hetnet.devices.cpu import CPUDevice
 from hetnet.devices.reference import NumpyDevice
-from hetnet.planner import shortest_chain, brute_force_chain, chain_cost, plan_model
+from hetnet.planner import Plan, shortest_chain, brute_force_chain, chain_cost, plan_model
 
 from conftest import assert_close
 
@@ -256,6 +256,40 @@ def test_first_confirmation_round_is_a_warm_up(monkeypatch):
     assert sorted(plan.confirm_rounds_s.values())[-1] == windows["fakegpu"]
 
 
+def test_confirmation_records_the_hosts_speed(monkeypatch):
+    """auto probes the host's speed before each round of its timed steps
+    and keeps the median of the counted rounds' probes on the plan."""
+    _auto_with_fake_gpu(monkeypatch)
+    monkeypatch.setattr(placement_mod, "CONFIRM_BY_MEASUREMENT", True)
+    monkeypatch.setattr(placement_mod.Placement._confirm, "__defaults__", (5, 5))
+    probes = iter([9.0, 1.0, 5.0, 2.0, 4.0, 3.0])      # the warm-up round's first
+    monkeypatch.setattr(placement_mod, "probe", lambda: next(probes))
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    monkeypatch.setattr(model, "_measure_step", lambda batch, training, repeats=3: 0.001)
+    plan = model.plan(64)
+    assert plan.host_probe_s == 3.0
+
+
+def test_host_probe_is_a_fixed_single_threaded_unit():
+    from hetnet import hostspeed
+    t = hostspeed.probe(reps=2, groups=3)
+    assert 0 < t < 1
+    assert hostspeed._STATE["device"].num_threads == 1
+    assert hostspeed._STATE["a"].shape == (hostspeed.SIZE, hostspeed.SIZE)
+
+
+@pytest.mark.parametrize("planned,now,expect", [
+    (10e-6, 11e-6, ""), (10e-6, None, ""), (None, 10e-6, ""),
+    (10e-6, 15e-6, "1.50x slower"), (15e-6, 10e-6, "1.50x faster")])
+def test_speed_note_says_when_the_host_changed_speed(planned, now, expect):
+    from hetnet.hostspeed import speed_note
+    note = speed_note(planned, now)
+    assert (expect in note) if expect else note == ""
+    plan = Plan(16, True, "auto", [], host_probe_s=planned, explain_host_probe_s=now)
+    assert ("note: the host runs" in plan.table()) == bool(expect)
+
+
+
 def _map_devices():
     from conftest import working_opencl_device
     # no OpenCL: two CPU devices still exercise every transfer
@@ -300,6 +334,7 @@ def test_explain_reports_predicted_and_measured(tmp_path, monkeypatch):
     assert "pred ms" in text and "meas ms" in text and "total per step" in text
     assert all(s.measured_s is not None and s.measured_s >= 0 for s in plan.steps)
     assert plan.measured_step_s > 0 and plan.predicted_step_s > 0
+    assert 0 < plan.explain_host_probe_s < 1                     # the host's speed, recorded
     for a, b in zip(w0, model.get_weights()):
         np.testing.assert_array_equal(a, b)                     # explain changes no weight
     assert list(tmp_path.glob("costs-*.json"))                  # the calibration was cached
