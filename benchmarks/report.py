@@ -231,7 +231,11 @@ def main():
              "`bench_matrix.py --all` each figure is the median of the cell's timed rounds (its "
              "`rounds`), the rounds of cpu, gpu and auto interleaved, in every order in turn, "
              "each fitting one data set shared by the three (sized for the fastest to train "
-             "`--min-seconds` on it).", ""]
+             "`--min-seconds` on it). The host's speed is probed (`hetnet.hostspeed.probe`, a fixed "
+             "single-threaded product) before every round and while auto plans; where the rounds "
+             "record it, the predictions are also held against the rounds that ran at the host "
+             "speed auto planned at (`bench_host_speed.py` shows how far a shared host's speed "
+             "moves).", ""]
     for tag in sorted(cells):
         lines += machine_section(tag, cells[tag])
         for path in plots(tag, cells[tag]):
