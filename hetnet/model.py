@@ -201,8 +201,10 @@ class Sequential:
         training, the update by the model's optimizer) is timed again
         without those waits, as :meth:`fit` runs it (:meth:`_step_time`).
         The steps train copies of the parameters (:meth:`_training_on_copies`):
-        no weight changes.  Returns a :class:`hetnet.planner.Plan`; ``print()``
-        it for the table.
+        no weight changes.  The host's speed is probed around the timings
+        (:func:`hetnet.hostspeed.probe`, ``Plan.explain_host_probe_s``); the
+        table notes when it differs from the speed 'auto' planned at.
+        Returns a :class:`hetnet.planner.Plan`; ``print()`` it for the table.
         """
         self._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
