@@ -1,6 +1,6 @@
 """How steady is this host's speed?  The host probe over time, with nothing else running.
 
-    python benchmarks/bench_host_speed.py [--seconds 20] [--tag NAME]
+    python benchmarks/bench_host_speed.py [--seconds 20] [--step-seconds 20] [--tag NAME]
 
 Times :func:`hetnet.hostspeed.probe` (a fixed single-threaded 96x96 matrix
 product, about a millisecond a probe) back to back for ``--seconds``, with
@@ -10,6 +10,10 @@ than the fastest tenth; writes benchmarks/results/host_speed[_<tag>].json
 with the machine.  A host whose probe moves by 1.5x between half-seconds
 moves every CPU-bound step with it, and bounds how close any prediction
 made at one moment can come to a measurement made at another.
+
+Then, for ``--step-seconds``, pairs of a probe and a LeNet-5 training step
+on the CPU (batch 64, ``model._step_time``, one window, as planning times
+steps): does the probe follow what moves a real step?
 """
 
 import argparse
@@ -43,9 +47,27 @@ def series(seconds):
     return rows
 
 
+def probe_step_pairs(seconds, batch=64):
+    """(probe µs, LeNet-5 CPU training step ms) pairs, back to back."""
+    import hetnet as hn
+    from hetnet.hostspeed import probe
+    rng = np.random.default_rng(0)
+    model = hn.models.lenet5(seed=0, device="cpu")
+    X = rng.random((4 * batch, 1, 28, 28), dtype=np.float32)
+    model.fit(X, rng.integers(0, 10, len(X)), epochs=1, batch_size=batch)
+    t0 = time.perf_counter()
+    pairs = []
+    while time.perf_counter() - t0 < seconds:
+        pairs.append((1e6 * probe(), 1e3 * model._step_time(batch, True, windows=1)))
+    model._release_pool()
+    return pairs
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--step-seconds", type=float, default=20.0,
+                   help="seconds of probe / LeNet-5 step pairs (0: none)")
     p.add_argument("--tag", default="")
     args = p.parse_args()
     from _machine import machine, run_without_openblas_pins, write_results
@@ -75,6 +97,17 @@ def main():
           f"{min(half_medians):.1f}-{max(half_medians):.1f} µs "
           f"({results['half_second_spread']:.2f}x); steal "
           f"{'n/a' if steal is None else f'{100 * steal:.1f}%'}")
+    if args.step_seconds > 0:
+        pairs = np.array(probe_step_pairs(args.step_seconds))
+        corr = float(np.corrcoef(pairs.T)[0, 1]) if len(pairs) > 2 else None
+        results["lenet5_cpu_b64"] = {
+            "pairs": len(pairs), "probe_us_range": [pairs[:, 0].min(), pairs[:, 0].max()],
+            "step_ms_range": [pairs[:, 1].min(), pairs[:, 1].max()],
+            "step_ms_p10_p50_p90": list(np.percentile(pairs[:, 1], [10, 50, 90])),
+            "correlation": corr, "series": [[round(a, 3), round(b, 4)] for a, b in pairs]}
+        print(f"{len(pairs)} probe / LeNet-5 b64 CPU step pairs: probe {pairs[:, 0].min():.1f}-"
+              f"{pairs[:, 0].max():.1f} µs, step {pairs[:, 1].min():.3f}-{pairs[:, 1].max():.3f} ms;"
+              f" correlation {corr:.2f}")
     results["machine"] = machine()
     write_results(results, "host_speed", args.tag)
 

@@ -8,6 +8,13 @@ with it.  A plan's predictions are taken at the speed of the moment it was
 made; :func:`probe` is how hetnet records that speed (``Plan.host_probe_s``
 while planning, ``Plan.explain_host_probe_s`` while explaining), so that a
 prediction missed because the host changed speed says so.
+
+The probe sees one core's compute speed, not everything that moves a step:
+on the 2-core development machine it stayed at 8.1-8.2 µs while LeNet-5's
+CPU training step moved between 2.24 and 2.64 ms (correlation 0.05,
+host_speed_cpu2.json); on the H100 host the same pairs correlated at 0.21
+(host_speed_h100-2.json).  It explains a miss when it moved; when it did
+not, the host may still have.
 """
 
 import numpy as np
@@ -58,7 +65,7 @@ def speed_note(planned_s, now_s, tolerance=0.15):
         return ""
     how = f"{ratio:.2f}x slower" if ratio > 1 else f"{1 / ratio:.2f}x faster"
     return (f"the host runs {how} than when this plan was made (probe {now_s * 1e6:.1f} µs, "
-            f"{planned_s * 1e6:.1f} µs then): its CPU-bound predictions are off by about as much")
+            f"{planned_s * 1e6:.1f} µs then): predictions of CPU-bound steps can be off by as much")
 
 
 __all__ = ["probe", "speed_note", "SIZE"]
