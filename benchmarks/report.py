@@ -73,7 +73,7 @@ def machine_section(tag, cells):
                 if ratio >= 0.95:
                     within += 1
                 else:
-                    label = f"{model} b{batch} ({ratio:.2f})"
+                    label = f"{model} b{batch} ({ratio:.3f})"
                     same = [s["device"] for s in auto.get("plan", [])] == \
                         [s["device"] for s in row[best_policy].get("plan", [])]
                     (same_plan_misses if same else misses).append(label)
