@@ -86,20 +86,23 @@ def machine_section(tag, cells):
                 if "fit_step_ms" in auto:
                     pm += f" [{auto['measured_step_ms']:.3f}]"
             if measured:
+                pred_ratio = auto["predicted_step_ms"] / measured
                 pred_n += 1
-                pred_ok += abs(auto["predicted_step_ms"] / measured - 1) <= 0.2
+                pred_ok += abs(pred_ratio - 1) <= 0.2
                 table_ok += abs(table / measured - 1) <= 0.2
                 matched = speed_matched(auto)
                 if matched is not None:
                     matched_n += 1
                     matched_ok += abs(matched[0] - 1) <= 0.2
-                    if abs(auto["predicted_step_ms"] / measured - 1) > 0.2:
-                        pred_misses.append(
-                            f"{model} b{batch}: {auto['predicted_step_ms'] / measured:.2f} of fit's "
-                            f"median; host probe {matched[2]:.1f} µs while planning, "
-                            f"{min(auto['host_probe_us_rounds']):.1f}-"
-                            f"{max(auto['host_probe_us_rounds']):.1f} µs in the rounds; "
-                            f"{matched[0]:.2f} of the {matched[1]} rounds at planning's speed")
+                probes = auto.get("host_probe_us_rounds")
+                if abs(pred_ratio - 1) > 0.2 and auto.get("plan_host_probe_us") and probes:
+                    pred_misses.append(
+                        f"{model} b{batch}: {pred_ratio:.2f} of fit's median; host probe "
+                        f"{auto['plan_host_probe_us']:.1f} µs while planning, "
+                        f"{min(probes):.1f}-{max(probes):.1f} µs in the rounds; " +
+                        (f"{matched[0]:.2f} of the {matched[1]} rounds at planning's speed"
+                         if matched is not None else
+                         f"fewer than {MIN_MATCHED} rounds at planning's speed"))
             plan = plan_label(auto["plan"]) if "plan" in auto else "–"
             lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
