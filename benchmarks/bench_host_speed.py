@@ -12,7 +12,7 @@ moves every CPU-bound step with it, and bounds how close any prediction
 made at one moment can come to a measurement made at another.
 
 Then, for ``--step-seconds``, pairs of a probe and a LeNet-5 training step
-on the CPU (batch 64, ``model._step_time``, one window, as planning times
+on the CPU (batch 64, one ``model._measure_step`` window, as planning times
 steps): does the probe follow what moves a real step?
 """
 
@@ -58,7 +58,7 @@ def probe_step_pairs(seconds, batch=64):
     t0 = time.perf_counter()
     pairs = []
     while time.perf_counter() - t0 < seconds:
-        pairs.append((1e6 * probe(), 1e3 * model._step_time(batch, True, windows=1)))
+        pairs.append((1e6 * probe(), 1e3 * model._measure_step(batch, True)))
     model._release_pool()
     return pairs
 

@@ -17,6 +17,8 @@ host_speed_cpu2.json); on the H100 host the same pairs correlated at 0.21
 not, the host may still have.
 """
 
+import time
+
 import numpy as np
 
 #: the probe's unit of work: one float32 product of (SIZE x SIZE) matrices
@@ -40,7 +42,6 @@ def probe(reps=16, groups=5):
     through the BLAS the CPU device uses), the median of ``groups`` groups
     of ``reps`` back to back: about a millisecond in all.  Larger means a
     slower host at this moment."""
-    import time
     s = _setup()
     device, a, c = s["device"], s["a"], s["c"]
     times = []
