@@ -81,10 +81,13 @@ def cache_dir():
 
 def device_key(device):
     """What a calibration depends on: device, driver, threads, BLAS, hetnet
-    version and the build of its kernels (:func:`kernel_build`)."""
+    version, the build of its kernels (:func:`kernel_build`) and, on OpenCL,
+    how kernels are enqueued (from C or through pyopencl: a training step of
+    the benchmark models took 0.81-0.99 of pyopencl's time from C on the H100,
+    ``benchmarks/results/gpu_step_h100_*.json``)."""
     from . import __version__
     parts = [device.name, f"hetnet={__version__}"]
-    for attr in ("driver_version", "num_threads", "precision"):
+    for attr in ("driver_version", "num_threads", "precision", "c_enqueue"):
         if hasattr(device, attr):
             parts.append(f"{attr}={getattr(device, attr)}")
     if device.name == "cpu":

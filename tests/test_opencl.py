@@ -518,3 +518,81 @@ def test_transfer_paths_round_trip(dev):
             d = up(x)
             np.testing.assert_array_equal(dev.to_host(d), x)
             np.testing.assert_array_equal(dev.download_pinned(d), x)
+
+
+def test_kernels_are_enqueued_from_c_where_built(dev):
+    """The extension is part of every build, so the test device (PoCL in CI,
+    NVIDIA on the GPU machine) enqueues from C; and the loader it found is
+    the one pyopencl uses."""
+    from hetnet.devices import opencl as ocl
+    assert ocl._clenqueue is not None and dev.c_enqueue
+    assert plat.enqueue_address() is not None
+
+
+def test_c_and_pyopencl_enqueue_train_to_the_same_weights(dev):
+    """The same kernels, queued by either path, in the same order: a
+    convolutional net trained for two epochs ends with identical weights."""
+    import hetnet as hn
+    rng = np.random.default_rng(3)
+    X = rng.random((37, 1, 10, 10)).astype(F32)
+    y = rng.integers(0, 3, 37)
+    weights = []
+    for c_enqueue in (True, False):
+        d = OpenCLDevice.from_spec(dev.cl_device, autotune=False, c_enqueue=c_enqueue)
+        assert d.c_enqueue is c_enqueue
+        model = hn.Sequential([hn.Conv2D(1, 4, 3, padding=1), hn.ReLU(), hn.MaxPool2D(2),
+                               hn.Flatten(), hn.Dense(100, 16), hn.ReLU(), hn.Dense(16, 3)],
+                              device=d, seed=2)
+        model.fit(X, y, epochs=2, batch_size=8, optimizer=hn.Adam(0.01))
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_c_enqueue_failure_names_the_status(dev):
+    """A launch the driver refuses (a work-group larger than the device
+    allows) raises with the kernel, the sizes and OpenCL's status name."""
+    from hetnet.devices.opencl import OpenCLLaunchError
+    a, b = dev.asarray(np.ones(4)), dev.asarray(np.ones(4))
+    too_big = 2 * dev.cl_device.max_work_group_size
+    with pytest.raises(OpenCLLaunchError, match=r"axpy.*INVALID_WORK_GROUP_SIZE \(-54\)"):
+        dev._launch(dev._k("axpy"), (too_big,), (too_big,), 1.0, a.base_data, 0,
+                    b.base_data, 0, 4)
+    dev.synchronize()
+
+
+def test_c_enqueue_true_without_the_extension_is_refused(dev, monkeypatch):
+    from hetnet.devices import opencl as ocl
+    monkeypatch.setattr(ocl, "_clenqueue", None)
+    with pytest.raises(RuntimeError, match="clenqueue is not built"):
+        OpenCLDevice.from_spec(dev.cl_device, autotune=False, c_enqueue=True)
+    assert not OpenCLDevice.from_spec(dev.cl_device, autotune=False).c_enqueue
+
+
+def test_flatten_and_conv_views_use_the_device_reshape(dev, monkeypatch):
+    """Layers and the default convolution reshape through the device (its
+    fast views), never through pyopencl's Array.reshape or slicing."""
+    import hetnet as hn
+    import pyopencl.array as cla
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pyopencl's slow view path was taken")
+    model = hn.Sequential([hn.Conv2D(1, 2, 3), hn.ReLU(), hn.MaxPool2D(2), hn.Flatten(),
+                           hn.Dense(18, 2)], device=dev, seed=0)
+    X = np.random.default_rng(0).random((6, 1, 8, 8)).astype(F32)
+    model.fit(X, np.arange(6) % 2, epochs=1, batch_size=3)
+    before = model.predict_logits(X)
+    monkeypatch.setattr(cla.Array, "reshape", refuse)
+    monkeypatch.setattr(cla.Array, "__getitem__", refuse)
+    model.fit(X, np.arange(6) % 2, epochs=1, batch_size=3)
+    monkeypatch.undo()
+    assert model.predict_logits(X).shape == before.shape
+
+
+def test_cost_cache_is_keyed_by_the_enqueue_path(dev):
+    """Tables timed with kernels enqueued through pyopencl are not used for
+    a device that enqueues from C (each launch costs differently)."""
+    from hetnet.costmodel import device_key
+    other = OpenCLDevice.from_spec(dev.cl_device, autotune=False, c_enqueue=not dev.c_enqueue)
+    assert f"c_enqueue={dev.c_enqueue}" in device_key(dev)
+    assert device_key(other) != device_key(dev)

@@ -218,6 +218,61 @@ def find_device(spec=None):
     return platforms[pi].get_devices()[di]
 
 
+# ------------------------------------------------------------------ launching
+def _loader_paths():
+    """Paths of the OpenCL loader: the one mapped into this process (the
+    library pyopencl was linked with, read from /proc/self/maps on Linux)
+    first, then the system's."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(None, 5)[-1].strip()
+                if "libOpenCL" in os.path.basename(path) and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    import ctypes.util
+    system = ctypes.util.find_library("OpenCL")
+    if system:
+        paths.append(system)
+    return paths
+
+
+_ENQUEUE = {}
+
+
+def enqueue_address():
+    """Address of ``clEnqueueNDRangeKernel`` in the OpenCL loader pyopencl
+    uses, or None where it cannot be found (then kernels are launched
+    through pyopencl).  OpenCL objects carry their driver's dispatch table,
+    so the loader's entry point works on pyopencl's kernel and queue
+    handles."""
+    require_pyopencl()
+    if "address" not in _ENQUEUE:
+        import ctypes
+        address = None
+        for path in _loader_paths():
+            try:
+                fn = ctypes.CDLL(path).clEnqueueNDRangeKernel
+            except (OSError, AttributeError):
+                continue
+            address = ctypes.cast(fn, ctypes.c_void_p).value
+            break
+        _ENQUEUE["address"] = address
+    return _ENQUEUE["address"]
+
+
+def status_name(code):
+    """OpenCL's name of a status code (``-54`` -> ``INVALID_WORK_GROUP_SIZE``)."""
+    require_pyopencl()
+    names = _ENQUEUE.get("names")
+    if names is None:
+        names = _ENQUEUE["names"] = {v: k for k, v in vars(cl.status_code).items()
+                                     if isinstance(v, int) and not k.startswith("_")}
+    return names.get(code, "unknown status")
+
+
 # ------------------------------------------------------------------- programs
 def _kernel_dir():
     """Where ``clkernels/`` is read from: the installed package

@@ -9,9 +9,10 @@ Nothing in an operation waits for the device: kernels and copies are queued
 and :meth:`OpenCLDevice.synchronize` (or :meth:`to_host`) waits.  Losses and
 sums come back as 1-element device arrays.  Programs are built once per
 context and cached; kernel objects are made once per device with their scalar
-argument types declared, and each launch is ``set_args`` +
-``enqueue_nd_range_kernel`` (about 12 µs of host time on an H100, against
-45 µs for pyopencl's convenience call).  Non-blocking host copies keep their
+argument types declared, and each launch is ``set_args`` + an enqueue
+from C (:mod:`hetnet._cpu.clenqueue`, no event object), or, where that is
+not built, pyopencl's ``enqueue_nd_range_kernel`` (about 12 µs of host time
+on an H100, against 45 µs for pyopencl's convenience call).  Non-blocking host copies keep their
 events until done (dropping pyopencl's NannyEvent would wait for the copy).  Temporaries come from a
 ``pyopencl.tools.MemoryPool``.  Uploads of large host arrays on a GPU go
 through pinned staging buffers, queued without waiting.
@@ -30,15 +31,20 @@ import numpy as np
 
 from ._opencl_gemm import Gemm, GemmConfig
 from ._opencl_platform import (DeviceNotFoundError, PyOpenCLMissingError, build_program,
-                               cl, device_type_name, find_device, opencl_devices,
-                               require_pyopencl)
+                               cl, device_type_name, enqueue_address, find_device,
+                               opencl_devices, require_pyopencl, status_name)
 from .base import Device, conv_output_size
 
 if cl is not None:
     import pyopencl.array as cla
 
+try:
+    from .._cpu import clenqueue as _clenqueue
+except ImportError:              # the extension is not built: pyopencl enqueues
+    _clenqueue = None
+
 __all__ = ["OpenCLDevice", "DeviceNotFoundError", "PyOpenCLMissingError",
-           "opencl_devices", "GemmConfig"]
+           "OpenCLLaunchError", "opencl_devices", "GemmConfig"]
 
 _F32, _I32 = np.float32, np.int32
 
@@ -132,6 +138,23 @@ class _StagingUploader:
         return evt
 
 
+class OpenCLLaunchError(RuntimeError):
+    """The OpenCL driver refused to enqueue a kernel."""
+
+
+def _c_enqueue_available():
+    """Whether kernels can be enqueued from C: the extension is built and
+    the OpenCL loader's entry point was found (bound once per process)."""
+    if _clenqueue is None:
+        return False
+    if not _clenqueue.bound():
+        address = enqueue_address()
+        if address is None:
+            return False
+        _clenqueue.bind(address)
+    return True
+
+
 class OpenCLDevice(Device):
     """Device running every operation as OpenCL kernels.
 
@@ -161,6 +184,11 @@ class OpenCLDevice(Device):
         trained 1.1-1.3x faster than with in-order uploads in the same run,
         benchmarks/results/gpu_lenet5_overlap.json against gpu_lenet5.json),
         off for CPU devices.
+    c_enqueue : bool, optional
+        Enqueue kernels from C (:mod:`hetnet._cpu.clenqueue`) instead of
+        through pyopencl's ``enqueue_nd_range_kernel``, which builds an event
+        object per launch.  Default: on where the extension is built and the
+        OpenCL loader's entry point is found; True raises where it is not.
 
     Attributes
     ----------
@@ -172,7 +200,8 @@ class OpenCLDevice(Device):
     """
 
     def __init__(self, spec=None, *, precision="fp32", autotune=True,
-                 workspace_bytes=None, profiling=False, staging=None, overlap_uploads=None):
+                 workspace_bytes=None, profiling=False, staging=None, overlap_uploads=None,
+                 c_enqueue=None):
         require_pyopencl()
         super().__init__()
         if precision not in ("fp32", "tf32"):
@@ -186,6 +215,15 @@ class OpenCLDevice(Device):
         self.context = cl.Context([self.cl_device])
         props = cl.command_queue_properties.PROFILING_ENABLE if profiling else 0
         self.queue = cl.CommandQueue(self.context, self.cl_device, properties=props)
+        available = _c_enqueue_available()
+        if c_enqueue and not available:
+            raise RuntimeError(
+                "c_enqueue=True, but kernels cannot be enqueued from C here: "
+                + ("hetnet's extension hetnet._cpu.clenqueue is not built "
+                   "(`python setup.py build_ext --inplace`)" if _clenqueue is None
+                   else "clEnqueueNDRangeKernel was not found in the OpenCL loader"))
+        self.c_enqueue = available if c_enqueue is None else bool(c_enqueue)
+        self._queue_ptr = self.queue.int_ptr
         self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
         if workspace_bytes is None:
             workspace_bytes = (256 if self.kind == "gpu" else 16) << 20
@@ -265,8 +303,17 @@ class OpenCLDevice(Device):
         every launch.  A version that re-enqueued per-call-site kernel clones
         holding their arguments was slower (a small gemm 17.8 against 13.0 µs;
         LeNet-5 at batch 64 29k against 33k images/s): building the lookup key
-        costs more than setting the arguments."""
+        costs more than setting the arguments.  With :attr:`c_enqueue` the
+        enqueue is a C call that makes no event object (nothing waits on a
+        kernel's event: the queue is in order)."""
         knl.set_args(*args)
+        if self.c_enqueue:
+            status = _clenqueue.enqueue(self._queue_ptr, knl.int_ptr, gsize, lsize)
+            if status:
+                raise OpenCLLaunchError(
+                    f"clEnqueueNDRangeKernel({knl.function_name}, global {tuple(gsize)}, "
+                    f"local {lsize}) failed: {status_name(status)} ({status})")
+            return None
         return cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
 
     def _round(self, n, wg=None):

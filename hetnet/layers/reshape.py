@@ -13,7 +13,7 @@ class Flatten(Layer):
         return [], [], []          # a reshape: no work on any device
 
     def forward(self, x, training=False):
-        return x.reshape(x.shape[0], -1)
+        return self.device.reshape(x, (x.shape[0], -1))
 
     def backward(self, dy, need_dx=True):
-        return dy.reshape((dy.shape[0],) + self.input_shape)
+        return self.device.reshape(dy, (dy.shape[0],) + self.input_shape)

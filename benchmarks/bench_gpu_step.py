@@ -1,0 +1,101 @@
+"""Training step time of the matrix's models on the OpenCL GPU, kernels
+enqueued from C (``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
+
+    python benchmarks/bench_gpu_step.py [--device gpu] [--rounds 8] [--tag NAME]
+
+For each model (the matrix's mlp, lenet5, convnet) and batch size, two
+copies of the model (same weights), one per enqueue path, are timed in
+alternating windows (``Sequential._measure_step``: fit's step on random
+data, at least 50 ms a window), the order swapped every round; each figure
+is the median over the rounds, and 'c / pyopencl' the median of the
+per-round ratios.  The host's speed (``hetnet.hostspeed.probe``) is taken
+before every round.  Writes ``benchmarks/results/gpu_step_<tag>.json``.
+
+Run from an older checkout (a copy of this file in its ``benchmarks/``), it
+times that code's one enqueue path only (``"pyopencl"``), for before/after
+comparisons made in one session.
+"""
+
+import argparse
+import inspect
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import hetnet as hn  # noqa: E402
+from hetnet.devices.opencl import OpenCLDevice  # noqa: E402
+
+MODELS = {"mlp": lambda dev: hn.models.mlp([784, 120, 84, 10], seed=0, device=dev),
+          "lenet5": lambda dev: hn.models.lenet5(seed=0, device=dev),
+          "convnet": lambda dev: hn.models.convnet(seed=0, device=dev)}
+SHAPES = {"mlp": (784,), "lenet5": (1, 28, 28), "convnet": (1, 28, 28)}
+
+
+def _probe():
+    try:
+        from hetnet.hostspeed import probe
+    except ImportError:          # an older checkout
+        return None
+    return probe() * 1e6
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="gpu")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 256])
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--tag", default="h100")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+
+    has_c = "c_enqueue" in inspect.signature(OpenCLDevice.__init__).parameters
+    paths = {"c": {"c_enqueue": True}, "pyopencl": {"c_enqueue": False}} if has_c \
+        else {"pyopencl": {}}
+    devices = {name: OpenCLDevice.from_spec(args.device, **kw) for name, kw in paths.items()}
+    out = {"benchmark": "gpu_step", "unit": "ms per training step",
+           "paths": list(paths), "rounds": args.rounds, "cells": []}
+    for model_name in args.models:
+        for batch in args.batches:
+            models = {}
+            for name, dev in devices.items():
+                m = MODELS[model_name](dev)
+                m.build(SHAPES[model_name])
+                models[name] = m
+            times = {name: [] for name in models}
+            probes = []
+            order = list(models)
+            for m in models.values():        # warm-up: kernels built, buffers made
+                m._measure_step(batch, True, repeats=3)
+            for r in range(args.rounds):
+                probes.append(_probe())
+                for name in (order if r % 2 == 0 else order[::-1]):
+                    times[name].append(models[name]._measure_step(
+                        batch, True, repeats=5, min_seconds=0.05) * 1e3)
+            cell = {"model": model_name, "batch_size": batch,
+                    "step_ms": {k: statistics.median(v) for k, v in times.items()},
+                    "step_ms_rounds": times, "host_probe_us_rounds": probes}
+            line = f"{model_name:8s} b{batch:<5d}" + "".join(
+                f" {k} {v:7.3f} ms" for k, v in cell["step_ms"].items())
+            if has_c:
+                ratios = [c / py for c, py in zip(times["c"], times["pyopencl"])]
+                cell["c_over_pyopencl"] = statistics.median(ratios)
+                line += f"  c/pyopencl {cell['c_over_pyopencl']:.3f}"
+            print(line, flush=True)
+            out["cells"].append(cell)
+    from bench_gemm import machine_info, write_results
+    out["machine"] = machine_info(devices[next(iter(devices))])
+    out["command"] = " ".join(["python", "benchmarks/bench_gpu_step.py"] + sys.argv[1:])
+    out["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_results(out, args.json or HERE / "results" / f"gpu_step_{args.tag}.json")
+
+
+if __name__ == "__main__":
+    main()
