@@ -72,10 +72,10 @@ def launch_costs(spec, profiling):
     res["gemm_main set_args(24) only"] = per_call(dev, lambda: knl.set_args(*args))
     if getattr(dev, "c_enqueue", False):
         from hetnet._cpu import clenqueue
-        q, k = dev.queue.int_ptr, knl.int_ptr
-        res["gemm_main C enqueue only"] = per_call(dev, lambda: clenqueue.enqueue(q, k, gs, ls))
-        res["gemm_main dev._launch (set_args + C enqueue)"] = per_call(
-            dev, lambda: dev._launch(knl, gs, ls, *args))
+        q, k, codes = dev.queue.int_ptr, knl.int_ptr, knl.hetnet_codes
+        res["gemm_main C launch (24 arguments set + enqueue)"] = per_call(
+            dev, lambda: clenqueue.launch(q, k, codes, args, gs, ls))
+        res["gemm_main dev._launch (C)"] = per_call(dev, lambda: dev._launch(knl, gs, ls, *args))
     res["empty((64, 84))"] = per_call(dev, lambda: dev.empty((64, 84)))
     res["dev.batch_slice(a, 8, 40)"] = per_call(dev, lambda: dev.batch_slice(a, 8, 40))
     res["a[8:40] (pyopencl)"] = per_call(dev, lambda: a[8:40])

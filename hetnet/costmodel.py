@@ -82,9 +82,9 @@ def cache_dir():
 def device_key(device):
     """What a calibration depends on: device, driver, threads, BLAS, hetnet
     version, the build of its kernels (:func:`kernel_build`) and, on OpenCL,
-    how kernels are enqueued (from C or through pyopencl: a training step of
-    the benchmark models took 0.81-0.99 of pyopencl's time from C on the H100,
-    ``benchmarks/results/gpu_step_h100_*.json``)."""
+    how kernels are launched (from C or through pyopencl: a training step of
+    the benchmark models took 0.71-1.0 of pyopencl's time from C on the H100,
+    median 0.79-0.80, ``benchmarks/results/gpu_step_h100-c-launch_*.json``)."""
     from . import __version__
     parts = [device.name, f"hetnet={__version__}"]
     for attr in ("driver_version", "num_threads", "precision", "c_enqueue"):

@@ -526,7 +526,7 @@ def test_kernels_are_enqueued_from_c_where_built(dev):
     the one pyopencl uses."""
     from hetnet.devices import opencl as ocl
     assert ocl._clenqueue is not None and dev.c_enqueue
-    assert plat.enqueue_address() is not None
+    assert plat.entry_points() is not None
 
 
 def test_c_and_pyopencl_enqueue_train_to_the_same_weights(dev):
@@ -558,6 +558,30 @@ def test_c_enqueue_failure_names_the_status(dev):
     with pytest.raises(OpenCLLaunchError, match=r"axpy.*INVALID_WORK_GROUP_SIZE \(-54\)"):
         dev._launch(dev._k("axpy"), (too_big,), (too_big,), 1.0, a.base_data, 0,
                     b.base_data, 0, 4)
+    dev.synchronize()
+
+
+def test_c_launch_sets_every_argument_type(dev):
+    """Buffers, int32 (negative too) and float32 arguments reach the kernel
+    as pyopencl would set them; an int32 out of range or a wrong count is
+    refused before anything is queued."""
+    from hetnet._cpu import clenqueue
+    if not dev.c_enqueue:
+        pytest.skip("kernels are launched through pyopencl here")
+    rng = np.random.default_rng(5)
+    x, y = rand(rng, 300), rand(rng, 300)
+    dx, dy = dev.asarray(x), dev.asarray(y)
+    dev._launch(dev._k("axpy"), (dev._round(299),), (dev.wg,), np.float32(-2.5), dx.base_data,
+                1, dy.base_data, 0, 299)
+    expect = y.copy()
+    expect[:299] += -2.5 * x[1:]
+    np.testing.assert_allclose(dev.to_host(dy), expect, rtol=1e-6, atol=1e-6)   # fma or not
+    knl = dev._k("axpy")
+    with pytest.raises(OverflowError):
+        dev._launch(knl, (dev.wg,), (dev.wg,), 1.0, dx.base_data, 0, dy.base_data, 0, 2 ** 31)
+    with pytest.raises(ValueError, match="takes 6 arguments, got 4"):
+        clenqueue.launch(dev.queue.int_ptr, knl.int_ptr, knl.hetnet_codes,
+                         (1.0, dx.base_data, 0, dy.base_data), (dev.wg,), (dev.wg,))
     dev.synchronize()
 
 

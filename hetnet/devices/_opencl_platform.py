@@ -239,36 +239,37 @@ def _loader_paths():
     return paths
 
 
-_ENQUEUE = {}
+_ENTRY_POINTS = {}
 
 
-def enqueue_address():
-    """Address of ``clEnqueueNDRangeKernel`` in the OpenCL loader pyopencl
-    uses, or None where it cannot be found (then kernels are launched
-    through pyopencl).  OpenCL objects carry their driver's dispatch table,
-    so the loader's entry point works on pyopencl's kernel and queue
-    handles."""
+def entry_points():
+    """Addresses of ``clEnqueueNDRangeKernel`` and ``clSetKernelArg`` in the
+    OpenCL loader pyopencl uses, as a tuple, or None where they cannot be
+    found (then kernels are launched through pyopencl).  OpenCL objects
+    carry their driver's dispatch table, so the loader's entry points work
+    on pyopencl's kernel, queue and buffer handles."""
     require_pyopencl()
-    if "address" not in _ENQUEUE:
+    if "addresses" not in _ENTRY_POINTS:
         import ctypes
-        address = None
+        addresses = None
         for path in _loader_paths():
             try:
-                fn = ctypes.CDLL(path).clEnqueueNDRangeKernel
+                lib = ctypes.CDLL(path)
+                addresses = tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                                  for name in ("clEnqueueNDRangeKernel", "clSetKernelArg"))
             except (OSError, AttributeError):
                 continue
-            address = ctypes.cast(fn, ctypes.c_void_p).value
             break
-        _ENQUEUE["address"] = address
-    return _ENQUEUE["address"]
+        _ENTRY_POINTS["addresses"] = addresses
+    return _ENTRY_POINTS["addresses"]
 
 
 def status_name(code):
     """OpenCL's name of a status code (``-54`` -> ``INVALID_WORK_GROUP_SIZE``)."""
     require_pyopencl()
-    names = _ENQUEUE.get("names")
+    names = _ENTRY_POINTS.get("names")
     if names is None:
-        names = _ENQUEUE["names"] = {v: k for k, v in vars(cl.status_code).items()
+        names = _ENTRY_POINTS["names"] = {v: k for k, v in vars(cl.status_code).items()
                                      if isinstance(v, int) and not k.startswith("_")}
     return names.get(code, "unknown status")
 

@@ -9,10 +9,11 @@ Nothing in an operation waits for the device: kernels and copies are queued
 and :meth:`OpenCLDevice.synchronize` (or :meth:`to_host`) waits.  Losses and
 sums come back as 1-element device arrays.  Programs are built once per
 context and cached; kernel objects are made once per device with their scalar
-argument types declared, and each launch is ``set_args`` + an enqueue
-from C (:mod:`hetnet._cpu.clenqueue`, no event object), or, where that is
-not built, pyopencl's ``enqueue_nd_range_kernel`` (about 12 µs of host time
-on an H100, against 45 µs for pyopencl's convenience call).  Non-blocking host copies keep their
+argument types declared, and each launch sets the arguments and enqueues
+the kernel from C (:mod:`hetnet._cpu.clenqueue`, no event object), or,
+where that is not built, is pyopencl's ``set_args`` +
+``enqueue_nd_range_kernel`` (about 12 µs of host time on an H100, against
+45 µs for pyopencl's convenience call).  Non-blocking host copies keep their
 events until done (dropping pyopencl's NannyEvent would wait for the copy).  Temporaries come from a
 ``pyopencl.tools.MemoryPool``.  Uploads of large host arrays on a GPU go
 through pinned staging buffers, queued without waiting.
@@ -31,7 +32,7 @@ import numpy as np
 
 from ._opencl_gemm import Gemm, GemmConfig
 from ._opencl_platform import (DeviceNotFoundError, PyOpenCLMissingError, build_program,
-                               cl, device_type_name, enqueue_address, find_device,
+                               cl, device_type_name, entry_points, find_device,
                                opencl_devices, require_pyopencl, status_name)
 from .base import Device, conv_output_size
 
@@ -54,6 +55,7 @@ _ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 _LOSS_BCE, _LOSS_MSE = 0, 1       # modes of loss.cl's pointwise_loss
 
 _ARG_CODES = {"b": None, "i": _I32, "f": _F32}
+_CODE_OF = {t: ord(c) for c, t in _ARG_CODES.items()}
 
 #: kernel name -> (file, argument types: b = buffer, i = int32, f = float32)
 _KERNELS = {
@@ -143,15 +145,15 @@ class OpenCLLaunchError(RuntimeError):
 
 
 def _c_enqueue_available():
-    """Whether kernels can be enqueued from C: the extension is built and
-    the OpenCL loader's entry point was found (bound once per process)."""
+    """Whether kernels can be launched from C: the extension is built and
+    the OpenCL loader's entry points were found (bound once per process)."""
     if _clenqueue is None:
         return False
     if not _clenqueue.bound():
-        address = enqueue_address()
-        if address is None:
+        addresses = entry_points()
+        if addresses is None:
             return False
-        _clenqueue.bind(address)
+        _clenqueue.bind(*addresses)
     return True
 
 
@@ -185,10 +187,11 @@ class OpenCLDevice(Device):
         benchmarks/results/gpu_lenet5_overlap.json against gpu_lenet5.json),
         off for CPU devices.
     c_enqueue : bool, optional
-        Enqueue kernels from C (:mod:`hetnet._cpu.clenqueue`) instead of
-        through pyopencl's ``enqueue_nd_range_kernel``, which builds an event
+        Launch kernels from C (:mod:`hetnet._cpu.clenqueue`: arguments set
+        and the kernel queued in one call) instead of through pyopencl's
+        ``set_args`` and ``enqueue_nd_range_kernel``, which builds an event
         object per launch.  Default: on where the extension is built and the
-        OpenCL loader's entry point is found; True raises where it is not.
+        OpenCL loader's entry points are found; True raises where they are not.
 
     Attributes
     ----------
@@ -221,7 +224,7 @@ class OpenCLDevice(Device):
                 "c_enqueue=True, but kernels cannot be enqueued from C here: "
                 + ("hetnet's extension hetnet._cpu.clenqueue is not built "
                    "(`python setup.py build_ext --inplace`)" if _clenqueue is None
-                   else "clEnqueueNDRangeKernel was not found in the OpenCL loader"))
+                   else "clEnqueueNDRangeKernel and clSetKernelArg were not found in the OpenCL loader"))
         self.c_enqueue = available if c_enqueue is None else bool(c_enqueue)
         self._queue_ptr = self.queue.int_ptr
         self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
@@ -283,6 +286,8 @@ class OpenCLDevice(Device):
             prg = build_program(self.context, filename, tuple(options) + self._options)
             knl = cl.Kernel(prg, name)
             knl.set_scalar_arg_dtypes(argtypes)
+            # the argument types again, one byte each, for the C launch
+            knl.hetnet_codes = bytes(_CODE_OF[t] for t in argtypes)
             self._kernels[key] = knl
         return knl
 
@@ -303,17 +308,21 @@ class OpenCLDevice(Device):
         every launch.  A version that re-enqueued per-call-site kernel clones
         holding their arguments was slower (a small gemm 17.8 against 13.0 µs;
         LeNet-5 at batch 64 29k against 33k images/s): building the lookup key
-        costs more than setting the arguments.  With :attr:`c_enqueue` the
-        enqueue is a C call that makes no event object (nothing waits on a
-        kernel's event: the queue is in order)."""
-        knl.set_args(*args)
+        costs more than setting the arguments.  With :attr:`c_enqueue` both
+        are one C call (:func:`hetnet._cpu.clenqueue.launch`) that makes no
+        event object (nothing waits on a kernel's event: the queue is in
+        order)."""
         if self.c_enqueue:
-            status = _clenqueue.enqueue(self._queue_ptr, knl.int_ptr, gsize, lsize)
+            status = _clenqueue.launch(self._queue_ptr, knl.int_ptr, knl.hetnet_codes, args,
+                                       gsize, lsize)
             if status:
-                raise OpenCLLaunchError(
-                    f"clEnqueueNDRangeKernel({knl.function_name}, global {tuple(gsize)}, "
-                    f"local {lsize}) failed: {status_name(status)} ({status})")
+                arg = _clenqueue.failed_arg
+                what = (f"clSetKernelArg(argument {arg}: {args[arg]!r})" if arg >= 0
+                        else f"clEnqueueNDRangeKernel(global {tuple(gsize)}, local {lsize})")
+                raise OpenCLLaunchError(f"{knl.function_name}: {what} failed: "
+                                        f"{status_name(status)} ({status})")
             return None
+        knl.set_args(*args)
         return cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
 
     def _round(self, n, wg=None):
