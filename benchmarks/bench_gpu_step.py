@@ -1,5 +1,5 @@
 """Training step time of the matrix's models on the OpenCL GPU, kernels
-enqueued from C (``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
+launched from C (``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
 
     python benchmarks/bench_gpu_step.py [--device gpu] [--rounds 8] [--tag NAME]
 
