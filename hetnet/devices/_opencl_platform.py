@@ -3,6 +3,7 @@ errors when none is usable, reading ``clkernels/*.cl`` and building programs
 once per context.
 """
 
+import functools
 import glob
 import os
 import shutil
@@ -264,14 +265,16 @@ def entry_points():
     return _ENTRY_POINTS["addresses"]
 
 
+@functools.cache
+def _status_names():
+    require_pyopencl()
+    return {v: k for k, v in vars(cl.status_code).items()
+            if isinstance(v, int) and not k.startswith("_")}
+
+
 def status_name(code):
     """OpenCL's name of a status code (``-54`` -> ``INVALID_WORK_GROUP_SIZE``)."""
-    require_pyopencl()
-    names = _ENTRY_POINTS.get("names")
-    if names is None:
-        names = _ENTRY_POINTS["names"] = {v: k for k, v in vars(cl.status_code).items()
-                                     if isinstance(v, int) and not k.startswith("_")}
-    return names.get(code, "unknown status")
+    return _status_names().get(code, "unknown status")
 
 
 # ------------------------------------------------------------------- programs

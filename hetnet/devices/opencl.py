@@ -218,7 +218,7 @@ class OpenCLDevice(Device):
         self.context = cl.Context([self.cl_device])
         props = cl.command_queue_properties.PROFILING_ENABLE if profiling else 0
         self.queue = cl.CommandQueue(self.context, self.cl_device, properties=props)
-        available = _c_enqueue_available()
+        available = c_enqueue is not False and _c_enqueue_available()
         if c_enqueue and not available:
             raise RuntimeError(
                 "c_enqueue=True, but kernels cannot be enqueued from C here: "
