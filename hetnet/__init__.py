@@ -7,7 +7,8 @@ from .model import Sequential, History
 from .optim import SGD, Adam
 from .io import load
 from .info import build_info
-from .devices import get_device, list_devices as devices
+from .devices import get_device
+from . import devices          # callable: hn.devices() lists what this machine offers
 from . import models, datasets, schedules
 from .schedules import OneCycle, CosineDecay
 from .costmodel import recalibrate as calibrate

@@ -191,6 +191,16 @@ def test_devices_and_info(capsys):
     assert "openmp:" in capsys.readouterr().out
 
 
+def test_devices_is_callable_and_still_the_subpackage():
+    # hn.devices() lists the devices; the name must not hide hetnet.devices.*
+    found = hn.devices()
+    assert found[0]["name"] == "cpu" and found == hn.devices.list_devices()
+    done = subprocess.run([sys.executable, "-c", "import hetnet.devices.cpu as c; "
+                           "print(c.CPUDevice.__name__)"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "CPUDevice", done.stderr
+
+
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "hetnet", "--help"], capture_output=True,
                           text=True, timeout=60)

@@ -9,6 +9,8 @@ take as the GPU, e.g. to try the heterogeneous paths on a CPU OpenCL platform.
 """
 
 import os
+import sys
+import types
 
 from .base import Device
 from .reference import NumpyDevice
@@ -85,5 +87,16 @@ def list_devices():
         found.append({"name": "opencl", "kind": "unavailable", "details": str(exc)})
     return found
 
+
+class _DevicesModule(types.ModuleType):
+    """This package, callable: ``hetnet.devices()`` is :func:`list_devices`,
+    while ``import hetnet.devices.opencl`` still finds the subpackage (a
+    plain function bound to ``hetnet.devices`` would hide it)."""
+
+    def __call__(self):
+        return list_devices()
+
+
+sys.modules[__name__].__class__ = _DevicesModule
 
 __all__ = ["Device", "NumpyDevice", "get_device", "gpu_device", "list_devices"]
