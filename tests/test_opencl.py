@@ -244,6 +244,17 @@ def test_bias_activation_and_bias_grad(dev, rng, shape, act, view):
     assert_close(dev.to_host(db), REF.bias_grad(y), rtol=1e-5, what="bias_grad")
     if view:
         check_untouched(dev, yd)
+    if act is not None:      # the fused backward (act_bias_grad) on the same views
+        out = REF.activation(act, y)
+        dy = rand(rng, *shape)
+        dyd, db = put(dev, dy, view), out_view(dev, (shape[1],), view)
+        dev.activation_bias_backward(act, put(dev, out, view), dyd, db)
+        expected = REF.activation_backward(act, out, dy) if act != "identity" else dy
+        assert_close(dev.to_host(dyd), expected, rtol=1e-5, what=f"{act} backward")
+        assert_close(dev.to_host(db), REF.bias_grad(expected), rtol=1e-5, what="its bias grad")
+        if view:
+            check_untouched(dev, dyd)
+            check_untouched(dev, db)
 
 
 @pytest.mark.parametrize("name", ["identity", "relu", "sigmoid", "tanh", "softmax"])

@@ -177,10 +177,7 @@ class Device:
         f, _, kh, kw = w.shape
         (sh, sw), (ph, pw) = stride, pad
         rows, p = c * kh * kw, dy.shape[2] * dy.shape[3]
-        if activation != "identity":
-            dy = self.activation_backward(activation, y, dy, out=dy)
-        if db is not None:
-            self.bias_grad(dy, out=db)
+        dy = self.activation_bias_backward(activation, y, dy, db)
         dy3 = self.reshape(dy, (n, f, p))
         w2, dw2 = self.reshape(w, (f, rows)), self.reshape(dw, (f, rows))
         if need_dx and dx is None:
@@ -252,7 +249,8 @@ class Device:
         raise NotImplementedError
 
     def activation_bias_backward(self, name, y, dy, db=None):
-        """The backward pass between a layer's output and its GEMM: ``dy``
+        """The backward pass between a layer's output and its GEMM, for ``y``
+        and ``dy`` ``(N, F)`` or ``(N, F, ...)`` (features on axis 1): ``dy``
         becomes, in place, the gradient through activation ``name`` (from the
         output ``y``; softmax excluded) and, when given, ``db`` the bias
         gradient (:meth:`bias_grad` of the result).  Returns ``dy``.  Devices

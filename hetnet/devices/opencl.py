@@ -77,6 +77,7 @@ _KERNELS = {
     "sum_partial": ("reduce.cl", "bii bif"),
     "argmax_rows": ("reduce.cl", "bi bi ii"),
     "bias_grad": ("reduce.cl", "bi bi iii"),
+    "act_bias_grad": (("elementwise.cl", "reduce.cl", "bias_backward.cl"), "bi bi bi iiii"),
 }
 
 _STAGING_MIN_BYTES = 1 << 16     # smaller uploads: plain non-blocking copy
@@ -710,6 +711,19 @@ class OpenCLDevice(Device):
         self._launch(self._k("bias_grad"), (f * self.wg,), (self.wg,),
                      dy.base_data, _off(dy), out.base_data, _off(out), n, f, s)
         return out
+
+    def activation_bias_backward(self, name, y, dy, db=None):
+        """One launch for both (``act_bias_grad``) when there is a bias and
+        the activation is elementwise (not identity: then bias_grad alone);
+        the default's operations otherwise."""
+        if db is None or name in ("identity", "softmax"):
+            return super().activation_bias_backward(name, y, dy, db)
+        n, f = dy.shape[0], dy.shape[1]
+        s = dy.size // (n * f) if dy.size else 1
+        self._launch(self._k("act_bias_grad"), (f * self.wg,), (self.wg,),
+                     y.base_data, _off(y), dy.base_data, _off(dy), db.base_data, _off(db),
+                     n, f, s, self._act_code(name))
+        return dy
 
     def argmax(self, x, out=None):
         n, k = x.shape

@@ -52,8 +52,13 @@ class Dense(Layer):
         geom = ("dense", self.in_features, self.out_features)
         n = batch * self.out_features
         fwd = [("gemm", batch, geom), ("elementwise", n)]
-        bwd = [("elementwise", n)] if self.activation != "identity" else []
-        bwd += [("gemm_dw", batch, geom), ("reduce", n)]
+        # the activation's gradient and the bias gradient: one reduction pass
+        # where there is a bias (Device.activation_bias_backward)
+        if self.bias:
+            bwd = [("reduce", n)]
+        else:
+            bwd = [("elementwise", n)] if self.activation != "identity" else []
+        bwd += [("gemm_dw", batch, geom)]
         bwd += [("gemm_dx", batch, geom)] if need_dx else []
         return fwd, bwd, self._update_terms()
 
