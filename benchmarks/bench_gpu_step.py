@@ -1,15 +1,22 @@
-"""Training step time of the matrix's models on the OpenCL GPU, kernels
-launched from C (``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
+"""Training step time of the matrix's models on the OpenCL GPU, one way of
+running it against another, in alternating windows.
 
-    python benchmarks/bench_gpu_step.py [--device gpu] [--rounds 8] [--tag NAME]
+    python benchmarks/bench_gpu_step.py [--compare enqueue|flat] [--device gpu] [--rounds 8] [--tag NAME]
+
+``--compare enqueue`` (the default): kernels launched from C
+(``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
+``--compare flat``: the parameters in one buffer and one optimizer launch a
+step (``flat_update = True``, hetnet.flatparams) against one launch per
+parameter array (``flat_update = False``), both launched from C.
 
 For each model (the matrix's mlp, lenet5, convnet) and batch size, two
-copies of the model (same weights), one per enqueue path, are timed in
-alternating windows (``Sequential._measure_step``: fit's step on random
-data, at least 50 ms a window), the order swapped every round; each figure
-is the median over the rounds, and 'c / pyopencl' the median of the
-per-round ratios.  The host's speed (``hetnet.hostspeed.probe``) is taken
-before every round.  Writes ``benchmarks/results/gpu_step_<tag>.json``.
+copies of the model (same weights), one per way, are timed in alternating
+windows (``Sequential._measure_step``: fit's step on random data, at least
+50 ms a window), the order swapped every round; each figure is the median
+over the rounds, and the ratio ('c / pyopencl', 'flat / per_array') the
+median of the per-round ratios.  The host's speed
+(``hetnet.hostspeed.probe``) is taken before every round.  Writes
+``benchmarks/results/gpu_step_<tag>.json``.
 
 Run from an older checkout (a copy of this file in its ``benchmarks/``), it
 times that code's one enqueue path only (``"pyopencl"``), for before/after
@@ -48,6 +55,7 @@ def _probe():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--compare", choices=["enqueue", "flat"], default="enqueue")
     p.add_argument("--device", default="gpu")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 256])
@@ -57,10 +65,21 @@ def main():
     args = p.parse_args()
 
     has_c = "c_enqueue" in inspect.signature(OpenCLDevice.__init__).parameters
-    paths = {"c": {"c_enqueue": True}, "pyopencl": {"c_enqueue": False}} if has_c \
-        else {"pyopencl": {}}
-    devices = {name: OpenCLDevice.from_spec(args.device, **kw) for name, kw in paths.items()}
-    out = {"benchmark": "gpu_step", "unit": "ms per training step",
+    # name: (constructor arguments, attributes set after)
+    if not has_c:
+        paths = {"pyopencl": ({}, {})}
+    elif args.compare == "enqueue":
+        paths = {"c": ({"c_enqueue": True}, {}), "pyopencl": ({"c_enqueue": False}, {})}
+    else:
+        paths = {"flat": ({"c_enqueue": True}, {"flat_update": True}),
+                 "per_array": ({"c_enqueue": True}, {"flat_update": False})}
+    devices = {}
+    for name, (kw, attrs) in paths.items():
+        devices[name] = OpenCLDevice.from_spec(args.device, **kw)
+        for attr, value in attrs.items():
+            setattr(devices[name], attr, value)
+    first, second = list(paths)[:2] if len(paths) > 1 else (None, None)
+    out = {"benchmark": "gpu_step", "unit": "ms per training step", "compare": args.compare,
            "paths": list(paths), "rounds": args.rounds, "cells": []}
     for model_name in args.models:
         for batch in args.batches:
@@ -84,10 +103,10 @@ def main():
                     "step_ms_rounds": times, "host_probe_us_rounds": probes}
             line = f"{model_name:8s} b{batch:<5d}" + "".join(
                 f" {k} {v:7.3f} ms" for k, v in cell["step_ms"].items())
-            if has_c:
-                ratios = [c / py for c, py in zip(times["c"], times["pyopencl"])]
-                cell["c_over_pyopencl"] = statistics.median(ratios)
-                line += f"  c/pyopencl {cell['c_over_pyopencl']:.3f}"
+            if first is not None:
+                ratios = [a / b for a, b in zip(times[first], times[second])]
+                cell[f"{first}_over_{second}"] = statistics.median(ratios)
+                line += f"  {first}/{second} {cell[f'{first}_over_{second}']:.3f}"
             print(line, flush=True)
             out["cells"].append(cell)
     from bench_gemm import machine_info, write_results

@@ -84,12 +84,16 @@ def device_key(device):
     version, the build of its kernels (:func:`kernel_build`) and, on OpenCL,
     how kernels are launched (from C or through pyopencl: a training step of
     the benchmark models took 0.71-1.0 of pyopencl's time from C on the H100,
-    median 0.79-0.80, ``benchmarks/results/gpu_step_h100-c-launch_*.json``)."""
+    median 0.79-0.80, ``benchmarks/results/gpu_step_h100-c-launch_*.json``)
+    and whether the optimizer updates the parameters in one launch (the
+    per-step overhead then holds that launch)."""
     from . import __version__
     parts = [device.name, f"hetnet={__version__}"]
     for attr in ("driver_version", "num_threads", "precision", "c_enqueue"):
         if hasattr(device, attr):
             parts.append(f"{attr}={getattr(device, attr)}")
+    if device.flat_update:
+        parts.append("flat_update")
     if device.name == "cpu":
         from .info import build_info
         parts.append(f"blas={build_info()['blas']}")

@@ -12,6 +12,7 @@ from ._validation import check_X, check_targets, check_sample_weight, check_posi
 from .placement import Placement, move_step, transfer
 from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
 from .losses import get_loss
+from .flatparams import FlatGroup
 from .optim import get_optimizer
 from .schedules import get_schedule
 
@@ -83,6 +84,7 @@ class Sequential:
         self._dlogits_dev = None
         self._input_buffer = self._input_buffer_dev = None
         self._measure_pool = None
+        self._flats = {}        # device -> its parameters in one buffer (_flat_group)
         if input_shape is not None:
             self.build(input_shape)
 
@@ -432,10 +434,47 @@ class Sequential:
 
     def _update_step(self, i):
         """Update step ``i``'s parameters as soon as the backward pass has
-        their gradients (they are still in cache; nothing later reads them)."""
+        their gradients (they are still in cache; nothing later reads them).
+        On a device with ``flat_update`` every parameter there is updated at
+        once, in one operation, after the last of its steps the backward pass
+        reaches (the one with the lowest index)."""
         step = self._steps[i]
+        if not step.params:
+            return
+        dev = step.device
+        if dev.flat_update:
+            flat = self._flat_group(dev)
+            if flat["first"] == i:
+                self.optimizer.update_group(dev, flat["indices"], flat["group"],
+                                            flat["w"], flat["g"])
+            return
         for index, name in self._param_slots(step):
             self.optimizer.update(step.device, index, step.params[name], step.grads[name])
+
+    def _flat_group(self, dev):
+        """The parameters and gradients of the steps on ``dev``, each a view
+        into one flat array (:class:`hetnet.flatparams.FlatGroup`), so that
+        the optimizer updates them all in one launch.  Laid out again (their
+        current values copied in) whenever a step's arrays were replaced
+        since: weights set, steps moved, or planning's timed copies."""
+        slots = [(step, name, index) for step in self._steps
+                 if step.device is dev and step.params
+                 for index, name in self._param_slots(step)]
+        flat = self._flats.get(dev)
+        if flat is not None and len(flat["slots"]) == len(slots) and all(
+                a[0] is b[0] and a[1] == b[1] and b[0].params[b[1]] is w and b[0].grads[b[1]] is g
+                for a, b, w, g in zip(flat["slots"], slots, flat["w_views"], flat["g_views"])):
+            return flat
+        group = FlatGroup(dev, [tuple(step.params[name].shape) for step, name, _ in slots])
+        w, w_views = group.pack([step.params[name] for step, name, _ in slots])
+        g, g_views = group.pack([step.grads[name] for step, name, _ in slots])
+        for (step, name, _), wv, gv in zip(slots, w_views, g_views):
+            step.params[name], step.grads[name] = wv, gv
+        flat = self._flats[dev] = {
+            "slots": slots, "group": group, "w": w, "g": g, "w_views": w_views,
+            "g_views": g_views, "indices": [index for _, _, index in slots],
+            "first": min(self._steps.index(step) for step, _, _ in slots)}
+        return flat
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,

@@ -17,6 +17,7 @@ class Optimizer:
         self.lr = _check_positive("lr", lr)
         self.state = {}
         self.t = 0
+        self._flat = {}    # (device, indices) -> (flat state arrays, the views state[i] must be)
 
     def get_config(self):
         raise NotImplementedError
@@ -24,6 +25,7 @@ class Optimizer:
     def reset(self):
         self.state = {}
         self.t = 0
+        self._flat = {}
 
     def step(self, devices, params, grads):
         """Update every parameter in place.  ``params``/``grads``: lists of
@@ -44,6 +46,38 @@ class Optimizer:
         """Update parameter number ``index`` (its place in the model's
         parameter order) in place, within the step begun last."""
         self._update(device, index, w, g)
+
+    def update_group(self, device, indices, group, w, g):
+        """Update, in one operation, parameters ``indices`` laid out by
+        ``group`` (a :class:`hetnet.flatparams.FlatGroup`) in the flat device
+        arrays ``w`` (values) and ``g`` (gradients).  The state of parameter
+        ``i`` stays ``state[i]``, a view into flat state arrays of the same
+        layout.  The default updates the views one by one."""
+        for i, wv, gv in zip(indices, group.views(w), group.views(g)):
+            self._update(device, i, wv, gv)
+
+    def _group_state(self, indices, group, count):
+        """``count`` flat state arrays laid out by ``group`` for parameters
+        ``indices``; ``state[i]`` is (a tuple of ``count``) views into them.
+        Made again, from the per-parameter state there is (zeros where there
+        is none), when ``state[i]`` was replaced since (reset, moved, or
+        saved and restored around planning's timed steps)."""
+        cache = self.__dict__.setdefault("_flat", {})     # (absent from older pickles)
+        key = (group.device, tuple(indices))
+        flats, expected = cache.get(key, (None, None))
+        if flats is not None and all(self.state.get(i) is e for i, e in zip(indices, expected)):
+            return flats
+        held = [self.state.get(i) for i in indices]
+        flats, views = [], []
+        for k in range(count):
+            old = [None if st is None else (st[k] if isinstance(st, tuple) else st) for st in held]
+            flat, v = group.pack(old)
+            flats.append(flat)
+            views.append(v)
+        expected = [vs[0] if count == 1 else tuple(vs) for vs in zip(*views)]
+        self.state.update(zip(indices, expected))
+        cache[key] = (flats, expected)
+        return flats
 
     def move_state(self, indices, src, dst):
         """Move the state of parameters ``indices`` from device ``src`` to ``dst``."""
@@ -80,6 +114,10 @@ class SGD(Optimizer):
                 v = self.state[i] = device.zeros(w.shape)
         device.sgd_update(w, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
 
+    def update_group(self, device, indices, group, w, g):
+        v = self._group_state(indices, group, 1)[0] if self.momentum else None
+        device.sgd_update(w, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+
 
 class Adam(Optimizer):
     """Adam with bias correction (and L2 weight decay added to the gradient)."""
@@ -101,6 +139,11 @@ class Adam(Optimizer):
         if i not in self.state:
             self.state[i] = (device.zeros(w.shape), device.zeros(w.shape))
         m, v = self.state[i]
+        device.adam_update(w, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t,
+                           self.weight_decay)
+
+    def update_group(self, device, indices, group, w, g):
+        m, v = self._group_state(indices, group, 2)
         device.adam_update(w, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t,
                            self.weight_decay)
 

@@ -161,11 +161,22 @@ class Plan:
         return self.table()
 
 
-def step_costs(step, table, batch, training, need_dx):
-    """Predicted seconds of one step on the device whose cost table is given."""
+def step_costs(step, table, batch, training, need_dx, flat_update=False):
+    """Predicted seconds of one step on the device whose cost table is given.
+
+    With ``flat_update`` (the device's parameters are updated in one launch
+    a step, :mod:`hetnet.flatparams`) a step's updates cost only their
+    work: the table's time for their size less its time for the smallest
+    (the launch).  The one launch a step is part of the device's measured
+    per-step overhead (:func:`hetnet.costmodel.measure_overheads` times real
+    steps)."""
     fwd, bwd, upd = step.cost_terms(batch, need_dx)
-    return (table.predict_terms(fwd + (bwd + upd if training else []))
-            + table.overhead("layer", training))
+    terms = fwd + (bwd + ([] if flat_update else upd) if training else [])
+    seconds = table.predict_terms(terms) + table.overhead("layer", training)
+    if training and flat_update and upd:
+        size = sum(t[1] for t in upd)
+        seconds += max(0.0, table.predict("update", size) - table.predict("update", 1))
+    return seconds
 
 
 def plan_model(steps, batch, devices, tables, training=True, policy="auto", fixed=None,
@@ -194,7 +205,8 @@ def plan_model(steps, batch, devices, tables, training=True, policy="auto", fixe
             if fixed is not None and fixed[i] is not None and fixed[i] is not dev:
                 row.append(math.inf)
             else:
-                row.append(step_costs(step, tables[dev.name], batch, training, need_dx))
+                row.append(step_costs(step, tables[dev.name], batch, training, need_dx,
+                                      dev.flat_update))
         node.append(row)
         nbytes = 4 * batch * int(math.prod(step.input_shape))
         act_bytes.append(nbytes)

@@ -14,6 +14,7 @@ import pytest
 
 cl = pytest.importorskip("pyopencl")
 
+import hetnet as hn  # noqa: E402
 from conftest import assert_close, working_opencl_device  # noqa: E402
 from hetnet.devices import _opencl_platform as plat  # noqa: E402
 from hetnet.devices.opencl import (DeviceNotFoundError, GemmConfig, OpenCLDevice,  # noqa: E402
@@ -558,6 +559,33 @@ def test_c_and_pyopencl_enqueue_train_to_the_same_weights(dev):
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make_opt", [lambda: hn.SGD(0.05, momentum=0.9), lambda: hn.Adam(0.01)],
+                         ids=["sgd", "adam"])
+def test_flat_update_trains_like_one_launch_per_array(dev, make_opt, monkeypatch):
+    """The parameters in one buffer and one optimizer launch a step
+    (hetnet.flatparams) give the weights of one launch per parameter array."""
+    rng = np.random.default_rng(5)
+    X = rng.random((37, 1, 10, 10)).astype(F32)
+    y = rng.integers(0, 3, 37)
+    weights, launches = [], []
+    for flat in (True, False):
+        d = OpenCLDevice.from_spec(dev.cl_device, autotune=False)
+        d.flat_update = flat
+        names = []
+        launch = d._launch
+        monkeypatch.setattr(d, "_launch", lambda knl, *a: names.append(knl.function_name)
+                            or launch(knl, *a))
+        model = hn.Sequential([hn.Conv2D(1, 4, 3, padding=1), hn.ReLU(), hn.MaxPool2D(2),
+                               hn.Flatten(), hn.Dense(100, 16), hn.ReLU(), hn.Dense(16, 3)],
+                              device=d, seed=2)
+        model.fit(X, y, epochs=2, batch_size=8, optimizer=make_opt())
+        weights.append(model.get_weights())
+        launches.append(sum(n.endswith("_step") for n in names))
+    assert launches == [2 * 5, 2 * 5 * 6]           # 5 steps an epoch, 6 parameter arrays
+    for a, b in zip(*weights):
+        assert_close(a, b, rtol=1e-5, what="flat vs per-array updates")
 
 
 def test_c_enqueue_failure_names_the_status(dev):

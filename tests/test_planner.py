@@ -93,6 +93,23 @@ def test_plans_follow_batch_size():
         s.predicted_s + s.transfer_s for s in large.steps) + large.input_s + large.output_s)
 
 
+def test_flat_update_costs_the_updates_work_not_their_launches():
+    """On a device that updates every parameter in one launch (flat_update)
+    a step's updates cost their size's time less a launch, not one launch each."""
+    from hetnet.planner import step_costs
+    step = lenet(CPUDevice(num_threads=1))._steps[0]          # conv: W and b
+    sizes = [t[1] for t in step.cost_terms(64)[2]]
+    assert len(sizes) == 2
+    per_array = step_costs(step, GPU_TABLE, 64, True, True)
+    flat = step_costs(step, GPU_TABLE, 64, True, True, flat_update=True)
+    launch = GPU_TABLE.predict("update", 1)
+    assert flat == pytest.approx(per_array - sum(GPU_TABLE.predict("update", n) for n in sizes)
+                                 + GPU_TABLE.predict("update", sum(sizes)) - launch)
+    assert per_array - flat > launch                          # two launches became none
+    assert step_costs(step, GPU_TABLE, 64, False, True, flat_update=True) == \
+        step_costs(step, GPU_TABLE, 64, False, True)          # inference: no updates
+
+
 def test_plan_is_exact_on_a_real_model():
     """The DP's plan for LeNet-5 costs no more than any of the 3**8 placements."""
     import itertools

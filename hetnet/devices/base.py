@@ -34,6 +34,10 @@ class Device:
 
     name = "abstract"
     kind = "cpu"
+    #: the model keeps the parameters here in one flat buffer and the
+    #: optimizer updates them all in one operation (hetnet.flatparams): for
+    #: devices where each operation costs a launch
+    flat_update = False
 
     def __init__(self):
         self.transfers = {"to_device": 0, "to_host": 0,

@@ -201,7 +201,13 @@ class OpenCLDevice(Device):
     pool : pyopencl.tools.MemoryPool
         Allocator of every array this device makes.
     workspace_bytes : int
+    flat_update : bool
+        True: a model keeps its parameters here in one buffer and the
+        optimizer updates them in one launch (:mod:`hetnet.flatparams`);
+        set it False on an instance for one launch per parameter array.
     """
+
+    flat_update = True
 
     def __init__(self, spec=None, *, precision="fp32", autotune=True,
                  workspace_bytes=None, profiling=False, staging=None, overlap_uploads=None,
