@@ -723,8 +723,8 @@ class OpenCLDevice(Device):
     #: work-item, the fully parallel activation_bwd plus bias_grad (which only
     #: reads) is faster on the device than the launch it saves on the host
     #: (LeNet-5 at batch 256 on the H100: 1018 µs of kernels a step fused
-    #: everywhere, 891 with two launches, gpu_lenet5_flat.json and
-    #: gpu_lenet5_c-launch.json)
+    #: everywhere, gpu_lenet5_fused-everywhere.json; 891 with two launches,
+    #: gpu_lenet5_c-launch.json; 800 with this limit, gpu_lenet5_flat.json)
     FUSED_BIAS_GRAD_PER_ITEM = 32
 
     def activation_bias_backward(self, name, y, dy, db=None):
