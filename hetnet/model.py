@@ -443,8 +443,9 @@ class Sequential:
             return
         dev = step.device
         if dev.flat_update:
-            flat = self._flat_group(dev)
-            if flat["first"] == i:
+            first = next(j for j, s in enumerate(self._steps) if s.device is dev and s.params)
+            if i == first:
+                flat = self._flat_group(dev)
                 self.optimizer.update_group(dev, flat["indices"], flat["group"],
                                             flat["w"], flat["g"])
             return
@@ -472,8 +473,7 @@ class Sequential:
             step.params[name], step.grads[name] = wv, gv
         flat = self._flats[dev] = {
             "slots": slots, "group": group, "w": w, "g": g, "w_views": w_views,
-            "g_views": g_views, "indices": [index for _, _, index in slots],
-            "first": min(self._steps.index(step) for step, _, _ in slots)}
+            "g_views": g_views, "indices": [index for _, _, index in slots]}
         return flat
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
