@@ -1,6 +1,6 @@
 /* The backward pass between a layer's output and its GEMM, in one launch.
  * Built together with elementwise.cl (act_bwd, ACT_*) and reduce.cl
- * (group_sum, RED_WG). */
+ * (group_sum, feature_element, RED_WG). */
 
 /* act_bias_grad -- work-group: (RED_WG); grid: F groups, one per feature.
  * For y, dy (N, F, S): group f visits every (n, s) of feature f, as
@@ -19,8 +19,7 @@ void act_bias_grad(__global const float *y, const int offy,
     const int f = get_group_id(0);
     float s = 0.0f;
     for (int i = l; i < N * S; i += RED_WG) {
-        const int n = i / S, q = i % S;
-        const long k = ((long)n * F + f) * S + q;
+        const long k = feature_element(i, f, F, S);
         const float g = act_bwd(act, y[offy + k], dy[offdy + k]);
         dy[offdy + k] = g;
         s += g;

@@ -58,10 +58,17 @@ __kernel void argmax_rows(__global const float *x, const int offx,
     out[offo + r] = bi;
 }
 
+/* Index in an (N, F, S) array of the i-th of feature f's N*S elements
+ * (i = n*S + s): consecutive i, consecutive s. */
+inline long feature_element(const int i, const int f, const int F, const int S)
+{
+    return ((long)(i / S) * F + f) * S + i % S;
+}
+
 /* bias_grad -- work-group: (RED_WG); grid: F groups, one per feature.
  * For dy (N, F, S): group f sums dy[n, f, s] over n and s; work-item l takes
- * pairs (n, s) with flat index l, l + RED_WG, ... (consecutive items read
- * consecutive s), then the group reduces in local memory and writes db[f]. */
+ * elements l, l + RED_WG, ... of its feature (feature_element), then the
+ * group reduces in local memory and writes db[f]. */
 __kernel __attribute__((reqd_work_group_size(RED_WG, 1, 1)))
 void bias_grad(__global const float *dy, const int offdy,
                __global float *db, const int offdb,
@@ -71,10 +78,8 @@ void bias_grad(__global const float *dy, const int offdy,
     const int l = get_local_id(0);
     const int f = get_group_id(0);
     float s = 0.0f;
-    for (int i = l; i < N * S; i += RED_WG) {
-        const int n = i / S, q = i % S;
-        s += dy[offdy + ((long)n * F + f) * S + q];
-    }
+    for (int i = l; i < N * S; i += RED_WG)
+        s += dy[offdy + feature_element(i, f, F, S)];
     s = group_sum(red, s);
     if (l == 0)
         db[offdb + f] = s;
