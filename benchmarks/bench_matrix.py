@@ -25,7 +25,11 @@ not depend on the values):
 - the host's speed: :func:`hetnet.hostspeed.probe` before every round of
   every policy, and (``auto``) the median of the probes taken while it
   planned, so a prediction can be compared with the rounds that ran at the
-  host speed it was made at.
+  host speed it was made at;
+- (``auto``) a plan made again before every round, as a fresh ``fit`` would
+  (``model.plan(batch, refresh=True)``, outside the timed fit): its
+  predicted step time beside that round's fit step time, each plan held to
+  the steps it was made for (``--keep-plan``: the first plan throughout).
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
 Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 ``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
@@ -75,7 +79,7 @@ def timed_predict(model, X, batch):
     return time.perf_counter() - t0
 
 
-def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
+def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=True):
     from hetnet.hostspeed import probe
     """The cells of one model and batch size, one per policy.  The policies'
     timed runs are interleaved, round by round, and each cell reports the
@@ -112,11 +116,17 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
     n_inf = min(n, max(batch * 4, 256))
     for model, _, _ in live.values():
         model.predict(X[:batch], batch_size=batch)                 # plan inference at this size
+    replanned = {p: {"predicted_ms": [], "table_ms": [], "host_probe_us": [], "devices": []}
+                 for p in live if p == "auto" and replan}
+    # the plan auto made before the rounds (its re-plans replace it)
+    first = {p: training_plan(live[p][0], batch) for p in replanned}
     train, infer, steps, probes = ({p: [] for p in live} for _ in range(4))
     orders = itertools.cycle(itertools.permutations(live))
     for _ in range(rounds):
         for policy in next(orders):      # every order in turn: none always follows the CPU's
             model = live[policy][0]      # threads, which keep spinning a while after its steps
+            if policy in replanned:      # as a fresh fit would: planned now, for these steps
+                record_plan(replanned[policy], training_plan(model, batch, refresh=True))
             probes[policy].append(1e6 * probe())     # the host's speed for this round
             elapsed, step_s = timed_fit(model, X, y, batch, steps=n // batch)
             train[policy].append(n / elapsed)
@@ -139,20 +149,46 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24):
                          "predicted_ms": 1e3 * (s.predicted_s + s.transfer_s),
                          "measured_ms": 1e3 * s.measured_s, "bytes_moved": s.bytes_moved}
                         for s in plan.steps]
+        cell["measured_step_ms"] = 1e3 * plan.measured_step_s
+        cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
+        # the plan made before the rounds: its prediction against fit's median
+        # (re-planned: 'plan' above is the last round's placement, explained)
+        plan = first.get(policy, plan)
         cell["predicted_step_ms"] = 1e3 * plan.predicted_step_s
         # auto's predictions are corrected by the in-step factors of its planning steps
         cell["table_step_ms"] = 1e3 * (plan.table_step_s if plan.table_step_s is not None
                                        else plan.predicted_step_s)
-        cell["measured_step_ms"] = 1e3 * plan.measured_step_s
-        cell["step_ms_from_throughput"] = 1e3 * batch / cell["train_images_per_s"]
         cell["reason"] = plan.reason
         cell["plan_host_probe_us"] = None if plan.host_probe_s is None else 1e6 * plan.host_probe_s
         # what auto timed per round while choosing (the first round a warm-up)
         cell["confirm_rounds_ms"] = None if plan.confirm_rounds_s is None else {
             label: [1e3 * t for t in ts] for label, ts in plan.confirm_rounds_s.items()}
+        if policy in replanned:     # each round's own plan, beside fit_step_ms_rounds
+            cell["round_plans"] = replanned[policy]
         inf_plan = model.plan(batch, training=False)
         cell["inference_plan"] = [d.name for d in inf_plan.devices]
     return cells
+
+
+def training_plan(model, batch, refresh=False):
+    """The model's training plan at ``batch``, with predicted times: 'auto'
+    with one device only (no GPU) has nothing to choose and plans without
+    them; then the cost tables predict the placement it uses, as explain's
+    table does."""
+    plan = model.plan(batch, training=True, refresh=refresh)
+    if not plan.has_predictions:
+        plan = model.placement.plan(model, batch, True, measure_costs=True)
+    return plan
+
+
+def record_plan(into, plan):
+    """One round's plan: its predicted step time (and the tables' alone),
+    the host probe while it was made, and its placement ('c'/'g' per step)."""
+    into["predicted_ms"].append(1e3 * plan.predicted_step_s)
+    into["table_ms"].append(1e3 * (plan.table_step_s if plan.table_step_s is not None
+                                   else plan.predicted_step_s))
+    into["host_probe_us"].append(None if plan.host_probe_s is None else 1e6 * plan.host_probe_s)
+    into["devices"].append("".join("c" if d.name == "cpu" else "g" for d in plan.devices))
 
 
 def default_tag():
@@ -184,6 +220,10 @@ def main():
                    help="timed rounds per cell, interleaved across policies in every order in "
                         "turn; the median counts (default 24: many short rounds pair the "
                         "policies closer in time than a few long ones)")
+    p.add_argument("--keep-plan", action="store_true",
+                   help="auto keeps the plan it made before the rounds (default: it plans "
+                        "again before every round, as a fresh fit would, and each plan's "
+                        "prediction is held to that round's steps)")
     args = p.parse_args()
     if args.all:
         groups = [(args.policies, m, b) for m in args.models for b in args.batches]
@@ -197,7 +237,8 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     info = None
     for policies, model_name, batch in groups:
-        cells = run_cells(policies, model_name, batch, args.min_seconds, args.rounds)
+        cells = run_cells(policies, model_name, batch, args.min_seconds, args.rounds,
+                          replan=not args.keep_plan)
         for policy, cell in cells.items():
             info = info or machine()
             cell["machine"] = info

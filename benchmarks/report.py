@@ -46,12 +46,13 @@ def machine_section(tag, cells):
         lines += ["Skipped cells: " + "; ".join(sorted(skipped)), ""]
     lines += ["| model | batch | train cpu | train gpu | train auto | auto / best | "
               "infer cpu | infer gpu | infer auto | auto step (ms): pred (tables) / fit [explain] "
-              "| auto plan |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| each round's plan / its fit | auto plan |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     models = sorted({k[0] for k in cells}, key=["mlp", "lenet5", "convnet"].index)
     worst = None
     n_cells, within, same_plan_misses, misses, pred_ok, pred_n, table_ok = 0, 0, [], [], 0, 0, 0
     within_medians, matched_ok, matched_n, pred_misses = 0, 0, 0, []
+    paired_ok, paired_n, rounds_ok, rounds_n, paired_misses = 0, 0, 0, 0, []
     for model in models:
         for batch in sorted({k[1] for k in cells if k[0] == model}):
             row = {p: cells.get((model, batch, p)) for p in POLICIES}
@@ -103,10 +104,25 @@ def machine_section(tag, cells):
                         (f"{matched[0]:.2f} of the {matched[1]} rounds at planning's speed"
                          if matched is not None else
                          f"fewer than {MIN_MATCHED} rounds at planning's speed"))
+            per_round = replanned_ratios(auto)
+            pr = "–"
+            if per_round is not None:
+                med = float(np.median(per_round))
+                ok = sum(abs(r - 1) <= 0.2 for r in per_round)
+                pr = f"{med:.2f} ({ok}/{len(per_round)})"
+                paired_n += 1
+                paired_ok += abs(med - 1) <= 0.2
+                rounds_ok += ok
+                rounds_n += len(per_round)
+                if abs(med - 1) > 0.2:
+                    paired_misses.append(f"{model} b{batch} ({med:.2f})")
             plan = plan_label(auto["plan"]) if "plan" in auto else "–"
+            placements = set((auto.get("round_plans") or {}).get("devices", []))
+            if len(placements) > 1:
+                plan += f" (rounds: {len(placements)} placements)"
             lines.append(f"| {model} | {batch} | {_fmt(tr['cpu'])} | {_fmt(tr['gpu'])} | {_fmt(tr['auto'])} | "
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
-                         f"{_fmt(inf['auto'])} | {pm} | {plan} |")
+                         f"{_fmt(inf['auto'])} | {pm} | {pr} | {plan} |")
     lines.append("")
     if worst is not None:
         lines += [f"Lowest auto / best-of(cpu, gpu) training ratio over the cells: {worst:.2f}.",
@@ -122,6 +138,13 @@ def machine_section(tag, cells):
         lines += [f"auto's predicted step time within 20% of fit's: {pred_ok} of "
                   f"{pred_n} cells; from the cost tables alone (in brackets), before the "
                   f"in-step factors: {table_ok} of {pred_n}."]
+        if paired_n:
+            lines.append(
+                f"Each round's own plan (auto planned again before every round, as a fresh "
+                f"`fit` does) against that round's fit step: the median ratio within 20% in "
+                f"{paired_ok} of {paired_n} cells" +
+                (f" (not: {', '.join(paired_misses)})" if paired_misses else "") +
+                f"; {rounds_ok} of {rounds_n} rounds within 20%.")
         if matched_n:
             lines.append(
                 f"Against only the rounds that ran at the host speed auto planned at (the host "
@@ -154,6 +177,16 @@ def speed_matched(auto):
     if len(same) < MIN_MATCHED:
         return None
     return auto["predicted_step_ms"] / float(np.median(same)), len(same), planned
+
+
+def replanned_ratios(auto):
+    """Per timed round, the predicted step time of the plan auto made just
+    before it over that round's fit step time; None unless the cell
+    re-planned every round (``bench_matrix.py`` without ``--keep-plan``)."""
+    plans, steps = auto.get("round_plans"), auto.get("fit_step_ms_rounds")
+    if not plans or not steps or len(plans["predicted_ms"]) != len(steps):
+        return None
+    return [p / f for p, f in zip(plans["predicted_ms"], steps)]
 
 
 def paired_ratio(row):
@@ -227,7 +260,11 @@ def main():
              "predicted step time is the planner's (corrected by the in-step factors, each device's "
              "real step over its table prediction, that auto measures on this model while it "
              "plans; in brackets the cost tables' alone), made when auto planned, before the "
-             "timed rounds; 'fit' is the step time of `fit`'s training loop (`History.time_s` "
+             "timed rounds; 'each round's plan / its fit': auto plans again before every "
+             "timed round (`model.plan(batch, refresh=True)`, outside the timing, as a fresh "
+             "`fit` would) and each plan's prediction is held to the round it was made for: "
+             "the median over the rounds of that ratio (in brackets, the rounds within 20%); "
+             "'fit' is the step time of `fit`'s training loop (`History.time_s` "
              "over its steps, the median of the timed rounds), the measure the 20% target is "
              "held to; in square brackets the step time `model.explain()` measured after the "
              "rounds (the same steps, five short windows). With "

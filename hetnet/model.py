@@ -186,11 +186,24 @@ class Sequential:
             move_step(self, step, dev)
         return plan
 
-    def plan(self, batch_size, training=True):
+    def plan(self, batch_size, training=True, refresh=False):
         """The placement :meth:`fit` (``training``) or :meth:`predict` would
         use at ``batch_size``; see :meth:`explain` for predicted and measured
-        times."""
+        times.
+
+        Plans are made once per batch size and mode and then kept.  With
+        ``refresh=True`` this one is made again: for ``"auto"``, the
+        candidate placements are timed again on real steps (the host's load
+        or speed may have changed since), and the next :meth:`fit` or
+        :meth:`predict` at this size uses the new plan.  The cost tables are
+        kept; :func:`hetnet.calibrate` re-measures those.
+        """
         self._require_built()
+        batch_size = check_positive_int("batch_size", batch_size)
+        if not isinstance(refresh, (bool, np.bool_)):
+            raise TypeError(f"refresh must be True or False, got {refresh!r}")
+        if refresh:
+            self.placement.forget(batch_size, training)
         return self.placement.plan(self, batch_size, training)
 
     def explain(self, batch_size=64, training=True, repeats=5):

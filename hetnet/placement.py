@@ -61,6 +61,12 @@ class Placement:
     def needs_costs(self):
         return self.policy == "auto" and len(self.candidates) > 1
 
+    def forget(self, batch, training):
+        """Drop the plans kept for ``batch`` and mode ``training`` (with
+        any pinned at that size): the next :meth:`plan` makes them again."""
+        for key in [k for k in self._plans if k[:2] == (batch, training)]:
+            del self._plans[key]
+
     def plan(self, model, batch, training, fixed=None, measure_costs=False):
         """The plan for ``batch`` (cached per batch size, mode and pinning)."""
         steps = model._steps

@@ -247,6 +247,42 @@ def test_in_step_factors_correct_the_prediction(monkeypatch):
     assert f"cpu x{factor:.2f}" in plan.reason
 
 
+def test_refresh_plans_again_and_fit_follows(monkeypatch):
+    """A plan is kept per batch size; plan(refresh=True) times the
+    placements again, and the next fit runs the new one.  The inference plan
+    at that size is not touched."""
+    gpu, _ = _auto_with_fake_gpu(monkeypatch)
+    monkeypatch.setattr(placement_mod, "CONFIRM_BY_MEASUREMENT", True)
+    model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
+    measured = {"cpu": 0.004, "fakegpu": 0.009}
+    calls = []
+
+    def fake_measure(batch, training, repeats=3):
+        calls.append(batch)
+        names = {s.device.name for s in model._steps}
+        return measured[names.pop()] if len(names) == 1 else 1.0      # mixed plans lose
+    monkeypatch.setattr(model, "_measure_step", fake_measure)
+    first = model.plan(64)
+    inference = model.plan(64, training=False)
+    assert {d.name for d in first.devices} == {"cpu"}
+    measured.update(cpu=0.009, fakegpu=0.004)          # the host got busy
+    n = len(calls)
+    assert model.plan(64) is first and len(calls) == n  # kept: nothing timed
+    again = model.plan(64, refresh=True)
+    assert len(calls) > n and again is not first
+    assert {d.name for d in again.devices} == {"fakegpu"}
+    assert again.predicted_step_s == pytest.approx(0.004)
+    assert model.plan(64, training=False) is inference
+    rng = np.random.default_rng(0)
+    X, y = rng.random((128, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 128)
+    model.fit(X, y, epochs=1, batch_size=64, optimizer="sgd")
+    assert {s.device.name for s in model._steps} == {"fakegpu"}
+    with pytest.raises(TypeError, match="refresh"):
+        model.plan(64, refresh="yes")
+    with pytest.raises(ValueError, match="batch_size"):
+        model.plan(0)
+
+
 def test_first_confirmation_round_is_a_warm_up(monkeypatch):
     """The first round of auto's timed steps runs on devices still waking up;
     it is recorded but neither the choice nor the in-step factors count it."""
