@@ -27,9 +27,10 @@ not depend on the values):
   planned, so a prediction can be compared with the rounds that ran at the
   host speed it was made at;
 - (``auto``) a plan made again before every round, as a fresh ``fit`` would
-  (``model.plan(batch, refresh=True)``, outside the timed fit): its
-  predicted step time beside that round's fit step time, each plan held to
-  the steps it was made for (``--keep-plan``: the first plan throughout).
+  (``model.plan(batch, refresh=True)``, outside the timed fit, and like
+  every policy's round after two untimed steps): its predicted step time
+  beside that round's fit step time, each plan held to the steps it was
+  made for (``--keep-plan``: the first plan throughout).
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
 Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
 ``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
@@ -127,6 +128,12 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
             model = live[policy][0]      # threads, which keep spinning a while after its steps
             if policy in replanned:      # as a fresh fit would: planned now, for these steps
                 record_plan(replanned[policy], training_plan(model, batch, refresh=True))
+            # two untimed steps first, every policy alike: right after a re-plan
+            # the first steps lay the moved parameters out again, a cost of
+            # planning, which the rounds leave out (on the H100 host auto's fit
+            # right after re-planning ran 10% fewer images/s than with its plan
+            # kept, the same placement: results/replan_h100.json)
+            model.fit(X[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch)
             probes[policy].append(1e6 * probe())     # the host's speed for this round
             elapsed, step_s = timed_fit(model, X, y, batch, steps=n // batch)
             train[policy].append(n / elapsed)

@@ -53,6 +53,7 @@ def machine_section(tag, cells):
     n_cells, within, same_plan_misses, misses, pred_ok, pred_n, table_ok = 0, 0, [], [], 0, 0, 0
     within_medians, matched_ok, matched_n, pred_misses = 0, 0, 0, []
     paired_ok, paired_n, rounds_ok, rounds_n, paired_misses = 0, 0, 0, 0, []
+    reach, reach_n = 0, 0           # cells whose median's interval reaches 0.95
     for model in models:
         for batch in sorted({k[1] for k in cells if k[0] == model}):
             row = {p: cells.get((model, batch, p)) for p in POLICIES}
@@ -60,11 +61,13 @@ def machine_section(tag, cells):
             inf = {p: (c or {}).get("infer_images_per_s") for p, c in row.items()}
             best = max([v for p, v in tr.items() if p != "auto" and v is not None], default=None)
             of_medians = tr["auto"] / best if best and tr["auto"] else None
-            ratio = paired_ratio(row)
-            if ratio is None:
-                ratio = of_medians
+            per_round_ratios = paired_ratios(row)
+            ratio = of_medians if per_round_ratios is None else float(np.median(per_round_ratios))
             if of_medians is not None:
                 within_medians += of_medians >= 0.95
+            if per_round_ratios is not None:
+                reach_n += 1
+                reach += median_interval(per_round_ratios)[1] >= 0.95
             auto = row["auto"] or {}
             if ratio is not None:
                 worst = ratio if worst is None else min(worst, ratio)
@@ -74,7 +77,11 @@ def machine_section(tag, cells):
                 if ratio >= 0.95:
                     within += 1
                 else:
-                    label = f"{model} b{batch} ({ratio:.3f})"
+                    label = f"{model} b{batch} ({ratio:.3f}"
+                    if per_round_ratios is not None:
+                        lo, hi = median_interval(per_round_ratios)
+                        label += f"; 90% interval of the median {lo:.2f}-{hi:.2f}"
+                    label += ")"
                     same = [s["device"] for s in auto.get("plan", [])] == \
                         [s["device"] for s in row[best_policy].get("plan", [])]
                     (same_plan_misses if same else misses).append(label)
@@ -129,6 +136,9 @@ def machine_section(tag, cells):
                   f"auto within 5% of the better of cpu and gpu: {within} of {n_cells} cells "
                   f"(by the ratio of the policies' medians instead of paired rounds: "
                   f"{within_medians} of {n_cells})."]
+        if reach_n:
+            lines.append(f"Cells whose paired median's 90% bootstrap interval (over its rounds) "
+                         f"reaches 0.95: {reach} of {reach_n}.")
         if same_plan_misses:
             lines.append("Below 5% with the very placement of the better policy (the difference "
                          "is the host's run-to-run noise; see each cell's "
@@ -189,18 +199,27 @@ def replanned_ratios(auto):
     return [p / f for p, f in zip(plans["predicted_ms"], steps)]
 
 
-def paired_ratio(row):
-    """Median over the timed rounds of auto's throughput over the better of
-    cpu's and gpu's *in the same round* (None unless the cell's rounds were
+def median_interval(values, level=0.9, resamples=4000):
+    """A bootstrap interval for the median of ``values`` (rounds resampled
+    with replacement; a fixed seed, so the report is the same every time):
+    how far the median of this many noisy rounds can move by chance."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(values, (resamples, values.size)), axis=1)
+    return tuple(np.quantile(medians, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def paired_ratios(row):
+    """Per timed round, auto's throughput over the better of cpu's and
+    gpu's *in the same round* (None unless the cell's rounds were
     interleaved, ``bench_matrix.py --all``): the host's speed drifts from
     round to round, and the policies of one round ran under the same
-    conditions."""
+    conditions.  The cell's figure is their median."""
     rounds = {p: (c or {}).get("train_images_per_s_rounds") for p, c in row.items()}
     others = [r for p, r in rounds.items() if p != "auto" and r]
     if not rounds.get("auto") or not others or any(len(r) != len(rounds["auto"]) for r in others):
         return None
-    ratios = [a / max(r[i] for r in others) for i, a in enumerate(rounds["auto"])]
-    return float(np.median(ratios))
+    return [a / max(r[i] for r in others) for i, a in enumerate(rounds["auto"])]
 
 
 def plan_label(plan):
@@ -256,7 +275,8 @@ def main():
              "`benchmarks/results/matrix/`; each cell is `benchmarks/bench_matrix.py` "
              "(`tox -e bench-<policy>-<model>-b<batch>`). Throughput in images/s on random data; "
              "'auto / best' is auto's training throughput over the better of cpu and gpu (the "
-             "median over the timed rounds of that ratio within each round); the "
+             "median over the timed rounds of that ratio within each round; where it falls below "
+             "0.95, with a 90% bootstrap interval for that median); the "
              "predicted step time is the planner's (corrected by the in-step factors, each device's "
              "real step over its table prediction, that auto measures on this model while it "
              "plans; in brackets the cost tables' alone), made when auto planned, before the "
