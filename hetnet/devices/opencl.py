@@ -709,10 +709,15 @@ class OpenCLDevice(Device):
                          part.base_data, 0, groups, out.base_data, 0, 1.0)
         return out
 
+    @staticmethod
+    def _features(dy):
+        """``dy`` (N, F, ...) as the (N, F, S) the bias-gradient kernels
+        index: S elements per sample and feature."""
+        n, f = dy.shape[0], dy.shape[1]
+        return n, f, (dy.size // (n * f) if dy.size else 1)
+
     def bias_grad(self, dy, out=None):
-        f = dy.shape[1]
-        n = dy.shape[0]
-        s = dy.size // (n * f) if dy.size else 1
+        n, f, s = self._features(dy)
         out = self._out(out, (f,))
         self._launch(self._k("bias_grad"), (f * self.wg,), (self.wg,),
                      dy.base_data, _off(dy), out.base_data, _off(out), n, f, s)
@@ -732,8 +737,7 @@ class OpenCLDevice(Device):
         activation is elementwise (not identity: then bias_grad alone) and
         each feature has few elements (:attr:`FUSED_BIAS_GRAD_PER_ITEM`);
         the default's two operations otherwise."""
-        n, f = dy.shape[0], dy.shape[1]
-        s = dy.size // (n * f) if dy.size else 1
+        n, f, s = self._features(dy)
         if (db is None or name in ("identity", "softmax")
                 or n * s > self.FUSED_BIAS_GRAD_PER_ITEM * self.wg):
             return super().activation_bias_backward(name, y, dy, db)
