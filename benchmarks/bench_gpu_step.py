@@ -30,19 +30,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import hetnet as hn  # noqa: E402
 from hetnet.devices.opencl import OpenCLDevice  # noqa: E402
-
-MODELS = {"mlp": lambda dev: hn.models.mlp([784, 120, 84, 10], seed=0, device=dev),
-          "lenet5": lambda dev: hn.models.lenet5(seed=0, device=dev),
-          "convnet": lambda dev: hn.models.convnet(seed=0, device=dev)}
-SHAPES = {"mlp": (784,), "lenet5": (1, 28, 28), "convnet": (1, 28, 28)}
+from bench_matrix import MODELS, build  # noqa: E402   the matrix's models
 
 
 def _probe():
@@ -57,7 +50,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compare", choices=["enqueue", "flat"], default="enqueue")
     p.add_argument("--device", default="gpu")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 256])
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--tag", default="h100")
@@ -85,8 +78,8 @@ def main():
         for batch in args.batches:
             models = {}
             for name, dev in devices.items():
-                m = MODELS[model_name](dev)
-                m.build(SHAPES[model_name])
+                m, shape = build(model_name, dev)
+                m.build(shape)
                 models[name] = m
             times = {name: [] for name in models}
             probes = []
