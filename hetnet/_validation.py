@@ -3,6 +3,27 @@
 import numpy as np
 
 
+_FINITE_BLOCK = 1 << 16
+
+
+def all_finite(a):
+    """Whether every value of the float array ``a`` is finite: the scan
+    ``np.isfinite(a).all()`` makes, a block of 64k values at a time into one
+    small buffer.  The whole-array form allocates a temporary of a.size
+    bytes (30 MB for 40k LeNet-5 images) at every fit and predict, whose
+    cost depends on whether the allocator hands back memory already mapped
+    (on this 2-core host 4 ms, or 21 ms when fresh)."""
+    flat = a.reshape(-1)
+    buf = np.empty(min(flat.size, _FINITE_BLOCK), dtype=bool)
+    for start in range(0, flat.size, _FINITE_BLOCK):
+        block = flat[start:start + _FINITE_BLOCK]
+        ok = buf[:block.size]
+        np.isfinite(block, out=ok)
+        if not ok.all():
+            return False
+    return True
+
+
 def check_X(X, input_shape=None, name="X", check_finite=True):
     """Validate inputs; returns a float32, C-contiguous array of shape
     ``(n, *input_shape)``.
@@ -33,7 +54,7 @@ def check_X(X, input_shape=None, name="X", check_finite=True):
                 raise ValueError(f"{name} has per-sample shape {X.shape[1:]}, but the model "
                                  f"takes {input_shape} (or flattened, {int(np.prod(input_shape))})")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if check_finite and not np.isfinite(X).all():
+    if check_finite and not all_finite(X):
         bad = int(X.size - np.isfinite(X).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return X

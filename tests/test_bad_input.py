@@ -44,6 +44,18 @@ def test_non_finite_X(model, bad):
         model.predict(X)
 
 
+@pytest.mark.parametrize("at", [0, (1 << 16) - 1, 1 << 16, 3 * (1 << 16) + 5, -1])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_scans_every_block(at, bad):
+    """The block-wise scan finds one bad value wherever it lies: at a block's
+    first or last value, in a middle block, or in the short last block."""
+    from hetnet._validation import all_finite
+    X = np.ones((7, 1, 200, 200), dtype=np.float32)     # 4.27 blocks of 64k values
+    assert all_finite(X) and all_finite(X[:1, :, :1, :3])
+    X.reshape(-1)[at] = bad
+    assert not all_finite(X)
+
+
 @pytest.mark.parametrize("y,match", [
     (np.array([0, 1, 2, 3, 0, 1]), r"labels in \[0, 3\].*3 classes"),
     (np.array([0, 1, -1, 2, 0, 1]), "labels must be 0..2"),
