@@ -10,8 +10,9 @@ not depend on the values):
   train ``--min-seconds`` on it (the slower ones take longer),
   after one warm-up pass that plans, calibrates and compiles; the median of
   ``--rounds`` rounds, which with ``--all`` alternate between the policies
-  of the same model and batch size (the host's speed drifts; a cell run
-  alone on another minute is not comparable within 5%);
+  of the same model and batch size, their timed fits back to back within
+  a round (the host's speed drifts; a cell run alone on another minute is
+  not comparable within 5%);
 - inference throughput: images / wall time of ``predict`` at that batch size,
   the same way;
 - the plan (device per step), its predicted step time (for ``auto``
@@ -124,8 +125,9 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
     train, infer, steps, probes = ({p: [] for p in live} for _ in range(4))
     orders = itertools.cycle(itertools.permutations(live))
     for _ in range(rounds):
-        for policy in next(orders):      # every order in turn: none always follows the CPU's
-            model = live[policy][0]      # threads, which keep spinning a while after its steps
+        order = next(orders)     # every order in turn: none always follows the CPU's
+        for policy in order:     # threads, which keep spinning a while after its steps
+            model = live[policy][0]
             if policy in replanned:      # as a fresh fit would: planned now, for these steps
                 record_plan(replanned[policy], training_plan(model, batch, refresh=True))
             # two untimed steps first, every policy alike: right after a re-plan
@@ -134,11 +136,18 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
             # right after re-planning ran 10% fewer images/s than with its plan
             # kept, the same placement: results/replan_h100.json)
             model.fit(X[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch)
+        # then the policies' timed fits back to back, and their predicts: the
+        # host's speed moves from one second to the next (its probe by up to
+        # 2x between rounds on the H100 host), so the fits a round compares
+        # run as close together in time as they can
+        for policy in order:
+            model = live[policy][0]
             probes[policy].append(1e6 * probe())     # the host's speed for this round
             elapsed, step_s = timed_fit(model, X, y, batch, steps=n // batch)
             train[policy].append(n / elapsed)
             steps[policy].append(1e3 * step_s)
-            infer[policy].append(n_inf / timed_predict(model, X[:n_inf], batch))
+        for policy in order:
+            infer[policy].append(n_inf / timed_predict(live[policy][0], X[:n_inf], batch))
     for policy, (model, _, _) in live.items():
         cell = cells[policy]
         cell["train_images_per_s"] = float(np.median(train[policy]))
