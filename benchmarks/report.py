@@ -37,7 +37,7 @@ def machine_section(tag, cells):
              f"CPU: {m.get('cpu', '?')}, {m.get('cpus_available', '?')} cores available; "
              f"hetnet {m.get('hetnet', {}).get('version', '?') if isinstance(m.get('hetnet'), dict) else '?'}, "
              f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}; "
-             f"{any_cell.get('rounds', 1)} timed rounds per cell.", ""]
+             f"{rounds_label(cells)} timed rounds per cell.", ""]
     note = HERE / "results" / "matrix" / tag / "NOTE.md"      # what the run's JSON cannot say
     if note.exists():
         lines += [note.read_text().strip(), ""]
@@ -138,6 +138,11 @@ def machine_section(tag, cells):
                          f"{_fmt(ratio, '.2f')} | {_fmt(inf['cpu'])} | {_fmt(inf['gpu'])} | "
                          f"{_fmt(inf['auto'])} | {pm} | {pr} | {plan} |")
     lines.append("")
+    b1 = {p: (cells.get(("lenet5", 1, p)) or {}).get("infer_images_per_s") for p in POLICIES}
+    summary = {"rounds": rounds_label(cells), "cells": n_cells, "within": within,
+               "worst": worst, "paired": (paired_ok, paired_n, rounds_ok, rounds_n),
+               "first_plan": (pred_ok, pred_n),
+               "lenet5_b1_infer": (b1["auto"], b1["gpu"]) if b1["auto"] and b1["gpu"] else None}
     if worst is not None:
         lines += [f"Lowest auto / best-of(cpu, gpu) training ratio over the cells: {worst:.2f}.",
                   f"auto within 5% of the better of cpu and gpu: {within} of {n_cells} cells "
@@ -172,7 +177,34 @@ def machine_section(tag, cells):
             lines += ["", "Predictions off by more than 20%, with the host's speed:", ""]
             lines += [f"- {m}" for m in pred_misses]
         lines.append("")
-    return lines
+    return lines, summary
+
+
+def rounds_label(cells):
+    """The cells' timed rounds: "48", or "24-48" where a run mixed them."""
+    counts = sorted({c.get("rounds", 1) for c in cells.values()})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def summary_table(summaries):
+    """One line per run: the issue's three targets (auto within 5% of the
+    better policy in every cell; predictions within 20%; batch-1 LeNet-5
+    inference, auto at least 2x gpu)."""
+    lines = ["| run | rounds | auto within 5% (lowest) | each round's plan within 20% "
+             "(rounds within 20%) | first plan within 20% of fit's median | "
+             "b1 LeNet-5 inference auto / gpu |", "|---|---:|---|---|---|---|"]
+    for tag, s in summaries.items():
+        if not s["cells"]:
+            continue
+        ok, n, rok, rn = s["paired"]
+        infer = s["lenet5_b1_infer"]
+        lines.append(
+            f"| {tag} | {s['rounds']} | {s['within']}/{s['cells']} ({s['worst']:.2f}) | "
+            + (f"{ok}/{n} ({rok}/{rn})" if n else "–") + " | "
+            f"{s['first_plan'][0]}/{s['first_plan'][1]} | "
+            + (f"{infer[0]:,.0f} / {infer[1]:,.0f} = {infer[0] / infer[1]:.1f}x" if infer else "–")
+            + " |")
+    return lines + [""]
 
 
 #: a round runs at planning's host speed when its probe is within MATCH of
@@ -299,15 +331,21 @@ def main():
              "`bench_matrix.py --all` each figure is the median of the cell's timed rounds (its "
              "`rounds`), the rounds of cpu, gpu and auto interleaved, in every order in turn, "
              "each fitting one data set shared by the three (sized for the fastest to train "
-             "`--min-seconds` on it). The host's speed is probed (`hetnet.hostspeed.probe`, a fixed "
+             "`--min-seconds` on it); within a round, the three timed fits run back to back, "
+             "after the round's re-plan and untimed steps (runs made before this was so say "
+             "it in their section). The host's speed is probed (`hetnet.hostspeed.probe`, a fixed "
              "single-threaded product) before every round and while auto plans; where the rounds "
              "record it, the predictions are also held against the rounds that ran at the host "
              "speed auto planned at (`bench_host_speed.py` shows how far a shared host's speed "
              "moves).", ""]
+    sections, summaries = [], {}
     for tag in sorted(cells):
-        lines += machine_section(tag, cells[tag])
+        section, summaries[tag] = machine_section(tag, cells[tag])
+        sections += section
         for path in plots(tag, cells[tag]):
-            lines += [f"![{path.stem}](plots/{path.name})", ""]
+            sections += [f"![{path.stem}](plots/{path.name})", ""]
+    lines += ["The runs, against the targets (each run's section below says how it was made):",
+              ""] + summary_table(summaries) + sections
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print(f"written {HERE / 'REPORT.md'} ({sum(len(c) for c in cells.values())} cells)")
 
