@@ -600,6 +600,7 @@ def test_auto_is_a_policy_not_a_device():
     assert model.placement.policy == "auto"
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")   # 2 epochs
 def test_estimator_auto_uses_the_scheduler():
     from hetnet.estimators import HetNetClassifier
     rng = np.random.default_rng(0)
