@@ -10,9 +10,10 @@ def all_finite(a):
     """Whether every value of the float array ``a`` is finite: the scan
     ``np.isfinite(a).all()`` makes, a block of 64k values at a time into one
     small buffer.  The whole-array form allocates a temporary of a.size
-    bytes (30 MB for 40k LeNet-5 images) at every fit and predict, whose
-    cost depends on whether the allocator hands back memory already mapped
-    (on this 2-core host 4 ms, or 21 ms when fresh)."""
+    bytes (31 MB for 40k LeNet-5 images) at every fit and predict, whose
+    cost depends on whether the allocator hands back memory already mapped:
+    on the 2-core host 19 ms at a process's first call and 4 ms after, the
+    block scan 4 ms either way (benchmarks/bench_input_check.py)."""
     flat = a.reshape(-1)
     buf = np.empty(min(flat.size, _FINITE_BLOCK), dtype=bool)
     for start in range(0, flat.size, _FINITE_BLOCK):
