@@ -82,13 +82,13 @@ def timed_predict(model, X, batch):
 
 
 def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=True):
-    from hetnet.hostspeed import probe
     """The cells of one model and batch size, one per policy.  The policies'
     timed runs are interleaved, round by round, and each cell reports the
     median of its rounds: the host's speed drifts over minutes (on the H100
     machine the same cell measured 3x apart minutes apart), and
     interleaving gives every policy the same conditions."""
     import hetnet as hn
+    from hetnet.hostspeed import probe
     cells, live = {}, {}
     rng = np.random.default_rng(0)
     for policy in policies:
@@ -172,8 +172,7 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
         plan = first.get(policy, plan)
         cell["predicted_step_ms"] = 1e3 * plan.predicted_step_s
         # auto's predictions are corrected by the in-step factors of its planning steps
-        cell["table_step_ms"] = 1e3 * (plan.table_step_s if plan.table_step_s is not None
-                                       else plan.predicted_step_s)
+        cell["table_step_ms"] = table_ms(plan)
         cell["reason"] = plan.reason
         cell["plan_host_probe_us"] = None if plan.host_probe_s is None else 1e6 * plan.host_probe_s
         # what auto timed per round while choosing (the first round a warm-up)
@@ -197,12 +196,17 @@ def training_plan(model, batch, refresh=False):
     return plan
 
 
+def table_ms(plan):
+    """The plan's step time from the cost tables alone, in ms (a plan
+    without in-step factors has no other: its prediction)."""
+    return 1e3 * (plan.table_step_s if plan.table_step_s is not None else plan.predicted_step_s)
+
+
 def record_plan(into, plan):
     """One round's plan: its predicted step time (and the tables' alone),
     the host probe while it was made, and its placement ('c'/'g' per step)."""
     into["predicted_ms"].append(1e3 * plan.predicted_step_s)
-    into["table_ms"].append(1e3 * (plan.table_step_s if plan.table_step_s is not None
-                                   else plan.predicted_step_s))
+    into["table_ms"].append(table_ms(plan))
     into["host_probe_us"].append(None if plan.host_probe_s is None else 1e6 * plan.host_probe_s)
     into["devices"].append("".join("c" if d.name == "cpu" else "g" for d in plan.devices))
 
