@@ -9,15 +9,33 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cpu_model():
+def _cpuinfo():
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return fields
+
+
+def cpu_model():
+    return _cpuinfo().get("model name") or platform.processor() or "unknown"
+
+
+def cpu_id():
+    """Family, model, stepping, microcode and cache size of the CPU: a
+    virtual machine's model name ("AMD EPYC") does not tell two CPU
+    generations apart, and a result measured on one need not hold on the
+    other."""
+    info = _cpuinfo()
+    return {k.replace(" ", "_"): info[k] for k in ("vendor_id", "cpu family", "model", "stepping",
+                                                   "microcode", "cache size") if k in info}
 
 
 def blas_info():
@@ -37,6 +55,7 @@ def machine():
         "hostname": platform.node(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

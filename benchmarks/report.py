@@ -30,11 +30,20 @@ def _fmt(x, spec=",.0f"):
     return "–" if x is None else format(x, spec)
 
 
+def _cpu_id_label(m):
+    """' (family F model M stepping S)' where the run recorded it (runs made
+    before benchmarks/_machine.py did show nothing)."""
+    i = m.get("cpu_id") or {}
+    if "cpu_family" not in i:
+        return ""
+    return f" (family {i['cpu_family']} model {i.get('model', '?')} stepping {i.get('stepping', '?')})"
+
+
 def machine_section(tag, cells):
     any_cell = next(iter(cells.values()))
     m = any_cell.get("machine", {})
     lines = [f"## {tag}", "",
-             f"CPU: {m.get('cpu', '?')}, {m.get('cpus_available', '?')} cores available; "
+             f"CPU: {m.get('cpu', '?')}{_cpu_id_label(m)}, {m.get('cpus_available', '?')} cores available; "
              f"hetnet {m.get('hetnet', {}).get('version', '?') if isinstance(m.get('hetnet'), dict) else '?'}, "
              f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}; "
              f"{rounds_label(cells)} timed rounds per cell.", ""]
