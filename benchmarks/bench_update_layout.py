@@ -41,7 +41,8 @@ SHAPE = (784, 120)
 #: (weight, gradient, velocity) byte offsets within a 4 KB page
 OFFSETS = [(0, 0, 0), (16, 16, 16), (0, 64, 128), (0, 1024, 2048), (0, 0, 2048), (0, 2048, 0)]
 THRESHOLDS = [None, 4096, 131072, 1 << 26]
-STEPS = 200
+STEPS = 200        # fit steps a timed epoch
+UPDATES = 200      # sgd_update calls a timed window
 
 
 def _at_page_offset(n, offset):
@@ -62,9 +63,9 @@ def update_by_offset():
             best = float("inf")
             for _ in range(5):
                 t0 = time.perf_counter()
-                for _ in range(200):
+                for _ in range(UPDATES):
                     ew.sgd_update(w, g, v, 0.01, 0.9, 0.0, False, threads, True)
-                best = min(best, (time.perf_counter() - t0) / 200)
+                best = min(best, (time.perf_counter() - t0) / UPDATES)
             rows.append({"threads": threads, "offsets_bytes": list(offsets), "update_us": best * 1e6})
             print(f"sgd_update 784x120, {threads} thread(s), page offsets w/g/v {offsets}: "
                   f"{best * 1e6:6.1f} us")
