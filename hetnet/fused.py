@@ -1,0 +1,329 @@
+"""Whole-chain fusion on an OpenCL device: a built :class:`Sequential`'s
+layers trained (and evaluated) as a few generated kernels a step
+(:mod:`hetnet.devices._opencl_fused`), the data set resident on the device.
+
+On a GPU whose kernel launches cost ~12 µs each back to back, a LeNet-5 step
+of 38 kernels spends most of its time between kernels; fused it is three:
+forward + loss + backward per tile of samples, the weight gradients, the
+update.  The epoch's loss and accuracy are summed on the device and read
+once per epoch.
+
+Examples
+--------
+>>> import hetnet as hn
+>>> from hetnet.fused import FusedTrainer
+>>> model = hn.models.lenet5(device="gpu", input_shape=(1, 28, 28))   # doctest: +SKIP
+>>> trainer = FusedTrainer(model, batch_size=256)                      # doctest: +SKIP
+>>> history = trainer.fit(X, y, epochs=5)                              # doctest: +SKIP
+>>> trainer.write_back()       # the model's layers get the trained weights   # doctest: +SKIP
+"""
+
+import math
+import time
+
+import numpy as np
+
+from ._validation import check_X, check_targets, check_positive_int
+from .devices._opencl_fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
+                                    dense_unit, pool_unit)
+from .flatparams import FlatGroup
+from .layers import Conv2D, Dense, Flatten, MaxPool2D
+from .optim import SGD, Adam, get_optimizer
+
+__all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain"]
+
+
+def describe_chain(model):
+    """The fused units of a built model's steps (activations already
+    absorbed by their Dense / Conv2D, a MaxPool2D right after a Conv2D
+    merged into it, Flatten dropped).
+
+    Returns
+    -------
+    list of dict
+        As :func:`hetnet.devices._opencl_fused.conv_unit` and friends.
+
+    Raises
+    ------
+    FusionUnsupported
+        A layer has no fused template, or the loss is not cross-entropy;
+        the message names it.
+    """
+    if model.loss.name != "cross_entropy":
+        raise FusionUnsupported(f"the fused step has the cross_entropy loss only, the model "
+                                f"uses {model.loss.name!r}")
+    steps = model._steps
+    units, i = [], 0
+    while i < len(steps):
+        layer = steps[i]
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if isinstance(layer, Conv2D):
+            c, h, w = layer.input_shape
+            pool = None
+            if type(nxt) is MaxPool2D:
+                pool = (nxt.size, nxt.stride)
+                i += 1
+            units.append(conv_unit(c, h, w, layer.out_channels, layer.kernel_size,
+                                   layer.stride, layer.pad, layer.activation, layer.bias, pool))
+        elif type(layer) is MaxPool2D:
+            c, h, w = layer.input_shape
+            units.append(pool_unit(c, h, w, layer.size, layer.stride))
+        elif isinstance(layer, Dense):
+            units.append(dense_unit(layer.in_features, layer.out_features, layer.activation,
+                                    layer.bias))
+        elif type(layer) is Flatten:
+            pass                      # NCHW flattened is the same memory
+        else:
+            raise FusionUnsupported(f"layer {i} ({layer!r}) has no fused template "
+                                    "(Conv2D, MaxPool2D, Flatten, Dense and the activations "
+                                    "they absorb do)")
+        i += 1
+    return units
+
+
+class FusedTrainer:
+    """Train and evaluate a built model's chain as fused OpenCL kernels.
+
+    The trainer keeps its own copy of the weights (one flat buffer on the
+    device, :mod:`hetnet.flatparams` layout), taken from the model when it
+    is made; :meth:`write_back` puts them into the model's layers.
+
+    Parameters
+    ----------
+    model : Sequential
+        Built (``input_shape`` known); cross-entropy loss; layers Conv2D,
+        MaxPool2D, Flatten, Dense with the activations they absorb.
+    device : OpenCLDevice, optional
+        Default: the device of the model's first step, which must be an
+        OpenCL device.
+    batch_size : int
+        The largest batch the kernels are built for (smaller batches run too).
+    optimizer : str, dict or Optimizer, optional
+        SGD (momentum, Nesterov, weight decay) or Adam; default the model's
+        optimizer, else ``SGD(lr=0.01)``.
+    tile : int, optional
+        Samples per work-group (default from the device's local memory).
+
+    Attributes
+    ----------
+    program : FusedProgram
+    kernels_per_step : int
+        Kernels one training step launches (3).
+
+    Raises
+    ------
+    FusionUnsupported
+        The chain cannot be fused; the message says why.
+    """
+
+    kernels_per_step = 3
+
+    def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None):
+        model._require_built()
+        batch_size = check_positive_int("batch_size", batch_size)
+        if device is None:
+            device = model._steps[0].device
+        if not hasattr(device, "cl_device"):
+            raise FusionUnsupported(f"the fused step runs on an OpenCL device, got {device.name}")
+        self.model = model
+        self.device = dev = device
+        self.units = describe_chain(model)
+        shapes = [tuple(layer.params[k].shape) for layer in model.layers for k in layer.params]
+        self.layout = FlatGroup(dev, shapes)
+        self.program = FusedProgram(dev, self.units, self.layout.offsets,
+                                    math.prod(model.input_shape), model.n_outputs,
+                                    batch_size, tile)
+        self.batch_size = batch_size
+        self.w, _ = self.layout.pack([dev.asarray(w) for w in model.get_weights()])
+        self.g = dev.zeros((self.layout.size,))
+        self.stats = dev.zeros((2,))
+        if optimizer is None:
+            optimizer = model.optimizer if model.optimizer is not None else SGD(lr=0.01)
+        self.optimizer = opt = get_optimizer(optimizer)
+        if not isinstance(opt, (SGD, Adam)):
+            raise FusionUnsupported(f"the fused update has SGD and Adam, got {type(opt).__name__}")
+        self.state = [dev.zeros((self.layout.size,)) for _ in range(2 if isinstance(opt, Adam) else 1)]
+        self._data = None           # (X, labels, order, n) resident on the device
+
+    # ----------------------------------------------------------- weights
+    def get_weights(self):
+        """The trainer's weights as numpy arrays, in the model's order."""
+        host = self.device.to_host(self.w)
+        return [host[o:o + math.prod(s)].reshape(s).copy()
+                for o, s in zip(self.layout.offsets, self.layout.shapes)]
+
+    def gradients(self):
+        """The gradient buffer as numpy arrays (after :meth:`loss_and_gradients`)."""
+        host = self.device.to_host(self.g)
+        return [host[o:o + math.prod(s)].reshape(s).copy()
+                for o, s in zip(self.layout.offsets, self.layout.shapes)]
+
+    def write_back(self):
+        """Copy the trained weights into the model's layers."""
+        self.model.set_weights(self.get_weights())
+
+    # -------------------------------------------------------------- data
+    def set_data(self, X, y):
+        """Put ``X`` (float32) and integer labels ``y`` on the device, to be
+        trained on by :meth:`fit` (once; kept until other data is set)."""
+        model = self.model
+        X = check_X(X, model.input_shape)
+        yt = check_targets(y, X.shape[0], "cross_entropy", model.n_outputs)
+        if yt.ndim == 2:                # one-hot rows
+            yt = yt.argmax(axis=1)
+        dev = self.device
+        self._data = (dev.asarray(X.reshape(X.shape[0], -1)),
+                      dev.asarray(yt.astype(np.int32), dtype=np.int32),
+                      dev.empty((X.shape[0],), np.int32), X.shape[0])
+        return self
+
+    def _resident(self, X, y):
+        if X is not None:
+            self.set_data(X, y)
+        if self._data is None:
+            raise RuntimeError("no data on the device: pass X, y or call set_data()")
+        return self._data
+
+    # ---------------------------------------------------------- training
+    def _bind(self, Xd, yd, order):
+        """Set every argument of the step's kernels once; each step re-sets
+        only its leading per-step ones."""
+        p, opt = self.program, self.optimizer
+        p.bind(p.k_train, 0, 0, Xd.base_data, order.base_data, yd.base_data,
+               self.w.base_data, p.stash.base_data, self.stats.base_data)
+        p.bind(p.k_wgrad, 0, p.stash.base_data, self.g.base_data)
+        size = self.layout.size
+        if isinstance(opt, Adam):
+            p.bind(p.k_adam, opt.lr, 1.0, 1.0, size, self.w.base_data, self.g.base_data,
+                   self.state[0].base_data, self.state[1].base_data, opt.beta1, opt.beta2,
+                   opt.eps, opt.weight_decay)
+        else:
+            p.bind(p.k_sgd, opt.lr, size, self.w.base_data, self.g.base_data,
+                   self.state[0].base_data, opt.momentum, opt.weight_decay, int(opt.nesterov))
+
+    def _step(self, start, n, lr):
+        """One training step on batch rows ``start .. start+n-1`` of the
+        epoch's order: three launches, nothing read back."""
+        p, opt = self.program, self.optimizer
+        p.launch(p.k_train, p.train_groups(n), (start, n))
+        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+        opt.t += 1
+        groups = -(-self.layout.size // WG)
+        if isinstance(opt, Adam):
+            p.launch(p.k_adam, groups, (lr, 1.0 - opt.beta1 ** opt.t, 1.0 - opt.beta2 ** opt.t))
+        else:
+            p.launch(p.k_sgd, groups, (lr,))
+
+    def fit(self, X=None, y=None, epochs=1, batch_size=None, shuffle=True, seed=None,
+            lr_schedule=None):
+        """Mini-batch training, each epoch over every sample once (the short
+        last batch included), as :meth:`Sequential.fit`.
+
+        Parameters
+        ----------
+        X, y : arrays, optional
+            Put on the device first (:meth:`set_data`); None: the data set
+            there already.
+        batch_size : int, optional
+            At most the trainer's ``batch_size`` (the default).
+        shuffle : bool or array
+            True: a fresh permutation each epoch (from ``seed``); False: in
+            order; an int array of length n: that order every epoch.
+        lr_schedule : callable, optional
+            ``lr_schedule(step, total_steps) -> lr``.
+
+        Returns
+        -------
+        list of dict
+            Per epoch: ``loss`` (mean), ``accuracy`` (on the training
+            batches, as they were trained on), ``images_per_s``, ``time_s``.
+        """
+        from .schedules import get_schedule
+        epochs = check_positive_int("epochs", epochs)
+        bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
+        if bs > self.batch_size:
+            raise ValueError(f"batch_size {bs} is larger than the {self.batch_size} the "
+                             "trainer was built for")
+        Xd, yd, order, n = self._resident(X, y)
+        schedule = get_schedule(lr_schedule)
+        rng = np.random.default_rng(seed)
+        dev = self.device
+        self._bind(Xd, yd, order)
+        total_steps, step = epochs * math.ceil(n / bs), 0
+        history = []
+        for _ in range(epochs):
+            if isinstance(shuffle, np.ndarray):
+                idx = np.asarray(shuffle, dtype=np.int32)
+                if idx.shape != (n,):
+                    raise ValueError(f"shuffle order must have {n} entries, got {idx.shape}")
+            else:
+                idx = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
+            import pyopencl as cl
+            cl.enqueue_copy(dev.queue, order.base_data, idx, is_blocking=False)
+            cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32),
+                                   0, 8)
+            t0 = time.perf_counter()
+            for start in range(0, n, bs):
+                lr = self.optimizer.lr if schedule is None else float(schedule(step, total_steps))
+                self._step(start, min(bs, n - start), lr)
+                step += 1
+            stats = dev.to_host(self.stats)
+            dt = time.perf_counter() - t0
+            history.append({"loss": float(stats[0]) / n,
+                            "accuracy": int(stats[1:2].view(np.int32)[0]) / n,
+                            "images_per_s": n / dt, "time_s": dt})
+        return history
+
+    def loss_and_gradients(self, X, y):
+        """Mean loss of one batch holding all of ``X`` and every parameter's
+        gradient (numpy, in :meth:`get_weights` order); no weight changes.
+        ``len(X)`` must be at most ``batch_size``."""
+        Xd, yd, order, n = self._resident(X, y)
+        if n > self.batch_size:
+            raise ValueError(f"{n} samples, more than the trainer's batch_size {self.batch_size}")
+        import pyopencl as cl
+        dev, p = self.device, self.program
+        cl.enqueue_copy(dev.queue, order.base_data, np.arange(n, dtype=np.int32))
+        cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
+        self._bind(Xd, yd, order)
+        p.launch(p.k_train, p.train_groups(n), (0, n))
+        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+        loss = float(dev.to_host(self.stats)[0]) / n
+        grads = self.gradients()
+        cl.enqueue_fill_buffer(dev.queue, self.g.base_data, np.zeros(1, np.float32), 0,
+                               self.g.nbytes)
+        return loss, grads
+
+    # --------------------------------------------------------- inference
+    def _eval(self, X, y, out):
+        X = check_X(X, self.model.input_shape)
+        n = X.shape[0]
+        dev, p = self.device, self.program
+        Xd = dev.asarray(X.reshape(n, -1))
+        yd = None
+        if y is not None:
+            yt = check_targets(y, n, "cross_entropy", self.model.n_outputs)
+            yd = dev.asarray((yt.argmax(axis=1) if yt.ndim == 2 else yt).astype(np.int32),
+                             dtype=np.int32)
+        import pyopencl as cl
+        cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
+        for start in range(0, n, self.batch_size):
+            m = min(self.batch_size, n - start)
+            p.launch(p.k_eval, p.train_groups(m), full=(
+                     start, m, Xd.base_data, None, None if yd is None else yd.base_data,
+                      self.w.base_data, p.stash.base_data, self.stats.base_data,
+                      None if out is None else out.base_data, int(yd is not None)))
+        return n
+
+    def predict_logits(self, X):
+        """Logits ``(n, n_classes)`` of the fused forward, numpy."""
+        n = np.asarray(X).shape[0]
+        out = self.device.empty((n, self.model.n_outputs))
+        self._eval(X, None, out)
+        return self.device.to_host(out)
+
+    def evaluate(self, X, y):
+        """``{"loss", "accuracy"}`` over ``X``, ``y`` with the trainer's weights."""
+        n = self._eval(X, y, None)
+        stats = self.device.to_host(self.stats)
+        return {"loss": float(stats[0]) / n, "accuracy": int(stats[1:2].view(np.int32)[0]) / n}
