@@ -1,0 +1,148 @@
+"""Fused segments (hetnet.fused, clkernels/fused.cl) against the layer-by-layer
+path: the forward, every gradient, ten training steps, evaluation, and the
+fallbacks with their reasons.  Odd sizes throughout: batches that are not a
+multiple of the tile, channel counts that are not multiples of 4, padding,
+strides, overlapping pool windows, a pool with no convolution before it.
+Runs on PoCL in CI."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyopencl")
+
+import hetnet as hn  # noqa: E402
+from conftest import working_opencl_device  # noqa: E402
+from hetnet.fused import FusedTrainer, FusionUnsupported, describe_chain  # noqa: E402
+from hetnet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dev():
+    d = working_opencl_device()
+    if d is None:
+        pytest.skip("no working OpenCL device")
+    return d
+
+
+def odd_layers():
+    """Every fused template: conv with padding and stride, tanh, an
+    overlapping 3x3/2 pool merged into it, a standalone pool, a conv with no
+    pool and no bias, sigmoid, a dense layer without bias."""
+    return [Conv2D(3, 5, 3, padding=1), Tanh(), MaxPool2D(3, stride=2),
+            Conv2D(5, 7, 2, stride=1, bias=False), ReLU(),
+            MaxPool2D(2),
+            Conv2D(7, 6, 1, stride=1), Sigmoid(),
+            Flatten(), Dense(6 * 2 * 2, 9), ReLU(), Dense(9, 4, bias=False)]
+
+
+def data(rng, n, shape, k):
+    X = rng.standard_normal((n,) + shape).astype(np.float32)
+    return X, rng.integers(0, k, n).astype(np.int32)
+
+
+CASES = {
+    "odd": (odd_layers, (3, 11, 11), 4),
+    "lenet5": (lambda: hn.models.lenet5_layers(), (1, 28, 28), 10),
+    "mlp": (lambda: hn.models.mlp_layers([20, 13, 7, 3]), (20,), 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forward_and_every_gradient(dev, case):
+    make, shape, k = CASES[case]
+    rng = np.random.default_rng(3)
+    X, y = data(rng, 13, shape, k)               # 13 = 3 tiles of 4 and one of 1
+    model = hn.Sequential(make(), device="numpy", input_shape=shape, seed=5)
+    trainer = FusedTrainer(model, device=dev, batch_size=16, tile=4)
+    assert trainer.program.tile == 4
+    ref = model.predict_logits(X)
+    np.testing.assert_allclose(trainer.predict_logits(X), ref, rtol=1e-4, atol=1e-5)
+    loss, grads = trainer.loss_and_gradients(X, y)
+    ref_loss, ref_grads = model.loss_and_gradients(X, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert len(grads) == len(ref_grads)
+    for g, r in zip(grads, ref_grads):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(r).max()))
+    # the gradient buffer is cleared after reading: a second call agrees
+    loss2, grads2 = trainer.loss_and_gradients(X, y)
+    assert loss2 == pytest.approx(loss, rel=1e-6)
+    np.testing.assert_allclose(grads2[0], grads[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("optimizer", [
+    hn.optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    hn.optim.Adam(lr=1e-3)], ids=["sgd-momentum", "adam"])
+def test_ten_steps_match_layer_by_layer(dev, optimizer):
+    rng = np.random.default_rng(7)
+    shape = (3, 11, 11)
+    X, y = data(rng, 10 * 6 - 3, shape, 4)       # 10 batches of 6, the last one short
+    fused_model = hn.Sequential(odd_layers(), device="numpy", input_shape=shape, seed=2)
+    ref_model = hn.Sequential(odd_layers(), device="numpy", input_shape=shape, seed=2)
+    cfg = {k: v for k, v in optimizer.get_config().items() if k != "name"}
+    trainer = FusedTrainer(fused_model, device=dev, batch_size=6, tile=4,
+                           optimizer=type(optimizer)(**cfg))
+    hist = trainer.fit(X, y, epochs=1, shuffle=False)
+    ref = ref_model.fit(X, y, epochs=1, batch_size=6, shuffle=False,
+                        optimizer=type(optimizer)(**cfg))
+    for w, r in zip(trainer.get_weights(), ref_model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+    assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
+    trainer.write_back()
+    for w, r in zip(fused_model.get_weights(), ref_model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+
+
+def test_shuffled_epochs_and_evaluate(dev):
+    rng = np.random.default_rng(11)
+    X, y = data(rng, 50, (20,), 3)
+    model = hn.Sequential(hn.models.mlp_layers([20, 13, 7, 3]), device="numpy",
+                          input_shape=(20,), seed=4)
+    trainer = FusedTrainer(model, device=dev, batch_size=8, optimizer="sgd")
+    order = rng.permutation(50)
+    trainer.fit(X, y, epochs=2, shuffle=order)
+    ref = hn.Sequential(hn.models.mlp_layers([20, 13, 7, 3]), device="numpy",
+                        input_shape=(20,), seed=4)
+    ref.optimizer = hn.optim.get_optimizer("sgd")
+    for _ in range(2):          # the same two epochs in the same order
+        for s in range(0, 50, 8):
+            idx = order[s:s + 8]
+            xb, yb, _ = ref._batch_to_device(X, y, None, idx)
+            ref.train_step(xb, yb)
+    for w, r in zip(trainer.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    trainer.write_back()
+    ev, ev_ref = trainer.evaluate(X, y), model.evaluate(X, y)
+    assert ev["accuracy"] == ev_ref["accuracy"]
+    assert ev["loss"] == pytest.approx(ev_ref["loss"], rel=1e-4)
+    hist = trainer.fit(epochs=1, seed=0)          # the data stay on the device
+    assert np.isfinite(hist[0]["loss"]) and 0 <= hist[0]["accuracy"] <= 1
+
+
+def test_too_large_for_local_memory_falls_back_with_reason(dev):
+    local = dev.cl_device.local_mem_size
+    side = int(np.ceil(np.sqrt(local / 4 / 8))) + 2     # 8 channels: more than local memory
+    model = hn.Sequential([Conv2D(1, 8, 3, padding=1), ReLU(), Flatten(),
+                           Dense(8 * side * side, 2)], device="numpy",
+                          input_shape=(1, side, side))
+    with pytest.raises(FusionUnsupported, match="KiB of local memory"):
+        FusedTrainer(model, device=dev)
+
+
+def test_unsupported_layers_and_losses_have_reasons(dev):
+    model = hn.Sequential([Conv2D(1, 2, 3), MaxPool2D(2), ReLU(), Flatten(), Dense(8, 2)],
+                          device="numpy", input_shape=(1, 6, 6))
+    with pytest.raises(FusionUnsupported, match="layer 2 .*ReLU.* no fused template"):
+        describe_chain(model)
+    model = hn.Sequential([Dense(4, 2)], loss="mse", device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="cross_entropy"):
+        FusedTrainer(model, device=dev)
+    model = hn.Sequential([Dense(4, 2)], device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="OpenCL device"):
+        FusedTrainer(model)
+
+    class Plain(hn.optim.Optimizer):          # an optimizer with no fused update
+        def _update(self, device, i, w, g):
+            device.axpy(-self.lr, g, w)
+    with pytest.raises(FusionUnsupported, match="SGD and Adam"):
+        FusedTrainer(model, device=dev, optimizer=Plain(lr=0.1))
