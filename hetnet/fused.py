@@ -296,10 +296,13 @@ class FusedTrainer:
 
     # --------------------------------------------------------- inference
     def _eval(self, X, y, out):
-        X = check_X(X, self.model.input_shape)
-        n = X.shape[0]
         dev, p = self.device, self.program
-        Xd = dev.asarray(X.reshape(n, -1))
+        if hasattr(X, "base_data"):        # a device array (n, input size) already there
+            Xd, n = X, X.shape[0]
+        else:
+            X = check_X(X, self.model.input_shape)
+            n = X.shape[0]
+            Xd = dev.asarray(X.reshape(n, -1))
         yd = None
         if y is not None:
             yt = check_targets(y, n, "cross_entropy", self.model.n_outputs)
@@ -315,12 +318,16 @@ class FusedTrainer:
                       None if out is None else out.base_data, int(yd is not None)))
         return n
 
-    def predict_logits(self, X):
-        """Logits ``(n, n_classes)`` of the fused forward, numpy."""
-        n = np.asarray(X).shape[0]
-        out = self.device.empty((n, self.model.n_outputs))
-        self._eval(X, None, out)
-        return self.device.to_host(out)
+    def predict_logits(self, X, out=None):
+        """Logits ``(n, n_classes)`` of the fused forward, numpy.
+
+        ``X`` may be a device array ``(n, input size)`` on the trainer's
+        device; with ``out``, a device array ``(n, n_classes)``, the logits
+        are written there and not read back (None is returned)."""
+        n = X.shape[0]
+        dest = self.device.empty((n, self.model.n_outputs)) if out is None else out
+        self._eval(X, None, dest)
+        return self.device.to_host(dest) if out is None else None
 
     def evaluate(self, X, y):
         """``{"loss", "accuracy"}`` over ``X``, ``y`` with the trainer's weights."""

@@ -280,26 +280,36 @@ class FusedProgram:
             g0 += ng
         self.wgrad_groups = g0
 
-        nvidia = "nvidia" in dev.cl_device.platform.name.lower()
         common = (f"-DT={tile}", f"-DWG={WG}", f"-DBUF_A={buf_a}", f"-DBUF_B={buf_b}",
                   f"-DBUF_C={buf_c}", f"-DIN_SIZE={self.input_size}",
                   f"-DNCLS={self.n_classes}", f"-DLOGITS={logits}",
-                  f"-DIN_STASH={tstash[0]}", f"-DUSE_PTX_RED={int(nvidia)}",
-                  "-DFORWARD=" + "".join(fwd))
-        train_opts = common + ("-DTRAINING=1", "-DBACKWARD=" + "".join(reversed(bwd)),
-                               "-DWGRAD=" + "".join(wg_macros))
-        eval_opts = common + ("-DTRAINING=0",)
-        files = ("optim.cl", "fused.cl")
-        b, i, f = None, _I32, _F32
-        self.k_train = dev._kernel(files, "fused_train", [i, i, b, b, b, b, b, b], train_opts)
-        self.k_wgrad = dev._kernel(files, "fused_wgrad", [i, b, b], train_opts)
-        self.k_sgd = dev._kernel(files, "fused_sgd", [f, i, b, b, b, f, f, i], train_opts)
-        self.k_adam = dev._kernel(files, "fused_adam", [f, f, f, i, b, b, b, b, f, f, f, f],
-                                  train_opts)
-        self.k_eval = dev._kernel(files, "fused_eval", [i, i, b, b, b, b, b, b, b, i],
-                                  eval_opts)
+                  f"-DIN_STASH={tstash[0]}", "-DFORWARD=" + "".join(fwd))
+        self._train_opts = common + ("-DTRAINING=1", "-DBACKWARD=" + "".join(reversed(bwd)),
+                                     "-DWGRAD=" + "".join(wg_macros))
+        self._eval_opts = common + ("-DTRAINING=0",)
+        self.atomics = "cmpxchg"
+        if "nvidia" in dev.cl_device.platform.name.lower():
+            try:
+                self._build(True)
+                self.atomics = "ptx red.global.add.f32"
+            except Exception as exc:   # noqa: BLE001 - a driver without inline PTX
+                self.atomics = f"cmpxchg (inline PTX failed to build: {str(exc)[:200]})"
+        if self.atomics.startswith("cmpxchg"):
+            self._build(False)
         self.stash = dev.empty((self.stash_floats,))
         self._bound = {}
+
+    def _build(self, ptx):
+        dev, files = self.device, ("optim.cl", "fused.cl")
+        red = (f"-DUSE_PTX_RED={int(ptx)}",)
+        b, i, f = None, _I32, _F32
+        train, evl = self._train_opts + red, self._eval_opts + red
+        self.k_train = dev._kernel(files, "fused_train", [i, i, b, b, b, b, b, b], train)
+        self.k_wgrad = dev._kernel(files, "fused_wgrad", [i, b, b], train)
+        self.k_sgd = dev._kernel(files, "fused_sgd", [f, i, b, b, b, f, f, i], train)
+        self.k_adam = dev._kernel(files, "fused_adam", [f, f, f, i, b, b, b, b, f, f, f, f],
+                                  train)
+        self.k_eval = dev._kernel(files, "fused_eval", [i, i, b, b, b, b, b, b, b, i], evl)
 
     # ------------------------------------------------------------ launches
     def bind(self, knl, *args):
@@ -318,8 +328,7 @@ class FusedProgram:
         dev = self.device
         gsize, lsize = (max(groups, 1) * WG,), (WG,)
         if full is not None:
-            dev._launch(knl, gsize, lsize, *full)
-            return
+            return dev._launch(knl, gsize, lsize, *full)
         if not self._bound.get(knl.int_ptr):
             raise RuntimeError(f"{knl.function_name}: bind() its arguments first")
         if dev.c_enqueue:
@@ -332,7 +341,7 @@ class FusedProgram:
         import pyopencl as cl
         for j, (a, code) in enumerate(zip(head, knl.hetnet_codes)):
             knl.set_arg(j, np.int32(a) if code == _CODE_OF[_I32] else np.float32(a))
-        cl.enqueue_nd_range_kernel(dev.queue, knl, gsize, lsize)
+        return cl.enqueue_nd_range_kernel(dev.queue, knl, gsize, lsize)
 
     def train_groups(self, n):
         return -(-int(n) // self.tile)
