@@ -395,6 +395,8 @@ def main():
                 line += f"  tiles {row['fused_tiles']}"
             print(line, flush=True)
             results["runs"].append(row)
+            if args.json:            # kept up to date: a run cut short keeps its rows
+                write_results(results, args.json)
     if "lenet5" in args.models:
         X, _ = data("lenet5", 10000)
         inf = {"batch": 1000, "fused": fused_inference(args.device, X),
