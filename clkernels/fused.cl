@@ -336,9 +336,52 @@ inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, c
 
 /* ------------------------------------------------------------- kernels */
 
+/* The epoch's shuffle without a stored order: position i of the epoch maps
+ * to a row through a 4-round Feistel network on 2*hbits bits keyed by the
+ * epoch's key, walked until it lands below ndata (a bijection of 0..ndata-1;
+ * under 4 rounds of walking on average since 2^(2 hbits) < 4 ndata).
+ * hetnet.fused.device_permutation is the same map in numpy. */
+inline uint mix32(uint x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+inline uint feistel_row(uint i, const uint ndata, const uint hbits, const uint key)
+{
+    const uint mask = (1u << hbits) - 1u;
+    do {
+        uint l = i >> hbits, r = i & mask;
+        for (uint k = 0; k < 4; ++k) {
+            const uint t = r;
+            r = l ^ (mix32(r ^ (key + k * 0x9e3779b9u)) & mask);
+            l = t;
+        }
+        i = (l << hbits) | r;
+    } while (i >= ndata);
+    return i;
+}
+
+/* Row of the data set for epoch position p: order[p], the Feistel shuffle
+ * (hbits > 0), or p itself. */
+inline long data_row(__global const int *order, const int p, const int ndata,
+                     const int hbits, const int key)
+{
+    if (order)
+        return order[p];
+    if (hbits > 0)
+        return feistel_row((uint)p, (uint)ndata, (uint)hbits, (uint)key);
+    return p;
+}
+
 /* fused_train / fused_eval -- work-group: (WG); grid: ceil(n / T) groups.
- * Group g takes samples s0 = g*T .. s0+nt-1 of the batch, rows
- * order[start + s] of the resident data X (order NULL: rows start + s):
+ * Group g takes samples s0 = g*T .. s0+nt-1 of the batch, the rows
+ * data_row(start + s) of the resident data X (order, the device shuffle
+ * keyed by key when hbits > 0, or rows start + s):
  * gathers them into local memory, runs FORWARD, then the softmax
  * cross-entropy (work-item t < nt: sample t) adding the tile's summed loss
  * and correct count into stats[0] (float) and stats[1] (int).
@@ -348,14 +391,14 @@ inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, c
  * The per-step scalars come first: a step re-sets only those. */
 #if TRAINING
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void fused_train(const int start, const int n,
-                 __global const float *X, __global const int *order,
+void fused_train(const int start, const int n, const int key, const int hbits,
+                 const int ndata, __global const float *X, __global const int *order,
                  __global const int *labels, __global const float *P,
                  __global float *S, __global float *stats)
 #else
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void fused_eval(const int start, const int n,
-                __global const float *X, __global const int *order,
+void fused_eval(const int start, const int n, const int key, const int hbits,
+                const int ndata, __global const float *X, __global const int *order,
                 __global const int *labels, __global const float *P,
                 __global float *S, __global float *stats,
                 __global float *out, const int has_labels)
@@ -370,7 +413,7 @@ void fused_eval(const int start, const int n,
         return;
     for (int j = lid; j < nt * IN_SIZE; j += WG) {
         const int t = j / IN_SIZE, k = j - t * IN_SIZE;
-        const long row = order ? order[start + s0 + t] : start + s0 + t;
+        const long row = data_row(order, start + s0 + t, ndata, hbits, key);
         bufA[j] = X[row * IN_SIZE + k];
 #if TRAINING
         if (IN_STASH >= 0)
@@ -388,7 +431,7 @@ void fused_eval(const int start, const int n,
 #endif
     if (lid < nt) {
         __local float *z = LOGITS + lid * NCLS;
-        const long row = order ? order[start + s0 + lid] : start + s0 + lid;
+        const long row = data_row(order, start + s0 + lid, ndata, hbits, key);
         const int y = labels[row];
         float mx = z[0];
         int pred = 0;

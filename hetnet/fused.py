@@ -30,7 +30,48 @@ from .flatparams import FlatGroup
 from .layers import Conv2D, Dense, Flatten, MaxPool2D
 from .optim import SGD, Adam, get_optimizer
 
-__all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain"]
+__all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation"]
+
+
+def _feistel_half(n):
+    """Half the bits of the Feistel network that shuffles ``n`` rows: the
+    smallest even width 2*half with 2**(2*half) >= n (half >= 1)."""
+    return max(1, -(-max(int(n) - 1, 1).bit_length() // 2))
+
+
+def _mix32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7feb352d)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846ca68b)
+    return x ^ (x >> np.uint32(16))
+
+
+def device_permutation(n, key):
+    """The order in which the device shuffle (``fit(shuffle=True)``) visits
+    ``n`` rows in an epoch keyed ``key``: position i -> row, the same
+    Feistel network with cycle walking as fused.cl's ``feistel_row``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        A permutation of ``0 .. n-1``.
+    """
+    half = np.uint32(_feistel_half(n))
+    mask = np.uint32((1 << int(half)) - 1)
+    key = np.uint32(int(key) & 0xFFFFFFFF)
+    with np.errstate(over="ignore"):
+        x = np.arange(n, dtype=np.uint32)
+        todo = np.ones(n, dtype=bool)
+        while todo.any():
+            v = x[todo]
+            left, right = v >> half, v & mask
+            for k in range(4):
+                rk = key + np.uint32((k * 0x9e3779b9) & 0xFFFFFFFF)
+                left, right = right, left ^ (_mix32(right ^ rk) & mask)
+            x[todo] = (left << half) | right
+            todo[todo] = x[todo] >= n
+    return x.astype(np.int64)
 
 
 def describe_chain(model):
@@ -185,11 +226,16 @@ class FusedTrainer:
         return self._data
 
     # ---------------------------------------------------------- training
-    def _bind(self, Xd, yd, order):
-        """Set every argument of the step's kernels once; each step re-sets
-        only its leading per-step ones."""
+    def _bind(self, Xd, yd, order, key=None):
+        """Set every argument of the step's kernels once (an epoch); each
+        step re-sets only its leading per-step ones.  ``key``: rows in the
+        device shuffle's order for that key (``order`` unused), else in
+        ``order``."""
         p, opt = self.program, self.optimizer
-        p.bind(p.k_train, 0, 0, Xd.base_data, order.base_data, yd.base_data,
+        n = Xd.shape[0]
+        half = 0 if key is None else _feistel_half(n)
+        p.bind(p.k_train, 0, 0, 0 if key is None else int(key), half, n, Xd.base_data,
+               None if key is not None else order.base_data, yd.base_data,
                self.w.base_data, p.stash.base_data, self.stats.base_data)
         p.bind(p.k_wgrad, 0, p.stash.base_data, self.g.base_data)
         size = self.layout.size
@@ -226,9 +272,12 @@ class FusedTrainer:
             there already.
         batch_size : int, optional
             At most the trainer's ``batch_size`` (the default).
-        shuffle : bool or array
-            True: a fresh permutation each epoch (from ``seed``); False: in
-            order; an int array of length n: that order every epoch.
+        shuffle : bool, "host" or array
+            True: a fresh shuffle each epoch, made on the device
+            (:func:`device_permutation` of a key drawn from ``seed``; no
+            order is stored or uploaded); ``"host"``: a numpy permutation
+            uploaded each epoch; False: in order; an int array of length n:
+            that order every epoch.
         lr_schedule : callable, optional
             ``lr_schedule(step, total_steps) -> lr``.
 
@@ -248,18 +297,27 @@ class FusedTrainer:
         schedule = get_schedule(lr_schedule)
         rng = np.random.default_rng(seed)
         dev = self.device
-        self._bind(Xd, yd, order)
+        import pyopencl as cl
+        if isinstance(shuffle, np.ndarray):
+            fixed = np.asarray(shuffle, dtype=np.int32)
+            if fixed.shape != (n,) or not np.array_equal(np.sort(fixed), np.arange(n)):
+                raise ValueError(f"a shuffle order must be a permutation of 0..{n - 1}, "
+                                 f"got shape {fixed.shape}")
+        elif shuffle not in (True, False, "host"):
+            raise ValueError(f"shuffle must be True, False, 'host' or an order array, got "
+                             f"{shuffle!r}")
         total_steps, step = epochs * math.ceil(n / bs), 0
         history = []
         for _ in range(epochs):
-            if isinstance(shuffle, np.ndarray):
-                idx = np.asarray(shuffle, dtype=np.int32)
-                if idx.shape != (n,):
-                    raise ValueError(f"shuffle order must have {n} entries, got {idx.shape}")
+            key = None
+            if isinstance(shuffle, np.ndarray) or shuffle in (False, "host"):
+                idx = (fixed if isinstance(shuffle, np.ndarray) else
+                       rng.permutation(n).astype(np.int32) if shuffle == "host" else
+                       np.arange(n, dtype=np.int32))
+                cl.enqueue_copy(dev.queue, order.base_data, idx, is_blocking=False)
             else:
-                idx = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
-            import pyopencl as cl
-            cl.enqueue_copy(dev.queue, order.base_data, idx, is_blocking=False)
+                key = int(rng.integers(0, 2 ** 31))
+            self._bind(Xd, yd, order, key)
             cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32),
                                    0, 8)
             t0 = time.perf_counter()
@@ -313,7 +371,7 @@ class FusedTrainer:
         for start in range(0, n, self.batch_size):
             m = min(self.batch_size, n - start)
             p.launch(p.k_eval, p.train_groups(m), full=(
-                     start, m, Xd.base_data, None, None if yd is None else yd.base_data,
+                     start, m, 0, 0, n, Xd.base_data, None, None if yd is None else yd.base_data,
                       self.w.base_data, p.stash.base_data, self.stats.base_data,
                       None if out is None else out.base_data, int(yd is not None)))
         return n

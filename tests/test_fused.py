@@ -12,7 +12,8 @@ pytest.importorskip("pyopencl")
 
 import hetnet as hn  # noqa: E402
 from conftest import working_opencl_device  # noqa: E402
-from hetnet.fused import FusedTrainer, FusionUnsupported, describe_chain  # noqa: E402
+from hetnet.fused import (FusedTrainer, FusionUnsupported, describe_chain,  # noqa: E402
+                          device_permutation)
 from hetnet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh  # noqa: E402
 
 
@@ -146,3 +147,29 @@ def test_unsupported_layers_and_losses_have_reasons(dev):
             device.axpy(-self.lr, g, w)
     with pytest.raises(FusionUnsupported, match="SGD and Adam"):
         FusedTrainer(model, device=dev, optimizer=Plain(lr=0.1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])
+def test_device_permutation_is_a_permutation(n):
+    order = device_permutation(n, 12345)
+    assert np.array_equal(np.sort(order), np.arange(n))
+    if n >= 64:
+        assert not np.array_equal(order, np.arange(n))
+        assert not np.array_equal(order, device_permutation(n, 12346))
+
+
+def test_device_shuffle_follows_device_permutation(dev):
+    rng = np.random.default_rng(5)
+    X, y = data(rng, 37, (20,), 3)
+    layers = lambda: hn.models.mlp_layers([20, 13, 7, 3])  # noqa: E731
+    a = FusedTrainer(hn.Sequential(layers(), device="numpy", input_shape=(20,), seed=1),
+                     device=dev, batch_size=8, optimizer=hn.SGD(lr=0.1, momentum=0.5))
+    b = FusedTrainer(hn.Sequential(layers(), device="numpy", input_shape=(20,), seed=1),
+                     device=dev, batch_size=8, optimizer=hn.SGD(lr=0.1, momentum=0.5))
+    a.fit(X, y, epochs=1, shuffle=True, seed=9)        # shuffled on the device
+    key = int(np.random.default_rng(9).integers(0, 2 ** 31))
+    b.fit(X, y, epochs=1, shuffle=device_permutation(37, key))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="permutation"):
+        a.fit(epochs=1, shuffle=np.zeros(37, dtype=int))

@@ -304,12 +304,14 @@ class FusedProgram:
         red = (f"-DUSE_PTX_RED={int(ptx)}",)
         b, i, f = None, _I32, _F32
         train, evl = self._train_opts + red, self._eval_opts + red
-        self.k_train = dev._kernel(files, "fused_train", [i, i, b, b, b, b, b, b], train)
+        self.k_train = dev._kernel(files, "fused_train", [i, i, i, i, i, b, b, b, b, b, b],
+                                   train)
         self.k_wgrad = dev._kernel(files, "fused_wgrad", [i, b, b], train)
         self.k_sgd = dev._kernel(files, "fused_sgd", [f, i, b, b, b, f, f, i], train)
         self.k_adam = dev._kernel(files, "fused_adam", [f, f, f, i, b, b, b, b, f, f, f, f],
                                   train)
-        self.k_eval = dev._kernel(files, "fused_eval", [i, i, b, b, b, b, b, b, b, i], evl)
+        self.k_eval = dev._kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
+                                  evl)
 
     # ------------------------------------------------------------ launches
     def bind(self, knl, *args):
