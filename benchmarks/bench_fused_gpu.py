@@ -50,6 +50,8 @@ def parse():
                    help="images per timed epoch of the slower layer-by-layer and eager runs")
     p.add_argument("--tiles", type=int, nargs="*", default=[],
                    help="also time the fused step at these tiles (samples per work-group)")
+    p.add_argument("--train-wgs", type=int, nargs="*", default=[],
+                   help="also time the fused step with these work-group sizes (default tile)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--accuracy", action="store_true")
@@ -94,7 +96,7 @@ def data(name, n, seed=0):
 
 
 # --------------------------------------------------------------- fused
-def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True):
+def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=None):
     import pyopencl as cl
     import hetnet as hn
     from hetnet.devices.opencl import OpenCLDevice
@@ -102,7 +104,7 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True):
     dev = OpenCLDevice.from_spec(spec)
     model = build_model(name, "numpy")
     t0 = time.perf_counter()
-    trainer = FusedTrainer(model, device=dev, batch_size=batch, tile=tile,
+    trainer = FusedTrainer(model, device=dev, batch_size=batch, tile=tile, train_wg=train_wg,
                            optimizer=hn.SGD(lr=lr, momentum=0.9))
     build_s = time.perf_counter() - t0
     trainer.set_data(X, y)
@@ -137,11 +139,11 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True):
     device = (m1.profile.end - m0.profile.end) * 1e-9 / steps
     per_kernel = {}
     for s in range(min(steps, 50)):
-        for key, knl, groups, head in (
-                ("train", p.k_train, p.train_groups(batch), (s * batch, batch)),
-                ("wgrad", p.k_wgrad, p.wgrad_groups, (batch,)),
-                ("update", p.k_sgd, -(-ptr.layout.size // 256), (lr,))):
-            evt = p.launch(knl, groups, head)
+        for key, knl, groups, head, wg in (
+                ("train", p.k_train, p.train_groups(batch), (s * batch, batch), p.train_wg),
+                ("wgrad", p.k_wgrad, p.wgrad_groups, (batch,), 256),
+                ("update", p.k_sgd, -(-ptr.layout.size // 256), (lr,), 256)):
+            evt = p.launch(knl, groups, head, wg=wg)
             per_kernel.setdefault(key, []).append(evt)
     pdev.synchronize()
     per_kernel = {k: float(np.median([(e.profile.end - e.profile.start) * 1e-3 for e in evts]))
@@ -149,6 +151,7 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True):
     _, train_flops = flops_per_image(model)
     return {"images_per_s": rate, "images_per_s_per_epoch": [h["images_per_s"] for h in hist],
             "kernels_per_step": trainer.kernels_per_step, "tile": p.tile,
+            "train_wg": p.train_wg,
             "local_bytes": p.local_bytes, "wgrad_groups": p.wgrad_groups, "atomics": p.atomics,
             "build_s": build_s, "host_us_per_step": host * 1e6, "wall_us_per_step": wall * 1e6,
             "device_us_per_step": device * 1e6, "kernel_us": per_kernel,
@@ -375,10 +378,18 @@ def main():
                             profile=False)["images_per_s"]
                     except Exception as exc:  # noqa: BLE001 - a tile that does not fit
                         row.setdefault("fused_tiles", {})[t] = str(exc)
+            for wg in args.train_wgs:
+                if wg != f["train_wg"]:
+                    try:
+                        row.setdefault("fused_train_wgs", {})[wg] = fused_run(
+                            name, args.device, X, y, batch, args.lr, train_wg=wg,
+                            profile=False)["images_per_s"]
+                    except Exception as exc:  # noqa: BLE001
+                        row.setdefault("fused_train_wgs", {})[wg] = str(exc)
             row["layer_by_layer"] = lbl_run(name, args.device, X[:args.lbl_images],
                                             y[:args.lbl_images], batch, args.lr)
             line = (f"{name:6s} b{batch:<5d} fused {f['images_per_s']:11,.0f}/s "
-                    f"(T={f['tile']}, {f['kernels_per_step']} kernels, host "
+                    f"(T={f['tile']}x{f['train_wg']}, {f['kernels_per_step']} kernels, host "
                     f"{f['host_us_per_step']:.1f} us, device {f['device_us_per_step']:.1f} us/step "
                     f"{ {k: round(v, 1) for k, v in f['kernel_us'].items()} }, "
                     f"{100 * f['fraction_of_fp32_peak']:.1f}% FP32)  layer-by-layer "
@@ -391,8 +402,10 @@ def main():
                 line += (f"  torch eager {row['pytorch_eager']['images_per_s']:9,.0f}/s "
                          f"graph {row['pytorch_graph']['images_per_s']:10,.0f}/s "
                          f"(fused/graph {row['fused_vs_graph']:.2f}x)")
-            if "fused_tiles" in row:
-                line += f"  tiles {row['fused_tiles']}"
+            for key in ("fused_tiles", "fused_train_wgs"):
+                if key in row:
+                    line += f"  {key[6:]} " + str({k: v if isinstance(v, str) else round(v)
+                                                    for k, v in row[key].items()})
             print(line, flush=True)
             results["runs"].append(row)
             if args.json:            # kept up to date: a run cut short keeps its rows

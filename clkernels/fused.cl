@@ -7,7 +7,9 @@
  *
  * Build options:
  *   T            samples per work-group tile
- *   WG           work-group size (256; the dense weight-gradient tiles are 16x16)
+ *   QMAX, KWMAX  the largest pool window (QH*QW) and conv kernel width (private arrays)
+ *   TWG          work-group size of fused_train / fused_eval (the per-sample templates)
+ *   WG           work-group size of the others (256; dense weight-gradient tiles are 16x16)
  *   BUF_A, BUF_B per-sample floats of the two ping-pong activation buffers
  *   BUF_C        per-sample floats of the conv-output gradient buffer (>= 1)
  *   IN_SIZE      floats of one input sample;  NCLS classes (logits)
@@ -65,8 +67,10 @@ inline void grad_add(__global float *p, const float v)
 
 /* Conv2D + activation + max pool (QH x QW window, stride QSH x QSW; 1x1 for
  * a convolution without pooling).  Work-item j of the group computes pooled
- * output r = j, j + WG, ... of every sample of the tile: each weight it
- * reads serves the T samples.  The first maximum wins on ties (pool.cl). */
+ * output r = j, j + TWG, ... of every sample of the tile, all its window's
+ * conv outputs at once: each weight it reads serves the QH*QW window
+ * positions of the T samples (QMAX >= QH*QW).  The first maximum wins on
+ * ties (pool.cl). */
 inline void fwd_conv(__local const float *src, __local float *dst, const int nt, const int s0,
                      __global const float *P, __global float *S,
                      const int C, const int H, const int W, const int F,
@@ -77,46 +81,54 @@ inline void fwd_conv(__local const float *src, __local float *dst, const int nt,
                      const int woff, const int boff, const int ost, const int ast)
 {
     const int per = F * HO * WO, insz = C * H * W;
-    for (int r = get_local_id(0); r < per; r += WG) {
-        const int f = r / (HO * WO), q = r - f * (HO * WO);
-        const int py = q / WO, px = q - py * WO;
+    for (int r = get_local_id(0); r < per; r += TWG) {
+        const int f = r / (HO * WO), q0 = r - f * (HO * WO);
+        const int py = q0 / WO, px = q0 - py * WO;
         const float bias = boff >= 0 ? P[boff + f] : 0.0f;
         __global const float *wf = P + woff + f * (C * KH * KW);
+        float acc[QMAX * T];
+#pragma unroll
+        for (int k = 0; k < QMAX * T; ++k)
+            acc[k] = bias;
+        for (int c = 0; c < C; ++c)
+            for (int ky = 0; ky < KH; ++ky)
+                for (int kx = 0; kx < KW; ++kx) {
+                    const float w = wf[(c * KH + ky) * KW + kx];
+#pragma unroll
+                    for (int q = 0; q < QMAX; ++q) {
+                        const int wy = q / QW, wx = q - wy * QW;
+                        const int iy = (py * QSH + wy) * SH + ky - PH;
+                        const int ix = (px * QSW + wx) * SW + kx - PW;
+                        if (q >= QH * QW || iy < 0 || iy >= H || ix < 0 || ix >= W)
+                            continue;
+                        const int xi = (c * H + iy) * W + ix;
+#pragma unroll
+                        for (int t = 0; t < T; ++t)
+                            acc[q * T + t] += src[t * insz + xi] * w;
+                    }
+                }
         float best[T];
         int arg[T];
+#pragma unroll
         for (int t = 0; t < T; ++t) {
             best[t] = -INFINITY;
             arg[t] = 0;
         }
-        for (int wy = 0; wy < QH; ++wy)
-            for (int wx = 0; wx < QW; ++wx) {
-                const int oy = py * QSH + wy, ox = px * QSW + wx;
-                float acc[T];
-                for (int t = 0; t < T; ++t)
-                    acc[t] = bias;
-                for (int c = 0; c < C; ++c)
-                    for (int ky = 0; ky < KH; ++ky) {
-                        const int iy = oy * SH + ky - PH;
-                        if (iy < 0 || iy >= H)
-                            continue;
-                        for (int kx = 0; kx < KW; ++kx) {
-                            const int ix = ox * SW + kx - PW;
-                            if (ix < 0 || ix >= W)
-                                continue;
-                            const float w = wf[(c * KH + ky) * KW + kx];
-                            const int xi = (c * H + iy) * W + ix;
-                            for (int t = 0; t < T; ++t)
-                                acc[t] += src[t * insz + xi] * w;
-                        }
-                    }
-                for (int t = 0; t < T; ++t) {
-                    const float v = f_act(ACT, acc[t]);
-                    if (v > best[t]) {
-                        best[t] = v;
-                        arg[t] = oy * CW + ox;
-                    }
+#pragma unroll
+        for (int q = 0; q < QMAX; ++q) {
+            if (q >= QH * QW)
+                continue;
+            const int wy = q / QW, wx = q - wy * QW;
+            const int pos = (py * QSH + wy) * CW + px * QSW + wx;
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+                const float v = f_act(ACT, acc[q * T + t]);
+                if (v > best[t]) {
+                    best[t] = v;
+                    arg[t] = pos;
                 }
             }
+        }
         for (int t = 0; t < nt; ++t) {
             dst[t * per + r] = best[t];
             if (TRAINING && ost >= 0)
@@ -135,7 +147,7 @@ inline void fwd_pool(__local const float *src, __local float *dst, const int nt,
                      const int HO, const int WO, const int ost, const int ast)
 {
     const int per = C * HO * WO, insz = C * H * W;
-    for (int j = get_local_id(0); j < nt * per; j += WG) {
+    for (int j = get_local_id(0); j < nt * per; j += TWG) {
         const int t = j / per, r = j - t * per;
         const int c = r / (HO * WO), q = r - c * (HO * WO);
         const int py = q / WO, px = q - py * WO;
@@ -164,7 +176,7 @@ inline void fwd_dense(__local const float *src, __local float *dst, const int nt
                       __global const float *P, __global float *S, const int I, const int O,
                       const int ACT, const int woff, const int boff, const int ost)
 {
-    for (int o = get_local_id(0); o < O; o += WG) {
+    for (int o = get_local_id(0); o < O; o += TWG) {
         const float bias = boff >= 0 ? P[boff + o] : 0.0f;
         float acc[T];
         for (int t = 0; t < T; ++t)
@@ -192,7 +204,7 @@ inline void fwd_dense(__local const float *src, __local float *dst, const int nt
 inline void bwd_act(__local float *dy, const int nt, const int s0, __global float *S,
                     const int per, const int ACT, const int yst, const int est)
 {
-    for (int j = get_local_id(0); j < nt * per; j += WG) {
+    for (int j = get_local_id(0); j < nt * per; j += TWG) {
         const int t = j / per, r = j - t * per;
         float e = dy[j];
         if (ACT != 0)
@@ -212,7 +224,7 @@ inline void bwd_dense(__local float *dy, __local float *dx, const int nt, const 
     bwd_act(dy, nt, s0, S, O, ACT, yst, est);
     if (!need_dx)
         return;
-    for (int i = get_local_id(0); i < I; i += WG) {
+    for (int i = get_local_id(0); i < I; i += TWG) {
         float acc[T];
         for (int t = 0; t < T; ++t)
             acc[t] = 0.0f;
@@ -236,7 +248,7 @@ inline void route_pool(__local const float *e, __local float *dconv, const int n
                        const int QSW, const int HO, const int WO, const int ast)
 {
     const int per = F * CH * CW, pper = F * HO * WO;
-    for (int j = get_local_id(0); j < nt * per; j += WG) {
+    for (int j = get_local_id(0); j < nt * per; j += TWG) {
         const int t = j / per, r = j - t * per;
         const int f = r / (CH * CW), pos = r - f * (CH * CW);
         const int oy = pos / CW, ox = pos - oy * CW;
@@ -273,7 +285,7 @@ inline void bwd_conv(__local float *dy, __local float *dx, __local float *dconvb
         dconv = dconvbuf;
     }
     const int insz = C * H * W, osz = F * CH * CW;
-    for (int r = get_local_id(0); r < insz; r += WG) {
+    for (int r = get_local_id(0); r < insz; r += TWG) {
         const int c = r / (H * W), q = r - c * (H * W);
         const int iy = q / W, ix = q - iy * W;
         float acc[T];
@@ -378,7 +390,7 @@ inline long data_row(__global const int *order, const int p, const int ndata,
     return p;
 }
 
-/* fused_train / fused_eval -- work-group: (WG); grid: ceil(n / T) groups.
+/* fused_train / fused_eval -- work-group: (TWG); grid: ceil(n / T) groups.
  * Group g takes samples s0 = g*T .. s0+nt-1 of the batch, the rows
  * data_row(start + s) of the resident data X (order, the device shuffle
  * keyed by key when hbits > 0, or rows start + s):
@@ -390,13 +402,13 @@ inline long data_row(__global const int *order, const int p, const int ndata,
  * no loss) writes the logits to out[(start + s) * NCLS ...] when out is set.
  * The per-step scalars come first: a step re-sets only those. */
 #if TRAINING
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+__kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
 void fused_train(const int start, const int n, const int key, const int hbits,
                  const int ndata, __global const float *X, __global const int *order,
                  __global const int *labels, __global const float *P,
                  __global float *S, __global float *stats)
 #else
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+__kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
 void fused_eval(const int start, const int n, const int key, const int hbits,
                 const int ndata, __global const float *X, __global const int *order,
                 __global const int *labels, __global const float *P,
@@ -411,7 +423,7 @@ void fused_eval(const int start, const int n, const int key, const int hbits,
     const int nt = min(T, n - s0);
     if (nt <= 0)
         return;
-    for (int j = lid; j < nt * IN_SIZE; j += WG) {
+    for (int j = lid; j < nt * IN_SIZE; j += TWG) {
         const int t = j / IN_SIZE, k = j - t * IN_SIZE;
         const long row = data_row(order, start + s0 + t, ndata, hbits, key);
         bufA[j] = X[row * IN_SIZE + k];
@@ -424,7 +436,7 @@ void fused_eval(const int start, const int n, const int key, const int hbits,
     FORWARD
 #if !TRAINING
     if (out)
-        for (int j = lid; j < nt * NCLS; j += WG)
+        for (int j = lid; j < nt * NCLS; j += TWG)
             out[(long)(start + s0) * NCLS + j] = LOGITS[j];
     if (!has_labels)
         return;
@@ -534,47 +546,64 @@ inline void wg_dense(const int r, const int n, __global const float *S, __global
 
 /* Conv dW[f, c, ky, kx] = sum over samples and pool windows of e times the
  * input under the window's arg-max (no pool: every output position), and
- * db[f] = sum of e.  Work-item j of tile `tile` owns weight j (then the
- * biases after the F*C*KH*KW weights) over samples n0 .. n1-1. */
+ * db[f] = sum of e.  Work-item unit u = tile*WG + lid owns weight row
+ * (f, c, ky) = u / QS -- its KW weights, KWMAX >= KW accumulators -- over
+ * windows q = u % QS, + QS, ... of samples n0 .. n1-1 (rows past
+ * F*C*KH: the biases), and adds its sums into G. */
 inline void wg_conv(const int r, const int n, __global const float *S, __global float *G,
                     const int C, const int H, const int W, const int F,
                     const int KH, const int KW, const int SH, const int SW,
                     const int PH, const int PW, const int CW, const int HO, const int WO,
-                    const int HASB, const int NSPLIT, const int CHUNK,
+                    const int HASB, const int QS, const int NSPLIT, const int CHUNK,
                     const int xst, const int ast, const int est,
                     const int woff, const int boff)
 {
     const int split = r % NSPLIT, tile = r / NSPLIT;
-    const int j = tile * WG + get_local_id(0);
-    const int nw = F * C * KH * KW, pw = HO * WO, per = F * pw, insz = C * H * W;
+    const int u = tile * WG + get_local_id(0), row = u / QS, sl = u - row * QS;
+    const int rows = F * C * KH, pw = HO * WO, per = F * pw, insz = C * H * W;
     const int n0 = split * CHUNK, n1 = min(n0 + CHUNK, n);
-    if (n0 >= n1 || j >= nw + (HASB ? F : 0))
+    if (n0 >= n1 || row >= rows + (HASB ? F : 0))
         return;
-    float acc = 0.0f;
-    if (j >= nw) {
-        const int f = j - nw;
+    if (row >= rows) {
+        const int f = row - rows;
+        float acc = 0.0f;
         for (int s = n0; s < n1; ++s)
-            for (int q = 0; q < pw; ++q)
+            for (int q = sl; q < pw; q += QS)
                 acc += S[est + s * per + f * pw + q];
         grad_add(G + boff + f, acc);
         return;
     }
-    const int f = j / (C * KH * KW), rem = j - f * (C * KH * KW);
-    const int c = rem / (KH * KW), kk = rem - c * (KH * KW);
-    const int ky = kk / KW, kx = kk - ky * KW;
+    const int f = row / (C * KH), rem = row - f * (C * KH);
+    const int c = rem / KH, ky = rem - c * KH;
+    float acc[KWMAX];
+#pragma unroll
+    for (int kx = 0; kx < KWMAX; ++kx)
+        acc[kx] = 0.0f;
     for (int s = n0; s < n1; ++s) {
         __global const float *x = S + xst + s * insz + c * H * W;
         __global const float *e = S + est + s * per + f * pw;
         __global const float *am = S + ast + s * per + f * pw;
-        for (int q = 0; q < pw; ++q) {
+        for (int q = sl; q < pw; q += QS) {
             const int pos = ast >= 0 ? as_int(am[q]) : q;
             const int oy = pos / CW, ox = pos - oy * CW;
-            const int iy = oy * SH + ky - PH, ix = ox * SW + kx - PW;
-            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                acc += e[q] * x[iy * W + ix];
+            const int iy = oy * SH + ky - PH;
+            if (iy < 0 || iy >= H)
+                continue;
+            const float ev = e[q];
+            __global const float *xr = x + iy * W;
+            const int ix0 = ox * SW - PW;
+#pragma unroll
+            for (int kx = 0; kx < KWMAX; ++kx) {
+                const int ix = ix0 + kx;
+                if (kx < KW && ix >= 0 && ix < W)
+                    acc[kx] += ev * xr[ix];
+            }
         }
     }
-    grad_add(G + woff + j, acc);
+#pragma unroll
+    for (int kx = 0; kx < KWMAX; ++kx)
+        if (kx < KW)
+            grad_add(G + woff + row * KW + kx, acc[kx]);
 }
 
 #define WG_DENSE(g0, ng, I, O, HASB, NTO, NSPLIT, CHUNK, xst, est, woff, boff) \
@@ -582,10 +611,10 @@ inline void wg_conv(const int r, const int n, __global const float *S, __global 
         wg_dense(g - g0, n, S, G, xs, es, I, O, HASB, NTO, NSPLIT, CHUNK, xst, est, woff, boff); \
         return; \
     }
-#define WG_CONV(g0, ng, C, H, W, F, KH, KW, SH, SW, PH, PW, CW, HO, WO, HASB, NSPLIT, CHUNK, \
-                xst, ast, est, woff, boff) \
+#define WG_CONV(g0, ng, C, H, W, F, KH, KW, SH, SW, PH, PW, CW, HO, WO, HASB, QS, NSPLIT, \
+                CHUNK, xst, ast, est, woff, boff) \
     if (g >= g0 && g < g0 + ng) { \
-        wg_conv(g - g0, n, S, G, C, H, W, F, KH, KW, SH, SW, PH, PW, CW, HO, WO, HASB, \
+        wg_conv(g - g0, n, S, G, C, H, W, F, KH, KW, SH, SW, PH, PW, CW, HO, WO, HASB, QS, \
                 NSPLIT, CHUNK, xst, ast, est, woff, boff); \
         return; \
     }

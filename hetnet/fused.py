@@ -144,6 +144,8 @@ class FusedTrainer:
         optimizer, else ``SGD(lr=0.01)``.
     tile : int, optional
         Samples per work-group (default from the device's local memory).
+    train_wg : {256, 512, 1024}, optional
+        Work-items per tile (default: :class:`FusedProgram`'s choice).
 
     Attributes
     ----------
@@ -159,7 +161,8 @@ class FusedTrainer:
 
     kernels_per_step = 3
 
-    def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None):
+    def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None,
+                 train_wg=None):
         model._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
         if device is None:
@@ -173,7 +176,7 @@ class FusedTrainer:
         self.layout = FlatGroup(dev, shapes)
         self.program = FusedProgram(dev, self.units, self.layout.offsets,
                                     math.prod(model.input_shape), model.n_outputs,
-                                    batch_size, tile)
+                                    batch_size, tile, train_wg)
         self.batch_size = batch_size
         self.w, _ = self.layout.pack([dev.asarray(w) for w in model.get_weights()])
         self.g = dev.zeros((self.layout.size,))
@@ -251,7 +254,7 @@ class FusedTrainer:
         """One training step on batch rows ``start .. start+n-1`` of the
         epoch's order: three launches, nothing read back."""
         p, opt = self.program, self.optimizer
-        p.launch(p.k_train, p.train_groups(n), (start, n))
+        p.launch(p.k_train, p.train_groups(n), (start, n), wg=p.train_wg)
         p.launch(p.k_wgrad, p.wgrad_groups, (n,))
         opt.t += 1
         groups = -(-self.layout.size // WG)
@@ -344,7 +347,7 @@ class FusedTrainer:
         cl.enqueue_copy(dev.queue, order.base_data, np.arange(n, dtype=np.int32))
         cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
         self._bind(Xd, yd, order)
-        p.launch(p.k_train, p.train_groups(n), (0, n))
+        p.launch(p.k_train, p.train_groups(n), (0, n), wg=p.train_wg)
         p.launch(p.k_wgrad, p.wgrad_groups, (n,))
         loss = float(dev.to_host(self.stats)[0]) / n
         grads = self.gradients()
@@ -370,7 +373,7 @@ class FusedTrainer:
         cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
         for start in range(0, n, self.batch_size):
             m = min(self.batch_size, n - start)
-            p.launch(p.k_eval, p.train_groups(m), full=(
+            p.launch(p.k_eval, p.eval_groups(m), wg=p.eval_wg, full=(
                      start, m, 0, 0, n, Xd.base_data, None, None if yd is None else yd.base_data,
                       self.w.base_data, p.stash.base_data, self.stats.base_data,
                       None if out is None else out.base_data, int(yd is not None)))

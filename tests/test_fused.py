@@ -48,14 +48,16 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_forward_and_every_gradient(dev, case):
+@pytest.mark.parametrize("case,train_wg", [("odd", None), ("odd", 512), ("lenet5", None),
+                                           ("mlp", None)])
+def test_forward_and_every_gradient(dev, case, train_wg):
     make, shape, k = CASES[case]
     rng = np.random.default_rng(3)
-    X, y = data(rng, 13, shape, k)               # 13 = 3 tiles of 4 and one of 1
+    X, y = data(rng, 13, shape, k)               # 13 = 4 tiles of 3 and one of 1
     model = hn.Sequential(make(), device="numpy", input_shape=shape, seed=5)
-    trainer = FusedTrainer(model, device=dev, batch_size=16, tile=4)
-    assert trainer.program.tile == 4
+    trainer = FusedTrainer(model, device=dev, batch_size=16, tile=3, train_wg=train_wg)
+    assert trainer.program.tile == 3
+    assert trainer.program.train_wg == (train_wg or trainer.program.train_wg)
     ref = model.predict_logits(X)
     np.testing.assert_allclose(trainer.predict_logits(X), ref, rtol=1e-4, atol=1e-5)
     loss, grads = trainer.loss_and_gradients(X, y)
@@ -81,7 +83,7 @@ def test_ten_steps_match_layer_by_layer(dev, optimizer):
     fused_model = hn.Sequential(odd_layers(), device="numpy", input_shape=shape, seed=2)
     ref_model = hn.Sequential(odd_layers(), device="numpy", input_shape=shape, seed=2)
     cfg = {k: v for k, v in optimizer.get_config().items() if k != "name"}
-    trainer = FusedTrainer(fused_model, device=dev, batch_size=6, tile=4,
+    trainer = FusedTrainer(fused_model, device=dev, batch_size=6, tile=3,
                            optimizer=type(optimizer)(**cfg))
     hist = trainer.fit(X, y, epochs=1, shuffle=False)
     ref = ref_model.fit(X, y, epochs=1, batch_size=6, shuffle=False,

@@ -119,11 +119,20 @@ class FusedProgram:
     nmax : int
         The largest batch (the stash holds this many samples).
     tile : int, optional
-        Samples per work-group; default from local memory and ``nmax``.
+        Samples per work-group of ``fused_train``; default from local memory
+        and ``nmax``.
+    train_wg : {256, 512, 1024}, optional
+        Work-group size of ``fused_train`` / ``fused_eval``; default 1024
+        (where the device allows it) when the batch makes fewer tiles than
+        twice the device's compute units and a layer's per-sample loops are
+        long enough to use it, else 256.
 
     Attributes
     ----------
-    tile : int
+    tile, eval_tile : int
+        Samples per work-group in training and in inference (which keeps no
+        gradient buffer, so more samples fit).
+    train_wg, eval_wg : int
     local_bytes : int
         Local memory of one ``fused_train`` work-group.
     stash_floats : int
@@ -138,7 +147,8 @@ class FusedProgram:
         end in ``n_classes`` logits.
     """
 
-    def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None):
+    def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None,
+                 train_wg=None):
         self.device = dev = device
         self.units = units
         self.nmax = nmax = int(nmax)
@@ -185,6 +195,24 @@ class FusedProgram:
                                     f"memory holds {fit} samples)")
         self.tile = tile
         self.local_bytes = tile * per_sample
+        eval_fit = (local - LOCAL_RESERVE) // (4 * (buf_a + buf_b + 1) + 8)
+        self.eval_tile = min(eval_fit, MAX_TILE, max(1, -(-nmax // (2 * cus))))
+        # the per-sample loops' longest extent: wider groups shorten the
+        # chain of passes one tile's work-group runs when tiles are few
+        extent = max([u["out"] for u in units] + [u["in"] for u, nd in zip(units, need_dx) if nd])
+        max_wg = int(dev.cl_device.max_work_group_size)
+
+        def group_size(groups):
+            size = WG
+            while size < 1024 and size * 2 <= max_wg and size < extent // 2 \
+                    and groups < 2 * cus:
+                size *= 2
+            return size
+        self.train_wg = int(train_wg) if train_wg else group_size(-(-nmax // tile))
+        self.eval_wg = group_size(-(-nmax // self.eval_tile))
+        if self.train_wg not in (256, 512, 1024) or self.train_wg > max_wg:
+            raise FusionUnsupported(f"train_wg must be 256, 512 or 1024 and at most the "
+                                    f"device's {max_wg}, got {train_wg}")
 
         # ---- the stash: what the backward pass and the weight gradients read
         regions, self._stash_end = [], 0
@@ -249,8 +277,11 @@ class FusedProgram:
                 tiles = -(-(u["I"] + u["bias"]) // 64) * -(-u["O"] // 64)
                 item = 16                         # multiply-adds per work-item per sample
             else:
-                tiles = -(-(u["F"] * u["C"] * u["KH"] * u["KW"] + u["bias"] * u["F"]) // WG)
-                item = u["HO"] * u["WO"]
+                # a work-item per (weight row, slice of the windows)
+                rows = u["F"] * u["C"] * u["KH"]
+                u["QS"] = max(1, WG // rows)
+                tiles = -(-(rows + u["bias"] * u["F"]) * u["QS"] // WG)
+                item = -(-u["HO"] * u["WO"] // u["QS"]) * u["KW"]
             work.append((u, tiles, item))
         target = max(8, 4 * cus)
         total = sum(t * item for _, t, item in work) or 1
@@ -273,20 +304,27 @@ class FusedProgram:
                 ng = tiles * splits
                 geo = [u[key] for key in ("C", "H", "W", "F", "KH", "KW", "SH", "SW", "PH",
                                           "PW", "CW", "HO", "WO")]
-                wg_macros.append(_macro("WG_CONV", g0, ng, *geo, int(u["bias"]), splits, chunk,
+                wg_macros.append(_macro("WG_CONV", g0, ng, *geo, int(u["bias"]), u["QS"],
+                                        splits, chunk,
                                         u["xst"], u["ast"], u["est"], u["offsets"][0],
                                         u["offsets"][1] if u["bias"] else -1))
             self.plan[units.index(u)] += f", weight gradient {ng} groups ({splits} splits)"
             g0 += ng
         self.wgrad_groups = g0
 
-        common = (f"-DT={tile}", f"-DWG={WG}", f"-DBUF_A={buf_a}", f"-DBUF_B={buf_b}",
-                  f"-DBUF_C={buf_c}", f"-DIN_SIZE={self.input_size}",
-                  f"-DNCLS={self.n_classes}", f"-DLOGITS={logits}",
-                  f"-DIN_STASH={tstash[0]}", "-DFORWARD=" + "".join(fwd))
-        self._train_opts = common + ("-DTRAINING=1", "-DBACKWARD=" + "".join(reversed(bwd)),
+        convs = [u for u in units if u["kind"] == "conv"]
+        common = (f"-DWG={WG}", f"-DBUF_A={buf_a}", f"-DBUF_B={buf_b}",
+                  f"-DIN_SIZE={self.input_size}", f"-DNCLS={self.n_classes}",
+                  f"-DLOGITS={logits}", f"-DIN_STASH={tstash[0]}",
+                  f"-DQMAX={max([u['QH'] * u['QW'] for u in convs] or [1])}",
+                  f"-DKWMAX={max([u['KW'] for u in convs] or [1])}",
+                  "-DFORWARD=" + "".join(fwd))
+        self._train_opts = common + (f"-DT={tile}", f"-DTWG={self.train_wg}",
+                                     f"-DBUF_C={buf_c}", "-DTRAINING=1",
+                                     "-DBACKWARD=" + "".join(reversed(bwd)),
                                      "-DWGRAD=" + "".join(wg_macros))
-        self._eval_opts = common + ("-DTRAINING=0",)
+        self._eval_opts = common + (f"-DT={self.eval_tile}", f"-DTWG={self.eval_wg}",
+                                    "-DBUF_C=1", "-DTRAINING=0")
         self.atomics = "cmpxchg"
         if "nvidia" in dev.cl_device.platform.name.lower():
             try:
@@ -320,15 +358,15 @@ class FusedProgram:
         knl.set_args(*args)
         self._bound[knl.int_ptr] = True
 
-    def launch(self, knl, groups, head=(), full=None):
-        """Enqueue ``knl`` on ``groups`` work-groups of :data:`WG`.
+    def launch(self, knl, groups, head=(), full=None, wg=WG):
+        """Enqueue ``knl`` on ``groups`` work-groups of ``wg`` work-items.
 
         ``full``: every argument, set for this launch.  Otherwise only
         ``head``, the leading (per-step) arguments, are set again and the
         rest keep what :meth:`bind` set (one C call with
         :mod:`hetnet._cpu.clenqueue`)."""
         dev = self.device
-        gsize, lsize = (max(groups, 1) * WG,), (WG,)
+        gsize, lsize = (max(groups, 1) * wg,), (wg,)
         if full is not None:
             return dev._launch(knl, gsize, lsize, *full)
         if not self._bound.get(knl.int_ptr):
@@ -346,4 +384,9 @@ class FusedProgram:
         return cl.enqueue_nd_range_kernel(dev.queue, knl, gsize, lsize)
 
     def train_groups(self, n):
+        """Work-groups of ``fused_train`` for a batch of ``n``."""
         return -(-int(n) // self.tile)
+
+    def eval_groups(self, n):
+        """Work-groups of ``fused_eval`` for a batch of ``n``."""
+        return -(-int(n) // self.eval_tile)
