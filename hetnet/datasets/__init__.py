@@ -690,7 +690,35 @@ def describe() -> str:
         else:
             where = "from scikit-learn"
         lines.append(f"  here:    {where}")
+    lines.extend(_describe_others())
     return "\n".join(lines)
+
+
+def _describe_others() -> list[str]:
+    """Where the sets outside :data:`DATASETS` (CIFAR-10, the tabular sets) are found."""
+    from . import cifar, tabular
+
+    out = []
+    probes = (
+        ("cifar-10", "CIFAR-10, binary version, read in grey or colour", cifar.find_cifar10),
+        ("wine-quality", "Wine Quality (UCI), red and white",
+         lambda: tabular.find_tabular_file("wine-quality", ("winequality-red.csv",))),
+        ("boston-housing", "Boston Housing (StatLib / UCI)",
+         lambda: (tabular.find_tabular_file("boston-housing", tabular._BOSTON_FILES)
+                  or tabular._boston_package_file())),
+    )
+    for name, title, probe in probes:
+        try:
+            found = probe()
+            where = (f"found: {found}" if found
+                     else "not found (see datasets/README.md for how to get it)")
+        except DatasetNotFoundError:
+            where = "not found (see datasets/README.md for how to get it)"
+        except DatasetError as exc:
+            where = f"not found or unusable: {exc}"
+        out += [f"{name}: {title}", f"  here:    {where}"]
+    out += ["breast-cancer: Breast Cancer Wisconsin (diagnostic)", "  here:    from scikit-learn"]
+    return out
 
 
 # The tabular, CIFAR-10 and split modules import the names above, so they come last.
