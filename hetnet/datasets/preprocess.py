@@ -17,7 +17,10 @@ validation and test, 70-10-20." Section 6.3: "the seed 42 is fixed in every libr
   the least correlated; the input less correlated with the target is dropped (the later
   column on a tie), and a pair whose member is already dropped is skipped.
 - z-scores: over the kept inputs (not the target), population standard deviation
-  (``scipy.stats.zscore``'s default); a row goes if any |z| > 3.
+  (``scipy.stats.zscore``'s default); a row goes if any |z| > 3. A rare binary input is
+  removed with it: Boston's CHAS (1 in about 7 % of tracts) has z of about 3.6 where it is
+  1, so every riverside tract leaves the training split. That is the rule as stated;
+  ``z_threshold=None`` switches it off.
 - "Normalised": standardised to zero mean and unit variance (scikit-learn's
   ``StandardScaler``, which the thesis's code imports); a constant column is only centred.
 - Leakage: the thesis's notebooks compute the statistics on the whole table before
