@@ -663,6 +663,14 @@ def test_correlation_filter():
     assert keep.tolist() == [0]
     keep, _ = datasets.correlation_filter(X, y, corr_threshold=0.05, pair_threshold=1.0)
     assert keep.tolist() == [0, 2, 3]
+    # The weaker copy first: "later" (the thesis's code) drops column 1, "weaker" column 0.
+    swapped = X[:, [2, 0]]
+    assert datasets.correlation_filter(swapped, y, 0.05)[0].tolist() == [0]
+    assert datasets.correlation_filter(swapped, y, 0.05, pair_drop="weaker")[0].tolist() == [1]
+    anti = np.column_stack([X[:, 0], -X[:, 2]])  # |r| counts: a -0.95 pair is a pair too
+    assert datasets.correlation_filter(anti, y, 0.05)[0].tolist() == [0]
+    with pytest.raises(ValueError, match="pair_drop"):
+        datasets.correlation_filter(X, y, 0.05, pair_drop="first")
 
 
 def test_thesis_preprocessor():
