@@ -203,8 +203,31 @@ class FusedTrainer:
                 for o, s in zip(self.layout.offsets, self.layout.shapes)]
 
     def write_back(self):
-        """Copy the trained weights into the model's layers."""
-        self.model.set_weights(self.get_weights())
+        """Copy the trained weights into the model's layers (the model's
+        optimizer state is left as it is: the trainer keeps its own)."""
+        model, opt = self.model, self.model.optimizer
+        saved = (opt.state, opt.t, opt._flat) if opt is not None else None
+        model.set_weights(self.get_weights())
+        if saved is not None:
+            opt.state, opt.t, opt._flat = saved
+
+    def load_weights(self):
+        """Take the model's current weights (after they were set or trained
+        elsewhere)."""
+        host = np.zeros(self.layout.size, dtype=np.float32)
+        for w, off in zip(self.model.get_weights(), self.layout.offsets):
+            host[off:off + w.size] = w.reshape(-1)
+        import pyopencl as cl
+        cl.enqueue_copy(self.device.queue, self.w.base_data, host)
+
+    def set_optimizer(self, optimizer):
+        """Train on with ``optimizer`` (SGD or Adam), its state from zero."""
+        opt = get_optimizer(optimizer)
+        if not isinstance(opt, (SGD, Adam)):
+            raise FusionUnsupported(f"the fused update has SGD and Adam, got {type(opt).__name__}")
+        self.optimizer = opt
+        self.state = [self.device.zeros((self.layout.size,))
+                      for _ in range(2 if isinstance(opt, Adam) else 1)]
 
     # -------------------------------------------------------------- data
     def set_data(self, X, y):
@@ -264,7 +287,7 @@ class FusedTrainer:
             p.launch(p.k_sgd, groups, (lr,))
 
     def fit(self, X=None, y=None, epochs=1, batch_size=None, shuffle=True, seed=None,
-            lr_schedule=None):
+            lr_schedule=None, step0=0, total_steps=None):
         """Mini-batch training, each epoch over every sample once (the short
         last batch included), as :meth:`Sequential.fit`.
 
@@ -283,6 +306,10 @@ class FusedTrainer:
             that order every epoch.
         lr_schedule : callable, optional
             ``lr_schedule(step, total_steps) -> lr``.
+        step0, total_steps : int, optional
+            The schedule's step of this call's first batch and its total
+            (default 0 and this call's step count): a longer run fed one
+            epoch at a time.
 
         Returns
         -------
@@ -309,7 +336,9 @@ class FusedTrainer:
         elif shuffle not in (True, False, "host"):
             raise ValueError(f"shuffle must be True, False, 'host' or an order array, got "
                              f"{shuffle!r}")
-        total_steps, step = epochs * math.ceil(n / bs), 0
+        step = int(step0)
+        if total_steps is None:
+            total_steps = step + epochs * math.ceil(n / bs)
         history = []
         for _ in range(epochs):
             key = None
@@ -395,3 +424,175 @@ class FusedTrainer:
         n = self._eval(X, y, None)
         stats = self.device.to_host(self.stats)
         return {"loss": float(stats[0]) / n, "accuracy": int(stats[1:2].view(np.int32)[0]) / n}
+
+
+# ------------------------------------------------------------------ policy
+FUSE_MODES = ("auto", "always", "never")
+
+
+class FusionPolicy:
+    """A model's ``fuse`` setting and what it decided, per batch size and mode.
+
+    ``"never"``: layer by layer.  ``"always"``: the fused step on the
+    model's OpenCL device (a GPU, else any OpenCL device among its
+    placement's devices); a chain or a call it cannot run raises
+    :class:`FusionUnsupported` with the reason.  ``"auto"`` (default): on an
+    OpenCL GPU, a few fused steps are timed against a few steps of the
+    layer-by-layer plan (:meth:`Sequential._step_time`, as ``fit`` runs
+    them) and the faster is used; any reason fusion does not apply makes
+    it layer by layer, the reason kept for :meth:`Sequential.explain`.
+
+    Attributes
+    ----------
+    decisions : dict
+        ``(batch, training) -> (use_fused, reason)``.
+    """
+
+    def __init__(self, mode):
+        if not isinstance(mode, str) or mode not in FUSE_MODES:
+            raise ValueError(f"fuse must be one of {FUSE_MODES}, got {mode!r}")
+        self.mode = mode
+        self.decisions = {}
+        self._measured = {}         # (batch, training) -> the choice timed steps made
+        self._trainers = {}         # (batch, device name) -> FusedTrainer
+
+    def device(self, model):
+        """The OpenCL device a fused step would run on, or ``(None, reason)``."""
+        candidates = list(model.placement.candidates) + [s.device for s in model._steps]
+        opencl = [d for d in dict.fromkeys(candidates) if hasattr(d, "cl_device")]
+        gpus = [d for d in opencl if d.kind == "gpu"]
+        if gpus:
+            return gpus[0], ""
+        if opencl and self.mode == "always":
+            return opencl[0], ""
+        return None, ("no OpenCL GPU among the model's devices" + (
+            " (an OpenCL CPU device is fused only with fuse='always')" if opencl else ""))
+
+    def trainer(self, model, batch, optimizer=None):
+        """The cached :class:`FusedTrainer` for ``batch`` holding the model's
+        current weights (loaded again each call)."""
+        dev, why = self.device(model)
+        if dev is None:
+            raise FusionUnsupported(why)
+        key = (batch, dev.name)
+        tr = self._trainers.get(key)
+        if tr is None:
+            tr = self._trainers[key] = FusedTrainer(model, device=dev, batch_size=batch,
+                                                    optimizer=optimizer)
+        else:
+            tr.load_weights()
+            if optimizer is not None and optimizer is not tr.optimizer:
+                tr.set_optimizer(optimizer)
+        return tr
+
+    def decide(self, model, batch, training, unsupported=""):
+        """Whether this call runs fused: ``(use, reason)``; ``unsupported``
+        names a feature of the call that the fused path lacks.  Under
+        ``"always"`` raises :class:`FusionUnsupported` when it cannot.  The
+        measured choice of ``"auto"`` is kept per batch size and mode; the
+        last reason is :attr:`decisions` ``[(batch, training)]``."""
+        key = (batch, training)
+        if self.mode == "never":
+            return False, "fuse='never'"
+        try:
+            if unsupported:
+                raise FusionUnsupported(unsupported)
+            dev, why = self.device(model)
+            if dev is None:
+                raise FusionUnsupported(why)
+            describe_chain(model)
+        except FusionUnsupported as exc:
+            if self.mode == "always":
+                raise FusionUnsupported(
+                    f"fuse='always', but the fused step cannot run: {exc}") from None
+            decision = self.decisions[key] = (False, f"layer by layer: {exc}")
+            return decision
+        measured = self._measured.get(key)
+        if measured is None:
+            if self.mode == "always":
+                measured = (True, f"fused on {dev.name} (fuse='always')")
+            else:
+                try:
+                    fused_s = time_fused_step(model, dev, batch, training)
+                except FusionUnsupported as exc:
+                    measured = (False, f"layer by layer: {exc}")
+                else:
+                    model._use_plan(batch, training)
+                    layered_s = model._step_time(batch, training)
+                    use = fused_s < layered_s
+                    measured = (use, f"measured per step: fused on {dev.name} "
+                                     f"{fused_s * 1e3:.3f} ms, layer by layer "
+                                     f"{layered_s * 1e3:.3f} ms; chose "
+                                     + ("fused" if use else "layer by layer"))
+            self._measured[key] = measured
+        self.decisions[key] = measured
+        return measured
+
+
+def time_fused_step(model, dev, batch, training, steps=20):
+    """Seconds per fused step (training: forward, backward, update; else the
+    forward) on random resident data, on a trainer of its own (the model's
+    weights are not changed)."""
+    tr = FusedTrainer(model, device=dev, batch_size=batch, optimizer=SGD(lr=1e-3, momentum=0.9))
+    x, y = model._random_batch(batch)
+    rows = max(2 * batch, 256)
+    X = np.resize(x, (rows,) + x.shape[1:])
+    Y = np.resize(y, rows)
+    if not training:
+        Xd = dev.asarray(X[:batch].reshape(batch, -1))
+        out = dev.empty((batch, model.n_outputs))
+        tr.predict_logits(Xd, out=out)
+        dev.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            tr.predict_logits(Xd, out=out)
+        dev.synchronize()
+        return (time.perf_counter() - t0) / steps
+    tr.set_data(X, Y)
+    tr.fit(epochs=1, shuffle=False)
+    Xd, yd, order, n = tr._data
+    tr._bind(Xd, yd, order)
+    dev.synchronize()
+    t0 = time.perf_counter()
+    for s in range(steps):
+        tr._step((s * batch) % (n - batch + 1), batch, 1e-3)
+    dev.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_data,
+              callbacks, schedule, verbose, history):
+    """:meth:`Sequential.fit`'s loop on the fused step: the data resident,
+    each epoch's shuffle on the device (keyed from the model's shuffle
+    generator), the weights written back to the model's layers after every
+    epoch (callbacks and validation see them)."""
+    from .model import _call, _progress
+    n = X.shape[0]
+    trainer.set_data(X, yt)
+    total = epochs * math.ceil(n / batch_size)
+    _call(callbacks, "on_fit_begin", model)
+    for epoch in range(epochs):
+        _call(callbacks, "on_epoch_begin", model, epoch)
+        bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs} (fused)")
+        key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
+        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=bool(shuffle), seed=key,
+                        lr_schedule=schedule,
+                        step0=epoch * math.ceil(n / batch_size), total_steps=total)[0]
+        trainer.write_back()
+        logs = {"loss": h["loss"], "images_per_s": h["images_per_s"], "time_s": h["time_s"]}
+        if validation_data is not None:
+            ev = trainer.evaluate(*validation_data)
+            logs["val_loss"], logs["val_accuracy"] = ev["loss"], ev["accuracy"]
+        for k, v in logs.items():
+            history.setdefault(k, []).append(v)
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+            bar.close()
+        if not math.isfinite(h["loss"]):
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
+                                     f"{h['loss']}); lower the learning rate")
+        if any(_call(callbacks, "on_epoch_end", model, epoch, logs)):
+            break
+    _call(callbacks, "on_fit_end", model, history)
+    return history

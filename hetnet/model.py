@@ -13,6 +13,7 @@ from .placement import Placement, move_step, transfer
 from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
 from .losses import get_loss
 from .flatparams import FlatGroup
+from .fused import FusionPolicy, FusionUnsupported, fit_fused
 from .optim import get_optimizer
 from .schedules import get_schedule
 
@@ -58,9 +59,18 @@ class Sequential:
     input_shape : tuple, optional
         Per-sample input shape; without it the model is built by the first
         ``fit``/``predict`` from the data.
+    fuse : {"auto", "always", "never"}
+        Whole-chain fusion on an OpenCL GPU (:mod:`hetnet.fused`: a
+        training step in three kernels, the data set resident there).
+        ``"auto"`` (default): used where timed steps show it faster than
+        the layer-by-layer plan at that batch size; ``"always"``: used, or
+        :class:`hetnet.fused.FusionUnsupported` says why it cannot be;
+        ``"never"``: layer by layer.  :meth:`explain` says what was chosen
+        and why.
     """
 
-    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None):
+    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None,
+                 fuse="auto"):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
@@ -74,6 +84,7 @@ class Sequential:
         if isinstance(device, (list, tuple)) and len(device) != len(layers):
             raise ValueError(f"a per-layer device map needs {len(layers)} entries, got {len(device)}")
         self.placement = Placement(device)
+        self.fusion = FusionPolicy(fuse)
         self.device = self.placement.primary
         self.seed = seed
         self.input_shape = None
@@ -242,6 +253,11 @@ class Sequential:
         probes.append(probe())
         plan.explain_host_probe_s = float(np.median(probes))
         self._release_pool()
+        try:
+            _, why = self.fusion.decide(self, batch_size, training)
+        except FusionUnsupported as exc:
+            why = str(exc)
+        plan.reason = "; ".join(r for r in (plan.reason, f"fusion: {why}") if r)
         return plan
 
     def _random_batch(self, batch):
@@ -544,6 +560,13 @@ class Sequential:
         step = 0
         history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
         self.history = history
+        use, _ = self.fusion.decide(self, min(batch_size, n), True,
+                                    _fused_unsupported(X, sw, callbacks))
+        if use:
+            trainer = self.fusion.trainer(self, min(batch_size, n), self.optimizer)
+            return fit_fused(self, trainer, X, yt, epochs, batch_size, shuffle,
+                             None if validation_data is None else (Xv, yv), callbacks,
+                             lr_schedule, verbose, history)
         _call(callbacks, "on_fit_begin", self)
         for epoch in range(epochs):
             _call(callbacks, "on_epoch_begin", self, epoch)
@@ -610,10 +633,23 @@ class Sequential:
                 self._input_buffer_dev = dev
                 yield idx, self._input_buffer
 
+    def _fused_inference(self, X, batch_size):
+        """The fused trainer for inference on ``X`` when the fusion policy
+        picks it at this batch size, else None."""
+        n = X.shape[0]
+        if n == 0:
+            return None
+        batch = min(batch_size, n)
+        use, _ = self.fusion.decide(self, batch, False, _fused_unsupported(X, None, None))
+        return self.fusion.trainer(self, batch) if use else None
+
     def predict_logits(self, X, batch_size=256):
         """Raw outputs of the last layer, ``(n, k)`` numpy."""
         self._require_built()
         X = check_X(X, self.input_shape)
+        fused = self._fused_inference(X, batch_size)
+        if fused is not None:
+            return fused.predict_logits(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             out[idx] = self.out_device.to_host(self._forward(xb, False))
@@ -640,6 +676,9 @@ class Sequential:
         if self.loss.name == "cross_entropy":
             self._require_built()
             X = check_X(X, self.input_shape)
+            fused = self._fused_inference(X, batch_size)
+            if fused is not None:
+                return fused.predict_logits(X).argmax(axis=1).astype(np.int64)
             out = np.empty(X.shape[0], dtype=np.int64)
             for idx, xb in self._inference_batches(X, batch_size):
                 logits = self._forward(xb, False)
@@ -661,6 +700,10 @@ class Sequential:
 
     def _evaluate(self, X, yt, sw, batch_size=256):
         n = X.shape[0]
+        if sw is None and self.loss.name == "cross_entropy":
+            fused = self._fused_inference(X, batch_size)
+            if fused is not None:
+                return fused.evaluate(X, yt)
         total, correct = 0.0, 0
         for idx, xb in self._inference_batches(X, batch_size):
             dev = self.out_device
@@ -718,6 +761,19 @@ class Sequential:
         Nothing in the file is executable; :func:`hetnet.load` reads it back."""
         from .io import save_model
         save_model(self, path)
+
+
+def _fused_unsupported(X, sample_weight, callbacks):
+    """What a fit / predict call asks for that the fused step does not do
+    ("" when nothing)."""
+    if sample_weight is not None:
+        return "the call has sample weights"
+    from .callbacks import Callback
+    for cb in callbacks or ():
+        hook = getattr(type(cb), "on_batch_end", None)
+        if hook is not None and hook is not Callback.on_batch_end:
+            return f"callback {type(cb).__name__} has on_batch_end (the fused epoch has no host-side batches)"
+    return ""
 
 
 def _call(callbacks, hook, *args):

@@ -175,3 +175,49 @@ def test_device_shuffle_follows_device_permutation(dev):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="permutation"):
         a.fit(epochs=1, shuffle=np.zeros(37, dtype=int))
+
+
+# ------------------------------------------------- Sequential(fuse=...)
+def test_sequential_fuse_always_matches_never(dev):
+    rng = np.random.default_rng(21)
+    X, y = data(rng, 45, (20,), 3)
+    Xv, yv = data(rng, 11, (20,), 3)
+
+    def model(fuse):
+        return hn.Sequential(hn.models.mlp_layers([20, 13, 7, 3]), device=dev, seed=3,
+                             input_shape=(20,), fuse=fuse)
+    fused, layered = model("always"), model("never")
+    kw = dict(epochs=2, batch_size=8, shuffle=False, validation_data=(Xv, yv),
+              optimizer=hn.SGD(lr=0.05, momentum=0.9))
+    hf, hl = fused.fit(X, y, **kw), layered.fit(X, y, **kw)
+    assert fused.fusion.decisions[(8, True)][0] is True
+    assert layered.fusion.decisions == {}
+    for w, r in zip(fused.get_weights(), layered.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hf["loss"], hl["loss"], rtol=1e-4)
+    np.testing.assert_allclose(hf["val_loss"], hl["val_loss"], rtol=1e-4)
+    assert hf["val_accuracy"] == hl["val_accuracy"]
+    np.testing.assert_allclose(fused.predict_logits(Xv), layered.predict_logits(Xv),
+                               rtol=1e-4, atol=1e-5)
+    assert np.array_equal(fused.predict(Xv), layered.predict(Xv))
+    assert fused.fusion.decisions[(11, False)][0] is True
+    # training goes on from the weights the model holds now
+    fused.set_weights(layered.get_weights())
+    fused.fit(X, y, epochs=1, batch_size=8, shuffle=True)
+    assert np.isfinite(fused.evaluate(X, y)["loss"])
+    with pytest.raises(FusionUnsupported, match="sample weights"):
+        fused.fit(X, y, batch_size=8, sample_weight=np.ones(45))
+
+
+def test_sequential_fuse_auto_states_its_reason(dev):
+    model = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, input_shape=(6,))
+    assert model.fusion.mode == "auto"
+    use, why = model.fusion.decide(model, 4, True)
+    if dev.kind != "gpu":
+        assert not use and "no OpenCL GPU" in why
+    else:
+        assert "measured per step" in why
+    plan = model.explain(batch_size=4, repeats=1)
+    assert "fusion: " in plan.table()
+    with pytest.raises(ValueError, match="fuse must be one of"):
+        hn.Sequential([Dense(2, 2)], fuse="sometimes")
