@@ -485,9 +485,10 @@ class FusionPolicy:
                 tr.set_optimizer(optimizer)
         return tr
 
-    def decide(self, model, batch, training, unsupported=""):
+    def decide(self, model, batch, training, unsupported="", data_bytes=0):
         """Whether this call runs fused: ``(use, reason)``; ``unsupported``
-        names a feature of the call that the fused path lacks.  Under
+        names a feature of the call that the fused path lacks;
+        ``data_bytes``, the data set the call puts on the device.  Under
         ``"always"`` raises :class:`FusionUnsupported` when it cannot.  The
         measured choice of ``"auto"`` is kept per batch size and mode; the
         last reason is :attr:`decisions` ``[(batch, training)]``."""
@@ -500,6 +501,10 @@ class FusionPolicy:
             dev, why = self.device(model)
             if dev is None:
                 raise FusionUnsupported(why)
+            if data_bytes > dev.cl_device.global_mem_size // 2:
+                raise FusionUnsupported(
+                    f"the data set ({data_bytes / 2**20:.0f} MiB) is more than half the "
+                    f"device's memory ({dev.cl_device.global_mem_size / 2**20:.0f} MiB)")
             describe_chain(model)
         except FusionUnsupported as exc:
             if self.mode == "always":

@@ -561,7 +561,7 @@ class Sequential:
         history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
         self.history = history
         use, _ = self.fusion.decide(self, min(batch_size, n), True,
-                                    _fused_unsupported(X, sw, callbacks))
+                                    _fused_unsupported(sw, callbacks), X.nbytes)
         if use:
             trainer = self.fusion.trainer(self, min(batch_size, n), self.optimizer)
             return fit_fused(self, trainer, X, yt, epochs, batch_size, shuffle,
@@ -640,7 +640,8 @@ class Sequential:
         if n == 0:
             return None
         batch = min(batch_size, n)
-        use, _ = self.fusion.decide(self, batch, False, _fused_unsupported(X, None, None))
+        use, _ = self.fusion.decide(self, batch, False, _fused_unsupported(None, None),
+                                    X.nbytes)
         return self.fusion.trainer(self, batch) if use else None
 
     def predict_logits(self, X, batch_size=256):
@@ -763,7 +764,7 @@ class Sequential:
         save_model(self, path)
 
 
-def _fused_unsupported(X, sample_weight, callbacks):
+def _fused_unsupported(sample_weight, callbacks):
     """What a fit / predict call asks for that the fused step does not do
     ("" when nothing)."""
     if sample_weight is not None:
