@@ -376,22 +376,17 @@ def main():
             row = {"model": name, "batch_size": batch, "train_flops_per_image": train_flops}
             row["fused"] = f = fused_run(name, args.device, X, y, batch, args.lr)
             f["fraction_of_fp32_peak"] = f["tflops"] / args.peak_tflops
-            for t in args.tiles:
-                if t != f["tile"]:
+            for key, values, arg in (("fused_tiles", args.tiles, "tile"),
+                                     ("fused_train_wgs", args.train_wgs, "train_wg")):
+                for v in values:
+                    if v == f[arg]:
+                        continue
                     try:
-                        row.setdefault("fused_tiles", {})[t] = fused_run(
-                            name, args.device, X, y, batch, args.lr, tile=t,
-                            profile=False)["images_per_s"]
-                    except Exception as exc:  # noqa: BLE001 - a tile that does not fit
-                        row.setdefault("fused_tiles", {})[t] = str(exc)
-            for wg in args.train_wgs:
-                if wg != f["train_wg"]:
-                    try:
-                        row.setdefault("fused_train_wgs", {})[wg] = fused_run(
-                            name, args.device, X, y, batch, args.lr, train_wg=wg,
-                            profile=False)["images_per_s"]
-                    except Exception as exc:  # noqa: BLE001
-                        row.setdefault("fused_train_wgs", {})[wg] = str(exc)
+                        rate = fused_run(name, args.device, X, y, batch, args.lr,
+                                         profile=False, **{arg: v})["images_per_s"]
+                    except Exception as exc:  # noqa: BLE001 - a variant that does not fit
+                        rate = str(exc)
+                    row.setdefault(key, {})[v] = rate
             row["layer_by_layer"] = lbl_run(name, args.device, X[:args.lbl_images],
                                             y[:args.lbl_images], batch, args.lr)
             line = (f"{name:6s} b{batch:<5d} fused {f['images_per_s']:11,.0f}/s "
