@@ -50,8 +50,11 @@ class BuildExt(build_ext):
 def _extensions():
     from Cython.Build import cythonize
 
-    names = ["blas", "conv", "clenqueue", "elementwise"]
-    exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"]) for n in names]
+    exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"])
+            for n in ("blas", "conv", "elementwise")]
+    # the C launcher of OpenCL kernels lives with the OpenCL device it serves
+    exts.append(Extension("hetnet.devices.opencl._clenqueue",
+                          ["hetnet/devices/opencl/_clenqueue.pyx"]))
     return cythonize(
         exts,
         language_level=3,
@@ -61,10 +64,12 @@ def _extensions():
 
 
 setup(
-    packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels",
-              "hetnet._datasets"],
+    packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.devices.opencl", "hetnet.layers",
+              "hetnet.model", "hetnet.estimators", "hetnet.runtime", "hetnet.sched",
+              "hetnet.clkernels", "hetnet._datasets"],
     package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
     package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
+                  "hetnet.devices.opencl": ["*.pyx"],
                   "hetnet._datasets": ["fashion-mnist-sample/*.gz", "MANIFEST.json", "README.md"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},

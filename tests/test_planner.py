@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import hetnet as hn
-from hetnet import placement as placement_mod
-from hetnet.costmodel import CostTable, OPERATIONS, OVERHEADS, TRANSFERS, SHAPED, geometry_key
+from hetnet.sched import placement as placement_mod
+from hetnet.sched.costmodel import CostTable, OPERATIONS, OVERHEADS, TRANSFERS, SHAPED, geometry_key
 from hetnet.devices.cpu import CPUDevice
 from hetnet.devices.reference import NumpyDevice
-from hetnet.planner import Plan, shortest_chain, brute_force_chain, chain_cost, plan_model
+from hetnet.sched.planner import Plan, shortest_chain, brute_force_chain, chain_cost, plan_model
 
 from conftest import assert_close
 
@@ -96,7 +96,7 @@ def test_plans_follow_batch_size():
 def test_flat_update_costs_the_updates_work_not_their_launches():
     """On a device that updates every parameter in one launch (flat_update)
     a step's updates cost their size's time less a launch, not one launch each."""
-    from hetnet.planner import step_costs
+    from hetnet.sched.planner import step_costs
     step = lenet(CPUDevice(num_threads=1))._steps[0]          # conv: W and b
     sizes = [t[1] for t in step.cost_terms(64)[2]]
     assert len(sizes) == 2
@@ -149,7 +149,7 @@ def _auto_with_fake_gpu(monkeypatch):
     # a GPU that is poor at pooling, so that 'auto' mixes devices
     tables = {"fakegpu": synthetic_table("fakegpu", 40e-6, 2e-11, 20e-6, 1e-10,
                                          slow=("maxpool2d", "maxpool2d_backward"))}
-    import hetnet.costmodel as cm
+    import hetnet.sched.costmodel as cm
     real = cm.cost_table
     monkeypatch.setattr(cm, "cost_table", lambda d, recalibrate=False:
                         tables.get(d.name) or CPU_TABLE)
@@ -197,7 +197,7 @@ class SlowGPU(FakeGPU):
 def test_auto_confirms_its_plan_by_measurement(monkeypatch):
     gpu = SlowGPU()
     monkeypatch.setattr(placement_mod, "gpu_device", lambda: (gpu, None))
-    import hetnet.costmodel as cm
+    import hetnet.sched.costmodel as cm
     monkeypatch.setattr(cm, "cost_table", lambda d, recalibrate=False:
                         GPU_TABLE if d is gpu else CPU_TABLE)
     model = hn.models.lenet5(seed=0, device="auto", input_shape=(1, 28, 28))
@@ -328,7 +328,7 @@ def test_confirmation_records_the_hosts_speed(monkeypatch):
 
 
 def test_host_probe_is_a_fixed_single_threaded_unit():
-    from hetnet import hostspeed
+    from hetnet.sched import hostspeed
     t = hostspeed.probe(reps=2, groups=3)
     assert 0 < t < 1
     assert hostspeed._STATE["device"].num_threads == 1
@@ -339,7 +339,7 @@ def test_host_probe_is_a_fixed_single_threaded_unit():
     (10e-6, 11e-6, ""), (10e-6, None, ""), (None, 10e-6, ""),
     (10e-6, 15e-6, "1.50x slower"), (15e-6, 10e-6, "1.50x faster")])
 def test_speed_note_says_when_the_host_changed_speed(planned, now, expect):
-    from hetnet.hostspeed import speed_note
+    from hetnet.sched.hostspeed import speed_note
     note = speed_note(planned, now)
     assert (expect in note) if expect else note == ""
     plan = Plan(16, True, "auto", [], host_probe_s=planned, explain_host_probe_s=now)
@@ -419,7 +419,7 @@ def test_cost_table_drops_points_above_a_larger_size():
 
 def test_geometry_points_measured_later_are_monotone(tmp_path, monkeypatch):
     """Geometries measured on demand get the same clean-up as the table."""
-    from hetnet import costmodel
+    from hetnet.sched import costmodel
     noisy = {"gemm@g": [(8, 5e-4), (1, 1e-5), (64, 1e-4)]}
     monkeypatch.setattr(costmodel, "measure_geometry", lambda device, geometry: noisy)
     monkeypatch.setattr(costmodel, "geometry_key", lambda geometry: "g")
@@ -434,8 +434,9 @@ def test_measured_step_fills_its_window(monkeypatch):
     model = hn.models.mlp([8, 4, 3], seed=0, device="cpu")
     model.build((8,))
     calls = []
-    real = model._timed_step
-    monkeypatch.setattr(model, "_timed_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    from hetnet.runtime import timing
+    real = timing.timed_step
+    monkeypatch.setattr(timing, "timed_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     t = model._measure_step(1, True, repeats=3, min_seconds=0.05)
     assert t > 0 and len(calls) > 3 + 2
     calls.clear()
@@ -448,15 +449,15 @@ def test_measured_steps_gather_like_fit(monkeypatch):
     from a host array larger than the caches (not the same few rows, which
     the caches would serve), one new batch each step; the array is let go
     when the measuring is done."""
-    from hetnet import model as model_mod
+    from hetnet.runtime import timing as model_mod
     monkeypatch.setattr(model_mod, "POOL_BYTES", 1 << 16)        # 64 KB: 512 rows of 32 floats
     model = hn.models.mlp([32, 8, 3], seed=0, device=CPUDevice(num_threads=1))
     model.build((32,))
     seen = []
-    real = model._timed_step
-    monkeypatch.setattr(model, "_timed_step",
-                        lambda x, y, idx, *a, **k: seen.append((x.shape[0], np.array(idx)))
-                        or real(x, y, idx, *a, **k))
+    real = model_mod.timed_step
+    monkeypatch.setattr(model_mod, "timed_step",
+                        lambda rt, x, y, idx, *a, **k: seen.append((x.shape[0], np.array(idx)))
+                        or real(rt, x, y, idx, *a, **k))
     model._measure_step(16, True, repeats=20, min_seconds=0.0)
     rows = {n for n, _ in seen}
     assert rows == {512}
@@ -464,9 +465,9 @@ def test_measured_steps_gather_like_fit(monkeypatch):
     assert all(len(b) == 16 for b in batches)
     assert len({tuple(b) for b in batches}) == len(batches)     # a new batch every step
     assert not all(np.all(np.diff(b) == 1) for b in batches)     # shuffled, not row after row
-    assert model._measure_pool is not None
+    assert model.runtime.measure_pool is not None
     model.explain(batch_size=4, repeats=1)
-    assert model._measure_pool is None
+    assert model.runtime.measure_pool is None
 
 
 def test_timed_steps_train_copies_and_put_everything_back(monkeypatch):
@@ -483,8 +484,8 @@ def test_timed_steps_train_copies_and_put_everything_back(monkeypatch):
     state0 = {i: v.copy() for i, v in opt.state.items()}
     originals = {id(layer): layer.params for layer in model.layers}
     swapped = []
-    real = model._update_step
-    monkeypatch.setattr(model, "_update_step", lambda i: swapped.append(
+    real = model.runtime.update_step
+    monkeypatch.setattr(model.runtime, "update_step", lambda i: swapped.append(
         model._steps[i].params is not originals[id(model._steps[i])]) or real(i))
     model.explain(batch_size=4, repeats=1)
     assert swapped and all(swapped)
@@ -500,7 +501,8 @@ def test_step_time_is_the_median_of_its_windows(monkeypatch):
     model = hn.models.mlp([8, 4, 3], seed=0, device="cpu")
     model.build((8,))
     windows = iter([5.0, 1.0, 2.0, 9.0, 3.0])
-    monkeypatch.setattr(model, "_measure_step", lambda *a, **k: next(windows))
+    from hetnet.runtime import timing
+    monkeypatch.setattr(timing, "measure_step", lambda *a, **k: next(windows))
     assert model._step_time(4, True, windows=5) == 3.0
 
 
@@ -523,7 +525,7 @@ def test_gather_table_is_measured_cold():
     """``gather_rows`` is timed on rows the caches do not hold: gathering
     2048 rows costs more than 100 times gathering 16 would if cache-warm
     copies were timed instead, and the points grow with the bytes."""
-    from hetnet.costmodel import measure_gather
+    from hetnet.sched.costmodel import measure_gather
     pts = measure_gather(CPUDevice(num_threads=1), np.random.default_rng(0), row=64,
                          pool_bytes=8 << 20)
     assert [p[0] for p in pts] == [256, 4096, 65536, 524288]
@@ -534,7 +536,7 @@ def test_pooling_is_costed_per_geometry(tmp_path, monkeypatch):
     """Max pooling is measured per input shape, window and stride (a pool
     over small maps costs more per element), forward and backward, at
     every geometry batch size."""
-    import hetnet.costmodel as cm
+    import hetnet.sched.costmodel as cm
     layer = hn.MaxPool2D(2)
     layer.build(CPUDevice(num_threads=1), (3, 6, 6), np.random.default_rng(0))
     fwd, bwd, upd = layer.cost_terms(8)
@@ -566,7 +568,7 @@ def test_planner_adds_the_measured_overheads():
 
 
 def test_cost_cache_roundtrip(tmp_path, monkeypatch):
-    import hetnet.costmodel as cm
+    import hetnet.sched.costmodel as cm
     monkeypatch.setenv("HETNET_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cm, "_MEMORY", {})
     dev = CPUDevice(num_threads=1)
@@ -585,7 +587,7 @@ def test_cost_cache_roundtrip(tmp_path, monkeypatch):
 def test_cost_cache_is_keyed_by_the_kernel_build(monkeypatch):
     """Rebuilt kernels (same hetnet version, as in a source checkout) get a
     new key, and so a new cache file: tables timed on the old build are not used."""
-    import hetnet.costmodel as cm
+    import hetnet.sched.costmodel as cm
     dev = CPUDevice(num_threads=1)
     key = cm.device_key(dev)
     assert f"build={cm.kernel_build(dev)}" in key

@@ -55,6 +55,21 @@ def _scipy_blas_controller():
     return libs[0] if len(libs) == 1 else None
 
 
+def blas_description():
+    """The BLAS library behind the CPU's GEMM, as text (``"unknown"`` when
+    threadpoolctl cannot tell)."""
+    ctl = _scipy_blas_controller()
+    if ctl is None:
+        return "unknown"
+    arch = getattr(ctl, "architecture", None)
+    return f"{ctl.internal_api} {ctl.version}" + (f" ({arch})" if arch else "")
+
+
+def openmp_enabled():
+    """Whether the CPU kernels were compiled with OpenMP."""
+    return bool(_blas.openmp_enabled())
+
+
 def _flat(a):
     return a.reshape(-1)
 

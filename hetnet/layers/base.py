@@ -20,6 +20,11 @@ class Layer:
 
     #: names of the constructor arguments saved with a model
     config_keys = ()
+    #: activations (their ``kind``) this layer can apply to its own output:
+    #: an activation layer of one of these kinds right after it is fused into
+    #: it (one pass over the output, no extra buffer); the layer then has an
+    #: ``activation`` attribute, ``"identity"`` when nothing is fused
+    fusable_activations = ()
 
     def __init__(self):
         self.device = None

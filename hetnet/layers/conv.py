@@ -31,6 +31,7 @@ class Conv2D(Layer):
 
     config_keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
                    "init", "bias")
+    fusable_activations = ("relu", "sigmoid", "tanh")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  init="he", bias=True):
@@ -63,7 +64,7 @@ class Conv2D(Layer):
             raise ValueError(f"unknown init {init!r}; expected one of {sorted(INITIALIZERS)}")
         self.init = init
         self.bias = bool(bias)
-        self.activation = "identity"   # set by Sequential when it fuses an activation
+        self.activation = "identity"   # set when the runtime fuses an activation
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:

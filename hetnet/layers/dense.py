@@ -19,6 +19,7 @@ class Dense(Layer):
     """
 
     config_keys = ("in_features", "out_features", "init", "bias")
+    fusable_activations = ("relu", "sigmoid", "tanh")
 
     def __init__(self, in_features, out_features, init="he", bias=True):
         super().__init__()
@@ -31,7 +32,7 @@ class Dense(Layer):
         self.out_features = int(out_features)
         self.init = init
         self.bias = bool(bias)
-        self.activation = "identity"   # set by Sequential when it fuses an activation
+        self.activation = "identity"   # set when the runtime fuses an activation
 
     def compute_output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):

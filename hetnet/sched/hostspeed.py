@@ -29,7 +29,7 @@ _STATE = {}
 
 def _setup():
     if not _STATE:
-        from .devices.cpu import CPUDevice
+        from ..devices.cpu import CPUDevice
         rng = np.random.default_rng(0)
         _STATE["device"] = CPUDevice(num_threads=1)
         _STATE["a"] = rng.standard_normal((SIZE, SIZE)).astype(np.float32)

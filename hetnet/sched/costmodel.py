@@ -46,6 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import get_device, gpu_device
+from .._version import __version__
+from ..layers import Dense, ReLU
+from ..losses import get_loss
+from ..runtime import POOL_BYTES, measure_chain
+from .planner import plan_model
+
 OPERATIONS = ("elementwise", "reduce", "update", "loss")
 #: the paths training uses (``asarray``: pinned staging on GPUs; ``to_host``: into pageable
 #: memory), the other two for comparison, and ``gather_rows``: a batch of rows
@@ -63,10 +70,6 @@ OVERHEADS = ("layer_overhead", "step_overhead", "layer_overhead_inference",
 #: layer here: 10 us at batch 8, 35 at 16, 76 at 64; from 8 and 64 alone, 16
 #: read as 20)
 GEOMETRY_BATCHES = tuple(2 ** k for k in range(11))
-#: the host array batches are gathered from, in shuffled order, by the
-#: ``gather_rows`` table and by the model's timed steps: larger than a CPU's
-#: caches, as a data set is
-POOL_BYTES = 64 << 20
 #: sizes (elements) at which the shape-free operations are measured, a factor
 #: of four apart (and 16M elements on a GPU)
 ELEMENT_SIZES = tuple(4 ** k for k in range(4, 11)) + (2097152,)
@@ -87,7 +90,6 @@ def device_key(device):
     median 0.79-0.80, ``benchmarks/results/gpu_step_h100-c-launch_*.json``)
     and whether the optimizer updates the parameters in one launch (the
     per-step overhead then holds that launch)."""
-    from . import __version__
     parts = [device.name, f"hetnet={__version__}"]
     for attr in ("driver_version", "num_threads", "precision", "c_enqueue"):
         if hasattr(device, attr):
@@ -95,8 +97,8 @@ def device_key(device):
     if device.flat_update:
         parts.append("flat_update")
     if device.name == "cpu":
-        from .info import build_info
-        parts.append(f"blas={build_info()['blas']}")
+        from ..devices.cpu import blas_description
+        parts.append(f"blas={blas_description()}")
     parts.append(f"build={kernel_build(device)}")
     return "|".join(str(p) for p in parts)
 
@@ -113,11 +115,11 @@ def kernel_build(device):
     if kind not in _BUILDS:
         digest = hashlib.sha256()
         if kind == "cpu":
-            from ._cpu import blas, conv, elementwise
+            from .._cpu import blas, conv, elementwise
             for module in (blas, conv, elementwise):
                 digest.update(Path(module.__file__).read_bytes())
         else:
-            from .devices._opencl_platform import kernel_names, kernel_source
+            from ..devices.opencl.platform import kernel_names, kernel_source
             for name in kernel_names():
                 digest.update(kernel_source(name).encode())
         _BUILDS[kind] = digest.hexdigest()[:12]
@@ -293,25 +295,25 @@ def measure_overheads(device, table, deep=5):
     table-floor cheap) is timed through the model's own step code with 1
     and with ``deep`` layers, and the excess over the planner's prediction
     is split into a per-layer and a per-step part (each at least 0)."""
-    from .layers import Dense, ReLU
-    from .model import Sequential
-    from .planner import plan_model
-
     def tiny(k):
         layers = []
         for _ in range(k - 1):
             layers += [Dense(8, 8), ReLU()]
-        return Sequential(layers + [Dense(8, 10)], device=device, seed=0, input_shape=(8,))
+        return layers + [Dense(8, 10)]
 
+    loss = get_loss("cross_entropy")
     out = {}
     for training in (True, False):
         excess = {}
         for k in (1, deep):
-            model = tiny(k)
-            plan = plan_model(model._steps, 1, [device], {device.name: table}, training, "fixed",
+            layers = tiny(k)
+            times = []
+            for _ in range(3):
+                steps, seconds = measure_chain(layers, device, (8,), 1, training, loss, repeats=20)
+                times.append(seconds)
+            plan = plan_model(steps, 1, [device], {device.name: table}, training, "fixed",
                               input_bytes=32, label_bytes=4, output_bytes=40)
-            measured = min(model._measure_step(1, training, repeats=20) for _ in range(3))
-            excess[k] = measured - plan.predicted_step_s
+            excess[k] = min(times) - plan.predicted_step_s
         per_layer = max(0.0, (excess[deep] - excess[1]) / (deep - 1))
         per_step = max(0.0, excess[1] - per_layer)
         suffix = "" if training else "_inference"
@@ -408,7 +410,6 @@ def cost_table(device, recalibrate=False):
 def recalibrate(devices=None):
     """Re-measure the given devices (default: the CPU and any GPU found);
     returns ``{device name: CostTable}``."""
-    from .devices import get_device, gpu_device
     if devices is None:
         devices = [get_device("cpu")]
         gpu, _ = gpu_device()
