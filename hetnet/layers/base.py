@@ -87,7 +87,7 @@ class Layer:
         size)`` or ``(operation, batch, geometry)`` with operations named as
         in :mod:`hetnet.costmodel`: elementwise work is sized in elements; GEMM
         and convolution, whose speed depends on their shapes, by the batch
-        size of one geometry (a hashable description of the layer).
+        size of one geometry (a record of :mod:`hetnet.layers.geometry`).
         """
         n = batch * int(np.prod(self.output_shape))
         return [("elementwise", n)], [("elementwise", n)], []

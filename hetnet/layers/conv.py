@@ -3,6 +3,7 @@
 import numpy as np
 
 from .base import Layer, pair
+from .geometry import Conv2DGeometry
 from ..devices.base import conv_output_size
 from ..init import initialize, INITIALIZERS
 
@@ -106,8 +107,8 @@ class Conv2D(Layer):
         return self.device.conv_workspace_bytes(batch, self.col_shape)
 
     def cost_terms(self, batch, need_dx=True):
-        geom = ("conv2d", self.input_shape, self.out_channels, self.kernel_size, self.stride,
-                self.pad, self.activation)
+        geom = Conv2DGeometry("conv2d", self.input_shape, self.out_channels, self.kernel_size,
+                              self.stride, self.pad, self.activation)
         bwd = "conv2d_backward" if need_dx else "conv2d_backward_weights"
         return [("conv2d", batch, geom)], [(bwd, batch, geom)], self._update_terms()
 

@@ -1,6 +1,7 @@
 """Fully-connected layer ``y = x @ W + b``."""
 
 from .base import Layer
+from .geometry import DenseGeometry
 from ..init import initialize, INITIALIZERS
 
 
@@ -50,7 +51,7 @@ class Dense(Layer):
         return p
 
     def cost_terms(self, batch, need_dx=True):
-        geom = ("dense", self.in_features, self.out_features)
+        geom = DenseGeometry("dense", self.in_features, self.out_features)
         n = batch * self.out_features
         fwd = [("gemm", batch, geom), ("elementwise", n)]
         # the activation's gradient and the bias gradient: one reduction pass

@@ -49,6 +49,7 @@ import numpy as np
 from ..devices import get_device, gpu_device
 from .._version import __version__
 from ..layers import Dense, ReLU
+from ..layers.geometry import as_geometry
 from ..losses import get_loss
 from ..runtime import POOL_BYTES, measure_chain
 from .planner import plan_model
@@ -323,61 +324,77 @@ def measure_overheads(device, table, deep=5):
 
 
 def geometry_key(geometry):
+    """The text a geometry's points are filed under (records and tuples
+    alike: a record is a tuple, kind first)."""
     return json.dumps(geometry, separators=(",", ":"), default=list)
 
 
-def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
-    """Time the GEMMs of a dense layer or the convolutions of a conv layer
-    of this geometry at a few batch sizes: ``{op@geometry: [(batch, s)]}``."""
-    rng = np.random.default_rng(0)
-    kind = geometry[0]
-    key = geometry_key(geometry)
-    out = {}
-    with device.session():
-        if kind == "dense":
-            _, fin, fout = geometry
-            w = _rand(device, rng, fin, fout)
-            for op in ("gemm", "gemm_dw", "gemm_dx"):
-                out[f"{op}@{key}"] = []
-            for b in batches:
-                x, dy = _rand(device, rng, b, fin), _rand(device, rng, b, fout)
-                y, dw, dx = device.empty((b, fout)), device.empty((fin, fout)), device.empty((b, fin))
-                out[f"gemm@{key}"].append((b, _time(device, lambda: device.gemm(x, w, y))))
-                out[f"gemm_dw@{key}"].append((b, _time(device, lambda: device.gemm(x, dy, dw, trans_a=True))))
-                out[f"gemm_dx@{key}"].append((b, _time(device, lambda: device.gemm(dy, w, dx, trans_b=True))))
-        elif kind == "conv2d":
-            _, in_shape, f, (kh, kw), stride, pad, act = geometry
-            c, h, wd = in_shape
-            ho = (h + 2 * pad[0] - kh) // stride[0] + 1
-            wo = (wd + 2 * pad[1] - kw) // stride[1] + 1
-            w, bias = _rand(device, rng, f, c, kh, kw), _rand(device, rng, f)
-            dw, db = device.empty((f, c, kh, kw)), device.empty((f,))
-            for op in ("conv2d", "conv2d_backward", "conv2d_backward_weights"):
-                out[f"{op}@{key}"] = []
-            for b in batches:
-                x = _rand(device, rng, b, c, h, wd)
-                y, dx = device.empty((b, f, ho, wo)), device.empty((b, c, h, wd))
-                dy = _rand(device, rng, b, f, ho, wo)
-                out[f"conv2d@{key}"].append((b, _time(device, lambda: device.conv2d(
-                    x, w, bias, stride, pad, act, out=y))))
-                for op, need_dx in (("conv2d_backward", True), ("conv2d_backward_weights", False)):
-                    out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
-                        x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
-        elif kind == "maxpool2d":
-            _, (c, h, wd), (kh, kw), (sh, sw) = geometry
-            for op in ("maxpool2d", "maxpool2d_backward"):
-                out[f"{op}@{key}"] = []
-            for b in batches:
-                x = _rand(device, rng, b, c, h, wd)
-                y, am = device.maxpool2d(x, kh, kw, sh, sw)
-                dx = device.empty(x.shape)
-                out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
-                    x, kh, kw, sh, sw, out=y, argmax=am))))
-                out[f"maxpool2d_backward@{key}"].append((b, _time(
-                    device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
-        else:
-            raise ValueError(f"unknown geometry {geometry!r}")
+def _measure_dense(device, g, rng, batches, key):
+    """``gemm``, ``gemm_dw``, ``gemm_dx`` of a :class:`DenseGeometry`."""
+    fin, fout = g.in_features, g.out_features
+    w = _rand(device, rng, fin, fout)
+    out = {f"{op}@{key}": [] for op in ("gemm", "gemm_dw", "gemm_dx")}
+    for b in batches:
+        x, dy = _rand(device, rng, b, fin), _rand(device, rng, b, fout)
+        y, dw, dx = device.empty((b, fout)), device.empty((fin, fout)), device.empty((b, fin))
+        out[f"gemm@{key}"].append((b, _time(device, lambda: device.gemm(x, w, y))))
+        out[f"gemm_dw@{key}"].append((b, _time(device, lambda: device.gemm(x, dy, dw, trans_a=True))))
+        out[f"gemm_dx@{key}"].append((b, _time(device, lambda: device.gemm(dy, w, dx, trans_b=True))))
     return out
+
+
+def _measure_conv2d(device, g, rng, batches, key):
+    """``conv2d``, ``conv2d_backward`` (with the input gradient) and
+    ``conv2d_backward_weights`` (without) of a :class:`Conv2DGeometry`."""
+    c, h, wd = g.in_shape
+    (kh, kw), stride, pad, f, act = g.kernel, g.stride, g.pad, g.filters, g.activation
+    ho = (h + 2 * pad[0] - kh) // stride[0] + 1
+    wo = (wd + 2 * pad[1] - kw) // stride[1] + 1
+    w, bias = _rand(device, rng, f, c, kh, kw), _rand(device, rng, f)
+    dw, db = device.empty((f, c, kh, kw)), device.empty((f,))
+    out = {f"{op}@{key}": [] for op in ("conv2d", "conv2d_backward", "conv2d_backward_weights")}
+    for b in batches:
+        x = _rand(device, rng, b, c, h, wd)
+        y, dx = device.empty((b, f, ho, wo)), device.empty((b, c, h, wd))
+        dy = _rand(device, rng, b, f, ho, wo)
+        out[f"conv2d@{key}"].append((b, _time(device, lambda: device.conv2d(
+            x, w, bias, stride, pad, act, out=y))))
+        for op, need_dx in (("conv2d_backward", True), ("conv2d_backward_weights", False)):
+            out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
+                x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
+    return out
+
+
+def _measure_maxpool2d(device, g, rng, batches, key):
+    """``maxpool2d`` and ``maxpool2d_backward`` of a :class:`MaxPool2DGeometry`."""
+    (c, h, wd), (kh, kw), (sh, sw) = g.in_shape, g.window, g.stride
+    out = {f"{op}@{key}": [] for op in ("maxpool2d", "maxpool2d_backward")}
+    for b in batches:
+        x = _rand(device, rng, b, c, h, wd)
+        y, am = device.maxpool2d(x, kh, kw, sh, sw)
+        dx = device.empty(x.shape)
+        out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
+            x, kh, kw, sh, sw, out=y, argmax=am))))
+        out[f"maxpool2d_backward@{key}"].append((b, _time(
+            device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
+    return out
+
+
+#: geometry kind -> how its operations are measured (a new layer family adds one)
+MEASURE_BY_KIND = {"dense": _measure_dense, "conv2d": _measure_conv2d,
+                   "maxpool2d": _measure_maxpool2d}
+
+
+def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
+    """Time the operations of one geometry (a record of
+    :mod:`hetnet.layers.geometry`, or a tuple starting with its kind) at a
+    few batch sizes: ``{op@geometry: [(batch, s)]}``."""
+    measure = MEASURE_BY_KIND.get(geometry[0]) if len(geometry) else None
+    if measure is None:
+        raise ValueError(f"unknown geometry {geometry!r}")
+    g = as_geometry(geometry)
+    with device.session():
+        return measure(device, g, np.random.default_rng(0), batches, geometry_key(g))
 
 
 _MEMORY = {}
