@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 
 from .base import Device, HostArrays, conv_output_size
+from .compose import Im2colConvolution
 from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
 
 _F32 = np.float32
@@ -83,7 +84,7 @@ def _weights_arg(weights):
     return _EMPTY if weights is None else weights
 
 
-class CPUDevice(HostArrays, Device):
+class CPUDevice(HostArrays, Im2colConvolution, Device):
     """Runs every operation on the host CPU.
 
     Parameters
@@ -99,7 +100,7 @@ class CPUDevice(HostArrays, Device):
     #: that wrote them (see :meth:`_update_threads`)
     UPDATE_HINT_ELEMENTS = 1 << 21
 
-    def __init__(self, num_threads=None, workspace_bytes=Device.workspace_bytes):
+    def __init__(self, num_threads=None, workspace_bytes=Im2colConvolution.workspace_bytes):
         super().__init__()
         n = default_num_threads() if num_threads is None else int(num_threads)
         if n < 1:

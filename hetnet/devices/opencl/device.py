@@ -38,6 +38,7 @@ from .memory import OpenCLMemory, _StagingUploader, _off
 from .platform import (DeviceNotFoundError, PyOpenCLMissingError, cl, device_type_name,
                        find_device, opencl_devices, require_pyopencl)
 from ..base import Device, conv_output_size
+from ..compose import Im2colConvolution
 
 __all__ = ["OpenCLDevice", "DeviceNotFoundError", "PyOpenCLMissingError",
            "OpenCLLaunchError", "opencl_devices", "GemmConfig"]
@@ -74,7 +75,7 @@ _KERNELS = {
 }
 
 
-class OpenCLDevice(OpenCLMemory, Device):
+class OpenCLDevice(OpenCLMemory, Im2colConvolution, Device):
     """Device running every operation as OpenCL kernels.
 
     Parameters
