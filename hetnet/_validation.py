@@ -13,9 +13,9 @@ def all_finite(a):
     ``np.isfinite(a).all()`` makes, a block of 64k values at a time into one
     small buffer.  The whole-array form allocates a temporary of a.size
     bytes (31 MB for 40k LeNet-5 images) at every fit and predict, whose
-    cost depends on whether the allocator hands back memory already mapped:
-    on the 2-core host 19 ms at a process's first call and 4 ms after, the
-    block scan 4 ms either way (benchmarks/bench_input_check.py)."""
+    cost depends on whether the allocator hands back memory already mapped
+    (several times the scan's own time at a process's first call); the block
+    scan costs the same every time (docs/performance.md, "Input check")."""
     flat = a.reshape(-1)
     buf = np.empty(min(flat.size, _FINITE_BLOCK), dtype=bool)
     for start in range(0, flat.size, _FINITE_BLOCK):

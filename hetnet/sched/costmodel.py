@@ -86,10 +86,9 @@ def cache_dir():
 def device_key(device):
     """What a calibration depends on: device, driver, threads, BLAS, hetnet
     version, the build of its kernels (:func:`kernel_build`) and, on OpenCL,
-    how kernels are launched (from C or through pyopencl: a training step of
-    the benchmark models took 0.71-1.0 of pyopencl's time from C on the H100,
-    median 0.79-0.80, ``benchmarks/results/gpu_step_h100-c-launch_*.json``)
-    and whether the optimizer updates the parameters in one launch (the
+    how kernels are launched (from C or through pyopencl: a step launched
+    from C runs measurably faster, so the two need their own tables;
+    docs/performance.md, "Launching from C") and whether the optimizer updates the parameters in one launch (the
     per-step overhead then holds that launch)."""
     parts = [device.name, f"hetnet={__version__}"]
     for attr in ("driver_version", "num_threads", "precision", "c_enqueue"):

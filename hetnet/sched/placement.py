@@ -134,8 +134,8 @@ class Placement:
         timed = [[[], label, plan] for label, plan in options]
         # interleaved rounds, so a drift of the host's speed hits all; one
         # more first, not counted: a placement's first window can run slow
-        # (first use of its buffers, devices waking up; on the H100 host
-        # convnet b256's was 3.3 ms against 2.2 after, though most were not)
+        # (first use of its buffers, devices waking up; docs/performance.md,
+        # "First timing window")
         probes = []             # the host's speed at each round (hetnet.hostspeed)
         for _ in range(rounds + 1):
             probes.append(probe())

@@ -12,8 +12,8 @@ context and cached; kernel objects are made once per device with their scalar
 argument types declared, and each launch sets the arguments and enqueues
 the kernel from C (:mod:`hetnet.devices.opencl._clenqueue`, no event object), or,
 where that is not built, is pyopencl's ``set_args`` +
-``enqueue_nd_range_kernel`` (about 12 µs of host time on an H100, against
-45 µs for pyopencl's convenience call).  Non-blocking host copies keep their
+``enqueue_nd_range_kernel`` (a fraction of the host time of pyopencl's
+convenience call; docs/performance.md, "Kernel launch").  Non-blocking host copies keep their
 events until done (dropping pyopencl's NannyEvent would wait for the copy).  Temporaries come from a
 ``pyopencl.tools.MemoryPool``.  Uploads of large host arrays on a GPU go
 through pinned staging buffers, queued without waiting.
@@ -22,7 +22,7 @@ Examples
 --------
 >>> from hetnet.devices.opencl import OpenCLDevice, opencl_devices
 >>> opencl_devices()                                   # doctest: +SKIP
-[('NVIDIA CUDA', 'NVIDIA H100 80GB HBM3', 'gpu')]
+[('NVIDIA CUDA', 'NVIDIA GeForce RTX 4090', 'gpu')]
 >>> dev = OpenCLDevice.from_spec("gpu")                # doctest: +SKIP
 """
 
@@ -100,10 +100,9 @@ class OpenCLDevice(OpenCLMemory, Im2colConvolution, Device):
     overlap_uploads : bool, optional
         Upload mini-batches (:meth:`gather_rows`) on a second queue, into two
         alternating buffers, so that the next batch's copy runs while the
-        earlier steps' kernels do.  Default: on for GPUs (LeNet-5 on an H100
-        trained 1.1-1.3x faster than with in-order uploads in the same run,
-        benchmarks/results/gpu_lenet5_overlap.json against gpu_lenet5.json),
-        off for CPU devices.
+        earlier steps' kernels do.  Default: on for GPUs, where a step's
+        upload then hides behind compute (docs/performance.md, "Overlapped
+        uploads"), off for CPU devices.
     c_enqueue : bool, optional
         Launch kernels from C (:mod:`hetnet.devices.opencl._clenqueue`: arguments set
         and the kernel queued in one call) instead of through pyopencl's
@@ -451,9 +450,7 @@ class OpenCLDevice(OpenCLMemory, Im2colConvolution, Device):
     #: writing all of its feature's N*S elements; beyond this many elements a
     #: work-item, the fully parallel activation_bwd plus bias_grad (which only
     #: reads) is faster on the device than the launch it saves on the host
-    #: (LeNet-5 at batch 256 on the H100: 1018 µs of kernels a step fused
-    #: everywhere, gpu_lenet5_fused-everywhere.json; 891 with two launches,
-    #: gpu_lenet5_c-launch.json; 800 with this limit, gpu_lenet5_flat.json)
+    #: (docs/performance.md, "Fused bias gradient")
     FUSED_BIAS_GRAD_PER_ITEM = 32
 
     def activation_bias_backward(self, name, y, dy, db=None):
