@@ -97,6 +97,8 @@ def device_key(device):
     if device.flat_update:
         parts.append("flat_update")
     if device.name == "cpu":
+        # the compiled kernels (and pyopencl, below) load only when a device
+        # of theirs is costed: importing hetnet needs neither
         from ..devices.cpu import blas_description
         parts.append(f"blas={blas_description()}")
     parts.append(f"build={kernel_build(device)}")

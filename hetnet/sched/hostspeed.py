@@ -26,7 +26,7 @@ _STATE = {}
 
 def _setup():
     if not _STATE:
-        from ..devices.cpu import CPUDevice
+        from ..devices.cpu import CPUDevice   # the compiled kernels, on first probe only
         rng = np.random.default_rng(0)
         _STATE["device"] = CPUDevice(num_threads=1)
         _STATE["a"] = rng.standard_normal((SIZE, SIZE)).astype(np.float32)
