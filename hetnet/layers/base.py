@@ -85,7 +85,7 @@ class Layer:
 
         Returns ``(forward, backward, update)``: lists of ``(operation,
         size)`` or ``(operation, batch, geometry)`` with operations named as
-        in :mod:`hetnet.costmodel`: elementwise work is sized in elements; GEMM
+        in :mod:`hetnet.sched.costmodel`: elementwise work is sized in elements; GEMM
         and convolution, whose speed depends on their shapes, by the batch
         size of one geometry (a record of :mod:`hetnet.layers.geometry`).
         """

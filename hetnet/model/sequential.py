@@ -28,7 +28,7 @@ class Sequential:
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
     device : str, Device or list
         ``"auto"`` (default): each layer on the device where the planner
-        (:mod:`hetnet.planner`, from costs measured on this machine) predicts
+        (:mod:`hetnet.sched.planner`, from costs measured on this machine) predicts
         the step is fastest, re-planned when the batch size changes; with no
         GPU that is simply the CPU.  ``"cpu"``, ``"gpu"``, ``"opencl:P:D"``,
         ``"numpy"`` or a Device: every layer there.  A list with one device
@@ -234,9 +234,9 @@ class Sequential:
         without those waits, as :meth:`fit` runs it (:meth:`_step_time`).
         The steps train copies of the parameters (:func:`hetnet.runtime.timing.training_on_copies`):
         no weight changes.  The host's speed is probed around the timings
-        (:func:`hetnet.hostspeed.probe`, ``Plan.explain_host_probe_s``); the
+        (:func:`hetnet.sched.hostspeed.probe`, ``Plan.explain_host_probe_s``); the
         table notes when it differs from the speed 'auto' planned at.
-        Returns a :class:`hetnet.planner.Plan`; ``print()`` it for the table.
+        Returns a :class:`hetnet.sched.planner.Plan`; ``print()`` it for the table.
         """
         self._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
@@ -244,7 +244,7 @@ class Sequential:
         self._use_plan(batch_size, training)
         x, y = timing.random_batch(self.runtime, batch_size)
         per_step = [[] for _ in self._steps]
-        probes = [probe()]      # the host's speed around the timings (hetnet.hostspeed)
+        probes = [probe()]      # the host's speed around the timings (hetnet.sched.hostspeed)
         with self.runtime.session(), timing.training_on_copies(self.runtime):
             for r in range(repeats + 1):
                 times = timing.timed_step(self.runtime, x, y, np.arange(batch_size), training,

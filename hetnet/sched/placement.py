@@ -136,7 +136,7 @@ class Placement:
         # more first, not counted: a placement's first window can run slow
         # (first use of its buffers, devices waking up; docs/performance.md,
         # "First timing window")
-        probes = []             # the host's speed at each round (hetnet.hostspeed)
+        probes = []             # the host's speed at each round (hetnet.sched.hostspeed)
         for _ in range(rounds + 1):
             probes.append(probe())
             for entry in timed:

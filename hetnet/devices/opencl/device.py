@@ -119,7 +119,7 @@ class OpenCLDevice(OpenCLMemory, Im2colConvolution, Device):
     workspace_bytes : int
     flat_update : bool
         True: a model keeps its parameters here in one buffer and the
-        optimizer updates them in one launch (:mod:`hetnet.flatparams`);
+        optimizer updates them in one launch (:mod:`hetnet.runtime.flatparams`);
         set it False on an instance for one launch per parameter array.
     """
 
