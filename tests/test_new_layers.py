@@ -366,3 +366,43 @@ def test_mixed_placement_map_with_residual():
     hist = model.fit(X, y, epochs=2, batch_size=8)
     assert np.isfinite(hist["loss"]).all()
     assert model.layers[4].device is devs[4]
+
+
+def test_auto_plans_residual_blocks_as_one_node(monkeypatch):
+    """'auto' with a (fake) GPU plans a model of the new layers: a residual
+    block is one step of the chain, and a mixed plan trains as the CPU does."""
+    from test_planner import _auto_with_fake_gpu
+    from hetnet.devices.cpu import CPUDevice
+    _auto_with_fake_gpu(monkeypatch)
+    X, y = _data(1100, size=12)
+    auto = small_resnet("auto", seed=3)
+    cpu = small_resnet(CPUDevice(num_threads=2), seed=3)
+    for m in (auto, cpu):
+        m.fit(X, y, epochs=1, batch_size=1024, optimizer=hn.SGD(0.05, momentum=0.9))
+    plan = auto.plan(1024)
+    assert len(plan.devices) == len(auto._steps)
+    assert [s.name for s in plan.steps][4] == "Residual+relu"
+    assert len({d.name for d in plan.devices}) == 2            # mixed (the fake GPU pools slowly)
+    for step, dev in zip(auto._steps, plan.devices):
+        if isinstance(step, hn.Residual):
+            assert all(layer.device is step.device for layer in step.branch)
+    for a, b in zip(auto.get_weights(), cpu.get_weights()):
+        assert_close(a, b, rtol=1e-4, what="auto vs cpu weights and running statistics")
+    text = str(auto.explain(batch_size=8, repeats=1))
+    assert "Residual" in text and "BatchNorm2D" in text
+
+
+def test_padded_maxpool_geometry_is_measured():
+    from hetnet.costmodel import measure_geometry
+    layer = hn.MaxPool2D(3, stride=2, padding=1)
+    dev = make_device("cpu")
+    layer.build(dev, (2, 7, 7), np.random.default_rng(0))
+    (fwd,), (bwd,), _ = layer.cost_terms(4)
+    geom = fwd[2]
+    assert geom[-1] == (1, 1)
+    times = measure_geometry(dev, geom, batches=(1, 4))
+    assert len(times) == 2 and all(len(v) == 2 and min(t for _, t in v) > 0
+                                   for v in times.values())
+    unpadded = hn.MaxPool2D(2)
+    unpadded.build(dev, (2, 6, 6), np.random.default_rng(0))
+    assert len(unpadded.cost_terms(4)[0][0][2]) == 4          # the geometry cached before padding
