@@ -21,6 +21,7 @@ POOL_CASES = [  # (shape, k, s, p)
     ((3, 1, 5, 6), (3, 2), (1, 2), (1, 1)),
     ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
     ((2, 3, 4, 5), (4, 5), (1, 1), (0, 0)),      # global
+    ((16, 8, 32, 32), (2, 2), (2, 2), (1, 1)),   # large enough for the CPU's threads
 ]
 
 
@@ -64,7 +65,8 @@ def test_avgpool2d_counts_padding_in_the_divisor(ref):
     np.testing.assert_allclose(y, np.full((1, 1, 2, 2), 0.25))
 
 
-BN_SHAPES = [(5, 3), (4, 3, 5, 6), (2, 7, 3, 3), (33, 2)]
+# the last two: large enough that the CPU kernels split them over threads
+BN_SHAPES = [(5, 3), (4, 3, 5, 6), (2, 7, 3, 3), (33, 2), (32, 3, 33, 31), (2000, 70)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
@@ -119,7 +121,7 @@ def test_batchnorm_reference_statistics(ref, rng):
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
-@pytest.mark.parametrize("n", [1, 7, 1000, 70001])
+@pytest.mark.parametrize("n", [1, 7, 1000, 300001])
 def test_dropout(device, ref, rng, p, n):
     x = rand(rng, n)
     key = dropout_key(12345, 3)

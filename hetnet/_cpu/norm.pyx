@@ -138,6 +138,21 @@ cdef void _bn_apply_rows(const float *x, float *y, Py_ssize_t nb, Py_ssize_t ch,
             y[n * ch + c] = _act(act, v)
 
 
+cdef inline void _dx_coefficients(Py_ssize_t c, Py_ssize_t m, const float *gamma,
+                                  const float *mean, const float *invstd,
+                                  const float *dgamma, const float *dbeta, bint training,
+                                  float *k, float *c1, float *c0) noexcept nogil:
+    """dx = k (g - dbeta / M - xhat dgamma / M) = k g + c1 x + c0 for
+    channel c (training; in inference dx = k g)."""
+    k[0] = gamma[c] * invstd[c]
+    if training:
+        c1[0] = -k[0] * invstd[c] * dgamma[c] / m
+        c0[0] = -k[0] * dbeta[c] / m - c1[0] * mean[c]
+    else:
+        c1[0] = 0.0
+        c0[0] = 0.0
+
+
 cdef void _bn_backward_rows(const float *x, const float *y, float *dy, float *dx,
                             Py_ssize_t nb, Py_ssize_t ch, const float *gamma,
                             const float *mean, const float *invstd, float *dgamma,
@@ -164,13 +179,7 @@ cdef void _bn_backward_rows(const float *x, const float *y, float *dy, float *dx
     for n in range(nb):
         for c in range(ch):
             q = n * ch + c
-            k = gamma[c] * invstd[c]
-            if training:
-                c1 = -k * invstd[c] * dgamma[c] / nb
-                c0 = -k * dbeta[c] / nb - c1 * mean[c]
-            else:
-                c1 = 0.0
-                c0 = 0.0
+            _dx_coefficients(c, nb, gamma, mean, invstd, dgamma, dbeta, training, &k, &c1, &c0)
             dx[q] = k * dy[q] + c1 * x[q] + c0
 
 
@@ -293,14 +302,8 @@ def batchnorm_backward(float[:, :, ::1] x, float[:, :, ::1] y, float[:, :, ::1] 
         return
     for q in prange(nb * ch, nogil=True, schedule="static", num_threads=nt):
         c = q % ch
-        # dx = k (g - dbeta / M - xhat dgamma / M) = k g + c1 x + c0
-        k = pg[c] * pi[c]
-        if training:
-            c1 = -k * pi[c] * pdg[c] / m
-            c0 = -k * pdb[c] / m - c1 * pm[c]
-        else:
-            c1 = 0.0
-            c0 = 0.0
+        k = c1 = c0 = 0.0          # assigned in the loop: private to each thread
+        _dx_coefficients(c, m, pg, pm, pi, pdg, pdb, training, &k, &c1, &c0)
         for j in range(s):
             pdx[q * s + j] = k * pdy[q * s + j] + c1 * px[q * s + j] + c0
 
