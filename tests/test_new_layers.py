@@ -228,6 +228,12 @@ def test_weights_state_and_counts():
     model.set_weights(new)
     for a, b in zip(model.get_weights(), new):
         np.testing.assert_array_equal(a, b)
+    # the block's view of its sub-layers' arrays is kept, and follows them
+    assert block.params is block.params
+    assert block.params["b0.W"] is block.branch[0].params["W"]
+    assert block.state["b1.running_var"] is block.branch[1].state["running_var"]
+    block.params["b0.W"] = block.device.asarray(np.zeros((2, 4, 1, 1), F32))
+    np.testing.assert_array_equal(block.branch[0].get_weights()[0], 0)
     with pytest.raises(ValueError, match="needs"):
         model.set_weights(new[:-1])
     with pytest.raises(ValueError, match="running_var"):
