@@ -698,12 +698,18 @@ class Sequential:
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
                  f"{'layer':<40}{'output':<18}{'params':>10}"]
-        for layer in self.layers:
+        def rows(layers, depth):
+            # a block's sub-layers follow it, indented (Layer.sublayers)
+            for layer in layers:
+                yield depth, layer
+                yield from rows(getattr(layer, "sublayers", ()), depth + 1)
+        for depth, layer in rows(self.layers, 0):
             n = int(sum(np.prod(p.shape) for p in layer.params.values()))
             note = ""
             if layer.fuses_activation and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
-            lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            name = "  " * depth + getattr(layer, "summary_name", repr(layer))
+            lines.append(f"{(name + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 

@@ -250,6 +250,9 @@ def test_fusion_inside_and_after_residual():
         "Conv2D", "BatchNorm2D", "Conv2D", "BatchNorm2D", "Conv2D", "BatchNorm2D"]
     assert [s.activation for s in block._branch_steps] == [
         "identity", "relu", "identity", "relu", "identity", "identity"]
+    text = model.summary()
+    assert "Residual(identity shortcut) (+relu" in text and "Residual(projection shortcut)" in text
+    assert "\n  Conv2D(in_channels=4, out_channels=2" in text
     fwd, bwd, upd = block.cost_terms(16)
     assert len(upd) == len(block.params)
     assert any(t[0] == "conv2d" for t in fwd) and any(t[0] == "reduce" for t in bwd)

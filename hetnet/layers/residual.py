@@ -109,6 +109,17 @@ class Residual(Layer):
             "[" + ", ".join(repr(layer) for layer in self.shortcut) + "]"
         return f"Residual([{inner}], shortcut={short})"
 
+    @property
+    def sublayers(self):
+        """The branch's layers, then the shortcut's."""
+        return [layer for _, layer in self._named]
+
+    @property
+    def summary_name(self):
+        """The block's row in ``Sequential.summary()`` (its sub-layers follow)."""
+        return "Residual(" + ("identity" if self.shortcut is None else "projection") + \
+            " shortcut)"
+
     # ------------------------------------------- the sub-layers' arrays
     def _owner(self, key):
         prefix, _, name = key.partition(".")
