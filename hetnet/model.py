@@ -10,7 +10,7 @@ from .costmodel import POOL_BYTES
 from .hostspeed import probe
 from ._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from .placement import Placement, move_step, transfer
-from .layers import Layer, fuse_activations
+from .layers import Dropout, Layer, fuse_activations, walk
 from .losses import get_loss
 from .flatparams import FlatGroup
 from .optim import get_optimizer
@@ -275,6 +275,7 @@ class Sequential:
         from .optim import SGD
         saved = [(layer, layer.params) for layer in self.layers if layer.params]
         kept = [(layer, layer.state) for layer in self.layers if layer.state]
+        passes = [(layer, layer.passes) for layer in walk(self.layers) if isinstance(layer, Dropout)]
         optimizer = self.optimizer
         state = (optimizer.state, optimizer.t) if optimizer is not None else None
         for layer, params in saved:
@@ -292,6 +293,8 @@ class Sequential:
                 layer.params = params
             for layer, st in kept:
                 layer.state = st
+            for layer, n in passes:     # the next training pass draws the mask it would have
+                layer.passes = n
             self.optimizer = optimizer
             if optimizer is not None:
                 optimizer.state, optimizer.t = state
@@ -699,7 +702,7 @@ class Sequential:
                  f"{self.input_shape}, loss {self.loss.name}",
                  f"{'layer':<40}{'output':<18}{'params':>10}"]
         def rows(layers, depth):
-            # a block's sub-layers follow it, indented (Layer.sublayers)
+            # a block's sub-layers follow it, indented (Residual.sublayers)
             for layer in layers:
                 yield depth, layer
                 yield from rows(getattr(layer, "sublayers", ()), depth + 1)

@@ -271,9 +271,12 @@ def test_training_mode_only_in_fit():
         np.testing.assert_array_equal(a, b)
     p1 = model.predict_logits(X)
     np.testing.assert_array_equal(model.predict_logits(X), p1)   # dropout off, stats fixed
+    drop = model.layers[10]
+    passes = drop.passes
     model.explain(batch_size=8, repeats=1)                        # timed steps train copies
     for a, b in zip(bn.get_weights()[2:], before):
         np.testing.assert_array_equal(a, b)
+    assert drop.passes == passes                                  # and draw no masks for good
     model.fit(X, y, epochs=1, batch_size=8)
     assert not np.array_equal(bn.get_weights()[2], before[0])
 

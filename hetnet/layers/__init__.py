@@ -1,7 +1,7 @@
 """Layers: each describes its math once in device operations."""
 
 from .base import Layer
-from .activations import Activation, ReLU, Sigmoid, Tanh, Softmax, fuse_activations
+from .activations import Activation, ReLU, Sigmoid, Tanh, Softmax, fuse_activations, walk
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -17,4 +17,4 @@ LAYERS = {cls.__name__: cls for cls in
 
 __all__ = ["Layer", "Activation", "ReLU", "Sigmoid", "Tanh", "Softmax", "Conv2D",
            "Dense", "MaxPool2D", "Flatten", "BatchNorm1D", "BatchNorm2D", "Dropout",
-           "AvgPool2D", "GlobalAvgPool2D", "Residual", "fuse_activations", "LAYERS"]
+           "AvgPool2D", "GlobalAvgPool2D", "Residual", "fuse_activations", "walk", "LAYERS"]

@@ -64,3 +64,10 @@ def fuse_activations(layers):
         steps.append(layer)
         i += 1
     return steps
+
+
+def walk(layers):
+    """Every layer of ``layers`` and, after a block, its sub-layers (depth first)."""
+    for layer in layers:
+        yield layer
+        yield from walk(getattr(layer, "sublayers", ()))
