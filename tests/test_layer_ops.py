@@ -208,3 +208,42 @@ def test_conv_without_bias_on_every_device(device, ref, rng, case):
     dx = device.conv2d_backward(xd, wd, y, device.asarray(dy), *args, "relu", dw, None)
     assert_close(device.to_host(dx), dx_ref, what="conv dx")
     assert_close(device.to_host(dw), dw_ref, what="conv dW")
+
+
+def test_ops_on_views_into_larger_buffers(device, ref, rng):
+    """Every new op reads and writes views that start inside a buffer (the
+    OpenCL kernels take element offsets), leaving the rest untouched."""
+    big = rand(rng, 7, 3, 5, 6)
+
+    def view(a):
+        buf = device.asarray(np.concatenate([big[:2], a, big[:2]]))
+        return buf, device.batch_slice(buf, 2, 2 + a.shape[0])
+
+    x = rand(rng, 3, 3, 5, 6)
+    _, xv = view(x)
+    ybuf, yv = view(np.zeros_like(x))
+    device.add_activation(xv, xv, "relu", out=yv)
+    got = device.to_host(ybuf)
+    assert_close(got[2:5], ref.add_activation(x, x, "relu"), what="add on views")
+    np.testing.assert_array_equal(got[:2], big[:2])
+    np.testing.assert_array_equal(got[5:], big[:2])
+    dbuf, dv = view(np.zeros_like(x))
+    device.dropout(xv, 0.5, 99, out=dv)
+    np.testing.assert_array_equal(device.to_host(dbuf)[2:5], ref.dropout(x, 0.5, 99))
+    pbuf, pv = view(np.zeros((3, 3, 5, 6), F32))
+    out = device.avgpool2d(xv, 3, 3, 1, 1, 1, 1, out=pv)
+    assert_close(device.to_host(pbuf)[2:5], ref.avgpool2d(x, 3, 3, 1, 1, 1, 1), what="avgpool")
+    dx = device.avgpool2d_backward(out, x.shape, 3, 3, 1, 1, 1, 1)
+    assert_close(device.to_host(dx), ref.avgpool2d_backward(ref.avgpool2d(x, 3, 3, 1, 1, 1, 1),
+                                                            x.shape, 3, 3, 1, 1, 1, 1), what="dx")
+    c = 3
+    stats = device.asarray(np.concatenate([np.ones(c, F32) * 0.5, np.zeros(4 * c, F32)]))
+    g, b, mean, inv = (device.batch_slice(stats, i * c, (i + 1) * c) for i in range(4))
+    rm, rv = device.zeros((c,)), device.asarray(np.ones(c, F32))
+    bbuf, bv = view(np.zeros_like(x))
+    device.batchnorm_forward(xv, g, b, mean, inv, rm, rv, 0.1, 1e-5, True, "relu", out=bv)
+    r = [np.full(c, 0.5, F32), np.zeros(c, F32), np.empty(c, F32), np.empty(c, F32),
+         np.zeros(c, F32), np.ones(c, F32)]
+    assert_close(device.to_host(bbuf)[2:5], ref.batchnorm_forward(x, *r, 0.1, 1e-5, True, "relu"),
+                 what="batchnorm on views")
+    assert_close(device.to_host(mean), r[2], what="mean into a view")
