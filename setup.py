@@ -51,7 +51,7 @@ def _extensions():
     from Cython.Build import cythonize
 
     exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"])
-            for n in ("blas", "conv", "elementwise")]
+            for n in ("blas", "conv", "elementwise", "norm", "pool")]
     # the C launcher of OpenCL kernels lives with the OpenCL device it serves
     exts.append(Extension("hetnet.devices.opencl._clenqueue",
                           ["hetnet/devices/opencl/_clenqueue.pyx"]))

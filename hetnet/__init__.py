@@ -4,6 +4,8 @@ import sys
 
 from ._version import __version__
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dropout, GlobalAvgPool2D,
+                     Residual)
 from .model import Sequential, History, load
 from .model import zoo as models
 from .optim import SGD, Adam
@@ -23,6 +25,7 @@ __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softma
            "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
+__all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]
 
 
 def __getattr__(name):

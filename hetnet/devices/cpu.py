@@ -8,6 +8,7 @@ import numpy as np
 
 from .base import Device, HostArrays, conv_output_size
 from .compose import Im2colConvolution
+from ._cpu_layers import CPULayerOps
 from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
 
 _F32 = np.float32
@@ -83,7 +84,7 @@ def _weights_arg(weights):
     return _EMPTY if weights is None else weights
 
 
-class CPUDevice(HostArrays, Im2colConvolution, Device):
+class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
     """Runs every operation on the host CPU.
 
     Parameters

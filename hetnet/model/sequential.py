@@ -117,7 +117,8 @@ class Sequential:
         return self.runtime.param_slots(step)
 
     def get_weights(self):
-        """Parameters as numpy arrays, in layer order (W before b)."""
+        """Parameters, and state such as BatchNorm's running statistics, as
+        numpy arrays in layer order (each layer's :meth:`Layer.get_weights`)."""
         self._require_built()
         return [w for layer in self.layers for w in layer.get_weights()]
 
@@ -125,12 +126,12 @@ class Sequential:
         """Load parameters from a list shaped like :meth:`get_weights`."""
         self._require_built()
         weights = list(weights)
-        expected = sum(len(layer.params) for layer in self.layers)
+        expected = sum(layer.n_weights for layer in self.layers)
         if len(weights) != expected:
             raise ValueError(f"set_weights needs {expected} arrays, got {len(weights)}")
         i = 0
         for layer in self.layers:
-            k = len(layer.params)
+            k = layer.n_weights
             layer.set_weights(weights[i:i + k])
             i += k
         if self.optimizer is not None:
@@ -173,6 +174,8 @@ class Sequential:
             return self.runtime.population_loss(weights, X, yt, sw)
 
     def count_params(self):
+        """Number of trained parameters (state such as running statistics
+        not counted, as PyTorch's ``parameters()``)."""
         self._require_built()
         return int(sum(np.prod(p.shape) for p in self._param_arrays()))
 
@@ -391,13 +394,17 @@ class Sequential:
             result["accuracy"] = correct / n
         return result
 
-    def loss_and_gradients(self, X, y, sample_weight=None):
+    def loss_and_gradients(self, X, y, sample_weight=None, training=True):
         """Loss of one batch holding all of ``X`` and the gradient of every
-        parameter, numpy, in :meth:`get_weights` order.  Changes no weight."""
+        trained parameter, numpy, in the order of the model's parameters
+        (:meth:`get_weights` without the state).  Changes no weight; in
+        training mode (the default, as :meth:`fit` steps) BatchNorm uses the
+        batch's statistics and updates its running ones, Dropout drops; with
+        ``training=False`` the layers run as in :meth:`predict`."""
         X, yt, sw = self._prepare(X, y, sample_weight)
-        self._use_plan(X.shape[0], training=True)
+        self._use_plan(X.shape[0], training=bool(training))
         with self.runtime.session():
-            return self.runtime.loss_and_gradients(X, yt, sw)
+            return self.runtime.loss_and_gradients(X, yt, sw, training=bool(training))
 
     # ------------------------------------------------------------- report
     def summary(self):
@@ -407,12 +414,18 @@ class Sequential:
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
                  f"{'layer':<40}{'output':<18}{'params':>10}"]
-        for layer in self.layers:
+        def rows(layers, depth):
+            # a block's sub-layers follow it, indented (Residual.sublayers)
+            for layer in layers:
+                yield depth, layer
+                yield from rows(getattr(layer, "sublayers", ()), depth + 1)
+        for depth, layer in rows(self.layers, 0):
             n = int(sum(np.prod(p.shape) for p in layer.params.values()))
             note = ""
             if layer.fusable_activations and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
-            lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            name = "  " * depth + getattr(layer, "summary_name", repr(layer))
+            lines.append(f"{(name + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 
@@ -441,7 +454,7 @@ def load(path, device="cpu"):
         model = Sequential(io.layers_from_config(config, path), loss=config["loss"],
                            device=device, seed=config.get("seed"),
                            input_shape=config["input_shape"])
-        weights = io.read_weights(data, path, sum(len(layer.params) for layer in model.layers))
+        weights = io.read_weights(data, path, sum(layer.n_weights for layer in model.layers))
     model.set_weights(weights)
     return model
 

@@ -39,6 +39,7 @@ from .platform import (DeviceNotFoundError, PyOpenCLMissingError, cl, device_typ
                        find_device, opencl_devices, require_pyopencl)
 from ..base import Device, conv_output_size
 from ..compose import Im2colConvolution
+from .layers import OpenCLLayerOps
 
 __all__ = ["OpenCLDevice", "DeviceNotFoundError", "PyOpenCLMissingError",
            "OpenCLLaunchError", "opencl_devices", "GemmConfig"]
@@ -75,7 +76,7 @@ _KERNELS = {
 }
 
 
-class OpenCLDevice(OpenCLMemory, Im2colConvolution, Device):
+class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
     """Device running every operation as OpenCL kernels.
 
     Parameters
