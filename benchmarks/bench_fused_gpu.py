@@ -1,5 +1,5 @@
 """Fused training step on an OpenCL GPU: LeNet-5 and the MLP 784-120-84-10,
-fused (hetnet.fused, 3 kernels a step) beside hetnet's layer-by-layer step
+fused (hetnet.runtime.fused, 3 kernels a step) beside hetnet's layer-by-layer step
 and PyTorch (eager, and one CUDA graph per step) on the same GPU, in one run.
 
 Reported per model and batch size: training images/s, kernels per step,
@@ -62,11 +62,14 @@ def parse():
     return p.parse_args()
 
 
-def build_model(name, device, seed=42):
+def build_model(name, device, seed=42, fuse="never"):
+    """LeNet-5 or the MLP; layer by layer unless ``fuse`` says otherwise
+    (the fused runs drive :class:`FusedTrainer` themselves)."""
     import hetnet as hn
     layers = (hn.models.lenet5_layers() if name == "lenet5"
               else hn.models.mlp_layers([784, 120, 84, 10]))
-    return hn.Sequential(layers, device=device, seed=seed, input_shape=MODELS[name])
+    return hn.Sequential(layers, device=device, seed=seed, input_shape=MODELS[name],
+                         fuse=fuse)
 
 
 def flops_per_image(model):
@@ -100,7 +103,7 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=Non
     import pyopencl as cl
     import hetnet as hn
     from hetnet.devices.opencl import OpenCLDevice
-    from hetnet.fused import FusedTrainer
+    from hetnet.runtime.fused import FusedTrainer
     dev = OpenCLDevice.from_spec(spec)
     model = build_model(name, "numpy")
     t0 = time.perf_counter()
@@ -161,7 +164,7 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=Non
 def fused_inference(spec, X, batch=1000, repeats=20):
     import hetnet as hn  # noqa: F401
     from hetnet.devices.opencl import OpenCLDevice
-    from hetnet.fused import FusedTrainer
+    from hetnet.runtime.fused import FusedTrainer
     dev = OpenCLDevice.from_spec(spec)
     trainer = FusedTrainer(build_model("lenet5", "numpy"), device=dev, batch_size=batch)
     Xd = dev.asarray(X[:batch].reshape(batch, -1))
@@ -320,7 +323,7 @@ def accuracy_run(spec, epochs=5, batch=64, lr=0.05, seeds=(42, 1, 2)):
     import hetnet as hn
     from hetnet.datasets import load_fashion_mnist
     from hetnet.devices.opencl import OpenCLDevice
-    from hetnet.fused import FusedTrainer
+    from hetnet.runtime.fused import FusedTrainer
     X, y = load_fashion_mnist("train", source="sample")
     Xte, yte = load_fashion_mnist("test", source="sample")
     X, Xte = np.ascontiguousarray(X, np.float32), np.ascontiguousarray(Xte, np.float32)

@@ -1,4 +1,4 @@
-"""Fused segments (hetnet.fused, clkernels/fused.cl) against the layer-by-layer
+"""Fused segments (hetnet.runtime.fused, clkernels/fused.cl) against the layer-by-layer
 path: the forward, every gradient, ten training steps, evaluation, and the
 fallbacks with their reasons.  Odd sizes throughout: batches that are not a
 multiple of the tile, channel counts that are not multiples of 4, padding,
@@ -12,7 +12,7 @@ pytest.importorskip("pyopencl")
 
 import hetnet as hn  # noqa: E402
 from conftest import working_opencl_device  # noqa: E402
-from hetnet.fused import (FusedTrainer, FusionUnsupported, describe_chain,  # noqa: E402
+from hetnet.runtime.fused import (FusedTrainer, FusionUnsupported, describe_chain,  # noqa: E402
                           device_permutation)
 from hetnet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh  # noqa: E402
 
@@ -136,6 +136,14 @@ def test_unsupported_layers_and_losses_have_reasons(dev):
     model = hn.Sequential([Conv2D(1, 2, 3), MaxPool2D(2), ReLU(), Flatten(), Dense(8, 2)],
                           device="numpy", input_shape=(1, 6, 6))
     with pytest.raises(FusionUnsupported, match="layer 2 .*ReLU.* no fused template"):
+        describe_chain(model)
+    model = hn.Sequential([Conv2D(1, 2, 3), MaxPool2D(2, padding=1), Flatten(), Dense(18, 2)],
+                          device="numpy", input_shape=(1, 6, 6))
+    with pytest.raises(FusionUnsupported, match="pads its windows"):
+        describe_chain(model)
+    model = hn.Sequential([Dense(4, 3), hn.layers.BatchNorm1D(3), Dense(3, 2)],
+                          device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="BatchNorm1D.* no fused template"):
         describe_chain(model)
     model = hn.Sequential([Dense(4, 2)], loss="mse", device="numpy", input_shape=(4,))
     with pytest.raises(FusionUnsupported, match="cross_entropy"):

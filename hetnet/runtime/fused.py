@@ -1,6 +1,6 @@
 """Whole-chain fusion on an OpenCL device: a built :class:`Sequential`'s
 layers trained (and evaluated) as a few generated kernels a step
-(:mod:`hetnet.devices._opencl_fused`), the data set resident on the device.
+(:mod:`hetnet.devices.opencl.fused`), the data set resident on the device.
 
 On a GPU whose kernel launches cost ~12 µs each back to back, a LeNet-5 step
 of 38 kernels spends most of its time between kernels; fused it is three:
@@ -11,7 +11,7 @@ once per epoch.
 Examples
 --------
 >>> import hetnet as hn
->>> from hetnet.fused import FusedTrainer
+>>> from hetnet.runtime.fused import FusedTrainer
 >>> model = hn.models.lenet5(device="gpu", input_shape=(1, 28, 28))   # doctest: +SKIP
 >>> trainer = FusedTrainer(model, batch_size=256)                      # doctest: +SKIP
 >>> history = trainer.fit(X, y, epochs=5)                              # doctest: +SKIP
@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 
-from ._validation import check_X, check_targets, check_positive_int
-from .devices._opencl_fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
+from .._validation import check_X, check_targets, check_positive_int
+from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
                                     dense_unit, pool_unit)
+from ..layers import Conv2D, Dense, Flatten, MaxPool2D
+from ..optim import SGD, Adam, get_optimizer
 from .flatparams import FlatGroup
-from .layers import Conv2D, Dense, Flatten, MaxPool2D
-from .optim import SGD, Adam, get_optimizer
 
 __all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation"]
 
@@ -82,7 +82,7 @@ def describe_chain(model):
     Returns
     -------
     list of dict
-        As :func:`hetnet.devices._opencl_fused.conv_unit` and friends.
+        As :func:`hetnet.devices.opencl.fused.conv_unit` and friends.
 
     Raises
     ------
@@ -101,12 +101,15 @@ def describe_chain(model):
         if isinstance(layer, Conv2D):
             c, h, w = layer.input_shape
             pool = None
-            if type(nxt) is MaxPool2D:
+            if type(nxt) is MaxPool2D and tuple(nxt.padding) == (0, 0):
                 pool = (nxt.size, nxt.stride)
                 i += 1
             units.append(conv_unit(c, h, w, layer.out_channels, layer.kernel_size,
                                    layer.stride, layer.pad, layer.activation, layer.bias, pool))
         elif type(layer) is MaxPool2D:
+            if tuple(layer.padding) != (0, 0):
+                raise FusionUnsupported(f"layer {i} ({layer!r}) pads its windows; the fused "
+                                        "pool template has no padding")
             c, h, w = layer.input_shape
             units.append(pool_unit(c, h, w, layer.size, layer.stride))
         elif isinstance(layer, Dense):
@@ -317,7 +320,7 @@ class FusedTrainer:
             Per epoch: ``loss`` (mean), ``accuracy`` (on the training
             batches, as they were trained on), ``images_per_s``, ``time_s``.
         """
-        from .schedules import get_schedule
+        from ..schedules import get_schedule
         epochs = check_positive_int("epochs", epochs)
         bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         if bs > self.batch_size:
@@ -424,180 +427,3 @@ class FusedTrainer:
         n = self._eval(X, y, None)
         stats = self.device.to_host(self.stats)
         return {"loss": float(stats[0]) / n, "accuracy": int(stats[1:2].view(np.int32)[0]) / n}
-
-
-# ------------------------------------------------------------------ policy
-FUSE_MODES = ("auto", "always", "never")
-
-
-class FusionPolicy:
-    """A model's ``fuse`` setting and what it decided, per batch size and mode.
-
-    ``"never"``: layer by layer.  ``"always"``: the fused step on the
-    model's OpenCL device (a GPU, else any OpenCL device among its
-    placement's devices); a chain or a call it cannot run raises
-    :class:`FusionUnsupported` with the reason.  ``"auto"`` (default): on an
-    OpenCL GPU, a few fused steps are timed against a few steps of the
-    layer-by-layer plan (:meth:`Sequential._step_time`, as ``fit`` runs
-    them) and the faster is used; any reason fusion does not apply makes
-    it layer by layer, the reason kept for :meth:`Sequential.explain`.
-
-    Attributes
-    ----------
-    decisions : dict
-        ``(batch, training) -> (use_fused, reason)``.
-    """
-
-    def __init__(self, mode):
-        if not isinstance(mode, str) or mode not in FUSE_MODES:
-            raise ValueError(f"fuse must be one of {FUSE_MODES}, got {mode!r}")
-        self.mode = mode
-        self.decisions = {}
-        self._measured = {}         # (batch, training) -> the choice timed steps made
-        self._trainers = {}         # (batch, device name) -> FusedTrainer
-
-    def device(self, model):
-        """The OpenCL device a fused step would run on, or ``(None, reason)``."""
-        candidates = list(model.placement.candidates) + [s.device for s in model._steps]
-        opencl = [d for d in dict.fromkeys(candidates) if hasattr(d, "cl_device")]
-        gpus = [d for d in opencl if d.kind == "gpu"]
-        if gpus:
-            return gpus[0], ""
-        if opencl and self.mode == "always":
-            return opencl[0], ""
-        return None, ("no OpenCL GPU among the model's devices" + (
-            " (an OpenCL CPU device is fused only with fuse='always')" if opencl else ""))
-
-    def trainer(self, model, batch, optimizer=None):
-        """The cached :class:`FusedTrainer` for ``batch`` holding the model's
-        current weights (loaded again each call)."""
-        dev, why = self.device(model)
-        if dev is None:
-            raise FusionUnsupported(why)
-        key = (batch, dev.name)
-        tr = self._trainers.get(key)
-        if tr is None:
-            tr = self._trainers[key] = FusedTrainer(model, device=dev, batch_size=batch,
-                                                    optimizer=optimizer)
-        else:
-            tr.load_weights()
-            if optimizer is not None and optimizer is not tr.optimizer:
-                tr.set_optimizer(optimizer)
-        return tr
-
-    def decide(self, model, batch, training, unsupported="", data_bytes=0):
-        """Whether this call runs fused: ``(use, reason)``; ``unsupported``
-        names a feature of the call that the fused path lacks;
-        ``data_bytes``, the data set the call puts on the device.  Under
-        ``"always"`` raises :class:`FusionUnsupported` when it cannot.  The
-        measured choice of ``"auto"`` is kept per batch size and mode; the
-        last reason is :attr:`decisions` ``[(batch, training)]``."""
-        key = (batch, training)
-        if self.mode == "never":
-            return False, "fuse='never'"
-        try:
-            if unsupported:
-                raise FusionUnsupported(unsupported)
-            dev, why = self.device(model)
-            if dev is None:
-                raise FusionUnsupported(why)
-            if data_bytes > dev.cl_device.global_mem_size // 2:
-                raise FusionUnsupported(
-                    f"the data set ({data_bytes / 2**20:.0f} MiB) is more than half the "
-                    f"device's memory ({dev.cl_device.global_mem_size / 2**20:.0f} MiB)")
-            describe_chain(model)
-        except FusionUnsupported as exc:
-            if self.mode == "always":
-                raise FusionUnsupported(
-                    f"fuse='always', but the fused step cannot run: {exc}") from None
-            decision = self.decisions[key] = (False, f"layer by layer: {exc}")
-            return decision
-        measured = self._measured.get(key)
-        if measured is None:
-            if self.mode == "always":
-                measured = (True, f"fused on {dev.name} (fuse='always')")
-            else:
-                try:
-                    fused_s = time_fused_step(model, dev, batch, training)
-                except FusionUnsupported as exc:
-                    measured = (False, f"layer by layer: {exc}")
-                else:
-                    model._use_plan(batch, training)
-                    layered_s = model._step_time(batch, training)
-                    use = fused_s < layered_s
-                    measured = (use, f"measured per step: fused on {dev.name} "
-                                     f"{fused_s * 1e3:.3f} ms, layer by layer "
-                                     f"{layered_s * 1e3:.3f} ms; chose "
-                                     + ("fused" if use else "layer by layer"))
-            self._measured[key] = measured
-        self.decisions[key] = measured
-        return measured
-
-
-def time_fused_step(model, dev, batch, training, steps=20):
-    """Seconds per fused step (training: forward, backward, update; else the
-    forward) on random resident data, on a trainer of its own (the model's
-    weights are not changed)."""
-    tr = FusedTrainer(model, device=dev, batch_size=batch, optimizer=SGD(lr=1e-3, momentum=0.9))
-    x, y = model._random_batch(batch)
-    rows = max(2 * batch, 256)
-    X = np.resize(x, (rows,) + x.shape[1:])
-    Y = np.resize(y, rows)
-    if not training:
-        Xd = dev.asarray(X[:batch].reshape(batch, -1))
-        out = dev.empty((batch, model.n_outputs))
-        tr.predict_logits(Xd, out=out)
-        dev.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            tr.predict_logits(Xd, out=out)
-        dev.synchronize()
-        return (time.perf_counter() - t0) / steps
-    tr.set_data(X, Y)
-    tr.fit(epochs=1, shuffle=False)
-    Xd, yd, order, n = tr._data
-    tr._bind(Xd, yd, order)
-    dev.synchronize()
-    t0 = time.perf_counter()
-    for s in range(steps):
-        tr._step((s * batch) % (n - batch + 1), batch, 1e-3)
-    dev.synchronize()
-    return (time.perf_counter() - t0) / steps
-
-
-def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_data,
-              callbacks, schedule, verbose, history):
-    """:meth:`Sequential.fit`'s loop on the fused step: the data resident,
-    each epoch's shuffle on the device (keyed from the model's shuffle
-    generator), the weights written back to the model's layers after every
-    epoch (callbacks and validation see them)."""
-    from .model import _call, _progress
-    n = X.shape[0]
-    trainer.set_data(X, yt)
-    total = epochs * math.ceil(n / batch_size)
-    _call(callbacks, "on_fit_begin", model)
-    for epoch in range(epochs):
-        _call(callbacks, "on_epoch_begin", model, epoch)
-        bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs} (fused)")
-        key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
-        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=bool(shuffle), seed=key,
-                        lr_schedule=schedule,
-                        step0=epoch * math.ceil(n / batch_size), total_steps=total)[0]
-        trainer.write_back()
-        logs = {"loss": h["loss"], "images_per_s": h["images_per_s"], "time_s": h["time_s"]}
-        if validation_data is not None:
-            ev = trainer.evaluate(*validation_data)
-            logs["val_loss"], logs["val_accuracy"] = ev["loss"], ev["accuracy"]
-        for k, v in logs.items():
-            history.setdefault(k, []).append(v)
-        if bar is not None:
-            bar.update(n)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
-            bar.close()
-        if not math.isfinite(h["loss"]):
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                     f"{h['loss']}); lower the learning rate")
-        if any(_call(callbacks, "on_epoch_end", model, epoch, logs)):
-            break
-    _call(callbacks, "on_fit_end", model, history)
-    return history

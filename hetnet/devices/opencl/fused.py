@@ -22,7 +22,7 @@ A training step is three launches, whatever the depth of the chain:
     for the next step's additions.
 
 A unit is described by a plain dict (see :func:`conv_unit`,
-:func:`pool_unit`, :func:`dense_unit`); the caller (``hetnet.fused``)
+:func:`pool_unit`, :func:`dense_unit`); the caller (``hetnet.runtime.fused``)
 derives them from a model's layers.  Sizes become ``-D`` build options; the
 chain itself is passed as the ``FORWARD`` / ``BACKWARD`` / ``WGRAD`` macro
 sequences of fused.cl's templates, so the program is generated, never
@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 
-from ._opencl_platform import status_name
-from .opencl import _CODE_OF, _F32, _I32, OpenCLLaunchError, _clenqueue
+from .launch import _CODE_OF, _F32, _I32, OpenCLLaunchError, _clenqueue
+from .platform import status_name
 
 __all__ = ["FusionUnsupported", "FusedProgram", "conv_unit", "pool_unit", "dense_unit"]
 
@@ -44,6 +44,9 @@ __all__ = ["FusionUnsupported", "FusedProgram", "conv_unit", "pool_unit", "dense
 WG = 256
 #: largest tile of samples per work-group (private arrays of T floats)
 MAX_TILE = 8
+#: share of the device's local memory one training tile should use at most
+#: when the tile is chosen for it
+OCCUPANCY_SHARE = 0.6
 #: local memory kept free for the kernel's own small arrays (bytes)
 LOCAL_RESERVE = 512
 #: the weight-gradient work one work-item should do, in multiply-adds
@@ -188,7 +191,14 @@ class FusedProgram:
                 f"values), the device has {local / 1024:.1f} KiB")
         cus = max(1, int(dev.cl_device.max_compute_units))
         if tile is None:
-            tile = min(fit, MAX_TILE, max(1, -(-nmax // (2 * cus))))
+            # about one tile per compute unit, but a tile's local memory kept
+            # to OCCUPANCY_SHARE of the device's so that several work-groups
+            # share a compute unit: on an H200, LeNet-5 at batch 1024 ran
+            # 2.20M images/s at 2 samples a tile (29 KiB) against 2.12M at 3
+            # (43 KiB), at batch 256 1.64M at 2 against 1.43M at 1; the MLP
+            # 784-120-84-10 at 1024 best at 4 (benchmarks/bench_fused_gpu.py)
+            occupancy = max(1, int(OCCUPANCY_SHARE * local) // per_sample)
+            tile = min(fit, MAX_TILE // 2, occupancy, max(1, -(-nmax // cus)))
         tile = int(tile)
         if not 1 <= tile <= min(fit, MAX_TILE):
             raise FusionUnsupported(f"tile {tile} is outside 1..{min(fit, MAX_TILE)} (local "
@@ -342,13 +352,13 @@ class FusedProgram:
         red = (f"-DUSE_PTX_RED={int(ptx)}",)
         b, i, f = None, _I32, _F32
         train, evl = self._train_opts + red, self._eval_opts + red
-        self.k_train = dev._kernel(files, "fused_train", [i, i, i, i, i, b, b, b, b, b, b],
+        self.k_train = dev.kernel(files, "fused_train", [i, i, i, i, i, b, b, b, b, b, b],
                                    train)
-        self.k_wgrad = dev._kernel(files, "fused_wgrad", [i, b, b], train)
-        self.k_sgd = dev._kernel(files, "fused_sgd", [f, i, b, b, b, f, f, i], train)
-        self.k_adam = dev._kernel(files, "fused_adam", [f, f, f, i, b, b, b, b, f, f, f, f],
+        self.k_wgrad = dev.kernel(files, "fused_wgrad", [i, b, b], train)
+        self.k_sgd = dev.kernel(files, "fused_sgd", [f, i, b, b, b, f, f, i], train)
+        self.k_adam = dev.kernel(files, "fused_adam", [f, f, f, i, b, b, b, b, f, f, f, f],
                                   train)
-        self.k_eval = dev._kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
+        self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
                                   evl)
 
     # ------------------------------------------------------------ launches
@@ -364,11 +374,11 @@ class FusedProgram:
         ``full``: every argument, set for this launch.  Otherwise only
         ``head``, the leading (per-step) arguments, are set again and the
         rest keep what :meth:`bind` set (one C call with
-        :mod:`hetnet._cpu.clenqueue`)."""
+        :mod:`hetnet.devices.opencl._clenqueue`)."""
         dev = self.device
         gsize, lsize = (max(groups, 1) * wg,), (wg,)
         if full is not None:
-            return dev._launch(knl, gsize, lsize, *full)
+            return dev.launch(knl, gsize, lsize, *full)
         if not self._bound.get(knl.int_ptr):
             raise RuntimeError(f"{knl.function_name}: bind() its arguments first")
         if dev.c_enqueue:
