@@ -55,6 +55,8 @@ def parse():
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--accuracy", action="store_true")
+    p.add_argument("--sequential", action="store_true",
+                   help="also Sequential.fit with fuse='auto' on the GPU: the choice and images/s")
     p.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS)
     p.add_argument("--record", action="store_true",
                    help="write benchmarks/results/fused_gpu/<machine>.json")
@@ -188,6 +190,17 @@ def lbl_run(name, spec, X, y, batch, lr):
               optimizer=hn.SGD(lr=lr, momentum=0.9))
     hist = model.fit(X, y, epochs=1, batch_size=batch)
     return {"images_per_s": hist["images_per_s"][-1]}
+
+
+def sequential_auto(name, spec, X, y, batch, lr):
+    """``Sequential(fuse='auto')`` on the GPU: what the policy chose and
+    fit's images/s (second epoch)."""
+    import hetnet as hn
+    from hetnet.devices.opencl import OpenCLDevice
+    model = build_model(name, OpenCLDevice.from_spec(spec), fuse="auto")
+    hist = model.fit(X, y, epochs=2, batch_size=batch, optimizer=hn.SGD(lr=lr, momentum=0.9))
+    use, why = model.fusion.decisions[(batch, True)]
+    return {"images_per_s": hist["images_per_s"][-1], "fused": bool(use), "reason": why}
 
 
 def lbl_inference(spec, X, batch=1000):
@@ -398,6 +411,10 @@ def main():
                     f"{ {k: round(v, 1) for k, v in f['kernel_us'].items()} }, "
                     f"{100 * f['fraction_of_fp32_peak']:.1f}% FP32)  layer-by-layer "
                     f"{row['layer_by_layer']['images_per_s']:9,.0f}/s")
+            if args.sequential:
+                row["sequential_auto"] = sa = sequential_auto(name, args.device, X, y, batch,
+                                                              args.lr)
+                line += f"  Sequential(auto) {sa['images_per_s']:11,.0f}/s ({sa['reason']})"
             if torch_ok:
                 row["pytorch_eager"] = torch_eager(name, init, X[:args.lbl_images],
                                                    y[:args.lbl_images], batch, args.lr)

@@ -80,7 +80,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         trainer = model.fusion.trainer(model, min(batch_size, n), model.optimizer)
         return fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle,
                          None if validation_data is None else (Xv, yv), callbacks,
-                         lr_schedule, verbose, history)
+                         schedule, verbose, history)
     call_callbacks(callbacks, "on_fit_begin", model)
     for epoch in range(epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)

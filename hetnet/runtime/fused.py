@@ -308,7 +308,8 @@ class FusedTrainer:
             uploaded each epoch; False: in order; an int array of length n:
             that order every epoch.
         lr_schedule : callable, optional
-            ``lr_schedule(step, total_steps) -> lr``.
+            ``lr_schedule(step, total_steps) -> lr`` (a schedule object of
+            :mod:`hetnet.schedules` is one).
         step0, total_steps : int, optional
             The schedule's step of this call's first batch and its total
             (default 0 and this call's step count): a longer run fed one
@@ -320,14 +321,15 @@ class FusedTrainer:
             Per epoch: ``loss`` (mean), ``accuracy`` (on the training
             batches, as they were trained on), ``images_per_s``, ``time_s``.
         """
-        from ..schedules import get_schedule
         epochs = check_positive_int("epochs", epochs)
         bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         if bs > self.batch_size:
             raise ValueError(f"batch_size {bs} is larger than the {self.batch_size} the "
                              "trainer was built for")
         Xd, yd, order, n = self._resident(X, y)
-        schedule = get_schedule(lr_schedule)
+        schedule = lr_schedule
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"lr_schedule must be callable(step, total_steps), got {schedule!r}")
         rng = np.random.default_rng(seed)
         dev = self.device
         import pyopencl as cl
