@@ -352,7 +352,8 @@ inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, c
  * to a row through a 4-round Feistel network on 2*hbits bits keyed by the
  * epoch's key, walked until it lands below ndata (a bijection of 0..ndata-1;
  * under 4 rounds of walking on average since 2^(2 hbits) < 4 ndata).
- * hetnet.fused.device_permutation is the same map in numpy. */
+ * hetnet.runtime.fused.device_permutation is the same map in numpy; mix32
+ * is dropout.cl's (Wellons' lowbias32, hetnet.devices.base.mix32). */
 inline uint mix32(uint x)
 {
     x ^= x >> 16;

@@ -116,15 +116,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
             logs["val_loss"] = ev["loss"]
             if "accuracy" in ev:
                 logs["val_accuracy"] = ev["accuracy"]
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
-            bar.close()
-        if not math.isfinite(epoch_loss):
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                     f"{epoch_loss}); lower the learning rate")
-        if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
+        if end_epoch(model, epoch, logs, history, bar, callbacks):
             break
     call_callbacks(callbacks, "on_fit_end", model, history)
     return history
@@ -152,19 +144,26 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
         if validation_data is not None:
             ev = trainer.evaluate(*validation_data)
             logs["val_loss"], logs["val_accuracy"] = ev["loss"], ev["accuracy"]
-        for k, v in logs.items():
-            history.setdefault(k, []).append(v)
         if bar is not None:
             bar.update(n)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
-            bar.close()
-        if not math.isfinite(h["loss"]):
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                     f"{h['loss']}); lower the learning rate")
-        if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
+        if end_epoch(model, epoch, logs, history, bar, callbacks):
             break
     call_callbacks(callbacks, "on_fit_end", model, history)
     return history
+
+
+def end_epoch(model, epoch, logs, history, bar, callbacks):
+    """An epoch's logs into ``history`` and its bar; raises on a diverged
+    loss; returns True when a callback stops training."""
+    for key, value in logs.items():
+        history.setdefault(key, []).append(value)
+    if bar is not None:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+        bar.close()
+    if not math.isfinite(logs["loss"]):
+        raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
+                                 f"{logs['loss']}); lower the learning rate")
+    return any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
 
 
 def fused_unsupported(sample_weight, callbacks):

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from .._validation import check_X, check_targets, check_positive_int
+from ..devices.base import mix32
 from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
                                     dense_unit, pool_unit)
 from ..layers import Conv2D, Dense, Flatten, MaxPool2D
@@ -37,14 +38,6 @@ def _feistel_half(n):
     """Half the bits of the Feistel network that shuffles ``n`` rows: the
     smallest even width 2*half with 2**(2*half) >= n (half >= 1)."""
     return max(1, -(-max(int(n) - 1, 1).bit_length() // 2))
-
-
-def _mix32(x):
-    x = x ^ (x >> np.uint32(16))
-    x = x * np.uint32(0x7feb352d)
-    x = x ^ (x >> np.uint32(15))
-    x = x * np.uint32(0x846ca68b)
-    return x ^ (x >> np.uint32(16))
 
 
 def device_permutation(n, key):
@@ -68,7 +61,7 @@ def device_permutation(n, key):
             left, right = v >> half, v & mask
             for k in range(4):
                 rk = key + np.uint32((k * 0x9e3779b9) & 0xFFFFFFFF)
-                left, right = right, left ^ (_mix32(right ^ rk) & mask)
+                left, right = right, left ^ (mix32(right ^ rk) & mask)
             x[todo] = (left << half) | right
             todo[todo] = x[todo] >= n
     return x.astype(np.int64)
