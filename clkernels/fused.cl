@@ -1,6 +1,6 @@
 /* Fused segments: a chain of layers run for a tile of samples per work-group,
  * its activations in local memory.  One template per layer kind; the chain
- * itself arrives as build options (hetnet/devices/_opencl_fused.py writes
+ * itself arrives as build options (hetnet/devices/opencl/fused.py writes
  * them): FORWARD, BACKWARD and WGRAD are sequences of the FWD_* / BWD_* /
  * WG_* macros below with literal sizes, so every loop bound and offset is a
  * compile-time constant once the compiler inlines the templates.
