@@ -50,7 +50,7 @@ class BuildExt(build_ext):
 def _extensions():
     from Cython.Build import cythonize
 
-    names = ["blas", "conv", "clenqueue", "elementwise"]
+    names = ["blas", "conv", "clenqueue", "elementwise", "norm", "pool"]
     exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"]) for n in names]
     return cythonize(
         exts,

@@ -3,6 +3,8 @@
 __version__ = "0.1.0"
 
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dropout, GlobalAvgPool2D,
+                     Residual)
 from .model import Sequential, History
 from .optim import SGD, Adam
 from .io import load
@@ -19,6 +21,7 @@ __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softma
            "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
+__all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]
 
 
 def __getattr__(name):

@@ -25,7 +25,8 @@ proportional to size above the largest.
   batch size: ``gemm``, ``gemm_dw``, ``gemm_dx`` (forward, weight and input
   gradients of a dense layer), ``conv2d``, ``conv2d_backward`` (with the input
   gradient), ``conv2d_backward_weights`` (without), and ``maxpool2d``,
-  ``maxpool2d_backward`` per pooling geometry (input shape, window, stride:
+  ``maxpool2d_backward`` per pooling geometry (input shape, window, stride,
+  padding where there is any:
   a pool over small maps costs far more per element than over large ones,
   a 16x10x10 map's three times a 1x28x28 one's here).  A geometry is measured
   the first time a plan needs it, at a few batch sizes, in milliseconds.
@@ -362,15 +363,20 @@ def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
                     out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
                         x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
         elif kind == "maxpool2d":
-            _, (c, h, wd), (kh, kw), (sh, sw) = geometry
+            # (input shape, window, stride) and, for a padded pool, (ph, pw)
+            _, (c, h, wd), (kh, kw), (sh, sw), *padding = geometry
+            (ph, pw), = padding or [(0, 0)]
             for op in ("maxpool2d", "maxpool2d_backward"):
                 out[f"{op}@{key}"] = []
+            def pool(x, y=None, am=None):
+                if padding:
+                    return device.maxpool2d_padded(x, kh, kw, sh, sw, ph, pw, out=y, argmax=am)
+                return device.maxpool2d(x, kh, kw, sh, sw, out=y, argmax=am)
             for b in batches:
                 x = _rand(device, rng, b, c, h, wd)
-                y, am = device.maxpool2d(x, kh, kw, sh, sw)
+                y, am = pool(x)
                 dx = device.empty(x.shape)
-                out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
-                    x, kh, kw, sh, sw, out=y, argmax=am))))
+                out[f"maxpool2d@{key}"].append((b, _time(device, lambda: pool(x, y, am))))
                 out[f"maxpool2d_backward@{key}"].append((b, _time(
                     device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
         else:

@@ -62,7 +62,7 @@ def load(path, device="cpu"):
             layers.append(cls(**spec["config"]))
         model = Sequential(layers, loss=config["loss"], device=device, seed=config.get("seed"),
                            input_shape=config["input_shape"])
-        n = sum(len(layer.params) for layer in model.layers)
+        n = sum(layer.n_weights for layer in model.layers)
         try:
             weights = [data[f"w{i:04d}"] for i in range(n)]
         except (KeyError, ValueError) as exc:

@@ -10,14 +10,12 @@ from .costmodel import POOL_BYTES
 from .hostspeed import probe
 from ._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from .placement import Placement, move_step, transfer
-from .layers import Layer, Dense, Conv2D, ReLU, Sigmoid, Tanh
+from .layers import Layer, fuse_activations
 from .losses import get_loss
 from .flatparams import FlatGroup
 from .optim import get_optimizer
 from .schedules import get_schedule
 
-_FUSABLE = (Dense, Conv2D)
-_FUSED_ACTS = (ReLU, Sigmoid, Tanh)
 #: timed steps gather their batches from POOL_BYTES of inputs, as the cost
 #: tables' gather_rows does, but from at most this many rows (tiny rows need
 #: not fill it: a shuffled gather from 64k rows is cache-cold enough)
@@ -111,20 +109,9 @@ class Sequential:
         return self
 
     def _fuse(self):
-        """Let a dense/conv layer absorb the activation that follows it: one
-        pass over the output instead of two, and no extra buffer."""
-        steps, i = [], 0
-        while i < len(self.layers):
-            layer = self.layers[i]
-            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if isinstance(layer, _FUSABLE):
-                layer.activation = "identity"
-                if type(nxt) in _FUSED_ACTS:
-                    layer.activation = nxt.kind
-                    i += 1
-            steps.append(layer)
-            i += 1
-        self._steps = steps
+        """Let a dense/conv/batch-norm layer absorb the activation that
+        follows it (:func:`hetnet.layers.fuse_activations`)."""
+        self._steps = fuse_activations(self.layers)
         self._param_index, k = {}, 0
         for layer in self.layers:
             self._param_index[id(layer)] = k
@@ -146,7 +133,8 @@ class Sequential:
         return [(k + j, name) for j, name in enumerate(step.params)]
 
     def get_weights(self):
-        """Parameters as numpy arrays, in layer order (W before b)."""
+        """Parameters, and state such as BatchNorm's running statistics, as
+        numpy arrays in layer order (each layer's :meth:`Layer.get_weights`)."""
         self._require_built()
         return [w for layer in self.layers for w in layer.get_weights()]
 
@@ -154,18 +142,20 @@ class Sequential:
         """Load parameters from a list shaped like :meth:`get_weights`."""
         self._require_built()
         weights = list(weights)
-        expected = sum(len(layer.params) for layer in self.layers)
+        expected = sum(layer.n_weights for layer in self.layers)
         if len(weights) != expected:
             raise ValueError(f"set_weights needs {expected} arrays, got {len(weights)}")
         i = 0
         for layer in self.layers:
-            k = len(layer.params)
+            k = layer.n_weights
             layer.set_weights(weights[i:i + k])
             i += k
         if self.optimizer is not None:
             self.optimizer.reset()
 
     def count_params(self):
+        """Number of trained parameters (state such as running statistics
+        not counted, as PyTorch's ``parameters()``)."""
         self._require_built()
         return int(sum(np.prod(p.shape) for p in self._param_arrays()))
 
@@ -284,10 +274,13 @@ class Sequential:
         the weights and the optimizer as they were."""
         from .optim import SGD
         saved = [(layer, layer.params) for layer in self.layers if layer.params]
+        kept = [(layer, layer.state) for layer in self.layers if layer.state]
         optimizer = self.optimizer
         state = (optimizer.state, optimizer.t) if optimizer is not None else None
         for layer, params in saved:
             layer.params = {k: layer.device.copy(w) for k, w in params.items()}
+        for layer, st in kept:     # running statistics: timed steps must not move them
+            layer.state = {k: layer.device.copy(w) for k, w in st.items()}
         if optimizer is None:
             self.optimizer = SGD(lr=1e-3, momentum=0.9)
         else:
@@ -297,6 +290,8 @@ class Sequential:
         finally:
             for layer, params in saved:
                 layer.params = params
+            for layer, st in kept:
+                layer.state = st
             self.optimizer = optimizer
             if optimizer is not None:
                 optimizer.state, optimizer.t = state
@@ -678,14 +673,19 @@ class Sequential:
             result["accuracy"] = correct / n
         return result
 
-    def loss_and_gradients(self, X, y, sample_weight=None):
+    def loss_and_gradients(self, X, y, sample_weight=None, training=True):
         """Loss of one batch holding all of ``X`` and the gradient of every
-        parameter, numpy, in :meth:`get_weights` order.  Changes no weight."""
+        trained parameter, numpy, in the order of the model's parameters
+        (:meth:`get_weights` without the state).  Changes no weight; in
+        training mode (the default, as :meth:`fit` steps) BatchNorm uses the
+        batch's statistics and updates its running ones, Dropout drops; with
+        ``training=False`` the layers run as in :meth:`predict`."""
         X, yt, sw = self._prepare(X, y, sample_weight)
-        self._use_plan(X.shape[0], training=True)
+        training = bool(training)
+        self._use_plan(X.shape[0], training=training)
         with self._session():
             xb, yb, wb = self._batch_to_device(X, yt, sw, slice(None))
-            loss, dlogits = self._loss_op(self._forward(xb, True), yb, wb)
+            loss, dlogits = self._loss_op(self._forward(xb, training), yb, wb)
             self._backward(dlogits)
             grads = [layer.device.to_host(layer.grads[k]) for layer in self.layers for k in layer.params]
             return float(self.out_device.to_host(loss)[0]), grads
@@ -701,7 +701,7 @@ class Sequential:
         for layer in self.layers:
             n = int(sum(np.prod(p.shape) for p in layer.params.values()))
             note = ""
-            if isinstance(layer, _FUSABLE) and layer.activation != "identity":
+            if layer.fuses_activation and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
             lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")

@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 
 from .base import Device, HostArrays, conv_output_size
+from ._cpu_layers import CPULayerOps
 from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
 
 _F32 = np.float32
@@ -68,7 +69,7 @@ def _weights_arg(weights):
     return _EMPTY if weights is None else weights
 
 
-class CPUDevice(HostArrays, Device):
+class CPUDevice(CPULayerOps, HostArrays, Device):
     """Runs every operation on the host CPU.
 
     Parameters

@@ -35,6 +35,7 @@ from ._opencl_platform import (DeviceNotFoundError, PyOpenCLMissingError, build_
                                cl, device_type_name, entry_points, find_device,
                                opencl_devices, require_pyopencl, status_name)
 from .base import Device, conv_output_size
+from ._opencl_layers import OpenCLLayerOps
 
 if cl is not None:
     import pyopencl.array as cla
@@ -158,7 +159,7 @@ def _c_enqueue_available():
     return True
 
 
-class OpenCLDevice(Device):
+class OpenCLDevice(OpenCLLayerOps, Device):
     """Device running every operation as OpenCL kernels.
 
     Parameters

@@ -41,3 +41,26 @@ class Softmax(Activation):
         if len(input_shape) != 1:
             raise ValueError(f"Softmax takes (N, features) input, got per-sample shape {input_shape}")
         return input_shape
+
+
+#: activations a preceding layer with ``fuses_activation`` absorbs
+FUSED_KINDS = ("relu", "sigmoid", "tanh")
+
+
+def fuse_activations(layers):
+    """The steps that run ``layers``: every layer whose ``fuses_activation``
+    is set absorbs a ReLU, Sigmoid or Tanh right after it (its
+    ``activation`` set, the activation layer dropped from the steps): one
+    pass over the output instead of two, and no extra buffer."""
+    steps, i = [], 0
+    while i < len(layers):
+        layer = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if layer.fuses_activation:
+            layer.activation = "identity"
+            if isinstance(nxt, Activation) and nxt.kind in FUSED_KINDS:
+                layer.activation = nxt.kind
+                i += 1
+        steps.append(layer)
+        i += 1
+    return steps

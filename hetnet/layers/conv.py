@@ -29,6 +29,7 @@ class Conv2D(Layer):
     image per thread at a time in the CPU device's fused kernel.
     """
 
+    fuses_activation = True
     config_keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
                    "init", "bias")
 

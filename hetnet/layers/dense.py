@@ -18,6 +18,7 @@ class Dense(Layer):
     b ``(out_features,)``, y ``(N, out_features)``.
     """
 
+    fuses_activation = True
     config_keys = ("in_features", "out_features", "init", "bias")
 
     def __init__(self, in_features, out_features, init="he", bias=True):
