@@ -6,19 +6,19 @@ from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, T
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dropout, GlobalAvgPool2D,
                      Residual)
 from .model import Sequential, History
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW, RMSProp
 from .io import load
 from .info import build_info
 from .devices import get_device
 from . import devices          # callable: hn.devices() lists what this machine offers
-from . import models, datasets, schedules
+from . import models, datasets, schedules, metrics
 from .schedules import OneCycle, CosineDecay
 from .costmodel import recalibrate as calibrate
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
-           "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
-           "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay", "calibrate",
-           "__version__"]
+           "Layer", "Sequential", "History", "SGD", "Adam", "AdamW", "RMSProp", "load",
+           "build_info", "get_device", "devices", "models", "datasets", "schedules", "metrics",
+           "OneCycle", "CosineDecay", "calibrate", "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
 __all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]

@@ -50,7 +50,7 @@ from .devices import Device, get_device
 from .layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
 from .model import History, Sequential
 from .models import lenet5_layers, mlp_layers
-from .optim import OPTIMIZERS, Adam, Optimizer, SGD
+from .optim import NAMES, OPTIMIZERS, Adam, AdamW, Optimizer, RMSProp, SGD
 
 __all__ = ["HetNetClassifier", "HetNetRegressor", "DeviceFallbackWarning", "load_estimator"]
 
@@ -468,16 +468,24 @@ class _BaseHetNet(BaseEstimator):
             opt = copy.copy(opt)   # the parameter keeps no training state
             opt.reset()
             return opt
-        if not isinstance(opt, str) or opt.lower() not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be 'sgd', 'adam' or a hetnet Optimizer, got {opt!r}")
+        if not isinstance(opt, str) or opt.lower() not in NAMES:
+            raise ValueError(f"optimizer must be one of {sorted(NAMES)} or a hetnet Optimizer, "
+                             f"got {opt!r}")
         lr = _check_float("learning_rate_init", self.learning_rate_init, 0, low_open=True)
         alpha = _check_float("alpha", self.alpha, 0)
         # MLPClassifier's penalty 0.5 alpha ||W||^2 / (the batch's total sample
         # weight; its size when unweighted), as a decay
         weight_decay = alpha / batch_weight
-        if opt.lower() == "sgd":
-            momentum = _check_float("momentum", self.momentum, 0, 1)
-            return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
+        name = opt.lower()
+        if name in ("sgd", "nag"):
+            momentum = _check_float("momentum", self.momentum, 0, 1,
+                                    low_open=name == "nag")
+            return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                       nesterov=name == "nag")
+        if name == "rmsprop":
+            return RMSProp(lr=lr, weight_decay=weight_decay)
+        if name == "adamw":   # decoupled: w *= 1 - lr alpha each step
+            return AdamW(lr=lr, weight_decay=alpha)
         return Adam(lr=lr, weight_decay=weight_decay)
 
     def _check_params(self):
@@ -724,12 +732,14 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
         Per-sample shape, e.g. ``(1, 28, 28)``, for flat X fed to a
         convolutional architecture.  Default: the shape of 3-/4-D X, flat
         for ``"mlp"``, a square one-channel image otherwise.
-    optimizer : {"adam", "sgd"} or hetnet Optimizer, default "adam"
-        An ``Optimizer`` instance is copied and used as it is
+    optimizer : {"adam", "sgd", "nag", "rmsprop", "adamw"} or hetnet Optimizer, default "adam"
+        ``"nag"`` is SGD with Nesterov momentum; ``"adamw"`` applies ``alpha``
+        as AdamW's decoupled decay (``w *= 1 - lr alpha`` a step) instead of
+        an L2 penalty.  An ``Optimizer`` instance is copied and used as it is
         (``learning_rate_init``, ``momentum`` and ``alpha`` then do not apply).
     learning_rate_init : float, default 0.001
     momentum : float, default 0.9
-        SGD momentum (``v = momentum v + g; w -= lr v``).
+        SGD's and NAG's momentum (``v = momentum v + g; w -= lr v``).
     alpha : float, default 0.0001
         L2 penalty ``0.5 alpha ||w||^2 / batch_size`` (as MLPClassifier),
         applied as weight decay to every parameter, biases included.

@@ -14,7 +14,7 @@ from .layers import Layer, fuse_activations
 from .losses import get_loss
 from .flatparams import FlatGroup
 from .optim import get_optimizer
-from .schedules import get_schedule
+from .schedules import apply_schedule, get_schedule
 
 #: timed steps gather their batches from POOL_BYTES of inputs, as the cost
 #: tables' gather_rows does, but from at most this many rows (tiny rows need
@@ -38,7 +38,7 @@ class Sequential:
     ----------
     layers : list of Layer
         The last layer emits logits (no softmax needed for cross-entropy).
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "mae"}
         Mean over the batch.  Cross-entropy takes class indices or one-hot
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
     device : str, Device or list
@@ -370,6 +370,7 @@ class Sequential:
             self.optimizer.begin_step()
             mark[0] = time.perf_counter()
             self._backward(dy, update_then_clock)
+            self.optimizer.end_step()
         if sync:
             self._sync_all()
         return times
@@ -438,6 +439,7 @@ class Sequential:
         loss, dlogits = self._loss_op(logits, yb, wb)
         self.optimizer.begin_step()
         self._backward(dlogits, self._update_step)
+        self.optimizer.end_step()
         return loss
 
     def _update_step(self, i):
@@ -553,7 +555,7 @@ class Sequential:
                     if len(idx) < batch_size and start:   # the short last batch
                         self._use_plan(len(idx), training=True, fixed_params=True)
                     if schedule is not None:
-                        self.optimizer.lr = float(schedule(step, total_steps))
+                        apply_schedule(schedule, self.optimizer, step, total_steps)
                     step += 1
                     loss = self.train_step(*self._batch_to_device(X, yt, sw, idx))
                     dev = self.out_device
@@ -647,11 +649,17 @@ class Sequential:
             pred = self.predict_logits(X, batch_size)
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def evaluate(self, X, y, sample_weight=None, batch_size=256):
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None):
         """Mean loss (and accuracy for classification) over a data set:
-        ``{"loss": float, "accuracy": float}``."""
+        ``{"loss": float, "accuracy": float}``; with ``metrics`` (names from
+        :data:`hetnet.metrics.METRICS`: ``"accuracy"``, ``"balanced_accuracy"``,
+        ``"r2"``, ``"mae"``, ``"mse"``) the loss and those, as scikit-learn
+        computes them from the predictions."""
         self._require_built()
         X, yt, sw = self._prepare(X, y, sample_weight)
+        if metrics is not None:
+            from .metrics import evaluate_model
+            return evaluate_model(self, X, yt, sw, metrics, batch_size)
         return self._evaluate(X, yt, sw, batch_size)
 
     def _evaluate(self, X, yt, sw, batch_size=256):
@@ -689,6 +697,11 @@ class Sequential:
             self._backward(dlogits)
             grads = [layer.device.to_host(layer.grads[k]) for layer in self.layers for k in layer.params]
             return float(self.out_device.to_host(loss)[0]), grads
+
+    def lr_find(self, X, y, **kwargs):
+        """The learning-rate range test (:func:`hetnet.lrfind.lr_find`)."""
+        from .lrfind import lr_find
+        return lr_find(self, X, y, **kwargs)
 
     # ------------------------------------------------------------- report
     def summary(self):
