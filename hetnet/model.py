@@ -710,13 +710,9 @@ class Sequential:
         where = ", ".join(d.name for d in self._devices_in_use())
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
-                 f"{'layer':<40}{'output':<18}{'params':>10}"]
+                 f"{'layer':<{_NAME_WIDTH}}{'output':<18}{'params':>10}"]
         for layer in self.layers:
-            n = int(sum(np.prod(p.shape) for p in layer.params.values()))
-            note = ""
-            if layer.fuses_activation and layer.activation != "identity":
-                note = f" (+{layer.activation}, fused)"
-            lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            lines += _summary_rows(layer)
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 
@@ -731,6 +727,29 @@ class Sequential:
         Nothing in the file is executable; :func:`hetnet.load` reads it back."""
         from .io import save_model
         save_model(self, path)
+
+
+#: width of the layer column of :meth:`Sequential.summary`
+_NAME_WIDTH = 64
+
+
+def _summary_rows(layer, indent=""):
+    """``layer``'s row of :meth:`Sequential.summary`, then, for a residual
+    block, a row for each layer of its branch and shortcut, indented."""
+    n = int(sum(np.prod(p.shape) for p in layer.params.values()))
+    note = ""
+    if layer.fuses_activation and layer.activation != "identity":
+        note = f" (+{layer.activation}, fused)"
+    inner = [("branch", getattr(layer, "branch", None)),
+             ("shortcut", getattr(layer, "shortcut", None))]
+    name = (f"{type(layer).__name__} (shortcut: "
+            f"{'identity' if inner[1][1] is None else 'layers'})" if inner[0][1] else repr(layer))
+    text = (indent + name + note)[:_NAME_WIDTH - 1]
+    rows = [f"{text:<{_NAME_WIDTH}}{str(layer.output_shape):<18}{n:>10}"]
+    for what, layers in inner:
+        for sub in layers or []:
+            rows += _summary_rows(sub, indent + ("  | " if what == "branch" else "  + "))
+    return rows
 
 
 def _call(callbacks, hook, *args):
