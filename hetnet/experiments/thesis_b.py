@@ -500,7 +500,8 @@ def markdown_table(results):
              f"{p['epochs']} epochs of one-cycle at the LR finder's suggestion, batch size from "
              f"{', '.join(map(str, p['batch_sizes']))} chosen on validation loss, Glorot init, "
              f"seed {p['seed']}, the best-validation epoch's weights reported; losses and the "
-             "metric of those weights in inference mode. Device "
+             "metric of those weights in inference mode, the metric on the test set; s: "
+             "seconds of the chosen batch size's LR finder and training. Device "
              f"{results['device']}; {results['seconds']:.0f} s in all.",
              ""]
     by_set = {}
