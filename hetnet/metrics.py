@@ -121,9 +121,10 @@ def check_metrics(metrics, classification):
         if name not in METRICS:
             raise ValueError(f"unknown metric {name!r}; expected names from {sorted(METRICS)}")
         if METRICS[name][1] != classification:
-            kind = "a classification" if classification else "a regression"
-            raise ValueError(f"metric {name!r} does not apply to {kind} model; "
-                             f"use {sorted(k for k, v in METRICS.items() if v[1] == classification)}")
+            kind = "classification" if METRICS[name][1] else "regression"
+            other = "a classification" if classification else "a regression"
+            raise ValueError(f"metric {name!r} is for {kind} models; for {other} model use "
+                             f"{sorted(k for k, v in METRICS.items() if v[1] == classification)}")
     return names
 
 
