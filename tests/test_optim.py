@@ -351,3 +351,23 @@ def test_estimators_take_the_names(name):
     assert np.isfinite(reg.predict(X)).all()
     est = HetNetClassifier(optimizer=copy.deepcopy(hn.RMSProp(0.01, momentum=0.5)))
     assert est.get_params()["optimizer"].momentum == 0.5
+
+
+@pytest.mark.parametrize("make", [lambda: hn.RMSProp(0.01, momentum=0.9, clip_norm=0.5),
+                                  lambda: hn.AdamW(0.01, clip_norm=0.5),
+                                  lambda: hn.SGD(0.05, momentum=0.9, nesterov=True)],
+                         ids=["rmsprop", "adamw", "nag"])
+def test_fit_on_opencl_flat_path_matches_numpy(make):
+    """OpenCL's one-launch flat update (and its clipping) trains as the
+    numpy reference's per-array updates do."""
+    from conftest import make_device
+    dev = make_device("opencl")
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((48, 6)).astype(F32), rng.integers(0, 3, 48)
+    models = [hn.models.mlp([6, 10, 3], seed=2, device=d, input_shape=(6,))
+              for d in (dev, "numpy")]
+    for m in models:
+        m.fit(X, y, epochs=2, batch_size=16, optimizer=make(), shuffle=False)
+    assert dev in models[0]._flats                     # the flat path ran
+    for a, b in zip(*(m.get_weights() for m in models)):
+        assert_close(a, b, rtol=1e-4, what="opencl flat vs numpy")
