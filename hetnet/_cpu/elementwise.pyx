@@ -231,37 +231,36 @@ def sigmoid_bce(float[:, ::1] z, float[:, ::1] t, float[::1] weights,
     return loss * inv_n
 
 
-def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
-        float[:, ::1] grad, int nthreads):
+cdef double _regression_loss(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
+                             float[:, ::1] grad, int nthreads, bint absolute):
+    """Squared (or, ``absolute``, absolute) error over all N*K entries,
+    weighted per row and divided by N*K; fills grad with ``2 w_i (p - t) /
+    (N K)`` (or ``w_i sign(p - t) / (N K)``, 0 where they are equal)."""
+    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
+    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
+    cdef double loss = 0.0
+    cdef bint has_w = weights.shape[0] > 0
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        wi = weights[i] if has_w else 1.0
+        for j in range(k):
+            d = p[i, j] - t[i, j]
+            if absolute:
+                loss += wi * fabsf(d)
+                grad[i, j] = wi * inv if d > 0 else (-wi * inv if d < 0 else 0.0)
+            else:
+                loss += wi * d * d
+                grad[i, j] = 2.0 * d * wi * inv
+    return loss * inv
+
+
+def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights, float[:, ::1] grad, int nthreads):
     """Mean squared error over all N*K entries; fills grad."""
-    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
-    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
-    cdef double loss = 0.0
-    cdef bint has_w = weights.shape[0] > 0
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
-        wi = weights[i] if has_w else 1.0
-        for j in range(k):
-            d = p[i, j] - t[i, j]
-            loss += wi * d * d
-            grad[i, j] = 2.0 * d * wi * inv
-    return loss * inv
+    return _regression_loss(p, t, weights, grad, nthreads, False)
 
 
-def mae(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
-        float[:, ::1] grad, int nthreads):
-    """Mean absolute error over all N*K entries; fills grad with
-    ``w_i sign(p - t) / (N K)`` (0 where they are equal)."""
-    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
-    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
-    cdef double loss = 0.0
-    cdef bint has_w = weights.shape[0] > 0
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
-        wi = weights[i] if has_w else 1.0
-        for j in range(k):
-            d = p[i, j] - t[i, j]
-            loss += wi * fabsf(d)
-            grad[i, j] = (wi * inv if d > 0 else (-wi * inv if d < 0 else 0.0))
-    return loss * inv
+def mae(float[:, ::1] p, float[:, ::1] t, float[::1] weights, float[:, ::1] grad, int nthreads):
+    """Mean absolute error over all N*K entries; fills grad."""
+    return _regression_loss(p, t, weights, grad, nthreads, True)
 
 
 # ---------------------------------------------------------------- optimisers
