@@ -8,7 +8,7 @@ Shapes follow :mod:`hetnet.devices.base`.
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, sqrt, pow
+from libc.math cimport expf, logf, log1pf, fabsf, sqrt, pow
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.float cimport FLT_MIN
