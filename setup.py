@@ -40,7 +40,8 @@ class BuildExt(build_ext):
         if not openmp:
             print("hetnet: compiler has no OpenMP; building the CPU kernels serially")
         for ext in self.extensions:
-            ext.extra_compile_args = ["-O3"]
+            # no errno from libm: lets sqrtf vectorise (the optimiser updates)
+            ext.extra_compile_args = ["-O3", "-fno-math-errno"]
             if openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")

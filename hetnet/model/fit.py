@@ -7,7 +7,7 @@ import numpy as np
 
 from .._validation import check_X, check_positive_int, check_targets
 from ..optim import get_optimizer
-from ..schedules import get_schedule
+from ..schedules import apply_schedule, get_schedule
 
 
 class History(dict):
@@ -88,7 +88,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
                 if len(idx) < batch_size and start:   # the short last batch
                     model._use_plan(len(idx), training=True, fixed_params=True)
                 if schedule is not None:
-                    model.optimizer.lr = float(schedule(step, total_steps))
+                    apply_schedule(schedule, model.optimizer, step, total_steps)
                 step += 1
                 loss = model.runtime.train_step(*model.runtime.batch_to_device(X, yt, sw, idx))
                 dev = model.out_device

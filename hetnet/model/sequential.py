@@ -9,6 +9,7 @@ import numpy as np
 from .._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from ..layers import Layer
 from ..losses import get_loss
+from ..metrics import check_metrics, score
 from ..runtime import Runtime, timing
 from ..sched.hostspeed import probe
 from ..sched.placement import Chain, Placement
@@ -23,7 +24,7 @@ class Sequential:
     ----------
     layers : list of Layer
         The last layer emits logits (no softmax needed for cross-entropy).
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "mae"}
         Mean over the batch.  Cross-entropy takes class indices or one-hot
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
     device : str, Device or list
@@ -368,29 +369,41 @@ class Sequential:
             pred = self.predict_logits(X, batch_size)
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def evaluate(self, X, y, sample_weight=None, batch_size=256):
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None):
         """Mean loss (and accuracy for classification) over a data set:
-        ``{"loss": float, "accuracy": float}``."""
+        ``{"loss": float, "accuracy": float}``; with ``metrics`` (names from
+        :data:`hetnet.metrics.METRICS`: ``"accuracy"``, ``"balanced_accuracy"``,
+        ``"r2"``, ``"mae"``, ``"mse"``) the loss and those, as scikit-learn
+        computes them from the predictions."""
         self._require_built()
         X, yt, sw = self._prepare(X, y, sample_weight)
-        return self._evaluate(X, yt, sw, batch_size)
+        if metrics is not None:
+            metrics = check_metrics(metrics, self.loss.classification)
+        return self._evaluate(X, yt, sw, batch_size, metrics)
 
-    def _evaluate(self, X, yt, sw, batch_size=256):
+    def _evaluate(self, X, yt, sw, batch_size=256, metrics=None):
+        """The loss and accuracy over validated data; with ``metrics`` (checked
+        names) the loss and those metrics instead, from the logits."""
         n = X.shape[0]
         total, correct = 0.0, 0
+        logits_all = None if metrics is None else np.empty((n, self.n_outputs), np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             dev = self.out_device
             yb, wb = self.runtime.targets_to_device(yt, sw, idx)
             logits = self._forward(xb, False)
             loss, _ = self._loss_op(logits, yb, wb)
             total += float(dev.to_host(loss)[0]) * xb.shape[0]
-            if self.loss.name == "cross_entropy":
+            if logits_all is not None:
+                logits_all[idx] = dev.to_host(logits)
+            elif self.loss.name == "cross_entropy":
                 correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
             elif self.loss.name == "binary_cross_entropy":
                 pred = dev.to_host(logits) > 0
                 correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
         result = {"loss": total / n}
-        if self.loss.classification:
+        if metrics is not None:
+            result.update(score(metrics, self.loss.name, yt, logits_all, sw))
+        elif self.loss.classification:
             result["accuracy"] = correct / n
         return result
 
@@ -405,6 +418,11 @@ class Sequential:
         self._use_plan(X.shape[0], training=bool(training))
         with self.runtime.session():
             return self.runtime.loss_and_gradients(X, yt, sw, training=bool(training))
+
+    def lr_find(self, X, y, **kwargs):
+        """The learning-rate range test (:func:`hetnet.model.lrfind.lr_find`)."""
+        from .lrfind import lr_find
+        return lr_find(self, X, y, **kwargs)
 
     # ------------------------------------------------------------- report
     def summary(self):
