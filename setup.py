@@ -62,7 +62,7 @@ def _extensions():
 
 setup(
     packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels",
-              "hetnet._datasets"],
+              "hetnet._datasets", "hetnet.metaheuristics"],
     package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
     package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
                   "hetnet._datasets": ["fashion-mnist-sample/*.gz", "MANIFEST.json", "README.md"]},

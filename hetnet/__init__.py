@@ -12,11 +12,13 @@ from . import devices          # callable: hn.devices() lists what this machine 
 from . import models, datasets, schedules
 from .schedules import OneCycle, CosineDecay
 from .costmodel import recalibrate as calibrate
+from .metaheuristics import SHADE, SHADEILS
+from . import metaheuristics
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
            "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay", "calibrate",
-           "__version__"]
+           "SHADE", "SHADEILS", "metaheuristics", "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
 
