@@ -34,7 +34,7 @@ def _as_bounds(bounds):
     if bad.size:
         i = int(bad[0])
         raise ValueError(f"bounds must have lower < upper; variable {i} has lower="
-                         f"{lower[i]!r} >= upper={upper[i]!r}")
+                         f"{float(lower[i])!r} >= upper={float(upper[i])!r}")
     return lower, upper
 
 
