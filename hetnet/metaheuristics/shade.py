@@ -72,16 +72,19 @@ class SHADE(Metaheuristic):
     def set_population(self, pop, fit, dim=None):
         """Replace the population (N, D) and its losses (N,); the memories
         and the archive start afresh."""
-        self.pop = np.array(pop, dtype=np.float64)
+        pop = np.asarray(pop, dtype=np.float64)
+        n = len(pop)
+        self.archive_max = int(round(self.archive_rate * n))
+        self._union = np.empty((n + self.archive_max, pop.shape[1]))
+        self._union[:n] = pop
+        self.pop = self._union[:n]
+        self.archive = self._union[n:]
+        self.n_archive = 0
         self.fit = np.array(fit, dtype=np.float64)
-        n = len(self.pop)
         h = n if self.memory_size is None else int(self.memory_size)
         self.m_cr = np.full(h, 0.5)
         self.m_f = np.full(h, 0.5)
         self.k = 0
-        self.archive_max = int(round(self.archive_rate * n))
-        self.archive = np.empty((self.archive_max, self.pop.shape[1]))
-        self.n_archive = 0
 
     @property
     def best(self):
@@ -129,22 +132,30 @@ class SHADE(Metaheuristic):
         while bad.any():
             r2[bad] = rng.integers(union, size=int(bad.sum()))
             bad = (r2 == idx) | (r2 == r1)
-        if self.n_archive:
-            x_r2 = np.concatenate([pop, self.archive[:self.n_archive]])[r2]
-        else:
-            x_r2 = pop[r2]
+        # Rows [0, N) of the union buffer are the population, the archive follows.
+        x_r2 = self._union[r2]
 
-        fc = f[:, None]
-        v = pop + fc * (pop[pbest] - pop) + fc * (pop[r1] - x_r2)
+        # v = x + F (x_pbest - x + x_r1 - x_r2), in place: a generation is
+        # memory-bound at the sizes of a network's weights.
+        v = pop[pbest]
+        v -= pop
+        v += pop[r1]
+        v -= x_r2
+        v *= f[:, None]
+        v += pop
         if problem.bounded:
-            lo, hi = problem.lower, problem.upper
-            v = np.where(v < lo, 0.5 * (lo + pop), v)
-            v = np.where(v > hi, 0.5 * (hi + pop), v)
+            for out, bound in ((v < problem.lower, problem.lower),
+                               (v > problem.upper, problem.upper)):
+                if out.any():
+                    mid = pop + bound
+                    mid *= 0.5
+                    np.copyto(v, mid, where=out)
 
-        take = rng.random((n, d)) < cr[:, None]
-        take[idx, rng.integers(d, size=n)] = True
+        keep = rng.random((n, d), dtype=np.float32) >= cr.astype(np.float32)[:, None]
+        keep[idx, rng.integers(d, size=n)] = False
+        np.copyto(v, pop, where=keep)
         self._cr, self._f = cr, f
-        return np.where(take, v, pop)
+        return v
 
     def tell(self, trials, f_trials):
         """Selection and memory update for the first n trials (n, D) and their losses (n,)."""
@@ -156,12 +167,7 @@ class SHADE(Metaheuristic):
         strict = f_trials < f_old
 
         if self.archive_max and strict.any():
-            beaten = self.pop[:n][strict]
-            pool = np.concatenate([self.archive[:self.n_archive], beaten])
-            if len(pool) > self.archive_max:
-                pool = pool[self.rng.choice(len(pool), self.archive_max, replace=False)]
-            self.archive[:len(pool)] = pool
-            self.n_archive = len(pool)
+            self._archive(np.flatnonzero(strict))
 
         if strict.any():
             gain = f_old[strict] - f_trials[strict]
@@ -178,6 +184,21 @@ class SHADE(Metaheuristic):
         rows = np.flatnonzero(wins)
         self.pop[rows] = trials[rows]
         self.fit[rows] = f_trials[rows]
+
+    def _archive(self, beaten):
+        """Copy the parents ``beaten`` (row indices) into the archive before they are replaced."""
+        cap, na = self.archive_max, self.n_archive
+        if len(beaten) > cap:
+            beaten = self.rng.choice(beaten, cap, replace=False)
+        free = cap - na
+        into_free = beaten[:free]
+        self.archive[na:na + len(into_free)] = self.pop[into_free]
+        rest = beaten[free:]
+        if len(rest):
+            # A full archive: random old members leave to make room (the paper).
+            slots = self.rng.choice(na, len(rest), replace=False)
+            self.archive[slots] = self.pop[rest]
+        self.n_archive = min(cap, na + len(beaten))
 
     def _step(self, problem):
         trials = self.ask(problem)
