@@ -81,6 +81,9 @@ def test_same_seed_same_initial_population_for_every_strategy():
         pops.append(de.pop.copy())
         assert p.nfev == 8
     assert np.array_equal(pops[0], pops[1]) and np.array_equal(pops[0], pops[2])
+    # The initial-population stream is public, for a gradient run to start from row 0.
+    init_rng, _ = hn.SHADE.seeded_streams(11)
+    assert np.array_equal(pops[0], -1.0 + 2.0 * init_rng.random((8, 4)))
 
 
 @pytest.mark.parametrize("method,jac", [("shade", None), ("shade-ils", None),
@@ -139,6 +142,7 @@ def test_all_nan_function(method):
     res = minimize(lambda X: np.full(len(X), np.nan), bounds=box(3, 1.0), method=method,
                    max_evals=50, seed=0)
     assert res.fun == np.inf and res.nfev == 50 and res.x.shape == (3,)
+    assert np.all(np.diff(res.history["nfev"]) > 0)
 
 
 def test_unbounded_with_x0():

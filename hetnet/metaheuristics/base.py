@@ -110,10 +110,12 @@ class Metaheuristic:
         same population; ``x0`` (D,), if given, is its first row.
         """
         self._validate()
-        init_seq, alg_seq = np.random.SeedSequence(seed).spawn(2)
-        self.rng = np.random.default_rng(alg_seq)
-        pop = problem.sample(np.random.default_rng(init_seq), self.pop_size)
+        init_rng, self.rng = self.seeded_streams(seed)
+        pop = problem.sample(init_rng, self.pop_size)
         if x0 is not None:
+            x0 = np.asarray(x0, dtype=np.float64)
+            if x0.shape != (problem.dim,):
+                raise ValueError(f"x0 must have shape ({problem.dim},), got shape {x0.shape}")
             pop[0] = x0
         self.n_steps = 0
         self.n_gd = 0
@@ -124,17 +126,31 @@ class Metaheuristic:
         self._last_gd = problem.nfev
         self._record(problem)
 
+    @staticmethod
+    def seeded_streams(seed):
+        """(initial-population Generator, algorithm Generator) of ``seed``.
+
+        The first stream draws only the initial population, so anything that
+        draws its start from it (another strategy, a gradient run starting
+        from row 0) starts from the same points for the same seed.
+        """
+        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        init_seq, alg_seq = seq.spawn(2)
+        return np.random.default_rng(init_seq), np.random.default_rng(alg_seq)
+
     def step(self, problem):
         """One generation (SHADE-ILS: one generation or one local search),
         then the gradient step when it is due.  False once nothing was left
         to evaluate."""
         if problem.remaining <= 0:
             return False
+        before = problem.nfev
         did = self._step(problem)
         if did and self.gd is not None and problem.nfev - self._last_gd >= self._gd_every:
             self._gd_step(problem)
         if did:
             self.n_steps += 1
+        if problem.nfev > before:
             self._record(problem)
         return did
 
