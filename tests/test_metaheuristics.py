@@ -212,10 +212,10 @@ def test_step_engine_driven_by_hand():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(pop_size=3), "pop_size must be an integer >= 4, got 3"),
+    (dict(pop_size=3), "pop_size must be an int >= 4, got 3"),
     (dict(pop_size=2.5), "pop_size"),
     (dict(pop_size=True), "pop_size"),
-    (dict(max_evals=0), "max_evals must be an integer >= 1, got 0"),
+    (dict(max_evals=0), "max_evals must be an int >= 1, got 0"),
     (dict(max_evals=-5), "max_evals"),
     (dict(max_evals=10.5), "max_evals"),
     (dict(bounds=[(-1, 1, 0)] * 3), r"shape \(D, 2\).*\(3, 3\)"),

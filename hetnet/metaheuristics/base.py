@@ -16,11 +16,7 @@ import numbers
 
 import numpy as np
 
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+from .._validation import check_positive_int as _check_int
 
 
 def _check_unit(name, value, low_open=True):
