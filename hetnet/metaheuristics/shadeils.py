@@ -137,7 +137,7 @@ class SHADEILS(Metaheuristic):
 
     def _local_search(self, problem):
         """L-BFGS-B from the current best with at most ``ls_evals`` evaluations."""
-        from scipy.optimize import minimize
+        from scipy.optimize import Bounds, minimize
 
         if not np.isfinite(self.cur_f):
             return
@@ -153,9 +153,7 @@ class SHADEILS(Metaheuristic):
                 best[0], best[1] = np.array(x), f
             return f, g
 
-        bounds = None
-        if problem.bounded:
-            bounds = list(zip(problem.lower, problem.upper))
+        bounds = Bounds(problem.lower, problem.upper) if problem.bounded else None
         maxfun = max(1, self._ls_evals // cost)
         try:
             minimize(fg, self.cur_x, jac=True, method="L-BFGS-B", bounds=bounds,
