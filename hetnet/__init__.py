@@ -15,6 +15,8 @@ from . import devices          # callable: hn.devices() lists what this machine 
 from . import datasets, schedules, metrics
 from .schedules import OneCycle, CosineDecay
 from .sched.costmodel import recalibrate as calibrate
+from .metaheuristics import SHADE, SHADEILS
+from . import metaheuristics
 
 # the model zoo's public name: ``hn.models.lenet5``, ``import hetnet.models``
 sys.modules[__name__ + ".models"] = models
@@ -22,7 +24,8 @@ sys.modules[__name__ + ".models"] = models
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "AdamW", "RMSProp", "load",
            "build_info", "get_device", "devices", "models", "datasets", "schedules", "metrics",
-           "OneCycle", "CosineDecay", "calibrate", "__version__"]
+           "OneCycle", "CosineDecay", "calibrate", "SHADE", "SHADEILS", "metaheuristics",
+           "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
 __all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]
