@@ -42,12 +42,15 @@ def made_label(cells):
     than one run."""
     made = sorted({(c["made"].get("utc", "?")[:10], c["made"].get("commit") or "?")
                    for c in cells.values() if isinstance(c.get("made"), dict)})
+    older = sum(not isinstance(c.get("made"), dict) for c in cells.values())
     if not made:
         return ""
-    if len(made) == 1:
+    if len(made) == 1 and not older:
         return f" Recorded {made[0][0]} from commit {made[0][1]}."
-    return (" Its cells come from more than one run: " +
-            "; ".join(f"{d} (commit {c})" for d, c in made) + ".")
+    runs = [f"{d} (commit {c})" for d, c in made]
+    if older:
+        runs.append(f"{older} cells recorded before results said when")
+    return " Its cells come from more than one run: " + "; ".join(runs) + "."
 
 
 def _fmt(x, spec=",.0f"):
