@@ -64,7 +64,7 @@ setup(
     packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels",
               "hetnet._datasets"],
     package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
-    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
+    package_data={"hetnet": ["py.typed"], "hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
                   "hetnet._datasets": ["fashion-mnist-sample/*.gz", "MANIFEST.json", "README.md"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},
