@@ -137,7 +137,7 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
             # the first steps lay the moved parameters out again, a cost of
             # planning, which the rounds leave out (on the H100 host auto's fit
             # right after re-planning ran 10% fewer images/s than with its plan
-            # kept, the same placement: results/replan_h100.json)
+            # kept, the same placement: benchmarks/results/replan/h100.json)
             model.fit(X[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch)
         # then the policies' timed fits back to back, and their predicts: the
         # host's speed moves from one second to the next (its probe by up to
