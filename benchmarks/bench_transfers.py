@@ -18,7 +18,7 @@ def main():
     add_output_args(p)
     args = p.parse_args()
     from _common import machine, write_results
-    from hetnet.costmodel import TRANSFERS, calibrate
+    from hetnet.sched.costmodel import TRANSFERS, calibrate
     from hetnet.devices import get_device, gpu_device
     devices = [get_device("cpu")]
     gpu, why = gpu_device()

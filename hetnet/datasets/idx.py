@@ -1,36 +1,4 @@
-"""Image-classification datasets: IDX files, Fashion-MNIST, MNIST and scikit-learn's digits.
-
-Every loader returns ``(X, y)`` with ``X`` in NCHW layout, ``(n, 1, H, W)`` (or
-``(n, H * W)`` with ``flatten=True``), float32 in [0, 1] by default, and ``y`` the int64
-class indices, shape ``(n,)``.
-
-Where the files are looked for
-------------------------------
-For a dataset ``<name>`` (``"fashion-mnist"``, ``"mnist"``) the full set is looked for in
-these folders, first match wins:
-
-1. ``$HETNET_DATA/<name>/`` (``HETNET_DATA`` may list several roots, separated by
-   ``os.pathsep``);
-2. ``<repository>/datasets/<name>/``, the ``datasets/`` folder beside the package in a
-   source checkout (absent after a non-editable install);
-3. ``hetnet/_datasets/<name>/``, the same folder as installed with the package (it holds
-   the shipped sample);
-4. ``/usr/share/datasets/<name>/``, where Debian's ``dataset-fashion-mnist`` package puts
-   Fashion-MNIST.
-
-A folder holds a set when it has the four IDX files ``{train,t10k}-images-idx3-ubyte`` and
-``{train,t10k}-labels-idx1-ubyte``, each raw or gzip-compressed (``.gz``). With
-``source="auto"`` and no full set found, the shipped sample ``<name>-sample/`` (searched in
-the same roots) is used; only Fashion-MNIST has one.
-
-Errors
-------
-:class:`DatasetError` (a ``ValueError``) is raised for a corrupt file: bad gzip stream,
-wrong magic number, a size that disagrees with the header, image and label counts that
-disagree, labels out of range, a sample file whose SHA-256 is not the recorded one.
-:class:`DatasetNotFoundError` (both a ``DatasetError`` and a ``FileNotFoundError``) is raised
-when files are missing; its message lists the folders searched and how to get the data.
-"""
+"""IDX files (MNIST, Fashion-MNIST) and scikit-learn's digits: reading, writing, finding, loading."""
 
 from __future__ import annotations
 
@@ -47,30 +15,13 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-__all__ = [
-    "DATASETS",
-    "DatasetError",
-    "DatasetInfo",
-    "DatasetLocation",
-    "DatasetNotFoundError",
-    "describe",
-    "find_dataset",
-    "load_digits",
-    "load_fashion_mnist",
-    "load_mnist",
-    "read_idx",
-    "write_idx",
-]
+from . import _common
+from ._common import DatasetError, DatasetNotFoundError
+
 
 _log = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
-    """A dataset file is corrupt or does not hold what it should."""
-
-
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """A dataset, or one of its files, could not be found."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,19 +299,6 @@ def _info(name: str) -> DatasetInfo:
 # Finding the files.
 # ---------------------------------------------------------------------------------------
 
-#: The repository's ``datasets/`` folder; absent after a non-editable install.
-_REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
-#: The same folder installed inside the package (``hetnet._datasets``).
-_PACKAGE_DATASETS = Path(__file__).resolve().parent / "_datasets"
-#: Where Debian's dataset-* packages install.
-_SYSTEM_DATASETS = Path("/usr/share/datasets")
-
-
-def _search_roots() -> list[Path]:
-    """Folders that may hold ``<name>/`` or ``<name>-sample/``, in search order."""
-    env = os.environ.get("HETNET_DATA", "")
-    roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return roots + [_REPO_DATASETS, _PACKAGE_DATASETS, _SYSTEM_DATASETS]
 
 
 class DatasetLocation(NamedTuple):
@@ -441,7 +379,7 @@ def find_dataset(name: str, source: str = "auto") -> DatasetLocation:
         kinds.append(("sample", info.sample))
     searched = []
     for kind, folder in kinds:
-        for root in _search_roots():
+        for root in _common._search_roots():
             directory = root / folder
             searched.append(directory)
             if kind == "full":
@@ -508,6 +446,26 @@ def _read_split(location: DatasetLocation, info: DatasetInfo, split: str):
     return images, labels
 
 
+def _pad_to(images: np.ndarray, size: int | None, name: str) -> np.ndarray:
+    """Zero-pad ``(n, H, W)`` images equally on every side to ``(n, size, size)``.
+
+    Padding (not resizing) is how LeNet-5's 32x32 input was made from MNIST's 28x28
+    digits (LeCun et al. 1998, section II.A), so strokes keep their pixel values.
+    """
+    if size is None:
+        return images
+    h, w = images.shape[1:]
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise ValueError(f"size must be an int or None, got {size!r}")
+    if size < max(h, w) or (size - h) % 2 or (size - w) % 2:
+        raise ValueError(
+            f"size={size} cannot be reached from the {h}x{w} images of {name} by equal "
+            f"zero padding on each side; use {h}, {h + 4} or another {h} + 2k"
+        )
+    ph, pw = (size - h) // 2, (size - w) // 2
+    return np.pad(images, ((0, 0), (ph, ph), (pw, pw)))
+
+
 def _to_output(images: np.ndarray, labels: np.ndarray, scale: float, normalize: bool,
                flatten: bool):
     """Shape ``(n, H, W)`` uint8 images to ``(n, 1, H, W)`` or ``(n, H*W)``; see loaders."""
@@ -519,7 +477,8 @@ def _to_output(images: np.ndarray, labels: np.ndarray, scale: float, normalize: 
     return np.ascontiguousarray(X), labels.astype(np.int64)
 
 
-def _load_idx_dataset(name: str, split: str, source: str, normalize: bool, flatten: bool):
+def _load_idx_dataset(name: str, split: str, source: str, normalize: bool, flatten: bool,
+                      size: int | None = None):
     if split not in _SPLIT_PREFIX:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     info = _info(name)
@@ -528,7 +487,7 @@ def _load_idx_dataset(name: str, split: str, source: str, normalize: bool, flatt
         _log.info("full %s set not found; using the %d-image sample in %s",
                   name, info.sample_n_samples[split], location.path)
     images, labels = _read_split(location, info, split)
-    return _to_output(images, labels, 255.0, normalize, flatten)
+    return _to_output(_pad_to(images, size, name), labels, 255.0, normalize, flatten)
 
 
 # One docstring for both IDX loaders, filled in below them, so the two stay in step.
@@ -544,13 +503,18 @@ _LOADER_DOC = """Load {title}.
     normalize : bool, default True
         Return float32 scaled to [0, 1] (pixel / 255); ``False`` returns the raw uint8.
     flatten : bool, default False
-        Return images as rows, shape ``(n, 784)``, instead of ``(n, 1, 28, 28)``.
+        Return images as rows, shape ``(n, S * S)``, instead of ``(n, 1, S, S)``.
+    size : int or None, default None
+        Side ``S`` of the returned images. ``None`` (or 28) keeps the original 28x28;
+        ``32`` zero-pads 2 pixels on each side, the 32x32 one-channel input of LeNet-5 and
+        of the thesis's image experiments; any ``28 + 2k`` is accepted.
 
     Returns
     -------
     X : numpy.ndarray
-        Shape ``(n, 1, 28, 28)`` (NCHW) or ``(n, 784)`` with ``flatten``; float32 in [0, 1],
-        or uint8 with ``normalize=False``. C-contiguous.
+        Shape ``(n, 1, S, S)`` (NCHW) or ``(n, S * S)`` with ``flatten``, ``S`` = 28 unless
+        ``size`` says otherwise; float32 in [0, 1], or uint8 with ``normalize=False``.
+        C-contiguous.
     y : numpy.ndarray of int64
         Shape ``(n,)``, class indices 0..9 ({classes}).
 
@@ -565,13 +529,13 @@ _LOADER_DOC = """Load {title}.
 
 
 def load_fashion_mnist(split: str = "train", source: str = "auto", normalize: bool = True,
-                       flatten: bool = False):
-    return _load_idx_dataset("fashion-mnist", split, source, normalize, flatten)
+                       flatten: bool = False, size: int | None = None):
+    return _load_idx_dataset("fashion-mnist", split, source, normalize, flatten, size)
 
 
 def load_mnist(split: str = "train", source: str = "auto", normalize: bool = True,
-               flatten: bool = False):
-    return _load_idx_dataset("mnist", split, source, normalize, flatten)
+               flatten: bool = False, size: int | None = None):
+    return _load_idx_dataset("mnist", split, source, normalize, flatten, size)
 
 
 load_fashion_mnist.__doc__ = _LOADER_DOC.format(
@@ -630,33 +594,5 @@ def load_digits(normalize: bool = True, flatten: bool = False):
     return _to_output(images, np.asarray(bunch.target), 16.0, normalize, flatten)
 
 
-def describe() -> str:
-    """Describe the known datasets: source, licence, size and where each is found here.
 
-    Returns
-    -------
-    str
-        One paragraph per entry of :data:`DATASETS`.
-    """
-    lines = []
-    for info in DATASETS.values():
-        sizes = ", ".join(f"{split} {n:,}" for split, n in info.n_samples.items())
-        lines.append(f"{info.name}: {info.title}")
-        lines.append(f"  source:  {info.source}")
-        lines.append(f"  licence: {info.licence}")
-        lines.append(f"  size:    {sizes}; images {info.image_shape[0]}x{info.image_shape[1]}, "
-                     f"{info.n_classes} classes")
-        if info.sample:
-            sample_sizes = ", ".join(f"{s} {n:,}" for s, n in info.sample_n_samples.items())
-            lines.append(f"  sample:  {info.sample} ({sample_sizes})")
-        if info.idx:
-            try:
-                where = "{1} set in {0}".format(*find_dataset(info.name))
-            except DatasetNotFoundError:
-                where = f"not found; to get it: {info.how_to_get}"
-            except DatasetError as exc:
-                where = f"unusable: {exc}"
-        else:
-            where = "from scikit-learn"
-        lines.append(f"  here:    {where}")
-    return "\n".join(lines)
+
