@@ -1,6 +1,6 @@
 """Sphinx configuration: `tox -e docs` builds the site into docs/_build/html.
 
-autodoc imports hetnet from this checkout; the compiled kernels (hetnet/_cpu/*.pyx)
+autodoc imports hetnet from this checkout; the compiled kernels (every ``*.pyx``)
 and pyopencl are stood in for by mocks, so the site builds without a compiler, a
 GPU or an OpenCL platform.  A new page is a Markdown (MyST) or reST file here plus
 one line in a toctree of index.md.
@@ -18,10 +18,10 @@ copyright = "2026, hetnet developers"
 
 
 def _version():
-    for line in (ROOT / "hetnet" / "__init__.py").read_text().splitlines():
+    for line in (ROOT / "hetnet" / "_version.py").read_text().splitlines():
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("\"'")
-    raise RuntimeError("hetnet/__init__.py has no __version__")
+    raise RuntimeError("hetnet/_version.py has no __version__")
 
 
 release = version = _version()
@@ -30,8 +30,9 @@ extensions = ["sphinx.ext.autodoc", "numpydoc", "myst_parser"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 
-autodoc_mock_imports = (["pyopencl"] +
-                        [f"hetnet._cpu.{p.stem}" for p in sorted((ROOT / "hetnet" / "_cpu").glob("*.pyx"))])
+# every compiled module (a .pyx anywhere in the package) and pyopencl
+autodoc_mock_imports = ["pyopencl"] + [
+    ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in sorted((ROOT / "hetnet").rglob("*.pyx"))]
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False
 # numpydoc lists members itself where asked; autodoc's :members: does it here
