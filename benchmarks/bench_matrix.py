@@ -195,7 +195,9 @@ def training_plan(model, batch, refresh=False):
     table does."""
     plan = model.plan(batch, training=True, refresh=refresh)
     if not plan.has_predictions:
-        plan = model.placement.plan(model, batch, True, measure_costs=True)
+        # the scheduler places a Chain (the model's steps and a measure callable);
+        # the model offers no public call for a plan with predictions of its own
+        plan = model.placement.plan(model._chain(), batch, True, measure_costs=True)
     return plan
 
 
