@@ -20,17 +20,11 @@ updates), which is what differs between the fits.
 """
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _machine import machine, run_without_openblas_pins, write_results  # noqa: E402
+from _common import add_output_args, machine, run_without_openblas_pins, write_results
 
 SIZES = [784, 120, 84, 10]
 BATCH = 64
@@ -116,21 +110,11 @@ def update_us(device, windows=7, reps=200):
     return {"parameters": n, **{name: float(np.median(v)) for name, v in times.items()}}
 
 
-def default_machine():
-    from hetnet.devices import gpu_device
-    gpu, _ = gpu_device()
-    if gpu is not None:
-        return "".join(c if c.isalnum() else "-" for c in gpu.name.split(":")[-1]).strip("-").lower()
-    return f"cpu{len(os.sched_getaffinity(0))}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=24, help="interleaved rounds (default 24)")
     ap.add_argument("--steps", type=int, default=48, help="steps per timed epoch (default 48)")
-    ap.add_argument("--record", action="store_true",
-                    help="write benchmarks/results/optimizers/<machine>.json")
-    ap.add_argument("--machine", default=None, help="name of the results file")
+    add_output_args(ap)
     args = ap.parse_args()
     run_without_openblas_pins()
     from hetnet.devices import get_device, gpu_device
@@ -140,7 +124,6 @@ def main():
         devices["gpu"] = gpu
     results = {"machine": machine(), "model": "mlp " + "-".join(map(str, SIZES)),
                "batch_size": BATCH, "rounds": args.rounds, "steps_per_round": args.steps,
-               "command": " ".join(["python", "benchmarks/bench_optimizers.py"] + sys.argv[1:]),
                "devices": {}}
     if gpu is None:
         results["gpu_skipped"] = why
@@ -155,8 +138,7 @@ def main():
             print(f"  {name:<18}{upd[name]:>10.1f}{row['step_ms_median']:>9.3f}"
                   f"{row['ratio_to_sgd_momentum_median']:>7.3f}  {row['ratio_p10']:.3f}-"
                   f"{row['ratio_p90']:.3f}  {row['rounds_within_20pct']}/{args.rounds}")
-    if args.record:
-        write_results(results, f"optimizers/{args.machine or default_machine()}")
+    write_results(results, "optimizers", args)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,15 @@ mealpy is a benchmark-only dependency; keep it out of hetnet's environment::
     python3 -m venv /work/venv-mealpy
     /work/venv-mealpy/bin/pip install mealpy numpy scipy
     PYTHONPATH=. /work/venv-mealpy/bin/python benchmarks/bench_shade_mealpy.py --seeds 2 --evals 2000
-    PYTHONPATH=. /work/venv-mealpy/bin/python benchmarks/bench_shade_mealpy.py --record cpu2
+    PYTHONPATH=. python benchmarks/bench_shade_mealpy.py --record   (mealpy installed in that python)
 """
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-HERE = Path(__file__).resolve().parent
+from _common import add_output_args, machine, write_results
 
 
 def make_functions(dim, seed=2013):
@@ -119,17 +114,12 @@ def main():
     ap.add_argument("--pop", type=int, default=100, help="population size (the paper's N)")
     ap.add_argument("--dim", type=int, default=30)
     ap.add_argument("--functions", default="sphere,rotated_ellipsoid,rosenbrock,rastrigin,ackley")
-    ap.add_argument("--out", default=str(HERE / "local" / "shade_mealpy"),
-                    help="folder of the results JSON (default: the ignored benchmarks/local/)")
-    ap.add_argument("--record", nargs="?", const="", default=None, metavar="MACHINE",
-                    help="write benchmarks/results/shade_mealpy/<MACHINE>.json "
-                         "(default name cpu<N>, N the CPUs available)")
+    add_output_args(ap)
     args = ap.parse_args()
     if args.evals % args.pop or args.evals < 2 * args.pop:
         ap.error(f"--evals must be a multiple of --pop and >= 2 * --pop, got {args.evals}")
 
     import mealpy
-    from _machine import machine
     info = machine()
     try:
         from threadpoolctl import threadpool_limits
@@ -173,14 +163,7 @@ def main():
               f"{h['wall_per_eval_us_median']:>12.3f} {m['wall_per_eval_us_median']:>12.2f} "
               f"{cell['speedup_per_eval']:>8.1f}x", flush=True)
 
-    if args.record is not None:
-        label = args.record or f"cpu{info['cpus_available']}"
-        path = HERE / "results" / "shade_mealpy" / f"{label}.json"
-    else:
-        path = Path(args.out) / "shade_mealpy.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
-    print(f"written {path}")
+    write_results(results, "shade_mealpy", args)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
 
     Parameters
     ----------
-    X : array (n, *input_shape), or (n, prod(input_shape))
+    X : array ``(n, *input_shape)``, or ``(n, prod(input_shape))``
     y : class indices (n,) or one-hot (n, k) for cross-entropy; (n, k)
         or (n,) targets otherwise
     validation_data : (X_val, y_val), optional
