@@ -1,24 +1,31 @@
 """hetnet: a small, fast, understandable CNN/MLP trainer for heterogeneous machines."""
 
-__version__ = "0.1.0"
+import sys
 
+from ._version import __version__
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dropout, GlobalAvgPool2D,
                      Residual)
-from .model import Sequential, History
+from .model import Sequential, History, load
+from .model import zoo as models
 from .optim import SGD, Adam, AdamW, RMSProp
-from .io import load
 from .info import build_info
 from .devices import get_device
 from . import devices          # callable: hn.devices() lists what this machine offers
-from . import models, datasets, schedules, metrics
+from . import datasets, schedules, metrics
 from .schedules import OneCycle, CosineDecay
-from .costmodel import recalibrate as calibrate
+from .sched.costmodel import recalibrate as calibrate
+from .metaheuristics import SHADE, SHADEILS
+from . import metaheuristics
+
+# the model zoo's public name: ``hn.models.lenet5``, ``import hetnet.models``
+sys.modules[__name__ + ".models"] = models
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "AdamW", "RMSProp", "load",
            "build_info", "get_device", "devices", "models", "datasets", "schedules", "metrics",
-           "OneCycle", "CosineDecay", "calibrate", "__version__"]
+           "OneCycle", "CosineDecay", "calibrate", "SHADE", "SHADEILS", "metaheuristics",
+           "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
 __all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]

@@ -121,40 +121,29 @@ def check_metrics(metrics, classification):
         if name not in METRICS:
             raise ValueError(f"unknown metric {name!r}; expected names from {sorted(METRICS)}")
         if METRICS[name][1] != classification:
-            kind = "a classification" if classification else "a regression"
-            raise ValueError(f"metric {name!r} does not apply to {kind} model; "
-                             f"use {sorted(k for k, v in METRICS.items() if v[1] == classification)}")
+            kind = "classification" if METRICS[name][1] else "regression"
+            other = "a classification" if classification else "a regression"
+            raise ValueError(f"metric {name!r} is for {kind} models; for {other} model use "
+                             f"{sorted(k for k, v in METRICS.items() if v[1] == classification)}")
     return names
 
 
-def evaluate_model(model, X, yt, sw, metrics, batch_size=256):
-    """The loss and ``metrics`` of ``model`` (a built Sequential) over
-    validated inputs ``X``, targets ``yt`` (as :func:`check_targets` gives
-    them) and sample weights ``sw`` (or None), in one inference pass."""
-    names = check_metrics(metrics, model.loss.classification)
-    n = X.shape[0]
-    total = 0.0
-    preds = np.empty((n, model.n_outputs), dtype=np.float32)
-    for idx, xb in model._inference_batches(X, batch_size):
-        dev = model.out_device
-        yb, wb = model._targets_to_device(yt, sw, idx)
-        logits = model._forward(xb, False)
-        loss, _ = model._loss_op(logits, yb, wb)
-        total += float(dev.to_host(loss)[0]) * xb.shape[0]
-        preds[idx] = dev.to_host(logits)
-    if model.loss.name == "cross_entropy":
-        y_true, y_pred = yt, preds.argmax(axis=1)
-    elif model.loss.name == "binary_cross_entropy":
-        y_true, y_pred = (yt > 0.5).astype(np.int64), (preds > 0).astype(np.int64)
+def score(names, loss_name, yt, logits, sample_weight=None):
+    """The metrics ``names`` (checked by :func:`check_metrics`) of a model
+    with loss ``loss_name`` from its ``logits`` (n, k) and the targets ``yt``
+    as :func:`hetnet._validation.check_targets` gives them: classes by
+    arg-max for cross-entropy, by the sign of each logit for binary
+    cross-entropy, the outputs themselves for regression."""
+    if loss_name == "cross_entropy":
+        y_true, y_pred = yt, logits.argmax(axis=1)
+    elif loss_name == "binary_cross_entropy":
+        y_true, y_pred = (yt > 0.5).astype(np.int64), (logits > 0).astype(np.int64)
         if y_true.shape[1] == 1:
             y_true, y_pred = y_true[:, 0], y_pred[:, 0]
     else:
-        y_true, y_pred = yt, preds
-    result = {"loss": total / n}
-    for name in names:
-        result[name] = METRICS[name][0](y_true, y_pred, sw)
-    return result
+        y_true, y_pred = yt, logits
+    return {name: METRICS[name][0](y_true, y_pred, sample_weight) for name in names}
 
 
 __all__ = ["METRICS", "accuracy", "balanced_accuracy", "r2", "mean_absolute_error",
-           "mean_squared_error", "evaluate_model", "check_metrics"]
+           "mean_squared_error", "score", "check_metrics"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
-from hetnet.devices.base import Device, dropout_key, mix32
+from hetnet.devices.base import dropout_key, mix32
 
 F32 = np.float32
 
@@ -21,6 +21,7 @@ POOL_CASES = [  # (shape, k, s, p)
     ((3, 1, 5, 6), (3, 2), (1, 2), (1, 1)),
     ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
     ((2, 3, 4, 5), (4, 5), (1, 1), (0, 0)),      # global
+    ((16, 8, 32, 32), (2, 2), (2, 2), (1, 1)),   # large enough for the CPU's threads
 ]
 
 
@@ -64,7 +65,8 @@ def test_avgpool2d_counts_padding_in_the_divisor(ref):
     np.testing.assert_allclose(y, np.full((1, 1, 2, 2), 0.25))
 
 
-BN_SHAPES = [(5, 3), (4, 3, 5, 6), (2, 7, 3, 3), (33, 2)]
+# the last two: large enough that the CPU kernels split them over threads
+BN_SHAPES = [(5, 3), (4, 3, 5, 6), (2, 7, 3, 3), (33, 2), (32, 3, 33, 31), (2000, 70)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
@@ -119,7 +121,7 @@ def test_batchnorm_reference_statistics(ref, rng):
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
-@pytest.mark.parametrize("n", [1, 7, 1000, 70001])
+@pytest.mark.parametrize("n", [1, 7, 1000, 300001])
 def test_dropout(device, ref, rng, p, n):
     x = rand(rng, n)
     key = dropout_key(12345, 3)
@@ -173,18 +175,24 @@ CONV_CASES = [  # (n, c, h, w, f, kh, kw, sh, sw, ph, pw)
 @pytest.mark.parametrize("act", ["identity", "relu"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_reference_direct_conv_matches_im2col_path(ref, rng, case, act, bias):
-    """The reference convolves directly; the interface's default (im2col +
-    GEMM on the reference's own im2col) must agree, forward and backward."""
+    """The reference convolves directly; the im2col + GEMM composition
+    (hetnet.devices.compose, on the reference's own im2col and GEMM) must
+    agree, forward and backward."""
+    from hetnet.devices.compose import Im2colConvolution
+
+    class Im2colReference(Im2colConvolution, type(ref)):
+        pass
+    composed = Im2colReference()
     n, c, h, w, f, kh, kw, sh, sw, ph, pw = case
     x, wt = rand(rng, n, c, h, w), rand(rng, f, c, kh, kw)
     b = rand(rng, f) if bias else None
     args = ((sh, sw), (ph, pw))
     res = []
-    for impl in (type(ref), Device):
-        y = impl.conv2d(ref, x, wt, b, *args, act)
+    for dev in (ref, composed):
+        y = dev.conv2d(x, wt, b, *args, act)
         dy = np.random.default_rng(1).standard_normal(y.shape).astype(F32)
         dw, db = np.empty_like(wt), (np.empty(f, F32) if bias else None)
-        dx = impl.conv2d_backward(ref, x, wt, y, dy, *args, act, dw, db)
+        dx = dev.conv2d_backward(x, wt, y, dy, *args, act, dw, db)
         res.append([y, dx, dw] + ([db] if bias else []))
     for a, b_, what in zip(res[0], res[1], ("y", "dx", "dW", "db")):
         assert_close(a, b_, what=what)
@@ -206,3 +214,42 @@ def test_conv_without_bias_on_every_device(device, ref, rng, case):
     dx = device.conv2d_backward(xd, wd, y, device.asarray(dy), *args, "relu", dw, None)
     assert_close(device.to_host(dx), dx_ref, what="conv dx")
     assert_close(device.to_host(dw), dw_ref, what="conv dW")
+
+
+def test_ops_on_views_into_larger_buffers(device, ref, rng):
+    """Every new op reads and writes views that start inside a buffer (the
+    OpenCL kernels take element offsets), leaving the rest untouched."""
+    big = rand(rng, 7, 3, 5, 6)
+
+    def view(a):
+        buf = device.asarray(np.concatenate([big[:2], a, big[:2]]))
+        return buf, device.batch_slice(buf, 2, 2 + a.shape[0])
+
+    x = rand(rng, 3, 3, 5, 6)
+    _, xv = view(x)
+    ybuf, yv = view(np.zeros_like(x))
+    device.add_activation(xv, xv, "relu", out=yv)
+    got = device.to_host(ybuf)
+    assert_close(got[2:5], ref.add_activation(x, x, "relu"), what="add on views")
+    np.testing.assert_array_equal(got[:2], big[:2])
+    np.testing.assert_array_equal(got[5:], big[:2])
+    dbuf, dv = view(np.zeros_like(x))
+    device.dropout(xv, 0.5, 99, out=dv)
+    np.testing.assert_array_equal(device.to_host(dbuf)[2:5], ref.dropout(x, 0.5, 99))
+    pbuf, pv = view(np.zeros((3, 3, 5, 6), F32))
+    out = device.avgpool2d(xv, 3, 3, 1, 1, 1, 1, out=pv)
+    assert_close(device.to_host(pbuf)[2:5], ref.avgpool2d(x, 3, 3, 1, 1, 1, 1), what="avgpool")
+    dx = device.avgpool2d_backward(out, x.shape, 3, 3, 1, 1, 1, 1)
+    assert_close(device.to_host(dx), ref.avgpool2d_backward(ref.avgpool2d(x, 3, 3, 1, 1, 1, 1),
+                                                            x.shape, 3, 3, 1, 1, 1, 1), what="dx")
+    c = 3
+    stats = device.asarray(np.concatenate([np.ones(c, F32) * 0.5, np.zeros(4 * c, F32)]))
+    g, b, mean, inv = (device.batch_slice(stats, i * c, (i + 1) * c) for i in range(4))
+    rm, rv = device.zeros((c,)), device.asarray(np.ones(c, F32))
+    bbuf, bv = view(np.zeros_like(x))
+    device.batchnorm_forward(xv, g, b, mean, inv, rm, rv, 0.1, 1e-5, True, "relu", out=bv)
+    r = [np.full(c, 0.5, F32), np.zeros(c, F32), np.empty(c, F32), np.empty(c, F32),
+         np.zeros(c, F32), np.ones(c, F32)]
+    assert_close(device.to_host(bbuf)[2:5], ref.batchnorm_forward(x, *r, 0.1, 1e-5, True, "relu"),
+                 what="batchnorm on views")
+    assert_close(device.to_host(mean), r[2], what="mean into a view")

@@ -228,6 +228,12 @@ def test_weights_state_and_counts():
     model.set_weights(new)
     for a, b in zip(model.get_weights(), new):
         np.testing.assert_array_equal(a, b)
+    # the block's view of its sub-layers' arrays is kept, and follows them
+    assert block.params is block.params
+    assert block.params["b0.W"] is block.branch[0].params["W"]
+    assert block.state["b1.running_var"] is block.branch[1].state["running_var"]
+    block.params["b0.W"] = block.device.asarray(np.zeros((2, 4, 1, 1), F32))
+    np.testing.assert_array_equal(block.branch[0].get_weights()[0], 0)
     with pytest.raises(ValueError, match="needs"):
         model.set_weights(new[:-1])
     with pytest.raises(ValueError, match="running_var"):
@@ -244,6 +250,9 @@ def test_fusion_inside_and_after_residual():
         "Conv2D", "BatchNorm2D", "Conv2D", "BatchNorm2D", "Conv2D", "BatchNorm2D"]
     assert [s.activation for s in block._branch_steps] == [
         "identity", "relu", "identity", "relu", "identity", "identity"]
+    text = model.summary()
+    assert "Residual(identity shortcut) (+relu" in text and "Residual(projection shortcut)" in text
+    assert "\n  Conv2D(in_channels=4, out_channels=2" in text
     fwd, bwd, upd = block.cost_terms(16)
     assert len(upd) == len(block.params)
     assert any(t[0] == "conv2d" for t in fwd) and any(t[0] == "reduce" for t in bwd)
@@ -262,9 +271,12 @@ def test_training_mode_only_in_fit():
         np.testing.assert_array_equal(a, b)
     p1 = model.predict_logits(X)
     np.testing.assert_array_equal(model.predict_logits(X), p1)   # dropout off, stats fixed
+    drop = model.layers[10]
+    passes = drop.passes
     model.explain(batch_size=8, repeats=1)                        # timed steps train copies
     for a, b in zip(bn.get_weights()[2:], before):
         np.testing.assert_array_equal(a, b)
+    assert drop.passes == passes                                  # and draw no masks for good
     model.fit(X, y, epochs=1, batch_size=8)
     assert not np.array_equal(bn.get_weights()[2], before[0])
 
@@ -346,9 +358,7 @@ def test_residual_moves_between_devices_with_its_state():
     model.fit(X, y, epochs=1, batch_size=8, optimizer=hn.SGD(lr=0.01, momentum=0.9))
     before = model.get_weights()
     ref = model.predict_logits(X)
-    from hetnet.placement import move_step
-    for step in model._steps:
-        move_step(model, step, ocl)
+    model.runtime.place([ocl] * len(model._steps))
     assert all(s.device is ocl for s in model._steps)
     assert all(layer.device is ocl for layer in model.layers[4].branch)
     for a, b in zip(model.get_weights(), before):
@@ -371,7 +381,7 @@ def test_mixed_placement_map_with_residual():
 def test_auto_plans_residual_blocks_as_one_node(monkeypatch):
     """'auto' with a (fake) GPU plans a model of the new layers: a residual
     block is one step of the chain, and a mixed plan trains as the CPU does."""
-    from test_planner import _auto_with_fake_gpu
+    from test_placement import _auto_with_fake_gpu
     from hetnet.devices.cpu import CPUDevice
     _auto_with_fake_gpu(monkeypatch)
     X, y = _data(1100, size=12)
@@ -393,7 +403,7 @@ def test_auto_plans_residual_blocks_as_one_node(monkeypatch):
 
 
 def test_padded_maxpool_geometry_is_measured():
-    from hetnet.costmodel import measure_geometry
+    from hetnet.sched.costmodel import measure_geometry
     layer = hn.MaxPool2D(3, stride=2, padding=1)
     dev = make_device("cpu")
     layer.build(dev, (2, 7, 7), np.random.default_rng(0))

@@ -131,14 +131,13 @@ def test_zoo_forward_and_one_step(name, build, shape, k):
 # -------------------------------------------------------------------- summary
 def test_summary_before_fit_lists_the_layers_inside_blocks():
     model = models.resnet15()
-    text = model.summary()
-    lines = text.splitlines()
+    lines = model.summary().splitlines()
     assert lines[-1] == "total parameters: 513034"
-    branch = [ln for ln in lines if ln.startswith("  | ")]
-    shortcut = [ln for ln in lines if ln.startswith("  + ")]
-    assert len(branch) == 4 * 8 and len(shortcut) == 3 * 2
-    assert sum(ln.lstrip(" |+").startswith("Conv2D") for ln in branch) == 12
-    # every top-level layer has its row: the header lines, then one each
+    inner = [ln for ln in lines[2:-1] if ln.startswith("  ")]
+    assert len(inner) == 4 * 8 + 3 * 2          # branches, then the three projections
+    assert sum(ln.lstrip().startswith("Conv2D") for ln in inner) == 12 + 3
+    assert "kernel_size=(3, 3)" in "\n".join(inner)
+    # every top-level layer has its row
     top = [ln for ln in lines[2:-1] if not ln.startswith("  ")]
     assert len(top) == len(model.layers)
     # the block's row counts its sub-layers' parameters

@@ -8,7 +8,7 @@ Shapes follow :mod:`hetnet.devices.base`.
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, sqrt, pow
+from libc.math cimport expf, logf, log1pf, fabsf, sqrt, pow
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.float cimport FLT_MIN
@@ -231,52 +231,46 @@ def sigmoid_bce(float[:, ::1] z, float[:, ::1] t, float[::1] weights,
     return loss * inv_n
 
 
-def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
-        float[:, ::1] grad, int nthreads):
+cdef double _regression_loss(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
+                             float[:, ::1] grad, int nthreads, bint absolute):
+    """Squared (or, ``absolute``, absolute) error over all N*K entries,
+    weighted per row and divided by N*K; fills grad with ``2 w_i (p - t) /
+    (N K)`` (or ``w_i sign(p - t) / (N K)``, 0 where they are equal)."""
+    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
+    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
+    cdef double loss = 0.0
+    cdef bint has_w = weights.shape[0] > 0
+    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
+        wi = weights[i] if has_w else 1.0
+        for j in range(k):
+            d = p[i, j] - t[i, j]
+            if absolute:
+                loss += wi * fabsf(d)
+                grad[i, j] = wi * inv if d > 0 else (-wi * inv if d < 0 else 0.0)
+            else:
+                loss += wi * d * d
+                grad[i, j] = 2.0 * d * wi * inv
+    return loss * inv
+
+
+def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights, float[:, ::1] grad, int nthreads):
     """Mean squared error over all N*K entries; fills grad."""
-    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
-    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
-    cdef double loss = 0.0
-    cdef bint has_w = weights.shape[0] > 0
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
-        wi = weights[i] if has_w else 1.0
-        for j in range(k):
-            d = p[i, j] - t[i, j]
-            loss += wi * d * d
-            grad[i, j] = 2.0 * d * wi * inv
-    return loss * inv
+    return _regression_loss(p, t, weights, grad, nthreads, False)
 
 
-def mae(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
-        float[:, ::1] grad, int nthreads):
-    """Mean absolute error over all N*K entries; fills grad with
-    ``w_i sign(p - t) / (N K)`` (0 where they are equal)."""
-    cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
-    cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
-    cdef double loss = 0.0
-    cdef bint has_w = weights.shape[0] > 0
-    for i in prange(n, nogil=True, num_threads=_nt(n * k, nthreads), schedule="static"):
-        wi = weights[i] if has_w else 1.0
-        for j in range(k):
-            d = p[i, j] - t[i, j]
-            loss += wi * fabsf(d)
-            grad[i, j] = (wi * inv if d > 0 else (-wi * inv if d < 0 else 0.0))
-    return loss * inv
+def mae(float[:, ::1] p, float[:, ::1] t, float[::1] weights, float[:, ::1] grad, int nthreads):
+    """Mean absolute error over all N*K entries; fills grad."""
+    return _regression_loss(p, t, weights, grad, nthreads, True)
 
 
 # ---------------------------------------------------------------- optimisers
 # Each update runs over flat buffers in one parallel region: thread t takes
 # the t-th contiguous block (as the GEMM that wrote the gradient split its
-# rows, see CPUDevice._update_threads) and runs a plain loop over it that the
-# compiler vectorises (sqrt included: the package builds with -fno-math-errno,
-# without which each sqrtf is a scalar call guarded for errno; Adam's update
-# of the 784-120-84-10 MLP took 1 ms a step that way, 30 times SGD's).
-#
-# Optimizer states whose gradient stays 0 (a dead ReLU unit) decay
-# geometrically into subnormals, and arithmetic on them is up to 100x slower
-# on Intel CPUs (a batch-1 MLP's update took 0.5 ms a step on the 16-core
-# Xeon host instead of microseconds), so states are set to 0 below a floor
-# (_state_floor).
+# rows, see CPUDevice._update_threads) and runs the C loop of
+# _update_loops.pxi over it.
+
+include "_update_loops.pxi"
+
 
 cdef inline float _state_floor(float a, float b) noexcept nogil:
     """The least optimizer state worth keeping when the next update multiplies
@@ -300,30 +294,6 @@ cdef inline int _update_nt(Py_ssize_t n, int nthreads, bint exact) noexcept nogi
     return <int>min(<Py_ssize_t>nt, n) if n > 0 else 1
 
 
-cdef inline void _sgd_run(float *w, const float *g, float *v, Py_ssize_t n, float lr,
-                          float mom, float wd, bint nesterov, float scale,
-                          float floor) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef float gi, vi
-    if v == NULL:
-        for i in range(n):
-            w[i] = w[i] - lr * (scale * g[i] + wd * w[i])
-    elif nesterov:
-        for i in range(n):
-            gi = scale * g[i] + wd * w[i]
-            vi = mom * v[i] + gi
-            vi = vi if fabsf(vi) >= floor else 0.0
-            v[i] = vi
-            w[i] = w[i] - lr * (gi + mom * vi)
-    else:
-        for i in range(n):
-            gi = scale * g[i] + wd * w[i]
-            vi = mom * v[i] + gi
-            vi = vi if fabsf(vi) >= floor else 0.0
-            v[i] = vi
-            w[i] = w[i] - lr * vi
-
-
 def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentum,
                float weight_decay, bint nesterov, int nthreads, bint exact_threads=False,
                float scale=1.0):
@@ -344,26 +314,8 @@ def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentu
     for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
         lo = t * chunk
         if lo < n:
-            _sgd_run(&w[lo], &g[lo], &v[lo] if use_v else NULL, min(chunk, n - lo), lr,
+            hn_sgd_run(&w[lo], &g[lo], &v[lo] if use_v else NULL, min(chunk, n - lo), lr,
                      momentum, weight_decay, nesterov, scale, floor)
-
-
-cdef inline void _adam_run(float *w, const float *g, float *m, float *v, Py_ssize_t n,
-                           float b1, float b2, float step, float inv_c2s, float eps,
-                           float l2, float decay, float scale, float mfloor,
-                           float vfloor) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef float wi, gi, mi, vi, a1 = 1.0 - b1, a2 = 1.0 - b2
-    for i in range(n):
-        wi = w[i] * decay
-        gi = scale * g[i] + l2 * wi
-        mi = b1 * m[i] + a1 * gi
-        vi = b2 * v[i] + a2 * gi * gi
-        mi = mi if fabsf(mi) >= mfloor else 0.0
-        vi = vi if vi >= vfloor else 0.0
-        m[i] = mi
-        v[i] = vi
-        w[i] = wi - step * mi / (sqrtf(vi) * inv_c2s + eps)
 
 
 def adam_update(float[::1] w, float[::1] g, float[::1] m, float[::1] v, float lr,
@@ -386,32 +338,8 @@ def adam_update(float[::1] w, float[::1] g, float[::1] m, float[::1] v, float lr
     for k in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
         lo = k * chunk
         if lo < n:
-            _adam_run(&w[lo], &g[lo], &m[lo], &v[lo], min(chunk, n - lo), beta1, beta2,
+            hn_adam_run(&w[lo], &g[lo], &m[lo], &v[lo], min(chunk, n - lo), beta1, beta2,
                       step, inv_c2s, eps, l2, decay, scale, mfloor, vfloor)
-
-
-cdef inline void _rmsprop_run(float *w, const float *g, float *sq, float *buf, Py_ssize_t n,
-                              float lr, float alpha, float eps, float mom, float wd,
-                              float scale, float sfloor, float bfloor) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef float gi, si, d, bi, a1 = 1.0 - alpha
-    if buf == NULL:
-        for i in range(n):
-            gi = scale * g[i] + wd * w[i]
-            si = alpha * sq[i] + a1 * gi * gi
-            si = si if si >= sfloor else 0.0
-            sq[i] = si
-            w[i] = w[i] - lr * gi / (sqrtf(si) + eps)
-    else:
-        for i in range(n):
-            gi = scale * g[i] + wd * w[i]
-            si = alpha * sq[i] + a1 * gi * gi
-            si = si if si >= sfloor else 0.0
-            sq[i] = si
-            bi = mom * buf[i] + gi / (sqrtf(si) + eps)
-            bi = bi if fabsf(bi) >= bfloor else 0.0
-            buf[i] = bi
-            w[i] = w[i] - lr * bi
 
 
 def rmsprop_update(float[::1] w, float[::1] g, float[::1] sq, float[::1] buf, float lr,
@@ -429,7 +357,7 @@ def rmsprop_update(float[::1] w, float[::1] g, float[::1] sq, float[::1] buf, fl
     for k in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
         lo = k * chunk
         if lo < n:
-            _rmsprop_run(&w[lo], &g[lo], &sq[lo], &buf[lo] if use_b else NULL,
+            hn_rmsprop_run(&w[lo], &g[lo], &sq[lo], &buf[lo] if use_b else NULL,
                          min(chunk, n - lo), lr, alpha, eps, momentum, weight_decay, scale,
                          sfloor, bfloor)
 

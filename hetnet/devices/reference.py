@@ -88,6 +88,10 @@ class NumpyDevice(HostArrays, Device):
     # The reference convolves directly (a loop over the kh*kw kernel offsets,
     # each a channel contraction over strided views of the padded input), so
     # it checks the im2col + GEMM path of the other devices independently.
+    def conv_workspace_bytes(self, batch, col_shape):
+        """0: the direct convolution below needs no im2col workspace."""
+        return 0
+
     def conv2d(self, x, w, b, stride, pad, activation="identity", out=None):
         n, c, h, wd = x.shape
         f, _, kh, kw = w.shape

@@ -171,14 +171,14 @@ class ModelSpec:
 
 def _mlp(hidden):
     def build(data, **kwargs):
-        from ..models import thesis_mlp
+        from ..model.zoo import thesis_mlp
         return thesis_mlp(hidden, data.sample_shape[0], data.n_outputs, init="glorot", **kwargs)
     return build
 
 
 def _image_model(which):
     def build(data, **kwargs):
-        from .. import models
+        from ..model import zoo as models
         c, h, _ = data.sample_shape
         if which == "lenet5":
             return models.lenet5(c, data.n_outputs, batch_norm=True, input_size=h,
@@ -361,23 +361,23 @@ def _progress(total, enabled):
                 disable=None if enabled is None else not enabled)
 
 
-def _resolve_device(device):
-    from ..devices import get_device
-    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        return "auto"
-    return get_device(device) if isinstance(device, str) else device
+def _resolve_device(device, threads=None):
+    from ..devices import resolve
+    # 'auto' stays a placement policy: each model places its layers
+    return resolve("auto" if device is None else device, threads, allow_auto=True,
+                   threads_param="--threads")
 
 
 def _host():
     import numpy
-    from .. import __version__
+    from .._version import __version__
     return {"hetnet": __version__, "python": platform.python_version(),
             "numpy": numpy.__version__, "machine": platform.machine(),
             "processor": platform.processor(), "cpus": os.cpu_count()}
 
 
 def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, device="cpu",
-                 quick=False, protocol=None, progress=None, out=None):
+                 quick=False, protocol=None, progress=None, out=None, threads=None):
     """Run the thesis's grid and return its results (and write them to ``out``).
 
     Parameters
@@ -398,6 +398,8 @@ def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, d
         A progress bar on stderr; None: only when stderr is a terminal.
     out : path, optional
         Folder to write ``<part>.json`` and ``<part>.md`` into.
+    threads : int, optional
+        CPU threads (``device="cpu"`` only; default: the CPU device's own).
 
     Returns
     -------
@@ -412,7 +414,7 @@ def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, d
     from ..datasets import DatasetNotFoundError
     cells = plan_grid(part, datasets, models, strategies, quick)
     protocol = protocol or (QUICK if quick else THESIS)
-    dev = _resolve_device(device)
+    dev = _resolve_device(device, threads)
     results = {"experiment": "thesis-b", "part": part, "quick": bool(quick),
                "protocol": dataclasses.asdict(protocol), "host": _host(),
                "device": dev if isinstance(dev, str) else dev.name, "cells": []}
@@ -572,6 +574,9 @@ def add_parser(sub):
                    help="epochs per run (default 20, or 2 with --quick)")
     p.add_argument("--device", default="cpu",
                    help="where to run: cpu, gpu, opencl:P:D or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads, --device cpu only (default: HETNET_NUM_THREADS, "
+                        "OMP_NUM_THREADS or every CPU available)")
     p.add_argument("--quick", action="store_true",
                    help="a seconds-long subset (2 epochs, batch sizes 32 and 64, 100 training "
                         "images), for tests")
@@ -590,7 +595,8 @@ def main(args):
         protocol = dataclasses.replace(protocol, epochs=args.epochs)
     results = run_thesis_b(args.part, args.datasets, args.models, args.strategies,
                            args.device, args.quick, protocol,
-                           progress=False if args.quiet else None, out=args.out)
+                           progress=False if args.quiet else None, out=args.out,
+                           threads=args.threads)
     ok = sum(c["status"] == "ok" for c in results["cells"])
     print(f"thesis-b {args.part}: {ok} of {len(results['cells'])} cells run in "
           f"{results['seconds']:.1f} s; wrote {os.path.join(args.out, args.part)}.json and .md")

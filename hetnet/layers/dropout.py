@@ -20,7 +20,8 @@ class Dropout(Layer):
     numbers cross to the device, nothing is stored for the backward pass
     (it recomputes the same mask), and every device draws the same mask.
     The seed comes from the model's generator at build, so a seeded model
-    drops the same elements in every run; the step counts training passes.
+    drops the same elements in every run; ``passes`` counts training passes
+    (the model's timed planning steps leave it as it was).
 
     Shapes: x, y ``(N, ...)``, any per-sample shape.
     """
@@ -37,19 +38,19 @@ class Dropout(Layer):
             raise ValueError(f"Dropout p must be in [0, 1], got {p!r}")
         self.p = p
         self.seed = 0
-        self.steps = 0
+        self.passes = 0
 
     def build(self, device, input_shape, rng):
         self.seed = int(rng.integers(0, 2 ** 32))
-        self.steps = 0
+        self.passes = 0
         return super().build(device, input_shape, rng)
 
     def forward(self, x, training=False):
         self._active = bool(training) and self.p > 0.0
         if not self._active:
             return x
-        self._key = dropout_key(self.seed, self.steps)
-        self.steps += 1
+        self._key = dropout_key(self.seed, self.passes)
+        self.passes += 1
         return self.device.dropout(x, self.p, self._key, out=self.buffer("y", x.shape))
 
     def backward(self, dy, need_dx=True):

@@ -25,7 +25,7 @@ class _BatchNorm(Layer):
     #: the input's rank per sample this layer takes (1: (F,), 3: (C, H, W))
     sample_rank = 1
     #: Sequential fuses a following activation into this layer
-    fuses_activation = True
+    fusable_activations = ("relu", "sigmoid", "tanh")
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()

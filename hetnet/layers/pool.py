@@ -3,6 +3,7 @@
 import numpy as np
 
 from .base import Layer, pair
+from .geometry import MaxPool2DGeometry, PaddedMaxPool2DGeometry
 from ..devices.base import conv_output_size
 
 
@@ -53,9 +54,11 @@ class MaxPool2D(_Pool2D):
     """
 
     def cost_terms(self, batch, need_dx=True):
-        geom = ("maxpool2d", self.input_shape, self.size, self.stride)
         if self.padding != (0, 0):
-            geom += (self.padding,)
+            geom = PaddedMaxPool2DGeometry("maxpool2d_padded", self.input_shape, self.size,
+                                           self.stride, self.padding)
+        else:
+            geom = MaxPool2DGeometry("maxpool2d", self.input_shape, self.size, self.stride)
         return ([("maxpool2d", batch, geom)],
                 [("maxpool2d_backward", batch, geom)] if need_dx else [], [])
 

@@ -4,6 +4,7 @@ import numpy as np
 
 from .activations import fuse_activations
 from .base import Layer
+from .registry import LAYERS
 
 
 class _WriteThrough(dict):
@@ -51,10 +52,11 @@ class Residual(Layer):
     which the shortcut's output (or the input) must match.
     """
 
-    fuses_activation = True
+    fusable_activations = ("relu", "sigmoid", "tanh")
 
     def __init__(self, branch, shortcut=None):
         self._named = []
+        self._views = {}
         super().__init__()
         self.branch = self._layers(branch, "branch")
         if not self.branch:
@@ -75,7 +77,6 @@ class Residual(Layer):
     def _layers(spec, what):
         """Layers from a list of Layer objects or of saved ``{"class",
         "config"}`` entries (as :meth:`get_config` writes them)."""
-        from . import LAYERS
         if isinstance(spec, Layer):
             spec = [spec]
         try:
@@ -108,6 +109,17 @@ class Residual(Layer):
             "[" + ", ".join(repr(layer) for layer in self.shortcut) + "]"
         return f"Residual([{inner}], shortcut={short})"
 
+    @property
+    def sublayers(self):
+        """The branch's layers, then the shortcut's."""
+        return [layer for _, layer in self._named]
+
+    @property
+    def summary_name(self):
+        """The block's row in ``Sequential.summary()`` (its sub-layers follow)."""
+        return "Residual(" + ("identity" if self.shortcut is None else "projection") + \
+            " shortcut)"
+
     # ------------------------------------------- the sub-layers' arrays
     def _owner(self, key):
         prefix, _, name = key.partition(".")
@@ -116,7 +128,22 @@ class Residual(Layer):
                 return layer, name
         raise KeyError(key)
 
+    def _view(self, attr):
+        """The block's :class:`_WriteThrough` of ``attr``, kept while every
+        sub-layer still holds the same dict (the model reads a step's
+        ``params`` and ``grads`` many times a step; a residual network's
+        blocks would otherwise rebuild them quadratically often)."""
+        dicts = tuple(getattr(layer, attr) for _, layer in self._named)
+        cached = self._views.get(attr)
+        if cached is not None and len(cached[0]) == len(dicts) and all(
+                a is b for a, b in zip(cached[0], dicts)):
+            return cached[1]
+        view = _WriteThrough(self, attr)
+        self._views[attr] = (dicts, view)
+        return view
+
     def _distribute(self, attr, mapping):
+        self._views.pop(attr, None)
         for prefix, layer in self._named:
             head = prefix + "."
             sub = {k[len(head):]: v for k, v in mapping.items() if k.startswith(head)}
@@ -125,7 +152,7 @@ class Residual(Layer):
 
     @property
     def params(self):
-        return _WriteThrough(self, "params")
+        return self._view("params")
 
     @params.setter
     def params(self, mapping):
@@ -133,7 +160,7 @@ class Residual(Layer):
 
     @property
     def grads(self):
-        return _WriteThrough(self, "grads")
+        return self._view("grads")
 
     @grads.setter
     def grads(self, mapping):
@@ -141,7 +168,7 @@ class Residual(Layer):
 
     @property
     def state(self):
-        return _WriteThrough(self, "state")
+        return self._view("state")
 
     @state.setter
     def state(self, mapping):
@@ -242,3 +269,4 @@ class Residual(Layer):
             k = layer.n_weights
             layer.set_weights(weights[i:i + k])
             i += k
+        self._views = {}
