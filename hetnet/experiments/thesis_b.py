@@ -16,7 +16,8 @@ models x strategies and writes ``<part>.json`` and ``<part>.md`` under
   runs NAG (``SGD(momentum=0.9, nesterov=True)``), RMSProp and Adam, each
   with PyTorch's default hyper-parameters, as the thesis does (section
   6.4); ``metaheuristic`` (SHADE, SHADE-ILS and their hybrids with gradient
-  descent, section 6.5) is not in hetnet yet and says so.
+  descent, section 6.5) needs model training by those strategies, which
+  hetnet does not have yet: it says so and runs nothing.
 
 The gradient protocol (sections 6.2-6.4), per cell:
 
@@ -337,9 +338,10 @@ def plan_grid(part="gradient", datasets=None, models=None, strategies=None, quic
     missing = [s for s in strategies if STRATEGIES[s].train is None]
     if missing:
         raise PartNotAvailableError(
-            f"the {part} part is not available yet: hetnet has no "
-            f"{', '.join(STRATEGIES[s].description for s in missing)} (the metaheuristics "
-            "issue builds them); run --part gradient")
+            f"the {part} part is not available yet: hetnet cannot train a model by "
+            f"{', '.join(STRATEGIES[s].description for s in missing)} (hetnet.metaheuristics "
+            "minimises plain functions; training models with them is still being built); "
+            "run --part gradient")
     datasets = _select("data sets", datasets, DATASETS)
     if models is None and quick:
         models = QUICK_MODELS
