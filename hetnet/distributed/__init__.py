@@ -20,9 +20,9 @@ from ._mpi import MPIUnavailableError, require_mpi, launched_by_mpi
 from .context import (init, Context, DistributedTimeout, rank_device, host_gpus,
                       DEFAULT_TIMEOUT_S, TIMEOUT_ENV)
 from .allreduce import GradientAverager, DEFAULT_BUCKET_BYTES
-from .shares import split_batch, rebalance, share_weights, offsets
+from .shares import split_batch, measured_speeds, rebalance, share_weights, offsets
 
 __all__ = ["init", "Context", "DistributedTimeout", "MPIUnavailableError", "require_mpi",
            "launched_by_mpi", "rank_device", "host_gpus", "GradientAverager", "split_batch",
-           "rebalance", "share_weights", "offsets", "DEFAULT_TIMEOUT_S", "TIMEOUT_ENV",
-           "DEFAULT_BUCKET_BYTES"]
+           "measured_speeds", "rebalance", "share_weights", "offsets", "DEFAULT_TIMEOUT_S",
+           "TIMEOUT_ENV", "DEFAULT_BUCKET_BYTES"]

@@ -67,6 +67,11 @@ class GradientAverager:
         Wall time spent in them, in all (staging, scaling, reduction).
     last_s : float
         Wall time of the last one.
+    ready_at : float
+        ``time.perf_counter()`` when the last call had this rank's gradient
+        ready (on entry for host buffers, when the last download landed for
+        device buffers): the end of this rank's compute, before any waiting
+        for the others.
     """
 
     def __init__(self, context, bucket_bytes=DEFAULT_BUCKET_BYTES, weight=None):
@@ -81,6 +86,7 @@ class GradientAverager:
         self.seconds = 0.0
         self.last_s = 0.0
         self.last_buckets = 0
+        self.ready_at = 0.0
         self._staging = {}
 
     def set_weight(self, weight=None):
@@ -110,7 +116,7 @@ class GradientAverager:
         weight : float, optional
             This call's weight instead of :attr:`weight`.
         """
-        t0 = time.perf_counter()
+        t0 = self.ready_at = time.perf_counter()
         items = list(buffers.items()) if hasattr(buffers, "items") else list(buffers)
         w = self.weight if weight is None else float(weight)
         ctx = self.context
@@ -152,6 +158,8 @@ class GradientAverager:
                     events[b].wait()
                 continue
             waiting.pop(0)
+            if not waiting:
+                self.ready_at = time.perf_counter()
             start, stop = ranges[b]
             part = host[start:stop]
             if w != 1.0:

@@ -426,7 +426,8 @@ class Context:
         path = os.fspath(path)
         if self.is_root:
             directory = os.path.dirname(os.path.abspath(path))
-            tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+            # the name keeps path's ending, for writers that add a missing suffix
+            tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
             try:
                 writer(tmp)
                 os.replace(tmp, path)

@@ -77,28 +77,18 @@ def _largest_remainder(total, w):
     return shares
 
 
-def rebalance(shares, compute_s, total=None, minimum=1):
-    """New shares from how fast each rank got through its old one.
+def measured_speeds(shares, compute_s):
+    """Samples per second of each rank: ``shares / compute_s``, ``(k,)``
+    float64.  A rank with no share or no measured time is given the median
+    speed of the others (all 1.0 when none was measured).
 
     Parameters
     ----------
     shares : sequence of int, (k,)
-        Samples each rank was given per step (or in all, over the window
-        ``compute_s`` covers).
+        Samples each rank computed (per step, or in all over a window).
     compute_s : sequence of float, (k,)
         Seconds each rank spent computing them (forward and backward, not
         waiting for the others).
-    total : int, optional
-        Samples to share out; default ``sum(shares)``.
-    minimum : int
-        As :func:`split_batch`.
-
-    Returns
-    -------
-    numpy.ndarray of int64, (k,)
-        :func:`split_batch` of ``total`` by speed ``shares / compute_s``.  A
-        rank with no share or no measured time is given the median speed of
-        the others (all equal when none was measured).
     """
     n = np.asarray(shares, dtype=np.float64)
     t = np.asarray(compute_s, dtype=np.float64)
@@ -107,12 +97,20 @@ def rebalance(shares, compute_s, total=None, minimum=1):
                          f"{n.shape} and {t.shape}")
     if np.any(n < 0):
         raise ValueError(f"shares must be at least 0, got {n.tolist()}")
-    total = int(n.sum()) if total is None else int(total)
     ok = (n > 0) & np.isfinite(t) & (t > 0)
     speed = np.ones_like(n)
     if ok.any():
         speed[ok] = n[ok] / t[ok]
         speed[~ok] = np.median(speed[ok])
+    return speed
+
+
+def rebalance(shares, compute_s, total=None, minimum=1):
+    """New shares from how fast each rank got through its old one:
+    :func:`split_batch` of ``total`` (default ``sum(shares)``) by
+    :func:`measured_speeds`.  ``(k,)`` int64."""
+    speed = measured_speeds(shares, compute_s)
+    total = int(np.sum(shares)) if total is None else int(total)
     return split_batch(total, speed, minimum)
 
 
@@ -133,4 +131,4 @@ def offsets(shares):
     return np.concatenate([[0], np.cumsum(np.asarray(shares, dtype=np.int64))])
 
 
-__all__ = ["split_batch", "rebalance", "share_weights", "offsets"]
+__all__ = ["split_batch", "measured_speeds", "rebalance", "share_weights", "offsets"]

@@ -1,0 +1,224 @@
+"""What a data-parallel ``fit`` does differently from a plain one, in one
+object the fit loop consults (:class:`DataParallel`), and the gathering
+evaluation and prediction.
+
+Every rank runs the same fit loop on a replica of the model:
+
+- the replicas start from rank 0's weights (one ``Ibcast``);
+- every epoch's sample order is rank 0's (broadcast), so every rank forms
+  the same global mini-batches;
+- each global mini-batch is split across the ranks, in proportion to each
+  rank's measured speed (re-measured every epoch; :mod:`.shares`), and each
+  rank computes the batch-mean gradient of its rows;
+- the gradient hook (:class:`GradientAverager`) replaces every rank's
+  gradient by the sum over ranks of ``share_r / batch`` times it, which is
+  the mean gradient of the whole mini-batch, so every rank applies the
+  same update to the same weights;
+- losses and metrics are summed over the ranks; only rank 0 shows progress.
+
+BatchNorm (layers with batch statistics) follows PyTorch's
+DistributedDataParallel without SyncBatchNorm: each rank normalises by the
+statistics of its own rows, so a model with BatchNorm trains like one
+process whose batches are normalised in groups (the ranks' shares), not like
+one process at the global batch; the running statistics are averaged over
+the ranks at the end of every epoch (before validation) and of the fit, so
+the replicas stay identical.  Networks without BatchNorm train as one
+process at the global batch, to float32 rounding.
+"""
+
+import time
+
+import numpy as np
+
+from .allreduce import GradientAverager, DEFAULT_BUCKET_BYTES
+from .shares import split_batch, measured_speeds, offsets
+
+
+class DataParallel:
+    """The data-parallel side of one ``fit`` call on one rank.
+
+    Parameters
+    ----------
+    context : Context
+    model : Sequential
+        Built, the same architecture on every rank.
+    batch_size : int
+        The global mini-batch (all ranks together).
+    balance : {"speed", "equal"}
+        ``"speed"``: shares proportional to each rank's measured speed,
+        measured again every epoch (the first epoch splits equally).
+        ``"equal"``: equal shares throughout.
+    bucket_bytes : int
+        :class:`GradientAverager`'s bucket size.
+
+    Attributes
+    ----------
+    shares : numpy.ndarray of int64, (size,)
+        Rows of a full global batch each rank takes this epoch.
+    share_history : list of list of int
+        ``shares`` of every epoch so far.
+    speed_history : list of list of float
+        Each rank's measured speed (samples/s of compute) after every epoch.
+    averager : GradientAverager
+    """
+
+    def __init__(self, context, model, batch_size, balance="speed",
+                 bucket_bytes=DEFAULT_BUCKET_BYTES):
+        if balance not in ("speed", "equal"):
+            raise ValueError(f"balance must be 'speed' or 'equal', got {balance!r}")
+        self.context = context
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.balance = balance
+        self.averager = GradientAverager(context, bucket_bytes)
+        self.speeds = np.ones(context.size)
+        self.shares = split_batch(self.batch_size, self.speeds)
+        self.share_history = []
+        self.speed_history = []
+        self._epoch_rows = 0
+        self._epoch_compute_s = 0.0
+        self._step_t0 = None
+        self._step_rows = 0
+
+    # ----------------------------------------------------------- the fit
+    def begin(self):
+        """At the start of the fit: every replica takes rank 0's weights."""
+        self.context.broadcast_weights(self.model)
+
+    def epoch_order(self, order):
+        """Rank 0's sample order for this epoch (int64 ``(n,)``), on every rank."""
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        self.share_history.append(self.shares.tolist())
+        self._epoch_rows, self._epoch_compute_s = 0, 0.0
+        return self.context.bcast(order, what="the broadcast of the epoch's sample order")
+
+    def local_rows(self, idx):
+        """This rank's rows of the global batch ``idx`` and the number of
+        samples they count for: ``(rows, count)``.
+
+        A rank whose share of a short last batch is zero (fewer rows than
+        ranks) computes on the batch's first row with weight 0 (``count``
+        0): it still takes part in the reduction and the update.  Call just
+        before the step: the step's compute time is measured from here to
+        the gradient hook.
+        """
+        m = len(idx)
+        r = self.context.rank
+        if m == self.batch_size:
+            shares = self.shares
+        else:
+            shares = split_batch(m, self.speeds)
+        o = offsets(shares)
+        count = int(shares[r])
+        self.averager.set_weight(count / m)
+        rows = idx[o[r]:o[r + 1]] if count else idx[:1]
+        self._step_rows = count
+        self._step_t0 = time.perf_counter()
+        return rows, count
+
+    def gradient_hook(self, buffers):
+        """The runtime's gradient hook: average ``buffers`` over the ranks
+        and account this rank's compute time."""
+        self.averager(buffers)
+        if self._step_t0 is not None:
+            self._epoch_compute_s += self.averager.ready_at - self._step_t0
+            self._epoch_rows += self._step_rows
+            self._step_t0 = None
+
+    def sum(self, value):
+        """``value`` (a float) summed over the ranks."""
+        buf = np.array([value], dtype=np.float64)
+        return float(self.context.allreduce(buf, what="the sum of the epoch's losses")[0])
+
+    def end_epoch(self):
+        """After an epoch's steps: measure every rank's speed and, with
+        ``balance="speed"``, share the next epoch's batches by it; average
+        BatchNorm running statistics."""
+        mine = np.array([self._epoch_rows, self._epoch_compute_s], dtype=np.float64)
+        every = self.context.allgather(mine, what="the gathering of step times")
+        speeds = measured_speeds(every[:, 0], every[:, 1])
+        self.speed_history.append(speeds.tolist())
+        if self.balance == "speed":
+            self.speeds = speeds
+            self.shares = split_batch(self.batch_size, speeds)
+        self.average_batch_statistics()
+
+    def stop(self, requested):
+        """Rank 0's decision whether to stop (its callbacks'), on every rank."""
+        flag = np.array([1 if requested else 0], dtype=np.int8)
+        return bool(self.context.bcast(flag, what="the broadcast of the stop decision")[0])
+
+    def average_batch_statistics(self):
+        """Average every layer's running batch statistics over the ranks (in
+        one allreduce)."""
+        arrays = batch_statistics(self.model)
+        if not arrays or self.context.size == 1:
+            return
+        host = [(layer, name, dev.to_host(a).astype(np.float64))
+                for layer, name, dev, a in arrays]
+        flat = np.concatenate([h.reshape(-1) for _, _, h in host])
+        self.context.allreduce(flat, what="the average of BatchNorm running statistics")
+        flat /= self.context.size
+        start = 0
+        for (layer, name, h), (_, _, dev, a) in zip(host, arrays):
+            part = flat[start:start + h.size].reshape(h.shape).astype(np.float32)
+            start += h.size
+            _set_statistic(layer, name, dev, part)
+
+    def verify_replicas(self):
+        """Raise if the ranks' weights differ (compared by checksum)."""
+        sums = self.context.checksum(self.model.get_weights())
+        if not np.all(sums == sums[0]):
+            bad = [r for r in range(len(sums)) if not np.array_equal(sums[r], sums[0])]
+            raise RuntimeError(f"the replicas' weights differ after the fit: ranks {bad} differ "
+                               f"from rank 0 (checksums {sums.tolist()})")
+
+    def stats(self):
+        """``{"allreduce_s": ..., "allreduce_calls": ..., "shares": [...],
+        "speeds": [...]}`` for reports."""
+        a = self.averager
+        return {"allreduce_s": a.seconds, "allreduce_calls": a.calls,
+                "allreduce_us_per_step": 1e6 * a.seconds / max(a.calls, 1),
+                "shares": self.share_history, "speeds": self.speed_history}
+
+
+def batch_statistics(model):
+    """``(layer, name, device, array)`` of every running batch statistic of
+    ``model`` (layers that keep them list their names in ``statistics``)."""
+    found = []
+    for layer in model.layers:
+        for name in getattr(layer, "statistics", ()):
+            a = getattr(layer, name, None)
+            if a is not None:
+                found.append((layer, name, layer.device, a))
+    return found
+
+
+def _set_statistic(layer, name, dev, host):
+    setattr(layer, name, dev.asarray(host))
+
+
+# ---------------------------------------------------- evaluation, prediction
+def rank_block(n, context):
+    """This rank's equal block of ``n`` rows: a slice (possibly empty)."""
+    o = offsets(split_batch(n, np.ones(context.size), minimum=0))
+    return slice(int(o[context.rank]), int(o[context.rank + 1]))
+
+
+def evaluate_sums(context, local):
+    """Combine per-rank ``{"loss": mean, "accuracy": mean, "n": rows}``
+    results into the global means (one allreduce of the sums)."""
+    keys = sorted(k for k in local if k != "n")
+    n = local["n"]
+    buf = np.array([local[k] * n for k in keys] + [n], dtype=np.float64)
+    context.allreduce(buf, what="the sum of evaluation results")
+    return {k: float(v / buf[-1]) for k, v in zip(keys, buf[:-1])}
+
+
+def gather_rows(context, local):
+    """Every rank's rows of ``local`` (a numpy array of equal per-row shape
+    everywhere), concatenated in rank order (``Iallgatherv``)."""
+    return context.allgatherv(np.ascontiguousarray(local), what="the gathering of predictions")
+
+
+__all__ = ["DataParallel", "rank_block", "evaluate_sums", "gather_rows", "batch_statistics"]
