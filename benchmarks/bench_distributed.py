@@ -16,10 +16,12 @@ processes train on the same random data of the model's input shape
 Each run does one untimed epoch (planning, first touches), then ``--epochs``
 timed ones; it reports training images/s (samples over the epoch's loop
 time, the median epoch), and for ``distributed`` the gradient averaging's
-wall time per step (staging, scaling, the ``Iallreduce`` and the wait for the
-slower rank), the shares of the batch, and an allreduce of the model's
-parameter count alone, back to back without training (µs per call: what
-the transport costs).  The median of the rounds is kept.  ``--record``
+wall time per step (scaling, the reduction and the wait for the slower
+rank), the shares of the batch, and the averaging of the model's parameter
+count alone, back to back without training, by blocking ``Allreduce`` (what
+the fit uses for host buffers) and by ``Iallreduce`` (µs per call: what the
+transport costs).  Ranks are started without ``--oversubscribe`` when the
+cores suffice (with it, Open MPI yields the core at every poll).  The median of the rounds is kept.  ``--record``
 writes benchmarks/results/distributed/<tag>.json (``<tag>`` defaults to
 ``cpu<cores>``, or the GPU's name), with the machine it ran on.
 """
@@ -59,11 +61,12 @@ def data(name, n):
     return X, y
 
 
-def allreduce_alone(ctx, size):
-    """µs per averaging of ``size`` floats on host memory, ranks in step."""
+def allreduce_alone(ctx, size, nonblocking):
+    """µs per averaging of ``size`` floats on host memory, ranks in step
+    (the slowest rank's mean over ALLREDUCE_CALLS calls)."""
     from hetnet.distributed import GradientAverager
     g = np.ones(size, dtype=np.float32)
-    avg = GradientAverager(ctx)
+    avg = GradientAverager(ctx, nonblocking=nonblocking)
     for _ in range(20):
         avg.average([(ctx.device, g)])
     ctx.barrier()
@@ -98,7 +101,9 @@ def worker(args):
         result["allreduce_us_per_step"] = float(np.median(
             [1e6 * s / steps for s in hist["allreduce_s"]]))
         result["shares"] = hist["shares"]
-        result["allreduce_alone_us"] = allreduce_alone(ctx, sum(w.size for w in model.get_weights()))
+        size = sum(w.size for w in model.get_weights())
+        result["allreduce_alone_us"] = allreduce_alone(ctx, size, False)
+        result["iallreduce_alone_us"] = allreduce_alone(ctx, size, True)
         result["parameters"] = int(model.count_params())
         if not ctx.is_root:
             return
@@ -114,7 +119,11 @@ def run(args, model, distributed):
         mpirun = shutil.which("mpirun")
         if mpirun is None:
             raise SystemExit("bench_distributed: no mpirun (apt-get install openmpi-bin)")
-        launcher = [mpirun, "--oversubscribe", "-n", str(args.ranks)]
+        launcher = [mpirun, "-n", str(args.ranks)]
+        if args.ranks > len(os.sched_getaffinity(0)):
+            # more ranks than cores: Open MPI then yields the core at every
+            # poll, which on a busy host costs milliseconds a collective
+            launcher.insert(1, "--oversubscribe")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             launcher.insert(1, "--allow-run-as-root")
         env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
@@ -171,13 +180,16 @@ def main():
                      [x["allreduce_us_per_step"] for x in rounds["distributed"]])),
                  "allreduce_alone_us": float(np.median(
                      [x["allreduce_alone_us"] for x in rounds["distributed"]])),
+                 "iallreduce_alone_us": float(np.median(
+                     [x["iallreduce_alone_us"] for x in rounds["distributed"]])),
                  "parameters": rounds["distributed"][0]["parameters"], "rounds": rounds}
         results["models"][model] = entry
         print(f"{model} b{args.batch}: 1 process x {args.threads} threads {single:,.0f} images/s; "
               f"{args.ranks} ranks x {max(1, args.threads // args.ranks)} thread(s) {dist:,.0f} "
               f"images/s ({dist / single:.2f}x); averaging {entry['allreduce_us_per_step']:.0f} "
-              f"µs/step, allreduce of {entry['parameters']:,} floats alone "
-              f"{entry['allreduce_alone_us']:.0f} µs", flush=True)
+              f"µs/step; {entry['parameters']:,} floats alone: Allreduce "
+              f"{entry['allreduce_alone_us']:.0f} µs, Iallreduce {entry['iallreduce_alone_us']:.0f} "
+              "µs", flush=True)
     if args.record:
         out = RESULTS / "distributed" / f"{args.tag or default_tag()}.json"
         out.parent.mkdir(parents=True, exist_ok=True)

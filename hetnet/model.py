@@ -445,6 +445,28 @@ class Sequential:
         self._backward(dlogits, self._update_step)
         return loss
 
+    def _train_step_hooked(self, xb, yb, wb=None, hook=None):
+        """:meth:`train_step` with ``hook(buffers)`` called between the whole
+        backward pass and the update, ``buffers`` being ``(device, gradient
+        array)`` pairs: each device's flat gradient buffer where it has one,
+        else each parameter's gradient."""
+        logits = self._forward(xb, True)
+        loss, dlogits = self._loss_op(logits, yb, wb)
+        self.optimizer.begin_step()
+        self._backward(dlogits)
+        buffers = []
+        for dev in self._devices_in_use():
+            if dev.flat_update:
+                if any(s.device is dev and s.params for s in self._steps):
+                    buffers.append((dev, self._flat_group(dev)["g"]))
+            else:
+                buffers += [(dev, s.grads[name]) for s in self._steps if s.device is dev
+                            for name in s.params]
+        hook(buffers)
+        for i in range(len(self._steps) - 1, -1, -1):
+            self._update_step(i)
+        return loss
+
     def _update_step(self, i):
         """Update step ``i``'s parameters as soon as the backward pass has
         their gradients (they are still in cache; nothing later reads them).
@@ -491,7 +513,7 @@ class Sequential:
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True):
+            check_input=True, distributed=False):
         """Mini-batch training.
 
         Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -521,6 +543,21 @@ class Sequential:
             targets are still checked): for callers that have scanned X
             already, such as the scikit-learn estimators.  Non-finite inputs
             then train to NaN weights instead of raising.
+        distributed : bool or hetnet.distributed.Context
+            Data-parallel training over the ranks of an MPI job (started with
+            ``mpirun -n K``; every rank calls ``fit`` with the same data and
+            arguments): ``batch_size`` is the global mini-batch, split
+            across the ranks (:attr:`Context.balance`), the gradients
+            averaged after each backward pass, so every rank ends each step
+            with the same weights, those one process would have at
+            ``batch_size`` (to float32 rounding; BatchNorm uses per-rank
+            statistics, see :mod:`hetnet.distributed.data_parallel`).  The
+            replicas start from rank 0's weights and shuffle by rank 0's
+            order; losses and metrics are over all ranks; only rank 0 shows
+            progress.  History gains ``allreduce_s`` and ``shares`` per
+            epoch.  ``True`` joins the job (:func:`hetnet.distributed.init`);
+            pass the Context from ``init`` to choose its settings.  With one
+            rank this is a plain fit.  Needs mpi4py and an MPI library.
 
         Returns
         -------
@@ -528,6 +565,7 @@ class Sequential:
         """
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
+        ctx = _distributed_context(distributed, self.placement.primary)
         X, yt, sw = self._prepare(X, y, sample_weight, check_input)
         if validation_data is not None:
             if len(validation_data) != 2:
@@ -544,38 +582,61 @@ class Sequential:
         step = 0
         history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
         self.history = history
+        dp = None
+        if ctx is not None:
+            from .distributed.data_parallel import DataParallel
+            dp = DataParallel(ctx, self, batch_size)
+            dp.begin()
+            if not ctx.is_root:
+                verbose = 0
         _call(callbacks, "on_fit_begin", self)
         for epoch in range(epochs):
             _call(callbacks, "on_epoch_begin", self, epoch)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+            if dp is not None:
+                order = dp.epoch_order(order)
             bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
-            self._use_plan(min(batch_size, n), training=True)
+            planned = min(batch_size, n) if dp is None else max(1, int(dp.shares[ctx.rank]))
+            self._use_plan(planned, training=True)
             totals = {}
             t0 = time.perf_counter()
             with self._session():
                 for b, start in enumerate(range(0, n, batch_size)):
                     idx = order[start:start + batch_size]
-                    if len(idx) < batch_size and start:   # the short last batch
-                        self._use_plan(len(idx), training=True, fixed_params=True)
+                    rows, count = (idx, len(idx)) if dp is None else dp.local_rows(idx)
+                    if len(rows) != planned:   # the short last batch
+                        self._use_plan(len(rows), training=True, fixed_params=True)
                     if schedule is not None:
                         self.optimizer.lr = float(schedule(step, total_steps))
                     step += 1
-                    loss = self.train_step(*self._batch_to_device(X, yt, sw, idx))
+                    batch = self._batch_to_device(X, yt, sw, rows)
+                    if dp is None:
+                        loss = self.train_step(*batch)
+                    else:
+                        loss = self._train_step_hooked(*batch, hook=dp.gradient_hook)
                     dev = self.out_device
                     if dev not in totals:
                         totals[dev] = dev.zeros((1,))
-                    dev.axpy(float(len(idx)), loss, totals[dev])
+                    dev.axpy(float(count), loss, totals[dev])
                     if bar is not None:
                         bar.update(len(idx))
                         if b % 50 == 0:
                             bar.set_postfix(loss=f"{float(dev.to_host(loss)[0]):.4f}", refresh=False)
                     _call(callbacks, "on_batch_end", self, b)
                 # reading the sums waits for the devices
-                epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items()) / n
+                epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items())
+            if dp is not None:
+                epoch_loss = dp.sum(epoch_loss)
+            epoch_loss /= n
             dt = time.perf_counter() - t0
             logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
+            if dp is not None:
+                logs["allreduce_s"] = dp.averager.seconds
+                logs["shares"] = dp.shares.tolist()
+                dp.averager.reset_stats()
+                dp.end_epoch()
             if validation_data is not None:
-                ev = self._evaluate(Xv, yv, None)
+                ev = self._evaluate(Xv, yv, None, distributed=ctx)
                 logs["val_loss"] = ev["loss"]
                 if "accuracy" in ev:
                     logs["val_accuracy"] = ev["accuracy"]
@@ -587,8 +648,13 @@ class Sequential:
             if not math.isfinite(epoch_loss):
                 raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
                                          f"{epoch_loss}); lower the learning rate")
-            if any(_call(callbacks, "on_epoch_end", self, epoch, logs)):
+            stop = any(_call(callbacks, "on_epoch_end", self, epoch, logs))
+            if dp is not None:
+                stop = dp.stop(stop)        # rank 0's callbacks decide for every rank
+            if stop:
                 break
+        if dp is not None:
+            dp.verify_replicas()
         _call(callbacks, "on_fit_end", self, history)
         return history
 
@@ -610,23 +676,45 @@ class Sequential:
                 self._input_buffer_dev = dev
                 yield idx, self._input_buffer
 
-    def predict_logits(self, X, batch_size=256):
-        """Raw outputs of the last layer, ``(n, k)`` numpy."""
+    def _split_over_ranks(self, X, distributed, predict):
+        """``predict(X)`` with the rows of ``X`` split over the ranks of a
+        data-parallel job and the results gathered in order on every rank
+        (``distributed``: as :meth:`fit`'s); a plain call without it."""
+        ctx = _distributed_context(distributed, self.placement.primary)
+        if ctx is None:
+            return predict(X)
+        from .distributed.data_parallel import rank_block, gather_rows
+        block = rank_block(X.shape[0], ctx)
+        mine = X[block]
+        # a rank without rows still gathers: an empty result of the right shape
+        local = predict(mine) if mine.shape[0] else predict(X[:1])[:0]
+        return gather_rows(ctx, local)
+
+    def predict_logits(self, X, batch_size=256, distributed=False):
+        """Raw outputs of the last layer, ``(n, k)`` numpy.  ``distributed``
+        (as :meth:`fit`'s): every rank predicts its block of the rows and
+        all get all of them."""
         self._require_built()
         X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_logits(part, batch_size))
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             out[idx] = self.out_device.to_host(self._forward(xb, False))
         return out
 
-    def predict_proba(self, X, batch_size=256):
+    def predict_proba(self, X, batch_size=256, distributed=False):
         """Class probabilities (softmax for cross-entropy, sigmoid for binary
-        cross-entropy), ``(n, k)``."""
+        cross-entropy), ``(n, k)``.  ``distributed``: as :meth:`predict_logits`."""
         if not self.loss.classification:
             raise AttributeError("predict_proba needs a classification loss; this model uses "
                                  f"{self.loss.name!r}")
         self._require_built()
         X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_proba(part, batch_size))
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             logits = self._forward(xb, False)
@@ -634,9 +722,14 @@ class Sequential:
             out[idx] = dev.to_host(dev.activation(self.loss.output, logits))
         return out
 
-    def predict(self, X, batch_size=256):
+    def predict(self, X, batch_size=256, distributed=False):
         """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
-        or the outputs themselves (MSE; 1-D when there is one output)."""
+        or the outputs themselves (MSE; 1-D when there is one output).
+        ``distributed``: as :meth:`predict_logits`."""
+        if distributed:
+            self._require_built()
+            return self._split_over_ranks(check_X(X, self.input_shape), distributed,
+                                          lambda part: self.predict(part, batch_size))
         if self.loss.name == "cross_entropy":
             self._require_built()
             X = check_X(X, self.input_shape)
@@ -652,14 +745,27 @@ class Sequential:
             pred = self.predict_logits(X, batch_size)
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def evaluate(self, X, y, sample_weight=None, batch_size=256):
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, distributed=False):
         """Mean loss (and accuracy for classification) over a data set:
-        ``{"loss": float, "accuracy": float}``."""
+        ``{"loss": float, "accuracy": float}``.  ``distributed`` (as
+        :meth:`fit`'s): every rank evaluates its block of the rows and the
+        sums are added over the ranks; every rank gets the result."""
         self._require_built()
         X, yt, sw = self._prepare(X, y, sample_weight)
-        return self._evaluate(X, yt, sw, batch_size)
+        return self._evaluate(X, yt, sw, batch_size, distributed)
 
-    def _evaluate(self, X, yt, sw, batch_size=256):
+    def _evaluate(self, X, yt, sw, batch_size=256, distributed=False):
+        ctx = _distributed_context(distributed, self.placement.primary)
+        if ctx is not None:
+            from .distributed.data_parallel import rank_block, evaluate_sums
+            block = rank_block(X.shape[0], ctx)
+            n_mine = block.stop - block.start
+            if n_mine:
+                local = self._evaluate(X[block], yt[block], None if sw is None else sw[block],
+                                       batch_size)
+            else:
+                local = {"loss": 0.0, **({"accuracy": 0.0} if self.loss.classification else {})}
+            return evaluate_sums(ctx, {**local, "n": n_mine})
         n = X.shape[0]
         total, correct = 0.0, 0
         for idx, xb in self._inference_batches(X, batch_size):
@@ -718,6 +824,16 @@ class Sequential:
         Nothing in the file is executable; :func:`hetnet.load` reads it back."""
         from .io import save_model
         save_model(self, path)
+
+
+def _distributed_context(distributed, device):
+    """The Context of a ``distributed=`` argument, or None for a plain run
+    (also for a job of one rank)."""
+    if distributed is None or distributed is False:
+        return None
+    from .distributed.data_parallel import resolve
+    ctx = resolve(distributed, device)
+    return ctx if ctx.size > 1 else None
 
 
 def _call(callbacks, hook, *args):

@@ -239,3 +239,67 @@ def test_without_a_launcher_one_rank_warns_and_averages_nothing():
                           timeout=60, env=_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "not started by an MPI launcher" in proc.stdout and "mpirun -n K" in proc.stdout
+
+
+# ------------------------------------------------- fit(distributed=...)
+@needs_mpi
+def test_two_ranks_train_as_one_process_at_the_global_batch():
+    """No BatchNorm in these nets; see test_batchnorm_replicas_stay_identical."""
+    rc, out, _ = mpirun("fit.py", "equivalence", timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+    assert "balance=[1, 2] fits=2 shares=[[5, 11]]" in out, out       # the unequal split ran
+
+
+@needs_mpi
+def test_one_rank_is_a_plain_fit():
+    rc, out, _ = mpirun("fit.py", "single", n=1)
+    assert rc == 0, out
+    assert "OK rank 0" in out, out
+
+
+@needs_mpi
+def test_batchnorm_replicas_stay_identical():
+    rc, out, _ = mpirun("fit.py", "batchnorm")
+    assert rc == 0, out
+    if "SKIP" in out:
+        pytest.skip(out.strip().splitlines()[0])
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+
+
+@needs_mpi
+def test_train_command_distributed(tmp_path):
+    out_file = tmp_path / "m.hetnet.npz"
+    cmd_args = ["-m", "hetnet", "train", "--distributed", "--source", "sample", "--arch", "mlp",
+                "--epochs", "1", "--limit", "512", "--batch-size", "64", "--quiet",
+                "--out", str(out_file)]
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-n", "2", sys.executable, *cmd_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(),
+                          cwd=str(tmp_path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("epoch 1: loss") == 1 and "2 ranks" in out, out     # rank 0 alone prints
+    assert [p.name for p in tmp_path.iterdir()] == ["m.hetnet.npz"], list(tmp_path.iterdir())
+    # the same run in one process gives the same model
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    args = [a if a != str(out_file) else str(plain / "p.hetnet.npz") for a in cmd_args
+            if a != "--distributed"]
+    proc = subprocess.run([sys.executable, *args, "--threads", "1"], capture_output=True,
+                          text=True, timeout=120, env=_env(), cwd=str(plain))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import hetnet
+    a, b = hetnet.load(str(out_file)), hetnet.load(str(plain / "p.hetnet.npz"))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-5)
+
+
+def test_distributed_fit_without_mpi4py_says_what_to_install(monkeypatch):
+    import hetnet
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    model = hetnet.Sequential([hetnet.Dense(3, 2)], device="numpy", input_shape=(3,))
+    X = np.zeros((4, 3), np.float32)
+    with pytest.raises(MPIUnavailableError, match="apt-get install openmpi-bin"):
+        model.fit(X, np.zeros(4, np.int32), distributed=True)
+    with pytest.raises(TypeError, match="distributed must be"):
+        model.fit(X, np.zeros(4, np.int32), distributed="yes")

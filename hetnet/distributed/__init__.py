@@ -8,21 +8,21 @@ across the ranks (:mod:`.shares`, in proportion to their measured speed),
 and after the backward pass :class:`GradientAverager` (the runtime's gradient
 hook) replaces each rank's flat gradient buffers by their weighted sum over
 the ranks (buffer-based ``Iallreduce`` in buckets), so that every rank
-applies the same update.  Every collective is polled against a deadline: a
-rank that dies or hangs ends the job with an error instead of a hang
-(:class:`Context`).
+applies the same update.  Every collective is waited for under a watchdog:
+a rank that dies or hangs ends the job with an error instead of a hang
+(:mod:`.context`).
 
 mpi4py is optional (``pip install 'hetnet[mpi]'``); importing this package
 works without it, :func:`init` says what is missing.
 """
 
 from ._mpi import MPIUnavailableError, require_mpi, launched_by_mpi
-from .context import (init, Context, DistributedTimeout, rank_device, host_gpus,
+from .context import (init, Context, rank_device, host_gpus,
                       DEFAULT_TIMEOUT_S, TIMEOUT_ENV)
 from .allreduce import GradientAverager, DEFAULT_BUCKET_BYTES
 from .shares import split_batch, measured_speeds, rebalance, share_weights, offsets
 
-__all__ = ["init", "Context", "DistributedTimeout", "MPIUnavailableError", "require_mpi",
+__all__ = ["init", "Context", "MPIUnavailableError", "require_mpi",
            "launched_by_mpi", "rank_device", "host_gpus", "GradientAverager", "split_batch",
            "measured_speeds", "rebalance", "share_weights", "offsets", "DEFAULT_TIMEOUT_S",
            "TIMEOUT_ENV", "DEFAULT_BUCKET_BYTES"]

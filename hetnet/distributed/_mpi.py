@@ -20,8 +20,9 @@ class MPIUnavailableError(ImportError):
 
 
 def require_mpi():
-    """The ``mpi4py.MPI`` module, MPI initialised (thread level
-    ``MPI_THREAD_FUNNELED``: only the main thread calls MPI).
+    """The ``mpi4py.MPI`` module, MPI initialised (at mpi4py's default
+    thread level, ``MPI_THREAD_MULTIPLE``: the watchdog thread of
+    :mod:`.context` may call ``MPI_Abort`` while the main thread waits).
 
     Raises
     ------
@@ -35,8 +36,6 @@ def require_mpi():
         raise MPIUnavailableError(
             f"distributed training needs mpi4py, which is not installed ({exc}); "
             + INSTALL_HINT) from None
-    # hetnet's worker threads (OpenMP, OpenCL callbacks) never call MPI
-    mpi4py.rc.thread_level = "funneled"
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as exc:

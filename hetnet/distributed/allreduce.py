@@ -7,7 +7,7 @@ the rank's weight (its share of the global batch, so that the weighted sum
 over ranks is the mean gradient of the whole batch) and summed over the
 ranks by its own non-blocking, buffer-based ``Iallreduce`` (mpi4py's
 uppercase call on numpy memory: no pickling).  All buckets are in flight at
-once and waited for together against the context's deadline
+once and waited for together under the context's watchdog
 (:meth:`Context.wait`).
 
 Host buffers (the CPU's, the numpy reference's) are reduced in place.  A
@@ -58,6 +58,14 @@ class GradientAverager:
         unequal shares of the batch set it to ``share / global batch``
         (:func:`hetnet.distributed.share_weights`) every step the shares
         change: :meth:`set_weight`.
+    nonblocking : bool, optional
+        ``True``: every bucket by ``Iallreduce``, all in flight at once.
+        ``False``: host buckets by blocking ``Allreduce``, one after the
+        other.  Default (None): non-blocking where it overlaps something
+        (the buckets of a device buffer, with its transfers), blocking for
+        host buffers: with nothing to overlap, Open MPI's blocking
+        reduction is the faster (its tuned algorithms against the generic
+        schedule of its non-blocking ones; see the module's notes).
 
     Attributes
     ----------
@@ -74,12 +82,15 @@ class GradientAverager:
         for the others.
     """
 
-    def __init__(self, context, bucket_bytes=DEFAULT_BUCKET_BYTES, weight=None):
+    def __init__(self, context, bucket_bytes=DEFAULT_BUCKET_BYTES, weight=None, nonblocking=None):
         bucket_bytes = int(bucket_bytes)
         if bucket_bytes < 4:
             raise ValueError(f"bucket_bytes must be at least 4, got {bucket_bytes}")
         self.context = context
         self.bucket_floats = bucket_bytes // 4
+        if nonblocking not in (None, True, False):
+            raise ValueError(f"nonblocking must be None, True or False, got {nonblocking!r}")
+        self.nonblocking = nonblocking
         self.weight = None
         self.set_weight(weight)
         self.calls = 0
@@ -141,9 +152,21 @@ class GradientAverager:
                     after.append(None)
             else:
                 staged.append(self._stage_out(k, dev, g))
-        for part in hosts:
-            requests.append(ctx.comm.Iallreduce(MPI.IN_PLACE, part, op=MPI.SUM)
-                            if ctx.size > 1 else _Done())
+        buckets = len(hosts) + sum(len(st[3]) for st in staged)
+
+        def post(part):     # one rank (only with a weight other than 1): nothing to add
+            return (ctx.comm.Iallreduce(MPI.IN_PLACE, part, op=MPI.SUM) if ctx.size > 1
+                    else MPI.Request())
+
+        if self.nonblocking or (self.nonblocking is None and staged):
+            for part in hosts:
+                requests.append(post(part))
+        else:
+            n = len(hosts)
+            with ctx.watched(f"the gradient allreduce ({n} host bucket{'s' if n != 1 else ''})"):
+                for part in hosts:
+                    ctx.comm.Allreduce(MPI.IN_PLACE, part, op=MPI.SUM)
+            after = after[len(hosts):]
         # device buckets start their reduction as their downloads land, in
         # bucket order: every rank must post its collectives in the same order
         waiting = [(s, b) for s in range(len(staged)) for b in range(len(staged[s][3]))]
@@ -164,8 +187,7 @@ class GradientAverager:
             part = host[start:stop]
             if w != 1.0:
                 np.multiply(part, np.float32(w), out=part)
-            requests.append(ctx.comm.Iallreduce(MPI.IN_PLACE, part, op=MPI.SUM)
-                            if ctx.size > 1 else _Done())
+            requests.append(post(part))
             after.append((s, b))
 
         def upload(i):
@@ -175,7 +197,7 @@ class GradientAverager:
 
         n = len(requests)
         ctx.wait(requests, f"the gradient allreduce ({n} bucket{'s' if n != 1 else ''})", upload)
-        self._done(t0, len(requests))
+        self._done(t0, buckets)
 
     def _done(self, t0, buckets):
         self.last_s = time.perf_counter() - t0
@@ -211,14 +233,6 @@ class GradientAverager:
         cl.enqueue_copy(dev.queue, g.base_data, host[start:stop],
                         dst_offset=g.offset + 4 * start, is_blocking=False)
         dev.queue.flush()
-
-
-class _Done:
-    """A request that is complete (one rank: nothing to reduce)."""
-
-    @staticmethod
-    def Test():
-        return True
 
 
 def _event_done(event):

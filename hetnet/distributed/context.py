@@ -1,22 +1,33 @@
 """The MPI world of a data-parallel job: ranks, each rank's device, and
 collectives that never hang.
 
-Every collective here is a non-blocking MPI call (``Ibcast``, ``Iallreduce``,
-...) on numpy buffers (mpi4py's uppercase, buffer-based methods: no
-pickling), waited for by polling it against a deadline
-(:meth:`Context.wait`).  A peer that died after finalising MPI, or hangs,
-leaves a blocking collective waiting forever; polled, the wait gives up after
-:attr:`Context.timeout` seconds, prints which collective on which rank timed
-out, and calls ``MPI_Abort``, which ends every rank of the job (mpirun exits
-non-zero).  A rank that dies without finalising (killed, crashed) is seen by
-mpirun itself, which ends the job at once; an uncaught Python exception on a
-rank aborts the job too (:func:`init` installs a ``sys.excepthook`` that
-prints the traceback, then aborts) instead of leaving the other ranks in
-their next collective.
+Every collective here is a non-blocking MPI call (``Ibcast``,
+``Iallreduce``, ...) on numpy buffers (mpi4py's uppercase, buffer-based
+methods: no pickling), then waited for with ``MPI_Waitall`` / ``MPI_Waitany``
+under a watchdog (:meth:`Context.wait`).  A peer that died after
+finalising MPI, or hangs, would leave the wait blocked forever; the
+watchdog, a thread of each rank that looks every ``min(1 s, timeout / 4)``,
+sees a wait older than :attr:`Context.timeout` seconds, prints which
+collective on which rank timed out and calls ``MPI_Abort``, which ends
+every rank of the job (mpirun exits non-zero).  A rank that dies without
+finalising (killed, crashed) is seen by mpirun itself, which ends the job at
+once; an uncaught Python exception on a rank aborts the job too (:func:`init`
+installs a ``sys.excepthook`` that prints the traceback, then aborts)
+instead of leaving the other ranks in their next collective.
+
+Why a watchdog and not a wait that polls ``MPI_Test`` against a clock:
+Open MPI advances a non-blocking collective only inside MPI calls, a
+reduction of a few hundred kilobytes over shared memory takes many such
+rounds, and a poll loop that sleeps between its tests (to leave the core to
+the rank it waits for) stretched LeNet-5's 62k-float allreduce from tens of
+microseconds to ~9 ms on the 2-core host.  ``MPI_Waitall`` lets the library
+progress at its own pace; the watchdog costs the wait two attribute writes.
 """
 
+import contextlib
 import os
 import sys
+import threading
 import time
 import warnings
 
@@ -31,27 +42,18 @@ from ._mpi import require_mpi, launched_by_mpi, launch_hint
 DEFAULT_TIMEOUT_S = 300.0
 #: environment variable that overrides :data:`DEFAULT_TIMEOUT_S`
 TIMEOUT_ENV = "HETNET_MPI_TIMEOUT"
-#: the wait polls without sleeping for this long (a collective within a
-#: host completes in tens of microseconds), then sleeps between polls,
-#: doubling the sleep up to _MAX_SLEEP_S (the polling rank leaves the core
-#: to the peers it waits for)
-_SPIN_S = 200e-6
-_MAX_SLEEP_S = 1e-3
+#: the watchdog looks at the current wait this often at most (seconds)
+_WATCH_PERIOD_S = 1.0
 #: exit status of a job aborted by a timed-out collective
 TIMEOUT_ERRORCODE = 3
 #: exit status of a job aborted by an uncaught exception on a rank
 EXCEPTION_ERRORCODE = 4
 
 
-class DistributedTimeout(RuntimeError):
-    """A collective did not complete within the context's timeout (raised
-    only with ``on_timeout="raise"``; the default aborts the job)."""
-
-
 _CONTEXT = {}
 
 
-def init(device="auto", timeout=None, comm=None, on_timeout="abort", abort_on_exception=True):
+def init(device="auto", timeout=None, comm=None, abort_on_exception=True, balance="speed"):
     """Join the MPI job this process was started in.
 
     Parameters
@@ -66,16 +68,19 @@ def init(device="auto", timeout=None, comm=None, on_timeout="abort", abort_on_ex
         device on every rank.
     timeout : float, optional
         Seconds a collective may wait for the other ranks before the job is
-        aborted; default ``$HETNET_MPI_TIMEOUT`` or :data:`DEFAULT_TIMEOUT_S`.
+        aborted (the error printed, then ``MPI_Abort``: every rank ends);
+        default ``$HETNET_MPI_TIMEOUT`` or :data:`DEFAULT_TIMEOUT_S`.
     comm : mpi4py.MPI.Comm, optional
         The ranks taking part; default ``MPI.COMM_WORLD``.
-    on_timeout : {"abort", "raise"}
-        ``"abort"``: print the error and ``MPI_Abort`` the job (every rank
-        ends).  ``"raise"``: raise :class:`DistributedTimeout` on this rank
-        (the caller must then end the job itself: the others still wait).
     abort_on_exception : bool
         Install a ``sys.excepthook`` that, after printing an uncaught
         exception, aborts the job (with more than one rank).
+    balance : "speed", "equal" or sequence of float
+        How ``fit(distributed=...)`` splits each global mini-batch:
+        ``"speed"`` in proportion to each rank's measured compute speed,
+        measured again every epoch (the first splits equally); ``"equal"``;
+        or fixed relative weights, one per rank (``[1, 3]``: rank 1 takes
+        three quarters).  :attr:`Context.balance` may be changed between fits.
 
     Returns
     -------
@@ -99,11 +104,13 @@ def init(device="auto", timeout=None, comm=None, on_timeout="abort", abort_on_ex
                           "so it is a job of one rank (training runs as a plain fit); to use "
                           "several, " + launch_hint(os.path.basename(sys.argv[0] or "script.py")),
                           RuntimeWarning, stacklevel=2)
-        ctx = _CONTEXT[key] = Context(MPI, comm, device, timeout, on_timeout)
+        ctx = _CONTEXT[key] = Context(MPI, comm, device, timeout, balance)
         if abort_on_exception and ctx.size > 1:
             _install_excepthook(ctx)
     else:
-        ctx.set_timeout(timeout, on_timeout)
+        if timeout is not None:
+            ctx.timeout = _check_timeout(timeout)
+        ctx.balance = balance
     return ctx
 
 
@@ -223,14 +230,22 @@ class Context:
         rank).
     timeout : float
         Seconds a collective may wait (:meth:`wait`).
+    balance : "speed", "equal" or numpy.ndarray
+        How a data-parallel fit splits its mini-batches (see :func:`init`).
     """
 
-    def __init__(self, MPI, comm, device="auto", timeout=None, on_timeout="abort"):
+    def __init__(self, MPI, comm, device="auto", timeout=None, balance="speed"):
         self.MPI = MPI
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.set_timeout(timeout, on_timeout)
+        self.timeout = _check_timeout(timeout)
+        self.balance = balance
+        self._waiting_since = None      # when the current wait began (the watchdog reads it)
+        self._waiting_for = ""
+        if self.size > 1:
+            threading.Thread(target=self._watchdog, name="hetnet-mpi-watchdog",
+                             daemon=True).start()
         self.local_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = self.local_comm.Get_rank()
         self.local_size = self.local_comm.Get_size()
@@ -238,11 +253,23 @@ class Context:
         self.cpu_threads = None
         self.device = self._choose_device(device)
 
-    def set_timeout(self, timeout=None, on_timeout="abort"):
-        if on_timeout not in ("abort", "raise"):
-            raise ValueError(f"on_timeout must be 'abort' or 'raise', got {on_timeout!r}")
-        self.timeout = _check_timeout(timeout)
-        self.on_timeout = on_timeout
+    @property
+    def balance(self):
+        return self._balance
+
+    @balance.setter
+    def balance(self, value):
+        if isinstance(value, str):
+            if value not in ("speed", "equal"):
+                raise ValueError(f"balance must be 'speed', 'equal' or one weight per rank, "
+                                 f"got {value!r}")
+            self._balance = value
+            return
+        w = np.asarray(value, dtype=np.float64)
+        if w.shape != (self.size,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError(f"balance weights must be {self.size} finite positive numbers "
+                             f"(one per rank), got {value!r}")
+        self._balance = w
 
     def __repr__(self):
         return (f"<hetnet.distributed.Context rank {self.rank}/{self.size}, local "
@@ -305,8 +332,8 @@ class Context:
 
     # -------------------------------------------------------- collectives
     def wait(self, requests, what, on_complete=None):
-        """Wait for MPI requests, polling them, at most :attr:`timeout`
-        seconds.
+        """Wait for MPI requests; the job is aborted if this takes more than
+        :attr:`timeout` seconds (see the module's notes).
 
         Parameters
         ----------
@@ -315,45 +342,55 @@ class Context:
             The collective, for the error message.
         on_complete : callable, optional
             ``on_complete(i)`` is called once request ``i`` completes (in
-            completion order), while the others are still polled.
-
-        On timeout: with ``on_timeout="abort"`` the error goes to stderr and
-        ``MPI_Abort`` ends the job with status :data:`TIMEOUT_ERRORCODE`;
-        with ``"raise"``, :class:`DistributedTimeout`.
+            completion order, ``MPI_Waitany``), the others still in flight.
         """
         reqs = list(requests) if isinstance(requests, (list, tuple)) else [requests]
-        pending = list(range(len(reqs)))
-        start = time.monotonic()
-        sleep = 0.0
-        while pending:
-            still = []
-            for i in pending:
-                if reqs[i].Test():
-                    if on_complete is not None:
-                        on_complete(i)
-                else:
-                    still.append(i)
-            pending = still
-            if not pending:
-                break
-            now = time.monotonic()
-            if now - start > self.timeout:
-                self._timed_out(what, now - start, len(pending), len(reqs))
-            if now - start > _SPIN_S:
-                sleep = min(_MAX_SLEEP_S, max(2 * sleep, 10e-6))
-                time.sleep(sleep)
+        if not reqs:
+            return
+        MPI = self.MPI
+        with self.watched(what):
+            if on_complete is None:
+                MPI.Request.Waitall(reqs)
+                return
+            pending = set(range(len(reqs)))
+            while pending:
+                i = MPI.Request.Waitany(reqs)
+                if i == MPI.UNDEFINED:      # the rest were null requests (nothing to wait for)
+                    for j in sorted(pending):
+                        on_complete(j)
+                    return
+                pending.discard(i)
+                on_complete(i)
 
-    def _timed_out(self, what, waited, pending, total):
+    @contextlib.contextmanager
+    def watched(self, what):
+        """Within: a blocking MPI call (a wait, a blocking collective) that
+        the watchdog ends the job for if it takes more than :attr:`timeout`
+        seconds; ``what`` names it in the error."""
+        self._waiting_for = what
+        self._waiting_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._waiting_since = None
+
+    def _watchdog(self):
+        """Abort the job when a wait has lasted more than :attr:`timeout`."""
+        while True:
+            time.sleep(min(_WATCH_PERIOD_S, self.timeout / 4))
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self._timed_out(self._waiting_for, time.monotonic() - since)
+
+    def _timed_out(self, what, waited):
         message = (f"hetnet.distributed: rank {self.rank} of {self.size} ({self.host}) waited "
-                   f"{waited:.1f} s for {what} ({pending} of {total} requests unfinished): "
-                   "another rank has died or hangs. Aborting the job (the limit is "
-                   f"{self.timeout:g} s: hetnet.distributed.init(timeout=...) or "
-                   f"{TIMEOUT_ENV} sets it)")
-        if self.on_timeout == "raise":
-            raise DistributedTimeout(message)
+                   f"{waited:.1f} s for {what}: another rank has died or hangs. Aborting the "
+                   f"job (the limit is {self.timeout:g} s: hetnet.distributed.init(timeout=...) "
+                   f"or {TIMEOUT_ENV} sets it)")
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
         self.comm.Abort(TIMEOUT_ERRORCODE)
+        os._exit(TIMEOUT_ERRORCODE)     # Abort does not return; if it ever did, still end
 
     def barrier(self, what="a barrier"):
         self.wait(self.comm.Ibarrier(), what)
@@ -440,8 +477,13 @@ class Context:
     def broadcast_weights(self, model):
         """Give every rank rank 0's weights of ``model`` (built the same way
         on every rank), in one ``Ibcast`` of all parameters packed into one
-        float32 buffer; the optimizer state is reset (as
-        :meth:`Sequential.set_weights` does)."""
+        float32 buffer.
+
+        Where every rank held rank 0's weights already (a later ``fit`` of
+        replicas kept in step), nothing changes.  Otherwise the ranks that
+        differ take rank 0's and every rank's optimizer state is reset (as
+        :meth:`Sequential.set_weights` does), so that the replicas' optimizer
+        states agree too."""
         weights = model.get_weights()
         flat = np.concatenate([w.reshape(-1) for w in weights]).astype(np.float32) \
             if weights else np.zeros(0, np.float32)
@@ -451,13 +493,18 @@ class Context:
             raise ValueError(f"rank {self.rank}'s model has parameters of sizes "
                              f"{shapes.tolist()}, rank 0's {root_shapes.tolist()}: every rank "
                              "must build the same model")
-        self.bcast(flat, what="the broadcast of the initial weights")
-        if self.rank != 0 and weights:
+        root = self.bcast(flat.copy(), what="the broadcast of the initial weights")
+        same = bool(np.array_equal(root.view(np.uint32), flat.view(np.uint32)))
+        if self.allgather(np.array([same], dtype=np.int8), what="the check of the weights").all():
+            return
+        if not same:
             out, start = [], 0
             for w in weights:
-                out.append(flat[start:start + w.size].reshape(w.shape))
+                out.append(root[start:start + w.size].reshape(w.shape))
                 start += w.size
             model.set_weights(out)
+        if getattr(model, "optimizer", None) is not None:
+            model.optimizer.reset()
 
     def checksum(self, arrays):
         """A float64 checksum of ``arrays`` (host or device arrays)
@@ -479,5 +526,5 @@ def _check_buffer(array):
         raise ValueError("the buffer must be C-contiguous (np.ascontiguousarray makes one)")
 
 
-__all__ = ["init", "Context", "DistributedTimeout", "rank_device", "host_gpus",
+__all__ = ["init", "Context", "rank_device", "host_gpus",
            "DEFAULT_TIMEOUT_S", "TIMEOUT_ENV"]

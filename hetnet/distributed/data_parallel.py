@@ -44,10 +44,12 @@ class DataParallel:
         Built, the same architecture on every rank.
     batch_size : int
         The global mini-batch (all ranks together).
-    balance : {"speed", "equal"}
+    balance : "speed", "equal" or sequence of float, optional
         ``"speed"``: shares proportional to each rank's measured speed,
         measured again every epoch (the first epoch splits equally).
-        ``"equal"``: equal shares throughout.
+        ``"equal"``: equal shares throughout.  Weights, one per rank:
+        shares proportional to them throughout.  Default: the context's
+        (:attr:`Context.balance`).
     bucket_bytes : int
         :class:`GradientAverager`'s bucket size.
 
@@ -62,16 +64,17 @@ class DataParallel:
     averager : GradientAverager
     """
 
-    def __init__(self, context, model, batch_size, balance="speed",
+    def __init__(self, context, model, batch_size, balance=None,
                  bucket_bytes=DEFAULT_BUCKET_BYTES):
-        if balance not in ("speed", "equal"):
-            raise ValueError(f"balance must be 'speed' or 'equal', got {balance!r}")
+        if balance is not None:
+            context.balance = balance           # validates it
         self.context = context
         self.model = model
         self.batch_size = int(batch_size)
-        self.balance = balance
+        self.balance = context.balance
         self.averager = GradientAverager(context, bucket_bytes)
-        self.speeds = np.ones(context.size)
+        self.speeds = (np.ones(context.size) if isinstance(self.balance, str)
+                       else np.asarray(self.balance, dtype=np.float64))
         self.shares = split_batch(self.batch_size, self.speeds)
         self.share_history = []
         self.speed_history = []
@@ -138,7 +141,7 @@ class DataParallel:
         every = self.context.allgather(mine, what="the gathering of step times")
         speeds = measured_speeds(every[:, 0], every[:, 1])
         self.speed_history.append(speeds.tolist())
-        if self.balance == "speed":
+        if isinstance(self.balance, str) and self.balance == "speed":
             self.speeds = speeds
             self.shares = split_batch(self.batch_size, speeds)
         self.average_batch_statistics()
@@ -198,6 +201,24 @@ def _set_statistic(layer, name, dev, host):
     setattr(layer, name, dev.asarray(host))
 
 
+def resolve(distributed, device=None):
+    """The :class:`Context` a ``distributed=`` argument asks for, or None.
+
+    ``False``/``None``: None.  ``True``: the job's context (:func:`init`;
+    made here with ``device`` when the script has not called it).  A
+    Context: itself.
+    """
+    if distributed is None or distributed is False:
+        return None
+    from .context import Context, init
+    if isinstance(distributed, Context):
+        return distributed
+    if distributed is True:
+        return init(device=device if device is not None else "auto")
+    raise TypeError(f"distributed must be True, False or a hetnet.distributed.Context, "
+                    f"got {distributed!r}")
+
+
 # ---------------------------------------------------- evaluation, prediction
 def rank_block(n, context):
     """This rank's equal block of ``n`` rows: a slice (possibly empty)."""
@@ -221,4 +242,4 @@ def gather_rows(context, local):
     return context.allgatherv(np.ascontiguousarray(local), what="the gathering of predictions")
 
 
-__all__ = ["DataParallel", "rank_block", "evaluate_sums", "gather_rows", "batch_statistics"]
+__all__ = ["DataParallel", "resolve", "rank_block", "evaluate_sums", "gather_rows", "batch_statistics"]

@@ -23,21 +23,23 @@ def main():
     assert ctx.local_size == k and ctx.local_rank == r, (ctx.local_rank, ctx.local_size)
     assert ctx.device.name == "cpu" and ctx.device.num_threads == ctx.cpu_threads >= 1
 
-    # weighted averaging, several buffers, many buckets of 64 floats
+    # weighted averaging, several buffers, many buckets of 64 floats, by
+    # blocking Allreduce (the default for host buffers) and by Iallreduce
     sizes = [1000, 37, 64, 1]
     shares = np.arange(1, k + 1) * 3        # unequal shares of a batch of 3k(k+1)/2
     weights = share_weights(shares)
-    avg = GradientAverager(ctx, bucket_bytes=256, weight=weights[r])
-    bufs = inputs(r, sizes)
-    avg.average([(ctx.device, b) for b in bufs])
-    expect = [sum(weights[q] * inputs(q, sizes)[i].astype(np.float64) for q in range(k))
-              for i in range(len(sizes))]
-    for got, want in zip(bufs, expect):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert avg.last_buckets == sum(-(-n // 64) for n in sizes), avg.last_buckets
-    # every rank holds the same bits, not only close values
-    cs = ctx.checksum(bufs)
-    assert np.all(cs == cs[0]), cs
+    for nonblocking in (None, True):
+        avg = GradientAverager(ctx, bucket_bytes=256, weight=weights[r], nonblocking=nonblocking)
+        bufs = inputs(r, sizes)
+        avg.average([(ctx.device, b) for b in bufs])
+        expect = [sum(weights[q] * inputs(q, sizes)[i].astype(np.float64) for q in range(k))
+                  for i in range(len(sizes))]
+        for got, want in zip(bufs, expect):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert avg.last_buckets == sum(-(-n // 64) for n in sizes), avg.last_buckets
+        # every rank holds the same bits, not only close values
+        cs = ctx.checksum(bufs)
+        assert np.all(cs == cs[0]), cs
 
     # the plain mean (weight 1/k), one bucket, a mapping of devices
     g = inputs(r, [513])[0]

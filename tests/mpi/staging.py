@@ -37,7 +37,8 @@ def main():
     dev.axpy(5.0, dev.asarray(np.ones(n, np.float32)), g)
     weights = share_weights(np.arange(1, k + 1))
     avg = GradientAverager(ctx, bucket_bytes=1024, weight=weights[r])
-    for _ in range(2):      # the second call reuses the staging arrays
+    for call in range(3):      # later calls reuse the staging arrays; the last all blocking
+        avg.nonblocking = False if call == 2 else None
         avg.average([(dev, g), (ctx.device, host_g)])
         want = sum(weights[q] * inputs(q, n).astype(np.float64) for q in range(k))
         want_host = sum(weights[q] * inputs(100 + q, 77).astype(np.float64) for q in range(k))

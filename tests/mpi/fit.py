@@ -1,0 +1,139 @@
+"""Run under ``mpirun -n K python fit.py MODE``: ``fit(distributed=...)``
+against a plain fit of the same model in the same process.
+
+equivalence  K ranks at global batch B end with the weights of one process
+             at batch B (same seed, same shuffle) within 1e-5 after at least
+             10 steps, for an MLP and a small conv net, with equal shares,
+             with a fixed unequal split (balance=[1, 3, ...]) and with shares
+             re-measured by speed each epoch; a last batch smaller than K
+             (a rank with no rows) and a second fit continuing the first's
+             optimizer state included.  No BatchNorm here: with it the
+             ranks normalise by per-rank statistics (PyTorch DDP without
+             SyncBatchNorm), which is not one process at batch B
+             (mode ``batchnorm``).  Every rank's weights are compared by
+             checksum after every step.  evaluate/predict with
+             ``distributed=`` match the plain ones.
+single       one rank: ``fit(distributed=True)`` gives the plain fit's
+             weights and history to the bit.
+batchnorm    (when hetnet has BatchNorm1D) the replicas stay identical,
+             running statistics included.
+Prints ``OK rank R`` on success; any failure raises, which aborts the job.
+"""
+
+import sys
+
+import numpy as np
+
+import hetnet as hn
+from hetnet.distributed import init
+
+
+def mlp(seed, device):
+    return hn.Sequential([hn.Dense(12, 16), hn.ReLU(), hn.Dense(16, 10), hn.Tanh(),
+                          hn.Dense(10, 3)], seed=seed, device=device, input_shape=(12,))
+
+
+def convnet(seed, device):
+    return hn.Sequential([hn.Conv2D(1, 4, 3, padding=1), hn.ReLU(), hn.MaxPool2D(2),
+                          hn.Flatten(), hn.Dense(4 * 4 * 4, 3)], seed=seed, device=device,
+                         input_shape=(1, 8, 8))
+
+
+def data(shape, n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n,) + shape).astype(np.float32)
+    y = rng.integers(0, 3, n).astype(np.int32)
+    return X, y
+
+
+class SameEverywhere:
+    """Checks after every step that every rank holds the same weights."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.steps = 0
+
+    def on_batch_end(self, model, batch):
+        sums = self.ctx.checksum(model.get_weights())
+        assert np.all(sums == sums[0]), f"step {self.steps}: replicas differ: {sums.tolist()}"
+        self.steps += 1
+
+
+def compare(ctx, build, shape, n, batch, epochs, balance, opt, fits=1):
+    """Train ``build``'s model on one process and data-parallel, ``fits``
+    calls of ``fit`` each (one optimizer object kept across them: the second
+    call continues with its state); compare the weights and losses."""
+    X, y = data(shape, n)
+    ref, ref_opt = build(7, ctx.device), opt()
+    ref_hist = [ref.fit(X, y, epochs=epochs, batch_size=batch, optimizer=ref_opt)
+                for _ in range(fits)]
+    ctx.balance = balance
+    model, model_opt = build(7 + ctx.rank, ctx.device), opt()   # rank 0's weights are broadcast
+    same = SameEverywhere(ctx)
+    hist = [model.fit(X, y, epochs=epochs, batch_size=batch, optimizer=model_opt,
+                      distributed=ctx, callbacks=[same]) for _ in range(fits)]
+    assert same.steps >= 10, same.steps
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), ref.get_weights()))
+    assert worst <= 1e-5, f"{build.__name__} balance={balance}: weights differ by {worst:.3g}"
+    for h, r in zip(hist, ref_hist):
+        np.testing.assert_allclose(h["loss"], r["loss"], rtol=1e-5)
+    ctx.print(f"{build.__name__} balance={balance} fits={fits} shares={hist[-1]['shares']} "
+              f"max |dw|={worst:.2g}")
+    return model, X, y
+
+
+def equivalence(ctx):
+    k = ctx.size
+    sgd = lambda: hn.SGD(lr=0.1, momentum=0.9)          # noqa: E731
+    adam = lambda: hn.Adam(lr=0.01)                      # noqa: E731
+    # 10 steps of 16, then (161 rows) a last batch of one row: a rank without rows
+    compare(ctx, mlp, (12,), 161, 16, 1, "equal", sgd)
+    compare(ctx, mlp, (12,), 80, 16, 1, list(range(1, k + 1)), adam, fits=2)
+    model, X, y = compare(ctx, convnet, (1, 8, 8), 96, 16, 2, "speed", sgd)
+    # evaluation and prediction split over the ranks and gathered
+    ev, ev_d = model.evaluate(X, y), model.evaluate(X, y, distributed=ctx)
+    assert abs(ev["loss"] - ev_d["loss"]) <= 1e-6 * max(1.0, ev["loss"]), (ev, ev_d)
+    assert ev["accuracy"] == ev_d["accuracy"], (ev, ev_d)
+    np.testing.assert_array_equal(model.predict(X), model.predict(X, distributed=ctx))
+    # blocks of other sizes than the whole may round differently in the GEMMs
+    np.testing.assert_allclose(model.predict_proba(X[:5]), model.predict_proba(X[:5], distributed=ctx),
+                               rtol=1e-6, atol=1e-7)
+
+
+def single(ctx):
+    assert ctx.size == 1
+    X, y = data((12,), 70)
+    a, b = mlp(3, ctx.device), mlp(3, ctx.device)
+    ha = a.fit(X, y, epochs=2, batch_size=16, optimizer=hn.SGD(lr=0.1, momentum=0.9))
+    hb = b.fit(X, y, epochs=2, batch_size=16, optimizer=hn.SGD(lr=0.1, momentum=0.9),
+               distributed=True)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert ha["loss"] == hb["loss"], (ha["loss"], hb["loss"])
+
+
+def batchnorm(ctx):
+    if not hasattr(hn, "BatchNorm1D"):
+        ctx.print("SKIP hetnet has no BatchNorm1D")
+        return
+    X, y = data((12,), 96)
+    model = hn.Sequential([hn.Dense(12, 16), hn.BatchNorm1D(16), hn.ReLU(), hn.Dense(16, 3)],
+                          seed=1 + ctx.rank, device=ctx.device, input_shape=(12,))
+    same = SameEverywhere(ctx)
+    model.fit(X, y, epochs=2, batch_size=16, optimizer=hn.SGD(lr=0.1, momentum=0.9),
+              distributed=ctx, callbacks=[same])
+    from hetnet.distributed.data_parallel import batch_statistics
+    stats = [layer.device.to_host(a) for layer, _, _, a in batch_statistics(model)]
+    assert stats, "BatchNorm1D lists no running statistics"
+    sums = ctx.checksum(stats)
+    assert np.all(sums == sums[0]), f"running statistics differ: {sums.tolist()}"
+
+
+def main(mode):
+    ctx = init(device="cpu", timeout=60)
+    {"equivalence": equivalence, "single": single, "batchnorm": batchnorm}[mode](ctx)
+    sys.stdout.write(f"OK rank {ctx.rank}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
