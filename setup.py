@@ -62,6 +62,7 @@ def _extensions():
 
 setup(
     packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels",
+              "hetnet.datasets",
               "hetnet._datasets"],
     package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
     package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],

@@ -15,7 +15,7 @@ Usage (from the repository root)::
 ``/usr/share/datasets/fashion-mnist`` from Debian's ``dataset-fashion-mnist``).
 
 After running it, copy the printed SHA-256 values into ``sample_sha256`` in
-``hetnet/datasets.py`` (the loader checks them; tests/test_datasets.py checks that the
+``hetnet/datasets/__init__.py`` (the loader checks them; tests/test_datasets.py checks that the
 module, the manifest and the files agree).
 """
 
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
 
     total = sum(f["bytes"] for f in files.values())
     print(f"wrote {out} ({total:,} bytes) and {HERE / 'MANIFEST.json'}")
-    print("sample_sha256 for hetnet/datasets.py:")
+    print("sample_sha256 for hetnet/datasets/__init__.py:")
     for name, f in files.items():
         print(f'            "{name}":\n                "{f["sha256"]}",')
     return 0

