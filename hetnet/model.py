@@ -598,6 +598,8 @@ class Sequential:
             bar = _progress(verbose, n, f"epoch {epoch + 1}/{epochs}")
             planned = min(batch_size, n) if dp is None else max(1, int(dp.shares[ctx.rank]))
             self._use_plan(planned, training=True)
+            if dp is not None:
+                dp.check_placement()
             totals = {}
             t0 = time.perf_counter()
             with self._session():
@@ -606,6 +608,8 @@ class Sequential:
                     rows, count = (idx, len(idx)) if dp is None else dp.local_rows(idx)
                     if len(rows) != planned:   # the short last batch
                         self._use_plan(len(rows), training=True, fixed_params=True)
+                        if dp is not None:
+                            dp.check_placement()
                     if schedule is not None:
                         self.optimizer.lr = float(schedule(step, total_steps))
                     step += 1
@@ -613,6 +617,7 @@ class Sequential:
                     if dp is None:
                         loss = self.train_step(*batch)
                     else:
+                        dp.step_begins()
                         loss = self._train_step_hooked(*batch, hook=dp.gradient_hook)
                     dev = self.out_device
                     if dev not in totals:

@@ -268,6 +268,13 @@ def test_batchnorm_replicas_stay_identical():
 
 
 @needs_mpi
+def test_unlike_placements_are_refused():
+    rc, out, _ = mpirun("fit.py", "placement")
+    assert rc == 0, out
+    assert "refused on rank 0" in out and "refused on rank 1" in out, out
+
+
+@needs_mpi
 def test_train_command_distributed(tmp_path):
     out_file = tmp_path / "m.hetnet.npz"
     cmd_args = ["-m", "hetnet", "train", "--distributed", "--source", "sample", "--arch", "mlp",

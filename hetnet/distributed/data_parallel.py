@@ -27,6 +27,7 @@ process at the global batch, to float32 rounding.
 """
 
 import time
+import zlib
 
 import numpy as np
 
@@ -101,9 +102,8 @@ class DataParallel:
 
         A rank whose share of a short last batch is zero (fewer rows than
         ranks) computes on the batch's first row with weight 0 (``count``
-        0): it still takes part in the reduction and the update.  Call just
-        before the step: the step's compute time is measured from here to
-        the gradient hook.
+        0): it still takes part in the reduction and the update.  The step
+        itself follows :meth:`step_begins`.
         """
         m = len(idx)
         r = self.context.rank
@@ -116,17 +116,44 @@ class DataParallel:
         self.averager.set_weight(count / m)
         rows = idx[o[r]:o[r + 1]] if count else idx[:1]
         self._step_rows = count
-        self._step_t0 = time.perf_counter()
         return rows, count
+
+    def step_begins(self):
+        """Call right before the fit's training step: the next gradient
+        hook call is that step's (averaged), and its compute time is
+        measured from here."""
+        self._step_t0 = time.perf_counter()
 
     def gradient_hook(self, buffers):
         """The runtime's gradient hook: average ``buffers`` over the ranks
-        and account this rank's compute time."""
+        and account this rank's compute time.  Only the fit's own steps
+        (after :meth:`step_begins`) are averaged: the steps planning times
+        on one rank have no counterpart on the others."""
+        if self._step_t0 is None:
+            return
         self.averager(buffers)
-        if self._step_t0 is not None:
-            self._epoch_compute_s += self.averager.ready_at - self._step_t0
-            self._epoch_rows += self._step_rows
-            self._step_t0 = None
+        self._epoch_compute_s += self.averager.ready_at - self._step_t0
+        self._epoch_rows += self._step_rows
+        self._step_t0 = None
+
+    def check_placement(self):
+        """Raise unless every rank placed the model alike: the same
+        parameters on the same sequence of devices (by position; which GPU
+        may differ), so that the ranks' gradient buffers line up.  Call
+        after every (re-)placement, at the same point on every rank."""
+        model = self.model
+        devices = model._devices_in_use()
+        layout = [[tuple(s.params[k].shape) for s in model._steps if s.device is d
+                   for k in s.params] for d in devices]
+        key = np.array([zlib.crc32(repr(layout).encode())], dtype=np.int64)
+        every = self.context.allgather(key, what="the comparison of the ranks' placements")
+        if not np.all(every == every[0]):
+            where = ", ".join(f"{d.name}: {len(p)} parameters" for d, p in zip(devices, layout))
+            raise RuntimeError(
+                f"rank {self.context.rank} placed the model unlike rank 0 ({where}), so their "
+                "gradient buffers do not line up; give every rank one device "
+                "(Sequential(..., device=ctx.device) with ctx from hetnet.distributed.init) "
+                "or the same placement")
 
     def sum(self, value):
         """``value`` (a float) summed over the ranks."""

@@ -17,6 +17,7 @@ single       one rank: ``fit(distributed=True)`` gives the plain fit's
              weights and history to the bit.
 batchnorm    (when hetnet has BatchNorm1D) the replicas stay identical,
              running statistics included.
+placement    ranks that placed the model on unlike devices are refused.
 Prints ``OK rank R`` on success; any failure raises, which aborts the job.
 """
 
@@ -129,9 +130,25 @@ def batchnorm(ctx):
     assert np.all(sums == sums[0]), f"running statistics differ: {sums.tolist()}"
 
 
+def placement(ctx):
+    """Ranks that placed the model differently are refused, on every rank."""
+    X, y = data((12,), 32)
+    layers = [hn.Dense(12, 16), hn.ReLU(), hn.Dense(16, 3)]
+    device = ctx.device if ctx.rank == 0 else [ctx.device, ctx.device, hn.get_device("numpy")]
+    model = hn.Sequential(layers, seed=0, device=device, input_shape=(12,))
+    try:
+        model.fit(X, y, batch_size=8, distributed=ctx)
+    except RuntimeError as exc:
+        assert "placed the model unlike rank 0" in str(exc), exc
+        sys.stdout.write(f"refused on rank {ctx.rank}\n")
+    else:
+        raise AssertionError("a fit over unlike placements ran")
+
+
 def main(mode):
     ctx = init(device="cpu", timeout=60)
-    {"equivalence": equivalence, "single": single, "batchnorm": batchnorm}[mode](ctx)
+    {"equivalence": equivalence, "single": single, "batchnorm": batchnorm,
+     "placement": placement}[mode](ctx)
     sys.stdout.write(f"OK rank {ctx.rank}\n")
 
 
