@@ -244,7 +244,8 @@ def test_without_a_launcher_one_rank_warns_and_averages_nothing():
 # ------------------------------------------------- fit(distributed=...)
 @needs_mpi
 def test_two_ranks_train_as_one_process_at_the_global_batch():
-    """No BatchNorm in these nets; see test_batchnorm_replicas_stay_identical."""
+    """No BatchNorm in these nets: with it the ranks normalise by per-rank
+    statistics (test_batchnorm_uses_per_rank_statistics), not one process's."""
     rc, out, _ = mpirun("fit.py", "equivalence", timeout=120)
     assert rc == 0, out
     assert "OK rank 0" in out and "OK rank 1" in out, out
@@ -259,7 +260,10 @@ def test_one_rank_is_a_plain_fit():
 
 
 @needs_mpi
-def test_batchnorm_replicas_stay_identical():
+def test_batchnorm_uses_per_rank_statistics():
+    """PyTorch DDP's semantics without SyncBatchNorm: each rank normalises by
+    its rows' statistics; the running statistics are the share-weighted
+    mean over the ranks, so the replicas stay identical after every step."""
     rc, out, _ = mpirun("fit.py", "batchnorm")
     assert rc == 0, out
     if "SKIP" in out:

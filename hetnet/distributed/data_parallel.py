@@ -16,14 +16,17 @@ Every rank runs the same fit loop on a replica of the model:
   same update to the same weights;
 - losses and metrics are summed over the ranks; only rank 0 shows progress.
 
-BatchNorm (layers with batch statistics) follows PyTorch's
-DistributedDataParallel without SyncBatchNorm: each rank normalises by the
-statistics of its own rows, so a model with BatchNorm trains like one
-process whose batches are normalised in groups (the ranks' shares), not like
-one process at the global batch; the running statistics are averaged over
-the ranks at the end of every epoch (before validation) and of the fit, so
-the replicas stay identical.  Networks without BatchNorm train as one
-process at the global batch, to float32 rounding.
+BatchNorm (layers with running statistics in ``layer.state``) follows
+PyTorch's DistributedDataParallel without SyncBatchNorm: each rank
+normalises by the statistics of its own rows, so a model with BatchNorm
+trains like one process whose batches are normalised in groups (the ranks'
+shares), not like one process at the global batch.  The running statistics
+are averaged over the ranks in the same reduction as the gradients, every
+step, weighted by the ranks' shares (where DDP copies rank 0's), so the
+replicas stay identical, running statistics included; the average of the
+ranks' moving averages is the moving average of their share-weighted batch
+statistics.  Networks without BatchNorm train as one process at the global
+batch, to float32 rounding.
 """
 
 import time
@@ -131,7 +134,8 @@ class DataParallel:
         on one rank have no counterpart on the others."""
         if self._step_t0 is None:
             return
-        self.averager(buffers)
+        items = list(buffers.items()) if hasattr(buffers, "items") else list(buffers)
+        self.averager(items + [(dev, a) for _, _, dev, a in batch_statistics(self.model)])
         self._epoch_compute_s += self.averager.ready_at - self._step_t0
         self._epoch_rows += self._step_rows
         self._step_t0 = None
@@ -162,8 +166,7 @@ class DataParallel:
 
     def end_epoch(self):
         """After an epoch's steps: measure every rank's speed and, with
-        ``balance="speed"``, share the next epoch's batches by it; average
-        BatchNorm running statistics."""
+        ``balance="speed"``, share the next epoch's batches by it."""
         mine = np.array([self._epoch_rows, self._epoch_compute_s], dtype=np.float64)
         every = self.context.allgather(mine, what="the gathering of step times")
         speeds = measured_speeds(every[:, 0], every[:, 1])
@@ -171,29 +174,11 @@ class DataParallel:
         if isinstance(self.balance, str) and self.balance == "speed":
             self.speeds = speeds
             self.shares = split_batch(self.batch_size, speeds)
-        self.average_batch_statistics()
 
     def stop(self, requested):
         """Rank 0's decision whether to stop (its callbacks'), on every rank."""
         flag = np.array([1 if requested else 0], dtype=np.int8)
         return bool(self.context.bcast(flag, what="the broadcast of the stop decision")[0])
-
-    def average_batch_statistics(self):
-        """Average every layer's running batch statistics over the ranks (in
-        one allreduce)."""
-        arrays = batch_statistics(self.model)
-        if not arrays or self.context.size == 1:
-            return
-        host = [(layer, name, dev.to_host(a).astype(np.float64))
-                for layer, name, dev, a in arrays]
-        flat = np.concatenate([h.reshape(-1) for _, _, h in host])
-        self.context.allreduce(flat, what="the average of BatchNorm running statistics")
-        flat /= self.context.size
-        start = 0
-        for (layer, name, h), (_, _, dev, a) in zip(host, arrays):
-            part = flat[start:start + h.size].reshape(h.shape).astype(np.float32)
-            start += h.size
-            _set_statistic(layer, name, dev, part)
 
     def verify_replicas(self):
         """Raise if the ranks' weights differ (compared by checksum)."""
@@ -213,19 +198,15 @@ class DataParallel:
 
 
 def batch_statistics(model):
-    """``(layer, name, device, array)`` of every running batch statistic of
-    ``model`` (layers that keep them list their names in ``statistics``)."""
+    """``(layer, name, device, array)`` of every running statistic of
+    ``model``: the float32 arrays of each layer's ``state`` (BatchNorm's
+    ``running_mean`` and ``running_var``), in layer order."""
     found = []
     for layer in model.layers:
-        for name in getattr(layer, "statistics", ()):
-            a = getattr(layer, name, None)
-            if a is not None:
+        for name, a in sorted(getattr(layer, "state", {}).items()):
+            if getattr(a, "dtype", None) == np.float32:
                 found.append((layer, name, layer.device, a))
     return found
-
-
-def _set_statistic(layer, name, dev, host):
-    setattr(layer, name, dev.asarray(host))
 
 
 def resolve(distributed, device=None):
