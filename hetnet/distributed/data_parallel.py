@@ -29,6 +29,7 @@ statistics.  Networks without BatchNorm train as one process at the global
 batch, to float32 rounding.
 """
 
+import contextlib
 import time
 import zlib
 
@@ -91,6 +92,16 @@ class DataParallel:
     def begin(self):
         """At the start of the fit: every replica takes rank 0's weights."""
         self.context.broadcast_weights(self.model)
+
+    @contextlib.contextmanager
+    def attached(self):
+        """Within: :meth:`gradient_hook` is the model's gradient hook
+        (``model.add_gradient_hook``), removed on the way out."""
+        hook = self.model.add_gradient_hook(self.gradient_hook)
+        try:
+            yield self
+        finally:
+            self.model.runtime.remove_gradient_hook(hook)
 
     def epoch_order(self, order):
         """Rank 0's sample order for this epoch (int64 ``(n,)``), on every rank."""
