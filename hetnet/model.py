@@ -447,22 +447,15 @@ class Sequential:
 
     def _train_step_hooked(self, xb, yb, wb=None, hook=None):
         """:meth:`train_step` with ``hook(buffers)`` called between the whole
-        backward pass and the update, ``buffers`` being ``(device, gradient
-        array)`` pairs: each device's flat gradient buffer where it has one,
-        else each parameter's gradient."""
+        backward pass and the update, ``buffers`` being ``(device, flat
+        gradient array)`` pairs, one a device holding parameters."""
         logits = self._forward(xb, True)
         loss, dlogits = self._loss_op(logits, yb, wb)
         self.optimizer.begin_step()
         self._backward(dlogits)
-        buffers = []
-        for dev in self._devices_in_use():
-            if dev.flat_update:
-                if any(s.device is dev and s.params for s in self._steps):
-                    buffers.append((dev, self._flat_group(dev)["g"]))
-            else:
-                buffers += [(dev, s.grads[name]) for s in self._steps if s.device is dev
-                            for name in s.params]
-        hook(buffers)
+        # every device's gradients in one flat buffer, whatever the device
+        hook([(dev, self._flat_group(dev)["g"]) for dev in self._devices_in_use()
+              if any(s.device is dev and s.params for s in self._steps)])
         for i in range(len(self._steps) - 1, -1, -1):
             self._update_step(i)
         return loss

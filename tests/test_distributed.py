@@ -272,6 +272,15 @@ def test_batchnorm_uses_per_rank_statistics():
 
 
 @needs_mpi
+def test_a_cpu_rank_and_an_opencl_rank_train_as_one_process():
+    rc, out, _ = mpirun("fit.py", "opencl", timeout=120)
+    assert rc == 0, out
+    if "SKIP" in out:
+        pytest.skip(next(line for line in out.splitlines() if "SKIP" in line))
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+
+
+@needs_mpi
 def test_unlike_placements_are_refused():
     rc, out, _ = mpirun("fit.py", "placement")
     assert rc == 0, out

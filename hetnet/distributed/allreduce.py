@@ -61,11 +61,15 @@ class GradientAverager:
     nonblocking : bool, optional
         ``True``: every bucket by ``Iallreduce``, all in flight at once.
         ``False``: host buckets by blocking ``Allreduce``, one after the
-        other.  Default (None): non-blocking where it overlaps something
-        (the buckets of a device buffer, with its transfers), blocking for
-        host buffers: with nothing to overlap, Open MPI's blocking
+        other (device buckets are always non-blocking, overlapping their
+        transfers).  Default (None): non-blocking if any rank has a device
+        buffer, else blocking: with nothing to overlap, Open MPI's blocking
         reduction is the faster (its tuned algorithms against the generic
-        schedule of its non-blocking ones; see the module's notes).
+        schedule of its non-blocking ones).  Every rank must make the same
+        choice (a blocking collective does not match a non-blocking one), so
+        the default is agreed on by the ranks at the first call (one small
+        allgather), and again whenever :meth:`agree` is called (by every
+        rank: after the buffers' devices changed).
 
     Attributes
     ----------
@@ -91,6 +95,7 @@ class GradientAverager:
         if nonblocking not in (None, True, False):
             raise ValueError(f"nonblocking must be None, True or False, got {nonblocking!r}")
         self.nonblocking = nonblocking
+        self._agreed = None         # the ranks' choice for nonblocking=None
         self.weight = None
         self.set_weight(weight)
         self.calls = 0
@@ -108,6 +113,17 @@ class GradientAverager:
         if not np.isfinite(weight) or weight < 0:
             raise ValueError(f"weight must be finite and at least 0, got {weight!r}")
         self.weight = weight
+
+    def agree(self, has_device_buffers):
+        """Agree with the other ranks (a collective: every rank calls it) on
+        blocking or non-blocking host buckets, from whether this rank's
+        buffers include device arrays; returns the choice (True:
+        non-blocking)."""
+        flag = np.array([1 if has_device_buffers else 0], dtype=np.int8)
+        every = self.context.allgather(flag, what="the choice of blocking or non-blocking "
+                                                  "reductions")
+        self._agreed = bool(every.any())
+        return self._agreed
 
     def __call__(self, buffers):
         self.average(buffers)
@@ -158,7 +174,12 @@ class GradientAverager:
             return (ctx.comm.Iallreduce(MPI.IN_PLACE, part, op=MPI.SUM) if ctx.size > 1
                     else MPI.Request())
 
-        if self.nonblocking or (self.nonblocking is None and staged):
+        nonblocking = self.nonblocking
+        if nonblocking is None:
+            if self._agreed is None:
+                self.agree(bool(staged))
+            nonblocking = self._agreed
+        if nonblocking:
             for part in hosts:
                 requests.append(post(part))
         else:

@@ -155,14 +155,18 @@ class DataParallel:
         """Raise unless every rank placed the model alike: the same
         parameters on the same sequence of devices (by position; which GPU
         may differ), so that the ranks' gradient buffers line up.  Call
-        after every (re-)placement, at the same point on every rank."""
+        after every (re-)placement, at the same point on every rank.  Also
+        agrees on the averager's blocking or non-blocking reductions (the
+        ranks with device buffers need non-blocking ones; all must match)."""
         model = self.model
         devices = model._devices_in_use()
         layout = [[tuple(s.params[k].shape) for s in model._steps if s.device is d
                    for k in s.params] for d in devices]
-        key = np.array([zlib.crc32(repr(layout).encode())], dtype=np.int64)
+        on_device = any(not isinstance(d.zeros((1,)), np.ndarray) for d in devices)
+        key = np.array([zlib.crc32(repr(layout).encode()), int(on_device)], dtype=np.int64)
         every = self.context.allgather(key, what="the comparison of the ranks' placements")
-        if not np.all(every == every[0]):
+        self.averager._agreed = bool(every[:, 1].any())
+        if not np.all(every[:, 0] == every[0, 0]):
             where = ", ".join(f"{d.name}: {len(p)} parameters" for d, p in zip(devices, layout))
             raise RuntimeError(
                 f"rank {self.context.rank} placed the model unlike rank 0 ({where}), so their "
@@ -185,6 +189,30 @@ class DataParallel:
         if isinstance(self.balance, str) and self.balance == "speed":
             self.speeds = speeds
             self.shares = split_batch(self.batch_size, speeds)
+        self.resync()
+
+    def resync(self):
+        """Give every rank rank 0's parameters where they differ in any bit.
+
+        Ranks on the same kind of device apply the same update to the same
+        averaged gradient and stay identical to the bit.  Ranks on unlike
+        devices (a CPU rank and a GPU rank) round the update differently,
+        by an ulp now and then, and would drift apart as slowly; this
+        (called after every epoch) brings them back.  The parameters are
+        written in place: the optimizer's state and the flat buffers' views
+        stay as they are."""
+        params = [(layer, k) for layer in self.model.layers for k in layer.params]
+        host = [layer.device.to_host(layer.params[k]).reshape(-1) for layer, k in params]
+        flat = np.concatenate(host).astype(np.float32) if host else np.zeros(0, np.float32)
+        root = self.context.bcast(flat.copy(), what="the broadcast of rank 0's weights")
+        if np.array_equal(root.view(np.uint32), flat.view(np.uint32)):
+            return
+        start = 0
+        for (layer, k), h in zip(params, host):
+            part = root[start:start + h.size]
+            start += h.size
+            if not np.array_equal(part.view(np.uint32), h.view(np.uint32)):
+                _write_in_place(layer.device, layer.params[k], part)
 
     def stop(self, requested):
         """Rank 0's decision whether to stop (its callbacks'), on every rank."""
@@ -206,6 +234,15 @@ class DataParallel:
         return {"allreduce_s": a.seconds, "allreduce_calls": a.calls,
                 "allreduce_us_per_step": 1e6 * a.seconds / max(a.calls, 1),
                 "shares": self.share_history, "speeds": self.speed_history}
+
+
+def _write_in_place(dev, a, values):
+    """Device array ``a`` takes ``values`` (host, as many), keeping its memory."""
+    if isinstance(a, np.ndarray):
+        a.reshape(-1)[...] = values
+    else:
+        dev.scale(0.0, a)
+        dev.axpy(1.0, dev.reshape(dev.asarray(values), tuple(a.shape)), a)
 
 
 def batch_statistics(model):
