@@ -14,7 +14,10 @@ Every rank runs the same fit loop on a replica of the model:
   gradient by the sum over ranks of ``share_r / batch`` times it, which is
   the mean gradient of the whole mini-batch, so every rank applies the
   same update to the same weights;
-- losses and metrics are summed over the ranks; only rank 0 shows progress.
+- losses and metrics are summed over the ranks; only rank 0 shows progress;
+- after every epoch, a rank whose parameters differ from rank 0's in any bit
+  takes rank 0's (ranks on unlike devices, a CPU and a GPU, round the same
+  update differently, by an ulp now and then).
 
 BatchNorm (layers with running statistics in ``layer.state``) follows
 PyTorch's DistributedDataParallel without SyncBatchNorm: each rank
