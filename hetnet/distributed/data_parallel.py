@@ -230,13 +230,6 @@ class DataParallel:
             raise RuntimeError(f"the replicas' weights differ after the fit: ranks {bad} differ "
                                f"from rank 0 (checksums {sums.tolist()})")
 
-    def stats(self):
-        """``{"allreduce_s": ..., "allreduce_calls": ..., "shares": [...],
-        "speeds": [...]}`` for reports."""
-        a = self.averager
-        return {"allreduce_s": a.seconds, "allreduce_calls": a.calls,
-                "allreduce_us_per_step": 1e6 * a.seconds / max(a.calls, 1),
-                "shares": self.share_history, "speeds": self.speed_history}
 
 
 def _write_in_place(dev, a, values):
