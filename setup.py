@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -50,8 +50,11 @@ class BuildExt(build_ext):
 def _extensions():
     from Cython.Build import cythonize
 
-    names = ["blas", "conv", "clenqueue", "elementwise"]
-    exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"]) for n in names]
+    exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"])
+            for n in ("blas", "conv", "elementwise")]
+    # the C launcher of OpenCL kernels lives with the OpenCL device it serves
+    exts.append(Extension("hetnet.devices.opencl._clenqueue",
+                          ["hetnet/devices/opencl/_clenqueue.pyx"]))
     return cythonize(
         exts,
         language_level=3,
@@ -61,11 +64,11 @@ def _extensions():
 
 
 setup(
-    packages=["hetnet", "hetnet._cpu", "hetnet.devices", "hetnet.layers", "hetnet.clkernels",
-              "hetnet.datasets",
-              "hetnet._datasets"],
+    # every hetnet.* package found on disk, so a new subpackage needs no edit here
+    packages=find_packages(include=["hetnet", "hetnet.*"]) + ["hetnet.clkernels", "hetnet._datasets"],
     package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
     package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
+                  "hetnet.devices.opencl": ["*.pyx"],
                   "hetnet._datasets": ["fashion-mnist-sample/*.gz", "MANIFEST.json", "README.md"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},

@@ -124,7 +124,7 @@ def build_reports(dev, cfgs, folder):
     """NVIDIA: registers/spills of gemm_main per configuration (-cl-nv-verbose)
     and the PTX of the first one, written to ``folder``."""
     import pyopencl as cl
-    from hetnet.devices._opencl_platform import kernel_source
+    from hetnet.devices.opencl.platform import kernel_source
     if "nvidia" not in dev.cl_device.platform.name.lower():
         return {}
     out = {}
@@ -252,7 +252,7 @@ def main():
     if args.logs:
         Path(args.logs).mkdir(parents=True, exist_ok=True)
     try:
-        from hetnet.devices._opencl_gemm import CANDIDATES
+        from hetnet.devices.opencl.gemm import CANDIDATES
         cfgs = [("x".join(map(str, c)), c.options) for c in CANDIDATES[:2]]
         cfgs.append(("tf32_" + cfgs[0][0], CANDIDATES[0].options + ("-DUSE_TF32_MMA",)))
         results["build_reports"] = build_reports(dev, cfgs, args.logs)

@@ -6,7 +6,7 @@ running it against another, in alternating windows.
 ``--compare enqueue`` (the default): kernels launched from C
 (``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
 ``--compare flat``: the parameters in one buffer and one optimizer launch a
-step (``flat_update = True``, hetnet.flatparams) against one launch per
+step (``flat_update = True``, hetnet.runtime.flatparams) against one launch per
 parameter array (``flat_update = False``), both launched from C.
 
 For each model (the matrix's mlp, lenet5, convnet) and batch size, two
@@ -15,7 +15,7 @@ windows (``Sequential._measure_step``: fit's step on random data, at least
 50 ms a window), the order swapped every round; each figure is the median
 over the rounds, and the ratio ('c / pyopencl', 'flat / per_array') the
 median of the per-round ratios.  The host's speed
-(``hetnet.hostspeed.probe``) is taken before every round.  Writes
+(``hetnet.sched.hostspeed.probe``) is taken before every round.  Writes
 ``benchmarks/results/gpu_step_<tag>.json``.
 
 Run from an older checkout (a copy of this file in its ``benchmarks/``), it
@@ -40,7 +40,7 @@ from bench_matrix import MODELS, build  # noqa: E402   the matrix's models
 
 def _probe():
     try:
-        from hetnet.hostspeed import probe
+        from hetnet.sched.hostspeed import probe
     except ImportError:          # an older checkout
         return None
     return probe() * 1e6

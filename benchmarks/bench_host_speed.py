@@ -2,7 +2,7 @@
 
     python benchmarks/bench_host_speed.py [--seconds 20] [--step-seconds 20] [--tag NAME]
 
-Times :func:`hetnet.hostspeed.probe` (a fixed single-threaded 96x96 matrix
+Times :func:`hetnet.sched.hostspeed.probe` (a fixed single-threaded 96x96 matrix
 product, about a millisecond a probe) back to back for ``--seconds``, with
 the host's steal time (/proc/stat) over the run.  Prints the percentiles,
 the median of each half-second, and the share of probes more than 25% slower
@@ -38,7 +38,7 @@ def steal_jiffies():
 
 
 def series(seconds):
-    from hetnet.hostspeed import probe
+    from hetnet.sched.hostspeed import probe
     probe()                                          # set up, first use
     t0 = time.perf_counter()
     rows = []
@@ -50,7 +50,7 @@ def series(seconds):
 def probe_step_pairs(seconds, batch=64):
     """(probe µs, LeNet-5 CPU training step ms) pairs, back to back."""
     import hetnet as hn
-    from hetnet.hostspeed import probe
+    from hetnet.sched.hostspeed import probe
     rng = np.random.default_rng(0)
     model = hn.models.lenet5(seed=0, device="cpu")
     X = rng.random((4 * batch, 1, 28, 28), dtype=np.float32)

@@ -23,7 +23,7 @@ not depend on the values):
   rounds) and the step time measured by ``model.explain`` (steps run as
   ``fit`` runs them, batches gathered from a shuffled 64 MB array; the
   median of five windows, after the rounds), all for training;
-- the host's speed: :func:`hetnet.hostspeed.probe` before every round of
+- the host's speed: :func:`hetnet.sched.hostspeed.probe` before every round of
   every policy, and (``auto``) the median of the probes taken while it
   planned, so a prediction can be compared with the rounds that ran at the
   host speed it was made at;
@@ -88,7 +88,7 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
     machine the same cell measured 3x apart minutes apart), and
     interleaving gives every policy the same conditions."""
     import hetnet as hn
-    from hetnet.hostspeed import probe
+    from hetnet.sched.hostspeed import probe
     cells, live = {}, {}
     rng = np.random.default_rng(0)
     for policy in policies:
@@ -158,7 +158,7 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
         cell["fit_step_ms_rounds"] = steps[policy]
         cell["infer_images_per_s"] = float(np.median(infer[policy]))
         cell["infer_images_per_s_rounds"] = infer[policy]
-        # hetnet.hostspeed.probe before each round, and (auto) while planning
+        # hetnet.sched.hostspeed.probe before each round, and (auto) while planning
         cell["host_probe_us_rounds"] = probes[policy]
         plan = model.explain(batch, training=True, repeats=3)
         cell["plan"] = [{"step": s.name, "device": s.device,

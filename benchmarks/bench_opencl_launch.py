@@ -71,7 +71,7 @@ def launch_costs(spec, profiling):
         dev, lambda: cl.enqueue_nd_range_kernel(dev.queue, knl, gs, ls))
     res["gemm_main set_args(24) only"] = per_call(dev, lambda: knl.set_args(*args))
     if getattr(dev, "c_enqueue", False):
-        from hetnet._cpu import clenqueue
+        from hetnet.devices.opencl import _clenqueue as clenqueue
         q, k, codes = dev.queue.int_ptr, knl.int_ptr, knl.hetnet_codes
         res["gemm_main C launch (24 arguments set + enqueue)"] = per_call(
             dev, lambda: clenqueue.launch(q, k, codes, args, gs, ls))

@@ -20,7 +20,7 @@ def main():
     p.add_argument("--tag", default="")
     args = p.parse_args()
     from _machine import machine, write_results
-    from hetnet.costmodel import TRANSFERS, calibrate
+    from hetnet.sched.costmodel import TRANSFERS, calibrate
     from hetnet.devices import get_device, gpu_device
     devices = [get_device("cpu")]
     gpu, why = gpu_device()

@@ -342,7 +342,7 @@ def main():
              "each fitting one data set shared by the three (sized for the fastest to train "
              "`--min-seconds` on it); within a round, the three timed fits run back to back, "
              "after the round's re-plan and untimed steps (runs made before this was so say "
-             "it in their section). The host's speed is probed (`hetnet.hostspeed.probe`, a fixed "
+             "it in their section). The host's speed is probed (`hetnet.sched.hostspeed.probe`, a fixed "
              "single-threaded product) before every round and while auto plans; where the rounds "
              "record it, the predictions are also held against the rounds that ran at the host "
              "speed auto planned at (`bench_host_speed.py` shows how far a shared host's speed "

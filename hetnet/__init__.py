@@ -1,17 +1,21 @@
 """hetnet: a small, fast, understandable CNN/MLP trainer for heterogeneous machines."""
 
-__version__ = "0.1.0"
+import sys
 
+from ._version import __version__
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
-from .model import Sequential, History
+from .model import Sequential, History, load
+from .model import zoo as models
 from .optim import SGD, Adam
-from .io import load
 from .info import build_info
 from .devices import get_device
 from . import devices          # callable: hn.devices() lists what this machine offers
-from . import models, datasets, schedules
+from . import datasets, schedules
 from .schedules import OneCycle, CosineDecay
-from .costmodel import recalibrate as calibrate
+from .sched.costmodel import recalibrate as calibrate
+
+# the model zoo's public name: ``hn.models.lenet5``, ``import hetnet.models``
+sys.modules[__name__ + ".models"] = models
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
            "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",

@@ -1,5 +1,7 @@
 """Input checks at the public API: errors name the value and what was expected."""
 
+import math
+
 import numpy as np
 
 
@@ -11,9 +13,9 @@ def all_finite(a):
     ``np.isfinite(a).all()`` makes, a block of 64k values at a time into one
     small buffer.  The whole-array form allocates a temporary of a.size
     bytes (31 MB for 40k LeNet-5 images) at every fit and predict, whose
-    cost depends on whether the allocator hands back memory already mapped:
-    on the 2-core host 19 ms at a process's first call and 4 ms after, the
-    block scan 4 ms either way (benchmarks/bench_input_check.py)."""
+    cost depends on whether the allocator hands back memory already mapped
+    (several times the scan's own time at a process's first call); the block
+    scan costs the same every time (docs/performance.md, "Input check")."""
     flat = a.reshape(-1)
     buf = np.empty(min(flat.size, _FINITE_BLOCK), dtype=bool)
     for start in range(0, flat.size, _FINITE_BLOCK):
@@ -99,15 +101,36 @@ def check_targets(y, n_samples, loss, n_outputs, name="y"):
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def check_sample_weight(sample_weight, n_samples):
+def check_sample_weight(sample_weight, n_samples, dtype=np.float32, allow_scalar=False):
+    """``(n_samples,)`` finite, non-negative weights as ``dtype``, or None;
+    with ``allow_scalar`` a number stands for that weight on every sample."""
     if sample_weight is None:
         return None
-    w = np.asarray(sample_weight, dtype=np.float64)
+    if allow_scalar and np.isscalar(sample_weight):
+        sample_weight = np.full(n_samples, sample_weight)
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be numbers, one per sample") from None
     if w.shape != (n_samples,):
         raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("sample_weight must be finite and non-negative")
-    return np.ascontiguousarray(w, dtype=np.float32)
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
+def check_float(name, value, low, high=math.inf, low_open=False, high_open=True):
+    """``value`` as a float in the interval from ``low`` to ``high`` (each
+    end open or closed as given), else a ValueError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(value, bool) or not (
+            (v > low if low_open else v >= low) and (v < high if high_open else v <= high)):
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {value!r}")
+    return v
 
 
 def check_positive_int(name, value, minimum=1):

@@ -14,6 +14,13 @@ import os
 import sys
 import time
 
+from .datasets import find_dataset, load_fashion_mnist, read_idx
+from .devices import list_devices, resolve
+from .info import build_info
+from .model import io, load, zoo as models
+from .optim import SGD, Adam
+from .schedules import OneCycle
+
 PLOT_HINT = "pip install 'hetnet[plot]' (or pip install matplotlib)"
 ARCHS = ("lenet5", "mlp")
 
@@ -196,17 +203,8 @@ def build_parser():
 
 # ---------------------------------------------------------------- helpers
 def _device(name, threads):
-    from .devices import get_device
-    if threads is not None:
-        if name not in ("cpu", "auto"):
-            raise ValueError("--threads applies to --device cpu only")
-        if threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}")
-        from .devices.cpu import CPUDevice
-        return CPUDevice(num_threads=threads)
-    if name.strip().lower() == "auto":
-        return "auto"              # a placement policy: the model places each layer
-    return get_device(name)
+    # 'auto' stays a placement policy: the model places each layer
+    return resolve(name, threads, allow_auto=True, threads_param="--threads")
 
 
 def _describe_device(device):
@@ -245,19 +243,16 @@ def _plot_path(requested, beside, suffix):
 
 
 def _build_network(arch, hidden, seed, device):
-    from . import models
     if arch == "lenet5":
         return models.lenet5(seed=seed, device=device)
     return models.mlp([784, *hidden, 10], seed=seed, device=device, input_shape=(784,))
 
 
 def _load_data(split, source, arch):
-    from .datasets import load_fashion_mnist
     return load_fashion_mnist(split, source=source, flatten=(arch == "mlp"))
 
 
 def _optimizer(args):
-    from . import SGD, Adam
     if args.optimizer == "adam":
         return Adam(lr=0.001 if args.lr is None else args.lr)
     return SGD(lr=0.02 if args.lr is None else args.lr, momentum=args.momentum)
@@ -282,12 +277,10 @@ def _as_input(X, input_shape):
 def _load_any(path, device):
     """The model in ``path``: a scikit-learn estimator when the file holds
     one (and scikit-learn is installed), else a Sequential."""
-    import numpy as np
-    from .io import load
     try:
-        with np.load(path, allow_pickle=False) as data:
-            has_estimator = "config" in data.files and '"estimator"' in str(data["config"])
-    except Exception:  # load() gives the proper error
+        with io.open_npz(path) as data:
+            has_estimator = "estimator" in io.read_config(data, os.fspath(path))
+    except (OSError, ValueError):  # load() gives the proper error
         has_estimator = False
     if has_estimator:
         try:
@@ -305,7 +298,6 @@ def _sequential(model):
 
 # --------------------------------------------------------------- commands
 def cmd_train(args):
-    from .datasets import find_dataset
     for name in ("epochs", "batch_size", "limit"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     plt = _require_matplotlib() if args.plot is not None else None
@@ -333,7 +325,6 @@ def cmd_train(args):
     t0 = time.perf_counter()
     schedule = None
     if args.schedule == "onecycle":
-        from .schedules import OneCycle
         if args.lr is None:
             args.lr = 0.05 if args.optimizer == "sgd" else 0.001
         schedule = OneCycle(max_lr=args.lr)
@@ -407,7 +398,6 @@ def cmd_evaluate(args):
 def _read_inputs(path):
     """Images or rows from a .npy/.npz/.csv/IDX file, as float32."""
     import numpy as np
-    from .datasets import read_idx
     if not os.path.exists(path):
         raise FileNotFoundError(f"no input file at {path!r}")
     lower = path.lower()
@@ -485,7 +475,6 @@ def _write_predictions(pred, output):
 
 
 def cmd_bench(args):
-    from .info import build_info
     for name in ("epochs", "limit"):
         _check_positive("--" + name, getattr(args, name))
     for b in args.batch_sizes:
@@ -537,21 +526,18 @@ def _plot_bench(plt, rows, path, title):
 
 
 def cmd_devices(args):
-    from .devices import list_devices
     for d in list_devices():
         print(f"{d['name']:<40} {d['kind']:<12} {d['details']}")
     return 0
 
 
 def cmd_info(args):
-    from .info import build_info
     for k, v in build_info().items():
         print(f"{k}: {v}")
     return 0
 
 
 def cmd_plan(args):
-    from . import models
     for name in ("batch_size", "repeats"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.arch == "lenet5":

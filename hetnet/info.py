@@ -4,6 +4,8 @@ import platform
 
 import numpy as np
 
+from ._version import __version__
+
 
 def build_info():
     """A dict describing the CPU kernels' build and run-time settings.
@@ -13,20 +15,14 @@ def build_info():
     ``OMP_NUM_THREADS``, else the CPUs available), ``blas`` (the library
     behind GEMM), ``python``, ``numpy``.
     """
-    from . import __version__
-    from ._cpu import blas
-    from .devices.cpu import default_num_threads, _scipy_blas_controller
-
-    ctl = _scipy_blas_controller()
-    blas_desc = "unknown"
-    if ctl is not None:
-        arch = getattr(ctl, "architecture", None)
-        blas_desc = f"{ctl.internal_api} {ctl.version}" + (f" ({arch})" if arch else "")
+    # loaded here, not with hetnet: the compiled kernels are needed only once asked about
+    from .devices.cpu import blas_description, default_num_threads, openmp_enabled
+    openmp = openmp_enabled()
     return {
         "version": __version__,
-        "openmp": blas.openmp_enabled(),
-        "num_threads": default_num_threads() if blas.openmp_enabled() else 1,
-        "blas": blas_desc,
+        "openmp": openmp,
+        "num_threads": default_num_threads() if openmp else 1,
+        "blas": blas_description(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }

@@ -49,7 +49,7 @@ class Optimizer:
 
     def update_group(self, device, indices, group, w, g):
         """Update, in one operation, parameters ``indices`` laid out by
-        ``group`` (a :class:`hetnet.flatparams.FlatGroup`) in the flat device
+        ``group`` (a :class:`hetnet.runtime.flatparams.FlatGroup`) in the flat device
         arrays ``w`` (values) and ``g`` (gradients).  The state of parameter
         ``i`` stays ``state[i]``, a view into flat state arrays of the same
         layout.  The default updates the views one by one."""

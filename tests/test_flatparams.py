@@ -77,9 +77,9 @@ def test_flat_updates_train_like_per_parameter_updates(make_opt):
     for a, b in zip(flat.get_weights(), ref.get_weights()):
         assert_close(a, b, rtol=1e-6, what="flat vs per-parameter weights")
     # the parameters and the optimizer's state are views into flat buffers
-    flat_w = flat._flats[flat_dev]["w"]
+    flat_w = flat.runtime.flat_group(flat_dev)["w"]
     assert all(np.shares_memory(p, flat_w) for layer in flat.layers for p in layer.params.values())
-    indices = flat._flats[flat_dev]["indices"]
+    indices = flat.runtime.flat_group(flat_dev)["indices"]
     flats = flat.optimizer._flat.get((flat_dev, tuple(indices)))
     assert (flats is None) == (not flat.optimizer.state)     # SGD without momentum: no state
     for i in indices if flats else ():
@@ -121,7 +121,7 @@ def test_flat_and_per_parameter_devices_in_one_model():
     for m in (mapped, ref):
         m.fit(X, y, epochs=2, batch_size=8, optimizer=hn.SGD(0.05, momentum=0.9), shuffle=False)
     assert flat_dev.updates == 2 * 5                             # conv and last dense: one op
-    assert len(mapped._flats[flat_dev]["indices"]) == 4
+    assert len(mapped.runtime.flat_group(flat_dev)["indices"]) == 4
     for a, b in zip(mapped.get_weights(), ref.get_weights()):
         assert_close(a, b, rtol=1e-6, what="mapped vs one device")
 

@@ -16,7 +16,7 @@ cl = pytest.importorskip("pyopencl")
 
 import hetnet as hn  # noqa: E402
 from conftest import assert_close, working_opencl_device  # noqa: E402
-from hetnet.devices import _opencl_platform as plat  # noqa: E402
+from hetnet.devices.opencl import platform as plat  # noqa: E402
 from hetnet.devices.opencl import (DeviceNotFoundError, GemmConfig, OpenCLDevice,  # noqa: E402
                                    PyOpenCLMissingError, opencl_devices)
 from hetnet.devices.reference import NumpyDevice  # noqa: E402
@@ -536,7 +536,7 @@ def test_kernels_are_enqueued_from_c_where_built(dev):
     """The extension is part of every build, so the test device (PoCL in CI,
     NVIDIA on the GPU machine) enqueues from C; and the loader it found is
     the one pyopencl uses."""
-    from hetnet.devices import opencl as ocl
+    from hetnet.devices.opencl import launch as ocl
     assert ocl._clenqueue is not None and dev.c_enqueue
     assert plat.entry_points() is not None
 
@@ -574,8 +574,8 @@ def test_flat_update_trains_like_one_launch_per_array(dev, make_opt, monkeypatch
         d = OpenCLDevice.from_spec(dev.cl_device, autotune=False)
         d.flat_update = flat
         names = []
-        launch = d._launch
-        monkeypatch.setattr(d, "_launch", lambda knl, *a: names.append(knl.function_name)
+        launch = d.launch
+        monkeypatch.setattr(d, "launch", lambda knl, *a: names.append(knl.function_name)
                             or launch(knl, *a))
         model = hn.Sequential([hn.Conv2D(1, 4, 3, padding=1), hn.ReLU(), hn.MaxPool2D(2),
                                hn.Flatten(), hn.Dense(100, 16), hn.ReLU(), hn.Dense(16, 3)],
@@ -604,7 +604,7 @@ def test_c_launch_sets_every_argument_type(dev):
     """Buffers, int32 (negative too) and float32 arguments reach the kernel
     as pyopencl would set them; an int32 out of range or a wrong count is
     refused before anything is queued."""
-    from hetnet._cpu import clenqueue
+    from hetnet.devices.opencl import _clenqueue as clenqueue
     if not dev.c_enqueue:
         pytest.skip("kernels are launched through pyopencl here")
     rng = np.random.default_rng(5)
@@ -625,7 +625,7 @@ def test_c_launch_sets_every_argument_type(dev):
 
 
 def test_c_enqueue_true_without_the_extension_is_refused(dev, monkeypatch):
-    from hetnet.devices import opencl as ocl
+    from hetnet.devices.opencl import launch as ocl
     monkeypatch.setattr(ocl, "_clenqueue", None)
     with pytest.raises(RuntimeError, match="clenqueue is not built"):
         OpenCLDevice.from_spec(dev.cl_device, autotune=False, c_enqueue=True)
@@ -655,7 +655,7 @@ def test_flatten_and_conv_views_use_the_device_reshape(dev, monkeypatch):
 def test_cost_cache_is_keyed_by_the_enqueue_path(dev):
     """Tables timed with kernels enqueued through pyopencl are not used for
     a device that enqueues from C (each launch costs differently)."""
-    from hetnet.costmodel import device_key
+    from hetnet.sched.costmodel import device_key
     other = OpenCLDevice.from_spec(dev.cl_device, autotune=False, c_enqueue=not dev.c_enqueue)
     assert f"c_enqueue={dev.c_enqueue}" in device_key(dev)
     assert device_key(other) != device_key(dev)

@@ -344,15 +344,16 @@ def test_pickle_round_trip(digits):
 
 def _no_gpu(monkeypatch):
     """This machine has no GPU: every OpenCL device spec fails as it would."""
-    import hetnet.estimators as est_mod
-    real = est_mod.get_device
+    import hetnet.devices as devices
 
-    def get_device(spec):
-        if isinstance(spec, str) and spec.strip().lower() not in ("cpu", "auto", "numpy"):
-            raise RuntimeError("No OpenCL GPU device found")
-        return real(spec)
+    def missing(option):
+        raise RuntimeError("No OpenCL GPU device found")
 
-    monkeypatch.setattr(est_mod, "get_device", get_device)
+    # the one device resolver's registry: every path to a device goes through it
+    for name in ("gpu", "opencl"):
+        monkeypatch.setitem(devices._FACTORIES, name, missing)
+    for key in [k for k in devices._DEFAULT if k.split(":")[0] in ("gpu", "opencl")]:
+        monkeypatch.delitem(devices._DEFAULT, key)
 
 
 def test_gpu_model_unpickles_on_cpu_with_a_warning(digits, monkeypatch):

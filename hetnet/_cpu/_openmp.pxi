@@ -20,9 +20,10 @@ from libc.math cimport sqrt as _hn_sqrt
 # The work one woken thread costs (see hn_threads), by kind of loop: multiply-adds
 # of a GEMM or a fused convolution; elements of a memory-bound loop, of one
 # spending tens of cycles an element (exp, log), of an im2col/col2im/pooling copy.
-# Chosen from benchmarks/bench_cpu_threads.py on the 2-core machine (where 2 threads
-# now train no slower than 1) and the 16-core H100 host (where 14 threads went from
-# several times slower than 1 to about as fast; that host's run-to-run noise is large).
+# Chosen with benchmarks/bench_cpu_threads.py so that all threads train no slower
+# than one on a small host and about as fast on a many-core one, where waking every
+# thread for small loops had made steps several times slower (docs/performance.md,
+# "CPU threads").
 cdef double HN_GEMM_UNIT = 1 << 22
 cdef double HN_CONV_UNIT = 1 << 20
 cdef double HN_ELEMENT_UNIT = 1 << 16
@@ -37,9 +38,9 @@ cdef inline int hn_threads(int nthreads, double work, double unit) noexcept nogi
     Every woken thread costs a wake-up and a share of the barrier, about
     ``unit`` of work's time: ``work / t + unit * t`` is least at
     ``t = sqrt(work / unit)``, so threads grow with the square root of the
-    work, not in proportion.  On a 16-core VM (the H100 host) these costs are
-    tens of microseconds: an MLP step at batch 16 ran 3-4 times slower with
-    14 threads a region than with 1, and at batch 256 best with 4."""
+    work, not in proportion.  On a many-core virtual machine these costs
+    reach tens of microseconds, enough to make a small step several times
+    slower with every thread than with one (docs/performance.md, "CPU threads")."""
     cdef double t = _hn_sqrt(work / unit) + 0.5
     if t >= nthreads:
         return nthreads if nthreads > 1 else 1

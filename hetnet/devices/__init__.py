@@ -12,47 +12,140 @@ import os
 import sys
 import types
 
+import numpy as np
+
 from .base import Device
 from .reference import NumpyDevice
 
-_DEFAULT = {}
+#: name -> factory(option) making a Device; ``option`` is the text after
+#: ``name:`` in a specification (``"opencl:0:1"`` -> ``"0:1"``), or None
+_FACTORIES = {}
+_DEFAULT = {}          # specification -> its Device, shared
+_CPU_THREADS = {}      # thread count -> a CPU device with that many threads
 
 
-def get_device(spec="cpu"):
-    """Resolve a device specification to a :class:`Device` (shared per spec)."""
+def register(name, factory):
+    """Make ``resolve(name)`` and ``resolve(name + ":option")`` build a device.
+
+    Parameters
+    ----------
+    name : str
+        The specification's name, lower case, without a colon.
+    factory : callable
+        ``factory(option) -> Device``; ``option`` is the text after
+        ``name:`` (None without one).  Called once per specification; the
+        device is then shared.
+    """
+    if not isinstance(name, str) or not name or ":" in name or name != name.strip().lower():
+        raise ValueError(f"a device name is a lower-case word without ':', got {name!r}")
+    if name == "auto":
+        raise ValueError("'auto' is the model's placement policy; it cannot name a device")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {factory!r}")
+    _FACTORIES[name] = factory
+    for key in [k for k in _DEFAULT if k == name or k.startswith(name + ":")]:
+        del _DEFAULT[key]
+
+
+def registered():
+    """The names :func:`resolve` knows, in registration order."""
+    return list(_FACTORIES)
+
+
+def resolve(spec="cpu", num_threads=None, *, allow_auto=False, threads_param="num_threads"):
+    """The one resolver of device specifications (model, CLI and estimators).
+
+    Parameters
+    ----------
+    spec : str, Device or None
+        A :class:`Device` (returned as is), a registered name (``"cpu"``
+        (None), ``"numpy"``, ``"gpu"``, ``"opencl"``) or ``"name:option"``
+        (``"opencl:P:D"``).
+    num_threads : int, optional
+        A CPU device with this many threads (its own instance, shared per
+        count); only for ``"cpu"`` or ``"auto"``.
+    allow_auto : bool
+        Return the string ``"auto"`` for ``"auto"`` (the model's placement
+        policy) instead of refusing it.
+    threads_param : str
+        The caller's name for ``num_threads``, for error messages.
+
+    Returns
+    -------
+    Device, or ``"auto"``
+    """
     if isinstance(spec, Device):
+        if num_threads is not None:
+            raise ValueError(f"{threads_param} applies to device 'cpu' only, not to {spec!r}")
         return spec
     if spec is None:
         spec = "cpu"
     if not isinstance(spec, str):
         raise ValueError(f"device must be a Device or a string like 'cpu' or 'gpu', got {spec!r}")
     key = spec.strip().lower()
+    if num_threads is not None:
+        if key not in ("cpu", "auto"):
+            raise ValueError(f"{threads_param} applies to the CPU's thread count (device 'cpu' or "
+                             f"'auto'), not to device {spec!r}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) \
+                or num_threads < 1:
+            raise ValueError(f"{threads_param} must be an int >= 1, got {num_threads!r}")
+        n = int(num_threads)
+        if n not in _CPU_THREADS:
+            _CPU_THREADS[n] = _FACTORIES["cpu"](None, num_threads=n)
+        return _CPU_THREADS[n]
     if key == "auto":
+        if allow_auto:
+            return "auto"
         raise ValueError("'auto' is a placement policy, not a device: pass it to the model "
                          "(Sequential(..., device='auto')), which places each layer")
     if key in _DEFAULT:
         return _DEFAULT[key]
-    if key == "cpu":
-        from .cpu import CPUDevice
-        dev = CPUDevice()
-    elif key == "numpy":
-        dev = NumpyDevice()
-    elif key in ("gpu", "opencl") or key.startswith("opencl:"):
-        from .opencl import OpenCLDevice
-        override = os.environ.get("HETNET_GPU", "").strip().lower()
-        if key == "gpu" and override.startswith("opencl:"):
-            dev = OpenCLDevice.from_spec(override.split(":", 1)[1])
-        elif key == "gpu":
-            dev = OpenCLDevice.from_spec("gpu")
-        elif key == "opencl":
-            dev = OpenCLDevice.from_spec(None)
-        else:
-            dev = OpenCLDevice.from_spec(key.split(":", 1)[1])
-    else:
-        raise ValueError(f"unknown device {spec!r}; expected 'cpu', 'gpu', 'opencl[:P:D]', "
-                         "'numpy' or a Device")
-    _DEFAULT[key] = dev
+    name, _, option = key.partition(":")
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        known = ", ".join(repr(n) for n in _FACTORIES)
+        raise ValueError(f"unknown device {spec!r}; expected one of {known} (with ':option' for "
+                         "'opencl:P:D'), or a Device")
+    dev = _DEFAULT[key] = factory(option if _ else None)
     return dev
+
+
+def get_device(spec="cpu"):
+    """Resolve a device specification to a :class:`Device` (shared per spec);
+    :func:`resolve` with its defaults."""
+    return resolve(spec)
+
+
+# The built-in devices.  The CPU and OpenCL modules load when first asked
+# for: the CPU's needs the compiled kernels, OpenCL's needs pyopencl, and
+# neither should be a cost of importing hetnet on a machine without them.
+def _cpu(option, num_threads=None):
+    from .cpu import CPUDevice
+    return CPUDevice() if num_threads is None else CPUDevice(num_threads=num_threads)
+
+
+def _numpy(option):
+    return NumpyDevice()
+
+
+def _opencl(option):
+    from .opencl import OpenCLDevice
+    return OpenCLDevice.from_spec(option)
+
+
+def _gpu(option):
+    from .opencl import OpenCLDevice
+    override = os.environ.get("HETNET_GPU", "").strip().lower()
+    if option is None and override.startswith("opencl:"):
+        return OpenCLDevice.from_spec(override.split(":", 1)[1])
+    return OpenCLDevice.from_spec("gpu" if option is None else option)
+
+
+register("cpu", _cpu)
+register("numpy", _numpy)
+register("gpu", _gpu)
+register("opencl", _opencl)
 
 
 _NO_GPU = {}
@@ -74,11 +167,11 @@ def gpu_device():
 
 def list_devices():
     """What this machine offers: a list of dicts (name, kind, details)."""
-    from ..info import build_info
-    info = build_info()
+    from .cpu import blas_description, default_num_threads, openmp_enabled
+    openmp = openmp_enabled()
     found = [{"name": "cpu", "kind": "cpu",
-              "details": f"{info['num_threads']} threads, OpenMP "
-                         f"{'on' if info['openmp'] else 'off'}, BLAS {info['blas']}"}]
+              "details": f"{default_num_threads() if openmp else 1} threads, OpenMP "
+                         f"{'on' if openmp else 'off'}, BLAS {blas_description()}"}]
     try:
         from .opencl import opencl_devices
         for d in opencl_devices():
@@ -99,4 +192,5 @@ class _DevicesModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _DevicesModule
 
-__all__ = ["Device", "NumpyDevice", "get_device", "gpu_device", "list_devices"]
+__all__ = ["Device", "NumpyDevice", "get_device", "resolve", "register", "registered",
+           "gpu_device", "list_devices"]

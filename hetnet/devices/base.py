@@ -15,10 +15,29 @@ Conventions
   assume shapes and dtypes are right.
 """
 
+import contextlib
+
 import numpy as np
 
 
-class Device:
+class TransferPaths:
+    """Copies that only the cost model's transfer tables time, beside the
+    paths training takes (:meth:`Device.asarray`, :meth:`Device.to_host`):
+    a device with pinned host memory overrides them."""
+
+    def upload_pageable(self, a):
+        """Host -> device from ordinary (pageable) memory; devices with a
+        pinned path (see :meth:`asarray`) override this for the cost model's
+        transfer tables.  Here: :meth:`asarray`."""
+        return self.asarray(a)
+
+    def download_pinned(self, a):
+        """Device -> host through pinned memory, where the device has it;
+        here: :meth:`to_host`."""
+        return self.to_host(a)
+
+
+class Device(TransferPaths):
     """Abstract device.  Subclasses implement every method below.
 
     Attributes
@@ -35,7 +54,7 @@ class Device:
     name = "abstract"
     kind = "cpu"
     #: the model keeps the parameters here in one flat buffer and the
-    #: optimizer updates them all in one operation (hetnet.flatparams): for
+    #: optimizer updates them all in one operation (hetnet.runtime.flatparams): for
     #: devices where each operation costs a launch
     flat_update = False
 
@@ -54,17 +73,6 @@ class Device:
     def to_host(self, a):
         """Copy a device array back to a new numpy array."""
         raise NotImplementedError
-
-    def upload_pageable(self, a):
-        """Host -> device from ordinary (pageable) memory; devices with a
-        pinned path (see :meth:`asarray`) override this for the cost model's
-        transfer tables.  Here: :meth:`asarray`."""
-        return self.asarray(a)
-
-    def download_pinned(self, a):
-        """Device -> host through pinned memory, where the device has it;
-        here: :meth:`to_host`."""
-        return self.to_host(a)
 
     def gather_rows(self, X, idx, out=None):
         """Rows ``idx`` (an index array or a slice) of host array ``X`` as a
@@ -96,7 +104,6 @@ class Device:
     def session(self):
         """Context manager entered around a fit / predict call (thread
         settings, queues).  The default does nothing."""
-        import contextlib
         return contextlib.nullcontext(self)
 
     def synchronize(self):
@@ -120,54 +127,15 @@ class Device:
         raise NotImplementedError
 
     # ---------------------------------------------------------- convolution
-    #: bound on the im2col workspace of the default conv2d (bytes)
-    workspace_bytes = 8 << 20
-
-    def conv_chunk(self, batch, col_shape):
-        """Images per im2col chunk in :meth:`conv2d`: as many as fit
-        ``workspace_bytes`` (at least one)."""
-        per_image = 4 * col_shape[0] * col_shape[1]
-        return max(1, min(batch, self.workspace_bytes // per_image))
-
-    def conv_workspace_bytes(self, batch, col_shape):
-        """Bytes of workspace :meth:`conv2d` uses at this batch size."""
-        return 4 * self.conv_chunk(batch, col_shape) * col_shape[0] * col_shape[1]
-
-    def _conv_workspace(self, n, rows, cols):
-        """A ``(n, rows, cols)`` view of the one workspace all convolutions
-        on this device share (grown on demand, never beyond the bound plus one
-        image)."""
-        size = n * rows * cols
-        ws = getattr(self, "_ws", None)
-        if ws is None or ws.shape[0] < size:
-            ws = self._ws = self.empty((size,))
-        return self.reshape(self.batch_slice(ws, 0, size), (n, rows, cols))
-
     def conv2d(self, x, w, b, stride, pad, activation="identity", out=None):
-        """Convolution with bias and activation: ``y[n] = act(W2 @
-        im2col(x[n]) + b)``, ``W2 = w.reshape(F, C*kh*kw)``.
+        """Convolution with bias and activation.
 
         x ``(N, C, H, W)``, w ``(F, C, kh, kw)``, b ``(F,)`` or None,
-        returns y ``(N, F, Ho, Wo)``.  This default runs im2col + one batched
-        GEMM per chunk of the batch (see :meth:`conv_chunk`), then the fused
-        bias + activation; devices may fuse further.
+        stride and pad pairs; returns y ``(N, F, Ho, Wo)``, ``y = act(conv(x,
+        w) + b)``.  :class:`hetnet.devices.compose.Im2colConvolution`
+        composes it from :meth:`im2col` and :meth:`gemm`.
         """
-        n, _, h, wd = x.shape
-        f, c, kh, kw = w.shape
-        (sh, sw), (ph, pw) = stride, pad
-        ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
-        rows, p = c * kh * kw, ho * wo
-        if out is None:
-            out = self.empty((n, f, ho, wo))
-        y3 = self.reshape(out, (n, f, p))
-        w2 = self.reshape(w, (f, rows))
-        step = self.conv_chunk(n, (rows, p))
-        for i0 in range(0, n, step):
-            i1 = min(n, i0 + step)
-            cols = self.im2col(self.batch_slice(x, i0, i1), kh, kw, sh, sw, ph, pw,
-                               out=self._conv_workspace(i1 - i0, rows, p))
-            self.gemm(w2, cols, self.batch_slice(y3, i0, i1))
-        return self.bias_activation(out, b, activation)
+        raise NotImplementedError
 
     def conv2d_backward(self, x, w, y, dy, stride, pad, activation, dw, db=None,
                         need_dx=True, dx=None):
@@ -177,27 +145,12 @@ class Device:
         Writes ``dw`` (shape of w) and ``db`` (``(F,)``, when not None);
         returns ``dx`` (shape of x) when ``need_dx``, else None.
         """
-        n, c, h, wd = x.shape
-        f, _, kh, kw = w.shape
-        (sh, sw), (ph, pw) = stride, pad
-        rows, p = c * kh * kw, dy.shape[2] * dy.shape[3]
-        dy = self.activation_bias_backward(activation, y, dy, db)
-        dy3 = self.reshape(dy, (n, f, p))
-        w2, dw2 = self.reshape(w, (f, rows)), self.reshape(dw, (f, rows))
-        if need_dx and dx is None:
-            dx = self.empty(x.shape)
-        step = self.conv_chunk(n, (rows, p))
-        for k, i0 in enumerate(range(0, n, step)):
-            i1 = min(n, i0 + step)
-            ws = self._conv_workspace(i1 - i0, rows, p)
-            cols = self.im2col(self.batch_slice(x, i0, i1), kh, kw, sh, sw, ph, pw, out=ws)
-            dyc = self.batch_slice(dy3, i0, i1)
-            self.gemm(dyc, cols, dw2, trans_b=True, beta=0.0 if k == 0 else 1.0)
-            if need_dx:
-                dcols = self.gemm(w2, dyc, ws, trans_a=True)   # the columns are used up
-                self.col2im(dcols, (i1 - i0, c, h, wd), kh, kw, sh, sw, ph, pw,
-                            out=self.batch_slice(dx, i0, i1))
-        return dx if need_dx else None
+        raise NotImplementedError
+
+    def conv_workspace_bytes(self, batch, col_shape):
+        """Bytes of workspace :meth:`conv2d` uses at this batch size for a
+        layer whose im2col columns are ``col_shape`` per image (0: none)."""
+        return 0
 
     def im2col(self, x, kh, kw, sh, sw, ph, pw, out=None):
         """Unroll patches: ``x (N, C, H, W)`` -> ``cols (N, C*kh*kw, Ho*Wo)``.

@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 
 from .base import Device, HostArrays, conv_output_size
+from .compose import Im2colConvolution
 from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
 
 _F32 = np.float32
@@ -22,9 +23,8 @@ def default_num_threads():
 
     OpenMP threads wait for work by spinning; with every core taken they
     crowd out the threads a step also needs (a GPU driver's, the OS's), and
-    a step slows severalfold.  Measured on a 16-core host with an H100
-    (benchmarks/results/matrix): 14 threads trained LeNet-5 and the MLP 1.6 to
-    2 times faster than 16, on the CPU and on the GPU alike."""
+    a step slows severalfold, on the CPU and with a GPU alike
+    (docs/performance.md, "CPU threads")."""
     for var in ("HETNET_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
         if value:
@@ -55,6 +55,21 @@ def _scipy_blas_controller():
     return libs[0] if len(libs) == 1 else None
 
 
+def blas_description():
+    """The BLAS library behind the CPU's GEMM, as text (``"unknown"`` when
+    threadpoolctl cannot tell)."""
+    ctl = _scipy_blas_controller()
+    if ctl is None:
+        return "unknown"
+    arch = getattr(ctl, "architecture", None)
+    return f"{ctl.internal_api} {ctl.version}" + (f" ({arch})" if arch else "")
+
+
+def openmp_enabled():
+    """Whether the CPU kernels were compiled with OpenMP."""
+    return bool(_blas.openmp_enabled())
+
+
 def _flat(a):
     return a.reshape(-1)
 
@@ -68,7 +83,7 @@ def _weights_arg(weights):
     return _EMPTY if weights is None else weights
 
 
-class CPUDevice(HostArrays, Device):
+class CPUDevice(HostArrays, Im2colConvolution, Device):
     """Runs every operation on the host CPU.
 
     Parameters
@@ -84,7 +99,7 @@ class CPUDevice(HostArrays, Device):
     #: that wrote them (see :meth:`_update_threads`)
     UPDATE_HINT_ELEMENTS = 1 << 21
 
-    def __init__(self, num_threads=None, workspace_bytes=Device.workspace_bytes):
+    def __init__(self, num_threads=None, workspace_bytes=Im2colConvolution.workspace_bytes):
         super().__init__()
         n = default_num_threads() if num_threads is None else int(num_threads)
         if n < 1:
@@ -307,16 +322,12 @@ class CPUDevice(HostArrays, Device):
         (else None: the update's own rule by its size).  Each
         thread's static share of the update is then (nearly) the block it
         wrote itself and still holds in its core's cache; with another
-        split, half the gradient crosses between cores.  On the 2-core
-        machine a 1152x256 dense layer's update after its single-threaded
-        batch-1 weight gradient took 150 us on two threads, 70 on the one
-        that wrote it (convnet's batch-1 training step: 1.06 -> 0.89 ms).
-        Only for gradients up to :attr:`UPDATE_HINT_ELEMENTS`: larger ones
-        stream from memory anyway, where more threads draw more bandwidth.
-        Exactly, not at most: a 784x120 gradient written by two threads at
-        batch 256 was updated by one (the update's own rule for its size)
-        in 100 us, by the two that wrote it in 54 (mlp's batch-256 step: 0.71
-        -> 0.62 ms)."""
+        split, half the gradient crosses between cores, which can double the
+        update's time.  Only for gradients up to :attr:`UPDATE_HINT_ELEMENTS`:
+        larger ones stream from memory anyway, where more threads draw more
+        bandwidth.  Exactly, not at most: fewer threads than wrote the
+        gradient leave part of it in other cores' caches
+        (docs/performance.md, "Update threads")."""
         entry = self._writers.get(id(g))
         if entry is not None and entry[0]() is g and g.size <= self.UPDATE_HINT_ELEMENTS:
             return min(entry[1], self.num_threads)

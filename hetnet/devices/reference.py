@@ -7,6 +7,7 @@ also a usable device (``device="numpy"``) for debugging.
 import numpy as np
 
 from .base import Device, HostArrays, conv_output_size
+from .compose import Im2colConvolution
 
 _F32 = np.float32
 
@@ -15,7 +16,7 @@ def _op(a, trans):
     return np.swapaxes(a, -1, -2) if trans else a
 
 
-class NumpyDevice(HostArrays, Device):
+class NumpyDevice(HostArrays, Im2colConvolution, Device):
     """Reference device: every operation in a few lines of numpy."""
 
     name = "numpy"

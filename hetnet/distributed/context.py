@@ -155,7 +155,7 @@ def host_gpus():
     first platform that has any (one GPU is often listed by two platforms),
     in device order; empty without pyopencl or GPUs."""
     try:
-        from ..devices._opencl_platform import get_platforms, device_type_name
+        from ..devices.opencl.platform import get_platforms, device_type_name
         platforms = get_platforms()
     except Exception:   # no pyopencl, no ICD, no platform: no GPU for any rank
         return []

@@ -20,6 +20,11 @@ class Layer:
 
     #: names of the constructor arguments saved with a model
     config_keys = ()
+    #: activations (their ``kind``) this layer can apply to its own output:
+    #: an activation layer of one of these kinds right after it is fused into
+    #: it (one pass over the output, no extra buffer); the layer then has an
+    #: ``activation`` attribute, ``"identity"`` when nothing is fused
+    fusable_activations = ()
 
     def __init__(self):
         self.device = None
@@ -80,9 +85,9 @@ class Layer:
 
         Returns ``(forward, backward, update)``: lists of ``(operation,
         size)`` or ``(operation, batch, geometry)`` with operations named as
-        in :mod:`hetnet.costmodel`: elementwise work is sized in elements; GEMM
+        in :mod:`hetnet.sched.costmodel`: elementwise work is sized in elements; GEMM
         and convolution, whose speed depends on their shapes, by the batch
-        size of one geometry (a hashable description of the layer).
+        size of one geometry (a record of :mod:`hetnet.layers.geometry`).
         """
         n = batch * int(np.prod(self.output_shape))
         return [("elementwise", n)], [("elementwise", n)], []

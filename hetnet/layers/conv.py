@@ -3,6 +3,7 @@
 import numpy as np
 
 from .base import Layer, pair
+from .geometry import Conv2DGeometry
 from ..devices.base import conv_output_size
 from ..init import initialize, INITIALIZERS
 
@@ -31,6 +32,7 @@ class Conv2D(Layer):
 
     config_keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding",
                    "init", "bias")
+    fusable_activations = ("relu", "sigmoid", "tanh")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  init="he", bias=True):
@@ -63,7 +65,7 @@ class Conv2D(Layer):
             raise ValueError(f"unknown init {init!r}; expected one of {sorted(INITIALIZERS)}")
         self.init = init
         self.bias = bool(bias)
-        self.activation = "identity"   # set by Sequential when it fuses an activation
+        self.activation = "identity"   # set when the runtime fuses an activation
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -105,8 +107,8 @@ class Conv2D(Layer):
         return self.device.conv_workspace_bytes(batch, self.col_shape)
 
     def cost_terms(self, batch, need_dx=True):
-        geom = ("conv2d", self.input_shape, self.out_channels, self.kernel_size, self.stride,
-                self.pad, self.activation)
+        geom = Conv2DGeometry("conv2d", self.input_shape, self.out_channels, self.kernel_size,
+                              self.stride, self.pad, self.activation)
         bwd = "conv2d_backward" if need_dx else "conv2d_backward_weights"
         return [("conv2d", batch, geom)], [(bwd, batch, geom)], self._update_terms()
 

@@ -1,6 +1,7 @@
 """Fully-connected layer ``y = x @ W + b``."""
 
 from .base import Layer
+from .geometry import DenseGeometry
 from ..init import initialize, INITIALIZERS
 
 
@@ -19,6 +20,7 @@ class Dense(Layer):
     """
 
     config_keys = ("in_features", "out_features", "init", "bias")
+    fusable_activations = ("relu", "sigmoid", "tanh")
 
     def __init__(self, in_features, out_features, init="he", bias=True):
         super().__init__()
@@ -31,7 +33,7 @@ class Dense(Layer):
         self.out_features = int(out_features)
         self.init = init
         self.bias = bool(bias)
-        self.activation = "identity"   # set by Sequential when it fuses an activation
+        self.activation = "identity"   # set when the runtime fuses an activation
 
     def compute_output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
@@ -49,7 +51,7 @@ class Dense(Layer):
         return p
 
     def cost_terms(self, batch, need_dx=True):
-        geom = ("dense", self.in_features, self.out_features)
+        geom = DenseGeometry("dense", self.in_features, self.out_features)
         n = batch * self.out_features
         fwd = [("gemm", batch, geom), ("elementwise", n)]
         # the activation's gradient and the bias gradient: one reduction pass

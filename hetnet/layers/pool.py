@@ -3,6 +3,7 @@
 import numpy as np
 
 from .base import Layer, pair
+from .geometry import MaxPool2DGeometry
 from ..devices.base import conv_output_size
 
 
@@ -31,7 +32,7 @@ class MaxPool2D(Layer):
         return (c, conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0))
 
     def cost_terms(self, batch, need_dx=True):
-        geom = ("maxpool2d", self.input_shape, self.size, self.stride)
+        geom = MaxPool2DGeometry("maxpool2d", self.input_shape, self.size, self.stride)
         return ([("maxpool2d", batch, geom)],
                 [("maxpool2d_backward", batch, geom)] if need_dx else [], [])
 

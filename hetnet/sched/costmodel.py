@@ -46,6 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import get_device, gpu_device
+from .._version import __version__
+from ..layers import Dense, ReLU
+from ..layers.geometry import as_geometry
+from ..losses import get_loss
+from ..runtime import POOL_BYTES, measure_chain
+from .planner import plan_model
+
 OPERATIONS = ("elementwise", "reduce", "update", "loss")
 #: the paths training uses (``asarray``: pinned staging on GPUs; ``to_host``: into pageable
 #: memory), the other two for comparison, and ``gather_rows``: a batch of rows
@@ -63,10 +71,6 @@ OVERHEADS = ("layer_overhead", "step_overhead", "layer_overhead_inference",
 #: layer here: 10 us at batch 8, 35 at 16, 76 at 64; from 8 and 64 alone, 16
 #: read as 20)
 GEOMETRY_BATCHES = tuple(2 ** k for k in range(11))
-#: the host array batches are gathered from, in shuffled order, by the
-#: ``gather_rows`` table and by the model's timed steps: larger than a CPU's
-#: caches, as a data set is
-POOL_BYTES = 64 << 20
 #: sizes (elements) at which the shape-free operations are measured, a factor
 #: of four apart (and 16M elements on a GPU)
 ELEMENT_SIZES = tuple(4 ** k for k in range(4, 11)) + (2097152,)
@@ -82,12 +86,10 @@ def cache_dir():
 def device_key(device):
     """What a calibration depends on: device, driver, threads, BLAS, hetnet
     version, the build of its kernels (:func:`kernel_build`) and, on OpenCL,
-    how kernels are launched (from C or through pyopencl: a training step of
-    the benchmark models took 0.71-1.0 of pyopencl's time from C on the H100,
-    median 0.79-0.80, ``benchmarks/results/gpu_step_h100-c-launch_*.json``)
-    and whether the optimizer updates the parameters in one launch (the
+    how kernels are launched (from C or through pyopencl: a step launched
+    from C runs measurably faster, so the two need their own tables;
+    docs/performance.md, "Launching from C") and whether the optimizer updates the parameters in one launch (the
     per-step overhead then holds that launch)."""
-    from . import __version__
     parts = [device.name, f"hetnet={__version__}"]
     for attr in ("driver_version", "num_threads", "precision", "c_enqueue"):
         if hasattr(device, attr):
@@ -95,8 +97,10 @@ def device_key(device):
     if device.flat_update:
         parts.append("flat_update")
     if device.name == "cpu":
-        from .info import build_info
-        parts.append(f"blas={build_info()['blas']}")
+        # the compiled kernels (and pyopencl, below) load only when a device
+        # of theirs is costed: importing hetnet needs neither
+        from ..devices.cpu import blas_description
+        parts.append(f"blas={blas_description()}")
     parts.append(f"build={kernel_build(device)}")
     return "|".join(str(p) for p in parts)
 
@@ -113,11 +117,11 @@ def kernel_build(device):
     if kind not in _BUILDS:
         digest = hashlib.sha256()
         if kind == "cpu":
-            from ._cpu import blas, conv, elementwise
+            from .._cpu import blas, conv, elementwise
             for module in (blas, conv, elementwise):
                 digest.update(Path(module.__file__).read_bytes())
         else:
-            from .devices._opencl_platform import kernel_names, kernel_source
+            from ..devices.opencl.platform import kernel_names, kernel_source
             for name in kernel_names():
                 digest.update(kernel_source(name).encode())
         _BUILDS[kind] = digest.hexdigest()[:12]
@@ -293,25 +297,25 @@ def measure_overheads(device, table, deep=5):
     table-floor cheap) is timed through the model's own step code with 1
     and with ``deep`` layers, and the excess over the planner's prediction
     is split into a per-layer and a per-step part (each at least 0)."""
-    from .layers import Dense, ReLU
-    from .model import Sequential
-    from .planner import plan_model
-
     def tiny(k):
         layers = []
         for _ in range(k - 1):
             layers += [Dense(8, 8), ReLU()]
-        return Sequential(layers + [Dense(8, 10)], device=device, seed=0, input_shape=(8,))
+        return layers + [Dense(8, 10)]
 
+    loss = get_loss("cross_entropy")
     out = {}
     for training in (True, False):
         excess = {}
         for k in (1, deep):
-            model = tiny(k)
-            plan = plan_model(model._steps, 1, [device], {device.name: table}, training, "fixed",
+            layers = tiny(k)
+            times = []
+            for _ in range(3):
+                steps, seconds = measure_chain(layers, device, (8,), 1, training, loss, repeats=20)
+                times.append(seconds)
+            plan = plan_model(steps, 1, [device], {device.name: table}, training, "fixed",
                               input_bytes=32, label_bytes=4, output_bytes=40)
-            measured = min(model._measure_step(1, training, repeats=20) for _ in range(3))
-            excess[k] = measured - plan.predicted_step_s
+            excess[k] = min(times) - plan.predicted_step_s
         per_layer = max(0.0, (excess[deep] - excess[1]) / (deep - 1))
         per_step = max(0.0, excess[1] - per_layer)
         suffix = "" if training else "_inference"
@@ -321,61 +325,77 @@ def measure_overheads(device, table, deep=5):
 
 
 def geometry_key(geometry):
+    """The text a geometry's points are filed under (records and tuples
+    alike: a record is a tuple, kind first)."""
     return json.dumps(geometry, separators=(",", ":"), default=list)
 
 
-def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
-    """Time the GEMMs of a dense layer or the convolutions of a conv layer
-    of this geometry at a few batch sizes: ``{op@geometry: [(batch, s)]}``."""
-    rng = np.random.default_rng(0)
-    kind = geometry[0]
-    key = geometry_key(geometry)
-    out = {}
-    with device.session():
-        if kind == "dense":
-            _, fin, fout = geometry
-            w = _rand(device, rng, fin, fout)
-            for op in ("gemm", "gemm_dw", "gemm_dx"):
-                out[f"{op}@{key}"] = []
-            for b in batches:
-                x, dy = _rand(device, rng, b, fin), _rand(device, rng, b, fout)
-                y, dw, dx = device.empty((b, fout)), device.empty((fin, fout)), device.empty((b, fin))
-                out[f"gemm@{key}"].append((b, _time(device, lambda: device.gemm(x, w, y))))
-                out[f"gemm_dw@{key}"].append((b, _time(device, lambda: device.gemm(x, dy, dw, trans_a=True))))
-                out[f"gemm_dx@{key}"].append((b, _time(device, lambda: device.gemm(dy, w, dx, trans_b=True))))
-        elif kind == "conv2d":
-            _, in_shape, f, (kh, kw), stride, pad, act = geometry
-            c, h, wd = in_shape
-            ho = (h + 2 * pad[0] - kh) // stride[0] + 1
-            wo = (wd + 2 * pad[1] - kw) // stride[1] + 1
-            w, bias = _rand(device, rng, f, c, kh, kw), _rand(device, rng, f)
-            dw, db = device.empty((f, c, kh, kw)), device.empty((f,))
-            for op in ("conv2d", "conv2d_backward", "conv2d_backward_weights"):
-                out[f"{op}@{key}"] = []
-            for b in batches:
-                x = _rand(device, rng, b, c, h, wd)
-                y, dx = device.empty((b, f, ho, wo)), device.empty((b, c, h, wd))
-                dy = _rand(device, rng, b, f, ho, wo)
-                out[f"conv2d@{key}"].append((b, _time(device, lambda: device.conv2d(
-                    x, w, bias, stride, pad, act, out=y))))
-                for op, need_dx in (("conv2d_backward", True), ("conv2d_backward_weights", False)):
-                    out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
-                        x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
-        elif kind == "maxpool2d":
-            _, (c, h, wd), (kh, kw), (sh, sw) = geometry
-            for op in ("maxpool2d", "maxpool2d_backward"):
-                out[f"{op}@{key}"] = []
-            for b in batches:
-                x = _rand(device, rng, b, c, h, wd)
-                y, am = device.maxpool2d(x, kh, kw, sh, sw)
-                dx = device.empty(x.shape)
-                out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
-                    x, kh, kw, sh, sw, out=y, argmax=am))))
-                out[f"maxpool2d_backward@{key}"].append((b, _time(
-                    device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
-        else:
-            raise ValueError(f"unknown geometry {geometry!r}")
+def _measure_dense(device, g, rng, batches, key):
+    """``gemm``, ``gemm_dw``, ``gemm_dx`` of a :class:`DenseGeometry`."""
+    fin, fout = g.in_features, g.out_features
+    w = _rand(device, rng, fin, fout)
+    out = {f"{op}@{key}": [] for op in ("gemm", "gemm_dw", "gemm_dx")}
+    for b in batches:
+        x, dy = _rand(device, rng, b, fin), _rand(device, rng, b, fout)
+        y, dw, dx = device.empty((b, fout)), device.empty((fin, fout)), device.empty((b, fin))
+        out[f"gemm@{key}"].append((b, _time(device, lambda: device.gemm(x, w, y))))
+        out[f"gemm_dw@{key}"].append((b, _time(device, lambda: device.gemm(x, dy, dw, trans_a=True))))
+        out[f"gemm_dx@{key}"].append((b, _time(device, lambda: device.gemm(dy, w, dx, trans_b=True))))
     return out
+
+
+def _measure_conv2d(device, g, rng, batches, key):
+    """``conv2d``, ``conv2d_backward`` (with the input gradient) and
+    ``conv2d_backward_weights`` (without) of a :class:`Conv2DGeometry`."""
+    c, h, wd = g.in_shape
+    (kh, kw), stride, pad, f, act = g.kernel, g.stride, g.pad, g.filters, g.activation
+    ho = (h + 2 * pad[0] - kh) // stride[0] + 1
+    wo = (wd + 2 * pad[1] - kw) // stride[1] + 1
+    w, bias = _rand(device, rng, f, c, kh, kw), _rand(device, rng, f)
+    dw, db = device.empty((f, c, kh, kw)), device.empty((f,))
+    out = {f"{op}@{key}": [] for op in ("conv2d", "conv2d_backward", "conv2d_backward_weights")}
+    for b in batches:
+        x = _rand(device, rng, b, c, h, wd)
+        y, dx = device.empty((b, f, ho, wo)), device.empty((b, c, h, wd))
+        dy = _rand(device, rng, b, f, ho, wo)
+        out[f"conv2d@{key}"].append((b, _time(device, lambda: device.conv2d(
+            x, w, bias, stride, pad, act, out=y))))
+        for op, need_dx in (("conv2d_backward", True), ("conv2d_backward_weights", False)):
+            out[f"{op}@{key}"].append((b, _time(device, lambda: device.conv2d_backward(
+                x, w, y, dy, stride, pad, act, dw, db, need_dx, dx if need_dx else None))))
+    return out
+
+
+def _measure_maxpool2d(device, g, rng, batches, key):
+    """``maxpool2d`` and ``maxpool2d_backward`` of a :class:`MaxPool2DGeometry`."""
+    (c, h, wd), (kh, kw), (sh, sw) = g.in_shape, g.window, g.stride
+    out = {f"{op}@{key}": [] for op in ("maxpool2d", "maxpool2d_backward")}
+    for b in batches:
+        x = _rand(device, rng, b, c, h, wd)
+        y, am = device.maxpool2d(x, kh, kw, sh, sw)
+        dx = device.empty(x.shape)
+        out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
+            x, kh, kw, sh, sw, out=y, argmax=am))))
+        out[f"maxpool2d_backward@{key}"].append((b, _time(
+            device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
+    return out
+
+
+#: geometry kind -> how its operations are measured (a new layer family adds one)
+MEASURE_BY_KIND = {"dense": _measure_dense, "conv2d": _measure_conv2d,
+                   "maxpool2d": _measure_maxpool2d}
+
+
+def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):
+    """Time the operations of one geometry (a record of
+    :mod:`hetnet.layers.geometry`, or a tuple starting with its kind) at a
+    few batch sizes: ``{op@geometry: [(batch, s)]}``."""
+    measure = MEASURE_BY_KIND.get(geometry[0]) if len(geometry) else None
+    if measure is None:
+        raise ValueError(f"unknown geometry {geometry!r}")
+    g = as_geometry(geometry)
+    with device.session():
+        return measure(device, g, np.random.default_rng(0), batches, geometry_key(g))
 
 
 _MEMORY = {}
@@ -408,7 +428,6 @@ def cost_table(device, recalibrate=False):
 def recalibrate(devices=None):
     """Re-measure the given devices (default: the CPU and any GPU found);
     returns ``{device name: CostTable}``."""
-    from .devices import get_device, gpu_device
     if devices is None:
         devices = [get_device("cpu")]
         gpu, _ = gpu_device()

@@ -3,10 +3,12 @@
 put each step where its plan says."""
 
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .devices import Device, get_device, gpu_device
+from ..devices import Device, get_device, gpu_device
+from . import costmodel
 from .hostspeed import probe
 from .planner import Plan, StepPlan, plan_model, repr_step
 
@@ -67,9 +69,19 @@ class Placement:
         for key in [k for k in self._plans if k[:2] == (batch, training)]:
             del self._plans[key]
 
-    def plan(self, model, batch, training, fixed=None, measure_costs=False):
-        """The plan for ``batch`` (cached per batch size, mode and pinning)."""
-        steps = model._steps
+    def plan(self, chain, batch, training, fixed=None, measure_costs=False):
+        """The plan for ``batch`` (cached per batch size, mode and pinning).
+
+        Parameters
+        ----------
+        chain : Chain
+            What is placed: the steps (each with ``cost_terms``,
+            ``input_shape`` and a ``device``), the per-sample input shape,
+            the number of outputs, and ``measure(devices, batch, training,
+            repeats) -> seconds``, which places the steps on ``devices``
+            and times real steps (:meth:`hetnet.runtime.Runtime.measure_placement`).
+        """
+        steps = chain.steps
         key = (batch, training, None if fixed is None else tuple(id(d) for d in fixed))
         cached = self._plans.get(key)
         if cached is not None and (not measure_costs or cached.has_predictions):
@@ -82,22 +94,21 @@ class Placement:
         elif self.policy == "fixed" or not self.needs_costs:
             fixed = [self.primary] * len(steps)
         if self.needs_costs or measure_costs:
-            from .costmodel import cost_table
             devices = self.candidates if self.policy == "auto" else list(dict.fromkeys(fixed))
-            tables = {d.name: cost_table(d) for d in devices}
-            in_bytes = 4 * batch * math.prod(model.input_shape)
+            tables = {d.name: costmodel.cost_table(d) for d in devices}
+            in_bytes = 4 * batch * math.prod(chain.input_shape)
 
             def plan_for(pinned):
                 return plan_model(steps, batch, devices, tables, training, self.policy, pinned,
                                   input_bytes=in_bytes, label_bytes=4 * batch,
-                                  output_bytes=4 * batch * model.n_outputs)
+                                  output_bytes=4 * batch * chain.n_outputs)
             plan = plan_for(fixed)
             if cached is not None:
                 plan.policy, plan.reason = cached.policy, cached.reason
                 self._plans[key] = plan
                 return plan
             if self.needs_costs and fixed is None and CONFIRM_BY_MEASUREMENT:
-                plan = self._confirm(model, plan, plan_for, batch, training)
+                plan = self._confirm(chain, plan, plan_for, batch, training)
         else:
             plan = Plan(batch, training, self.policy, list(fixed))
             plan.steps = [StepPlan(repr_step(s), d.name, float("nan"), 0.0, 0)
@@ -107,7 +118,7 @@ class Placement:
         return plan
 
 
-    def _confirm(self, model, planned, plan_for, batch, training, repeats=5, rounds=5):
+    def _confirm(self, chain, planned, plan_for, batch, training, repeats=5, rounds=5):
         """Time the planned placement and each single-device one on a few
         real steps; return the plan of the fastest, its reason saying what
         was measured.  Cost models miss what only a run shows (caches,
@@ -115,7 +126,7 @@ class Placement:
         much slower than the best single device."""
         options = [("planned", planned)]
         for dev in self.candidates:
-            alt = plan_for([dev] * len(model._steps))
+            alt = plan_for([dev] * len(chain.steps))
             if alt.devices != planned.devices:
                 options.append((dev.name, alt))
         if len(options) == 1:
@@ -123,16 +134,13 @@ class Placement:
         timed = [[[], label, plan] for label, plan in options]
         # interleaved rounds, so a drift of the host's speed hits all; one
         # more first, not counted: a placement's first window can run slow
-        # (first use of its buffers, devices waking up; on the H100 host
-        # convnet b256's was 3.3 ms against 2.2 after, though most were not)
-        probes = []             # the host's speed at each round (hetnet.hostspeed)
+        # (first use of its buffers, devices waking up; docs/performance.md,
+        # "First timing window")
+        probes = []             # the host's speed at each round (hetnet.sched.hostspeed)
         for _ in range(rounds + 1):
             probes.append(probe())
             for entry in timed:
-                for step, dev in zip(model._steps, entry[2].devices):
-                    move_step(model, step, dev)
-                entry[0].append(model._measure_step(batch, training, repeats))
-        model._release_pool()
+                entry[0].append(chain.measure(entry[2].devices, batch, training, repeats))
         every_round = {label: list(ts) for ts, label, _ in timed}
         for entry in timed:         # the median: one slow (or lucky) window weighs nothing
             entry[0] = float(np.median(entry[0][1:]))
@@ -159,21 +167,26 @@ class Placement:
         return best[2]
 
 
-def move_step(model, step, device):
-    """Move one step's parameters (and the optimizer's state for them)."""
-    src = step.device
-    if src is device:
-        return
-    if model.optimizer is not None and step.params:
-        model.optimizer.move_state([index for index, _ in model._param_slots(step)], src, device)
-    step.move_to(device)
+class Chain(NamedTuple):
+    """What the scheduler places: no model, only what planning reads.
+
+    Attributes
+    ----------
+    steps : list
+        The steps in order, each with ``cost_terms(batch, need_dx)``,
+        ``input_shape`` (per sample) and ``device``.
+    input_shape : tuple
+        Per-sample input shape of the first step.
+    n_outputs : int
+        Outputs per sample of the last step.
+    measure : callable
+        ``measure(devices, batch, training, repeats) -> seconds``: place
+        step ``i`` on ``devices[i]`` and time real steps there.
+    """
+    steps: list
+    input_shape: tuple
+    n_outputs: int
+    measure: Callable
 
 
-def transfer(x, src, dst):
-    """Copy a device array from ``src`` to ``dst`` through the host."""
-    if src is dst:
-        return x
-    return dst.asarray(src.to_host(x), dtype=x.dtype)
-
-
-__all__ = ["Placement", "move_step", "transfer", "Device"]
+__all__ = ["Placement", "Chain", "CONFIRM_BY_MEASUREMENT", "MIXED_MARGIN"]

@@ -10,10 +10,10 @@ and :meth:`OpenCLDevice.synchronize` (or :meth:`to_host`) waits.  Losses and
 sums come back as 1-element device arrays.  Programs are built once per
 context and cached; kernel objects are made once per device with their scalar
 argument types declared, and each launch sets the arguments and enqueues
-the kernel from C (:mod:`hetnet._cpu.clenqueue`, no event object), or,
+the kernel from C (:mod:`hetnet.devices.opencl._clenqueue`, no event object), or,
 where that is not built, is pyopencl's ``set_args`` +
-``enqueue_nd_range_kernel`` (about 12 µs of host time on an H100, against
-45 µs for pyopencl's convenience call).  Non-blocking host copies keep their
+``enqueue_nd_range_kernel`` (a fraction of the host time of pyopencl's
+convenience call; docs/performance.md, "Kernel launch").  Non-blocking host copies keep their
 events until done (dropping pyopencl's NannyEvent would wait for the copy).  Temporaries come from a
 ``pyopencl.tools.MemoryPool``.  Uploads of large host arrays on a GPU go
 through pinned staging buffers, queued without waiting.
@@ -22,27 +22,23 @@ Examples
 --------
 >>> from hetnet.devices.opencl import OpenCLDevice, opencl_devices
 >>> opencl_devices()                                   # doctest: +SKIP
-[('NVIDIA CUDA', 'NVIDIA H100 80GB HBM3', 'gpu')]
+[('NVIDIA CUDA', 'NVIDIA GeForce RTX 4090', 'gpu')]
 >>> dev = OpenCLDevice.from_spec("gpu")                # doctest: +SKIP
 """
+
 
 import collections
 
 import numpy as np
 
-from ._opencl_gemm import Gemm, GemmConfig
-from ._opencl_platform import (DeviceNotFoundError, PyOpenCLMissingError, build_program,
-                               cl, device_type_name, entry_points, find_device,
-                               opencl_devices, require_pyopencl, status_name)
-from .base import Device, conv_output_size
-
-if cl is not None:
-    import pyopencl.array as cla
-
-try:
-    from .._cpu import clenqueue as _clenqueue
-except ImportError:              # the extension is not built: pyopencl enqueues
-    _clenqueue = None
+from .gemm import Gemm, GemmConfig
+from .launch import (OpenCLLaunchError, c_enqueue_available, c_enqueue_built, enqueue,
+                     make_kernel, round_up, signature)
+from .memory import OpenCLMemory, _StagingUploader, _off
+from .platform import (DeviceNotFoundError, PyOpenCLMissingError, cl, device_type_name,
+                       find_device, opencl_devices, require_pyopencl)
+from ..base import Device, conv_output_size
+from ..compose import Im2colConvolution
 
 __all__ = ["OpenCLDevice", "DeviceNotFoundError", "PyOpenCLMissingError",
            "OpenCLLaunchError", "opencl_devices", "GemmConfig"]
@@ -54,8 +50,6 @@ _ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 
 _LOSS_BCE, _LOSS_MSE = 0, 1       # modes of loss.cl's pointwise_loss
 
-_ARG_CODES = {"b": None, "i": _I32, "f": _F32}
-_CODE_OF = {t: ord(c) for c, t in _ARG_CODES.items()}
 
 #: kernel name -> (file, argument types: b = buffer, i = int32, f = float32)
 _KERNELS = {
@@ -80,85 +74,8 @@ _KERNELS = {
     "act_bias_grad": (("elementwise.cl", "reduce.cl", "bias_backward.cl"), "bi bi bi iiii"),
 }
 
-_STAGING_MIN_BYTES = 1 << 16     # smaller uploads: plain non-blocking copy
-_STAGING_SLOTS = 3
 
-
-def _off(a):
-    """Element offset of a (possibly offset) view into its buffer."""
-    return a.offset // a.dtype.itemsize
-
-
-def _signature(code):
-    return [_ARG_CODES[ch] for ch in code.replace(" ", "")]
-
-
-class _StagingUploader:
-    """Host -> device copies through a ring of pinned (ALLOC_HOST_PTR, mapped)
-    host buffers: the host copies into pinned memory and queues a DMA without
-    waiting for it.
-
-    The DMA goes on the compute queue, in order.  A second queue would let
-    it overlap kernels queued before it, but the destination comes from the
-    memory pool and may be memory that those kernels still read (freed by
-    Python, not yet by the device); keeping that safe needs dependency
-    tracking per buffer.  A LeNet-5 step is bound by host time (the GPU idles
-    most of it), so the in-order DMA costs nothing measurable there.
-    """
-
-    def __init__(self, dev):
-        self.dev = dev
-        self.slots = [None] * _STAGING_SLOTS     # (buffer, mapped host array, event)
-        self.next = 0
-
-    def _slot(self, nbytes):
-        i = self.next
-        self.next = (i + 1) % _STAGING_SLOTS
-        slot = self.slots[i]
-        if slot is not None and slot[2] is not None:
-            slot[2].wait()          # the DMA from this slot has run (rarely waits)
-        if slot is None or slot[1].nbytes < nbytes:
-            if slot is not None:
-                slot[1].base.release(self.dev.queue)
-            size = max(nbytes, 2 * (slot[1].nbytes if slot else 0))
-            buf = cl.Buffer(self.dev.context,
-                            cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR, size)
-            host, _ = cl.enqueue_map_buffer(self.dev.queue, buf, cl.map_flags.WRITE, 0,
-                                            (size,), np.uint8, is_blocking=True)
-            slot = (buf, host, None)
-        self.slots[i] = slot
-        return i, slot
-
-    def upload(self, host, out, queue=None, wait_for=None):
-        """Queue ``host`` -> ``out`` through a pinned slot (on ``queue``, by
-        default the compute queue, after ``wait_for``); returns the event."""
-        i, (buf, pinned, _) = self._slot(host.nbytes)
-        stage = pinned[:host.nbytes]
-        np.copyto(stage, host.reshape(-1).view(np.uint8))
-        evt = cl.enqueue_copy(queue or self.dev.queue, out.base_data, stage,
-                              dst_offset=out.offset, is_blocking=False, wait_for=wait_for)
-        self.slots[i] = (buf, pinned, evt)      # keeps the NannyEvent until it ran
-        return evt
-
-
-class OpenCLLaunchError(RuntimeError):
-    """The OpenCL driver refused to enqueue a kernel."""
-
-
-def _c_enqueue_available():
-    """Whether kernels can be launched from C: the extension is built and
-    the OpenCL loader's entry points were found (bound once per process)."""
-    if _clenqueue is None:
-        return False
-    if not _clenqueue.bound():
-        addresses = entry_points()
-        if addresses is None:
-            return False
-        _clenqueue.bind(*addresses)
-    return True
-
-
-class OpenCLDevice(Device):
+class OpenCLDevice(OpenCLMemory, Im2colConvolution, Device):
     """Device running every operation as OpenCL kernels.
 
     Parameters
@@ -183,12 +100,11 @@ class OpenCLDevice(Device):
     overlap_uploads : bool, optional
         Upload mini-batches (:meth:`gather_rows`) on a second queue, into two
         alternating buffers, so that the next batch's copy runs while the
-        earlier steps' kernels do.  Default: on for GPUs (LeNet-5 on an H100
-        trained 1.1-1.3x faster than with in-order uploads in the same run,
-        benchmarks/results/gpu_lenet5_overlap.json against gpu_lenet5.json),
-        off for CPU devices.
+        earlier steps' kernels do.  Default: on for GPUs, where a step's
+        upload then hides behind compute (docs/performance.md, "Overlapped
+        uploads"), off for CPU devices.
     c_enqueue : bool, optional
-        Launch kernels from C (:mod:`hetnet._cpu.clenqueue`: arguments set
+        Launch kernels from C (:mod:`hetnet.devices.opencl._clenqueue`: arguments set
         and the kernel queued in one call) instead of through pyopencl's
         ``set_args`` and ``enqueue_nd_range_kernel``, which builds an event
         object per launch.  Default: on where the extension is built and the
@@ -203,7 +119,7 @@ class OpenCLDevice(Device):
     workspace_bytes : int
     flat_update : bool
         True: a model keeps its parameters here in one buffer and the
-        optimizer updates them in one launch (:mod:`hetnet.flatparams`);
+        optimizer updates them in one launch (:mod:`hetnet.runtime.flatparams`);
         set it False on an instance for one launch per parameter array.
     """
 
@@ -225,12 +141,12 @@ class OpenCLDevice(Device):
         self.context = cl.Context([self.cl_device])
         props = cl.command_queue_properties.PROFILING_ENABLE if profiling else 0
         self.queue = cl.CommandQueue(self.context, self.cl_device, properties=props)
-        available = c_enqueue is not False and _c_enqueue_available()
+        available = c_enqueue is not False and c_enqueue_available()
         if c_enqueue and not available:
             raise RuntimeError(
                 "c_enqueue=True, but kernels cannot be enqueued from C here: "
-                + ("hetnet's extension hetnet._cpu.clenqueue is not built "
-                   "(`python setup.py build_ext --inplace`)" if _clenqueue is None
+                + ("hetnet's extension hetnet.devices.opencl._clenqueue is not built "
+                   "(`python setup.py build_ext --inplace`)" if not c_enqueue_built()
                    else "clEnqueueNDRangeKernel and clSetKernelArg were not found in the OpenCL loader"))
         self.c_enqueue = available if c_enqueue is None else bool(c_enqueue)
         self._queue_ptr = self.queue.int_ptr
@@ -286,15 +202,16 @@ class OpenCLDevice(Device):
         return cls(spec, **kwargs)
 
     # ------------------------------------------------------------ plumbing
-    def _kernel(self, filename, name, argtypes, options=()):
-        key = (filename, name, options)
+    # ------------------------------------------------------------ launching
+    def kernel(self, filename, name, argtypes, options=()):
+        """Kernel ``name`` of ``clkernels/filename`` built with ``options``
+        (``-D`` defines) and this device's own, argument types declared
+        (:func:`hetnet.devices.opencl.launch.signature`); built once, kept."""
+        key = (filename, name, tuple(options))
         knl = self._kernels.get(key)
         if knl is None:
-            prg = build_program(self.context, filename, tuple(options) + self._options)
-            knl = cl.Kernel(prg, name)
-            knl.set_scalar_arg_dtypes(argtypes)
-            # the argument types again, one byte each, for the C launch
-            knl.hetnet_codes = bytes(_CODE_OF[t] for t in argtypes)
+            knl = make_kernel(self.context, filename, name, argtypes,
+                              tuple(options) + self._options)
             self._kernels[key] = knl
         return knl
 
@@ -302,222 +219,28 @@ class OpenCLDevice(Device):
         knl = self._kernels.get(name)
         if knl is None:
             filename, code = _KERNELS[name]
-            knl = self._kernel(filename, name, _signature(code))
+            knl = self.kernel(filename, name, signature(code))
             self._kernels[name] = knl
         return knl
 
-    def _launch(self, knl, gsize, lsize, *args):
-        """Set ``args`` (buffers and scalars, in order) and enqueue ``knl``.
+    def launch(self, knl, gsize, lsize, *args):
+        """Set ``args`` (buffers and scalars, in order) and enqueue ``knl``
+        on this device's queue (:func:`hetnet.devices.opencl.launch.enqueue`)."""
+        return enqueue(self.queue, knl, gsize, lsize, args, self.c_enqueue, self._queue_ptr)
 
-        On the H100 (NVIDIA OpenCL 3.0, driver 580) setting gemm_main's 24
-        arguments costs 2.3 µs and the enqueue 9.7 µs of host time
-        (benchmarks/results/gpu_launch.json), so arguments are simply set on
-        every launch.  A version that re-enqueued per-call-site kernel clones
-        holding their arguments was slower (a small gemm 17.8 against 13.0 µs;
-        LeNet-5 at batch 64 29k against 33k images/s): building the lookup key
-        costs more than setting the arguments.  With :attr:`c_enqueue` both
-        are one C call (:func:`hetnet._cpu.clenqueue.launch`) that makes no
-        event object (nothing waits on a kernel's event: the queue is in
-        order)."""
-        if self.c_enqueue:
-            status = _clenqueue.launch(self._queue_ptr, knl.int_ptr, knl.hetnet_codes, args,
-                                       gsize, lsize)
-            if status:
-                arg = _clenqueue.failed_arg
-                what = (f"clSetKernelArg(argument {arg}: {args[arg]!r})" if arg >= 0
-                        else f"clEnqueueNDRangeKernel(global {tuple(gsize)}, local {lsize})")
-                raise OpenCLLaunchError(f"{knl.function_name}: {what} failed: "
-                                        f"{status_name(status)} ({status})")
-            return None
-        knl.set_args(*args)
-        return cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
+    def round_up(self, n, wg=None):
+        """``n`` work-items rounded up to whole work-groups (default size :attr:`wg`)."""
+        return round_up(n, wg or self.wg)
 
-    def _round(self, n, wg=None):
-        wg = wg or self.wg
-        return max(wg, -(-n // wg) * wg)
+    # the names kernels outside this class were written against
+    _kernel, _launch, _round = kernel, launch, round_up
 
     def _elementwise(self, name, n, *args):
         if n > 0:
-            self._launch(self._k(name), (self._round(n),), (self.wg,), *args)
+            self.launch(self._k(name), (self.round_up(n),), (self.wg,), *args)
 
     def _out(self, out, shape, dtype=_F32):
         return self.empty(shape, dtype) if out is None else out
-
-    # ---------------------------------------------------------------- memory
-    def asarray(self, a, dtype=_F32):
-        """Copy a host array to the device; returns a new device array.
-
-        The copy is queued, not awaited: on a GPU, arrays of 64 KiB or more go
-        through pinned staging buffers, smaller ones are copied from a private
-        host copy.
-        """
-        src = np.asarray(a)
-        host = np.ascontiguousarray(src, dtype=dtype)
-        out = self.empty(host.shape, host.dtype)
-        self._count("to_device", host.nbytes)
-        if host.nbytes == 0:
-            return out
-        if self._uploader is not None and host.nbytes >= _STAGING_MIN_BYTES:
-            self._uploader.upload(host, out)
-        else:
-            if np.may_share_memory(host, src):
-                host = host.copy()      # the caller may change `a` before the copy runs
-            self._keep(cl.enqueue_copy(self.queue, out.base_data, host, dst_offset=out.offset,
-                                       is_blocking=False))
-        return out
-
-    def gather_rows(self, X, idx, out=None):
-        """Rows ``idx`` of host ``X`` on the device.  With ``overlap_uploads``
-        the copy runs on the upload queue into one of two alternating buffers
-        while earlier steps still compute; the compute queue waits for it."""
-        if not self.overlap_uploads:
-            return super().gather_rows(X, idx, out)
-        host = np.ascontiguousarray(X[idx])
-        self._count("to_device", host.nbytes)
-        key = (host.shape, host.dtype)
-        ring = self._inputs.get(key)
-        if ring is None:
-            ring = self._inputs[key] = [[self.empty(host.shape, host.dtype),
-                                         self.empty(host.shape, host.dtype)], 0]
-        bufs, k = ring
-        ring[1] = 1 - k
-        dst = bufs[k]
-        if host.nbytes == 0:
-            return dst
-        # dst was last read by the step before the previous one; the marker
-        # queued at the previous upload follows that step's kernels.
-        wait = [self._inputs_free] if self._inputs_free is not None else None
-        evt = self._uploader.upload(host, dst, queue=self._upload_queue, wait_for=wait)
-        self._upload_queue.flush()
-        cl.enqueue_barrier(self.queue, wait_for=[evt])      # this step's kernels wait for it
-        self._inputs_free = cl.enqueue_marker(self.queue)
-        return dst
-
-    def _keep(self, evt):
-        """Hold a non-blocking host copy's event until it has run.
-
-        pyopencl's NannyEvent *waits* for its copy when it is garbage-collected;
-        dropping it at once would make every upload wait for all the work
-        queued before it (a host/device round trip per batch)."""
-        pend = self._pending
-        pend.append(evt)
-        done = cl.command_execution_status.COMPLETE
-        while pend and pend[0].command_execution_status == done:
-            pend.popleft()
-        if len(pend) > 256:
-            pend.popleft().wait()
-
-    def to_host(self, a):
-        """Copy a device array into a new numpy array (waits for it)."""
-        host = np.empty(a.shape, a.dtype)
-        self._count("to_host", host.nbytes)
-        if host.nbytes:
-            cl.enqueue_copy(self.queue, host, a.base_data, src_offset=a.offset,
-                            is_blocking=True)
-        return host
-
-    # The two other transfer paths, for the cost model's transfer tables
-    # (asarray/to_host above are the paths training uses).
-    def upload_pageable(self, a):
-        """Host -> device straight from pageable (ordinary) memory."""
-        host = np.ascontiguousarray(a, dtype=_F32).copy()
-        out = self.empty(host.shape, host.dtype)
-        self._count("to_device", host.nbytes)
-        if host.nbytes:
-            self._keep(cl.enqueue_copy(self.queue, out.base_data, host, dst_offset=out.offset,
-                                       is_blocking=False))
-        return out
-
-    def download_pinned(self, a):
-        """Device -> host through a pinned (mapped) buffer, then into numpy."""
-        nbytes = a.nbytes
-        self._count("to_host", nbytes)
-        if not nbytes:
-            return np.empty(a.shape, a.dtype)
-        buf = self._pinned_read.get(nbytes)
-        if buf is None:
-            mem = cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR,
-                            nbytes)
-            host, _ = cl.enqueue_map_buffer(self.queue, mem, cl.map_flags.READ, 0, (nbytes,),
-                                            np.uint8, is_blocking=True)
-            buf = self._pinned_read[nbytes] = (mem, host)
-        mem, host = buf
-        cl.enqueue_copy(self.queue, host, a.base_data, src_offset=a.offset, is_blocking=True)
-        return host.view(a.dtype).reshape(a.shape).copy()
-
-    def empty(self, shape, dtype=_F32):
-        try:
-            key = (shape, dtype)
-            meta = self._meta.get(key)
-        except TypeError:                   # a list shape
-            key = (tuple(shape), dtype)
-            meta = self._meta.get(key)
-        if meta is None:
-            dt = np.dtype(dtype)
-            shp = (int(shape),) if np.isscalar(shape) else tuple(int(d) for d in shape)
-            strides = tuple(int(np.prod(shp[i + 1:], dtype=np.int64)) * dt.itemsize
-                            for i in range(len(shp)))
-            meta = self._meta[key] = (shp, dt, int(np.prod(shp, dtype=np.int64)), strides)
-        shp, dt, size, strides = meta
-        # pyopencl's fast constructor: skips re-deriving size and strides
-        return cla.Array(None, shp, dt, allocator=self.pool, strides=strides, _fast=True,
-                         _size=size, _context=self.context, _queue=self.queue)
-
-    def zeros(self, shape, dtype=_F32):
-        out = self.empty(shape, dtype)
-        if out.nbytes:
-            cl.enqueue_fill_buffer(self.queue, out.base_data, np.zeros(1, out.dtype),
-                                   out.offset, out.nbytes)
-        return out
-
-    def copy(self, a):
-        out = self.empty(a.shape, a.dtype)
-        if a.nbytes:
-            cl.enqueue_copy(self.queue, out.base_data, a.base_data, byte_count=a.nbytes,
-                            src_offset=a.offset, dst_offset=out.offset)
-        return out
-
-    def batch_slice(self, a, start, stop):
-        """View of rows ``start:stop`` of ``a`` along axis 0 (no copy).
-
-        The same view as ``a[start:stop]`` (non-negative bounds, clipped like
-        a slice), built with pyopencl's fast constructor: layers slice every
-        batch into chunks, and ``Array.__getitem__`` costs ~10 µs."""
-        n = a.shape[0]
-        i0 = min(max(int(start), 0), n)
-        i1 = min(max(int(stop), i0), n)
-        rows = i1 - i0
-        return cla.Array(None, (rows,) + a.shape[1:], a.dtype, allocator=a.allocator,
-                         data=a.base_data, offset=a.offset + i0 * a.strides[0],
-                         strides=a.strides, _fast=True,
-                         _size=rows * (a.size // n) if n else 0,
-                         _context=self.context, _queue=self.queue)
-
-    def reshape(self, a, shape):
-        """View of ``a`` with a new shape (same size, C order; one dimension
-        may be -1).  As ``a.reshape(shape)`` for the C-contiguous arrays of
-        this device, without pyopencl's general path (~30 µs a call)."""
-        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
-        size = 1
-        for d in shape:
-            size *= d
-        if size < 0 and shape.count(-1) == 1:          # one dimension inferred
-            shape = tuple(a.size // -size if d == -1 else d for d in shape)
-            size = a.size if a.size % -size == 0 else -1
-        if size != a.size:
-            raise ValueError(f"cannot reshape an array of size {a.size} into {shape}")
-        stride, strides = a.dtype.itemsize, []
-        for d in reversed(shape):
-            strides.append(stride)
-            stride *= max(d, 1)
-        strides = tuple(reversed(strides))
-        return cla.Array(None, shape, a.dtype, allocator=a.allocator, data=a.base_data,
-                         offset=a.offset, strides=strides, _fast=True, _size=a.size,
-                         _context=self.context, _queue=self.queue)
-
-    def synchronize(self):
-        self.queue.finish()
-        self._pending.clear()
 
     # ------------------------------------------------------- linear algebra
     def gemm(self, a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
@@ -595,7 +318,7 @@ class OpenCLDevice(Device):
         if planes:
             wg = min(self.wg, 128)
             p = dy.size // planes
-            self._launch(self._k("maxpool2d_bwd"), (planes * wg,), (wg,),
+            self.launch(self._k("maxpool2d_bwd"), (planes * wg,), (wg,),
                          dy.base_data, _off(dy), argmax.base_data, _off(argmax),
                          out.base_data, _off(out), h * w, p)
         return out
@@ -627,7 +350,7 @@ class OpenCLDevice(Device):
         out = self._out(out, x.shape)
         if name == "softmax":
             n, k = x.shape
-            self._launch(self._k("softmax_fwd"), (self._round(n, 64),), (64,),
+            self.launch(self._k("softmax_fwd"), (self.round_up(n, 64),), (64,),
                          x.base_data, _off(x), out.base_data, _off(out), n, k)
             return out
         self._elementwise("activation_fwd", x.size, x.base_data, _off(x),
@@ -638,7 +361,7 @@ class OpenCLDevice(Device):
         out = self._out(out, y.shape)
         if name == "softmax":
             n, k = y.shape
-            self._launch(self._k("softmax_bwd"), (self._round(n, 64),), (64,),
+            self.launch(self._k("softmax_bwd"), (self.round_up(n, 64),), (64,),
                          y.base_data, _off(y), dy.base_data, _off(dy),
                          out.base_data, _off(out), n, k)
             return out
@@ -654,13 +377,13 @@ class OpenCLDevice(Device):
         groups = min(64, max(1, -(-n // (8 * self.wg))))
         w = weights if weights is not None else pred
         part = loss if groups == 1 else self.empty((groups,))
-        self._launch(self._k(kernel), (groups * self.wg,), (self.wg,),
+        self.launch(self._k(kernel), (groups * self.wg,), (self.wg,),
                      pred.base_data, _off(pred), target.base_data, _off(target),
                      w.base_data, _off(w), int(weights is not None),
                      grad.base_data, _off(grad), part.base_data, _off(part),
                      n, k, scale if groups == 1 else 1.0, *mode)
         if groups > 1:
-            self._launch(self._k("sum_partial"), (self.wg,), (self.wg,),
+            self.launch(self._k("sum_partial"), (self.wg,), (self.wg,),
                          part.base_data, 0, groups, loss.base_data, 0, scale)
         return loss, grad
 
@@ -702,10 +425,10 @@ class OpenCLDevice(Device):
         n = x.size
         groups = min(256, max(1, -(-n // (16 * self.wg))))
         part = out if groups == 1 else self.empty((groups,))
-        self._launch(self._k("sum_partial"), (groups * self.wg,), (self.wg,),
+        self.launch(self._k("sum_partial"), (groups * self.wg,), (self.wg,),
                      x.base_data, _off(x), n, part.base_data, _off(part), 1.0)
         if groups > 1:
-            self._launch(self._k("sum_partial"), (self.wg,), (self.wg,),
+            self.launch(self._k("sum_partial"), (self.wg,), (self.wg,),
                          part.base_data, 0, groups, out.base_data, 0, 1.0)
         return out
 
@@ -719,7 +442,7 @@ class OpenCLDevice(Device):
     def bias_grad(self, dy, out=None):
         n, f, s = self._features(dy)
         out = self._out(out, (f,))
-        self._launch(self._k("bias_grad"), (f * self.wg,), (self.wg,),
+        self.launch(self._k("bias_grad"), (f * self.wg,), (self.wg,),
                      dy.base_data, _off(dy), out.base_data, _off(out), n, f, s)
         return out
 
@@ -727,9 +450,7 @@ class OpenCLDevice(Device):
     #: writing all of its feature's N*S elements; beyond this many elements a
     #: work-item, the fully parallel activation_bwd plus bias_grad (which only
     #: reads) is faster on the device than the launch it saves on the host
-    #: (LeNet-5 at batch 256 on the H100: 1018 µs of kernels a step fused
-    #: everywhere, gpu_lenet5_fused-everywhere.json; 891 with two launches,
-    #: gpu_lenet5_c-launch.json; 800 with this limit, gpu_lenet5_flat.json)
+    #: (docs/performance.md, "Fused bias gradient")
     FUSED_BIAS_GRAD_PER_ITEM = 32
 
     def activation_bias_backward(self, name, y, dy, db=None):
@@ -741,7 +462,7 @@ class OpenCLDevice(Device):
         if (db is None or name in ("identity", "softmax")
                 or n * s > self.FUSED_BIAS_GRAD_PER_ITEM * self.wg):
             return super().activation_bias_backward(name, y, dy, db)
-        self._launch(self._k("act_bias_grad"), (f * self.wg,), (self.wg,),
+        self.launch(self._k("act_bias_grad"), (f * self.wg,), (self.wg,),
                      y.base_data, _off(y), dy.base_data, _off(dy), db.base_data, _off(db),
                      n, f, s, self._act_code(name))
         return dy
@@ -749,7 +470,7 @@ class OpenCLDevice(Device):
     def argmax(self, x, out=None):
         n, k = x.shape
         out = self._out(out, (n,), _I32)
-        self._launch(self._k("argmax_rows"), (self._round(n, 64),), (64,),
+        self.launch(self._k("argmax_rows"), (self.round_up(n, 64),), (64,),
                      x.base_data, _off(x), out.base_data, _off(out), n, k)
         return out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._opencl_platform import build_program, cl
+from .platform import build_program, cl
 
 _I32, _F32 = np.int32, np.float32
 
@@ -114,10 +114,10 @@ class Gemm:
 
     # ----------------------------------------------------------- kernels
     def _main_kernel(self, cfg):
-        return self.dev._kernel("gemm.cl", "gemm_main", MAIN_ARGS, cfg.options + self._extra)
+        return self.dev.kernel("gemm.cl", "gemm_main", MAIN_ARGS, cfg.options + self._extra)
 
     def _teach_kernel(self, version):
-        return self.dev._kernel("gemm.cl", f"gemm_v{version}", TEACH_ARGS, TEACH_OPTIONS)
+        return self.dev.kernel("gemm.cl", f"gemm_v{version}", TEACH_ARGS, TEACH_OPTIONS)
 
     # ------------------------------------------------------------ config
     @property
@@ -209,7 +209,7 @@ class Gemm:
             plan = self._plans[key] = self._plan(a, b, c, bool(trans_a), bool(trans_b), cfg)
         if plan is None or plan is _EMPTY:
             return c
-        launch = self.dev._launch
+        launch = self.dev.launch
         knl, gsize, lsize, mnk, pa, pb, pc, tail, split = plan
         if split is None:
             launch(knl, gsize, lsize, *mnk, a.base_data, *pa, b.base_data, *pb,
@@ -252,8 +252,8 @@ class Gemm:
                 pc = (off_c, ldc, 0, _vec(ldc, off_c, 0))
             else:
                 pc = (0, n, m * n, _vec(n, 0, m * n))
-                knl2 = dev._kernel("gemm.cl", "gemm_sum_partials", PARTIALS_ARGS, cfg.options)
-                split = ((groups_z, m, n), knl2, (dev._round(m * n),), (dev.wg,),
+                knl2 = dev.kernel("gemm.cl", "gemm_sum_partials", PARTIALS_ARGS, cfg.options)
+                split = ((groups_z, m, n), knl2, (dev.round_up(m * n),), (dev.wg,),
                          (m, n, groups_z), (off_c, ldc))
         else:
             cfg = cfg or self._choose(m, n, nb)
@@ -278,7 +278,7 @@ class Gemm:
             gsize = lsize = (ts, ts)
         else:
             gsize, lsize = (-(-n // ts) * ts, -(-m // ts) * ts), (ts, ts)
-        self.dev._launch(self._teach_kernel(version), gsize, lsize,
+        self.dev.launch(self._teach_kernel(version), gsize, lsize,
                          m, n, k,
                          a.base_data, _elem_offset(a), a.shape[1], int(ta),
                          b.base_data, _elem_offset(b), b.shape[1], int(tb),

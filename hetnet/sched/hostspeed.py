@@ -1,20 +1,17 @@
 """How fast the host's cores run right now: a fixed, single-threaded probe.
 
-A shared host (a virtual machine) does not run at one speed.  On the H100
-machine this probe, which no hetnet kernel shares a thread with, took 12 µs
-for seconds at a time and 18 µs for seconds at a time
-(benchmarks/results/host_speed_h100.json), and every CPU-bound step moved
-with it.  A plan's predictions are taken at the speed of the moment it was
+A shared host (a virtual machine) does not run at one speed: this probe,
+which no hetnet kernel shares a thread with, can run half again as slow
+for seconds at a time, and every CPU-bound step moves with it
+(docs/performance.md, "Host speed").  A plan's predictions are taken at the speed of the moment it was
 made; :func:`probe` is how hetnet records that speed (``Plan.host_probe_s``
 while planning, ``Plan.explain_host_probe_s`` while explaining), so that a
 prediction missed because the host changed speed says so.
 
-The probe sees one core's compute speed, not everything that moves a step:
-on the 2-core development machine it stayed at 8.1-8.2 µs while LeNet-5's
-CPU training step moved between 2.24 and 2.64 ms (correlation 0.05,
-host_speed_cpu2.json); on the H100 host the same pairs correlated at 0.21
-(host_speed_h100-2.json).  It explains a miss when it moved; when it did
-not, the host may still have.
+The probe sees one core's compute speed, not everything that moves a step
+(memory bandwidth, other tenants' caches): a step's time can move while the
+probe stays put.  It explains a miss when it moved; when it did not, the
+host may still have.
 """
 
 import time
@@ -29,7 +26,7 @@ _STATE = {}
 
 def _setup():
     if not _STATE:
-        from .devices.cpu import CPUDevice
+        from ..devices.cpu import CPUDevice   # the compiled kernels, on first probe only
         rng = np.random.default_rng(0)
         _STATE["device"] = CPUDevice(num_threads=1)
         _STATE["a"] = rng.standard_normal((SIZE, SIZE)).astype(np.float32)

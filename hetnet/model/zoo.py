@@ -1,7 +1,7 @@
 """Model zoo."""
 
-from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from .model import Sequential
+from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from .sequential import Sequential
 
 
 def lenet5_layers(in_channels=1, num_classes=10, input_size=28):

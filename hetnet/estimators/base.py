@@ -45,17 +45,18 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .callbacks import EarlyStopping, ProgressBar
-from .devices import Device, get_device
-from .layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
-from .model import History, Sequential
-from .models import lenet5_layers, mlp_layers
-from .optim import OPTIMIZERS, Adam, Optimizer, SGD
+from .._validation import check_float as _check_float, check_positive_int, check_sample_weight
+from ..callbacks import EarlyStopping, ProgressBar
+from ..devices import Device, get_device, resolve
+from ..layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
+from ..model import History, Sequential, io, load as load_model
+from ..model.zoo import lenet5_layers, mlp_layers
+from ..optim import OPTIMIZERS, Adam, Optimizer, SGD
 
-__all__ = ["HetNetClassifier", "HetNetRegressor", "DeviceFallbackWarning", "load_estimator"]
+__all__ = ["DeviceFallbackWarning", "load_estimator"]
 
-#: file format tag; an estimator file is also a ``hetnet-model/1`` model file
-MODEL_FORMAT = "hetnet-model/1"
+#: the estimator entry's tag; an estimator file is also a model file
+#: (:mod:`hetnet.model.io`), which :func:`hetnet.load` reads
 ESTIMATOR_FORMAT = "hetnet-estimator/1"
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "logistic": Sigmoid, "sigmoid": Sigmoid}
@@ -68,38 +69,12 @@ class DeviceFallbackWarning(UserWarning):
 
 # ----------------------------------------------------------------- checks
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name, value, low, high=math.inf, low_open=False, high_open=True):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if isinstance(value, bool) or not (
-            (v > low if low_open else v >= low) and (v < high if high_open else v <= high)):
-        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {value!r}")
-    return v
+    return check_positive_int(name, value, minimum)
 
 
 def _check_sample_weight(sample_weight, n_samples):
-    """float64 ``(n,)`` weights, or None."""
-    if sample_weight is None:
-        return None
-    if np.isscalar(sample_weight):
-        sample_weight = np.full(n_samples, sample_weight)
-    try:
-        w = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("sample_weight must be numbers, one per sample") from None
-    if w.shape != (n_samples,):
-        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("sample_weight must be finite and non-negative")
-    return w
+    """float64 ``(n,)`` weights (a number: the same for every sample), or None."""
+    return check_sample_weight(sample_weight, n_samples, dtype=np.float64, allow_scalar=True)
 
 
 def _normalize_weights(w):
@@ -124,28 +99,11 @@ def _normalize_weights(w):
 
 
 def _resolve_device(spec, n_threads):
-    """A Device from the estimator's ``device`` and ``n_threads`` parameters."""
+    """A Device (or ``"auto"``, the model's placement policy) from the
+    estimator's ``device`` and ``n_threads`` parameters (:func:`hetnet.devices.resolve`)."""
     if not isinstance(spec, str):
         raise ValueError(f"device must be one of {_DEVICE_HINT}, got {spec!r}")
-    key = spec.strip().lower()
-    if n_threads is None:
-        # 'auto' is the model's placement policy (the scheduler), not one device
-        return "auto" if key == "auto" else get_device(key)
-    n = _check_int("n_threads", n_threads, 1)
-    if key not in ("cpu", "auto"):
-        raise ValueError(f"n_threads sets the CPU's thread count; it does not apply to "
-                         f"device={spec!r} (use device='cpu' or leave n_threads=None)")
-    return _cpu_device(n)
-
-
-_CPU_DEVICES = {}
-
-
-def _cpu_device(num_threads):
-    if num_threads not in _CPU_DEVICES:
-        from .devices.cpu import CPUDevice
-        _CPU_DEVICES[num_threads] = CPUDevice(num_threads=num_threads)
-    return _CPU_DEVICES[num_threads]
+    return resolve(spec, n_threads, allow_auto=True, threads_param="n_threads")
 
 
 def _restore_device(est):
@@ -355,11 +313,21 @@ _JSON_ATTRIBUTES = ("n_features_in_", "input_shape_", "n_outputs_", "n_iter_", "
 
 
 # --------------------------------------------------------------- the base
+#: estimator class name -> class, for :func:`load_estimator` (each public
+#: subclass of :class:`_BaseHetNet` enters itself)
+_ESTIMATORS = {}
+
+
 class _BaseHetNet(BaseEstimator):
     """What the classifier and the regressor share: input checks, the
     network, the training loop around :meth:`Sequential.fit`, persistence."""
 
     _loss = None   # "cross_entropy" or "mse"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            _ESTIMATORS[cls.__name__] = cls
 
     def __init__(self, architecture="mlp", *, hidden_layer_sizes=(100,), activation="relu",
                  input_shape=None, optimizer="adam", learning_rate_init=0.001, momentum=0.9,
@@ -660,25 +628,19 @@ class _BaseHetNet(BaseEstimator):
         str
             The path written.
         """
-        from . import __version__
         check_is_fitted(self)
         config = self.model_.get_config()
         attributes = {k: _json_value(getattr(self, k)) for k in _JSON_ATTRIBUTES
                       if hasattr(self, k)}
         attributes["history_"] = _json_value(dict(self.history_))
-        config.update(format=MODEL_FORMAT, hetnet_version=__version__,
-                      estimator={"format": ESTIMATOR_FORMAT, "class": type(self).__name__,
+        config.update(estimator={"format": ESTIMATOR_FORMAT, "class": type(self).__name__,
                                  "params": _params_to_json(self), "attributes": attributes})
-        arrays = {f"w{i:04d}": w for i, w in enumerate(self.model_.get_weights())}
+        arrays = {}
         if hasattr(self, "classes_"):
             arrays["classes"] = _label_array(self.classes_, "classes_")
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names_in"] = _label_array(self.feature_names_in_, "feature names")
-        arrays["config"] = np.array(json.dumps(config))
-        path = os.fspath(path)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-        return path
+        return io.write(path, config, self.model_.get_weights(), arrays)
 
     @classmethod
     def load(cls, path, device=None):
@@ -705,272 +667,6 @@ class _ValidationScore:
 
 
 # --------------------------------------------------------- the classifier
-class HetNetClassifier(ClassifierMixin, _BaseHetNet):
-    """A hetnet network as a scikit-learn classifier (softmax + cross-entropy).
-
-    Parameters
-    ----------
-    architecture : {"mlp", "lenet5"} or list, default "mlp"
-        ``"mlp"``: dense layers of ``hidden_layer_sizes`` with ``activation``;
-        ``"lenet5"``: LeNet-5 for square images; or a list of layers, each a
-        hetnet ``Layer`` (used as a template: fit builds a fresh copy), a dict
-        ``{"class": "Dense", "config": {...}}`` or a layer name (``"relu"``),
-        the last emitting one logit per class.
-    hidden_layer_sizes : tuple of int, default (100,)
-        Hidden layer widths for ``"mlp"``.
-    activation : {"relu", "tanh", "logistic"}, default "relu"
-        Hidden activation for ``"mlp"``.
-    input_shape : tuple of int, optional
-        Per-sample shape, e.g. ``(1, 28, 28)``, for flat X fed to a
-        convolutional architecture.  Default: the shape of 3-/4-D X, flat
-        for ``"mlp"``, a square one-channel image otherwise.
-    optimizer : {"adam", "sgd"} or hetnet Optimizer, default "adam"
-        An ``Optimizer`` instance is copied and used as it is
-        (``learning_rate_init``, ``momentum`` and ``alpha`` then do not apply).
-    learning_rate_init : float, default 0.001
-    momentum : float, default 0.9
-        SGD momentum (``v = momentum v + g; w -= lr v``).
-    alpha : float, default 0.0001
-        L2 penalty ``0.5 alpha ||w||^2 / batch_size`` (as MLPClassifier),
-        applied as weight decay to every parameter, biases included.
-    batch_size : int or "auto", default "auto"
-        ``"auto"`` is ``min(200, n_samples)``.
-    max_iter : int, default 200
-        Most epochs per ``fit``.
-    shuffle : bool, default True
-        Reshuffle the samples each epoch.
-    tol : float, default 1e-4
-        Improvement that counts (training loss, or validation score with
-        ``early_stopping``).
-    early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the data (stratified), stop when
-        its accuracy has not improved by ``tol`` for ``n_iter_no_change``
-        epochs and restore the weights of the best epoch.  Without it,
-        training stops when the training loss has not improved by ``tol``
-        for ``n_iter_no_change`` epochs.
-    validation_fraction : float, default 0.1
-    n_iter_no_change : int, default 10
-    class_weight : dict, "balanced" or None, default None
-        Per-class loss weights (keys are class labels); ``"balanced"``
-        weights classes inversely to their frequency.  Multiplies
-        ``sample_weight``.
-    warm_start : bool, default False
-        ``fit`` continues from the current weights instead of starting anew.
-    random_state : int, RandomState or None
-        Seeds initialisation, shuffling and the validation split.
-    device : str, default "auto"
-        ``"auto"``, ``"cpu"``, ``"gpu"``, ``"opencl:P:D"`` or ``"numpy"``.
-    n_threads : int, optional
-        CPU threads (only for ``"cpu"``/``"auto"``); default from
-        ``HETNET_NUM_THREADS`` / ``OMP_NUM_THREADS`` / the CPUs available.
-    callbacks : list, optional
-        :mod:`hetnet.callbacks` objects (hooks get the ``Sequential``).
-    verbose : int, default 0
-        1: a progress bar per epoch with loss and images/s.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        The class labels, in the order of ``predict_proba``'s columns.
-    n_features_in_ : int
-    feature_names_in_ : ndarray of str
-        Only when X had string column names (a DataFrame).
-    input_shape_ : tuple
-        Per-sample shape the network takes.
-    n_outputs_ : int
-        Network outputs (the number of classes).
-    model_ : hetnet.Sequential
-        The trained network.
-    device_ : str
-        Name of the device the network is on.
-    n_iter_ : int
-        Epochs run by the last ``fit`` (1 after ``partial_fit``).
-    t_ : int
-        Training samples seen since the weights were initialised.
-    loss_curve_ : list of float
-        Training loss per epoch since initialisation.
-    best_loss_ : float
-        Least of ``loss_curve_``.
-    validation_scores_ : list of float or None
-        Validation accuracy per epoch with ``early_stopping``, else None.
-    best_validation_score_ : float or None
-    history_ : hetnet.History
-        Per-epoch ``loss``, ``images_per_s``, ``time_s`` (and ``val_score``).
-    """
-
-    _loss = "cross_entropy"
-
-    def __init__(self, architecture="mlp", *, hidden_layer_sizes=(100,), activation="relu",
-                 input_shape=None, optimizer="adam", learning_rate_init=0.001, momentum=0.9,
-                 alpha=0.0001, batch_size="auto", max_iter=200, shuffle=True, tol=1e-4,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 class_weight=None, warm_start=False, random_state=None, device="auto",
-                 n_threads=None, callbacks=None, verbose=0):
-        super().__init__(
-            architecture=architecture, hidden_layer_sizes=hidden_layer_sizes,
-            activation=activation, input_shape=input_shape, optimizer=optimizer,
-            learning_rate_init=learning_rate_init, momentum=momentum, alpha=alpha,
-            batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, tol=tol,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, warm_start=warm_start,
-            random_state=random_state, device=device, n_threads=n_threads,
-            callbacks=callbacks, verbose=verbose)
-        self.class_weight = class_weight
-
-    def _encode_targets(self, y, reset, classes):
-        check_classification_targets(y)
-        if reset:
-            if classes is None:
-                found = np.unique(y)
-            else:
-                found = np.unique(np.asarray(classes))
-                if not np.isin(y, found).all():
-                    unseen = np.setdiff1d(np.unique(y), found)
-                    raise ValueError(f"y holds labels {unseen.tolist()} that are not in "
-                                     f"classes={found.tolist()}")
-            if len(found) < 2:
-                raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1 "
-                                 f"class: {found.tolist()}")
-            self.classes_ = found
-        else:
-            if classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
-                                                          self.classes_):
-                raise ValueError(f"classes={list(classes)} differs from the classes of the first "
-                                 f"partial_fit call, {self.classes_.tolist()}")
-            unseen = np.setdiff1d(np.unique(y), self.classes_)
-            if unseen.size:
-                raise ValueError(f"y holds labels {unseen.tolist()} not seen when the model was "
-                                 f"first fitted (classes_ = {self.classes_.tolist()}); "
-                                 "refit with warm_start=False")
-        return np.searchsorted(self.classes_, y).astype(np.int32), len(self.classes_)
-
-    def _apply_class_weight(self, w, y, incremental):
-        cw = self.class_weight
-        if cw is None:
-            return w
-        if isinstance(cw, str) and cw != "balanced":
-            raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {cw!r}")
-        if not isinstance(cw, (str, dict)):
-            raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {cw!r}")
-        if incremental and cw == "balanced":
-            raise ValueError("class_weight='balanced' is not supported by partial_fit (the "
-                             "class frequencies of later batches are unknown); pass a dict")
-        if isinstance(cw, dict):
-            unknown = [k for k in cw if not np.isin(k, self.classes_)]
-            if unknown:
-                raise ValueError(f"class_weight has labels {unknown} that are not classes "
-                                 f"{self.classes_.tolist()}")
-            for k, v in cw.items():
-                _check_float(f"class_weight[{k!r}]", v, 0)
-        cw_samples = compute_sample_weight(cw, y)
-        return cw_samples if w is None else w * cw_samples
-
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over ``(X, y)`` from the current weights (the first call
-        initialises them and needs ``classes``).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or images
-        y : array-like of shape (n_samples,)
-        sample_weight : array-like of shape (n_samples,), optional
-        classes : array-like, optional
-            Every class label that will ever appear; required on the first call.
-
-        Returns
-        -------
-        self
-        """
-        if not hasattr(self, "model_") and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit "
-                             "(every label that will ever appear)")
-        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
-
-    def predict_proba(self, X):
-        """Class probabilities, ``(n_samples, n_classes)``, columns in ``classes_`` order."""
-        X = self._check_predict_X(X)
-        z = self._logits(X)
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        return p
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`."""
-        X = self._check_predict_X(X)
-        z = self._logits(X)
-        z -= z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-    def predict(self, X):
-        """Most probable class label per sample, ``(n_samples,)``."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
-
-    def _score_targets(self, model, X, targets, weights):
-        return float(accuracy_score(targets, model.predict(X), sample_weight=weights))
-
-
-# ---------------------------------------------------------- the regressor
-class HetNetRegressor(RegressorMixin, _BaseHetNet):
-    """A hetnet network as a scikit-learn regressor (mean squared error).
-
-    Takes the parameters of :class:`HetNetClassifier` except ``class_weight``;
-    ``y`` may have several columns (one network output each).  With
-    ``early_stopping`` the validation score is R^2.  Targets are used as
-    given: scale them (e.g. ``TransformedTargetRegressor`` with a
-    ``StandardScaler``) when they are far from unit size.
-
-    Attributes
-    ----------
-    n_outputs_ : int
-        Target columns.
-    (the others as for :class:`HetNetClassifier`, without ``classes_``)
-    """
-
-    _loss = "mse"
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
-    def _encode_targets(self, y, reset, classes):
-        y = np.asarray(y, dtype=np.float64)
-        n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        if reset:
-            self._y_ndim = y.ndim
-        elif n_outputs != self.n_outputs_:
-            raise ValueError(f"y has {n_outputs} target column(s), but {type(self).__name__} was "
-                             f"fitted on {self.n_outputs_}")
-        return np.ascontiguousarray(y.reshape(len(y), n_outputs), dtype=np.float32), n_outputs
-
-    def _apply_class_weight(self, w, y, incremental):
-        return w
-
-    def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over ``(X, y)`` from the current weights (the first call
-        initialises them).
-
-        Returns
-        -------
-        self
-        """
-        return self._fit(X, y, sample_weight, incremental=True)
-
-    def predict(self, X):
-        """Predicted targets: ``(n_samples,)`` for one output, else
-        ``(n_samples, n_outputs)``; float64."""
-        X = self._check_predict_X(X)
-        out = self._logits(X)
-        return out[:, 0] if out.shape[1] == 1 else out
-
-    def _score_targets(self, model, X, targets, weights):
-        pred = model.predict_logits(X).astype(np.float64)
-        return float(r2_score(targets, pred, sample_weight=weights))
-
-
-_ESTIMATORS = {"HetNetClassifier": HetNetClassifier, "HetNetRegressor": HetNetRegressor}
 
 
 def load_estimator(path, device=None):
@@ -993,12 +689,11 @@ def load_estimator(path, device=None):
     -------
     HetNetClassifier or HetNetRegressor
     """
-    from .io import load as load_model, open_npz
     path = os.fspath(path)
-    data = open_npz(path, "estimator")
+    data = io.open_npz(path, "estimator")
     with data:
         try:
-            config = json.loads(str(data["config"]))
+            config = io.read_config(data, path)
             spec = config["estimator"]
             classes = data["classes"] if "classes" in data.files else None
             names = data["feature_names_in"] if "feature_names_in" in data.files else None

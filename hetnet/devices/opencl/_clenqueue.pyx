@@ -4,14 +4,14 @@ and the kernel queued with ``clEnqueueNDRangeKernel``, called through
 function pointers, with no event returned.
 
 pyopencl's ``enqueue_nd_range_kernel`` builds an Event object for every
-launch and its ``set_args`` converts each argument in Python; on the H100
-host the two cost 10-17 µs a launch (``benchmarks/results/gpu_launch*.json``).
-A training step of a small convnet launches ~50 kernels and is bound by the
+launch and its ``set_args`` converts each argument in Python: host time
+that, at tens of launches a step, bounds a small network's step
+(docs/performance.md, "Kernel launch").  A training step of a small convnet launches ~50 kernels and is bound by the
 host's time to launch them, so hetnet's OpenCL device launches through here.
 
 No OpenCL header or library is needed to build this: the functions'
 addresses come at run time from the OpenCL loader pyopencl itself uses
-(:func:`hetnet.devices._opencl_platform.entry_points`), and the kernel,
+(:func:`hetnet.devices.opencl.platform.entry_points`), and the kernel,
 queue and buffers are pyopencl objects' ``int_ptr`` handles.
 """
 

@@ -105,7 +105,7 @@ class Plan:
     #: what 'auto' timed while choosing: ``{option: [seconds per step, per round]}``,
     #: the warm-up round first (not counted)
     confirm_rounds_s: dict = None
-    #: the host's speed (:func:`hetnet.hostspeed.probe`, seconds) while 'auto'
+    #: the host's speed (:func:`hetnet.sched.hostspeed.probe`, seconds) while 'auto'
     #: timed its options, and while :meth:`Sequential.explain` measured
     host_probe_s: float = None
     explain_host_probe_s: float = None
@@ -122,7 +122,7 @@ class Plan:
         """Correct the predictions with in-step factors: ``factors[device
         name]`` is a real step's time over its table prediction, measured
         on this model and batch size with every step on that device (see
-        :meth:`hetnet.placement.Placement._confirm`).  Each step's compute,
+        :meth:`hetnet.sched.placement.Placement._confirm`).  Each step's compute,
         and the input and output costs of the first and last device, are
         scaled by their device's factor; transfers between devices are not.
         The table-only prediction stays in :attr:`table_step_s`."""
@@ -165,10 +165,10 @@ def step_costs(step, table, batch, training, need_dx, flat_update=False):
     """Predicted seconds of one step on the device whose cost table is given.
 
     With ``flat_update`` (the device's parameters are updated in one launch
-    a step, :mod:`hetnet.flatparams`) a step's updates cost only their
+    a step, :mod:`hetnet.runtime.flatparams`) a step's updates cost only their
     work: the table's time for their size less its time for the smallest
     (the launch).  The one launch a step is part of the device's measured
-    per-step overhead (:func:`hetnet.costmodel.measure_overheads` times real
+    per-step overhead (:func:`hetnet.sched.costmodel.measure_overheads` times real
     steps)."""
     fwd, bwd, upd = step.cost_terms(batch, need_dx)
     terms = fwd + (bwd + ([] if flat_update else upd) if training else [])

@@ -1,0 +1,488 @@
+"""Sequential: a chain of layers and a fused loss (container, build,
+weights, placement, inference, report).  Steps run through
+:class:`hetnet.runtime.Runtime`; the fit loop is :mod:`hetnet.model.fit`."""
+
+import os
+
+import numpy as np
+
+from .._validation import check_X, check_targets, check_sample_weight, check_positive_int
+from ..layers import Layer
+from ..losses import get_loss
+from ..runtime import Runtime, timing
+from ..sched.hostspeed import probe
+from ..sched.placement import Chain, Placement
+from . import fit as _fit
+from . import io
+from .fit import History
+
+class Sequential:
+    """A feed-forward network trained with a fused loss.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The last layer emits logits (no softmax needed for cross-entropy).
+    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
+        Mean over the batch.  Cross-entropy takes class indices or one-hot
+        labels and fuses softmax; binary cross-entropy fuses sigmoid.
+    device : str, Device or list
+        ``"auto"`` (default): each layer on the device where the planner
+        (:mod:`hetnet.sched.planner`, from costs measured on this machine) predicts
+        the step is fastest, re-planned when the batch size changes; with no
+        GPU that is simply the CPU.  ``"cpu"``, ``"gpu"``, ``"opencl:P:D"``,
+        ``"numpy"`` or a Device: every layer there.  A list with one device
+        per layer: that placement exactly.
+    seed : int, optional
+        Seeds initialisation and shuffling: the same seed gives the same
+        weights and, on the same placement, the same training run to the
+        bit.  Under ``"auto"`` with a GPU the placement is chosen from timed
+        steps and may differ between runs; devices agree to rounding.
+    input_shape : tuple, optional
+        Per-sample input shape; without it the model is built by the first
+        ``fit``/``predict`` from the data.
+    """
+
+    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is {layer!r}, not a hetnet Layer")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("the same layer object appears twice; create a new one for each position")
+        self.layers = layers
+        self.loss = get_loss(loss)
+        if isinstance(device, (list, tuple)) and len(device) != len(layers):
+            raise ValueError(f"a per-layer device map needs {len(layers)} entries, got {len(device)}")
+        self.placement = Placement(device)
+        self.device = self.placement.primary
+        self.seed = seed
+        self.input_shape = None
+        self._optimizer = None
+        self.history = None
+        self.runtime = None      # hetnet.runtime.Runtime, made by build
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # --------------------------------------------------------------- build
+    @property
+    def built(self):
+        return self.input_shape is not None
+
+    def build(self, input_shape):
+        """Create the parameters for per-sample ``input_shape`` (e.g. (1, 28, 28))."""
+        input_shape = tuple(int(s) for s in input_shape)
+        seeds = np.random.SeedSequence(self.seed).spawn(2)
+        rng = np.random.default_rng(seeds[0])
+        self._shuffle_rng = np.random.default_rng(seeds[1])
+        shape = input_shape
+        for i, layer in enumerate(self.layers):
+            shape = layer.build(self.placement.build_device(i), shape, rng)
+        if len(shape) != 1:
+            raise ValueError(f"the last layer must output (N, k) logits, got per-sample shape {shape}"
+                             " (add Flatten and Dense layers)")
+        self.input_shape = input_shape
+        self.n_outputs = shape[0]
+        self.runtime = Runtime(self.layers, self.loss, self._optimizer)
+        return self
+
+    @property
+    def optimizer(self):
+        """The optimizer :meth:`fit` trains with (kept across calls)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value):
+        self._optimizer = value
+        if self.runtime is not None:
+            self.runtime.optimizer = value
+
+    @property
+    def _steps(self):
+        """The steps as they run (activations fused); []: not built."""
+        return self.runtime.steps if self.runtime is not None else []
+
+    def _require_built(self):
+        if not self.built:
+            raise RuntimeError("the model has no weights yet: call fit(), build(input_shape) "
+                               "or pass input_shape= to Sequential")
+
+    # -------------------------------------------------------------- weights
+    def _param_arrays(self):
+        return [layer.params[k] for layer in self.layers for k in layer.params]
+
+    def _param_slots(self, step):
+        return self.runtime.param_slots(step)
+
+    def get_weights(self):
+        """Parameters as numpy arrays, in layer order (W before b)."""
+        self._require_built()
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights):
+        """Load parameters from a list shaped like :meth:`get_weights`."""
+        self._require_built()
+        weights = list(weights)
+        expected = sum(len(layer.params) for layer in self.layers)
+        if len(weights) != expected:
+            raise ValueError(f"set_weights needs {expected} arrays, got {len(weights)}")
+        i = 0
+        for layer in self.layers:
+            k = len(layer.params)
+            layer.set_weights(weights[i:i + k])
+            i += k
+        if self.optimizer is not None:
+            self.optimizer.reset()
+
+    def flat_weights(self):
+        """Every parameter in one float32 vector ``(n_params,)``: the arrays
+        of :meth:`get_weights`, raveled and concatenated in that order."""
+        self._require_built()
+        return self.runtime.flat_weights()
+
+    def set_flat_weights(self, v):
+        """Load every parameter from a vector laid out as :meth:`flat_weights`
+        (the optimizer's state is kept: this is a step in weight space, as
+        a line search takes)."""
+        self._require_built()
+        self.runtime.set_flat_weights(v)
+
+    def loss_and_flat_gradient(self, v, X, y, sample_weight=None):
+        """``(loss, gradient)`` at flat weights ``v`` on one batch of all of
+        ``X``: the loss a float, the gradient a float64 vector laid out as
+        :meth:`flat_weights` (what ``scipy.optimize.minimize(jac=True)``
+        takes).  Leaves the weights at ``v``."""
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        self.runtime.set_flat_weights(v)
+        self._use_plan(X.shape[0], training=True)
+        with self.runtime.session():
+            loss, _ = self.runtime.loss_and_gradients(X, yt, sw)
+            grad = self.runtime.flat_gradient()
+        return loss, grad.astype(np.float64)
+
+    def population_loss(self, weights, X, y, sample_weight=None):
+        """The loss on all of ``X`` of each row of ``weights`` ``(P,
+        n_params)`` (flat weight vectors, :meth:`flat_weights` order):
+        ``(P,)`` float64.  The model's weights are unchanged
+        (:meth:`hetnet.runtime.Runtime.population_loss`)."""
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        self._use_plan(X.shape[0], training=True)
+        with self.runtime.session():
+            return self.runtime.population_loss(weights, X, yt, sw)
+
+    def count_params(self):
+        self._require_built()
+        return int(sum(np.prod(p.shape) for p in self._param_arrays()))
+
+    # ------------------------------------------------------------ compute
+    # ----------------------------------------------------------- placement
+    @property
+    def out_device(self):
+        """The device of the last step: where the loss and outputs live."""
+        return self._steps[-1].device
+
+    def _use_plan(self, batch, training, fixed_params=False):
+        """Place every step as the plan for this batch size says."""
+        fixed = None
+        if fixed_params:   # a short last batch: parameters stay where training put them
+            fixed = [s.device if s.params else None for s in self._steps]
+        plan = self.placement.plan(self._chain(), batch, training, fixed)
+        self.runtime.release_pool()
+        self.runtime.place(plan.devices)
+        return plan
+
+    def _chain(self):
+        """What the scheduler places (:class:`hetnet.sched.placement.Chain`)."""
+        return Chain(self._steps, self.input_shape, self.n_outputs, self._measure_placement)
+
+    def _measure_placement(self, devices, batch, training, repeats=3):
+        self.runtime.place(devices)
+        return self._measure_step(batch, training, repeats)
+
+    def plan(self, batch_size, training=True, refresh=False):
+        """The placement :meth:`fit` (``training``) or :meth:`predict` would
+        use at ``batch_size``; see :meth:`explain` for predicted and measured
+        times.
+
+        Plans are made once per batch size and mode and then kept.  With
+        ``refresh=True`` this one is made again: for ``"auto"``, the
+        candidate placements are timed again on real steps (the host's load
+        or speed may have changed since), and the next :meth:`fit` or
+        :meth:`predict` at this size uses the new plan.  The cost tables are
+        kept; :func:`hetnet.calibrate` re-measures those.
+        """
+        self._require_built()
+        batch_size = check_positive_int("batch_size", batch_size)
+        if not isinstance(refresh, (bool, np.bool_)):
+            raise TypeError(f"refresh must be True or False, got {refresh!r}")
+        if refresh:
+            self.placement.forget(batch_size, training)
+        plan = self.placement.plan(self._chain(), batch_size, training)
+        self.runtime.release_pool()
+        return plan
+
+    def explain(self, batch_size=64, training=True, repeats=5):
+        """The plan at ``batch_size`` with predicted and measured times.
+
+        Every step is timed (median of ``repeats``) on the device the plan
+        gives it, on random data of the model's input shape, waiting for the
+        device after each step; the whole step (the batch gathered from a
+        shuffled dataset-sized array and uploaded, transfers, loss and, in
+        training, the update by the model's optimizer) is timed again
+        without those waits, as :meth:`fit` runs it (:meth:`_step_time`).
+        The steps train copies of the parameters (:func:`hetnet.runtime.timing.training_on_copies`):
+        no weight changes.  The host's speed is probed around the timings
+        (:func:`hetnet.sched.hostspeed.probe`, ``Plan.explain_host_probe_s``); the
+        table notes when it differs from the speed 'auto' planned at.
+        Returns a :class:`hetnet.sched.planner.Plan`; ``print()`` it for the table.
+        """
+        self._require_built()
+        batch_size = check_positive_int("batch_size", batch_size)
+        plan = self.placement.plan(self._chain(), batch_size, training, measure_costs=True)
+        self._use_plan(batch_size, training)
+        x, y = timing.random_batch(self.runtime, batch_size)
+        per_step = [[] for _ in self._steps]
+        probes = [probe()]      # the host's speed around the timings (hetnet.sched.hostspeed)
+        with self.runtime.session(), timing.training_on_copies(self.runtime):
+            for r in range(repeats + 1):
+                times = timing.timed_step(self.runtime, x, y, np.arange(batch_size), training,
+                                         per_step_sync=True)
+                if r:   # the first round warms up
+                    for i, t in enumerate(times):
+                        per_step[i].append(t)
+        for s, ts in zip(plan.steps, per_step):
+            s.measured_s = float(np.median(ts))
+        probes.append(probe())
+        plan.measured_step_s = self._step_time(batch_size, training, windows=5)
+        probes.append(probe())
+        plan.explain_host_probe_s = float(np.median(probes))
+        self.runtime.release_pool()
+        return plan
+
+    # timing, kept under the names the scheduler's tests and benchmarks use
+    def _measure_step(self, batch, training, repeats=3, min_seconds=0.02):
+        return self.runtime.measure_step(batch, training, repeats, min_seconds)
+
+    def _step_time(self, batch, training, windows=3, repeats=3, min_seconds=0.02):
+        return self.runtime.step_time(batch, training, windows, repeats, min_seconds)
+
+    def _release_pool(self):
+        self.runtime.release_pool()
+
+    def _devices_in_use(self):
+        return self.runtime.devices_in_use()
+
+    def _forward(self, x, training, after_step=None):
+        return self.runtime.forward(x, training, after_step)
+
+    def _loss_op(self, logits, target, weights):
+        return self.runtime.loss_op(logits, target, weights)
+
+    def _batch_to_device(self, X, yt, sw, idx):
+        return self.runtime.batch_to_device(X, yt, sw, idx)
+
+    def _prepare(self, X, y, sample_weight=None, check_input=True):
+        X = check_X(X, self.input_shape, check_finite=check_input)
+        if not self.built:
+            self.build(X.shape[1:])
+        yt = check_targets(y, X.shape[0], self.loss.name, self.n_outputs)
+        sw = check_sample_weight(sample_weight, X.shape[0])
+        return X, yt, sw
+
+    def train_step(self, xb, yb, wb=None):
+        """One forward/backward/update on device arrays; returns the device loss."""
+        return self.runtime.train_step(xb, yb, wb)
+
+    def add_gradient_hook(self, fn):
+        """Call ``fn(grads)`` between backward and update of every training
+        step (:meth:`hetnet.runtime.Runtime.add_gradient_hook`)."""
+        self._require_built()
+        return self.runtime.add_gradient_hook(fn)
+
+    def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
+            verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
+            check_input=True, distributed=False):
+        return _fit.fit(self, X, y, epochs, batch_size, optimizer, validation_data, verbose,
+                        shuffle, sample_weight, callbacks, lr_schedule, check_input, distributed)
+
+    fit.__doc__ = _fit.fit.__doc__
+
+    # ---------------------------------------------------------- inference
+    def _inference_batches(self, X, batch_size, *arrays):
+        """Plan for inference at this batch size, then yield ``(slice, batch
+        on the input device)``; a short last batch is re-planned with the
+        parameters left where they are."""
+        n = X.shape[0]
+        self._use_plan(min(batch_size, n), training=False)
+        with self.runtime.session():
+            for start in range(0, n, batch_size):
+                idx = slice(start, start + batch_size)
+                if start and n - start < batch_size:
+                    self._use_plan(n - start, training=False, fixed_params=True)
+                yield idx, self.runtime.gather_inputs(X, idx)
+
+    def _split_over_ranks(self, X, distributed, predict):
+        """``predict(X)`` with the rows of ``X`` split over the ranks of a
+        data-parallel job and the results gathered in order on every rank
+        (``distributed``: as :meth:`fit`'s); a plain call without it."""
+        ctx = _fit.distributed_context(distributed, self.placement.primary)
+        if ctx is None:
+            return predict(X)
+        from ..distributed.data_parallel import rank_block, gather_rows
+        mine = X[rank_block(X.shape[0], ctx)]
+        # a rank without rows still gathers: an empty result of the right shape
+        local = predict(mine) if mine.shape[0] else predict(X[:1])[:0]
+        return gather_rows(ctx, local)
+
+    def predict_logits(self, X, batch_size=256, distributed=False):
+        """Raw outputs of the last layer, ``(n, k)`` numpy.  ``distributed``
+        (as :meth:`fit`'s): every rank predicts its block of the rows and
+        all get all of them."""
+        self._require_built()
+        X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_logits(part, batch_size))
+        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
+        for idx, xb in self._inference_batches(X, batch_size):
+            out[idx] = self.out_device.to_host(self._forward(xb, False))
+        return out
+
+    def predict_proba(self, X, batch_size=256, distributed=False):
+        """Class probabilities (softmax for cross-entropy, sigmoid for binary
+        cross-entropy), ``(n, k)``.  ``distributed``: as :meth:`predict_logits`."""
+        if not self.loss.classification:
+            raise AttributeError("predict_proba needs a classification loss; this model uses "
+                                 f"{self.loss.name!r}")
+        self._require_built()
+        X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_proba(part, batch_size))
+        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
+        for idx, xb in self._inference_batches(X, batch_size):
+            logits = self._forward(xb, False)
+            dev = self.out_device
+            out[idx] = dev.to_host(dev.activation(self.loss.output, logits))
+        return out
+
+    def predict(self, X, batch_size=256, distributed=False):
+        """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
+        or the outputs themselves (MSE; 1-D when there is one output).
+        ``distributed``: as :meth:`predict_logits`."""
+        if distributed:
+            self._require_built()
+            return self._split_over_ranks(check_X(X, self.input_shape), distributed,
+                                          lambda part: self.predict(part, batch_size))
+        if self.loss.name == "cross_entropy":
+            self._require_built()
+            X = check_X(X, self.input_shape)
+            out = np.empty(X.shape[0], dtype=np.int64)
+            for idx, xb in self._inference_batches(X, batch_size):
+                logits = self._forward(xb, False)
+                dev = self.out_device
+                out[idx] = dev.to_host(dev.argmax(logits))
+            return out
+        if self.loss.name == "binary_cross_entropy":
+            pred = (self.predict_proba(X, batch_size) > 0.5).astype(np.int64)
+        else:
+            pred = self.predict_logits(X, batch_size)
+        return pred[:, 0] if pred.shape[1] == 1 else pred
+
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, distributed=False):
+        """Mean loss (and accuracy for classification) over a data set:
+        ``{"loss": float, "accuracy": float}``.  ``distributed`` (as
+        :meth:`fit`'s): every rank evaluates its block of the rows and the
+        sums are added over the ranks; every rank gets the result."""
+        self._require_built()
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        return self._evaluate(X, yt, sw, batch_size, distributed)
+
+    def _evaluate(self, X, yt, sw, batch_size=256, distributed=False):
+        ctx = _fit.distributed_context(distributed, self.placement.primary)
+        if ctx is not None:
+            from ..distributed.data_parallel import rank_block, evaluate_sums
+            block = rank_block(X.shape[0], ctx)
+            n_mine = block.stop - block.start
+            if n_mine:
+                local = self._evaluate(X[block], yt[block], None if sw is None else sw[block],
+                                       batch_size)
+            else:
+                local = {"loss": 0.0, **({"accuracy": 0.0} if self.loss.classification else {})}
+            return evaluate_sums(ctx, {**local, "n": n_mine})
+        n = X.shape[0]
+        total, correct = 0.0, 0
+        for idx, xb in self._inference_batches(X, batch_size):
+            dev = self.out_device
+            yb, wb = self.runtime.targets_to_device(yt, sw, idx)
+            logits = self._forward(xb, False)
+            loss, _ = self._loss_op(logits, yb, wb)
+            total += float(dev.to_host(loss)[0]) * xb.shape[0]
+            if self.loss.name == "cross_entropy":
+                correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
+            elif self.loss.name == "binary_cross_entropy":
+                pred = dev.to_host(logits) > 0
+                correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
+        result = {"loss": total / n}
+        if self.loss.classification:
+            result["accuracy"] = correct / n
+        return result
+
+    def loss_and_gradients(self, X, y, sample_weight=None):
+        """Loss of one batch holding all of ``X`` and the gradient of every
+        parameter, numpy, in :meth:`get_weights` order.  Changes no weight."""
+        X, yt, sw = self._prepare(X, y, sample_weight)
+        self._use_plan(X.shape[0], training=True)
+        with self.runtime.session():
+            return self.runtime.loss_and_gradients(X, yt, sw)
+
+    # ------------------------------------------------------------- report
+    def summary(self):
+        """A text table of layers, output shapes and parameter counts."""
+        self._require_built()
+        where = ", ".join(d.name for d in self._devices_in_use())
+        lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
+                 f"{self.input_shape}, loss {self.loss.name}",
+                 f"{'layer':<40}{'output':<18}{'params':>10}"]
+        for layer in self.layers:
+            n = int(sum(np.prod(p.shape) for p in layer.params.values()))
+            note = ""
+            if layer.fusable_activations and layer.activation != "identity":
+                note = f" (+{layer.activation}, fused)"
+            lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+        lines.append(f"total parameters: {self.count_params()}")
+        return "\n".join(lines)
+
+    def get_config(self):
+        return {"loss": self.loss.name, "seed": self.seed,
+                "input_shape": list(self.input_shape) if self.built else None,
+                "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    def save(self, path):
+        """Write the architecture (JSON) and weights (arrays) to ``path`` (.npz).
+        Nothing in the file is executable; :func:`hetnet.load` reads it back."""
+        io.save_model(self, path)
+
+
+def load(path, device="cpu"):
+    """Read a model written by :meth:`Sequential.save` onto ``device``.
+
+    The file is read with ``allow_pickle=False`` (:mod:`hetnet.model.io`):
+    an object array (a pickle payload) is refused, never executed.
+    """
+    path = os.fspath(path)
+    data = io.open_npz(path, "model")
+    with data:
+        config = io.read_config(data, path)
+        model = Sequential(io.layers_from_config(config, path), loss=config["loss"],
+                           device=device, seed=config.get("seed"),
+                           input_shape=config["input_shape"])
+        weights = io.read_weights(data, path, sum(len(layer.params) for layer in model.layers))
+    model.set_weights(weights)
+    return model
+
+
+__all__ = ["Sequential", "History", "load"]
