@@ -167,7 +167,8 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
         if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                             if k not in ("time_s", "shares")})
             bar.close()
         if not math.isfinite(epoch_loss):
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "

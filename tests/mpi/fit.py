@@ -85,7 +85,7 @@ def compare(ctx, build, shape, n, batch, epochs, balance, opt, fits=1):
     model, model_opt = build(7 + ctx.rank, ctx.device), opt()   # rank 0's weights are broadcast
     same = SameEverywhere(ctx)
     hist = [model.fit(X, y, epochs=epochs, batch_size=batch, optimizer=model_opt,
-                      distributed=ctx, callbacks=[same]) for _ in range(fits)]
+                      distributed=ctx, callbacks=[same], verbose=1) for _ in range(fits)]
     assert same.steps >= 10, same.steps
     worst = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), ref.get_weights()))
     assert worst <= 1e-5, f"{build.__name__} balance={balance}: weights differ by {worst:.3g}"
