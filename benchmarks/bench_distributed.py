@@ -126,7 +126,6 @@ def run(args, model, distributed):
             launcher.insert(1, "--oversubscribe")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             launcher.insert(1, "--allow-run-as-root")
-        env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
         cmd = launcher + cmd + ["--distributed", "--threads", str(max(1, args.threads // args.ranks))]
     else:
         cmd += ["--threads", str(args.threads)]
