@@ -11,10 +11,9 @@ a device buffer goes by its own non-blocking ``Iallreduce``, all in flight
 at once, overlapping the transfers.  Host buckets go the same way when any
 rank has device buffers (a blocking collective does not match a
 non-blocking one, so the ranks agree on it), else by blocking ``Allreduce``:
-with nothing to overlap, Open MPI's blocking reductions (its tuned
-algorithms) beat its non-blocking ones (a generic schedule, advanced only
-when the rank calls into MPI), on the 2-core host by about 1.5 to 2 times
-for LeNet-5's 62k floats.
+with nothing to overlap, Open MPI's blocking reductions use its tuned
+algorithms, its non-blocking ones a generic schedule advanced only while
+the rank is in an MPI call (benchmarks/bench_distributed.py times both).
 
 Host buffers (the CPU's, the numpy reference's) are reduced in place.  A
 device buffer (OpenCL) is staged through a host array kept from step to
