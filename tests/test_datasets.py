@@ -13,7 +13,7 @@ import pytest
 from hetnet import datasets
 from hetnet.datasets import DatasetError, DatasetNotFoundError, read_idx, write_idx
 
-REPO_DATASETS = datasets._REPO_DATASETS
+REPO_DATASETS = datasets._common._REPO_DATASETS
 SAMPLE = datasets.DATASETS["fashion-mnist"]
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -39,8 +39,8 @@ def roots(tmp_path, monkeypatch):
     for p in paths.values():
         p.mkdir()
     monkeypatch.setenv("HETNET_DATA", str(paths["env"]))
-    monkeypatch.setattr(datasets, "_REPO_DATASETS", paths["repo"])
-    monkeypatch.setattr(datasets, "_SYSTEM_DATASETS", paths["system"])
+    monkeypatch.setattr(datasets._common, "_REPO_DATASETS", paths["repo"])
+    monkeypatch.setattr(datasets._common, "_SYSTEM_DATASETS", paths["system"])
     return paths
 
 
@@ -269,7 +269,7 @@ def test_sample_loads(split, per_class):
 
 @needs_sample
 def test_auto_falls_back_to_sample(roots, monkeypatch):
-    monkeypatch.setattr(datasets, "_REPO_DATASETS", REPO_DATASETS)
+    monkeypatch.setattr(datasets._common, "_REPO_DATASETS", REPO_DATASETS)
     assert datasets.find_dataset("fashion-mnist") == (
         REPO_DATASETS / "fashion-mnist-sample", "sample")
     assert datasets.load_fashion_mnist("test")[0].shape == (1000, 1, 28, 28)

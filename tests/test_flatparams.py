@@ -8,7 +8,7 @@ import pytest
 
 import hetnet as hn
 from hetnet.devices.reference import NumpyDevice
-from hetnet.flatparams import ALIGN, FlatGroup
+from hetnet.runtime.flatparams import ALIGN, FlatGroup
 
 from conftest import assert_close
 
@@ -127,7 +127,6 @@ def test_flat_and_per_parameter_devices_in_one_model():
 
 
 def test_steps_moved_off_and_back_keep_their_state():
-    from hetnet.placement import move_step
     X, y = _data()
     flat_dev = FlatNumpy()
     flat, ref = _net(flat_dev), _net(NumpyDevice())
@@ -135,8 +134,7 @@ def test_steps_moved_off_and_back_keep_their_state():
         m.fit(X, y, epochs=1, batch_size=8, optimizer=hn.Adam(0.01), shuffle=False)
     plain = NumpyDevice()
     for dev in (plain, flat_dev):                                # away and home again
-        for step in flat._steps:
-            move_step(flat, step, dev)
+        flat.runtime.place([dev] * len(flat.runtime.steps))
     for m in (flat, ref):
         m.fit(X, y, epochs=1, batch_size=8, shuffle=False)
     for a, b in zip(flat.get_weights(), ref.get_weights()):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DatasetError, DatasetNotFoundError
+from ._common import DatasetError, DatasetNotFoundError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -181,7 +181,7 @@ def find_cifar10() -> Path:
     DatasetNotFoundError
         Nowhere found; the message lists the folders searched and how to get the data.
     """
-    from . import _search_roots  # at call time, so a changed search path is seen
+    from ._common import _search_roots  # at call time, so a changed search path is seen
 
     searched = []
     for root in _search_roots():

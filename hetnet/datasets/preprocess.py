@@ -410,7 +410,7 @@ def _balanced_pick(y: np.ndarray, per_class: int, rng, pool: np.ndarray, what: s
 
 
 def _load_images(name: str, split: str, source: str):
-    from . import load_fashion_mnist, load_mnist
+    from .idx import load_fashion_mnist, load_mnist
     from .cifar import load_cifar10
 
     if name == "mnist":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DatasetError, DatasetNotFoundError
+from ._common import DatasetError, DatasetNotFoundError
 
 __all__ = [
     "BOSTON_FEATURES",
@@ -74,7 +74,7 @@ _BOSTON_HOW = (
 
 
 def _roots() -> list[Path]:
-    from . import _search_roots  # at call time, so a changed search path is seen
+    from ._common import _search_roots  # at call time, so a changed search path is seen
 
     return _search_roots()
 
