@@ -40,7 +40,8 @@ class BuildExt(build_ext):
         if not openmp:
             print("hetnet: compiler has no OpenMP; building the CPU kernels serially")
         for ext in self.extensions:
-            ext.extra_compile_args = ["-O3"]
+            # no errno from libm: lets sqrtf vectorise (the optimiser updates)
+            ext.extra_compile_args = ["-O3", "-fno-math-errno"]
             if openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
@@ -51,7 +52,7 @@ def _extensions():
     from Cython.Build import cythonize
 
     exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"])
-            for n in ("blas", "conv", "elementwise")]
+            for n in ("blas", "conv", "elementwise", "norm", "pool")]
     # the C launcher of OpenCL kernels lives with the OpenCL device it serves
     exts.append(Extension("hetnet.devices.opencl._clenqueue",
                           ["hetnet/devices/opencl/_clenqueue.pyx"]))

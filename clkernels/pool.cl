@@ -64,3 +64,103 @@ __kernel void maxpool2d_bwd(__global const float *dy, const int offdy,
     for (int q = l; q < P; q += wg)
         atomic_add_global(plane + a[q], d[q]);
 }
+
+/* maxpool2d_pad_fwd -- work-group: (256), 1-D grid over N*C*HO*WO.
+ * Max pooling with -inf padding (PH, PW at most half the window, so every
+ * window holds an input value): work-item g scans the in-plane part of its
+ * window row by row and keeps the first strict maximum and its flat index
+ * row*W + col in the unpadded plane. */
+__kernel void maxpool2d_pad_fwd(__global const float *x, const int offx,
+                                __global float *y, const int offy,
+                                __global int *am, const int offam,
+                                const int NC, const int H, const int W,
+                                const int KH, const int KW, const int SH, const int SW,
+                                const int PH, const int PW, const int HO, const int WO)
+{
+    const long g = get_global_id(0);
+    if (g >= (long)NC * HO * WO)
+        return;
+    const int ox = g % WO;
+    const int oy = (g / WO) % HO;
+    const long nc = g / ((long)HO * WO);
+    __global const float *plane = x + offx + nc * H * W;
+    float best = -INFINITY;
+    int pos = -1;
+    for (int i = 0; i < KH; ++i) {
+        const int iy = oy * SH - PH + i;
+        if (iy < 0 || iy >= H)
+            continue;
+        for (int j = 0; j < KW; ++j) {
+            const int ix = ox * SW - PW + j;
+            if (ix < 0 || ix >= W)
+                continue;
+            const float v = plane[iy * W + ix];
+            if (pos < 0 || v > best) {
+                best = v;
+                pos = iy * W + ix;
+            }
+        }
+    }
+    y[offy + g] = best;
+    am[offam + g] = pos;
+}
+
+/* avgpool2d_fwd -- work-group: (256), 1-D grid over N*C*HO*WO.
+ * Work-item g writes the sum of its KH x KW window's in-plane values over
+ * KH*KW: zero padding counted in the divisor (count_include_pad). */
+__kernel void avgpool2d_fwd(__global const float *x, const int offx,
+                            __global float *y, const int offy,
+                            const int NC, const int H, const int W,
+                            const int KH, const int KW, const int SH, const int SW,
+                            const int PH, const int PW, const int HO, const int WO)
+{
+    const long g = get_global_id(0);
+    if (g >= (long)NC * HO * WO)
+        return;
+    const int ox = g % WO;
+    const int oy = (g / WO) % HO;
+    const long nc = g / ((long)HO * WO);
+    __global const float *plane = x + offx + nc * H * W;
+    float s = 0.0f;
+    for (int i = 0; i < KH; ++i) {
+        const int iy = oy * SH - PH + i;
+        if (iy < 0 || iy >= H)
+            continue;
+        for (int j = 0; j < KW; ++j) {
+            const int ix = ox * SW - PW + j;
+            if (ix >= 0 && ix < W)
+                s += plane[iy * W + ix];
+        }
+    }
+    y[offy + g] = s / (float)(KH * KW);
+}
+
+/* avgpool2d_bwd -- work-group: (256), 1-D grid over N*C*H*W.
+ * Work-item g gathers, for input position (iy, ix) of its plane, dy / (KH*KW)
+ * of every output window covering it: oy from ceil((iy + PH - KH + 1) / SH)
+ * to floor((iy + PH) / SH), clipped to [0, HO), and likewise ox.  No
+ * atomics: each work-item writes its own dx element. */
+__kernel void avgpool2d_bwd(__global const float *dy, const int offdy,
+                            __global float *dx, const int offdx,
+                            const int NC, const int H, const int W,
+                            const int KH, const int KW, const int SH, const int SW,
+                            const int PH, const int PW, const int HO, const int WO)
+{
+    const long g = get_global_id(0);
+    if (g >= (long)NC * H * W)
+        return;
+    const int ix = g % W;
+    const int iy = (g / W) % H;
+    const long nc = g / ((long)H * W);
+    __global const float *d = dy + offdy + nc * HO * WO;
+    const int ty = iy + PH - KH + 1, tx = ix + PW - KW + 1;
+    const int oy0 = max(0, ty > 0 ? (ty + SH - 1) / SH : 0);
+    const int ox0 = max(0, tx > 0 ? (tx + SW - 1) / SW : 0);
+    const int oy1 = min(HO - 1, (iy + PH) / SH);
+    const int ox1 = min(WO - 1, (ix + PW) / SW);
+    float s = 0.0f;
+    for (int oy = oy0; oy <= oy1; ++oy)
+        for (int ox = ox0; ox <= ox1; ++ox)
+            s += d[oy * WO + ox];
+    dx[offdx + g] = s / (float)(KH * KW);
+}

@@ -4,13 +4,15 @@ import sys
 
 from ._version import __version__
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dropout, GlobalAvgPool2D,
+                     Residual)
 from .model import Sequential, History, load
 from .model import zoo as models
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW, RMSProp
 from .info import build_info
 from .devices import get_device
 from . import devices          # callable: hn.devices() lists what this machine offers
-from . import datasets, schedules
+from . import datasets, schedules, metrics
 from .schedules import OneCycle, CosineDecay
 from .sched.costmodel import recalibrate as calibrate
 
@@ -18,11 +20,12 @@ from .sched.costmodel import recalibrate as calibrate
 sys.modules[__name__ + ".models"] = models
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
-           "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
-           "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay", "calibrate",
-           "__version__"]
+           "Layer", "Sequential", "History", "SGD", "Adam", "AdamW", "RMSProp", "load",
+           "build_info", "get_device", "devices", "models", "datasets", "schedules", "metrics",
+           "OneCycle", "CosineDecay", "calibrate", "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]
+__all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]
 
 
 def __getattr__(name):

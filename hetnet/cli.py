@@ -3,8 +3,8 @@
 Subcommands: ``train`` (the main job: LeNet-5 or an MLP on Fashion-MNIST),
 ``evaluate`` (a saved model on the test set), ``predict`` (labels or
 probabilities for a file of images, or the test set), ``bench`` (training and
-inference throughput per batch size), ``devices`` and ``info``.  ``train``
-and ``bench`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
+inference throughput per batch size), ``lr-find`` (the learning-rate range
+test), ``devices`` and ``info``.  ``train``, ``bench`` and ``lr-find`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
 ``plot`` extra).  ``hetnet COMMAND --help`` documents every flag.
 """
 
@@ -50,13 +50,13 @@ def _add_model(p):
                    help="hidden layer sizes for --arch mlp (default 120 84)")
 
 
-def _add_optimizer(p, lr_default_note="0.02 for sgd, 0.001 for adam"):
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
-                   help="optimiser (default sgd)")
+def _add_optimizer(p, lr_default_note="0.02 for sgd and nag, 0.001 for adam, adamw and rmsprop"):
+    p.add_argument("--optimizer", choices=("sgd", "nag", "adam", "adamw", "rmsprop"),
+                   default="sgd", help="optimiser (default sgd; nag: SGD with Nesterov momentum)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default {lr_default_note})")
     p.add_argument("--momentum", type=float, default=0.9,
-                   help="SGD momentum (default 0.9; ignored by adam)")
+                   help="SGD/NAG momentum (default 0.9; ignored by the others)")
 
 
 def _add_schedule(p):
@@ -166,6 +166,27 @@ def _add_bench(sub):
     _add_plot(p, "images/s per batch size (default path: hetnet-bench.png, or beside --json)")
 
 
+def _add_lr_find(sub):
+    p = sub.add_parser("lr-find", help="the learning-rate range test: suggest a learning rate",
+                       description="Train a fresh network on Fashion-MNIST for up to "
+                       "--num-steps mini-batches while the learning rate grows exponentially "
+                       "from --start-lr to --end-lr, stop when the smoothed loss passes four "
+                       "times its best, and print the learning rate fastai's valley rule "
+                       "suggests (hetnet.model.lrfind). No model is saved.")
+    _add_data(p)
+    _add_model(p)
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    _add_optimizer(p, "the optimiser's own; the test sets it at every step")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--num-steps", type=int, default=100, help="most steps (default 100)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N training images (default: all)")
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    _add_plot(p, "the loss against the learning rate (default path: lr-find.png)")
+
+
 def _add_plan(sub):
     p = sub.add_parser("plan", help="show where each layer runs, with predicted and measured times",
                        description="Place a network's layers on the devices (the scheduler: "
@@ -192,6 +213,7 @@ def build_parser():
     _add_evaluate(sub)
     _add_predict(sub)
     _add_bench(sub)
+    _add_lr_find(sub)
     _add_plan(sub)
     sub.add_parser("devices", help="list the devices hetnet can use",
                    description="List the devices hetnet can use (the CPU, and each OpenCL "
@@ -253,9 +275,11 @@ def _load_data(split, source, arch):
 
 
 def _optimizer(args):
-    if args.optimizer == "adam":
-        return Adam(lr=0.001 if args.lr is None else args.lr)
-    return SGD(lr=0.02 if args.lr is None else args.lr, momentum=args.momentum)
+    from .optim import get_optimizer
+    if args.optimizer in ("sgd", "nag"):
+        return get_optimizer(args.optimizer, lr=0.02 if args.lr is None else args.lr,
+                             momentum=args.momentum)
+    return get_optimizer(args.optimizer, lr=0.001 if args.lr is None else args.lr)
 
 
 def _as_input(X, input_shape):
@@ -326,7 +350,7 @@ def cmd_train(args):
     schedule = None
     if args.schedule == "onecycle":
         if args.lr is None:
-            args.lr = 0.05 if args.optimizer == "sgd" else 0.001
+            args.lr = 0.05 if args.optimizer in ("sgd", "nag") else 0.001
         schedule = OneCycle(max_lr=args.lr)
     quiet = args.quiet or (ctx is not None and not ctx.is_root)
     extra = {} if ctx is None else {"distributed": ctx}
@@ -525,6 +549,29 @@ def _plot_bench(plt, rows, path, title):
     plt.close(fig)
 
 
+def cmd_lr_find(args):
+    for name in ("batch_size", "num_steps", "limit"):
+        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    plt = _require_matplotlib() if args.plot is not None else None
+    device = _device(args.device, args.threads)
+    X, y = _load_data("train", args.source, args.arch)
+    if args.limit is not None:
+        X, y = X[:args.limit], y[:args.limit]
+    model = _build_network(args.arch, args.hidden, args.seed, device)
+    result = model.lr_find(X, y, start_lr=args.start_lr, end_lr=args.end_lr,
+                           num_steps=args.num_steps, batch_size=args.batch_size,
+                           optimizer=_optimizer(args), seed=args.seed)
+    print(f"hetnet lr-find: {args.arch}, {args.optimizer}, batch {args.batch_size}, "
+          f"{len(result.lrs)} steps from {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}"
+          + (" (stopped: the loss diverged)" if result.stopped_early else ""))
+    print(f"suggested learning rate (valley): {result.suggestion:.4g}")
+    if plt is not None:
+        path = args.plot or "lr-find.png"
+        result.plot(path, f"{args.arch}, {args.optimizer}, batch {args.batch_size}")
+        print(f"plot written to {path}")
+    return 0
+
+
 def cmd_devices(args):
     for d in list_devices():
         print(f"{d['name']:<40} {d['kind']:<12} {d['details']}")
@@ -551,7 +598,8 @@ def cmd_plan(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "bench": cmd_bench, "plan": cmd_plan, "devices": cmd_devices, "info": cmd_info}
+            "bench": cmd_bench, "lr-find": cmd_lr_find, "plan": cmd_plan,
+            "devices": cmd_devices, "info": cmd_info}
 
 
 def main(argv=None):

@@ -46,8 +46,48 @@ def maxpool2d(x, size, stride):
     return out
 
 
-def layer_forward(layer, params, x):
-    """Float64 forward of a built hetnet layer with ``params`` (dict of arrays)."""
+def pool2d(x, size, stride, padding, how):
+    """Max (-inf padding) or average (zero padding counted) pooling."""
+    (kh, kw), (sh, sw), (ph, pw) = size, stride, padding
+    fill = -np.inf if how == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    out = np.full((n, c, ho, wo), -np.inf) if how == "max" else np.zeros((n, c, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
+            out = np.maximum(out, win) if how == "max" else out + win / (kh * kw)
+    return out
+
+
+def batchnorm(x, gamma, beta, eps, training, running_mean=None, running_var=None):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mu, var = x.mean(axis=axes), x.var(axis=axes)
+    else:
+        mu, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    return ((x - mu.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * gamma.reshape(shape)
+            + beta.reshape(shape))
+
+
+def dropout_mask(layer, shape):
+    """The mask (times 1/(1-p)) of the dropout layer's last training pass,
+    from the numpy reference device's counter-based hash."""
+    from hetnet.devices.reference import NumpyDevice
+    return NumpyDevice().dropout(np.ones(shape, np.float32), layer.p, layer._key).astype(np.float64)
+
+
+def _sub_params(params, prefix):
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
+
+
+def layer_forward(layer, params, x, training=True):
+    """Float64 forward of a built hetnet layer with ``params`` (dict of
+    arrays), in training or inference mode (running statistics and dropout
+    keys are read from the layer)."""
     name = type(layer).__name__
     act = ACT[getattr(layer, "activation", "identity")]
     if name == "Dense":
@@ -55,7 +95,29 @@ def layer_forward(layer, params, x):
     if name == "Conv2D":
         return act(conv2d(x, params["W"], params.get("b"), layer.stride, layer.pad))
     if name == "MaxPool2D":
-        return maxpool2d(x, layer.size, layer.stride)
+        return pool2d(x, layer.size, layer.stride, getattr(layer, "padding", (0, 0)), "max")
+    if name == "AvgPool2D":
+        return pool2d(x, layer.size, layer.stride, layer.padding, "avg")
+    if name == "GlobalAvgPool2D":
+        return x.mean(axis=(2, 3))
+    if name in ("BatchNorm1D", "BatchNorm2D"):
+        dev = layer.device
+        rm, rv = (dev.to_host(layer.state[k]) for k in ("running_mean", "running_var"))
+        return act(batchnorm(x, params["gamma"], params["beta"], layer.eps, training, rm, rv))
+    if name == "Dropout":
+        if not training or layer.p == 0:
+            return x
+        return x * dropout_mask(layer, x.shape)
+    if name == "Residual":
+        h = x
+        for i, sub in enumerate(layer.branch):
+            if sub in layer._branch_steps:
+                h = layer_forward(sub, _sub_params(params, f"b{i}"), h, training)
+        s = x
+        for i, sub in enumerate(layer.shortcut or []):
+            if sub in layer._shortcut_steps:
+                s = layer_forward(sub, _sub_params(params, f"s{i}"), s, training)
+        return act(h + s)
     if name == "Flatten":
         return x.reshape(x.shape[0], -1)
     if name == "Softmax":

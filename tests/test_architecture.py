@@ -16,7 +16,7 @@ LAYERS = {
     "_cpu": 0, "clkernels": 0,
     "_version": 1, "_validation": 1,
     "devices": 2,
-    "init": 3, "losses": 3, "optim": 3,
+    "init": 3, "losses": 3, "optim": 3, "metrics": 3,
     "layers": 4,
     "runtime": 5,
     "sched": 6,

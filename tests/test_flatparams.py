@@ -1,5 +1,5 @@
 """Parameters in one flat buffer per device, updated in one operation a step
-(hetnet.flatparams): the layout, and training that matches the
+(hetnet.runtime.flatparams): the layout, and training that matches the
 per-parameter updates step for step, through everything that replaces a
 layer's arrays (weights set, steps moved, planning's timed copies)."""
 

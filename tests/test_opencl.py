@@ -565,7 +565,7 @@ def test_c_and_pyopencl_enqueue_train_to_the_same_weights(dev):
                          ids=["sgd", "adam"])
 def test_flat_update_trains_like_one_launch_per_array(dev, make_opt, monkeypatch):
     """The parameters in one buffer and one optimizer launch a step
-    (hetnet.flatparams) give the weights of one launch per parameter array."""
+    (hetnet.runtime.flatparams) give the weights of one launch per parameter array."""
     rng = np.random.default_rng(5)
     X = rng.random((37, 1, 10, 10)).astype(F32)
     y = rng.integers(0, 3, 37)

@@ -177,6 +177,78 @@ class Device(TransferPaths):
         """Route ``dy`` to the arg-max positions; returns ``dx`` of ``x_shape``."""
         raise NotImplementedError
 
+    # ------------------------------- normalisation, dropout, pooling, sums
+    def maxpool2d_padded(self, x, kh, kw, sh, sw, ph, pw, out=None, argmax=None):
+        """Max pooling with ``(ph, pw)`` of implicit ``-inf`` padding (as
+        PyTorch's ``MaxPool2d(padding=...)``; ``ph <= kh // 2``, ``pw <= kw //
+        2``, so every window holds at least one input value).
+
+        ``y`` is ``(N, C, Ho, Wo)`` with ``Ho = (H + 2ph - kh)//sh + 1``;
+        ``argmax`` as :meth:`maxpool2d` (the flat index inside the unpadded
+        plane), so :meth:`maxpool2d_backward` routes its gradient.
+        """
+        raise NotImplementedError
+
+    def avgpool2d(self, x, kh, kw, sh, sw, ph, pw, out=None):
+        """Average pooling with zero padding counted in the divisor
+        (PyTorch's ``count_include_pad=True``): ``y = sum(window) / (kh*kw)``.
+        x ``(N, C, H, W)`` -> y ``(N, C, Ho, Wo)``, ``Ho = (H + 2ph - kh)//sh + 1``.
+        A ``(H, W)`` window without padding is global average pooling."""
+        raise NotImplementedError
+
+    def avgpool2d_backward(self, dy, x_shape, kh, kw, sh, sw, ph, pw, out=None):
+        """Adjoint of :meth:`avgpool2d`: every input position gets the sum of
+        ``dy / (kh*kw)`` over the windows that cover it.  Returns ``dx``."""
+        raise NotImplementedError
+
+    def batchnorm_forward(self, x, gamma, beta, mean, invstd, running_mean, running_var,
+                          momentum, eps, training, activation="identity", out=None):
+        """Batch normalisation over axis 1 of ``x (N, C, ...)`` with a fused
+        activation: ``y = act(gamma[c] * (x - mean[c]) * invstd[c] + beta[c])``.
+
+        Training: ``mean`` and ``invstd = 1 / sqrt(var + eps)`` (``(C,)``,
+        written) are the batch's, ``var`` biased, over the ``M = N * prod(...)``
+        values of each channel; the running statistics are updated in place,
+        ``running = (1 - momentum) * running + momentum * batch`` with the
+        unbiased variance ``var * M / (M - 1)`` (needs ``M > 1``), as PyTorch.
+        Inference: ``mean`` and ``invstd`` are written from the running
+        statistics, which stay.  Either way ``mean`` and ``invstd`` are what
+        :meth:`batchnorm_backward` needs.  Returns ``y``.
+        """
+        raise NotImplementedError
+
+    def batchnorm_backward(self, x, y, dy, gamma, mean, invstd, training, activation,
+                           dgamma, dbeta, need_dx=True, dx=None):
+        """Gradients of :meth:`batchnorm_forward` from its input ``x``, output
+        ``y``, output gradient ``dy`` (overwritten: it becomes the gradient
+        through the activation, ``g``) and the ``mean``, ``invstd`` it wrote.
+
+        With ``xhat = (x - mean) * invstd``: ``dbeta = sum g``, ``dgamma =
+        sum g * xhat`` over all but axis 1 (written); ``dx = gamma * invstd *
+        (g - (dbeta + xhat * dgamma) / M)`` in training (the statistics
+        depend on the batch), ``gamma * invstd * g`` in inference.  Returns
+        ``dx`` (shape of x) when ``need_dx``, else None.
+        """
+        raise NotImplementedError
+
+    def dropout(self, x, p, key, out=None):
+        """Inverted dropout with a counter-based mask: ``out[i] = x[i] / (1 - p)``
+        where element ``i`` (flat index) is kept, else 0 (all 0 for p = 1).
+
+        The mask is a pure function of ``(key, i)``: ``h = mix32(mix32(i) ^
+        key)`` with ``mix32`` the 32-bit finaliser of
+        :func:`mix32`, kept where ``(h >> 8) * 2**-24 >= p`` (both
+        float32).  Every device computes the same bits, and the backward pass
+        is the same call on ``dy`` with the same key (no mask is stored).
+        ``key`` is an int in ``[0, 2**32)``; ``out`` may be ``x``.
+        """
+        raise NotImplementedError
+
+    def add_activation(self, a, b, name, out=None):
+        """``out = act(a + b)`` elementwise (same shapes; ``out`` may be
+        ``a`` or ``b``): the sum of a residual block and its fused activation."""
+        raise NotImplementedError
+
     # ------------------------------------------------ bias and activations
     def bias_add(self, y, b):
         """In place: ``y[:, f, ...] += b[f]`` for ``y (N, F, ...)``.  Returns y."""
@@ -240,23 +312,52 @@ class Device(TransferPaths):
         Returns ``(loss (1,), grad)``."""
         raise NotImplementedError
 
+    def mae(self, pred, targets, weights=None, grad_out=None):
+        """Mean absolute error: ``sum_i w_i * sum_k |p - t| / (N * K)``,
+        gradient ``w_i * sign(p - t) / (N * K)`` (0 where ``p == t``, as
+        PyTorch's ``l1_loss``).  Returns ``(loss (1,), grad)``."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------- optimisers
-    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    # Every update takes ``scale``: the gradient is read as ``scale * g``
+    # (gradient clipping, hetnet.optim), before weight decay is added.
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   scale=1.0):
         """In-place SGD step, PyTorch's convention.
 
-        ``g' = g + weight_decay * w``; ``v = momentum * v + g'`` (if momentum);
-        ``w -= lr * (g' + momentum * v)`` if nesterov else ``w -= lr * v``.
-        ``v`` may be None when momentum is 0.
+        ``g' = scale * g + weight_decay * w``; ``v = momentum * v + g'`` (if
+        momentum); ``w -= lr * (g' + momentum * v)`` if nesterov else
+        ``w -= lr * v``.  ``v`` may be None when momentum is 0.
         """
         raise NotImplementedError
 
-    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
-        """In-place Adam step (bias-corrected, step number ``t`` from 1)."""
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
+                    decoupled=False, scale=1.0):
+        """In-place Adam step (bias-corrected, step number ``t`` from 1),
+        PyTorch's ``Adam`` (``decoupled=False``: ``g' = scale * g +
+        weight_decay * w``) or ``AdamW`` (``decoupled``: ``w *= 1 - lr *
+        weight_decay`` first, ``g' = scale * g``); then ``m = b1 m + (1 - b1)
+        g'``, ``v = b2 v + (1 - b2) g'^2``, ``w -= lr / (1 - b1^t) * m /
+        (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+        raise NotImplementedError
+
+    def rmsprop_update(self, w, g, sq, buf, lr, alpha, eps, momentum=0.0, weight_decay=0.0,
+                       scale=1.0):
+        """In-place RMSProp step, PyTorch's (not centred): ``g' = scale * g +
+        weight_decay * w``; ``sq = alpha sq + (1 - alpha) g'^2``; ``d = g' /
+        (sqrt(sq) + eps)``; with momentum ``buf = momentum buf + d``, ``w -=
+        lr buf``, else ``w -= lr d``.  ``buf`` may be None when momentum is 0."""
         raise NotImplementedError
 
     # ----------------------------------------------------------- reductions
     def sum(self, x):
         """Sum of all elements, as a device array of shape (1,)."""
+        raise NotImplementedError
+
+    def sum_squares(self, x, out=None, accumulate=False):
+        """Sum of the squares of all elements into ``out`` (a device array
+        of shape (1,)), added to what it holds when ``accumulate``.  Returns
+        ``out``."""
         raise NotImplementedError
 
     def argmax(self, x, out=None):
@@ -270,6 +371,37 @@ class Device(TransferPaths):
     def scale(self, alpha, x):
         """In place ``x *= alpha``.  Returns x."""
         raise NotImplementedError
+
+
+MIX32_MUL = (0x7FEB352D, 0x846CA68B)
+WEYL32 = 0x9E3779B9
+
+
+def mix32(x):
+    """The 32-bit finaliser every device's dropout hashes with (Wellons'
+    ``lowbias32``: xor-shift, multiply, three times), on a Python int or a
+    numpy uint32 array."""
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.uint32)
+        x ^= x >> np.uint32(16)
+        x *= np.uint32(MIX32_MUL[0])
+        x ^= x >> np.uint32(15)
+        x *= np.uint32(MIX32_MUL[1])
+        x ^= x >> np.uint32(16)
+        return x
+    x &= 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * MIX32_MUL[0]) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * MIX32_MUL[1]) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x
+
+
+def dropout_key(seed, step):
+    """The mask key of a dropout layer's ``step``-th training pass: a Weyl
+    sequence in the step, hashed (``mix32(seed + (step + 1) * 0x9E3779B9)``)."""
+    return mix32((int(seed) + (int(step) + 1) * WEYL32) & 0xFFFFFFFF)
 
 
 def conv_output_size(size, k, s, p):

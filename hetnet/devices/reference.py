@@ -6,8 +6,7 @@ also a usable device (``device="numpy"``) for debugging.
 
 import numpy as np
 
-from .base import Device, HostArrays, conv_output_size
-from .compose import Im2colConvolution
+from .base import Device, HostArrays, conv_output_size, mix32
 
 _F32 = np.float32
 
@@ -16,7 +15,7 @@ def _op(a, trans):
     return np.swapaxes(a, -1, -2) if trans else a
 
 
-class NumpyDevice(HostArrays, Im2colConvolution, Device):
+class NumpyDevice(HostArrays, Device):
     """Reference device: every operation in a few lines of numpy."""
 
     name = "numpy"
@@ -84,6 +83,144 @@ class NumpyDevice(HostArrays, Im2colConvolution, Device):
         rows = np.repeat(np.arange(n * ch), flat_idx.shape[1])
         np.add.at(dx, (rows, flat_idx.ravel()), dy.reshape(n * ch, -1).ravel())
         return self._store(dx.reshape(x_shape).astype(_F32), out)
+
+    # ------------------------------------------------ direct convolution
+    # The reference convolves directly (a loop over the kh*kw kernel offsets,
+    # each a channel contraction over strided views of the padded input), so
+    # it checks the im2col + GEMM path of the other devices independently.
+    def conv_workspace_bytes(self, batch, col_shape):
+        """0: the direct convolution below needs no im2col workspace."""
+        return 0
+
+    def conv2d(self, x, w, b, stride, pad, activation="identity", out=None):
+        n, c, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        (sh, sw), (ph, pw) = stride, pad
+        ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        w64 = w.astype(np.float64)
+        y = np.zeros((n, f, ho, wo))
+        for i in range(kh):
+            for j in range(kw):
+                y += np.einsum("nchw,fc->nfhw", xp[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw],
+                               w64[:, :, i, j])
+        if b is not None:
+            y += b.astype(np.float64)[None, :, None, None]
+        y = self.activation(activation, y.astype(_F32))
+        return self._store(y, out)
+
+    def conv2d_backward(self, x, w, y, dy, stride, pad, activation, dw, db=None,
+                        need_dx=True, dx=None):
+        n, c, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        (sh, sw), (ph, pw) = stride, pad
+        ho, wo = dy.shape[2], dy.shape[3]
+        g = self.activation_backward(activation, y, dy).astype(np.float64)
+        if db is not None:
+            db[...] = g.sum(axis=(0, 2, 3))
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        w64 = w.astype(np.float64)
+        dxp = np.zeros_like(xp)
+        for i in range(kh):
+            for j in range(kw):
+                win = (slice(None), slice(None), slice(i, i + sh * ho, sh), slice(j, j + sw * wo, sw))
+                dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", g, xp[win])
+                if need_dx:
+                    dxp[win] += np.einsum("nfhw,fc->nchw", g, w64[:, :, i, j])
+        if not need_dx:
+            return None
+        return self._store(dxp[:, :, ph:ph + h, pw:pw + wd].astype(_F32), dx)
+
+    # ------------------------------- normalisation, dropout, pooling, sums
+    @staticmethod
+    def _windows(x, kh, kw, sh, sw, ph, pw, fill):
+        """``(N, C, Ho, Wo, kh*kw)`` windows of ``x`` padded with ``fill``
+        (float64) and the flat in-plane index of each window entry."""
+        n, ch, h, w = x.shape
+        ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                    constant_values=fill)
+        win = np.empty((n, ch, ho, wo, kh * kw))
+        pos = np.empty((ho, wo, kh * kw), dtype=np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                win[..., i * kw + j] = xp[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
+                rows = np.arange(ho)[:, None] * sh + i - ph
+                colz = np.arange(wo)[None, :] * sw + j - pw
+                pos[..., i * kw + j] = rows * w + colz
+        return win, pos
+
+    def maxpool2d_padded(self, x, kh, kw, sh, sw, ph, pw, out=None, argmax=None):
+        win, pos = self._windows(x, kh, kw, sh, sw, ph, pw, -np.inf)
+        k = win.argmax(axis=-1)
+        y = np.take_along_axis(win, k[..., None], axis=-1)[..., 0]
+        am = np.take_along_axis(np.broadcast_to(pos, win.shape), k[..., None], axis=-1)[..., 0]
+        return self._store(y.astype(_F32), out), self._store(am.astype(np.int32), argmax)
+
+    def avgpool2d(self, x, kh, kw, sh, sw, ph, pw, out=None):
+        win, _ = self._windows(x, kh, kw, sh, sw, ph, pw, 0.0)
+        return self._store((win.sum(axis=-1) / (kh * kw)).astype(_F32), out)
+
+    def avgpool2d_backward(self, dy, x_shape, kh, kw, sh, sw, ph, pw, out=None):
+        n, ch, h, w = x_shape
+        ho, wo = dy.shape[2], dy.shape[3]
+        dxp = np.zeros((n, ch, h + 2 * ph, w + 2 * pw))
+        share = dy.astype(np.float64) / (kh * kw)
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += share
+        return self._store(dxp[:, :, ph:ph + h, pw:pw + w].astype(_F32), out)
+
+    @staticmethod
+    def _channels(a):
+        """``a (N, C, ...)`` as float64 ``(N, C, S)``."""
+        return a.astype(np.float64).reshape(a.shape[0], a.shape[1], -1)
+
+    def batchnorm_forward(self, x, gamma, beta, mean, invstd, running_mean, running_var,
+                          momentum, eps, training, activation="identity", out=None):
+        x3 = self._channels(x)
+        if training:
+            m = x3.shape[0] * x3.shape[2]
+            mu = x3.mean(axis=(0, 2))
+            var = ((x3 - mu[None, :, None]) ** 2).mean(axis=(0, 2))
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mu
+            running_var[...] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
+        else:
+            mu, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+        inv = 1 / np.sqrt(var + eps)
+        mean[...], invstd[...] = mu, inv
+        y = ((x3 - mu[None, :, None]) * (inv * gamma)[None, :, None] + beta[None, :, None])
+        y = self.activation(activation, y.reshape(x.shape).astype(_F32))
+        return self._store(y, out)
+
+    def batchnorm_backward(self, x, y, dy, gamma, mean, invstd, training, activation,
+                           dgamma, dbeta, need_dx=True, dx=None):
+        g = self.activation_backward(activation, y, dy, out=dy)
+        g3, x3 = self._channels(g), self._channels(x)
+        inv = invstd.astype(np.float64)[None, :, None]
+        xhat = (x3 - mean.astype(np.float64)[None, :, None]) * inv
+        sb, sg = g3.sum(axis=(0, 2)), (g3 * xhat).sum(axis=(0, 2))
+        dbeta[...], dgamma[...] = sb, sg
+        if not need_dx:
+            return None
+        scale = gamma.astype(np.float64)[None, :, None] * inv
+        if training:
+            m = x3.shape[0] * x3.shape[2]
+            d = scale * (g3 - (sb[None, :, None] + xhat * sg[None, :, None]) / m)
+        else:
+            d = scale * g3
+        return self._store(d.reshape(x.shape).astype(_F32), dx)
+
+    def dropout(self, x, p, key, out=None):
+        i = np.arange(x.size, dtype=np.uint32)
+        h = mix32(mix32(i) ^ np.uint32(key))
+        keep = (h >> np.uint32(8)).astype(_F32) * _F32(2.0 ** -24) >= _F32(p)
+        scale = _F32(1.0 / (1.0 - p)) if p < 1 else _F32(0.0)
+        y = np.where(keep.reshape(x.shape), x * scale, _F32(0.0)).astype(_F32)
+        return self._store(y, out)
+
+    def add_activation(self, a, b, name, out=None):
+        return self._store(self.activation(name, (a.astype(np.float64) + b).astype(_F32)), out)
 
     # ------------------------------------------------ bias and activations
     def bias_add(self, y, b):
@@ -170,9 +307,19 @@ class NumpyDevice(HostArrays, Im2colConvolution, Device):
         grad = 2 * d * (w / (n * k))[:, None]
         return np.array([loss], dtype=_F32), self._store(grad.astype(_F32), grad_out)
 
+    def mae(self, pred, targets, weights=None, grad_out=None):
+        p, t = pred.astype(np.float64), targets.astype(np.float64)
+        n, k = p.shape
+        w = self._weights(weights, n)
+        d = p - t
+        loss = (w * np.abs(d).sum(axis=1)).sum() / (n * k)
+        grad = np.sign(d) * (w / (n * k))[:, None]
+        return np.array([loss], dtype=_F32), self._store(grad.astype(_F32), grad_out)
+
     # ----------------------------------------------------------- optimisers
-    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-        g = g.astype(np.float64) + weight_decay * w
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   scale=1.0):
+        g = scale * g.astype(np.float64) + weight_decay * w
         if momentum:
             v[...] = momentum * v + g
             step = g + momentum * v if nesterov else v.astype(np.float64)
@@ -181,8 +328,13 @@ class NumpyDevice(HostArrays, Im2colConvolution, Device):
         w[...] = w - lr * step
         return w
 
-    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
-        g = g.astype(np.float64) + weight_decay * w
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
+                    decoupled=False, scale=1.0):
+        g = scale * g.astype(np.float64)
+        if decoupled:
+            w[...] = w * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * w
         m[...] = beta1 * m + (1 - beta1) * g
         v[...] = beta2 * v + (1 - beta2) * g * g
         mhat = m / (1 - beta1 ** t)
@@ -190,9 +342,27 @@ class NumpyDevice(HostArrays, Im2colConvolution, Device):
         w[...] = w - lr * mhat / (np.sqrt(vhat) + eps)
         return w
 
+    def rmsprop_update(self, w, g, sq, buf, lr, alpha, eps, momentum=0.0, weight_decay=0.0,
+                       scale=1.0):
+        g = scale * g.astype(np.float64) + weight_decay * w
+        sq[...] = alpha * sq + (1 - alpha) * g * g
+        d = g / (np.sqrt(sq.astype(np.float64)) + eps)
+        if momentum:
+            buf[...] = momentum * buf + d
+            d = buf.astype(np.float64)
+        w[...] = w - lr * d
+        return w
+
     # ----------------------------------------------------------- reductions
     def sum(self, x):
         return np.array([x.astype(np.float64).sum()], dtype=_F32)
+
+    def sum_squares(self, x, out=None, accumulate=False):
+        s = np.square(x.astype(np.float64)).sum()
+        if out is None:
+            out = np.zeros(1, dtype=_F32)
+        out[0] = (float(out[0]) if accumulate else 0.0) + s
+        return out
 
     def argmax(self, x, out=None):
         return self._store(x.argmax(axis=1).astype(np.int32), out)

@@ -41,3 +41,31 @@ class Softmax(Activation):
         if len(input_shape) != 1:
             raise ValueError(f"Softmax takes (N, features) input, got per-sample shape {input_shape}")
         return input_shape
+
+
+
+
+def fuse_activations(layers):
+    """The steps that run ``layers``: a layer whose class lists the next
+    layer's activation in ``fusable_activations`` absorbs it (its
+    ``activation`` set, the activation layer dropped from the steps): one
+    pass over the output instead of two, and no extra buffer."""
+    steps, i = [], 0
+    while i < len(layers):
+        layer = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if layer.fusable_activations:
+            layer.activation = "identity"
+            if isinstance(nxt, Activation) and nxt.kind in layer.fusable_activations:
+                layer.activation = nxt.kind
+                i += 1
+        steps.append(layer)
+        i += 1
+    return steps
+
+
+def walk(layers):
+    """Every layer of ``layers`` and, after a block, its sub-layers (depth first)."""
+    for layer in layers:
+        yield layer
+        yield from walk(getattr(layer, "sublayers", ()))

@@ -15,7 +15,11 @@ class Layer:
     Attributes
     ----------
     params : dict of str -> device array
+        The trained parameters.
     grads : dict of str -> device array, same shapes as ``params``
+    state : dict of str -> device array
+        Non-trained state saved with the weights (BatchNorm's running
+        statistics); empty for most layers.
     """
 
     #: names of the constructor arguments saved with a model
@@ -33,6 +37,13 @@ class Layer:
         self.input_shape = None
         self.output_shape = None
         self._buffers = {}
+        self.state = {}
+
+    @property
+    def n_weights(self):
+        """How many arrays :meth:`get_weights` returns (trained parameters
+        and state)."""
+        return len(self.params) + len(self.state)
 
     def get_config(self):
         return {k: getattr(self, k) for k in self.config_keys}
@@ -96,30 +107,37 @@ class Layer:
         return [("update", int(np.prod(p.shape))) for p in self.params.values()]
 
     def move_to(self, device):
-        """Move parameters (and gradient buffers) to ``device``; the optimizer
-        moves its own state (:meth:`Optimizer.move_state`)."""
+        """Move parameters (and gradient buffers) and state to ``device``;
+        the optimizer moves its own state (:meth:`Optimizer.move_state`)."""
         if device is self.device:
             return
         old = self.device
         self.params = {k: device.asarray(old.to_host(v)) for k, v in self.params.items()}
         self.grads = {k: device.zeros(tuple(v.shape)) for k, v in self.params.items()}
+        self.state = {k: device.asarray(old.to_host(v)) for k, v in self.state.items()}
         self._buffers = {}
         self.device = device
 
     # -------------------------------------------------- host-side access
     def get_weights(self):
-        return [self.device.to_host(self.params[k]) for k in self.params]
+        """The parameters, then the state, as numpy arrays."""
+        return ([self.device.to_host(self.params[k]) for k in self.params]
+                + [self.device.to_host(self.state[k]) for k in self.state])
 
     def set_weights(self, weights):
-        names = list(self.params)
-        if len(weights) != len(names):
-            raise ValueError(f"{type(self).__name__} takes {len(names)} arrays, got {len(weights)}")
-        for name, w in zip(names, weights):
+        """Set the parameters, then the state, from :meth:`get_weights`' list."""
+        weights = list(weights)
+        slots = [(self.params, k) for k in self.params] + [(self.state, k) for k in self.state]
+        if len(weights) != len(slots):
+            names = ", ".join(k for _, k in slots)
+            raise ValueError(f"{type(self).__name__} takes {len(slots)} arrays ({names}), "
+                             f"got {len(weights)}")
+        for (where, name), w in zip(slots, weights):
             w = np.asarray(w)
-            if w.shape != tuple(self.params[name].shape):
+            if w.shape != tuple(where[name].shape):
                 raise ValueError(f"{type(self).__name__}.{name}: expected shape "
-                                 f"{tuple(self.params[name].shape)}, got {w.shape}")
-            self.params[name] = self.device.asarray(w)
+                                 f"{tuple(where[name].shape)}, got {w.shape}")
+            where[name] = self.device.asarray(w)
 
 
 def pair(value, name):

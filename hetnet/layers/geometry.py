@@ -40,8 +40,19 @@ class MaxPool2DGeometry(NamedTuple):
     stride: tuple
 
 
+class PaddedMaxPool2DGeometry(NamedTuple):
+    """Max pooling as :class:`MaxPool2DGeometry`, with ``padding`` (a pair) of -inf;
+    its own kind, so an unpadded pool's key stays what it was."""
+    kind: str
+    in_shape: tuple
+    window: tuple
+    stride: tuple
+    padding: tuple
+
+
 #: kind -> its record
-GEOMETRIES = {"dense": DenseGeometry, "conv2d": Conv2DGeometry, "maxpool2d": MaxPool2DGeometry}
+GEOMETRIES = {"dense": DenseGeometry, "conv2d": Conv2DGeometry, "maxpool2d": MaxPool2DGeometry,
+              "maxpool2d_padded": PaddedMaxPool2DGeometry}
 
 
 def as_geometry(value):
@@ -53,4 +64,5 @@ def as_geometry(value):
     return record._make(value)
 
 
-__all__ = ["DenseGeometry", "Conv2DGeometry", "MaxPool2DGeometry", "GEOMETRIES", "as_geometry"]
+__all__ = ["DenseGeometry", "Conv2DGeometry", "MaxPool2DGeometry", "PaddedMaxPool2DGeometry",
+           "GEOMETRIES", "as_geometry"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._validation import check_X, check_positive_int, check_targets
 from ..optim import get_optimizer
-from ..schedules import get_schedule
+from ..schedules import apply_schedule, get_schedule
 
 
 class History(dict):
@@ -132,7 +132,7 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
                     if dp is not None:
                         dp.check_placement()
                 if schedule is not None:
-                    model.optimizer.lr = float(schedule(step, total_steps))
+                    apply_schedule(schedule, model.optimizer, step, total_steps)
                 step += 1
                 batch = model.runtime.batch_to_device(X, yt, sw, rows)
                 if dp is not None:

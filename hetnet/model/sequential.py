@@ -9,6 +9,7 @@ import numpy as np
 from .._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from ..layers import Layer
 from ..losses import get_loss
+from ..metrics import check_metrics, score
 from ..runtime import Runtime, timing
 from ..sched.hostspeed import probe
 from ..sched.placement import Chain, Placement
@@ -23,7 +24,7 @@ class Sequential:
     ----------
     layers : list of Layer
         The last layer emits logits (no softmax needed for cross-entropy).
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "mae"}
         Mean over the batch.  Cross-entropy takes class indices or one-hot
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
     device : str, Device or list
@@ -117,7 +118,8 @@ class Sequential:
         return self.runtime.param_slots(step)
 
     def get_weights(self):
-        """Parameters as numpy arrays, in layer order (W before b)."""
+        """Parameters, and state such as BatchNorm's running statistics, as
+        numpy arrays in layer order (each layer's :meth:`Layer.get_weights`)."""
         self._require_built()
         return [w for layer in self.layers for w in layer.get_weights()]
 
@@ -125,12 +127,12 @@ class Sequential:
         """Load parameters from a list shaped like :meth:`get_weights`."""
         self._require_built()
         weights = list(weights)
-        expected = sum(len(layer.params) for layer in self.layers)
+        expected = sum(layer.n_weights for layer in self.layers)
         if len(weights) != expected:
             raise ValueError(f"set_weights needs {expected} arrays, got {len(weights)}")
         i = 0
         for layer in self.layers:
-            k = len(layer.params)
+            k = layer.n_weights
             layer.set_weights(weights[i:i + k])
             i += k
         if self.optimizer is not None:
@@ -173,6 +175,8 @@ class Sequential:
             return self.runtime.population_loss(weights, X, yt, sw)
 
     def count_params(self):
+        """Number of trained parameters (state such as running statistics
+        not counted, as PyTorch's ``parameters()``)."""
         self._require_built()
         return int(sum(np.prod(p.shape) for p in self._param_arrays()))
 
@@ -391,16 +395,25 @@ class Sequential:
             pred = self.predict_logits(X, batch_size)
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def evaluate(self, X, y, sample_weight=None, batch_size=256, distributed=False):
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None,
+                 distributed=False):
         """Mean loss (and accuracy for classification) over a data set:
-        ``{"loss": float, "accuracy": float}``.  ``distributed`` (as
-        :meth:`fit`'s): every rank evaluates its block of the rows and the
-        sums are added over the ranks; every rank gets the result."""
+        ``{"loss": float, "accuracy": float}``; with ``metrics`` (names from
+        :data:`hetnet.metrics.METRICS`: ``"accuracy"``, ``"balanced_accuracy"``,
+        ``"r2"``, ``"mae"``, ``"mse"``) the loss and those, as scikit-learn
+        computes them from the predictions.  ``distributed`` (as
+        :meth:`fit`'s): every rank evaluates its block of the rows, the loss
+        sums are added over the ranks (and for ``metrics`` the outputs
+        gathered); every rank gets the result."""
         self._require_built()
         X, yt, sw = self._prepare(X, y, sample_weight)
-        return self._evaluate(X, yt, sw, batch_size, distributed)
+        if metrics is not None:
+            metrics = check_metrics(metrics, self.loss.classification)
+        return self._evaluate(X, yt, sw, batch_size, metrics, distributed)
 
-    def _evaluate(self, X, yt, sw, batch_size=256, distributed=False):
+    def _evaluate(self, X, yt, sw, batch_size=256, metrics=None, distributed=False):
+        """The loss and accuracy over validated data; with ``metrics`` (checked
+        names) the loss and those metrics instead, from the logits."""
         ctx = _fit.distributed_context(distributed, self.placement.primary)
         if ctx is not None:
             from ..distributed.data_parallel import rank_block, evaluate_sums
@@ -411,32 +424,52 @@ class Sequential:
                                        batch_size)
             else:
                 local = {"loss": 0.0, **({"accuracy": 0.0} if self.loss.classification else {})}
-            return evaluate_sums(ctx, {**local, "n": n_mine})
+            result = evaluate_sums(ctx, {**local, "n": n_mine})
+            if metrics is not None:     # not sums over rows: from every rank's outputs
+                logits = self._split_over_ranks(
+                    X, ctx, lambda part: self.predict_logits(part, batch_size))
+                result = {"loss": result["loss"],
+                          **score(metrics, self.loss.name, yt, logits, sw)}
+            return result
         n = X.shape[0]
         total, correct = 0.0, 0
+        logits_all = None if metrics is None else np.empty((n, self.n_outputs), np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             dev = self.out_device
             yb, wb = self.runtime.targets_to_device(yt, sw, idx)
             logits = self._forward(xb, False)
             loss, _ = self._loss_op(logits, yb, wb)
             total += float(dev.to_host(loss)[0]) * xb.shape[0]
-            if self.loss.name == "cross_entropy":
+            if logits_all is not None:
+                logits_all[idx] = dev.to_host(logits)
+            elif self.loss.name == "cross_entropy":
                 correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
             elif self.loss.name == "binary_cross_entropy":
                 pred = dev.to_host(logits) > 0
                 correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
         result = {"loss": total / n}
-        if self.loss.classification:
+        if metrics is not None:
+            result.update(score(metrics, self.loss.name, yt, logits_all, sw))
+        elif self.loss.classification:
             result["accuracy"] = correct / n
         return result
 
-    def loss_and_gradients(self, X, y, sample_weight=None):
+    def loss_and_gradients(self, X, y, sample_weight=None, training=True):
         """Loss of one batch holding all of ``X`` and the gradient of every
-        parameter, numpy, in :meth:`get_weights` order.  Changes no weight."""
+        trained parameter, numpy, in the order of the model's parameters
+        (:meth:`get_weights` without the state).  Changes no weight; in
+        training mode (the default, as :meth:`fit` steps) BatchNorm uses the
+        batch's statistics and updates its running ones, Dropout drops; with
+        ``training=False`` the layers run as in :meth:`predict`."""
         X, yt, sw = self._prepare(X, y, sample_weight)
-        self._use_plan(X.shape[0], training=True)
+        self._use_plan(X.shape[0], training=bool(training))
         with self.runtime.session():
-            return self.runtime.loss_and_gradients(X, yt, sw)
+            return self.runtime.loss_and_gradients(X, yt, sw, training=bool(training))
+
+    def lr_find(self, X, y, **kwargs):
+        """The learning-rate range test (:func:`hetnet.model.lrfind.lr_find`)."""
+        from .lrfind import lr_find
+        return lr_find(self, X, y, **kwargs)
 
     # ------------------------------------------------------------- report
     def summary(self):
@@ -446,12 +479,18 @@ class Sequential:
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
                  f"{'layer':<40}{'output':<18}{'params':>10}"]
-        for layer in self.layers:
+        def rows(layers, depth):
+            # a block's sub-layers follow it, indented (Residual.sublayers)
+            for layer in layers:
+                yield depth, layer
+                yield from rows(getattr(layer, "sublayers", ()), depth + 1)
+        for depth, layer in rows(self.layers, 0):
             n = int(sum(np.prod(p.shape) for p in layer.params.values()))
             note = ""
             if layer.fusable_activations and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
-            lines.append(f"{(repr(layer) + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            name = "  " * depth + getattr(layer, "summary_name", repr(layer))
+            lines.append(f"{(name + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 
@@ -480,7 +519,7 @@ def load(path, device="cpu"):
         model = Sequential(io.layers_from_config(config, path), loss=config["loss"],
                            device=device, seed=config.get("seed"),
                            input_shape=config["input_shape"])
-        weights = io.read_weights(data, path, sum(len(layer.params) for layer in model.layers))
+        weights = io.read_weights(data, path, sum(layer.n_weights for layer in model.layers))
     model.set_weights(weights)
     return model
 

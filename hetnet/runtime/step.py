@@ -2,7 +2,7 @@
 
 A :class:`Runtime` holds a model's layers, the steps they run as (a
 dense or convolution layer absorbs the activation after it,
-:func:`fuse_activations`), the loss and the optimizer.  Each step runs on
+:func:`hetnet.layers.fuse_activations`), the loss and the optimizer.  Each step runs on
 its layer's device; activations and gradients move between devices where
 consecutive steps differ (:func:`hetnet.runtime.transfer.transfer`).
 
@@ -17,29 +17,10 @@ import contextlib
 
 import numpy as np
 
-from ..layers import Activation
+from ..layers import fuse_activations
 from . import timing
 from .flatparams import FlatGroup
 from .transfer import move_step, transfer
-
-
-def fuse_activations(layers):
-    """The steps ``layers`` run as: a layer whose class lists the next
-    layer's activation in ``fusable_activations`` absorbs it (one pass over
-    its output instead of two, and no extra buffer).  Sets each fusing
-    layer's ``activation``; returns the list of steps."""
-    steps, i = [], 0
-    while i < len(layers):
-        layer = layers[i]
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if layer.fusable_activations:
-            layer.activation = "identity"
-            if isinstance(nxt, Activation) and nxt.kind in layer.fusable_activations:
-                layer.activation = nxt.kind
-                i += 1
-        steps.append(layer)
-        i += 1
-    return steps
 
 
 class Runtime:
@@ -285,6 +266,7 @@ class Runtime:
                     self.update_step(i)
                     after_step(i)
                 self.backward(dlogits, update_then)
+            self.optimizer.end_step()
             return loss
         self.backward(dlogits, after_step)
         grads = {dev: self.flat_group(dev)["g"] for dev in self.devices_in_use()
@@ -293,6 +275,7 @@ class Runtime:
             hook(grads)
         for i in range(len(self.steps) - 1, -1, -1):
             self.update_step(i)
+        self.optimizer.end_step()   # clip_norm's held updates, after the hooks' averaging
         return loss
 
     def update_step(self, i):
@@ -360,12 +343,13 @@ class Runtime:
             self.set_flat_weights(saved)
         return out
 
-    def loss_and_gradients(self, X, y, sample_weight=None):
+    def loss_and_gradients(self, X, y, sample_weight=None, training=True):
         """Loss of one batch holding all of host ``X`` and the gradient of
-        every parameter (device arrays, the layers' ``grads``); changes no
-        weight.  Returns ``(float loss, [gradient per parameter])``."""
+        every parameter (device arrays, the layers' ``grads``), the layers
+        in training mode or not; changes no weight.  Returns
+        ``(float loss, [gradient per parameter])``."""
         xb, yb, wb = self.batch_to_device(X, y, sample_weight, slice(None))
-        loss, dlogits = self.loss_op(self.forward(xb, True), yb, wb)
+        loss, dlogits = self.loss_op(self.forward(xb, training), yb, wb)
         self.backward(dlogits)
         grads = [layer.device.to_host(layer.grads[k]) for layer in self.layers for k in layer.params]
         return float(self.out_device.to_host(loss)[0]), grads

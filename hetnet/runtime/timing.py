@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from ..optim import SGD
+from ..layers import Dropout, walk
 
 #: the host array batches are gathered from, in shuffled order, by timed
 #: steps and by the cost tables' ``gather_rows``: larger than a CPU's caches,
@@ -68,10 +69,14 @@ def training_on_copies(rt):
     copies that no forward reads misses that traffic) and leave the
     weights and the optimizer as they were."""
     saved = [(layer, layer.params) for layer in rt.layers if layer.params]
+    kept = [(layer, layer.state) for layer in rt.layers if layer.state]
+    passes = [(layer, layer.passes) for layer in walk(rt.layers) if isinstance(layer, Dropout)]
     optimizer = rt.optimizer
     state = (optimizer.state, optimizer.t) if optimizer is not None else None
     for layer, params in saved:
         layer.params = {k: layer.device.copy(w) for k, w in params.items()}
+    for layer, st in kept:     # running statistics: timed steps must not move them
+        layer.state = {k: layer.device.copy(w) for k, w in st.items()}
     if optimizer is None:
         rt.optimizer = SGD(lr=1e-3, momentum=0.9)
     else:
@@ -81,6 +86,10 @@ def training_on_copies(rt):
     finally:
         for layer, params in saved:
             layer.params = params
+        for layer, st in kept:
+            layer.state = st
+        for layer, n in passes:     # the next training pass draws the mask it would have
+            layer.passes = n
         rt.optimizer = optimizer
         if optimizer is not None:
             optimizer.state, optimizer.t = state

@@ -25,7 +25,8 @@ proportional to size above the largest.
   batch size: ``gemm``, ``gemm_dw``, ``gemm_dx`` (forward, weight and input
   gradients of a dense layer), ``conv2d``, ``conv2d_backward`` (with the input
   gradient), ``conv2d_backward_weights`` (without), and ``maxpool2d``,
-  ``maxpool2d_backward`` per pooling geometry (input shape, window, stride:
+  ``maxpool2d_backward`` per pooling geometry (input shape, window, stride,
+  padding where there is any:
   a pool over small maps costs far more per element than over large ones,
   a 16x10x10 map's three times a 1x28x28 one's here).  A geometry is measured
   the first time a plan needs it, at a few batch sizes, in milliseconds.
@@ -367,15 +368,23 @@ def _measure_conv2d(device, g, rng, batches, key):
 
 
 def _measure_maxpool2d(device, g, rng, batches, key):
-    """``maxpool2d`` and ``maxpool2d_backward`` of a :class:`MaxPool2DGeometry`."""
+    """``maxpool2d`` and ``maxpool2d_backward`` of a :class:`MaxPool2DGeometry`
+    or a :class:`PaddedMaxPool2DGeometry` (the padded pool's own operation,
+    filed under the same operation names)."""
     (c, h, wd), (kh, kw), (sh, sw) = g.in_shape, g.window, g.stride
+    if g.kind == "maxpool2d_padded":
+        ph, pw = g.padding
+        def pool(x, y=None, am=None):
+            return device.maxpool2d_padded(x, kh, kw, sh, sw, ph, pw, out=y, argmax=am)
+    else:
+        def pool(x, y=None, am=None):
+            return device.maxpool2d(x, kh, kw, sh, sw, out=y, argmax=am)
     out = {f"{op}@{key}": [] for op in ("maxpool2d", "maxpool2d_backward")}
     for b in batches:
         x = _rand(device, rng, b, c, h, wd)
-        y, am = device.maxpool2d(x, kh, kw, sh, sw)
+        y, am = pool(x)
         dx = device.empty(x.shape)
-        out[f"maxpool2d@{key}"].append((b, _time(device, lambda: device.maxpool2d(
-            x, kh, kw, sh, sw, out=y, argmax=am))))
+        out[f"maxpool2d@{key}"].append((b, _time(device, lambda: pool(x, y, am))))
         out[f"maxpool2d_backward@{key}"].append((b, _time(
             device, lambda: device.maxpool2d_backward(y, am, x.shape, out=dx))))
     return out
@@ -383,7 +392,7 @@ def _measure_maxpool2d(device, g, rng, batches, key):
 
 #: geometry kind -> how its operations are measured (a new layer family adds one)
 MEASURE_BY_KIND = {"dense": _measure_dense, "conv2d": _measure_conv2d,
-                   "maxpool2d": _measure_maxpool2d}
+                   "maxpool2d": _measure_maxpool2d, "maxpool2d_padded": _measure_maxpool2d}
 
 
 def measure_geometry(device, geometry, batches=GEOMETRY_BATCHES):

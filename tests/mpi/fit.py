@@ -109,6 +109,11 @@ def equivalence(ctx):
     assert abs(ev["loss"] - ev_d["loss"]) <= 1e-6 * max(1.0, ev["loss"]), (ev, ev_d)
     assert ev["accuracy"] == ev_d["accuracy"], (ev, ev_d)
     np.testing.assert_array_equal(model.predict(X), model.predict(X, distributed=ctx))
+    if hasattr(hn, "metrics"):      # metrics that are not sums over rows: from gathered outputs
+        m, m_d = (model.evaluate(X, y, metrics=["balanced_accuracy"], distributed=d)
+                  for d in (False, ctx))
+        assert m.keys() == m_d.keys() and abs(m["balanced_accuracy"] - m_d["balanced_accuracy"]) \
+            <= 1e-12, (m, m_d)
     # blocks of other sizes than the whole may round differently in the GEMMs
     np.testing.assert_allclose(model.predict_proba(X[:5]), model.predict_proba(X[:5], distributed=ctx),
                                rtol=1e-6, atol=1e-7)
