@@ -1,7 +1,8 @@
 """``python -m hetnet`` (also the ``hetnet`` command).
 
 Subcommands: ``train`` (the main job: LeNet-5 or an MLP on Fashion-MNIST),
-``evaluate`` (a saved model on the test set), ``predict`` (labels or
+``evaluate`` (a saved model on the test set), ``experiment`` (the
+training-techniques thesis's grid, :mod:`hetnet.experiments`), ``predict`` (labels or
 probabilities for a file of images, or the test set), ``bench`` (training and
 inference throughput per batch size), ``lr-find`` (the learning-rate range
 test), ``devices`` and ``info``.  ``train``, ``bench`` and ``lr-find`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
@@ -215,6 +216,8 @@ def build_parser():
     _add_bench(sub)
     _add_lr_find(sub)
     _add_plan(sub)
+    from .experiments.thesis_b import add_parser as add_experiment
+    add_experiment(sub)
     sub.add_parser("devices", help="list the devices hetnet can use",
                    description="List the devices hetnet can use (the CPU, and each OpenCL "
                    "device, or why there is none).")
@@ -597,9 +600,14 @@ def cmd_plan(args):
     return 0
 
 
+def cmd_experiment(args):
+    from .experiments.thesis_b import main as run_experiment
+    return run_experiment(args)
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "bench": cmd_bench, "lr-find": cmd_lr_find, "plan": cmd_plan,
-            "devices": cmd_devices, "info": cmd_info}
+            "devices": cmd_devices, "info": cmd_info, "experiment": cmd_experiment}
 
 
 def main(argv=None):

@@ -475,10 +475,11 @@ class Sequential:
     def summary(self):
         """A text table of layers, output shapes and parameter counts."""
         self._require_built()
+        width = 64      # wide enough for a convolution's kernel size and stride
         where = ", ".join(d.name for d in self._devices_in_use())
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
-                 f"{'layer':<40}{'output':<18}{'params':>10}"]
+                 f"{'layer':<{width}}{'output':<18}{'params':>10}"]
         def rows(layers, depth):
             # a block's sub-layers follow it, indented (Residual.sublayers)
             for layer in layers:
@@ -490,7 +491,8 @@ class Sequential:
             if layer.fusable_activations and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
             name = "  " * depth + getattr(layer, "summary_name", repr(layer))
-            lines.append(f"{(name + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            lines.append(f"{(name + note)[:width - 1]:<{width}}{str(layer.output_shape):<18}"
+                         f"{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 
