@@ -40,6 +40,7 @@ import numpy as np
 
 from .allreduce import GradientAverager, DEFAULT_BUCKET_BYTES
 from .shares import split_batch, measured_speeds, offsets
+from ..layers import BatchNorm1D, BatchNorm2D, walk
 
 
 class DataParallel:
@@ -83,7 +84,11 @@ class DataParallel:
         self.averager = GradientAverager(context, bucket_bytes)
         self.speeds = (np.ones(context.size) if isinstance(self.balance, str)
                        else np.asarray(self.balance, dtype=np.float64))
-        self.shares = split_batch(self.batch_size, self.speeds)
+        # BatchNorm in training mode needs two rows a rank for a variance, so a
+        # speed-based split never leaves a rank one row of a full batch
+        self.minimum = 2 if any(isinstance(layer, (BatchNorm1D, BatchNorm2D))
+                                for layer in walk(model.layers)) else 1
+        self.shares = split_batch(self.batch_size, self.speeds, self.minimum)
         self.share_history = []
         self.speed_history = []
         self._epoch_rows = 0
@@ -127,7 +132,7 @@ class DataParallel:
         if m == self.batch_size:
             shares = self.shares
         else:
-            shares = split_batch(m, self.speeds)
+            shares = split_batch(m, self.speeds, self.minimum)
         o = offsets(shares)
         count = int(shares[r])
         self.averager.set_weight(count / m)
@@ -191,7 +196,7 @@ class DataParallel:
         self.speed_history.append(speeds.tolist())
         if isinstance(self.balance, str) and self.balance == "speed":
             self.speeds = speeds
-            self.shares = split_batch(self.batch_size, speeds)
+            self.shares = split_batch(self.batch_size, speeds, self.minimum)
         self.resync()
 
     def resync(self):
