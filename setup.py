@@ -40,7 +40,8 @@ class BuildExt(build_ext):
         if not openmp:
             print("hetnet: compiler has no OpenMP; building the CPU kernels serially")
         for ext in self.extensions:
-            ext.extra_compile_args = ["-O3"]
+            # no errno from libm: lets sqrtf vectorise (the optimiser updates)
+            ext.extra_compile_args = ["-O3", "-fno-math-errno"]
             if openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
@@ -67,7 +68,7 @@ setup(
     # every hetnet.* package found on disk, so a new subpackage needs no edit here
     packages=find_packages(include=["hetnet", "hetnet.*"]) + ["hetnet.clkernels", "hetnet._datasets"],
     package_dir={"hetnet.clkernels": "clkernels", "hetnet._datasets": "datasets"},
-    package_data={"hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
+    package_data={"hetnet": ["py.typed"], "hetnet.clkernels": ["*.cl"], "hetnet._cpu": ["*.pyx", "*.pxd", "*.pxi"],
                   "hetnet.devices.opencl": ["*.pyx"],
                   "hetnet._datasets": ["fashion-mnist-sample/*.gz", "MANIFEST.json", "README.md"]},
     ext_modules=_extensions(),

@@ -1,7 +1,7 @@
 """CPU training throughput by thread count: is each thread the CPU device
 wakes worth its cost on this host?
 
-    python benchmarks/bench_cpu_threads.py [--threads 1 2 4 8 14] [--tag h100]
+    python benchmarks/bench_cpu_threads.py [--threads 1 2 4 8 14] [--record] [--machine NAME]
 
 For every thread count (``HETNET_NUM_THREADS``, one fresh process each, so
 that OpenMP starts clean) it times ``fit`` on random data for the MLP
@@ -9,7 +9,8 @@ that OpenMP starts clean) it times ``fit`` on random data for the MLP
 best of three passes over 8192 images, after a warm-up.  The kernels choose
 how many of those threads each loop wakes from its work (``hn_threads`` in
 ``hetnet/_cpu/_openmp.pxi``); with a good choice a larger thread count
-trains no slower.  Writes benchmarks/results/cpu_threads[_<tag>].json.
+trains no slower.  Writes benchmarks/local/cpu_threads/<machine>.json
+(``--record``: benchmarks/results/cpu_threads/<machine>.json).
 """
 
 import argparse
@@ -18,12 +19,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 
 CASES = (("mlp", 16), ("mlp", 64), ("mlp", 256), ("lenet5", 16), ("lenet5", 64))
 IMAGES = 8192
@@ -55,9 +54,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", nargs="+", type=int, default=None,
                    help="thread counts (default: 1, 2, 4, ... up to the CPUs less two)")
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     args = p.parse_args()
-    from _machine import machine, write_results
+    from _common import machine, write_results
     from hetnet.devices.cpu import default_num_threads
     top = default_num_threads()
     counts = args.threads or sorted({1, 2, 4, 8, top} & set(range(1, top + 1)))
@@ -70,7 +69,7 @@ def main():
         print(f"{n:>3} threads  " + "  ".join(f"{k} {v:>9,.0f}" for k, v in rows[n].items()),
               flush=True)
     write_results({"images_per_s": {str(n): r for n, r in rows.items()},
-                   "images": IMAGES, "machine": machine()}, "cpu_threads", args.tag)
+                   "images": IMAGES, "machine": machine()}, "cpu_threads", args)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ uploaded per batch for hetnet's layer-by-layer step and PyTorch eager, as
 their ``fit`` loops do).  SGD with momentum 0.9 at a constant learning rate.
 
     python benchmarks/bench_fused_gpu.py [--batches 64 256 1024] [--models lenet5 mlp]
-        [--no-torch] [--accuracy] [--tiles 1 2 4] [--record] [--json PATH]
+        [--no-torch] [--accuracy] [--sequential] [--tiles 1 2 4] [--train-wgs 256 512]
+        [--record | --out PATH]
 """
 
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+from _common import add_output_args, machine, write_results  # noqa: E402
 
 #: FP32 peak of the GPU the figures are compared with (NVIDIA H100/H200 SXM
 #: datasheet: 67 TFLOP/s); --peak-tflops overrides it
@@ -58,9 +59,7 @@ def parse():
     p.add_argument("--sequential", action="store_true",
                    help="also Sequential.fit with fuse='auto' on the GPU: the choice and images/s")
     p.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS)
-    p.add_argument("--record", action="store_true",
-                   help="write benchmarks/results/fused_gpu/<machine>.json")
-    p.add_argument("--json", default=None, help="write the results here")
+    add_output_args(p)
     return p.parse_args()
 
 
@@ -361,15 +360,8 @@ def accuracy_run(spec, epochs=5, batch=64, lr=0.05, seeds=(42, 1, 2)):
             "mean_layer_by_layer": float(np.mean([r["layer_by_layer"] for r in runs]))}
 
 
-def machine_slug(dev):
-    name = dev.cl_device.name.strip().lower()
-    name = re.sub(r"^nvidia\s+", "nvidia-", name)
-    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
-
-
 def main():
     args = parse()
-    from bench_gemm import machine_info, write_results
     from hetnet.devices.opencl import OpenCLDevice
     dev = OpenCLDevice.from_spec(args.device)
     torch_ok = not args.no_torch
@@ -379,7 +371,7 @@ def main():
             torch_ok = torch.cuda.is_available()
         except ImportError:
             torch_ok = False
-    results = {"benchmark": "fused_gpu", "machine": machine_info(dev), "lr": args.lr,
+    results = {"machine": machine(dev), "lr": args.lr,
                "momentum": 0.9, "images": args.images, "lbl_images": args.lbl_images,
                "peak_tflops": args.peak_tflops, "runs": []}
     if torch_ok:
@@ -429,8 +421,7 @@ def main():
                                                     for k, v in row[key].items()})
             print(line, flush=True)
             results["runs"].append(row)
-            if args.json:            # kept up to date: a run cut short keeps its rows
-                write_results(results, args.json)
+            write_results(results, "fused_gpu", args)   # a run cut short keeps its rows
     if "lenet5" in args.models:
         X, _ = data("lenet5", 10000)
         inf = {"batch": 1000, "fused": fused_inference(args.device, X),
@@ -443,12 +434,7 @@ def main():
     if args.accuracy:
         results["accuracy"] = acc = accuracy_run(args.device)
         print("accuracy:", json.dumps(acc), flush=True)
-    path = args.json
-    if args.record:
-        path = HERE / "results" / "fused_gpu" / f"{machine_slug(dev)}.json"
-    if path:
-        write_results(results, path)
-
+    write_results(results, "fused_gpu", args)
 
 if __name__ == "__main__":
     main()

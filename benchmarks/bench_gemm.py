@@ -3,8 +3,10 @@
 tensor-core build; square sizes and LeNet-5's own GEMM shapes.
 
     python benchmarks/bench_gemm.py [--device gpu] [--sizes 512 1024 2048 4096 8192]
-                                    [--json benchmarks/results/gpu_gemm.json]
-                                    [--logs DIR]
+                                    [--logs DIR] [--record] [--machine NAME]
+
+Results: benchmarks/local/gemm/<machine>.json (``--record``:
+benchmarks/results/gemm/<machine>.json).
 
 Times are medians over repeats; each repeat enqueues the same product enough
 times to last >= 20 ms (once for slow kernels) and is timed with OpenCL
@@ -17,17 +19,13 @@ compute unit) by design, so they are timed at the small sizes only.
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+from _common import add_output_args, machine, write_results
 
 SLOW_MAX_N = {1: 1024, 2: 1024, 3: 8192, 4: 8192, 5: 8192}
 
@@ -41,8 +39,8 @@ def parse():
     p.add_argument("--no-tf32", action="store_true")
     p.add_argument("--min-time", type=float, default=0.02)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--json", default=str(HERE / "results" / "gpu_gemm.json"))
     p.add_argument("--logs", default=None, help="folder for build logs and PTX")
+    add_output_args(p)
     return p.parse_args()
 
 
@@ -96,28 +94,6 @@ def rel_err_rows(dev, a, b, c, ta, tb, rows):
     ref = A[rows].astype(np.float64) @ B.astype(np.float64)
     got = dev.to_host(c)[rows]
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
-def machine_info(dev):
-    d = dev.cl_device
-    info = {"device": d.name.strip(), "driver": d.driver_version,
-            "device_version": d.version, "platform": d.platform.name.strip(),
-            "platform_version": d.platform.version, "compute_units": d.max_compute_units,
-            "max_clock_mhz": d.max_clock_frequency, "local_mem_bytes": d.local_mem_size,
-            "global_mem_bytes": d.global_mem_size, "hetnet_name": dev.name}
-    try:
-        from _machine import machine
-        info["host"] = machine()
-    except Exception as exc:  # noqa: BLE001
-        info["host"] = f"unavailable: {exc}"
-    return info
-
-
-def write_results(results, path):
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"written {out}")
 
 
 def build_reports(dev, cfgs, folder):
@@ -235,7 +211,7 @@ def main():
     from hetnet.devices.opencl import OpenCLDevice
     dev = OpenCLDevice.from_spec(args.device, profiling=True)
     versions = [int(v) for v in args.versions]
-    results = {"benchmark": "gemm_opencl", "machine": machine_info(dev),
+    results = {"benchmark": "gemm_opencl", "machine": machine(dev),
                "timing": "median over repeats; device time from OpenCL profiling events "
                          "(first start to last end over back-to-back launches); wall time "
                          "includes host launch cost",
@@ -278,7 +254,7 @@ def main():
     for r in results["square"] + (results.get("square_tf32") or []):
         if isinstance(r, dict):
             print(f"{r['kernel']:>7} {r['n']:6d} {r['gflops']:9.1f}")
-    write_results(results, args.json)
+    write_results(results, "gemm", args, indent=1)
 
 
 if __name__ == "__main__":

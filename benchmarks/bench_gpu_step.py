@@ -1,7 +1,8 @@
 """Training step time of the matrix's models on the OpenCL GPU, one way of
 running it against another, in alternating windows.
 
-    python benchmarks/bench_gpu_step.py [--compare enqueue|flat] [--device gpu] [--rounds 8] [--tag NAME]
+    python benchmarks/bench_gpu_step.py [--compare enqueue|flat] [--device gpu] [--rounds 8]
+        [--record] [--machine NAME] [--out PATH]
 
 ``--compare enqueue`` (the default): kernels launched from C
 (``OpenCLDevice(c_enqueue=True)``) against through pyopencl.
@@ -16,9 +17,10 @@ windows (``Sequential._measure_step``: fit's step on random data, at least
 over the rounds, and the ratio ('c / pyopencl', 'flat / per_array') the
 median of the per-round ratios.  The host's speed
 (``hetnet.sched.hostspeed.probe``) is taken before every round.  Writes
-``benchmarks/results/gpu_step_<tag>.json``.
+``benchmarks/local/gpu_step/<machine>.json`` (``--record``:
+``benchmarks/results/gpu_step/<machine>.json``; ``--out``: that path).
 
-Run from an older checkout (a copy of this file in its ``benchmarks/``), it
+Run from an older checkout (a copy of this file and ``_common.py`` in its ``benchmarks/``), it
 times that code's one enqueue path only (``"pyopencl"``), for before/after
 comparisons made in one session.
 """
@@ -28,14 +30,11 @@ import inspect
 import statistics
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+from hetnet.devices.opencl import OpenCLDevice
 
-from hetnet.devices.opencl import OpenCLDevice  # noqa: E402
-from bench_matrix import MODELS, build  # noqa: E402   the matrix's models
+from _common import add_output_args, machine, write_results
+from bench_matrix import MODELS, build   # the matrix's models
 
 
 def _probe():
@@ -53,8 +52,7 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 256])
     p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--tag", default="h100")
-    p.add_argument("--json", default=None)
+    add_output_args(p)
     args = p.parse_args()
 
     has_c = "c_enqueue" in inspect.signature(OpenCLDevice.__init__).parameters
@@ -102,11 +100,10 @@ def main():
                 line += f"  {first}/{second} {cell[f'{first}_over_{second}']:.3f}"
             print(line, flush=True)
             out["cells"].append(cell)
-    from bench_gemm import machine_info, write_results
-    out["machine"] = machine_info(devices[next(iter(devices))])
+    out["machine"] = machine(devices[next(iter(devices))])
     out["command"] = " ".join(["python", "benchmarks/bench_gpu_step.py"] + sys.argv[1:])
     out["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    write_results(out, args.json or HERE / "results" / f"gpu_step_{args.tag}.json")
+    write_results(out, "gpu_step", args, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """How steady is this host's speed?  The host probe over time, with nothing else running.
 
-    python benchmarks/bench_host_speed.py [--seconds 20] [--step-seconds 20] [--tag NAME]
+    python benchmarks/bench_host_speed.py [--seconds 20] [--step-seconds 20] [--record] [--machine NAME]
 
 Times :func:`hetnet.sched.hostspeed.probe` (a fixed single-threaded 96x96 matrix
 product, about a millisecond a probe) back to back for ``--seconds``, with
 the host's steal time (/proc/stat) over the run.  Prints the percentiles,
 the median of each half-second, and the share of probes more than 25% slower
-than the fastest tenth; writes benchmarks/results/host_speed[_<tag>].json
+than the fastest tenth; writes benchmarks/local/host_speed/<machine>.json
+(``--record``: benchmarks/results/host_speed/<machine>.json)
 with the machine.  A host whose probe moves by 1.5x between half-seconds
 moves every CPU-bound step with it, and bounds how close any prediction
 made at one moment can come to a measurement made at another.
@@ -17,14 +18,11 @@ steps): does the probe follow what moves a real step?
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 
 
 def steal_jiffies():
@@ -68,9 +66,9 @@ def main():
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--step-seconds", type=float, default=20.0,
                    help="seconds of probe / LeNet-5 step pairs (0: none)")
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     args = p.parse_args()
-    from _machine import machine, run_without_openblas_pins, write_results
+    from _common import machine, run_without_openblas_pins, write_results
     run_without_openblas_pins()
     before = steal_jiffies()
     rows = series(args.seconds)
@@ -109,7 +107,7 @@ def main():
               f"{pairs[:, 0].max():.1f} µs, step {pairs[:, 1].min():.3f}-{pairs[:, 1].max():.3f} ms;"
               f" correlation {corr:.2f}")
     results["machine"] = machine()
-    write_results(results, "host_speed", args.tag)
+    write_results(results, "host_speed", args)
 
 
 if __name__ == "__main__":

@@ -3,21 +3,20 @@
 against :func:`hetnet._validation.all_finite`, which scans a block of 64k
 values at a time into one small buffer.
 
-    python benchmarks/bench_input_check.py [--images 40000] [--repeats 5] [--tag cpu2]
+    python benchmarks/bench_input_check.py [--images 40000] [--repeats 5] [--record] [--machine NAME]
 
 Each form runs in a fresh process (the allocator's state decides whether the
 temporary's memory is already mapped): its first call, then the median of
-``--repeats`` more.  Results: benchmarks/results/input_check[_<tag>].json.
+``--repeats`` more.  Results: benchmarks/local/input_check/<machine>.json
+(``--record``: benchmarks/results/input_check/<machine>.json).
 """
 
 import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 
 CHILD = """
 import json, sys, time
@@ -40,9 +39,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=40_000, help="28x28 images in X (default 40000)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     args = p.parse_args()
-    from _machine import machine, write_results
+    from _common import machine, write_results
     out = {"images": args.images, "bytes": 4 * 784 * args.images, "forms": {}}
     for form in ("whole_array", "blocks"):
         res = subprocess.run([sys.executable, "-c", CHILD, form, str(args.images),
@@ -51,7 +50,7 @@ def main():
         print(f"{form:>12}: first call {r['first_ms']:6.1f} ms, then {r['repeat_ms']:6.1f} ms "
               f"(median of {args.repeats})")
     out["machine"] = machine()
-    write_results(out, "input_check", args.tag)
+    write_results(out, "input_check", args)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,14 @@ accuracy after the last epoch.
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, pin
 OpenBLAS to a slower kernel; unless --keep-openblas-env is given, the script
 re-runs itself with both unset.  Which kernel ran is recorded (threadpoolctl).
-Results: benchmarks/results/lenet5_cpu[_<tag>].json.
+Results: benchmarks/local/lenet5_cpu/<machine>.json
+(``--record``: benchmarks/results/lenet5_cpu/<machine>.json).
 """
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 from _lenet5_common import schedule, torch_accuracy, torch_lenet5, torch_train  # noqa: E402
 
 
@@ -37,7 +35,7 @@ def parse():
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are")
-    p.add_argument("--tag", default="", help="suffix of the results file")
+    add_output_args(p)
     return p.parse_args()
 
 
@@ -66,10 +64,10 @@ def torch_run(init, X, y, Xte, yte, batch, epochs, lr, threads, seed=42):
 
 def main():
     args = parse()
-    from _machine import run_without_openblas_pins, write_results
+    from _common import run_without_openblas_pins, write_results
     run_without_openblas_pins(args.keep_openblas_env)
     os.environ["HETNET_NUM_THREADS"] = str(args.threads)
-    from _machine import machine
+    from _common import machine
     from hetnet.datasets import load_fashion_mnist
     X, y = load_fashion_mnist("train", source="full")
     Xte, yte = load_fashion_mnist("test", source="full")
@@ -96,7 +94,7 @@ def main():
                       flush=True)
         results["runs"].append(row)
     results["machine"] = machine()   # after the runs: BLAS libraries are loaded by then
-    write_results(results, "lenet5_cpu", args.tag)
+    write_results(results, "lenet5_cpu", args)
 
 
 if __name__ == "__main__":

@@ -14,26 +14,23 @@ on a second, profiling device, whose own host time is
 ``profiled_host_enqueue_us``).
 
     python benchmarks/bench_lenet5_gpu.py [--device gpu] [--batches 64 256]
-                                          [--epochs 5]
+                                          [--epochs 5] [--record] [--machine NAME]
 
 Data: full Fashion-MNIST (``HETNET_DATA`` or the usual places); with
 ``--allow-sample`` the shipped sample tiled to ``--images`` images, for
 throughput only (its accuracy is not comparable).
-Results: benchmarks/results/gpu_lenet5.json (or --json).
+Results: benchmarks/local/lenet5_gpu/<machine>.json (``--record``:
+benchmarks/results/lenet5_gpu/<machine>.json; ``--out``: that path).
 """
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-from _lenet5_common import schedule, torch_accuracy, torch_lenet5, torch_train  # noqa: E402
+from _common import add_output_args, machine, write_results
+from _lenet5_common import schedule, torch_accuracy, torch_lenet5, torch_train
 
 
 def parse():
@@ -49,7 +46,7 @@ def parse():
     p.add_argument("--overlap-uploads", choices=("on", "off", "default"), default="default",
                    help="batch uploads on a second queue, overlapping earlier steps "
                         "(default: the device's default, on for GPUs)")
-    p.add_argument("--json", default=str(HERE / "results" / "gpu_lenet5.json"))
+    add_output_args(p)
     return p.parse_args()
 
 
@@ -150,11 +147,10 @@ def torch_run(init, X, y, Xte, yte, batch, epochs, lr, seed=42):
 
 def main():
     args = parse()
-    from bench_gemm import machine_info, write_results
     from hetnet.devices.opencl import OpenCLDevice
     dev = OpenCLDevice.from_spec(args.device)
     X, y, Xte, yte, source = load_data(args.images, args.allow_sample)
-    results = {"benchmark": "lenet5_gpu", "machine": machine_info(dev), "epochs": args.epochs,
+    results = {"benchmark": "lenet5_gpu", "machine": machine(dev), "epochs": args.epochs,
                "schedule": {str(b): repr(schedule(args.lr, b)) for b in args.batches},
                "momentum": 0.9, "overlap_uploads": args.overlap_uploads, "images": len(y), "test_images": len(yte), "data": source,
                "runs": []}
@@ -181,7 +177,7 @@ def main():
                       f"test accuracy {t['test_accuracy']:.4f}  "
                       f"(hetnet/pytorch {row['ratio_vs_pytorch']:.2f})", flush=True)
         results["runs"].append(row)
-    write_results(results, args.json)
+    write_results(results, "lenet5_gpu", args, indent=1)
 
 
 if __name__ == "__main__":

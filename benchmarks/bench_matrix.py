@@ -1,7 +1,7 @@
 """One cell (or all cells) of the benchmark matrix: policy x model x batch size.
 
     python benchmarks/bench_matrix.py --policy auto --model lenet5 --batch 64
-    python benchmarks/bench_matrix.py --all [--policies cpu gpu auto] [--tag h100]
+    python benchmarks/bench_matrix.py --all [--policies cpu gpu auto] [--record] [--machine h100]
 
 A cell measures, on random data of the model's input shape (throughput does
 not depend on the values):
@@ -33,22 +33,25 @@ not depend on the values):
   beside that round's fit step time, each plan held to the steps it was
   made for (``--keep-plan``: the first plan throughout).
 The ``gpu`` policy on a machine without an OpenCL GPU records why and skips.
-Results: benchmarks/results/matrix/<tag>/<policy>-<model>-b<batch>.json,
-``<tag>`` defaulting to the host kind (``cpu<cores>`` or the GPU's name).
-``tox -e report`` (benchmarks/report.py) gathers them into benchmarks/REPORT.md.
+Results: one file per machine, its cells keyed ``<policy>-<model>-b<batch>``,
+benchmarks/local/matrix/<machine>.json (``--record``:
+benchmarks/results/matrix/<machine>.json, the committed one; ``<machine>``
+the GPU's short name or ``cpu<cores>``, or ``--machine``).  A run replaces
+the cells it measured and keeps the others; each cell says when and from
+which commit it was made.  ``--note`` sets the file's note (what the JSON
+cannot say: how the run was made); a recording without one drops the old
+note, which described the run it replaces.  ``tox -e report``
+(benchmarks/report.py) gathers the recorded files into benchmarks/REPORT.md.
 """
 
 import argparse
 import itertools
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args, machine, output_path, provenance
 
 MODELS = ("mlp", "lenet5", "convnet")
 BATCHES = (1, 16, 64, 256, 1024)
@@ -134,7 +137,7 @@ def run_cells(policies, model_name, batch, min_seconds=0.125, rounds=24, replan=
             # the first steps lay the moved parameters out again, a cost of
             # planning, which the rounds leave out (on the H100 host auto's fit
             # right after re-planning ran 10% fewer images/s than with its plan
-            # kept, the same placement: results/replan_h100.json)
+            # kept, the same placement: benchmarks/results/replan/h100.json)
             model.fit(X[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch)
         # then the policies' timed fits back to back, and their predicts: the
         # host's speed moves from one second to the next (its probe by up to
@@ -192,7 +195,9 @@ def training_plan(model, batch, refresh=False):
     table does."""
     plan = model.plan(batch, training=True, refresh=refresh)
     if not plan.has_predictions:
-        plan = model.placement.plan(model, batch, True, measure_costs=True)
+        # the scheduler places a Chain (the model's steps and a measure callable);
+        # the model offers no public call for a plan with predictions of its own
+        plan = model.placement.plan(model._chain(), batch, True, measure_costs=True)
     return plan
 
 
@@ -211,16 +216,28 @@ def record_plan(into, plan):
     into["devices"].append("".join("c" if d.name == "cpu" else "g" for d in plan.devices))
 
 
-def default_tag():
-    try:
-        from hetnet.devices import gpu_device
-        gpu, _ = gpu_device()
-        if gpu is not None:
-            return "".join(c if c.isalnum() else "-" for c in gpu.name.split(":")[-1]).strip("-").lower()
-    except Exception:
-        pass
-    import os
-    return f"cpu{len(os.sched_getaffinity(0))}"
+def save_cell(cell, args, first):
+    """Put ``cell`` into its machine's results file (see the module
+    docstring), written whole after every cell so that a run cut short
+    keeps what it measured; ``first``: this run's first cell, which drops
+    the old note unless ``--note`` gives one.  Returns the file's path."""
+    path = output_path("matrix", args, cell["machine"])
+    data = json.loads(path.read_text()) if path.exists() else {}
+    note = data.get("note")
+    if args.note is not None:
+        note = args.note
+    elif first and note:
+        print(f"{path}: its note described the run these cells replace; dropped "
+              f"(give --note to describe this one)")
+        note = None
+    key = f"{cell['policy']}-{cell['model']}-b{cell['batch_size']}"
+    out = {"benchmark": "matrix", "machine_name": path.stem}
+    if note:
+        out["note"] = note
+    out["cells"] = dict(sorted(dict(data.get("cells", {}), **{key: cell}).items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path
 
 
 def main():
@@ -232,7 +249,9 @@ def main():
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
-    p.add_argument("--tag", default=None, help="results folder name (default: the machine)")
+    add_output_args(p)
+    p.add_argument("--note", default=None,
+                   help="the results file's note: how this run was made")
     p.add_argument("--min-seconds", type=float, default=0.125,
                    help="seconds of training per timed round, for the fastest policy "
                         "(default 0.125)")
@@ -251,19 +270,15 @@ def main():
         groups = [([args.policy], args.model, args.batch)]
     else:
         p.error("give --policy, --model and --batch, or --all")
-    from _machine import machine
-    tag = args.tag or default_tag()
-    out_dir = HERE / "results" / "matrix" / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info = None
+    info, made, path = None, provenance(), None
     for policies, model_name, batch in groups:
         cells = run_cells(policies, model_name, batch, args.min_seconds, args.rounds,
                           replan=not args.keep_plan)
         for policy, cell in cells.items():
             info = info or machine()
             cell["machine"] = info
-            path = out_dir / f"{policy}-{model_name}-b{batch}.json"
-            path.write_text(json.dumps(cell, indent=1))
+            cell["made"] = made
+            path = save_cell(cell, args, first=path is None)
             if "skipped" in cell:
                 print(f"{policy:>4} {model_name:>7} b{batch:<5} skipped: {cell['skipped'][:100]}",
                       flush=True)
@@ -273,6 +288,8 @@ def main():
                   f"{cell['predicted_step_ms']:8.3f} ms fit {cell['fit_step_ms']:8.3f} ms "
                   f"explain {cell['measured_step_ms']:8.3f} ms  "
                   f"[{' '.join(sorted(set(s['device'][:12] for s in cell['plan'])))}]", flush=True)
+    if path is not None:
+        print(f"written {path}")
 
 if __name__ == "__main__":
     main()

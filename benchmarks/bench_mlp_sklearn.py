@@ -26,18 +26,17 @@ scikit-learn), as each library's users get them.
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, pin
 OpenBLAS to a slower kernel; unless --keep-openblas-env is given, the script
 re-runs itself with both unset.  Which kernel ran is recorded (threadpoolctl).
-Results: benchmarks/results/mlp_sklearn[_<tag>].json.
+Results: benchmarks/local/mlp_sklearn/<machine>.json
+(``--record``: benchmarks/results/mlp_sklearn/<machine>.json).
 """
 
 import argparse
 import os
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _common import add_output_args
 HIDDEN = (120, 84)
 LABELS = {"sklearn": "MLPClassifier", "hetnet": "HetNetClassifier"}
 
@@ -60,7 +59,7 @@ def parse():
                    help="seconds to wait for idle CPUs before each fit (default 120; 0: never)")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are")
-    p.add_argument("--tag", default="", help="suffix of the results file")
+    add_output_args(p)
     return p.parse_args()
 
 
@@ -129,12 +128,11 @@ def hetnet_run(args, batch, seed, X, y, Xte, yte):
 
 def main():
     args = parse()
-    sys.path.insert(0, str(HERE))
-    from _machine import run_without_openblas_pins, write_results
+    from _common import run_without_openblas_pins, write_results
     run_without_openblas_pins(args.keep_openblas_env)
     os.environ["HETNET_NUM_THREADS"] = str(args.threads)
     import sklearn
-    from _machine import blas_info, machine
+    from _common import machine
     from hetnet.datasets import load_fashion_mnist
     X, y = load_fashion_mnist("train", source="full", flatten=True)
     Xte, yte = load_fashion_mnist("test", source="full", flatten=True)
@@ -178,8 +176,7 @@ def main():
         results["runs"].append(row)
     results["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     results["machine"] = machine()   # after the runs: BLAS libraries are loaded by then
-    results["machine"]["blas_libraries"] = blas_info()
-    write_results(results, "mlp_sklearn", args.tag)
+    write_results(results, "mlp_sklearn", args)
 
 
 if __name__ == "__main__":

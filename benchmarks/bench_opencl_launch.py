@@ -1,7 +1,8 @@
 """Host cost of one OpenCL operation in hetnet: where a training step's time
 goes when the GPU is mostly idle.
 
-    python benchmarks/bench_opencl_launch.py [--device gpu] [--json PATH] [--profile PATH]
+    python benchmarks/bench_opencl_launch.py [--device gpu] [--profile PATH]
+        [--record] [--machine NAME] [--out PATH]
 
 Measures host microseconds per call (median of 5 runs of 2000 calls, the
 device synchronised before and after, not inside) of: setting the 24
@@ -9,7 +10,8 @@ arguments of gemm_main and enqueueing it, enqueueing it alone, ``empty``,
 views (``batch_slice``, ``reshape``) beside pyopencl's own, a small
 ``gemm``, ``bias_activation``, small and staged ``asarray``; each with and
 without a profiling queue.  With ``--profile``, also a cProfile of LeNet-5 training
-steps (batch 64) written as text.
+steps (batch 64) written as text.  Results: benchmarks/local/opencl_launch/<machine>.json
+(``--record``: benchmarks/results/opencl_launch/<machine>.json).
 """
 
 import argparse
@@ -17,15 +19,12 @@ import cProfile
 import io
 import pstats
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+from _common import add_output_args, machine, write_results
 
 
 def per_call(dev, fn, n=2000, runs=5):
@@ -115,8 +114,8 @@ def profile_steps(spec, folder, batch=64, steps=200):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="gpu")
-    p.add_argument("--json", default=str(HERE / "results" / "gpu_launch.json"))
     p.add_argument("--profile", default=None)
+    add_output_args(p)
     args = p.parse_args()
     out = {"benchmark": "opencl_launch_cost", "unit": "host microseconds per call"}
     for profiling in (False, True):
@@ -124,13 +123,12 @@ def main():
         out[f"profiling={'on' if profiling else 'off'}"] = r
         for k, v in r.items():
             print(f"profiling={'on ' if profiling else 'off'} {k:<40} {v:8.1f} us", flush=True)
-    from bench_gemm import machine_info, write_results
     from hetnet.devices.opencl import OpenCLDevice
-    out["machine"] = machine_info(OpenCLDevice.from_spec(args.device, autotune=False))
+    out["machine"] = machine(OpenCLDevice.from_spec(args.device, autotune=False))
     if args.profile:
         out["cprofile_us_per_step"] = profile_steps(args.device, args.profile)
         print("cProfile:", out["cprofile_us_per_step"], "us per step")
-    write_results(out, args.json)
+    write_results(out, "opencl_launch", args, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Does auto's timed step (what planning and ``explain`` measure) agree with
 ``fit``'s step, and how far does the host's speed move between them?
 
-    python benchmarks/bench_plan_vs_fit.py [--tag NAME] [--pairs 8]
+    python benchmarks/bench_plan_vs_fit.py [--record] [--machine NAME] [--pairs 8]
 
 For a few small cells (where the matrix's predictions missed on the H100
 host), after planning: ``--pairs`` times in turn, the step time of
@@ -9,18 +9,16 @@ host), after planning: ``--pairs`` times in turn, the step time of
 and, right after, of one epoch of ``fit`` (``History.time_s`` over its
 steps).  Prints each pair with the seconds since the model was built, and
 the planning's own timed rounds; writes
-benchmarks/results/plan_vs_fit[_<tag>].json with the machine.
+benchmarks/local/plan_vs_fit/<machine>.json
+(``--record``: benchmarks/results/plan_vs_fit/<machine>.json) with the machine.
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 
 CELLS = (("mlp", 1, "auto"), ("mlp", 16, "auto"), ("mlp", 1, "cpu"), ("lenet5", 1, "auto"))
 
@@ -50,10 +48,10 @@ def pairs_for(model_name, batch, policy, pairs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     p.add_argument("--pairs", type=int, default=8)
     args = p.parse_args()
-    from _machine import machine, run_without_openblas_pins, write_results
+    from _common import machine, run_without_openblas_pins, write_results
     run_without_openblas_pins()
     results = {"benchmark": "plan_vs_fit", "cells": []}
     for cell in CELLS:
@@ -67,7 +65,7 @@ def main():
               f"{' '.join(f'{x:.2f}' for x in ratios)}; fit step {min(fits):.3f}-{max(fits):.3f}"
               f" ms; planning rounds {planning} ms", flush=True)
     results["machine"] = machine()
-    write_results(results, "plan_vs_fit", args.tag)
+    write_results(results, "plan_vs_fit", args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 ``model.plan(batch, refresh=True)`` against the same model with its plan
 kept and against the gpu policy, the same placement, in interleaved rounds.
 
-    python benchmarks/bench_replan.py [--tag h100] [--rounds 10]
+    python benchmarks/bench_replan.py [--record] [--machine NAME] [--rounds 10]
 
 Modes per round (each a timed one-epoch ``fit``, as ``bench_matrix.py``
 times it: step time from ``History.time_s``, throughput from wall time):
@@ -11,18 +11,16 @@ before); ``auto_replan_sleep`` (re-planned, then 0.3 s idle: whether CPU
 threads still spinning from planning's CPU steps are what slows it);
 ``gpu_after_cpu`` (the cpu model's timed steps just before, no re-plan),
 and that with the pause.  Needs an OpenCL GPU.
-Results: benchmarks/results/replan[_<tag>].json.
+Results: benchmarks/local/replan/<machine>.json
+(``--record``: benchmarks/results/replan/<machine>.json).
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 
 CELLS = (("convnet", 256, 13312), ("lenet5", 1024, 34816), ("mlp", 64, 16704))
 MODES = ("gpu", "auto_keep", "auto_replan", "auto_replan_sleep", "gpu_after_cpu",
@@ -66,16 +64,16 @@ def run_cell(model_name, batch, n, rounds):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     p.add_argument("--rounds", type=int, default=10)
     args = p.parse_args()
-    from _machine import machine, write_results
+    from _common import machine, write_results
     out = {"benchmark": "replan", "rounds": args.rounds}
     for model_name, batch, n in CELLS:
         out[f"{model_name}-b{batch}"] = cell = run_cell(model_name, batch, n, args.rounds)
         print(model_name, batch, cell["median_step_ms_and_img_s"], flush=True)
     out["machine"] = machine()
-    write_results(out, "replan", args.tag)
+    write_results(out, "replan", args)
 
 
 if __name__ == "__main__":

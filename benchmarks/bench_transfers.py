@@ -1,25 +1,23 @@
 """The cost model's transfer tables: host <-> device time by size, each way,
 through pinned and pageable memory, for every device hetnet finds.
 
-    python benchmarks/bench_transfers.py [--tag NAME]
+    python benchmarks/bench_transfers.py [--record] [--machine NAME]
 
 Prints the tables (microseconds and the bandwidth they imply) and writes
-benchmarks/results/transfers[_<tag>].json with the machine.
+benchmarks/local/transfers/<machine>.json
+(``--record``: benchmarks/results/transfers/<machine>.json) with the machine.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from _common import add_output_args
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tag", default="")
+    add_output_args(p)
     args = p.parse_args()
-    from _machine import machine, write_results
+    from _common import machine, write_results
     from hetnet.sched.costmodel import TRANSFERS, calibrate
     from hetnet.devices import get_device, gpu_device
     devices = [get_device("cpu")]
@@ -38,7 +36,7 @@ def main():
                               for s, t in table.points[k])
             print(f"  {k:<20} {cells}")
     results["machine"] = machine()
-    write_results(results, "transfers", args.tag)
+    write_results(results, "transfers", args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Whether the CPU's parameter update, and mlp's batch-256 training step
 around it, depend on where the allocator put the arrays.
 
-    python benchmarks/bench_update_layout.py [--tag cpu2]
+    python benchmarks/bench_update_layout.py [--record] [--machine NAME]
 
-Session 11's 2-core matrix (results/matrix/cpu2-48-s11) had auto's mlp b256
+A 2-core matrix run (benchmarks/results/matrix/cpu2-48-s11/ at commit b7ef3cb) had auto's mlp b256
 ``fit`` step at 0.67 ms against cpu's 0.57 with the very same plan, the whole
 difference in the parameter update, and no difference with glibc's
 ``MALLOC_MMAP_THRESHOLD_`` fixed: where the allocator placed the arrays the
@@ -28,14 +28,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _machine import machine, run_without_openblas_pins, write_results  # noqa: E402
+from _common import add_output_args, machine, run_without_openblas_pins, write_results
 
 SHAPE = (784, 120)
 #: (weight, gradient, velocity) byte offsets within a 4 KB page
@@ -106,7 +102,7 @@ def fit_by_threshold():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tag", default="", help="results file suffix")
+    add_output_args(ap)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -115,7 +111,7 @@ def main():
     run_without_openblas_pins()
     results = {"machine": machine(), "update_by_page_offset": update_by_offset(),
                "fit_by_mmap_threshold": fit_by_threshold()}
-    write_results(results, "update_layout", args.tag)
+    write_results(results, "update_layout", args)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
-"""Gather the benchmark matrix (benchmarks/results/matrix/<machine>/*.json)
-into benchmarks/REPORT.md: per machine, a table of training and inference
+"""Gather the recorded benchmark matrix (benchmarks/results/matrix/<machine>.json,
+written by ``bench_matrix.py --record``) into benchmarks/REPORT.md: per machine, a table of training and inference
 throughput by model, batch size and policy, how 'auto' compares with the
 better of 'cpu' and 'gpu', and predicted vs measured step time; plus one plot
 per machine and model of training throughput against batch size per policy
 (benchmarks/plots/, when matplotlib is installed).
 
-    python benchmarks/report.py
+    python benchmarks/report.py           # the recorded results
+    python benchmarks/report.py --local   # benchmarks/local/ into benchmarks/local/REPORT.md
+
+Only recorded results make REPORT.md: a user's run (benchmarks/local/, which
+git ignores) never enters it, and building the report twice from the same
+results writes the same bytes (the plots too, for one matplotlib version).
 """
 
+import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +23,34 @@ HERE = Path(__file__).resolve().parent
 POLICIES = ("cpu", "gpu", "auto")
 
 
-def load():
-    cells = defaultdict(dict)
-    for path in sorted((HERE / "results" / "matrix").glob("*/*.json")):
-        c = json.loads(path.read_text())
-        cells[path.parent.name][(c["model"], c["batch_size"], c["policy"])] = c
-    return cells
+def load(root):
+    """{machine: {(model, batch, policy): cell}} and {machine: note} from the
+    matrix files under ``root``."""
+    cells, notes = {}, {}
+    for path in sorted((root / "matrix").glob("*.json")):
+        data = json.loads(path.read_text())
+        cells[path.stem] = {(c["model"], c["batch_size"], c["policy"]): c
+                            for c in data.get("cells", {}).values()}
+        if data.get("note"):
+            notes[path.stem] = data["note"]
+    return cells, notes
+
+
+def made_label(cells):
+    """When and from which commit the cells were made ("" for runs that did
+    not record it): one line, or a list where the cells come from more
+    than one run."""
+    made = sorted({(c["made"].get("utc", "?")[:10], c["made"].get("commit") or "?")
+                   for c in cells.values() if isinstance(c.get("made"), dict)})
+    older = sum(not isinstance(c.get("made"), dict) for c in cells.values())
+    if not made:
+        return ""
+    if len(made) == 1 and not older:
+        return f" Recorded {made[0][0]} from commit {made[0][1]}."
+    runs = [f"{d} (commit {c})" for d, c in made]
+    if older:
+        runs.append(f"{older} cells recorded before results said when")
+    return " Its cells come from more than one run: " + "; ".join(runs) + "."
 
 
 def _fmt(x, spec=",.0f"):
@@ -39,17 +66,16 @@ def _cpu_id_label(m):
     return f" (family {i['cpu_family']} model {i.get('model', '?')} stepping {i.get('stepping', '?')})"
 
 
-def machine_section(tag, cells):
+def machine_section(tag, cells, note=None):
     any_cell = next(iter(cells.values()))
     m = any_cell.get("machine", {})
     lines = [f"## {tag}", "",
              f"CPU: {m.get('cpu', '?')}{_cpu_id_label(m)}, {m.get('cpus_available', '?')} cores available; "
              f"hetnet {m.get('hetnet', {}).get('version', '?') if isinstance(m.get('hetnet'), dict) else '?'}, "
              f"BLAS {m.get('hetnet', {}).get('blas', '?') if isinstance(m.get('hetnet'), dict) else '?'}; "
-             f"{rounds_label(cells)} timed rounds per cell.", ""]
-    note = HERE / "results" / "matrix" / tag / "NOTE.md"      # what the run's JSON cannot say
-    if note.exists():
-        lines += [note.read_text().strip(), ""]
+             f"{rounds_label(cells)} timed rounds per cell.{made_label(cells)}", ""]
+    if note:                               # what the run's JSON cannot say
+        lines += [note.strip(), ""]
     skipped = {c["skipped"].split(".")[0] for c in cells.values() if "skipped" in c}
     if skipped:
         lines += ["Skipped cells: " + "; ".join(sorted(skipped)), ""]
@@ -286,7 +312,7 @@ def plan_label(plan):
     return ", ".join(runs)
 
 
-def plots(tag, cells):
+def plots(tag, cells, folder):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -294,7 +320,7 @@ def plots(tag, cells):
     except ImportError:
         return []
     out = []
-    (HERE / "plots").mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for model in sorted({k[0] for k in cells}):
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for policy, style in zip(POLICIES, ("o-", "s-", "^--")):
@@ -310,19 +336,28 @@ def plots(tag, cells):
         ax.legend()
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
-        path = HERE / "plots" / f"matrix-{tag}-{model}.png"
-        fig.savefig(path, dpi=110)
+        path = folder / f"matrix-{tag}-{model}.png"
+        # no date or version in the file: the same results give the same bytes
+        fig.savefig(path, dpi=110, metadata={"Software": None})
         plt.close(fig)
         out.append(path)
     return out
 
 
 def main():
-    cells = load()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--local", action="store_true",
+                   help="report benchmarks/local/ (a user's unrecorded runs) into "
+                        "benchmarks/local/REPORT.md instead")
+    args = p.parse_args()
+    root = HERE / ("local" if args.local else "results")
+    out_dir = HERE / "local" if args.local else HERE
+    cells, notes = load(root)
     lines = ["# Benchmark matrix", "",
              "Made by `python benchmarks/report.py` (`tox -e report`) from "
-             "`benchmarks/results/matrix/`; each cell is `benchmarks/bench_matrix.py` "
-             "(`tox -e bench-<policy>-<model>-b<batch>`). Throughput in images/s on random data; "
+             f"`benchmarks/{root.name}/matrix/<machine>.json`; each cell is "
+             "`benchmarks/bench_matrix.py --record` (`tox -e bench-<policy>-<model>-b<batch> "
+             "-- --record`). Throughput in images/s on random data; "
              "'auto / best' is auto's training throughput over the better of cpu and gpu (the "
              "median over the timed rounds of that ratio within each round; where it falls below "
              "0.95, with a 90% bootstrap interval for that median); the "
@@ -349,14 +384,15 @@ def main():
              "moves).", ""]
     sections, summaries = [], {}
     for tag in sorted(cells):
-        section, summaries[tag] = machine_section(tag, cells[tag])
+        section, summaries[tag] = machine_section(tag, cells[tag], notes.get(tag))
         sections += section
-        for path in plots(tag, cells[tag]):
+        for path in plots(tag, cells[tag], out_dir / "plots"):
             sections += [f"![{path.stem}](plots/{path.name})", ""]
     lines += ["The runs, against the targets (each run's section below says how it was made):",
               ""] + summary_table(summaries) + sections
-    (HERE / "REPORT.md").write_text("\n".join(lines))
-    print(f"written {HERE / 'REPORT.md'} ({sum(len(c) for c in cells.values())} cells)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "REPORT.md").write_text("\n".join(lines))
+    print(f"written {out_dir / 'REPORT.md'} ({sum(len(c) for c in cells.values())} cells)")
 
 
 if __name__ == "__main__":

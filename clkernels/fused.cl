@@ -633,28 +633,46 @@ void fused_wgrad(const int n, __global const float *S, __global float *G)
 /* ----------------------------------------------------------- updates */
 
 /* fused_sgd / fused_adam -- work-group: (WG); 1-D grid over the flat
- * buffer.  optim.cl's update (sgd_one / adam_one), then g[i] = 0 so that the
- * next step's weight gradients can be added into it. */
-__kernel void fused_sgd(const float lr, const int n, __global float *w,
-                        __global float *g, __global float *v, const float momentum,
-                        const float wd, const int nesterov)
+ * buffer.  optim.cl's sgd_step / adam_step (scale 1: no clipping), the
+ * per-step values first, then g[i] = 0 so that the next step's weight
+ * gradients can be added into it.
+ *   sgd:  g' = g + wd w;  v = momentum v + g';  w -= lr (nesterov ? g' + momentum v : v)
+ *   adam: w' = decay w;  g' = g + l2 w';  m = b1 m + (1 - b1) g';
+ *         v = b2 v + (1 - b2) g'^2;  w = w' - step m / (sqrt(v) inv_c2s + eps) */
+__kernel void fused_sgd(const float lr, const float momentum, const int n, __global float *w,
+                        __global float *g, __global float *v, const float wd,
+                        const int nesterov)
 {
     const int i = get_global_id(0);
     if (i >= n)
         return;
-    w[i] = sgd_one(w[i], g[i], v + i, lr, momentum, wd, nesterov);
+    const float wi = w[i];
+    const float gi = g[i] + wd * wi;
+    float step = gi;
+    if (momentum != 0.0f) {
+        const float vi = momentum * v[i] + gi;
+        v[i] = vi;
+        step = nesterov ? gi + momentum * vi : vi;
+    }
+    w[i] = wi - lr * step;
     g[i] = 0.0f;
 }
 
-__kernel void fused_adam(const float lr, const float c1, const float c2, const int n,
-                         __global float *w, __global float *g, __global float *m,
-                         __global float *v, const float b1, const float b2, const float eps,
-                         const float wd)
+__kernel void fused_adam(const float step, const float inv_c2s, const float decay,
+                         const float b1, const int n, __global float *w, __global float *g,
+                         __global float *m, __global float *v, const float b2,
+                         const float eps, const float l2)
 {
     const int i = get_global_id(0);
     if (i >= n)
         return;
-    w[i] = adam_one(w[i], g[i], m + i, v + i, lr, b1, b2, eps, c1, c2, wd);
+    const float wi = decay * w[i];
+    const float gi = g[i] + l2 * wi;
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = wi - step * mi / (sqrt(vi) * inv_c2s + eps);
     g[i] = 0.0f;
 }
 #endif

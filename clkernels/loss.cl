@@ -13,6 +13,7 @@
 
 #define LOSS_BCE 0
 #define LOSS_MSE 1
+#define LOSS_MAE 2
 
 /* softmax_xent -- logits z (N, K), int labels (N,), grad (N, K):
  * row loss w_i * (lse_i - z[i, y_i]); grad w_i * (softmax_i - onehot_i) / N. */
@@ -53,8 +54,10 @@ void softmax_xent(__global const float *z, const int offz,
  * is a sum over elements, so one kernel serves both (mode is uniform):
  *   LOSS_BCE: p are logits, element loss log(1 + exp(-|p|)) + max(p, 0) - p*t
  *             (the stable form), gradient factor sigmoid(p) - t;
- *   LOSS_MSE: element loss (p - t)^2, gradient factor p - t.
- * grad = gscale * w_i * factor, with gscale = 1/N (BCE) or 2/(N*K) (MSE). */
+ *   LOSS_MSE: element loss (p - t)^2, gradient factor p - t;
+ *   LOSS_MAE: element loss |p - t|, gradient factor sign(p - t) (0 where equal).
+ * grad = gscale * w_i * factor, with gscale = 1/N (BCE), 2/(N*K) (MSE) or
+ * 1/(N*K) (MAE). */
 __kernel __attribute__((reqd_work_group_size(RED_WG, 1, 1)))
 void pointwise_loss(__global const float *p, const int offp,
                     __global const float *tg, const int offt,
@@ -78,9 +81,12 @@ void pointwise_loss(__global const float *p, const int offp,
                 const float e = exp(-fabs(v));
                 loss = log1p(e) + fmax(v, 0.0f) - v * t;
                 factor = (v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e)) - t;
-            } else {
+            } else if (mode == LOSS_MSE) {
                 factor = v - t;
                 loss = factor * factor;
+            } else {
+                factor = v > t ? 1.0f : (v < t ? -1.0f : 0.0f);
+                loss = fabs(v - t);
             }
             row += loss;
             grad[offg + q] = c * factor;

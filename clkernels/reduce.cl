@@ -38,6 +38,26 @@ void sum_partial(__global const float *x, const int offx, const int n,
         out[offo + get_group_id(0)] = scale * s;
 }
 
+/* sumsq_partial -- work-group: (RED_WG); grid: G groups.
+ * As sum_partial, of x[i]^2 (square = 1) or of x[i] (square = 0: a second
+ * pass over partials); the group's sum is written to out[offo + g], or added
+ * to what it holds when accumulate = 1. */
+__kernel __attribute__((reqd_work_group_size(RED_WG, 1, 1)))
+void sumsq_partial(__global const float *x, const int offx, const int n,
+                   __global float *out, const int offo, const int square,
+                   const int accumulate)
+{
+    __local float red[RED_WG];
+    float s = 0.0f;
+    for (int i = get_global_id(0); i < n; i += get_global_size(0)) {
+        const float xi = x[offx + i];
+        s += square ? xi * xi : xi;
+    }
+    s = group_sum(red, s);
+    if (get_local_id(0) == 0)
+        out[offo + get_group_id(0)] = (accumulate ? out[offo + get_group_id(0)] : 0.0f) + s;
+}
+
 /* argmax_rows -- work-group: (64), 1-D grid over the N rows of x (N, K).
  * Work-item r writes the index of the first maximum of row r. */
 __kernel void argmax_rows(__global const float *x, const int offx,

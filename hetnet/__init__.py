@@ -8,20 +8,23 @@ from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Dropout, GlobalAvgPool
                      Residual)
 from .model import Sequential, History, load
 from .model import zoo as models
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW, RMSProp
 from .info import build_info
 from .devices import get_device
 from . import devices          # callable: hn.devices() lists what this machine offers
-from . import datasets, schedules
+from . import datasets, schedules, metrics
 from .schedules import OneCycle, CosineDecay
 from .sched.costmodel import recalibrate as calibrate
+from .metaheuristics import SHADE, SHADEILS
+from . import metaheuristics
 
 # the model zoo's public name: ``hn.models.lenet5``, ``import hetnet.models``
 sys.modules[__name__ + ".models"] = models
 
 __all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh",
-           "Layer", "Sequential", "History", "SGD", "Adam", "load", "build_info", "get_device",
-           "devices", "models", "datasets", "schedules", "OneCycle", "CosineDecay", "calibrate",
+           "Layer", "Sequential", "History", "SGD", "Adam", "AdamW", "RMSProp", "load",
+           "build_info", "get_device", "devices", "models", "datasets", "schedules", "metrics",
+           "OneCycle", "CosineDecay", "calibrate", "SHADE", "SHADEILS", "metaheuristics",
            "__version__"]
 
 __all__ += ["HetNetClassifier", "HetNetRegressor"]

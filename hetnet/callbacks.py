@@ -3,13 +3,13 @@
 A callback is any object with some of these methods; :class:`Callback` is a
 base with all of them doing nothing, so a subclass defines only what it needs.
 
-==================================  ============================================
-``on_fit_begin(model)``             once, before the first epoch
-``on_epoch_begin(model, epoch)``    before each epoch (``epoch`` counts from 0)
-``on_batch_end(model, batch)``      after each optimiser step (``batch`` from 0)
-``on_epoch_end(model, epoch, logs)`` after each epoch; return True to stop
-``on_fit_end(model, history)``      once, after the last epoch
-==================================  ============================================
+====================================  ============================================
+``on_fit_begin(model)``               once, before the first epoch
+``on_epoch_begin(model, epoch)``      before each epoch (``epoch`` counts from 0)
+``on_batch_end(model, batch)``        after each optimiser step (``batch`` from 0)
+``on_epoch_end(model, epoch, logs)``  after each epoch; return True to stop
+``on_fit_end(model, history)``        once, after the last epoch
+====================================  ============================================
 
 ``model`` is the :class:`~hetnet.Sequential` being trained.  ``logs`` is a dict
 of the epoch's figures: ``loss``, ``images_per_s``, ``time_s``, and with

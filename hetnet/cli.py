@@ -1,10 +1,11 @@
 """``python -m hetnet`` (also the ``hetnet`` command).
 
 Subcommands: ``train`` (the main job: LeNet-5 or an MLP on Fashion-MNIST),
-``evaluate`` (a saved model on the test set), ``predict`` (labels or
+``evaluate`` (a saved model on the test set), ``experiment`` (the
+training-techniques thesis's grid, :mod:`hetnet.experiments`), ``predict`` (labels or
 probabilities for a file of images, or the test set), ``bench`` (training and
-inference throughput per batch size), ``devices`` and ``info``.  ``train``
-and ``bench`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
+inference throughput per batch size), ``lr-find`` (the learning-rate range
+test), ``devices`` and ``info``.  ``train``, ``bench`` and ``lr-find`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
 ``plot`` extra).  ``hetnet COMMAND --help`` documents every flag.
 """
 
@@ -50,13 +51,13 @@ def _add_model(p):
                    help="hidden layer sizes for --arch mlp (default 120 84)")
 
 
-def _add_optimizer(p, lr_default_note="0.02 for sgd, 0.001 for adam"):
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
-                   help="optimiser (default sgd)")
+def _add_optimizer(p, lr_default_note="0.02 for sgd and nag, 0.001 for adam, adamw and rmsprop"):
+    p.add_argument("--optimizer", choices=("sgd", "nag", "adam", "adamw", "rmsprop"),
+                   default="sgd", help="optimiser (default sgd; nag: SGD with Nesterov momentum)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default {lr_default_note})")
     p.add_argument("--momentum", type=float, default=0.9,
-                   help="SGD momentum (default 0.9; ignored by adam)")
+                   help="SGD/NAG momentum (default 0.9; ignored by the others)")
 
 
 def _add_schedule(p):
@@ -101,6 +102,13 @@ def _add_train(sub):
                    help="where to save the trained model (default lenet5-fashion.hetnet.npz, "
                         "or mlp-fashion.hetnet.npz for --arch mlp)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the ranks of an MPI job: start it with "
+                        "`mpirun -n K hetnet train --distributed ...`; each rank takes a share of "
+                        "every mini-batch (--batch-size is the global batch) on its own device "
+                        "(--device auto, cpu or gpu: GPU i of the host for local rank i, else the "
+                        "CPU with the rank's share of the cores); only rank 0 prints and saves. "
+                        "Needs mpi4py (pip install 'hetnet[mpi]') and an MPI library")
     _add_plot(p, "the loss and test-accuracy curves per epoch")
 
 
@@ -159,6 +167,27 @@ def _add_bench(sub):
     _add_plot(p, "images/s per batch size (default path: hetnet-bench.png, or beside --json)")
 
 
+def _add_lr_find(sub):
+    p = sub.add_parser("lr-find", help="the learning-rate range test: suggest a learning rate",
+                       description="Train a fresh network on Fashion-MNIST for up to "
+                       "--num-steps mini-batches while the learning rate grows exponentially "
+                       "from --start-lr to --end-lr, stop when the smoothed loss passes four "
+                       "times its best, and print the learning rate fastai's valley rule "
+                       "suggests (hetnet.model.lrfind). No model is saved.")
+    _add_data(p)
+    _add_model(p)
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    _add_optimizer(p, "the optimiser's own; the test sets it at every step")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--num-steps", type=int, default=100, help="most steps (default 100)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N training images (default: all)")
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    _add_plot(p, "the loss against the learning rate (default path: lr-find.png)")
+
+
 def _add_plan(sub):
     p = sub.add_parser("plan", help="show where each layer runs, with predicted and measured times",
                        description="Place a network's layers on the devices (the scheduler: "
@@ -185,7 +214,10 @@ def build_parser():
     _add_evaluate(sub)
     _add_predict(sub)
     _add_bench(sub)
+    _add_lr_find(sub)
     _add_plan(sub)
+    from .experiments.thesis_b import add_parser as add_experiment
+    add_experiment(sub)
     sub.add_parser("devices", help="list the devices hetnet can use",
                    description="List the devices hetnet can use (the CPU, and each OpenCL "
                    "device, or why there is none).")
@@ -246,9 +278,11 @@ def _load_data(split, source, arch):
 
 
 def _optimizer(args):
-    if args.optimizer == "adam":
-        return Adam(lr=0.001 if args.lr is None else args.lr)
-    return SGD(lr=0.02 if args.lr is None else args.lr, momentum=args.momentum)
+    from .optim import get_optimizer
+    if args.optimizer in ("sgd", "nag"):
+        return get_optimizer(args.optimizer, lr=0.02 if args.lr is None else args.lr,
+                             momentum=args.momentum)
+    return get_optimizer(args.optimizer, lr=0.001 if args.lr is None else args.lr)
 
 
 def _as_input(X, input_shape):
@@ -295,7 +329,16 @@ def cmd_train(args):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     plt = _require_matplotlib() if args.plot is not None else None
     out = args.out or f"{args.arch}-fashion.hetnet.npz"
-    device = _device(args.device, args.threads)
+    ctx = None
+    if args.distributed:
+        from .distributed import init
+        ctx = init(device=args.device if args.threads is None else _device(args.device, args.threads))
+        device = ctx.device
+        if not ctx.is_root:
+            plt = None
+    else:
+        device = _device(args.device, args.threads)
+    say = print if ctx is None else ctx.print
     where = find_dataset("fashion-mnist", source=args.source)
     X, y = _load_data("train", args.source, args.arch)
     Xte, yte = _load_data("test", args.source, args.arch)
@@ -303,22 +346,28 @@ def cmd_train(args):
         X, y = X[:args.limit], y[:args.limit]
     model = _build_network(args.arch, args.hidden, args.seed, device)
     title = "LeNet-5" if args.arch == "lenet5" else "MLP " + "-".join(map(str, [784, *args.hidden, 10]))
-    print(f"hetnet: {title} on Fashion-MNIST ({where.kind} set in {where.path}): {len(y)} "
-          f"training, {len(yte)} test images; device {_describe_device(device)}")
+    ranks = "" if ctx is None else f"; {ctx.size} ranks, rank 0 on"
+    say(f"hetnet: {title} on Fashion-MNIST ({where.kind} set in {where.path}): {len(y)} "
+        f"training, {len(yte)} test images{ranks}; device {_describe_device(device)}")
     t0 = time.perf_counter()
     schedule = None
     if args.schedule == "onecycle":
         if args.lr is None:
-            args.lr = 0.05 if args.optimizer == "sgd" else 0.001
+            args.lr = 0.05 if args.optimizer in ("sgd", "nag") else 0.001
         schedule = OneCycle(max_lr=args.lr)
+    quiet = args.quiet or (ctx is not None and not ctx.is_root)
+    extra = {} if ctx is None else {"distributed": ctx}
     hist = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer=_optimizer(args), validation_data=(Xte, yte),
-                     verbose=0 if args.quiet else 1, callbacks=[_EpochPrinter()],
-                     lr_schedule=schedule)
-    print(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
-          f"({time.perf_counter() - t0:.1f} s)")
-    model.save(out)
-    print(f"model saved to {out} (read it back with hetnet.load)")
+                     verbose=0 if quiet else 1, callbacks=[_EpochPrinter(say)],
+                     lr_schedule=schedule, **extra)
+    say(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
+        f"({time.perf_counter() - t0:.1f} s)")
+    if ctx is None:
+        model.save(out)
+    else:       # rank 0 writes, atomically; the others wait for it
+        ctx.write(out, model.save)
+    say(f"model saved to {out} (read it back with hetnet.load)")
     if plt is not None:
         path = _plot_path(args.plot, out, "-curves")
         _plot_history(plt, hist, path, f"{title}, Fashion-MNIST, batch {args.batch_size}")
@@ -327,9 +376,12 @@ def cmd_train(args):
 
 
 class _EpochPrinter:
+    def __init__(self, say=print):
+        self.say = say
+
     def on_epoch_end(self, model, epoch, logs):
-        print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}  test accuracy "
-              f"{logs['val_accuracy']:.4f}  {logs['images_per_s']:,.0f} images/s", flush=True)
+        self.say(f"epoch {epoch + 1}: loss {logs['loss']:.4f}  test accuracy "
+                 f"{logs['val_accuracy']:.4f}  {logs['images_per_s']:,.0f} images/s", flush=True)
 
 
 def _plot_history(plt, hist, path, title):
@@ -500,6 +552,29 @@ def _plot_bench(plt, rows, path, title):
     plt.close(fig)
 
 
+def cmd_lr_find(args):
+    for name in ("batch_size", "num_steps", "limit"):
+        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    plt = _require_matplotlib() if args.plot is not None else None
+    device = _device(args.device, args.threads)
+    X, y = _load_data("train", args.source, args.arch)
+    if args.limit is not None:
+        X, y = X[:args.limit], y[:args.limit]
+    model = _build_network(args.arch, args.hidden, args.seed, device)
+    result = model.lr_find(X, y, start_lr=args.start_lr, end_lr=args.end_lr,
+                           num_steps=args.num_steps, batch_size=args.batch_size,
+                           optimizer=_optimizer(args), seed=args.seed)
+    print(f"hetnet lr-find: {args.arch}, {args.optimizer}, batch {args.batch_size}, "
+          f"{len(result.lrs)} steps from {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}"
+          + (" (stopped: the loss diverged)" if result.stopped_early else ""))
+    print(f"suggested learning rate (valley): {result.suggestion:.4g}")
+    if plt is not None:
+        path = args.plot or "lr-find.png"
+        result.plot(path, f"{args.arch}, {args.optimizer}, batch {args.batch_size}")
+        print(f"plot written to {path}")
+    return 0
+
+
 def cmd_devices(args):
     for d in list_devices():
         print(f"{d['name']:<40} {d['kind']:<12} {d['details']}")
@@ -525,8 +600,14 @@ def cmd_plan(args):
     return 0
 
 
+def cmd_experiment(args):
+    from .experiments.thesis_b import main as run_experiment
+    return run_experiment(args)
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "bench": cmd_bench, "plan": cmd_plan, "devices": cmd_devices, "info": cmd_info}
+            "bench": cmd_bench, "lr-find": cmd_lr_find, "plan": cmd_plan,
+            "devices": cmd_devices, "info": cmd_info, "experiment": cmd_experiment}
 
 
 def main(argv=None):

@@ -16,6 +16,7 @@ LOSSES = {
     "binary_cross_entropy": Loss("binary_cross_entropy", "sigmoid_binary_cross_entropy",
                                  "sigmoid", True),
     "mse": Loss("mse", "mse", "identity", False),
+    "mae": Loss("mae", "mae", "identity", False),
 }
 
 

@@ -1,6 +1,22 @@
 """Optimisers.  The arithmetic is the device's stateless update operation
-(``sgd_update``, ``adam_update``) applied to ``(w, dw, state)``; these classes
-only keep the hyper-parameters and the per-parameter state arrays."""
+(``sgd_update``, ``adam_update``, ``rmsprop_update``) applied to ``(w, dw,
+state)``; these classes only keep the hyper-parameters and the per-parameter
+state arrays.
+
+Every optimiser takes ``clip_norm``: the gradients are scaled as
+``torch.nn.utils.clip_grad_norm_`` scales them, by ``min(1, clip_norm /
+(norm + 1e-6))`` with ``norm`` the L2 norm of all parameters' gradients
+together, on every device.  Each device sums its gradients' squares itself
+(``sum_squares``, one operation over a flat gradient buffer); the host then
+reads one number per device, so a step with clipping waits once for each
+device holding parameters (one read-back per step on a model that trains on
+one GPU), and the updates carry the scale (no extra pass over the
+gradients).  Because the norm needs every gradient, a clipping optimiser
+holds the updates of a step back until :meth:`Optimizer.end_step`, instead
+of updating each parameter as soon as the backward pass reaches it.
+"""
+
+import math
 
 
 def _check_positive(name, value, allow_zero=False):
@@ -11,13 +27,28 @@ def _check_positive(name, value, allow_zero=False):
 
 
 class Optimizer:
-    """Base optimiser.  ``lr`` may be changed between steps (schedules)."""
+    """Base optimiser.  ``lr`` may be changed between steps (schedules).
 
-    def __init__(self, lr):
+    Parameters
+    ----------
+    lr : float
+    clip_norm : float, optional
+        Clip the global L2 norm of the gradients to this (see the module).
+    """
+
+    #: the attribute a schedule's momentum sets (:mod:`hetnet.schedules`):
+    #: SGD's and RMSProp's momentum, Adam's beta1; None: none to cycle
+    momentum_attribute = None
+    clip_norm = None     # (class default: optimisers pickled before it existed)
+
+    def __init__(self, lr, clip_norm=None):
         self.lr = _check_positive("lr", lr)
+        self.clip_norm = None if clip_norm is None else _check_positive("clip_norm", clip_norm)
         self.state = {}
         self.t = 0
         self._flat = {}    # (device, indices) -> (flat state arrays, the views state[i] must be)
+        self._pending = []  # updates held back until end_step (clip_norm)
+        self._norm_acc = {}  # device -> its (1,) squared-norm accumulator
 
     def get_config(self):
         raise NotImplementedError
@@ -26,6 +57,12 @@ class Optimizer:
         self.state = {}
         self.t = 0
         self._flat = {}
+        self._pending = []
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_pending"], state["_norm_acc"] = [], {}   # device buffers of one step
+        return state
 
     def step(self, devices, params, grads):
         """Update every parameter in place.  ``params``/``grads``: lists of
@@ -35,26 +72,70 @@ class Optimizer:
         if not isinstance(devices, (list, tuple)):
             devices = [devices] * len(params)
         for i, (dev, w, g) in enumerate(zip(devices, params, grads)):
-            self._update(dev, i, w, g)
+            self.update(dev, i, w, g)
+        self.end_step()
 
     def begin_step(self):
         """Start a step whose parameters are then updated one by one with
-        :meth:`update` (as a model's backward pass produces their gradients)."""
+        :meth:`update` (as a model's backward pass produces their gradients)
+        or by groups (:meth:`update_group`), and which :meth:`end_step` ends."""
         self.t += 1
+        self.__dict__.setdefault("_pending", []).clear()
 
     def update(self, device, index, w, g):
         """Update parameter number ``index`` (its place in the model's
-        parameter order) in place, within the step begun last."""
-        self._update(device, index, w, g)
+        parameter order) in place, within the step begun last (with
+        ``clip_norm``: at :meth:`end_step`)."""
+        if self.clip_norm is not None:
+            self._pending.append((device, g, lambda s: self._update(device, index, w, g, s)))
+        else:
+            self._update(device, index, w, g)
 
     def update_group(self, device, indices, group, w, g):
         """Update, in one operation, parameters ``indices`` laid out by
         ``group`` (a :class:`hetnet.runtime.flatparams.FlatGroup`) in the flat device
-        arrays ``w`` (values) and ``g`` (gradients).  The state of parameter
-        ``i`` stays ``state[i]``, a view into flat state arrays of the same
-        layout.  The default updates the views one by one."""
+        arrays ``w`` (values) and ``g`` (gradients; the gaps between the
+        arrays hold zeros).  The state of parameter ``i`` stays ``state[i]``,
+        a view into flat state arrays of the same layout."""
+        if self.clip_norm is not None:
+            self._pending.append((device, g,
+                                  lambda s: self._update_group(device, indices, group, w, g, s)))
+        else:
+            self._update_group(device, indices, group, w, g)
+
+    def end_step(self):
+        """End the step: with ``clip_norm``, the global gradient norm (each
+        device sums its own squares; one read per device) and the updates
+        held back since :meth:`begin_step`, scaled."""
+        pending = self.__dict__.get("_pending")
+        if not pending:
+            return
+        self._pending = []
+        acc = self.__dict__.setdefault("_norm_acc", {})
+        touched = {}
+        for dev, g, _ in pending:
+            if dev not in acc:
+                acc[dev] = dev.zeros((1,))
+            dev.sum_squares(g, out=acc[dev], accumulate=dev in touched)
+            touched[dev] = acc[dev]
+        total = sum(float(dev.to_host(a)[0]) for dev, a in touched.items())
+        scale = min(1.0, self.clip_norm / (math.sqrt(total) + 1e-6))
+        for _, _, run in pending:
+            run(scale)
+
+    def _update_group(self, device, indices, group, w, g, scale=1.0):
+        """The default updates the views one by one."""
         for i, wv, gv in zip(indices, group.views(w), group.views(g)):
-            self._update(device, i, wv, gv)
+            self._update(device, i, wv, gv, scale)
+
+    def set_momentum(self, value):
+        """Set the momentum a schedule cycles (:attr:`momentum_attribute`)."""
+        if self.momentum_attribute is None:
+            raise ValueError(f"{type(self).__name__} has no momentum for a schedule to set")
+        value = float(value)
+        if not 0 <= value < 1:
+            raise ValueError(f"a scheduled momentum must be in [0, 1), got {value!r}")
+        setattr(self, self.momentum_attribute, value)
 
     def _group_state(self, indices, group, count):
         """``count`` flat state arrays laid out by ``group`` for parameters
@@ -89,11 +170,16 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Mini-batch SGD with optional (Nesterov) momentum and weight decay
-    (PyTorch's formulation: ``v = momentum v + g``; ``w -= lr v``)."""
+    """Mini-batch SGD with optional (Nesterov) momentum and weight decay,
+    PyTorch's formulation: ``g' = g + weight_decay w``; ``v = momentum v +
+    g'``; ``w -= lr v``, or with ``nesterov=True`` (NAG) ``w -= lr (g' +
+    momentum v)``.  NAG is ``SGD(momentum=0.9, nesterov=True)`` (the name
+    ``"nag"`` in :func:`get_optimizer`)."""
 
-    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
-        super().__init__(lr)
+    momentum_attribute = "momentum"
+
+    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False, clip_norm=None):
+        super().__init__(lr, clip_norm)
         self.momentum = _check_positive("momentum", momentum, allow_zero=True)
         if self.momentum >= 1:
             raise ValueError(f"momentum must be < 1, got {momentum!r}")
@@ -104,26 +190,36 @@ class SGD(Optimizer):
 
     def get_config(self):
         return {"name": "sgd", "lr": self.lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+                "weight_decay": self.weight_decay, "nesterov": self.nesterov,
+                "clip_norm": self.clip_norm}
 
-    def _update(self, device, i, w, g):
+    def _update(self, device, i, w, g, scale=1.0):
         v = None
         if self.momentum:
             v = self.state.get(i)
             if v is None:
                 v = self.state[i] = device.zeros(w.shape)
-        device.sgd_update(w, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+        device.sgd_update(w, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov,
+                          scale)
 
-    def update_group(self, device, indices, group, w, g):
+    def _update_group(self, device, indices, group, w, g, scale=1.0):
         v = self._group_state(indices, group, 1)[0] if self.momentum else None
-        device.sgd_update(w, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+        device.sgd_update(w, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov,
+                          scale)
 
 
 class Adam(Optimizer):
-    """Adam with bias correction (and L2 weight decay added to the gradient)."""
+    """Adam with bias correction, PyTorch's formulation: ``g' = g +
+    weight_decay w`` (L2, added to the gradient); ``m = b1 m + (1 - b1) g'``;
+    ``v = b2 v + (1 - b2) g'^2``; ``w -= lr / (1 - b1^t) m / (sqrt(v) /
+    sqrt(1 - b2^t) + eps)``."""
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(lr)
+    momentum_attribute = "beta1"
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(lr, clip_norm)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= b < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {b!r}")
@@ -132,31 +228,93 @@ class Adam(Optimizer):
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
     def get_config(self):
-        return {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
-                "eps": self.eps, "weight_decay": self.weight_decay}
+        return {"name": "adamw" if self._decoupled else "adam", "lr": self.lr,
+                "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
-    def _update(self, device, i, w, g):
+    def _step(self, device, w, g, m, v, scale):
+        device.adam_update(w, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t,
+                           self.weight_decay, self._decoupled, scale)
+
+    def _update(self, device, i, w, g, scale=1.0):
         if i not in self.state:
             self.state[i] = (device.zeros(w.shape), device.zeros(w.shape))
         m, v = self.state[i]
-        device.adam_update(w, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t,
-                           self.weight_decay)
+        self._step(device, w, g, m, v, scale)
 
-    def update_group(self, device, indices, group, w, g):
+    def _update_group(self, device, indices, group, w, g, scale=1.0):
         m, v = self._group_state(indices, group, 2)
-        device.adam_update(w, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t,
-                           self.weight_decay)
+        self._step(device, w, g, m, v, scale)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's
+    ``AdamW``: ``w *= 1 - lr weight_decay``, then Adam's step on the plain
+    gradient."""
+
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                 clip_norm=None):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm)
+
+
+class RMSProp(Optimizer):
+    """RMSProp, PyTorch's formulation (not centred): ``g' = g + weight_decay
+    w``; ``s = alpha s + (1 - alpha) g'^2``; ``d = g' / (sqrt(s) + eps)``;
+    with momentum ``b = momentum b + d``, ``w -= lr b``, else ``w -= lr d``."""
+
+    momentum_attribute = "momentum"
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(lr, clip_norm)
+        if not 0 <= alpha < 1:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+        self.eps = _check_positive("eps", eps)
+        self.momentum = _check_positive("momentum", momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be < 1, got {momentum!r}")
+        self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
+
+    def get_config(self):
+        return {"name": "rmsprop", "lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "clip_norm": self.clip_norm}
+
+    def _step(self, device, w, g, sq, buf, scale):
+        device.rmsprop_update(w, g, sq, buf if self.momentum else None, self.lr, self.alpha,
+                              self.eps, self.momentum, self.weight_decay, scale)
+
+    def _update(self, device, i, w, g, scale=1.0):
+        # the momentum buffer is kept from the start: a schedule may turn momentum on
+        if i not in self.state:
+            self.state[i] = (device.zeros(w.shape), device.zeros(w.shape))
+        sq, buf = self.state[i]
+        self._step(device, w, g, sq, buf, scale)
+
+    def _update_group(self, device, indices, group, w, g, scale=1.0):
+        sq, buf = self._group_state(indices, group, 2)
+        self._step(device, w, g, sq, buf, scale)
+
+
+#: ``get_config()["name"]`` -> class
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp}
+
+#: the names :func:`get_optimizer` takes -> (class, defaults of that name)
+NAMES = {"sgd": (SGD, {}), "nag": (SGD, {"momentum": 0.9, "nesterov": True}),
+         "adam": (Adam, {}), "adamw": (AdamW, {}), "rmsprop": (RMSProp, {})}
 
 
 def get_optimizer(spec, **defaults):
-    """An Optimizer from an instance, a name (``"sgd"``, ``"adam"``) or None (SGD)."""
+    """An Optimizer from an instance, a name (``"sgd"``, ``"nag"``,
+    ``"adam"``, ``"adamw"``, ``"rmsprop"``) or None (SGD)."""
     if spec is None:
         return SGD(**defaults)
     if isinstance(spec, Optimizer):
         return spec
-    if isinstance(spec, str) and spec.lower() in OPTIMIZERS:
-        return OPTIMIZERS[spec.lower()](**defaults)
-    raise ValueError(f"optimizer must be an Optimizer, 'sgd' or 'adam', got {spec!r}")
+    if isinstance(spec, str) and spec.lower() in NAMES:
+        cls, named = NAMES[spec.lower()]
+        return cls(**{**named, **defaults})
+    raise ValueError(f"optimizer must be an Optimizer or one of {sorted(NAMES)}, got {spec!r}")

@@ -1,8 +1,12 @@
-"""Learning-rate schedules: plain functions of (step, total_steps).
+"""Learning-rate (and momentum) schedules: functions of (step, total_steps).
 
 ``Sequential.fit(..., lr_schedule=s)`` sets the optimizer's ``lr`` to
 ``s(step, total_steps)`` before every step (``step`` counts from 0 over the
-whole ``fit`` call).  Schedules are control work and always run on the host.
+whole ``fit`` call).  Any callable of that signature is a schedule; one that
+also has a ``momentum(step, total_steps)`` method returning a number (not
+None) sets the optimizer's momentum too: SGD's and RMSProp's ``momentum``,
+Adam's ``beta1`` (:attr:`hetnet.optim.Optimizer.momentum_attribute`).
+Schedules are control work and always run on the host.
 """
 
 import math
@@ -11,6 +15,10 @@ import math
 class Schedule:
     def __call__(self, step, total_steps):
         raise NotImplementedError
+
+    def momentum(self, step, total_steps):
+        """The momentum at ``step``, or None: leave the optimizer's as it is."""
+        return None
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -48,28 +56,65 @@ class CosineDecay(Schedule):
         return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1 + math.cos(math.pi * frac))
 
 
-class OneCycle(Schedule):
-    """One-cycle policy (Smith): warm up from ``max_lr / div_factor`` to
-    ``max_lr`` over the first ``pct_start`` of the steps, then anneal (cosine)
-    to ``max_lr / (div_factor * final_div_factor)``."""
+def _cos(start, end, pos):
+    """fastai's ``sched_cos``: ``start`` at ``pos`` 0 to ``end`` at 1, half a cosine."""
+    return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
 
-    def __init__(self, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+
+def _combined_cos(pct, start, middle, end, pos):
+    """fastai's ``combined_cos``: ``start`` to ``middle`` over ``pos`` in
+    [0, pct), then ``middle`` to ``end`` over [pct, 1]."""
+    if pos < pct:
+        return _cos(start, middle, pos / pct)
+    return _cos(middle, end, (pos - pct) / (1 - pct))
+
+
+class OneCycle(Schedule):
+    """fastai's ``fit_one_cycle`` policy (Smith's one-cycle, cosine phases).
+
+    At step ``i`` of ``T``, ``pos = i / T`` (fastai's fraction of training
+    done); the learning rate goes by half a cosine from ``max_lr /
+    div_factor`` to ``max_lr`` over ``pos`` in [0, pct_start), then to
+    ``max_lr / final_div_factor`` at ``pos`` = 1 (fastai's ``lr_max /
+    div_final``; PyTorch's ``OneCycleLR`` ends at ``max_lr / (div_factor *
+    final_div_factor)`` and reaches its peak one step earlier, at ``pct_start
+    * T - 1``).  The momentum goes the other way, ``moms[0]`` to ``moms[1]``
+    and back to ``moms[2]`` on the same two phases; ``moms=None`` leaves it
+    alone.
+
+    Parameters
+    ----------
+    max_lr : float
+    pct_start : float in (0, 1)
+    div_factor, final_div_factor : float > 0
+    moms : (float, float, float) in [0, 1), or None
+    """
+
+    def __init__(self, max_lr, pct_start=0.25, div_factor=25.0, final_div_factor=1e5,
+                 moms=(0.95, 0.85, 0.95)):
         self.max_lr = _check_lr("max_lr", max_lr)
         if not 0 < pct_start < 1:
             raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
         self.pct_start = float(pct_start)
         self.div_factor = _check_lr("div_factor", div_factor)
         self.final_div_factor = _check_lr("final_div_factor", final_div_factor)
+        if moms is not None:
+            moms = tuple(float(m) for m in moms)
+            if len(moms) != 3 or not all(0 <= m < 1 for m in moms):
+                raise ValueError(f"moms must be three momenta in [0, 1) or None, got {moms!r}")
+        self.moms = moms
+
+    def _pos(self, step, total_steps):
+        return min(1.0, max(0.0, step / max(1, total_steps)))
 
     def __call__(self, step, total_steps):
-        start = self.max_lr / self.div_factor
-        end = start / self.final_div_factor
-        peak = max(1, int(self.pct_start * total_steps))
-        if step < peak:
-            a, b, frac = start, self.max_lr, step / peak
-        else:
-            a, b, frac = self.max_lr, end, min(1.0, (step - peak) / max(1, total_steps - 1 - peak))
-        return b + 0.5 * (a - b) * (1 + math.cos(math.pi * frac))
+        return _combined_cos(self.pct_start, self.max_lr / self.div_factor, self.max_lr,
+                             self.max_lr / self.final_div_factor, self._pos(step, total_steps))
+
+    def momentum(self, step, total_steps):
+        if self.moms is None:
+            return None
+        return _combined_cos(self.pct_start, *self.moms, self._pos(step, total_steps))
 
 
 def get_schedule(spec):
@@ -77,3 +122,14 @@ def get_schedule(spec):
     if spec is None or callable(spec):
         return spec
     raise ValueError(f"lr_schedule must be a callable (step, total_steps) -> lr, got {spec!r}")
+
+
+def apply_schedule(schedule, optimizer, step, total_steps):
+    """Set ``optimizer``'s learning rate, and its momentum where the schedule
+    gives one, for ``step`` of ``total_steps``."""
+    optimizer.lr = float(schedule(step, total_steps))
+    momentum = getattr(schedule, "momentum", None)
+    if callable(momentum):
+        value = momentum(step, total_steps)
+        if value is not None:
+            optimizer.set_momentum(value)

@@ -16,13 +16,13 @@ LAYERS = {
     "_cpu": 0, "clkernels": 0,
     "_version": 1, "_validation": 1,
     "devices": 2,
-    "init": 3, "losses": 3, "optim": 3,
+    "init": 3, "losses": 3, "optim": 3, "metrics": 3, "metaheuristics": 3,
     "layers": 4,
     "runtime": 5,
     "sched": 6,
-    "schedules": 7, "callbacks": 7, "datasets": 7,
+    "schedules": 7, "callbacks": 7, "datasets": 7, "distributed": 7,
     "model": 8,
-    "estimators": 9,
+    "estimators": 9, "experiments": 9,
     "info": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }
 

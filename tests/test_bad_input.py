@@ -103,7 +103,7 @@ def test_flattened_X_is_accepted(model):
     ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
     ({"sample_weight": np.ones(5)}, "sample_weight"),
     ({"sample_weight": -np.ones(6)}, "non-negative"),
-    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"optimizer": "lbfgs"}, "optimizer"),
     ({"validation_data": (np.zeros((2, 1, 4, 4)),)}, "pair"),
 ])
 def test_bad_fit_arguments(model, kwargs, match):

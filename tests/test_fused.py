@@ -155,7 +155,7 @@ def test_unsupported_layers_and_losses_have_reasons(dev):
     class Plain(hn.optim.Optimizer):          # an optimizer with no fused update
         def _update(self, device, i, w, g):
             device.axpy(-self.lr, g, w)
-    with pytest.raises(FusionUnsupported, match="SGD and Adam"):
+    with pytest.raises(FusionUnsupported, match="SGD, Adam and AdamW"):
         FusedTrainer(model, device=dev, optimizer=Plain(lr=0.1))
 
 

@@ -8,7 +8,7 @@ Shapes follow :mod:`hetnet.devices.base`.
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport expf, logf, log1pf, fabsf, sqrtf, pow
+from libc.math cimport expf, logf, log1pf, fabsf, sqrt, pow
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.float cimport FLT_MIN
@@ -231,9 +231,11 @@ def sigmoid_bce(float[:, ::1] z, float[:, ::1] t, float[::1] weights,
     return loss * inv_n
 
 
-def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
-        float[:, ::1] grad, int nthreads):
-    """Mean squared error over all N*K entries; fills grad."""
+cdef double _regression_loss(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
+                             float[:, ::1] grad, int nthreads, bint absolute):
+    """Squared (or, ``absolute``, absolute) error over all N*K entries,
+    weighted per row and divided by N*K; fills grad with ``2 w_i (p - t) /
+    (N K)`` (or ``w_i sign(p - t) / (N K)``, 0 where they are equal)."""
     cdef Py_ssize_t n = p.shape[0], k = p.shape[1], i, j
     cdef float d, wi, inv = 1.0 / (n * k) if n * k > 0 else 0.0
     cdef double loss = 0.0
@@ -242,17 +244,32 @@ def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights,
         wi = weights[i] if has_w else 1.0
         for j in range(k):
             d = p[i, j] - t[i, j]
-            loss += wi * d * d
-            grad[i, j] = 2.0 * d * wi * inv
+            if absolute:
+                loss += wi * fabsf(d)
+                grad[i, j] = wi * inv if d > 0 else (-wi * inv if d < 0 else 0.0)
+            else:
+                loss += wi * d * d
+                grad[i, j] = 2.0 * d * wi * inv
     return loss * inv
 
 
-cdef inline float _flush(float x) noexcept nogil:
-    """0 for subnormal ``x``.  An optimizer state whose gradient stays 0 (a
-    dead ReLU unit) decays geometrically into subnormals, and arithmetic on
-    them is up to 100x slower on Intel CPUs: a batch-1 MLP's update took
-    0.5 ms a step on the 16-core Xeon host instead of microseconds."""
-    return x if fabsf(x) >= FLT_MIN else 0.0
+def mse(float[:, ::1] p, float[:, ::1] t, float[::1] weights, float[:, ::1] grad, int nthreads):
+    """Mean squared error over all N*K entries; fills grad."""
+    return _regression_loss(p, t, weights, grad, nthreads, False)
+
+
+def mae(float[:, ::1] p, float[:, ::1] t, float[::1] weights, float[:, ::1] grad, int nthreads):
+    """Mean absolute error over all N*K entries; fills grad."""
+    return _regression_loss(p, t, weights, grad, nthreads, True)
+
+
+# ---------------------------------------------------------------- optimisers
+# Each update runs over flat buffers in one parallel region: thread t takes
+# the t-th contiguous block (as the GEMM that wrote the gradient split its
+# rows, see CPUDevice._update_threads) and runs the C loop of
+# _update_loops.pxi over it.
+
+include "_update_loops.pxi"
 
 
 cdef inline float _state_floor(float a, float b) noexcept nogil:
@@ -270,44 +287,88 @@ cdef inline float _state_floor(float a, float b) noexcept nogil:
     return FLT_MIN / least
 
 
+cdef inline int _update_nt(Py_ssize_t n, int nthreads, bint exact) noexcept nogil:
+    cdef int nt = nthreads if exact else _nt(n, nthreads)
+    if nt < 1:
+        nt = 1
+    return <int>min(<Py_ssize_t>nt, n) if n > 0 else 1
+
+
 def sgd_update(float[::1] w, float[::1] g, float[::1] v, float lr, float momentum,
-               float weight_decay, bint nesterov, int nthreads, bint exact_threads=False):
-    """In-place SGD with momentum / Nesterov / weight decay (PyTorch's form).
+               float weight_decay, bint nesterov, int nthreads, bint exact_threads=False,
+               float scale=1.0):
+    """In-place SGD with momentum / Nesterov / weight decay (PyTorch's form),
+    the gradient read as ``scale * g``.
 
     ``v`` may be empty when momentum is 0.  Velocities so small that the next
     update's products with them would be subnormal are set to 0 (see
-    ``_flush`` and ``_state_floor``): a change below 1e-35 of a weight.
+    ``_state_floor``): a change below 1e-35 of a weight.
     """
-    cdef Py_ssize_t i, n = w.shape[0]
-    cdef float gi, vi
+    cdef Py_ssize_t n = w.shape[0], chunk, lo
+    cdef int nt = _update_nt(n, nthreads, exact_threads), t
     cdef bint use_v = momentum != 0.0
     cdef float floor = _state_floor(momentum, lr)
-    cdef int nt = nthreads if exact_threads else _nt(n, nthreads)
-    for i in prange(n, nogil=True, num_threads=nt, schedule="static"):
-        gi = g[i] + weight_decay * w[i]
-        if use_v:
-            vi = momentum * v[i] + gi
-            v[i] = vi if fabsf(vi) >= floor else 0.0
-            if nesterov:
-                gi = gi + momentum * v[i]
-            else:
-                gi = v[i]
-        w[i] = w[i] - lr * gi
+    if n == 0:
+        return
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
+        lo = t * chunk
+        if lo < n:
+            hn_sgd_run(&w[lo], &g[lo], &v[lo] if use_v else NULL, min(chunk, n - lo), lr,
+                     momentum, weight_decay, nesterov, scale, floor)
 
 
 def adam_update(float[::1] w, float[::1] g, float[::1] m, float[::1] v, float lr,
                 float beta1, float beta2, float eps, int t, float weight_decay,
-                int nthreads, bint exact_threads=False):
-    """In-place Adam step with bias correction (t counts from 1)."""
-    cdef Py_ssize_t i, n = w.shape[0]
-    cdef float gi
-    cdef float c1 = 1.0 - <float>pow(beta1, t), c2 = 1.0 - <float>pow(beta2, t)
-    cdef int nt = nthreads if exact_threads else _nt(n, nthreads)
-    for i in prange(n, nogil=True, num_threads=nt, schedule="static"):
-        gi = g[i] + weight_decay * w[i]
-        m[i] = _flush(beta1 * m[i] + (1.0 - beta1) * gi)
-        v[i] = _flush(beta2 * v[i] + (1.0 - beta2) * gi * gi)
-        w[i] = w[i] - lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps)
+                int nthreads, bint exact_threads=False, bint decoupled=False,
+                float scale=1.0):
+    """In-place Adam (or, ``decoupled``, AdamW) step with bias correction
+    (t counts from 1), PyTorch's form: ``w -= lr / c1 * m / (sqrt(v) /
+    sqrt(c2) + eps)``, the corrections computed once here, not per element."""
+    cdef Py_ssize_t n = w.shape[0], chunk, lo
+    cdef int nt = _update_nt(n, nthreads, exact_threads), k
+    cdef double c1 = 1.0 - pow(beta1, t), c2 = 1.0 - pow(beta2, t)
+    cdef float step = <float>(lr / c1), inv_c2s = <float>(1.0 / sqrt(c2))
+    cdef float l2 = 0.0 if decoupled else weight_decay
+    cdef float decay = <float>(1.0 - <double>lr * weight_decay) if decoupled else 1.0
+    cdef float mfloor = _state_floor(beta1, 1.0), vfloor = _state_floor(beta2, 1.0)
+    if n == 0:
+        return
+    chunk = (n + nt - 1) // nt
+    for k in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
+        lo = k * chunk
+        if lo < n:
+            hn_adam_run(&w[lo], &g[lo], &m[lo], &v[lo], min(chunk, n - lo), beta1, beta2,
+                      step, inv_c2s, eps, l2, decay, scale, mfloor, vfloor)
+
+
+def rmsprop_update(float[::1] w, float[::1] g, float[::1] sq, float[::1] buf, float lr,
+                   float alpha, float eps, float momentum, float weight_decay, int nthreads,
+                   bint exact_threads=False, float scale=1.0):
+    """In-place RMSProp step (PyTorch's, not centred); ``buf`` may be empty
+    when momentum is 0."""
+    cdef Py_ssize_t n = w.shape[0], chunk, lo
+    cdef int nt = _update_nt(n, nthreads, exact_threads), k
+    cdef bint use_b = momentum != 0.0
+    cdef float sfloor = _state_floor(alpha, 1.0), bfloor = _state_floor(momentum, lr)
+    if n == 0:
+        return
+    chunk = (n + nt - 1) // nt
+    for k in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
+        lo = k * chunk
+        if lo < n:
+            hn_rmsprop_run(&w[lo], &g[lo], &sq[lo], &buf[lo] if use_b else NULL,
+                         min(chunk, n - lo), lr, alpha, eps, momentum, weight_decay, scale,
+                         sfloor, bfloor)
+
+
+def sum_squares(float[::1] x, int nthreads):
+    """Sum of the squares of a flat buffer (float64 accumulation)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef double acc = 0.0
+    for i in prange(n, nogil=True, num_threads=_nt(n, nthreads), schedule="static"):
+        acc += <double>x[i] * x[i]
+    return acc
 
 
 def total(float[::1] x, int nthreads):

@@ -22,10 +22,10 @@ followed, where the two disagree the text is, and each case is listed:
   second of a pair whose members are both still kept; that is the default
   (``pair_drop="later"``; ``"weaker"`` drops the one less correlated with the target). The
   code compares the signed r with 0.9 and includes the target among the columns; here
-  |r| is compared ("over 90 % correlation") and only inputs are paired.
+  ``|r|`` is compared ("over 90 % correlation") and only inputs are paired.
 - z-scores: the code keeps rows with ``stats.zscore(df) < 3`` in every column, the target
   included, so only high values count as outliers (for Wine Quality that removes every wine
-  of quality 9). Here, as the text says, a row goes if any |z| > 3, over the kept inputs
+  of quality 9). Here, as the text says, a row goes if any ``|z| > 3``, over the kept inputs
   only; population standard deviation (``scipy.stats.zscore``'s default). A rare binary input is
   removed with it: Boston's CHAS (1 in about 7 % of tracts) has z of about 3.6 where it is
   1, so every riverside tract leaves the training split. That is the rule as stated;
@@ -112,9 +112,9 @@ def correlation_filter(X, y, corr_threshold: float, pair_threshold: float = 0.9,
     y : array_like, shape (n,)
         Target (class index or value).
     corr_threshold : float
-        Drop columns with |r(column, y)| < corr_threshold.
+        Drop columns with ``|r(column, y)| < corr_threshold``.
     pair_threshold : float, default 0.9
-        Of each pair of the remaining columns with |r| > pair_threshold, drop one.
+        Of each pair of the remaining columns with ``|r| > pair_threshold``, drop one.
     pair_drop : {"later", "weaker"}, default "later"
         Which one: ``"later"``, the later column (the thesis's code: pairs visited in
         column order, the second of a pair whose members are both still kept is
@@ -126,7 +126,7 @@ def correlation_filter(X, y, corr_threshold: float, pair_threshold: float = 0.9,
     keep : numpy.ndarray of int64
         Indices of the kept columns, ascending.
     target_corr : numpy.ndarray of float64
-        Shape ``(d,)``, |r| of each column with y.
+        Shape ``(d,)``, ``|r|`` of each column with y.
     """
     if pair_drop not in ("later", "weaker"):
         raise ValueError(f"pair_drop must be 'later' or 'weaker', got {pair_drop!r}")
@@ -159,14 +159,14 @@ class ThesisPreprocessor:
     Parameters
     ----------
     corr_threshold : float or "auto", default "auto"
-        Drop inputs whose |correlation| with the target is below this; ``"auto"``: 0.10
+        Drop inputs whose ``|correlation|`` with the target is below this; ``"auto"``: 0.10
         for sets with at least 20 inputs, else 0.05 (see the module's notes).
     pair_threshold : float, default 0.9
         Of each pair of inputs correlated over this, drop one.
     pair_drop : {"later", "weaker"}, default "later"
         Which one; see :func:`correlation_filter`.
     z_threshold : float or None, default 3.0
-        Remove training rows with any |z-score| above this; ``None`` keeps every row.
+        Remove training rows with any ``|z-score|`` above this; ``None`` keeps every row.
     normalize : bool, default True
         Standardise the kept inputs with the (outlier-free) training mean and std.
 
@@ -175,7 +175,7 @@ class ThesisPreprocessor:
     keep_ : numpy.ndarray of int64
         Indices of the kept input columns.
     target_corr_ : numpy.ndarray
-        |correlation| of every input with the target, on the training split.
+        ``|correlation|`` of every input with the target, on the training split.
     corr_threshold_ : float
         The threshold applied.
     n_outliers_ : int

@@ -312,23 +312,52 @@ class Device(TransferPaths):
         Returns ``(loss (1,), grad)``."""
         raise NotImplementedError
 
+    def mae(self, pred, targets, weights=None, grad_out=None):
+        """Mean absolute error: ``sum_i w_i * sum_k |p - t| / (N * K)``,
+        gradient ``w_i * sign(p - t) / (N * K)`` (0 where ``p == t``, as
+        PyTorch's ``l1_loss``).  Returns ``(loss (1,), grad)``."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------- optimisers
-    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    # Every update takes ``scale``: the gradient is read as ``scale * g``
+    # (gradient clipping, hetnet.optim), before weight decay is added.
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   scale=1.0):
         """In-place SGD step, PyTorch's convention.
 
-        ``g' = g + weight_decay * w``; ``v = momentum * v + g'`` (if momentum);
-        ``w -= lr * (g' + momentum * v)`` if nesterov else ``w -= lr * v``.
-        ``v`` may be None when momentum is 0.
+        ``g' = scale * g + weight_decay * w``; ``v = momentum * v + g'`` (if
+        momentum); ``w -= lr * (g' + momentum * v)`` if nesterov else
+        ``w -= lr * v``.  ``v`` may be None when momentum is 0.
         """
         raise NotImplementedError
 
-    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
-        """In-place Adam step (bias-corrected, step number ``t`` from 1)."""
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
+                    decoupled=False, scale=1.0):
+        """In-place Adam step (bias-corrected, step number ``t`` from 1),
+        PyTorch's ``Adam`` (``decoupled=False``: ``g' = scale * g +
+        weight_decay * w``) or ``AdamW`` (``decoupled``: ``w *= 1 - lr *
+        weight_decay`` first, ``g' = scale * g``); then ``m = b1 m + (1 - b1)
+        g'``, ``v = b2 v + (1 - b2) g'^2``, ``w -= lr / (1 - b1^t) * m /
+        (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+        raise NotImplementedError
+
+    def rmsprop_update(self, w, g, sq, buf, lr, alpha, eps, momentum=0.0, weight_decay=0.0,
+                       scale=1.0):
+        """In-place RMSProp step, PyTorch's (not centred): ``g' = scale * g +
+        weight_decay * w``; ``sq = alpha sq + (1 - alpha) g'^2``; ``d = g' /
+        (sqrt(sq) + eps)``; with momentum ``buf = momentum buf + d``, ``w -=
+        lr buf``, else ``w -= lr d``.  ``buf`` may be None when momentum is 0."""
         raise NotImplementedError
 
     # ----------------------------------------------------------- reductions
     def sum(self, x):
         """Sum of all elements, as a device array of shape (1,)."""
+        raise NotImplementedError
+
+    def sum_squares(self, x, out=None, accumulate=False):
+        """Sum of the squares of all elements into ``out`` (a device array
+        of shape (1,)), added to what it holds when ``accumulate``.  Returns
+        ``out``."""
         raise NotImplementedError
 
     def argmax(self, x, out=None):

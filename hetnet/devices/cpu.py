@@ -308,6 +308,9 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
     def mse(self, pred, targets, weights=None, grad_out=None):
         return self._loss(_ew.mse, pred, targets, weights, grad_out)
 
+    def mae(self, pred, targets, weights=None, grad_out=None):
+        return self._loss(_ew.mae, pred, targets, weights, grad_out)
+
     # ----------------------------------------------------------- optimisers
     def _remember_writers(self, c, blocks):
         """Note that ``c`` was just written in ``blocks`` contiguous row
@@ -334,22 +337,42 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
             return min(entry[1], self.num_threads)
         return None
 
-    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   scale=1.0):
         threads = self._update_threads(g)
         _ew.sgd_update(_flat(w), _flat(g), _EMPTY if v is None else _flat(v), lr,
                        momentum, weight_decay, nesterov, threads or self.num_threads,
-                       threads is not None)
+                       threads is not None, scale)
         return w
 
-    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
+                    decoupled=False, scale=1.0):
         threads = self._update_threads(g)
         _ew.adam_update(_flat(w), _flat(g), _flat(m), _flat(v), lr, beta1, beta2, eps,
-                        int(t), weight_decay, threads or self.num_threads, threads is not None)
+                        int(t), weight_decay, threads or self.num_threads, threads is not None,
+                        decoupled, scale)
+        return w
+
+    def rmsprop_update(self, w, g, sq, buf, lr, alpha, eps, momentum=0.0, weight_decay=0.0,
+                       scale=1.0):
+        if buf is None and momentum:
+            raise ValueError("rmsprop_update needs a momentum buffer when momentum != 0")
+        threads = self._update_threads(g)
+        _ew.rmsprop_update(_flat(w), _flat(g), _flat(sq), _EMPTY if buf is None else _flat(buf),
+                           lr, alpha, eps, momentum, weight_decay, threads or self.num_threads,
+                           threads is not None, scale)
         return w
 
     # ----------------------------------------------------------- reductions
     def sum(self, x):
         return np.array([_ew.total(_flat(x), self.num_threads)], dtype=_F32)
+
+    def sum_squares(self, x, out=None, accumulate=False):
+        s = _ew.sum_squares(_flat(x), self.num_threads)
+        if out is None:
+            out = np.zeros(1, dtype=_F32)
+        out[0] = (float(out[0]) if accumulate else 0.0) + s
+        return out
 
     def argmax(self, x, out=None):
         if out is None:

@@ -307,9 +307,19 @@ class NumpyDevice(HostArrays, Device):
         grad = 2 * d * (w / (n * k))[:, None]
         return np.array([loss], dtype=_F32), self._store(grad.astype(_F32), grad_out)
 
+    def mae(self, pred, targets, weights=None, grad_out=None):
+        p, t = pred.astype(np.float64), targets.astype(np.float64)
+        n, k = p.shape
+        w = self._weights(weights, n)
+        d = p - t
+        loss = (w * np.abs(d).sum(axis=1)).sum() / (n * k)
+        grad = np.sign(d) * (w / (n * k))[:, None]
+        return np.array([loss], dtype=_F32), self._store(grad.astype(_F32), grad_out)
+
     # ----------------------------------------------------------- optimisers
-    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-        g = g.astype(np.float64) + weight_decay * w
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   scale=1.0):
+        g = scale * g.astype(np.float64) + weight_decay * w
         if momentum:
             v[...] = momentum * v + g
             step = g + momentum * v if nesterov else v.astype(np.float64)
@@ -318,8 +328,13 @@ class NumpyDevice(HostArrays, Device):
         w[...] = w - lr * step
         return w
 
-    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
-        g = g.astype(np.float64) + weight_decay * w
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
+                    decoupled=False, scale=1.0):
+        g = scale * g.astype(np.float64)
+        if decoupled:
+            w[...] = w * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * w
         m[...] = beta1 * m + (1 - beta1) * g
         v[...] = beta2 * v + (1 - beta2) * g * g
         mhat = m / (1 - beta1 ** t)
@@ -327,9 +342,27 @@ class NumpyDevice(HostArrays, Device):
         w[...] = w - lr * mhat / (np.sqrt(vhat) + eps)
         return w
 
+    def rmsprop_update(self, w, g, sq, buf, lr, alpha, eps, momentum=0.0, weight_decay=0.0,
+                       scale=1.0):
+        g = scale * g.astype(np.float64) + weight_decay * w
+        sq[...] = alpha * sq + (1 - alpha) * g * g
+        d = g / (np.sqrt(sq.astype(np.float64)) + eps)
+        if momentum:
+            buf[...] = momentum * buf + d
+            d = buf.astype(np.float64)
+        w[...] = w - lr * d
+        return w
+
     # ----------------------------------------------------------- reductions
     def sum(self, x):
         return np.array([x.astype(np.float64).sum()], dtype=_F32)
+
+    def sum_squares(self, x, out=None, accumulate=False):
+        s = np.square(x.astype(np.float64)).sum()
+        if out is None:
+            out = np.zeros(1, dtype=_F32)
+        out[0] = (float(out[0]) if accumulate else 0.0) + s
+        return out
 
     def argmax(self, x, out=None):
         return self._store(x.argmax(axis=1).astype(np.int32), out)

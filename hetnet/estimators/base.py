@@ -51,7 +51,7 @@ from ..devices import Device, get_device, resolve
 from ..layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..model import History, Sequential, io, load as load_model
 from ..model.zoo import lenet5_layers, mlp_layers
-from ..optim import OPTIMIZERS, Adam, Optimizer, SGD
+from ..optim import NAMES, OPTIMIZERS, Adam, AdamW, Optimizer, RMSProp, SGD
 
 __all__ = ["DeviceFallbackWarning", "load_estimator"]
 
@@ -436,16 +436,24 @@ class _BaseHetNet(BaseEstimator):
             opt = copy.copy(opt)   # the parameter keeps no training state
             opt.reset()
             return opt
-        if not isinstance(opt, str) or opt.lower() not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be 'sgd', 'adam' or a hetnet Optimizer, got {opt!r}")
+        if not isinstance(opt, str) or opt.lower() not in NAMES:
+            raise ValueError(f"optimizer must be one of {sorted(NAMES)} or a hetnet Optimizer, "
+                             f"got {opt!r}")
         lr = _check_float("learning_rate_init", self.learning_rate_init, 0, low_open=True)
         alpha = _check_float("alpha", self.alpha, 0)
         # MLPClassifier's penalty 0.5 alpha ||W||^2 / (the batch's total sample
         # weight; its size when unweighted), as a decay
         weight_decay = alpha / batch_weight
-        if opt.lower() == "sgd":
-            momentum = _check_float("momentum", self.momentum, 0, 1)
-            return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay)
+        name = opt.lower()
+        if name in ("sgd", "nag"):
+            momentum = _check_float("momentum", self.momentum, 0, 1,
+                                    low_open=name == "nag")
+            return SGD(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                       nesterov=name == "nag")
+        if name == "rmsprop":
+            return RMSProp(lr=lr, weight_decay=weight_decay)
+        if name == "adamw":   # decoupled: w *= 1 - lr alpha each step
+            return AdamW(lr=lr, weight_decay=alpha)
         return Adam(lr=lr, weight_decay=weight_decay)
 
     def _check_params(self):

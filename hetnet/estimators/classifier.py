@@ -29,12 +29,14 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
         Per-sample shape, e.g. ``(1, 28, 28)``, for flat X fed to a
         convolutional architecture.  Default: the shape of 3-/4-D X, flat
         for ``"mlp"``, a square one-channel image otherwise.
-    optimizer : {"adam", "sgd"} or hetnet Optimizer, default "adam"
-        An ``Optimizer`` instance is copied and used as it is
+    optimizer : {"adam", "sgd", "nag", "rmsprop", "adamw"} or hetnet Optimizer, default "adam"
+        ``"nag"`` is SGD with Nesterov momentum; ``"adamw"`` applies ``alpha``
+        as AdamW's decoupled decay (``w *= 1 - lr alpha`` a step) instead of
+        an L2 penalty.  An ``Optimizer`` instance is copied and used as it is
         (``learning_rate_init``, ``momentum`` and ``alpha`` then do not apply).
     learning_rate_init : float, default 0.001
     momentum : float, default 0.9
-        SGD momentum (``v = momentum v + g; w -= lr v``).
+        SGD's and NAG's momentum (``v = momentum v + g; w -= lr v``).
     alpha : float, default 0.0001
         L2 penalty ``0.5 alpha ||w||^2 / batch_size`` (as MLPClassifier),
         applied as weight decay to every parameter, biases included.

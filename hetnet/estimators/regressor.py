@@ -14,13 +14,13 @@ class HetNetRegressor(RegressorMixin, _BaseHetNet):
     ``y`` may have several columns (one network output each).  With
     ``early_stopping`` the validation score is R^2.  Targets are used as
     given: scale them (e.g. ``TransformedTargetRegressor`` with a
-    ``StandardScaler``) when they are far from unit size.
+    ``StandardScaler``) when they are far from unit size.  Its attributes are
+    those of :class:`HetNetClassifier` except ``classes_``, and one more:
 
     Attributes
     ----------
     n_outputs_ : int
         Target columns.
-    (the others as for :class:`HetNetClassifier`, without ``classes_``)
     """
 
     _loss = "mse"

@@ -22,6 +22,8 @@ class Conv2D(Layer):
     init : {"he", "glorot", "lecun"}
     bias : bool
 
+    Notes
+    -----
     Shapes: x ``(N, C, H, W)``, W ``(F, C, kh, kw)``, b ``(F,)``,
     y ``(N, F, Ho, Wo)`` with ``Ho = (H + 2 ph - kh) // sh + 1``.
 

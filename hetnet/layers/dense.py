@@ -15,6 +15,8 @@ class Dense(Layer):
         Weight initialisation (biases start at 0).
     bias : bool
 
+    Notes
+    -----
     Shapes: x ``(N, in_features)``, W ``(in_features, out_features)``,
     b ``(out_features,)``, y ``(N, out_features)``.
     """

@@ -1,5 +1,6 @@
 """The fit loop: epochs of shuffled mini-batches, callbacks, history."""
 
+import contextlib
 import math
 import time
 
@@ -7,7 +8,7 @@ import numpy as np
 
 from .._validation import check_X, check_positive_int, check_targets
 from ..optim import get_optimizer
-from ..schedules import get_schedule
+from ..schedules import apply_schedule, get_schedule
 
 
 class History(dict):
@@ -21,7 +22,7 @@ class History(dict):
 
 def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
         verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-        check_input=True):
+        check_input=True, distributed=False):
     """Mini-batch training.
 
     Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -31,7 +32,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
 
     Parameters
     ----------
-    X : array (n, *input_shape), or (n, prod(input_shape))
+    X : array ``(n, *input_shape)``, or ``(n, prod(input_shape))``
     y : class indices (n,) or one-hot (n, k) for cross-entropy; (n, k)
         or (n,) targets otherwise
     validation_data : (X_val, y_val), optional
@@ -51,6 +52,21 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         targets are still checked): for callers that have scanned X
         already, such as the scikit-learn estimators.  Non-finite inputs
         then train to NaN weights instead of raising.
+    distributed : bool or hetnet.distributed.Context
+        Data-parallel training over the ranks of an MPI job (started with
+        ``mpirun -n K``; every rank calls ``fit`` with the same data and
+        arguments): ``batch_size`` is the global mini-batch, split across
+        the ranks (:attr:`hetnet.distributed.Context.balance`), the
+        gradients averaged after each backward pass (a gradient hook), so
+        every rank ends each step with the same weights, those one process
+        would have at ``batch_size`` (to float32 rounding; BatchNorm uses
+        per-rank statistics, see :mod:`hetnet.distributed.data_parallel`).
+        The replicas start from rank 0's weights and shuffle by rank 0's
+        order; losses and metrics are over all ranks; only rank 0 shows
+        progress.  History gains ``allreduce_s`` and ``shares`` per epoch.
+        ``True`` joins the job (:func:`hetnet.distributed.init`); pass the
+        Context from ``init`` to choose its settings.  With one rank this is
+        a plain fit.  Needs mpi4py and an MPI library.
 
     Returns
     -------
@@ -58,6 +74,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     """
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
+    ctx = distributed_context(distributed, model.placement.primary)
     X, yt, sw = model._prepare(X, y, sample_weight, check_input)
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -69,57 +86,119 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         model.optimizer = get_optimizer(optimizer)
     schedule = get_schedule(lr_schedule)
     callbacks = list(callbacks or [])
-    n = X.shape[0]
-    total_steps = epochs * math.ceil(n / batch_size)
-    step = 0
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
     model.history = history
+    n = X.shape[0]
     use, _ = model.fusion.decide(model, min(batch_size, n), True,
-                                 fused_unsupported(sw, callbacks), X.nbytes)
+                                 fused_unsupported(sw, callbacks, ctx, model.optimizer),
+                                 X.nbytes)
     if use:
         trainer = model.fusion.trainer(model, min(batch_size, n), model.optimizer)
         return fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle,
                          None if validation_data is None else (Xv, yv), callbacks,
                          schedule, verbose, history)
+    dp = None
+    if ctx is not None:
+        from ..distributed.data_parallel import DataParallel
+        dp = DataParallel(ctx, model, batch_size)
+        dp.begin()
+        if not ctx.is_root:
+            verbose = 0
     call_callbacks(callbacks, "on_fit_begin", model)
+    with dp.attached() if dp is not None else contextlib.nullcontext():
+        _epochs(model, X, yt, sw, epochs, batch_size,
+                None if validation_data is None else (Xv, yv), verbose, shuffle, callbacks,
+                schedule, history, dp)
+    call_callbacks(callbacks, "on_fit_end", model, history)
+    return history
+
+
+def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, callbacks,
+            schedule, history, dp):
+    """The epochs of :func:`fit`; ``dp``, a DataParallel, or None."""
+    n = X.shape[0]
+    total_steps = epochs * math.ceil(n / batch_size)
+    step = 0
+    ctx = None if dp is None else dp.context
     for epoch in range(epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
         order = model._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+        if dp is not None:
+            order = dp.epoch_order(order)
         bar = progress_bar(verbose, n, f"epoch {epoch + 1}/{epochs}")
-        model._use_plan(min(batch_size, n), training=True)
+        planned = min(batch_size, n) if dp is None else max(1, int(dp.shares[ctx.rank]))
+        model._use_plan(planned, training=True)
+        if dp is not None:
+            dp.check_placement()
         totals = {}
         t0 = time.perf_counter()
         with model.runtime.session():
             for b, start in enumerate(range(0, n, batch_size)):
                 idx = order[start:start + batch_size]
-                if len(idx) < batch_size and start:   # the short last batch
-                    model._use_plan(len(idx), training=True, fixed_params=True)
+                rows, count = (idx, len(idx)) if dp is None else dp.local_rows(idx)
+                if len(rows) != planned:   # the short last batch
+                    model._use_plan(len(rows), training=True, fixed_params=True)
+                    if dp is not None:
+                        dp.check_placement()
                 if schedule is not None:
-                    model.optimizer.lr = float(schedule(step, total_steps))
+                    apply_schedule(schedule, model.optimizer, step, total_steps)
                 step += 1
-                loss = model.runtime.train_step(*model.runtime.batch_to_device(X, yt, sw, idx))
+                batch = model.runtime.batch_to_device(X, yt, sw, rows)
+                if dp is not None:
+                    dp.step_begins()
+                loss = model.runtime.train_step(*batch)
                 dev = model.out_device
                 if dev not in totals:
                     totals[dev] = dev.zeros((1,))
-                dev.axpy(float(len(idx)), loss, totals[dev])
+                dev.axpy(float(count), loss, totals[dev])
                 if bar is not None:
                     bar.update(len(idx))
                     if b % 50 == 0:
                         bar.set_postfix(loss=f"{float(dev.to_host(loss)[0]):.4f}", refresh=False)
                 call_callbacks(callbacks, "on_batch_end", model, b)
             # reading the sums waits for the devices
-            epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items()) / n
+            epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items())
+        if dp is not None:
+            epoch_loss = dp.sum(epoch_loss)
+        epoch_loss /= n
         dt = time.perf_counter() - t0
         logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
-        if validation_data is not None:
-            ev = model._evaluate(Xv, yv, None)
+        if dp is not None:
+            logs["allreduce_s"] = dp.averager.seconds
+            logs["shares"] = dp.shares.tolist()
+            dp.averager.reset_stats()
+            dp.end_epoch()
+        if validation is not None:
+            ev = model._evaluate(*validation, None, distributed=ctx)
             logs["val_loss"] = ev["loss"]
             if "accuracy" in ev:
                 logs["val_accuracy"] = ev["accuracy"]
-        if end_epoch(model, epoch, logs, history, bar, callbacks):
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                             if k not in ("time_s", "shares")})
+            bar.close()
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
+                                     f"{epoch_loss}); lower the learning rate")
+        stop = any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
+        if dp is not None:
+            stop = dp.stop(stop)        # rank 0's callbacks decide for every rank
+        if stop:
             break
-    call_callbacks(callbacks, "on_fit_end", model, history)
-    return history
+    if dp is not None:
+        dp.verify_replicas()
+
+
+def distributed_context(distributed, device):
+    """The Context of a ``distributed=`` argument, or None for a plain run
+    (also for a job of one rank)."""
+    if distributed is None or distributed is False:
+        return None
+    from ..distributed.data_parallel import resolve
+    ctx = resolve(distributed, device)
+    return ctx if ctx.size > 1 else None
 
 
 def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_data,
@@ -166,11 +245,15 @@ def end_epoch(model, epoch, logs, history, bar, callbacks):
     return any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
 
 
-def fused_unsupported(sample_weight, callbacks):
+def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None):
     """What a fit / predict call asks for that the fused step does not do
     ("" when nothing)."""
     if sample_weight is not None:
         return "the call has sample weights"
+    if distributed is not None:
+        return "the fit is data-parallel over MPI ranks"
+    if optimizer is not None and getattr(optimizer, "clip_norm", None) is not None:
+        return "the optimizer clips the gradient norm"
     from ..callbacks import Callback
     for cb in callbacks or ():
         hook = getattr(type(cb), "on_batch_end", None)
@@ -196,4 +279,5 @@ def progress_bar(verbose, total, desc):
                 dynamic_ncols=True)
 
 
-__all__ = ["History", "fit", "fit_fused", "fused_unsupported", "call_callbacks", "progress_bar"]
+__all__ = ["History", "fit", "fit_fused", "fused_unsupported", "call_callbacks", "progress_bar",
+           "distributed_context"]

@@ -9,6 +9,7 @@ import numpy as np
 from .._validation import check_X, check_targets, check_sample_weight, check_positive_int
 from ..layers import Layer
 from ..losses import get_loss
+from ..metrics import check_metrics, score
 from ..runtime import Runtime, timing
 from ..sched.hostspeed import probe
 from ..sched.fusion import FusionPolicy, FusionUnsupported
@@ -24,7 +25,7 @@ class Sequential:
     ----------
     layers : list of Layer
         The last layer emits logits (no softmax needed for cross-entropy).
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "mae"}
         Mean over the batch.  Cross-entropy takes class indices or one-hot
         labels and fuses softmax; binary cross-entropy fuses sigmoid.
     device : str, Device or list
@@ -323,9 +324,9 @@ class Sequential:
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True):
+            check_input=True, distributed=False):
         return _fit.fit(self, X, y, epochs, batch_size, optimizer, validation_data, verbose,
-                        shuffle, sample_weight, callbacks, lr_schedule, check_input)
+                        shuffle, sample_weight, callbacks, lr_schedule, check_input, distributed)
 
     fit.__doc__ = _fit.fit.__doc__
 
@@ -354,10 +355,28 @@ class Sequential:
                                     X.nbytes)
         return self.fusion.trainer(self, batch) if use else None
 
-    def predict_logits(self, X, batch_size=256):
-        """Raw outputs of the last layer, ``(n, k)`` numpy."""
+    def _split_over_ranks(self, X, distributed, predict):
+        """``predict(X)`` with the rows of ``X`` split over the ranks of a
+        data-parallel job and the results gathered in order on every rank
+        (``distributed``: as :meth:`fit`'s); a plain call without it."""
+        ctx = _fit.distributed_context(distributed, self.placement.primary)
+        if ctx is None:
+            return predict(X)
+        from ..distributed.data_parallel import rank_block, gather_rows
+        mine = X[rank_block(X.shape[0], ctx)]
+        # a rank without rows still gathers: an empty result of the right shape
+        local = predict(mine) if mine.shape[0] else predict(X[:1])[:0]
+        return gather_rows(ctx, local)
+
+    def predict_logits(self, X, batch_size=256, distributed=False):
+        """Raw outputs of the last layer, ``(n, k)`` numpy.  ``distributed``
+        (as :meth:`fit`'s): every rank predicts its block of the rows and
+        all get all of them."""
         self._require_built()
         X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_logits(part, batch_size))
         fused = self._fused_inference(X, batch_size)
         if fused is not None:
             return fused.predict_logits(X)
@@ -366,14 +385,17 @@ class Sequential:
             out[idx] = self.out_device.to_host(self._forward(xb, False))
         return out
 
-    def predict_proba(self, X, batch_size=256):
+    def predict_proba(self, X, batch_size=256, distributed=False):
         """Class probabilities (softmax for cross-entropy, sigmoid for binary
-        cross-entropy), ``(n, k)``."""
+        cross-entropy), ``(n, k)``.  ``distributed``: as :meth:`predict_logits`."""
         if not self.loss.classification:
             raise AttributeError("predict_proba needs a classification loss; this model uses "
                                  f"{self.loss.name!r}")
         self._require_built()
         X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_proba(part, batch_size))
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             logits = self._forward(xb, False)
@@ -381,9 +403,14 @@ class Sequential:
             out[idx] = dev.to_host(dev.activation(self.loss.output, logits))
         return out
 
-    def predict(self, X, batch_size=256):
+    def predict(self, X, batch_size=256, distributed=False):
         """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
-        or the outputs themselves (MSE; 1-D when there is one output)."""
+        or the outputs themselves (MSE; 1-D when there is one output).
+        ``distributed``: as :meth:`predict_logits`."""
+        if distributed:
+            self._require_built()
+            return self._split_over_ranks(check_X(X, self.input_shape), distributed,
+                                          lambda part: self.predict(part, batch_size))
         if self.loss.name == "cross_entropy":
             self._require_built()
             X = check_X(X, self.input_shape)
@@ -402,33 +429,66 @@ class Sequential:
             pred = self.predict_logits(X, batch_size)
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def evaluate(self, X, y, sample_weight=None, batch_size=256):
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None,
+                 distributed=False):
         """Mean loss (and accuracy for classification) over a data set:
-        ``{"loss": float, "accuracy": float}``."""
+        ``{"loss": float, "accuracy": float}``; with ``metrics`` (names from
+        :data:`hetnet.metrics.METRICS`: ``"accuracy"``, ``"balanced_accuracy"``,
+        ``"r2"``, ``"mae"``, ``"mse"``) the loss and those, as scikit-learn
+        computes them from the predictions.  ``distributed`` (as
+        :meth:`fit`'s): every rank evaluates its block of the rows, the loss
+        sums are added over the ranks (and for ``metrics`` the outputs
+        gathered); every rank gets the result."""
         self._require_built()
         X, yt, sw = self._prepare(X, y, sample_weight)
-        return self._evaluate(X, yt, sw, batch_size)
+        if metrics is not None:
+            metrics = check_metrics(metrics, self.loss.classification)
+        return self._evaluate(X, yt, sw, batch_size, metrics, distributed)
 
-    def _evaluate(self, X, yt, sw, batch_size=256):
+    def _evaluate(self, X, yt, sw, batch_size=256, metrics=None, distributed=False):
+        """The loss and accuracy over validated data; with ``metrics`` (checked
+        names) the loss and those metrics instead, from the logits."""
+        ctx = _fit.distributed_context(distributed, self.placement.primary)
+        if ctx is not None:
+            from ..distributed.data_parallel import rank_block, evaluate_sums
+            block = rank_block(X.shape[0], ctx)
+            n_mine = block.stop - block.start
+            if n_mine:
+                local = self._evaluate(X[block], yt[block], None if sw is None else sw[block],
+                                       batch_size)
+            else:
+                local = {"loss": 0.0, **({"accuracy": 0.0} if self.loss.classification else {})}
+            result = evaluate_sums(ctx, {**local, "n": n_mine})
+            if metrics is not None:     # not sums over rows: from every rank's outputs
+                logits = self._split_over_ranks(
+                    X, ctx, lambda part: self.predict_logits(part, batch_size))
+                result = {"loss": result["loss"],
+                          **score(metrics, self.loss.name, yt, logits, sw)}
+            return result
         n = X.shape[0]
-        if sw is None and self.loss.name == "cross_entropy":
+        if sw is None and metrics is None and self.loss.name == "cross_entropy":
             fused = self._fused_inference(X, batch_size)
             if fused is not None:
                 return fused.evaluate(X, yt)
         total, correct = 0.0, 0
+        logits_all = None if metrics is None else np.empty((n, self.n_outputs), np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             dev = self.out_device
             yb, wb = self.runtime.targets_to_device(yt, sw, idx)
             logits = self._forward(xb, False)
             loss, _ = self._loss_op(logits, yb, wb)
             total += float(dev.to_host(loss)[0]) * xb.shape[0]
-            if self.loss.name == "cross_entropy":
+            if logits_all is not None:
+                logits_all[idx] = dev.to_host(logits)
+            elif self.loss.name == "cross_entropy":
                 correct += int((dev.to_host(dev.argmax(logits)) == yt[idx]).sum())
             elif self.loss.name == "binary_cross_entropy":
                 pred = dev.to_host(logits) > 0
                 correct += int((pred == (yt[idx] > 0.5)).all(axis=1).sum())
         result = {"loss": total / n}
-        if self.loss.classification:
+        if metrics is not None:
+            result.update(score(metrics, self.loss.name, yt, logits_all, sw))
+        elif self.loss.classification:
             result["accuracy"] = correct / n
         return result
 
@@ -444,14 +504,20 @@ class Sequential:
         with self.runtime.session():
             return self.runtime.loss_and_gradients(X, yt, sw, training=bool(training))
 
+    def lr_find(self, X, y, **kwargs):
+        """The learning-rate range test (:func:`hetnet.model.lrfind.lr_find`)."""
+        from .lrfind import lr_find
+        return lr_find(self, X, y, **kwargs)
+
     # ------------------------------------------------------------- report
     def summary(self):
         """A text table of layers, output shapes and parameter counts."""
         self._require_built()
+        width = 64      # wide enough for a convolution's kernel size and stride
         where = ", ".join(d.name for d in self._devices_in_use())
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
-                 f"{'layer':<40}{'output':<18}{'params':>10}"]
+                 f"{'layer':<{width}}{'output':<18}{'params':>10}"]
         def rows(layers, depth):
             # a block's sub-layers follow it, indented (Residual.sublayers)
             for layer in layers:
@@ -463,7 +529,8 @@ class Sequential:
             if layer.fusable_activations and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
             name = "  " * depth + getattr(layer, "summary_name", repr(layer))
-            lines.append(f"{(name + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            lines.append(f"{(name + note)[:width - 1]:<{width}}{str(layer.output_shape):<18}"
+                         f"{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 

@@ -118,6 +118,15 @@ def describe_chain(model):
     return units
 
 
+def _check_optimizer(opt):
+    if not isinstance(opt, (SGD, Adam)):
+        raise FusionUnsupported(f"the fused update has SGD, Adam and AdamW, got "
+                                f"{type(opt).__name__}")
+    if getattr(opt, "clip_norm", None) is not None:
+        raise FusionUnsupported("the fused update does not clip the gradient norm "
+                                f"(clip_norm={opt.clip_norm})")
+
+
 class FusedTrainer:
     """Train and evaluate a built model's chain as fused OpenCL kernels.
 
@@ -180,8 +189,7 @@ class FusedTrainer:
         if optimizer is None:
             optimizer = model.optimizer if model.optimizer is not None else SGD(lr=0.01)
         self.optimizer = opt = get_optimizer(optimizer)
-        if not isinstance(opt, (SGD, Adam)):
-            raise FusionUnsupported(f"the fused update has SGD and Adam, got {type(opt).__name__}")
+        _check_optimizer(opt)
         self.state = [dev.zeros((self.layout.size,)) for _ in range(2 if isinstance(opt, Adam) else 1)]
         self._data = None           # (X, labels, order, n) resident on the device
 
@@ -219,8 +227,7 @@ class FusedTrainer:
     def set_optimizer(self, optimizer):
         """Train on with ``optimizer`` (SGD or Adam), its state from zero."""
         opt = get_optimizer(optimizer)
-        if not isinstance(opt, (SGD, Adam)):
-            raise FusionUnsupported(f"the fused update has SGD and Adam, got {type(opt).__name__}")
+        _check_optimizer(opt)
         self.optimizer = opt
         self.state = [self.device.zeros((self.layout.size,))
                       for _ in range(2 if isinstance(opt, Adam) else 1)]
@@ -262,12 +269,13 @@ class FusedTrainer:
         p.bind(p.k_wgrad, 0, p.stash.base_data, self.g.base_data)
         size = self.layout.size
         if isinstance(opt, Adam):
-            p.bind(p.k_adam, opt.lr, 1.0, 1.0, size, self.w.base_data, self.g.base_data,
-                   self.state[0].base_data, self.state[1].base_data, opt.beta1, opt.beta2,
-                   opt.eps, opt.weight_decay)
+            l2 = 0.0 if opt._decoupled else opt.weight_decay
+            p.bind(p.k_adam, opt.lr, 1.0, 1.0, opt.beta1, size, self.w.base_data,
+                   self.g.base_data, self.state[0].base_data, self.state[1].base_data,
+                   opt.beta2, opt.eps, l2)
         else:
-            p.bind(p.k_sgd, opt.lr, size, self.w.base_data, self.g.base_data,
-                   self.state[0].base_data, opt.momentum, opt.weight_decay, int(opt.nesterov))
+            p.bind(p.k_sgd, opt.lr, opt.momentum, size, self.w.base_data, self.g.base_data,
+                   self.state[0].base_data, opt.weight_decay, int(opt.nesterov))
 
     def _step(self, start, n, lr):
         """One training step on batch rows ``start .. start+n-1`` of the
@@ -278,9 +286,14 @@ class FusedTrainer:
         opt.t += 1
         groups = -(-self.layout.size // WG)
         if isinstance(opt, Adam):
-            p.launch(p.k_adam, groups, (lr, 1.0 - opt.beta1 ** opt.t, 1.0 - opt.beta2 ** opt.t))
+            # as Adam.update_group's adam_update: bias corrections and the
+            # decoupled (AdamW) decay on the host, once a step
+            decay = 1.0 - lr * opt.weight_decay if opt._decoupled else 1.0
+            p.launch(p.k_adam, groups, (lr / (1.0 - opt.beta1 ** opt.t),
+                                        1.0 / math.sqrt(1.0 - opt.beta2 ** opt.t), decay,
+                                        opt.beta1))
         else:
-            p.launch(p.k_sgd, groups, (lr,))
+            p.launch(p.k_sgd, groups, (lr, opt.momentum))
 
     def fit(self, X=None, y=None, epochs=1, batch_size=None, shuffle=True, seed=None,
             lr_schedule=None, step0=0, total_steps=None):
@@ -352,7 +365,13 @@ class FusedTrainer:
                                    0, 8)
             t0 = time.perf_counter()
             for start in range(0, n, bs):
-                lr = self.optimizer.lr if schedule is None else float(schedule(step, total_steps))
+                lr = self.optimizer.lr
+                if schedule is not None:      # hetnet.schedules.apply_schedule's rule
+                    lr = self.optimizer.lr = float(schedule(step, total_steps))
+                    momentum = getattr(schedule, "momentum", None)
+                    value = momentum(step, total_steps) if callable(momentum) else None
+                    if value is not None:
+                        self.optimizer.set_momentum(value)
                 self._step(start, min(bs, n - start), lr)
                 step += 1
             stats = dev.to_host(self.stats)

@@ -266,6 +266,7 @@ class Runtime:
                     self.update_step(i)
                     after_step(i)
                 self.backward(dlogits, update_then)
+            self.optimizer.end_step()
             return loss
         self.backward(dlogits, after_step)
         grads = {dev: self.flat_group(dev)["g"] for dev in self.devices_in_use()
@@ -274,6 +275,7 @@ class Runtime:
             hook(grads)
         for i in range(len(self.steps) - 1, -1, -1):
             self.update_step(i)
+        self.optimizer.end_step()   # clip_norm's held updates, after the hooks' averaging
         return loss
 
     def update_step(self, i):

@@ -28,6 +28,7 @@ Examples
 
 
 import collections
+import math
 
 import numpy as np
 
@@ -49,7 +50,7 @@ _F32, _I32 = np.float32, np.int32
 #: Activation name -> code understood by elementwise.cl (lookup, not if-chain).
 _ACT_CODES = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 
-_LOSS_BCE, _LOSS_MSE = 0, 1       # modes of loss.cl's pointwise_loss
+_LOSS_BCE, _LOSS_MSE, _LOSS_MAE = 0, 1, 2       # modes of loss.cl's pointwise_loss
 
 
 #: kernel name -> (file, argument types: b = buffer, i = int32, f = float32)
@@ -67,9 +68,11 @@ _KERNELS = {
     "scale": ("elementwise.cl", "f bi i"),
     "softmax_xent": (("reduce.cl", "loss.cl"), "bi bi bii bi bi iif"),
     "pointwise_loss": (("reduce.cl", "loss.cl"), "bi bi bii bi bi iif if"),
-    "sgd_step": ("optim.cl", "bi bi bi i fff i"),
-    "adam_step": ("optim.cl", "bi bi bi bi i fffffff"),
+    "sgd_step": ("optim.cl", "bi bi bi i fff i f"),
+    "adam_step": ("optim.cl", "bi bi bi bi i ffffffff"),
+    "rmsprop_step": ("optim.cl", "bi bi bi bi i ffffff"),
     "sum_partial": ("reduce.cl", "bii bif"),
+    "sumsq_partial": ("reduce.cl", "bii bi ii"),
     "argmax_rows": ("reduce.cl", "bi bi ii"),
     "bias_grad": ("reduce.cl", "bi bi iii"),
     "act_bias_grad": (("elementwise.cl", "reduce.cl", "bias_backward.cl"), "bi bi bi iiii"),
@@ -402,22 +405,43 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
         return self._loss("pointwise_loss", pred, targets, weights, grad_out,
                           1.0 / nk, _LOSS_MSE, 2.0 / nk)
 
+    def mae(self, pred, targets, weights=None, grad_out=None):
+        nk = pred.shape[0] * pred.shape[1]
+        return self._loss("pointwise_loss", pred, targets, weights, grad_out,
+                          1.0 / nk, _LOSS_MAE, 1.0 / nk)
+
     # ----------------------------------------------------------- optimisers
-    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                   scale=1.0):
         if v is None:
             if momentum:
                 raise ValueError("sgd_update needs a velocity array when momentum != 0")
             v = w
         self._elementwise("sgd_step", w.size, w.base_data, _off(w), g.base_data, _off(g),
                           v.base_data, _off(v), w.size, lr, momentum, weight_decay,
-                          int(bool(nesterov)))
+                          int(bool(nesterov)), scale)
         return w
 
-    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0):
-        c1, c2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
+    def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
+                    decoupled=False, scale=1.0):
+        # bias corrections and decay once here, in double, not per element
+        step = lr / (1.0 - beta1 ** t)
+        inv_c2s = 1.0 / math.sqrt(1.0 - beta2 ** t)
+        l2, decay = (0.0, 1.0 - lr * weight_decay) if decoupled else (weight_decay, 1.0)
         self._elementwise("adam_step", w.size, w.base_data, _off(w), g.base_data, _off(g),
                           m.base_data, _off(m), v.base_data, _off(v), w.size,
-                          lr, beta1, beta2, eps, c1, c2, weight_decay)
+                          beta1, beta2, eps, step, inv_c2s, l2, decay, scale)
+        return w
+
+    def rmsprop_update(self, w, g, sq, buf, lr, alpha, eps, momentum=0.0, weight_decay=0.0,
+                       scale=1.0):
+        if buf is None:
+            if momentum:
+                raise ValueError("rmsprop_update needs a momentum buffer when momentum != 0")
+            buf = sq
+        self._elementwise("rmsprop_step", w.size, w.base_data, _off(w), g.base_data, _off(g),
+                          sq.base_data, _off(sq), buf.base_data, _off(buf), w.size,
+                          lr, alpha, eps, momentum, weight_decay, scale)
         return w
 
     # ----------------------------------------------------------- reductions
@@ -431,6 +455,22 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
         if groups > 1:
             self.launch(self._k("sum_partial"), (self.wg,), (self.wg,),
                          part.base_data, 0, groups, out.base_data, 0, 1.0)
+        return out
+
+    def sum_squares(self, x, out=None, accumulate=False):
+        if out is None:
+            out = self.zeros((1,))
+        n = x.size
+        groups = min(256, max(1, -(-n // (16 * self.wg))))
+        if groups == 1:
+            self._launch(self._k("sumsq_partial"), (self.wg,), (self.wg,),
+                         x.base_data, _off(x), n, out.base_data, _off(out), 1, int(accumulate))
+            return out
+        part = self.empty((groups,))
+        self._launch(self._k("sumsq_partial"), (groups * self.wg,), (self.wg,),
+                     x.base_data, _off(x), n, part.base_data, 0, 1, 0)
+        self._launch(self._k("sumsq_partial"), (self.wg,), (self.wg,),
+                     part.base_data, 0, groups, out.base_data, _off(out), 0, int(accumulate))
         return out
 
     @staticmethod

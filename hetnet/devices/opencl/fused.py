@@ -18,8 +18,8 @@ A training step is three launches, whatever the depth of the chain:
     added into the flat gradient buffer atomically (``red.global.add.f32``
     on NVIDIA, a compare-and-swap loop elsewhere).
 ``fused_sgd`` / ``fused_adam``
-    optim.cl's update over the flat parameter buffer, clearing the gradient
-    for the next step's additions.
+    optim.cl's update (its formulas, in fused.cl) over the flat parameter
+    buffer, clearing the gradient for the next step's additions.
 
 A unit is described by a plain dict (see :func:`conv_unit`,
 :func:`pool_unit`, :func:`dense_unit`); the caller (``hetnet.runtime.fused``)
@@ -349,16 +349,16 @@ class FusedProgram:
         self._bound = {}
 
     def _build(self, ptx):
-        dev, files = self.device, ("optim.cl", "fused.cl")
+        dev, files = self.device, "fused.cl"
         red = (f"-DUSE_PTX_RED={int(ptx)}",)
         b, i, f = None, _I32, _F32
         train, evl = self._train_opts + red, self._eval_opts + red
         self.k_train = dev.kernel(files, "fused_train", [i, i, i, i, i, b, b, b, b, b, b],
                                    train)
         self.k_wgrad = dev.kernel(files, "fused_wgrad", [i, b, b], train)
-        self.k_sgd = dev.kernel(files, "fused_sgd", [f, i, b, b, b, f, f, i], train)
-        self.k_adam = dev.kernel(files, "fused_adam", [f, f, f, i, b, b, b, b, f, f, f, f],
-                                  train)
+        self.k_sgd = dev.kernel(files, "fused_sgd", [f, f, i, b, b, b, f, i], train)
+        self.k_adam = dev.kernel(files, "fused_adam", [f, f, f, f, i, b, b, b, b, f, f, f],
+                                 train)
         self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
                                   evl)
 

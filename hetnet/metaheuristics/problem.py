@@ -1,0 +1,152 @@
+"""The budgeted objective every metaheuristic evaluates through.
+
+A :class:`Problem` owns the evaluation count: every loss value an optimiser
+sees passes through :meth:`Problem.evaluate` (a population, one vectorised
+call) or :meth:`Problem.value_and_grad` (one point, for the L-BFGS local
+search), each counted as one evaluation per point, and neither ever goes past
+``max_evals``.  It also keeps the best point seen so far, so an optimiser can
+be stopped at any step and still report the best it evaluated.
+
+A model is one more objective: phase 2 of the training work hands the
+optimisers a Problem whose ``fun`` is the population loss over flat weight
+vectors, ``value_and_grad`` the model's loss and backward pass, and
+``sampler`` the layers' initialiser.
+"""
+
+import numpy as np
+
+
+class BudgetExhausted(Exception):
+    """Raised inside a local search when the evaluation budget is spent."""
+
+
+class Problem:
+    """A vectorised objective with an exact evaluation budget.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(pop) -> (P,)`` for ``pop`` of shape (P, D), float64.
+    dim : int
+        D, the number of variables.
+    max_evals : int
+        The most evaluations (points) this problem will ever evaluate.
+    lower, upper : ndarray of shape (D,) or None
+        Box bounds; None for an unbounded problem.
+    value_and_grad : callable or None
+        ``value_and_grad(x) -> (float, (D,))`` at one point of shape (D,);
+        counted as one evaluation.  Required by gradient-based local search.
+    sampler : callable or None
+        ``sampler(rng, n) -> (n, D)``: initial / restart individuals.  Defaults
+        to uniform within the bounds.
+
+    Notes
+    -----
+    Non-finite losses (NaN, +-inf) are replaced by +inf: such a candidate
+    loses every comparison and never becomes the best.
+    """
+
+    def __init__(self, fun, dim, max_evals, lower=None, upper=None, value_and_grad=None,
+                 sampler=None):
+        self.fun = fun
+        self.dim = int(dim)
+        self.max_evals = int(max_evals)
+        self.lower = lower
+        self.upper = upper
+        self._value_and_grad = value_and_grad
+        self.sampler = sampler
+        self.nfev = 0
+        self.best_x = None
+        self.best_f = np.inf
+
+    @property
+    def bounded(self):
+        return self.lower is not None
+
+    @property
+    def remaining(self):
+        return self.max_evals - self.nfev
+
+    @property
+    def has_gradient(self):
+        return self._value_and_grad is not None
+
+    def sample(self, rng, n):
+        """``n`` new individuals, shape (n, D), from the sampler or the box."""
+        if self.sampler is not None:
+            pop = np.asarray(self.sampler(rng, n), dtype=np.float64)
+            if pop.shape != (n, self.dim):
+                raise ValueError(f"sampler returned shape {pop.shape}, expected {(n, self.dim)}")
+            return pop
+        return self.lower + rng.random((n, self.dim)) * (self.upper - self.lower)
+
+    def _track(self, X, f):
+        i = int(np.argmin(f))
+        if f[i] < self.best_f:
+            self.best_f = float(f[i])
+            self.best_x = np.array(X[i], dtype=np.float64)
+
+    def evaluate(self, pop):
+        """Losses of the first rows of ``pop`` that the budget allows.
+
+        Parameters
+        ----------
+        pop : ndarray of shape (P, D)
+
+        Returns
+        -------
+        f : ndarray of shape (n,), n = min(P, remaining); non-finite values as +inf.
+        """
+        n = min(len(pop), self.remaining)
+        if n <= 0:
+            return np.empty(0)
+        X = pop[:n]
+        f = np.asarray(self.fun(X), dtype=np.float64)
+        if f.shape != (n,):
+            raise ValueError(f"fun returned an array of shape {f.shape} for a population of "
+                             f"shape {X.shape}; expected shape ({n},)")
+        self.nfev += n
+        f = np.where(np.isfinite(f), f, np.inf)
+        self._track(X, f)
+        return f
+
+    def value_and_grad(self, x):
+        """Loss and gradient at one point, counted as one evaluation.
+
+        Raises :class:`BudgetExhausted` when no evaluation is left.  A
+        non-finite loss comes back as +inf with a zero gradient, so a line
+        search backs off instead of stepping on NaN.  Without a
+        ``value_and_grad`` the gradient is a forward difference, D + 1
+        evaluations in one vectorised call.
+        """
+        if self._value_and_grad is None:
+            return self._fd_value_and_grad(x)
+        if self.remaining < 1:
+            raise BudgetExhausted
+        f, g = self._value_and_grad(x)
+        self.nfev += 1
+        f = float(f)
+        g = np.asarray(g, dtype=np.float64).reshape(-1)
+        if g.shape != (self.dim,):
+            raise ValueError(f"the gradient has shape {g.shape}, expected ({self.dim},)")
+        if not np.isfinite(f):
+            return np.inf, np.zeros(self.dim)
+        self._track(x[None, :], np.array([f]))
+        return f, np.where(np.isfinite(g), g, 0.0)
+
+    def _fd_value_and_grad(self, x):
+        d = self.dim
+        if self.remaining < d + 1:
+            raise BudgetExhausted
+        # Step scaled to the point, as scipy's approx_grad does (sqrt(eps)).
+        h = np.sqrt(np.finfo(np.float64).eps) * np.maximum(1.0, np.abs(x))
+        if self.bounded:
+            # Step backwards where a forward step would leave the box.
+            h = np.where(x + h > self.upper, -h, h)
+        pts = np.repeat(x[None, :], d + 1, axis=0)
+        pts[1 + np.arange(d), np.arange(d)] += h
+        f = self.evaluate(pts)
+        if not np.isfinite(f[0]):
+            return np.inf, np.zeros(d)
+        g = (f[1:] - f[0]) / h
+        return float(f[0]), np.where(np.isfinite(g), g, 0.0)

@@ -1,0 +1,207 @@
+"""SHADE: success-history based adaptive differential evolution.
+
+Tanabe, R. and Fukunaga, A. (2013), "Success-history based parameter
+adaptation for differential evolution", IEEE CEC 2013, pp. 71-78.
+
+One generation is a handful of (P, D) array operations: current-to-pbest/1
+mutation with an external archive, binomial crossover, one vectorised
+evaluation of the P trials, greedy selection and the update of one slot of the
+CR / F memories.
+"""
+
+import numpy as np
+
+from .base import Metaheuristic, _check_int, _check_unit
+
+
+class SHADE(Metaheuristic):
+    """Success-history based adaptive differential evolution.
+
+    Parameters
+    ----------
+    pop_size : int, >= 4
+        Population size N.
+    memory_size : int or None
+        H, the slots of the CR and F memories; default ``pop_size`` (the
+        paper sets H = N).
+    p_max : float in (0, 1]
+        Each individual's p is drawn from U[2/N, p_max]; its pbest is one of
+        the round(p N) best (the paper's 0.2).
+    archive_rate : float >= 0
+        The archive holds up to round(archive_rate * N) replaced parents
+        (the paper's 1.0); 0 disables it.
+    gd, gd_every :
+        The hybrid with gradient descent, see :class:`Metaheuristic`.
+
+    Notes
+    -----
+    Per the paper: CR_i ~ N(M_CR[r_i], 0.1) clipped to [0, 1]; F_i ~
+    Cauchy(M_F[r_i], 0.1), drawn again while F_i <= 0 and truncated to 1;
+    a mutant coordinate outside the box is set half-way between the parent's
+    coordinate and the bound it crossed; a trial replaces its parent when its
+    loss is not higher; the parents beaten strictly enter the archive (random
+    members leave when it is full) and their CR_i, F_i, weighted by the loss
+    improvement, update memory slot k: M_CR[k] the weighted mean, M_F[k] the
+    weighted Lehmer mean.  Both memories start at 0.5.
+    """
+
+    def __init__(self, pop_size=10, memory_size=None, p_max=0.2, archive_rate=1.0, gd=None,
+                 gd_every=None):
+        super().__init__(pop_size=pop_size, gd=gd, gd_every=gd_every)
+        self.memory_size = memory_size
+        self.p_max = p_max
+        self.archive_rate = archive_rate
+
+    def _validate(self):
+        super()._validate()
+        if self.memory_size is not None:
+            _check_int("memory_size", self.memory_size, 1)
+        _check_unit("p_max", self.p_max)
+        if not (np.isscalar(self.archive_rate) and np.isfinite(self.archive_rate)
+                and self.archive_rate >= 0):
+            raise ValueError(f"archive_rate must be a finite number >= 0, got "
+                             f"{self.archive_rate!r}")
+
+    # -- state --------------------------------------------------------------------
+    def _start(self, problem, pop):
+        f = problem.evaluate(pop)
+        fit = np.full(len(pop), np.inf)
+        fit[:len(f)] = f
+        self.set_population(pop, fit, problem.dim)
+
+    def set_population(self, pop, fit, dim=None):
+        """Replace the population (N, D) and its losses (N,); the memories
+        and the archive start afresh."""
+        pop = np.asarray(pop, dtype=np.float64)
+        n = len(pop)
+        self.archive_max = int(round(self.archive_rate * n))
+        self._union = np.empty((n + self.archive_max, pop.shape[1]))
+        self._union[:n] = pop
+        self.pop = self._union[:n]
+        self.archive = self._union[n:]
+        self.n_archive = 0
+        self.fit = np.array(fit, dtype=np.float64)
+        h = n if self.memory_size is None else int(self.memory_size)
+        self.m_cr = np.full(h, 0.5)
+        self.m_f = np.full(h, 0.5)
+        self.k = 0
+
+    @property
+    def best(self):
+        i = int(np.argmin(self.fit))
+        return self.pop[i], float(self.fit[i])
+
+    def _replace_best(self, x, f):
+        i = int(np.argmin(self.fit))
+        self.pop[i] = x
+        self.fit[i] = f
+
+    # -- one generation -----------------------------------------------------------
+    def ask(self, problem):
+        """The N trial vectors of the next generation, shape (N, D).
+
+        Draws CR_i, F_i and the donors; :meth:`tell` must follow with the
+        losses of the first n of them (n <= N, fewer when the budget ends).
+        """
+        rng = self.rng
+        pop, fit = self.pop, self.fit
+        n, d = pop.shape
+        idx = np.arange(n)
+
+        r = rng.integers(len(self.m_cr), size=n)
+        cr = np.clip(rng.normal(self.m_cr[r], 0.1), 0.0, 1.0)
+        f = self.m_f[r] + 0.1 * rng.standard_cauchy(n)
+        bad = f <= 0
+        while bad.any():
+            f[bad] = self.m_f[r[bad]] + 0.1 * rng.standard_cauchy(int(bad.sum()))
+            bad = f <= 0
+        f = np.minimum(f, 1.0)
+
+        p_min = 2.0 / n
+        p = p_min + rng.random(n) * max(self.p_max - p_min, 0.0)
+        n_top = np.maximum(2, np.rint(p * n)).astype(np.int64)
+        order = np.argsort(fit, kind="stable")
+        pbest = order[(rng.random(n) * n_top).astype(np.int64)]
+
+        # r1 from the population, r2 from population + archive, both != i, r1 != r2.
+        r1 = rng.integers(n - 1, size=n)
+        r1 += r1 >= idx
+        union = n + self.n_archive
+        r2 = rng.integers(union, size=n)
+        bad = (r2 == idx) | (r2 == r1)
+        while bad.any():
+            r2[bad] = rng.integers(union, size=int(bad.sum()))
+            bad = (r2 == idx) | (r2 == r1)
+        # Rows [0, N) of the union buffer are the population, the archive follows.
+        x_r2 = self._union[r2]
+
+        # v = x + F (x_pbest - x + x_r1 - x_r2), in place: a generation is
+        # memory-bound at the sizes of a network's weights.
+        v = pop[pbest]
+        v -= pop
+        v += pop[r1]
+        v -= x_r2
+        v *= f[:, None]
+        v += pop
+        if problem.bounded:
+            for out, bound in ((v < problem.lower, problem.lower),
+                               (v > problem.upper, problem.upper)):
+                if out.any():
+                    mid = pop + bound
+                    mid *= 0.5
+                    np.copyto(v, mid, where=out)
+
+        keep = rng.random((n, d), dtype=np.float32) >= cr.astype(np.float32)[:, None]
+        keep[idx, rng.integers(d, size=n)] = False
+        np.copyto(v, pop, where=keep)
+        self._cr, self._f = cr, f
+        return v
+
+    def tell(self, trials, f_trials):
+        """Selection and memory update for the first n trials (n, D) and their losses (n,)."""
+        n = len(f_trials)
+        if n == 0:
+            return
+        f_old = self.fit[:n]
+        wins = f_trials <= f_old
+        strict = f_trials < f_old
+
+        if self.archive_max and strict.any():
+            self._archive(np.flatnonzero(strict))
+
+        if strict.any():
+            gain = f_old[strict] - f_trials[strict]
+            if not np.isfinite(gain).all():
+                # A finite trial beating an infinite parent: weigh those alone, equally.
+                gain = np.isinf(gain).astype(np.float64)
+            w = gain / gain.sum()
+            s_cr = self._cr[:n][strict]
+            s_f = self._f[:n][strict]
+            self.m_cr[self.k] = np.sum(w * s_cr)
+            self.m_f[self.k] = np.sum(w * s_f * s_f) / np.sum(w * s_f)
+            self.k = (self.k + 1) % len(self.m_cr)
+
+        rows = np.flatnonzero(wins)
+        self.pop[rows] = trials[rows]
+        self.fit[rows] = f_trials[rows]
+
+    def _archive(self, beaten):
+        """Copy the parents ``beaten`` (row indices) into the archive before they are replaced."""
+        cap, na = self.archive_max, self.n_archive
+        if len(beaten) > cap:
+            beaten = self.rng.choice(beaten, cap, replace=False)
+        free = cap - na
+        into_free = beaten[:free]
+        self.archive[na:na + len(into_free)] = self.pop[into_free]
+        rest = beaten[free:]
+        if len(rest):
+            # A full archive: random old members leave to make room (the paper).
+            slots = self.rng.choice(na, len(rest), replace=False)
+            self.archive[slots] = self.pop[rest]
+        self.n_archive = min(cap, na + len(beaten))
+
+    def _step(self, problem):
+        trials = self.ask(problem)
+        f = problem.evaluate(trials)
+        self.tell(trials[:len(f)], f)
+        return len(f) > 0

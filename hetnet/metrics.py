@@ -1,0 +1,149 @@
+"""Metrics of a model's predictions, as scikit-learn defines them.
+
+:meth:`hetnet.Sequential.evaluate` with ``metrics=`` runs the data through
+the model once (inference mode), keeps the predictions on the host and
+computes each metric here, in float64:
+
+* ``accuracy``: the fraction of samples predicted right (every output right,
+  for binary cross-entropy with several outputs: scikit-learn's subset
+  accuracy), ``sklearn.metrics.accuracy_score``;
+* ``balanced_accuracy``: the mean over the classes present in ``y_true`` of
+  their recall, ``sklearn.metrics.balanced_accuracy_score``;
+* ``r2``, ``mae``, ``mse``: ``sklearn.metrics.r2_score``,
+  ``mean_absolute_error``, ``mean_squared_error``, each averaged uniformly
+  over the outputs (``r2`` of an output whose targets are all equal is 1 if
+  predicted exactly, else 0: scikit-learn's ``force_finite``).
+
+Every metric takes ``sample_weight``.  The functions take class labels
+``(n,)`` (or 0/1 indicators ``(n, k)``) for the classification metrics and
+``(n,)`` or ``(n, k)`` values for the regression ones.
+"""
+
+import numpy as np
+
+
+def _weights(sample_weight, n):
+    if sample_weight is None:
+        return np.ones(n)
+    w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+    return w
+
+
+def _pair(y_true, y_pred):
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape[:1] != y_pred.shape[:1] or y_true.size != y_pred.size:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    return y_true, y_pred.reshape(y_true.shape)
+
+
+def accuracy(y_true, y_pred, sample_weight=None):
+    """Weighted fraction of samples whose label (all labels, for 2-D
+    indicators) is predicted right."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    right = y_true == y_pred
+    if right.ndim > 1:
+        right = right.reshape(len(right), -1).all(axis=1)
+    w = _weights(sample_weight, len(right))
+    return float(np.average(right, weights=w)) if len(right) else 0.0
+
+
+def balanced_accuracy(y_true, y_pred, sample_weight=None):
+    """Mean recall over the classes present in ``y_true`` (weighted counts)."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    if y_true.ndim != 1:
+        raise ValueError("balanced_accuracy takes one label per sample (a class index or a "
+                         f"single binary output), got targets of shape {y_true.shape}")
+    w = _weights(sample_weight, len(y_true))
+    recalls = []
+    for c in np.unique(y_true):
+        is_c = y_true == c
+        total = w[is_c].sum()
+        if total > 0:
+            recalls.append(w[is_c & (y_pred == c)].sum() / total)
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+def _columns(y_true, y_pred):
+    y_true, y_pred = _pair(y_true, y_pred)
+    t = y_true.astype(np.float64).reshape(len(y_true), -1)
+    return t, y_pred.astype(np.float64).reshape(t.shape)
+
+
+def mean_squared_error(y_true, y_pred, sample_weight=None):
+    t, p = _columns(y_true, y_pred)
+    w = _weights(sample_weight, len(t))
+    return float(np.average(np.average((p - t) ** 2, axis=0, weights=w)))
+
+
+def mean_absolute_error(y_true, y_pred, sample_weight=None):
+    t, p = _columns(y_true, y_pred)
+    w = _weights(sample_weight, len(t))
+    return float(np.average(np.average(np.abs(p - t), axis=0, weights=w)))
+
+
+def r2(y_true, y_pred, sample_weight=None):
+    """Coefficient of determination ``1 - SS_res / SS_tot`` per output,
+    averaged uniformly over the outputs."""
+    t, p = _columns(y_true, y_pred)
+    w = _weights(sample_weight, len(t))[:, None]
+    ss_res = (w * (t - p) ** 2).sum(axis=0)
+    mean = (w * t).sum(axis=0) / w.sum()
+    ss_tot = (w * (t - mean) ** 2).sum(axis=0)
+    scores = np.ones_like(ss_res)
+    ok = ss_tot != 0
+    scores[ok] = 1 - ss_res[ok] / ss_tot[ok]
+    scores[~ok & (ss_res != 0)] = 0.0
+    return float(scores.mean())
+
+
+#: name -> (function, True for a classification metric)
+METRICS = {
+    "accuracy": (accuracy, True),
+    "balanced_accuracy": (balanced_accuracy, True),
+    "r2": (r2, False),
+    "mae": (mean_absolute_error, False),
+    "mse": (mean_squared_error, False),
+}
+
+
+def check_metrics(metrics, classification):
+    """The metric names as a tuple, each known and fit for the model's kind."""
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    try:
+        names = tuple(metrics)
+    except TypeError:
+        raise ValueError(f"metrics must be a list of names from {sorted(METRICS)}, "
+                         f"got {metrics!r}") from None
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; expected names from {sorted(METRICS)}")
+        if METRICS[name][1] != classification:
+            kind = "classification" if METRICS[name][1] else "regression"
+            other = "a classification" if classification else "a regression"
+            raise ValueError(f"metric {name!r} is for {kind} models; for {other} model use "
+                             f"{sorted(k for k, v in METRICS.items() if v[1] == classification)}")
+    return names
+
+
+def score(names, loss_name, yt, logits, sample_weight=None):
+    """The metrics ``names`` (checked by :func:`check_metrics`) of a model
+    with loss ``loss_name`` from its ``logits`` (n, k) and the targets ``yt``
+    as :func:`hetnet._validation.check_targets` gives them: classes by
+    arg-max for cross-entropy, by the sign of each logit for binary
+    cross-entropy, the outputs themselves for regression."""
+    if loss_name == "cross_entropy":
+        y_true, y_pred = yt, logits.argmax(axis=1)
+    elif loss_name == "binary_cross_entropy":
+        y_true, y_pred = (yt > 0.5).astype(np.int64), (logits > 0).astype(np.int64)
+        if y_true.shape[1] == 1:
+            y_true, y_pred = y_true[:, 0], y_pred[:, 0]
+    else:
+        y_true, y_pred = yt, logits
+    return {name: METRICS[name][0](y_true, y_pred, sample_weight) for name in names}
+
+
+__all__ = ["METRICS", "accuracy", "balanced_accuracy", "r2", "mean_absolute_error",
+           "mean_squared_error", "score", "check_metrics"]
