@@ -88,6 +88,15 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     callbacks = list(callbacks or [])
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
     model.history = history
+    n = X.shape[0]
+    use, _ = model.fusion.decide(model, min(batch_size, n), True,
+                                 fused_unsupported(sw, callbacks, ctx, model.optimizer),
+                                 X.nbytes)
+    if use:
+        trainer = model.fusion.trainer(model, min(batch_size, n), model.optimizer)
+        return fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle,
+                         None if validation_data is None else (Xv, yv), callbacks,
+                         schedule, verbose, history)
     dp = None
     if ctx is not None:
         from ..distributed.data_parallel import DataParallel
@@ -192,6 +201,67 @@ def distributed_context(distributed, device):
     return ctx if ctx.size > 1 else None
 
 
+def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_data,
+              callbacks, schedule, verbose, history):
+    """:meth:`Sequential.fit`'s loop on the fused step: the data resident,
+    each epoch's shuffle on the device (keyed from the model's shuffle
+    generator), the weights written back to the model's layers after every
+    epoch (callbacks and validation see them)."""
+    n = X.shape[0]
+    trainer.set_data(X, yt)
+    total = epochs * math.ceil(n / batch_size)
+    call_callbacks(callbacks, "on_fit_begin", model)
+    for epoch in range(epochs):
+        call_callbacks(callbacks, "on_epoch_begin", model, epoch)
+        bar = progress_bar(verbose, n, f"epoch {epoch + 1}/{epochs} (fused)")
+        key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
+        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=bool(shuffle), seed=key,
+                        lr_schedule=schedule,
+                        step0=epoch * math.ceil(n / batch_size), total_steps=total)[0]
+        trainer.write_back()
+        logs = {"loss": h["loss"], "images_per_s": h["images_per_s"], "time_s": h["time_s"]}
+        if validation_data is not None:
+            ev = trainer.evaluate(*validation_data)
+            logs["val_loss"], logs["val_accuracy"] = ev["loss"], ev["accuracy"]
+        if bar is not None:
+            bar.update(n)
+        if end_epoch(model, epoch, logs, history, bar, callbacks):
+            break
+    call_callbacks(callbacks, "on_fit_end", model, history)
+    return history
+
+
+def end_epoch(model, epoch, logs, history, bar, callbacks):
+    """An epoch's logs into ``history`` and its bar; raises on a diverged
+    loss; returns True when a callback stops training."""
+    for key, value in logs.items():
+        history.setdefault(key, []).append(value)
+    if bar is not None:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+        bar.close()
+    if not math.isfinite(logs["loss"]):
+        raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
+                                 f"{logs['loss']}); lower the learning rate")
+    return any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
+
+
+def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None):
+    """What a fit / predict call asks for that the fused step does not do
+    ("" when nothing)."""
+    if sample_weight is not None:
+        return "the call has sample weights"
+    if distributed is not None:
+        return "the fit is data-parallel over MPI ranks"
+    if optimizer is not None and getattr(optimizer, "clip_norm", None) is not None:
+        return "the optimizer clips the gradient norm"
+    from ..callbacks import Callback
+    for cb in callbacks or ():
+        hook = getattr(type(cb), "on_batch_end", None)
+        if hook is not None and hook is not Callback.on_batch_end:
+            return f"callback {type(cb).__name__} has on_batch_end (the fused epoch has no host-side batches)"
+    return ""
+
+
 def call_callbacks(callbacks, hook, *args):
     results = []
     for cb in callbacks:
@@ -209,4 +279,5 @@ def progress_bar(verbose, total, desc):
                 dynamic_ncols=True)
 
 
-__all__ = ["History", "fit", "call_callbacks", "progress_bar", "distributed_context"]
+__all__ = ["History", "fit", "fit_fused", "fused_unsupported", "call_callbacks", "progress_bar",
+           "distributed_context"]

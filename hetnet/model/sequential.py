@@ -12,6 +12,7 @@ from ..losses import get_loss
 from ..metrics import check_metrics, score
 from ..runtime import Runtime, timing
 from ..sched.hostspeed import probe
+from ..sched.fusion import FusionPolicy, FusionUnsupported
 from ..sched.placement import Chain, Placement
 from . import fit as _fit
 from . import io
@@ -42,9 +43,19 @@ class Sequential:
     input_shape : tuple, optional
         Per-sample input shape; without it the model is built by the first
         ``fit``/``predict`` from the data.
+    fuse : {"auto", "always", "never"}
+        Whole-chain fusion on an OpenCL GPU (:mod:`hetnet.runtime.fused`:
+        a training step in three kernels, the data set resident there).
+        ``"auto"`` (default): used where timed steps show it faster than
+        the layer-by-layer plan at that batch size
+        (:class:`hetnet.sched.fusion.FusionPolicy`); ``"always"``: used, or
+        :class:`hetnet.runtime.fused.FusionUnsupported` says why it cannot
+        be; ``"never"``: layer by layer.  :meth:`explain` says what was
+        chosen and why.
     """
 
-    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None):
+    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None,
+                 fuse="auto"):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
@@ -58,6 +69,7 @@ class Sequential:
         if isinstance(device, (list, tuple)) and len(device) != len(layers):
             raise ValueError(f"a per-layer device map needs {len(layers)} entries, got {len(device)}")
         self.placement = Placement(device)
+        self.fusion = FusionPolicy(fuse)
         self.device = self.placement.primary
         self.seed = seed
         self.input_shape = None
@@ -263,6 +275,11 @@ class Sequential:
         probes.append(probe())
         plan.explain_host_probe_s = float(np.median(probes))
         self.runtime.release_pool()
+        try:
+            _, why = self.fusion.decide(self, batch_size, training)
+        except FusionUnsupported as exc:
+            why = str(exc)
+        plan.reason = "; ".join(r for r in (plan.reason, f"fusion: {why}") if r)
         return plan
 
     # timing, kept under the names the scheduler's tests and benchmarks use
@@ -327,6 +344,17 @@ class Sequential:
                     self._use_plan(n - start, training=False, fixed_params=True)
                 yield idx, self.runtime.gather_inputs(X, idx)
 
+    def _fused_inference(self, X, batch_size):
+        """The fused trainer for inference on ``X`` when the fusion policy
+        picks it at this batch size, else None."""
+        n = X.shape[0]
+        if n == 0:
+            return None
+        batch = min(batch_size, n)
+        use, _ = self.fusion.decide(self, batch, False, _fit.fused_unsupported(None, None),
+                                    X.nbytes)
+        return self.fusion.trainer(self, batch) if use else None
+
     def _split_over_ranks(self, X, distributed, predict):
         """``predict(X)`` with the rows of ``X`` split over the ranks of a
         data-parallel job and the results gathered in order on every rank
@@ -349,6 +377,9 @@ class Sequential:
         if distributed:
             return self._split_over_ranks(X, distributed,
                                           lambda part: self.predict_logits(part, batch_size))
+        fused = self._fused_inference(X, batch_size)
+        if fused is not None:
+            return fused.predict_logits(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             out[idx] = self.out_device.to_host(self._forward(xb, False))
@@ -383,6 +414,9 @@ class Sequential:
         if self.loss.name == "cross_entropy":
             self._require_built()
             X = check_X(X, self.input_shape)
+            fused = self._fused_inference(X, batch_size)
+            if fused is not None:
+                return fused.predict_logits(X).argmax(axis=1).astype(np.int64)
             out = np.empty(X.shape[0], dtype=np.int64)
             for idx, xb in self._inference_batches(X, batch_size):
                 logits = self._forward(xb, False)
@@ -432,6 +466,10 @@ class Sequential:
                           **score(metrics, self.loss.name, yt, logits, sw)}
             return result
         n = X.shape[0]
+        if sw is None and metrics is None and self.loss.name == "cross_entropy":
+            fused = self._fused_inference(X, batch_size)
+            if fused is not None:
+                return fused.evaluate(X, yt)
         total, correct = 0.0, 0
         logits_all = None if metrics is None else np.empty((n, self.n_outputs), np.float32)
         for idx, xb in self._inference_batches(X, batch_size):

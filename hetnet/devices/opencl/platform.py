@@ -289,7 +289,7 @@ def _kernel_dir():
             return package
     except (ImportError, FileNotFoundError, TypeError, OSError):
         pass
-    return Path(__file__).resolve().parents[2] / "clkernels"
+    return Path(__file__).resolve().parents[3] / "clkernels"      # hetnet/devices/opencl/ -> root
 
 
 def kernel_source(name):

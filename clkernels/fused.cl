@@ -1,0 +1,678 @@
+/* Fused segments: a chain of layers run for a tile of samples per work-group,
+ * its activations in local memory.  One template per layer kind; the chain
+ * itself arrives as build options (hetnet/devices/opencl/fused.py writes
+ * them): FORWARD, BACKWARD and WGRAD are sequences of the FWD_* / BWD_* /
+ * WG_* macros below with literal sizes, so every loop bound and offset is a
+ * compile-time constant once the compiler inlines the templates.
+ *
+ * Build options:
+ *   T            samples per work-group tile
+ *   QMAX, KWMAX  the largest pool window (QH*QW) and conv kernel width (private arrays)
+ *   TWG          work-group size of fused_train / fused_eval (the per-sample templates)
+ *   WG           work-group size of the others (256; dense weight-gradient tiles are 16x16)
+ *   BUF_A, BUF_B per-sample floats of the two ping-pong activation buffers
+ *   BUF_C        per-sample floats of the conv-output gradient buffer (>= 1)
+ *   IN_SIZE      floats of one input sample;  NCLS classes (logits)
+ *   LOGITS       the buffer (bufA or bufB) holding the logits after FORWARD
+ *   TRAINING     1: fused_train (stashes, loss gradient, backward); 0: fused_eval
+ *   USE_PTX_RED  1 on NVIDIA: gradients added with red.global.add.f32
+ *
+ * The stash S (global) keeps what the backward pass and the weight
+ * gradients need, region by region: region r holds NMAX samples of size_r
+ * floats, sample n's element j at base_r + n * size_r + j (the generator
+ * passes base_r).  Pool arg-maxes are stored as float bit patterns.
+ *
+ * Parameters P and gradients G are one flat buffer each (hetnet.flatparams
+ * layout); each template gets its W and b offsets (boff < 0: no bias).
+ * Activation codes as elementwise.cl: 0 identity, 1 relu, 2 sigmoid, 3 tanh. */
+
+#define BARRIER() barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE)
+
+inline float f_act(const int act, const float v)
+{
+    switch (act) {
+    case 1: return fmax(v, 0.0f);
+    case 2: return 1.0f / (1.0f + exp(-v));
+    case 3: return tanh(v);
+    default: return v;
+    }
+}
+
+/* derivative of the activation, from its output y */
+inline float f_dact(const int act, const float y)
+{
+    switch (act) {
+    case 1: return y > 0.0f ? 1.0f : 0.0f;
+    case 2: return y * (1.0f - y);
+    case 3: return 1.0f - y * y;
+    default: return 1.0f;
+    }
+}
+
+inline void grad_add(__global float *p, const float v)
+{
+#if USE_PTX_RED
+    asm volatile("red.global.add.f32 [%0], %1;" :: "l"(p), "f"(v) : "memory");
+#else
+    volatile __global unsigned int *u = (volatile __global unsigned int *)p;
+    unsigned int prev = *u, cur;
+    do {
+        cur = prev;
+        prev = atomic_cmpxchg(u, cur, as_uint(as_float(cur) + v));
+    } while (prev != cur);
+#endif
+}
+
+/* ------------------------------------------------------------- forward */
+
+/* Conv2D + activation + max pool (QH x QW window, stride QSH x QSW; 1x1 for
+ * a convolution without pooling).  Work-item j of the group computes pooled
+ * output r = j, j + TWG, ... of every sample of the tile, all its window's
+ * conv outputs at once: each weight it reads serves the QH*QW window
+ * positions of the T samples (QMAX >= QH*QW).  The first maximum wins on
+ * ties (pool.cl). */
+inline void fwd_conv(__local const float *src, __local float *dst, const int nt, const int s0,
+                     __global const float *P, __global float *S,
+                     const int C, const int H, const int W, const int F,
+                     const int KH, const int KW, const int SH, const int SW,
+                     const int PH, const int PW, const int CH, const int CW,
+                     const int QH, const int QW, const int QSH, const int QSW,
+                     const int HO, const int WO, const int ACT,
+                     const int woff, const int boff, const int ost, const int ast)
+{
+    const int per = F * HO * WO, insz = C * H * W;
+    for (int r = get_local_id(0); r < per; r += TWG) {
+        const int f = r / (HO * WO), q0 = r - f * (HO * WO);
+        const int py = q0 / WO, px = q0 - py * WO;
+        const float bias = boff >= 0 ? P[boff + f] : 0.0f;
+        __global const float *wf = P + woff + f * (C * KH * KW);
+        float acc[QMAX * T];
+#pragma unroll
+        for (int k = 0; k < QMAX * T; ++k)
+            acc[k] = bias;
+        for (int c = 0; c < C; ++c)
+            for (int ky = 0; ky < KH; ++ky)
+                for (int kx = 0; kx < KW; ++kx) {
+                    const float w = wf[(c * KH + ky) * KW + kx];
+#pragma unroll
+                    for (int q = 0; q < QMAX; ++q) {
+                        const int wy = q / QW, wx = q - wy * QW;
+                        const int iy = (py * QSH + wy) * SH + ky - PH;
+                        const int ix = (px * QSW + wx) * SW + kx - PW;
+                        if (q >= QH * QW || iy < 0 || iy >= H || ix < 0 || ix >= W)
+                            continue;
+                        const int xi = (c * H + iy) * W + ix;
+#pragma unroll
+                        for (int t = 0; t < T; ++t)
+                            acc[q * T + t] += src[t * insz + xi] * w;
+                    }
+                }
+        float best[T];
+        int arg[T];
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+            best[t] = -INFINITY;
+            arg[t] = 0;
+        }
+#pragma unroll
+        for (int q = 0; q < QMAX; ++q) {
+            if (q >= QH * QW)
+                continue;
+            const int wy = q / QW, wx = q - wy * QW;
+            const int pos = (py * QSH + wy) * CW + px * QSW + wx;
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+                const float v = f_act(ACT, acc[q * T + t]);
+                if (v > best[t]) {
+                    best[t] = v;
+                    arg[t] = pos;
+                }
+            }
+        }
+        for (int t = 0; t < nt; ++t) {
+            dst[t * per + r] = best[t];
+            if (TRAINING && ost >= 0)
+                S[ost + (s0 + t) * per + r] = best[t];
+            if (TRAINING && ast >= 0)
+                S[ast + (s0 + t) * per + r] = as_float(arg[t]);
+        }
+    }
+    BARRIER();
+}
+
+/* Standalone max pool (no convolution before it). */
+inline void fwd_pool(__local const float *src, __local float *dst, const int nt, const int s0,
+                     __global float *S, const int C, const int H, const int W,
+                     const int QH, const int QW, const int QSH, const int QSW,
+                     const int HO, const int WO, const int ost, const int ast)
+{
+    const int per = C * HO * WO, insz = C * H * W;
+    for (int j = get_local_id(0); j < nt * per; j += TWG) {
+        const int t = j / per, r = j - t * per;
+        const int c = r / (HO * WO), q = r - c * (HO * WO);
+        const int py = q / WO, px = q - py * WO;
+        __local const float *plane = src + t * insz + c * H * W;
+        float best = -INFINITY;
+        int arg = 0;
+        for (int wy = 0; wy < QH; ++wy)
+            for (int wx = 0; wx < QW; ++wx) {
+                const int p = (py * QSH + wy) * W + px * QSW + wx;
+                if (plane[p] > best) {
+                    best = plane[p];
+                    arg = p;
+                }
+            }
+        dst[j] = best;
+        if (TRAINING && ost >= 0)
+            S[ost + (s0 + t) * per + r] = best;
+        if (TRAINING && ast >= 0)
+            S[ast + (s0 + t) * per + r] = as_float(arg);
+    }
+    BARRIER();
+}
+
+/* Dense + activation: work-item o computes output o of the tile's samples. */
+inline void fwd_dense(__local const float *src, __local float *dst, const int nt, const int s0,
+                      __global const float *P, __global float *S, const int I, const int O,
+                      const int ACT, const int woff, const int boff, const int ost)
+{
+    for (int o = get_local_id(0); o < O; o += TWG) {
+        const float bias = boff >= 0 ? P[boff + o] : 0.0f;
+        float acc[T];
+        for (int t = 0; t < T; ++t)
+            acc[t] = bias;
+        __global const float *wo = P + woff + o;
+        for (int i = 0; i < I; ++i) {
+            const float w = wo[i * O];
+            for (int t = 0; t < T; ++t)
+                acc[t] += src[t * I + i] * w;
+        }
+        for (int t = 0; t < nt; ++t) {
+            const float v = f_act(ACT, acc[t]);
+            dst[t * O + o] = v;
+            if (TRAINING && ost >= 0)
+                S[ost + (s0 + t) * O + o] = v;
+        }
+    }
+    BARRIER();
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* e = dy * act'(y) in place (y from the stash), e stashed for the weight
+ * gradients when est >= 0. */
+inline void bwd_act(__local float *dy, const int nt, const int s0, __global float *S,
+                    const int per, const int ACT, const int yst, const int est)
+{
+    for (int j = get_local_id(0); j < nt * per; j += TWG) {
+        const int t = j / per, r = j - t * per;
+        float e = dy[j];
+        if (ACT != 0)
+            e *= f_dact(ACT, S[yst + (s0 + t) * per + r]);
+        dy[j] = e;
+        if (est >= 0)
+            S[est + (s0 + t) * per + r] = e;
+    }
+    BARRIER();
+}
+
+inline void bwd_dense(__local float *dy, __local float *dx, const int nt, const int s0,
+                      __global const float *P, __global float *S, const int I, const int O,
+                      const int ACT, const int woff, const int yst, const int est,
+                      const int need_dx)
+{
+    bwd_act(dy, nt, s0, S, O, ACT, yst, est);
+    if (!need_dx)
+        return;
+    for (int i = get_local_id(0); i < I; i += TWG) {
+        float acc[T];
+        for (int t = 0; t < T; ++t)
+            acc[t] = 0.0f;
+        __global const float *wi = P + woff + i * O;
+        for (int o = 0; o < O; ++o) {
+            const float w = wi[o];
+            for (int t = 0; t < T; ++t)
+                acc[t] += dy[t * O + o] * w;
+        }
+        for (int t = 0; t < nt; ++t)
+            dx[t * I + i] = acc[t];
+    }
+    BARRIER();
+}
+
+/* The gradient at conv output (t, f, oy, ox): the sum of e over the pool
+ * windows holding it whose arg-max it is (a gather: windows may overlap). */
+inline void route_pool(__local const float *e, __local float *dconv, const int nt,
+                       const int s0, __global const float *S, const int F, const int CH,
+                       const int CW, const int QH, const int QW, const int QSH,
+                       const int QSW, const int HO, const int WO, const int ast)
+{
+    const int per = F * CH * CW, pper = F * HO * WO;
+    for (int j = get_local_id(0); j < nt * per; j += TWG) {
+        const int t = j / per, r = j - t * per;
+        const int f = r / (CH * CW), pos = r - f * (CH * CW);
+        const int oy = pos / CW, ox = pos - oy * CW;
+        const int py0 = oy >= QH ? (oy - QH) / QSH + 1 : 0, px0 = ox >= QW ? (ox - QW) / QSW + 1 : 0;
+        const int py1 = min(oy / QSH, HO - 1), px1 = min(ox / QSW, WO - 1);
+        float g = 0.0f;
+        for (int py = py0; py <= py1; ++py)
+            for (int px = px0; px <= px1; ++px) {
+                const int k = (f * HO + py) * WO + px;
+                if (as_int(S[ast + (s0 + t) * pper + k]) == pos)
+                    g += e[t * pper + k];
+            }
+        dconv[j] = g;
+    }
+    BARRIER();
+}
+
+inline void bwd_conv(__local float *dy, __local float *dx, __local float *dconvbuf,
+                     const int nt, const int s0, __global const float *P, __global float *S,
+                     const int C, const int H, const int W, const int F,
+                     const int KH, const int KW, const int SH, const int SW,
+                     const int PH, const int PW, const int CH, const int CW,
+                     const int QH, const int QW, const int QSH, const int QSW,
+                     const int HO, const int WO, const int ACT,
+                     const int woff, const int yst, const int ast, const int est,
+                     const int need_dx)
+{
+    bwd_act(dy, nt, s0, S, F * HO * WO, ACT, yst, est);
+    if (!need_dx)
+        return;
+    __local const float *dconv = dy;
+    if (ast >= 0) {
+        route_pool(dy, dconvbuf, nt, s0, S, F, CH, CW, QH, QW, QSH, QSW, HO, WO, ast);
+        dconv = dconvbuf;
+    }
+    const int insz = C * H * W, osz = F * CH * CW;
+    for (int r = get_local_id(0); r < insz; r += TWG) {
+        const int c = r / (H * W), q = r - c * (H * W);
+        const int iy = q / W, ix = q - iy * W;
+        float acc[T];
+        for (int t = 0; t < T; ++t)
+            acc[t] = 0.0f;
+        for (int ky = 0; ky < KH; ++ky) {
+            const int ty = iy + PH - ky;
+            if (ty < 0 || ty % SH)
+                continue;
+            const int oy = ty / SH;
+            if (oy >= CH)
+                continue;
+            for (int kx = 0; kx < KW; ++kx) {
+                const int tx = ix + PW - kx;
+                if (tx < 0 || tx % SW)
+                    continue;
+                const int ox = tx / SW;
+                if (ox >= CW)
+                    continue;
+                for (int f = 0; f < F; ++f) {
+                    const float w = P[woff + ((f * C + c) * KH + ky) * KW + kx];
+                    const int k = (f * CH + oy) * CW + ox;
+                    for (int t = 0; t < T; ++t)
+                        acc[t] += dconv[t * osz + k] * w;
+                }
+            }
+        }
+        for (int t = 0; t < nt; ++t)
+            dx[t * insz + r] = acc[t];
+    }
+    BARRIER();
+}
+
+inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, const int s0,
+                     __global const float *S, const int C, const int H, const int W,
+                     const int QH, const int QW, const int QSH, const int QSW,
+                     const int HO, const int WO, const int ast)
+{
+    route_pool(dy, dx, nt, s0, S, C, H, W, QH, QW, QSH, QSW, HO, WO, ast);
+}
+
+/* ---------------------------------------------------------- chain macros */
+
+#define FWD_CONV(src, dst, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, QH, QW, QSH, QSW, \
+                 HO, WO, ACT, woff, boff, ost, ast) \
+    fwd_conv(src, dst, nt, s0, P, S, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, \
+             QH, QW, QSH, QSW, HO, WO, ACT, woff, boff, ost, ast);
+#define FWD_POOL(src, dst, C, H, W, QH, QW, QSH, QSW, HO, WO, ost, ast) \
+    fwd_pool(src, dst, nt, s0, S, C, H, W, QH, QW, QSH, QSW, HO, WO, ost, ast);
+#define FWD_DENSE(src, dst, I, O, ACT, woff, boff, ost) \
+    fwd_dense(src, dst, nt, s0, P, S, I, O, ACT, woff, boff, ost);
+#define BWD_CONV(dy, dx, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, QH, QW, QSH, QSW, \
+                 HO, WO, ACT, woff, yst, ast, est, need_dx) \
+    bwd_conv(dy, dx, bufC, nt, s0, P, S, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, \
+             QH, QW, QSH, QSW, HO, WO, ACT, woff, yst, ast, est, need_dx);
+#define BWD_POOL(dy, dx, C, H, W, QH, QW, QSH, QSW, HO, WO, ast) \
+    bwd_pool(dy, dx, nt, s0, S, C, H, W, QH, QW, QSH, QSW, HO, WO, ast);
+#define BWD_DENSE(dy, dx, I, O, ACT, woff, yst, est, need_dx) \
+    bwd_dense(dy, dx, nt, s0, P, S, I, O, ACT, woff, yst, est, need_dx);
+
+/* ------------------------------------------------------------- kernels */
+
+/* The epoch's shuffle without a stored order: position i of the epoch maps
+ * to a row through a 4-round Feistel network on 2*hbits bits keyed by the
+ * epoch's key, walked until it lands below ndata (a bijection of 0..ndata-1;
+ * under 4 rounds of walking on average since 2^(2 hbits) < 4 ndata).
+ * hetnet.runtime.fused.device_permutation is the same map in numpy; mix32
+ * is dropout.cl's (Wellons' lowbias32, hetnet.devices.base.mix32). */
+inline uint mix32(uint x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+inline uint feistel_row(uint i, const uint ndata, const uint hbits, const uint key)
+{
+    const uint mask = (1u << hbits) - 1u;
+    do {
+        uint l = i >> hbits, r = i & mask;
+        for (uint k = 0; k < 4; ++k) {
+            const uint t = r;
+            r = l ^ (mix32(r ^ (key + k * 0x9e3779b9u)) & mask);
+            l = t;
+        }
+        i = (l << hbits) | r;
+    } while (i >= ndata);
+    return i;
+}
+
+/* Row of the data set for epoch position p: order[p], the Feistel shuffle
+ * (hbits > 0), or p itself. */
+inline long data_row(__global const int *order, const int p, const int ndata,
+                     const int hbits, const int key)
+{
+    if (order)
+        return order[p];
+    if (hbits > 0)
+        return feistel_row((uint)p, (uint)ndata, (uint)hbits, (uint)key);
+    return p;
+}
+
+/* fused_train / fused_eval -- work-group: (TWG); grid: ceil(n / T) groups.
+ * Group g takes samples s0 = g*T .. s0+nt-1 of the batch, the rows
+ * data_row(start + s) of the resident data X (order, the device shuffle
+ * keyed by key when hbits > 0, or rows start + s):
+ * gathers them into local memory, runs FORWARD, then the softmax
+ * cross-entropy (work-item t < nt: sample t) adding the tile's summed loss
+ * and correct count into stats[0] (float) and stats[1] (int).
+ * fused_train then writes dlogits = (softmax - onehot) / n in place and runs
+ * BACKWARD, stashing every e that WGRAD needs.  fused_eval (has_labels 0:
+ * no loss) writes the logits to out[(start + s) * NCLS ...] when out is set.
+ * The per-step scalars come first: a step re-sets only those. */
+#if TRAINING
+__kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
+void fused_train(const int start, const int n, const int key, const int hbits,
+                 const int ndata, __global const float *X, __global const int *order,
+                 __global const int *labels, __global const float *P,
+                 __global float *S, __global float *stats)
+#else
+__kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
+void fused_eval(const int start, const int n, const int key, const int hbits,
+                const int ndata, __global const float *X, __global const int *order,
+                __global const int *labels, __global const float *P,
+                __global float *S, __global float *stats,
+                __global float *out, const int has_labels)
+#endif
+{
+    __local float bufA[T * BUF_A], bufB[T * BUF_B], bufC[T * BUF_C];
+    __local float red[2 * T];
+    const int lid = get_local_id(0);
+    const int s0 = get_group_id(0) * T;
+    const int nt = min(T, n - s0);
+    if (nt <= 0)
+        return;
+    for (int j = lid; j < nt * IN_SIZE; j += TWG) {
+        const int t = j / IN_SIZE, k = j - t * IN_SIZE;
+        const long row = data_row(order, start + s0 + t, ndata, hbits, key);
+        bufA[j] = X[row * IN_SIZE + k];
+#if TRAINING
+        if (IN_STASH >= 0)
+            S[IN_STASH + (s0 + t) * IN_SIZE + k] = bufA[j];
+#endif
+    }
+    BARRIER();
+    FORWARD
+#if !TRAINING
+    if (out)
+        for (int j = lid; j < nt * NCLS; j += TWG)
+            out[(long)(start + s0) * NCLS + j] = LOGITS[j];
+    if (!has_labels)
+        return;
+#endif
+    if (lid < nt) {
+        __local float *z = LOGITS + lid * NCLS;
+        const long row = data_row(order, start + s0 + lid, ndata, hbits, key);
+        const int y = labels[row];
+        float mx = z[0];
+        int pred = 0;
+        for (int k = 1; k < NCLS; ++k)
+            if (z[k] > mx) {
+                mx = z[k];
+                pred = k;
+            }
+        float s = 0.0f;
+        for (int k = 0; k < NCLS; ++k)
+            s += exp(z[k] - mx);
+        red[lid] = log(s) - (z[y] - mx);
+        red[T + lid] = pred == y ? 1.0f : 0.0f;
+#if TRAINING
+        const float inv = 1.0f / s, invn = 1.0f / n;
+        for (int k = 0; k < NCLS; ++k)
+            z[k] = invn * (exp(z[k] - mx) * inv - (k == y ? 1.0f : 0.0f));
+#endif
+    }
+    BARRIER();
+    if (lid == 0) {
+        float loss = 0.0f, correct = 0.0f;
+        for (int t = 0; t < nt; ++t) {
+            loss += red[t];
+            correct += red[T + t];
+        }
+        grad_add(stats, loss);
+        atomic_add((volatile __global int *)(stats + 1), (int)correct);
+    }
+#if TRAINING
+    BARRIER();
+    BACKWARD
+#endif
+}
+
+#if TRAINING
+/* ---------------------------------------------------- weight gradients */
+
+/* Dense dW = X^T E (and db = column sums of E, as the row I of an input
+ * with a constant 1 appended) over samples n0 .. n1-1.  Work-group: 16x16
+ * work-items own a 64x64 tile of (I + bias) x O; work-item (ly, lx) sums
+ * rows ly + 16a, columns lx + 16b (a, b < 4) over 16-sample chunks staged in
+ * local memory, then adds its 16 sums into G. */
+inline void wg_dense(const int r, const int n, __global const float *S, __global float *G,
+                     __local float *xs, __local float *es,
+                     const int I, const int O, const int HASB, const int NTO,
+                     const int NSPLIT, const int CHUNK, const int xst, const int est,
+                     const int woff, const int boff)
+{
+    const int split = r % NSPLIT, tile = r / NSPLIT;
+    const int i0 = (tile / NTO) * 64, o0 = (tile % NTO) * 64;
+    const int n0 = split * CHUNK, n1 = min(n0 + CHUNK, n);
+    const int lid = get_local_id(0), lx = lid % 16, ly = lid / 16;
+    const int rows = I + HASB;
+    float acc[4][4];
+    for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b)
+            acc[a][b] = 0.0f;
+    for (int nb = n0; nb < n1; nb += 16) {
+        for (int j = lid; j < 16 * 64; j += WG) {
+            const int k = j / 64, c = j - k * 64, s = nb + k;
+            const int i = i0 + c, o = o0 + c;
+            float xv = 0.0f, ev = 0.0f;
+            if (s < n1) {
+                if (i < I)
+                    xv = S[xst + s * I + i];
+                else if (i < rows)
+                    xv = 1.0f;
+                if (o < O)
+                    ev = S[est + s * O + o];
+            }
+            xs[j] = xv;
+            es[j] = ev;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int k = 0; k < 16; ++k) {
+            float xa[4], eb[4];
+            for (int a = 0; a < 4; ++a)
+                xa[a] = xs[k * 64 + ly + 16 * a];
+            for (int b = 0; b < 4; ++b)
+                eb[b] = es[k * 64 + lx + 16 * b];
+            for (int a = 0; a < 4; ++a)
+                for (int b = 0; b < 4; ++b)
+                    acc[a][b] += xa[a] * eb[b];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (n0 >= n1)
+        return;
+    for (int a = 0; a < 4; ++a) {
+        const int i = i0 + ly + 16 * a;
+        for (int b = 0; b < 4; ++b) {
+            const int o = o0 + lx + 16 * b;
+            if (o >= O || i >= rows)
+                continue;
+            grad_add(i < I ? G + woff + i * O + o : G + boff + o, acc[a][b]);
+        }
+    }
+}
+
+/* Conv dW[f, c, ky, kx] = sum over samples and pool windows of e times the
+ * input under the window's arg-max (no pool: every output position), and
+ * db[f] = sum of e.  Work-item unit u = tile*WG + lid owns weight row
+ * (f, c, ky) = u / QS -- its KW weights, KWMAX >= KW accumulators -- over
+ * windows q = u % QS, + QS, ... of samples n0 .. n1-1 (rows past
+ * F*C*KH: the biases), and adds its sums into G. */
+inline void wg_conv(const int r, const int n, __global const float *S, __global float *G,
+                    const int C, const int H, const int W, const int F,
+                    const int KH, const int KW, const int SH, const int SW,
+                    const int PH, const int PW, const int CW, const int HO, const int WO,
+                    const int HASB, const int QS, const int NSPLIT, const int CHUNK,
+                    const int xst, const int ast, const int est,
+                    const int woff, const int boff)
+{
+    const int split = r % NSPLIT, tile = r / NSPLIT;
+    const int u = tile * WG + get_local_id(0), row = u / QS, sl = u - row * QS;
+    const int rows = F * C * KH, pw = HO * WO, per = F * pw, insz = C * H * W;
+    const int n0 = split * CHUNK, n1 = min(n0 + CHUNK, n);
+    if (n0 >= n1 || row >= rows + (HASB ? F : 0))
+        return;
+    if (row >= rows) {
+        const int f = row - rows;
+        float acc = 0.0f;
+        for (int s = n0; s < n1; ++s)
+            for (int q = sl; q < pw; q += QS)
+                acc += S[est + s * per + f * pw + q];
+        grad_add(G + boff + f, acc);
+        return;
+    }
+    const int f = row / (C * KH), rem = row - f * (C * KH);
+    const int c = rem / KH, ky = rem - c * KH;
+    float acc[KWMAX];
+#pragma unroll
+    for (int kx = 0; kx < KWMAX; ++kx)
+        acc[kx] = 0.0f;
+    for (int s = n0; s < n1; ++s) {
+        __global const float *x = S + xst + s * insz + c * H * W;
+        __global const float *e = S + est + s * per + f * pw;
+        __global const float *am = S + ast + s * per + f * pw;
+        for (int q = sl; q < pw; q += QS) {
+            const int pos = ast >= 0 ? as_int(am[q]) : q;
+            const int oy = pos / CW, ox = pos - oy * CW;
+            const int iy = oy * SH + ky - PH;
+            if (iy < 0 || iy >= H)
+                continue;
+            const float ev = e[q];
+            __global const float *xr = x + iy * W;
+            const int ix0 = ox * SW - PW;
+#pragma unroll
+            for (int kx = 0; kx < KWMAX; ++kx) {
+                const int ix = ix0 + kx;
+                if (kx < KW && ix >= 0 && ix < W)
+                    acc[kx] += ev * xr[ix];
+            }
+        }
+    }
+#pragma unroll
+    for (int kx = 0; kx < KWMAX; ++kx)
+        if (kx < KW)
+            grad_add(G + woff + row * KW + kx, acc[kx]);
+}
+
+#define WG_DENSE(g0, ng, I, O, HASB, NTO, NSPLIT, CHUNK, xst, est, woff, boff) \
+    if (g >= g0 && g < g0 + ng) { \
+        wg_dense(g - g0, n, S, G, xs, es, I, O, HASB, NTO, NSPLIT, CHUNK, xst, est, woff, boff); \
+        return; \
+    }
+#define WG_CONV(g0, ng, C, H, W, F, KH, KW, SH, SW, PH, PW, CW, HO, WO, HASB, QS, NSPLIT, \
+                CHUNK, xst, ast, est, woff, boff) \
+    if (g >= g0 && g < g0 + ng) { \
+        wg_conv(g - g0, n, S, G, C, H, W, F, KH, KW, SH, SW, PH, PW, CW, HO, WO, HASB, QS, \
+                NSPLIT, CHUNK, xst, ast, est, woff, boff); \
+        return; \
+    }
+
+/* fused_wgrad -- work-group: (WG); grid: the groups of every parameter
+ * layer, in WGRAD's ranges.  G must hold zeros (the update clears it). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void fused_wgrad(const int n, __global const float *S, __global float *G)
+{
+    __local float xs[16 * 64], es[16 * 64];
+    const int g = get_group_id(0);
+    WGRAD
+}
+
+/* ----------------------------------------------------------- updates */
+
+/* fused_sgd / fused_adam -- work-group: (WG); 1-D grid over the flat
+ * buffer.  optim.cl's sgd_step / adam_step (scale 1: no clipping), the
+ * per-step values first, then g[i] = 0 so that the next step's weight
+ * gradients can be added into it.
+ *   sgd:  g' = g + wd w;  v = momentum v + g';  w -= lr (nesterov ? g' + momentum v : v)
+ *   adam: w' = decay w;  g' = g + l2 w';  m = b1 m + (1 - b1) g';
+ *         v = b2 v + (1 - b2) g'^2;  w = w' - step m / (sqrt(v) inv_c2s + eps) */
+__kernel void fused_sgd(const float lr, const float momentum, const int n, __global float *w,
+                        __global float *g, __global float *v, const float wd,
+                        const int nesterov)
+{
+    const int i = get_global_id(0);
+    if (i >= n)
+        return;
+    const float wi = w[i];
+    const float gi = g[i] + wd * wi;
+    float step = gi;
+    if (momentum != 0.0f) {
+        const float vi = momentum * v[i] + gi;
+        v[i] = vi;
+        step = nesterov ? gi + momentum * vi : vi;
+    }
+    w[i] = wi - lr * step;
+    g[i] = 0.0f;
+}
+
+__kernel void fused_adam(const float step, const float inv_c2s, const float decay,
+                         const float b1, const int n, __global float *w, __global float *g,
+                         __global float *m, __global float *v, const float b2,
+                         const float eps, const float l2)
+{
+    const int i = get_global_id(0);
+    if (i >= n)
+        return;
+    const float wi = decay * w[i];
+    const float gi = g[i] + l2 * wi;
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = wi - step * mi / (sqrt(vi) * inv_c2s + eps);
+    g[i] = 0.0f;
+}
+#endif

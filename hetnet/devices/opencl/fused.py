@@ -1,0 +1,403 @@
+"""Fused segments on an OpenCL device: a chain of conv / pool / dense units
+run as a few kernels (``clkernels/fused.cl``) instead of several per layer.
+
+A training step is three launches, whatever the depth of the chain:
+
+``fused_train``
+    One work-group per tile of ``T`` samples: gathers the tile's rows from
+    the resident data set (through the epoch's order), runs every unit's
+    forward with the activations in local memory, the softmax cross-entropy
+    (loss and correct count added on the device), and every unit's backward,
+    writing to a global *stash* only what the weight gradients need (each
+    parameter unit's input and its gradient at the pre-activation, pool
+    arg-maxes).
+``fused_wgrad``
+    Every parameter's gradient, summed over the batch: the work-groups are
+    split between the units (and, within one, between tiles of the weight
+    and chunks of the batch) in proportion to their work; partial sums are
+    added into the flat gradient buffer atomically (``red.global.add.f32``
+    on NVIDIA, a compare-and-swap loop elsewhere).
+``fused_sgd`` / ``fused_adam``
+    optim.cl's update (its formulas, in fused.cl) over the flat parameter
+    buffer, clearing the gradient for the next step's additions.
+
+A unit is described by a plain dict (see :func:`conv_unit`,
+:func:`pool_unit`, :func:`dense_unit`); the caller (``hetnet.runtime.fused``)
+derives them from a model's layers.  Sizes become ``-D`` build options; the
+chain itself is passed as the ``FORWARD`` / ``BACKWARD`` / ``WGRAD`` macro
+sequences of fused.cl's templates, so the program is generated, never
+written per network.  :class:`FusionUnsupported` says why a chain cannot be
+fused (the caller falls back to layer-by-layer).
+"""
+
+import math
+
+import numpy as np
+
+from .launch import _CODE_OF, _F32, _I32, OpenCLLaunchError, _clenqueue
+from .platform import status_name
+
+__all__ = ["FusionUnsupported", "FusedProgram", "conv_unit", "pool_unit", "dense_unit"]
+
+#: the work-group size of every fused kernel (the dense weight-gradient
+#: tiles are 16 x 16 work-items)
+WG = 256
+#: largest tile of samples per work-group (private arrays of T floats)
+MAX_TILE = 8
+#: share of the device's local memory one training tile should use at most
+#: when the tile is chosen for it
+OCCUPANCY_SHARE = 0.6
+#: local memory kept free for the kernel's own small arrays (bytes)
+LOCAL_RESERVE = 512
+#: the weight-gradient work one work-item should do, in multiply-adds
+WGRAD_ITEM_WORK = 4096
+
+_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+
+
+class FusionUnsupported(ValueError):
+    """A chain (or one of its layers) cannot run as a fused segment; the
+    message says why."""
+
+
+def _act(name):
+    try:
+        return _ACTS[name]
+    except KeyError:
+        raise FusionUnsupported(f"activation {name!r} has no fused template "
+                                f"(supported: {sorted(_ACTS)})") from None
+
+
+def conv_unit(C, H, W, F, kernel, stride, pad, activation, bias, pool=None):
+    """A Conv2D (+ activation, + an optional max pool right after it).
+
+    ``pool`` is ``((qh, qw), (qsh, qsw))`` or None.  Shapes as
+    :class:`hetnet.layers.Conv2D`: input ``(C, H, W)``, output
+    ``(F, HO, WO)`` after the pool."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    ch, cw = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    (qh, qw), (qsh, qsw) = pool if pool is not None else ((1, 1), (1, 1))
+    ho, wo = (ch - qh) // qsh + 1, (cw - qw) // qsw + 1
+    return {"kind": "conv", "C": C, "H": H, "W": W, "F": F, "KH": kh, "KW": kw, "SH": sh,
+            "SW": sw, "PH": ph, "PW": pw, "CH": ch, "CW": cw, "QH": qh, "QW": qw,
+            "QSH": qsh, "QSW": qsw, "HO": ho, "WO": wo, "ACT": _act(activation),
+            "bias": bool(bias), "pooled": pool is not None,
+            "in": C * H * W, "out": F * ho * wo,
+            "params": [(F, C, kh, kw)] + ([(F,)] if bias else [])}
+
+
+def pool_unit(C, H, W, size, stride):
+    """A max pool with no convolution before it: ``(C, H, W) -> (C, HO, WO)``."""
+    (qh, qw), (qsh, qsw) = size, stride
+    ho, wo = (H - qh) // qsh + 1, (W - qw) // qsw + 1
+    return {"kind": "pool", "C": C, "H": H, "W": W, "QH": qh, "QW": qw, "QSH": qsh,
+            "QSW": qsw, "HO": ho, "WO": wo, "in": C * H * W, "out": C * ho * wo,
+            "ACT": 0, "params": []}
+
+
+def dense_unit(I, O, activation, bias):
+    """A Dense (+ activation): ``(I,) -> (O,)``, W ``(I, O)``."""
+    return {"kind": "dense", "I": I, "O": O, "ACT": _act(activation), "bias": bool(bias),
+            "in": I, "out": O, "params": [(I, O)] + ([(O,)] if bias else [])}
+
+
+def _macro(name, *args):
+    return f"{name}({','.join(str(a) for a in args)})"
+
+
+class FusedProgram:
+    """The fused kernels of one chain on one OpenCL device, for batches of up
+    to ``nmax`` samples.
+
+    Parameters
+    ----------
+    device : OpenCLDevice
+    units : list of dict
+        The chain, from :func:`conv_unit`, :func:`pool_unit`, :func:`dense_unit`.
+    offsets : list of int
+        Where each parameter (units' ``params`` in order) starts in the flat
+        parameter buffer.
+    input_size, n_classes : int
+        Floats of one input sample; logits per sample.
+    nmax : int
+        The largest batch (the stash holds this many samples).
+    tile : int, optional
+        Samples per work-group of ``fused_train``; default from local memory
+        and ``nmax``.
+    train_wg : {256, 512, 1024}, optional
+        Work-group size of ``fused_train`` / ``fused_eval``; default 1024
+        (where the device allows it) when the batch makes fewer tiles than
+        twice the device's compute units and a layer's per-sample loops are
+        long enough to use it, else 256.
+
+    Attributes
+    ----------
+    tile, eval_tile : int
+        Samples per work-group in training and in inference (which keeps no
+        gradient buffer, so more samples fit).
+    train_wg, eval_wg : int
+    local_bytes : int
+        Local memory of one ``fused_train`` work-group.
+    stash_floats : int
+    wgrad_groups : int
+    plan : list of str
+        One line per unit: its buffers and stash regions (for ``explain``).
+
+    Raises
+    ------
+    FusionUnsupported
+        The chain does not fit (local memory, offsets past 2**31) or does not
+        end in ``n_classes`` logits.
+    """
+
+    def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None,
+                 train_wg=None):
+        self.device = dev = device
+        self.units = units
+        self.nmax = nmax = int(nmax)
+        self.n_classes = int(n_classes)
+        self.input_size = int(input_size)
+        if not units:
+            raise FusionUnsupported("the chain has no layers to fuse")
+        if units[-1]["out"] != n_classes:
+            raise FusionUnsupported(f"the chain ends in {units[-1]['out']} values per sample, "
+                                    f"not {n_classes} logits")
+        if units[0]["in"] != input_size:
+            raise FusionUnsupported(f"the first layer takes {units[0]['in']} values per "
+                                    f"sample, the input has {input_size}")
+        if dev.cl_device.max_work_group_size < WG:
+            raise FusionUnsupported(f"the device's work-groups hold at most "
+                                    f"{dev.cl_device.max_work_group_size} work-items; the "
+                                    f"fused kernels need {WG}")
+        k = 0
+        for u in units:
+            u["offsets"] = offsets[k:k + len(u["params"])]
+            k += len(u["params"])
+        sizes = [units[0]["in"]] + [u["out"] for u in units]     # tensor i feeds unit i
+        buf_a = max([s for i, s in enumerate(sizes) if i % 2 == 0] or [1])
+        buf_b = max([s for i, s in enumerate(sizes) if i % 2 == 1] or [1])
+        first_param = next((i for i, u in enumerate(units) if u["params"]), len(units))
+        need_dx = [i > first_param for i in range(len(units))]
+        buf_c = max([u["F"] * u["CH"] * u["CW"] for u, nd in zip(units, need_dx)
+                     if u["kind"] == "conv" and u["pooled"] and nd] or [1])
+        per_sample = 4 * (buf_a + buf_b + buf_c) + 8
+        local = int(dev.cl_device.local_mem_size)
+        fit = (local - LOCAL_RESERVE) // per_sample
+        if fit < 1:
+            worst = max(range(len(units)), key=lambda i: sizes[i] + sizes[i + 1])
+            raise FusionUnsupported(
+                f"one sample's activations need {per_sample / 1024:.1f} KiB of local memory "
+                f"(largest at layer unit {worst}: {sizes[worst]} -> {sizes[worst + 1]} "
+                f"values), the device has {local / 1024:.1f} KiB")
+        cus = max(1, int(dev.cl_device.max_compute_units))
+        if tile is None:
+            # about one tile per compute unit, but a tile's local memory kept
+            # to OCCUPANCY_SHARE of the device's so that several work-groups
+            # share a compute unit (docs/performance.md, "Fused step"): on an
+            # H200 LeNet-5 at batch 1024 ran 2.19M images/s at 2 samples a
+            # tile (29 KiB), 1.93M at 1, 2.12M at 3 (43 KiB) in an earlier
+            # run; at batch 256 1.64M at 2, 1.43M at 1; the MLP at 1024
+            # 16.3M at 4, 16.0M at 2, 10.8M at 1
+            occupancy = max(1, int(OCCUPANCY_SHARE * local) // per_sample)
+            tile = min(fit, MAX_TILE // 2, occupancy, max(1, -(-nmax // cus)))
+        tile = int(tile)
+        if not 1 <= tile <= min(fit, MAX_TILE):
+            raise FusionUnsupported(f"tile {tile} is outside 1..{min(fit, MAX_TILE)} (local "
+                                    f"memory holds {fit} samples)")
+        self.tile = tile
+        self.local_bytes = tile * per_sample
+        eval_fit = (local - LOCAL_RESERVE) // (4 * (buf_a + buf_b + 1) + 8)
+        self.eval_tile = min(eval_fit, MAX_TILE, max(1, -(-nmax // (2 * cus))))
+        # the per-sample loops' longest extent: wider groups shorten the
+        # chain of passes one tile's work-group runs when tiles are few
+        extent = max([u["out"] for u in units] + [u["in"] for u, nd in zip(units, need_dx) if nd])
+        max_wg = int(dev.cl_device.max_work_group_size)
+
+        def group_size(groups):
+            size = WG
+            while size < 1024 and size * 2 <= max_wg and size < extent // 2 \
+                    and groups < 2 * cus:
+                size *= 2
+            return size
+        self.train_wg = int(train_wg) if train_wg else group_size(-(-nmax // tile))
+        self.eval_wg = group_size(-(-nmax // self.eval_tile))
+        if self.train_wg not in (256, 512, 1024) or self.train_wg > max_wg:
+            raise FusionUnsupported(f"train_wg must be 256, 512 or 1024 and at most the "
+                                    f"device's {max_wg}, got {train_wg}")
+
+        # ---- the stash: what the backward pass and the weight gradients read
+        regions, self._stash_end = [], 0
+
+        def region(size):
+            base = self._stash_end
+            self._stash_end += nmax * size
+            regions.append(size)
+            return base
+
+        acts = [0] + [u["ACT"] for u in units]             # activation producing tensor i
+        tstash = []
+        for i, s in enumerate(sizes):
+            consumer = units[i] if i < len(units) else None
+            needed = (consumer is not None and consumer["params"]) or acts[i] != 0
+            tstash.append(region(s) if needed and i <= len(units) else -1)
+        for i, u in enumerate(units):
+            u["ast"] = region(u["out"]) if (u["kind"] == "pool" or u.get("pooled")) else -1
+            u["est"] = region(u["out"]) if u["params"] else -1
+        self.stash_floats = max(self._stash_end, 1)
+        if self.stash_floats >= 2 ** 31:
+            raise FusionUnsupported(f"the stash for batch {nmax} needs {self.stash_floats} "
+                                    "floats, past 32-bit offsets; use a smaller batch")
+
+        # ---- the chain as macro sequences
+        bufs = ["bufA", "bufB"]
+        fwd, bwd, self.plan = [], [], []
+        for i, u in enumerate(units):
+            src, dst = bufs[i % 2], bufs[(i + 1) % 2]
+            xst, ost = tstash[i], tstash[i + 1]
+            woff, boff = (u["offsets"] + [-1, -1])[:2] if u["params"] else (-1, -1)
+            if u["kind"] == "conv":
+                geo = [u[key] for key in ("C", "H", "W", "F", "KH", "KW", "SH", "SW", "PH",
+                                          "PW", "CH", "CW", "QH", "QW", "QSH", "QSW", "HO",
+                                          "WO", "ACT")]
+                boff = u["offsets"][1] if u["bias"] else -1
+                fwd.append(_macro("FWD_CONV", src, dst, *geo, woff, boff, ost, u["ast"]))
+                bwd.append(_macro("BWD_CONV", dst, src, *geo, woff, ost, u["ast"], u["est"],
+                                  int(need_dx[i])))
+            elif u["kind"] == "pool":
+                geo = [u[key] for key in ("C", "H", "W", "QH", "QW", "QSH", "QSW", "HO", "WO")]
+                fwd.append(_macro("FWD_POOL", src, dst, *geo, ost, u["ast"]))
+                if need_dx[i]:
+                    bwd.append(_macro("BWD_POOL", dst, src, *geo, u["ast"]))
+            else:
+                boff = u["offsets"][1] if u["bias"] else -1
+                fwd.append(_macro("FWD_DENSE", src, dst, u["I"], u["O"], u["ACT"], woff, boff,
+                                  ost))
+                if u["params"] or need_dx[i]:
+                    bwd.append(_macro("BWD_DENSE", dst, src, u["I"], u["O"], u["ACT"], woff,
+                                      ost, u["est"], int(need_dx[i])))
+            u["xst"] = xst
+            self.plan.append(f"{u['kind']} {u['in']} -> {u['out']} values ({src} -> {dst})")
+        logits = bufs[len(units) % 2]
+
+        # ---- weight gradients: work-groups in proportion to each unit's work
+        work = []
+        for u in units:
+            if not u["params"]:
+                continue
+            if u["kind"] == "dense":
+                tiles = -(-(u["I"] + u["bias"]) // 64) * -(-u["O"] // 64)
+                item = 16                         # multiply-adds per work-item per sample
+            else:
+                # a work-item per (weight row, slice of the windows)
+                rows = u["F"] * u["C"] * u["KH"]
+                u["QS"] = max(1, WG // rows)
+                tiles = -(-(rows + u["bias"] * u["F"]) * u["QS"] // WG)
+                item = -(-u["HO"] * u["WO"] // u["QS"]) * u["KW"]
+            work.append((u, tiles, item))
+        target = max(8, 4 * cus)
+        total = sum(t * item for _, t, item in work) or 1
+        wg_macros, g0 = [], 0
+        for u, tiles, item in work:
+            splits = max(1, round(target * tiles * item / total / tiles),
+                         -(-nmax * item // WGRAD_ITEM_WORK))
+            splits = min(splits, nmax)
+            if u["kind"] == "dense":
+                chunk = -(-(-(-nmax // splits)) // 16) * 16
+                splits = -(-nmax // chunk)
+                ng = tiles * splits
+                wg_macros.append(_macro("WG_DENSE", g0, ng, u["I"], u["O"], int(u["bias"]),
+                                        -(-u["O"] // 64), splits, chunk, u["xst"], u["est"],
+                                        u["offsets"][0],
+                                        u["offsets"][1] if u["bias"] else -1))
+            else:
+                chunk = -(-nmax // splits)
+                splits = -(-nmax // chunk)
+                ng = tiles * splits
+                geo = [u[key] for key in ("C", "H", "W", "F", "KH", "KW", "SH", "SW", "PH",
+                                          "PW", "CW", "HO", "WO")]
+                wg_macros.append(_macro("WG_CONV", g0, ng, *geo, int(u["bias"]), u["QS"],
+                                        splits, chunk,
+                                        u["xst"], u["ast"], u["est"], u["offsets"][0],
+                                        u["offsets"][1] if u["bias"] else -1))
+            self.plan[units.index(u)] += f", weight gradient {ng} groups ({splits} splits)"
+            g0 += ng
+        self.wgrad_groups = g0
+
+        convs = [u for u in units if u["kind"] == "conv"]
+        common = (f"-DWG={WG}", f"-DBUF_A={buf_a}", f"-DBUF_B={buf_b}",
+                  f"-DIN_SIZE={self.input_size}", f"-DNCLS={self.n_classes}",
+                  f"-DLOGITS={logits}", f"-DIN_STASH={tstash[0]}",
+                  f"-DQMAX={max([u['QH'] * u['QW'] for u in convs] or [1])}",
+                  f"-DKWMAX={max([u['KW'] for u in convs] or [1])}",
+                  "-DFORWARD=" + "".join(fwd))
+        self._train_opts = common + (f"-DT={tile}", f"-DTWG={self.train_wg}",
+                                     f"-DBUF_C={buf_c}", "-DTRAINING=1",
+                                     "-DBACKWARD=" + "".join(reversed(bwd)),
+                                     "-DWGRAD=" + "".join(wg_macros))
+        self._eval_opts = common + (f"-DT={self.eval_tile}", f"-DTWG={self.eval_wg}",
+                                    "-DBUF_C=1", "-DTRAINING=0")
+        self.atomics = "cmpxchg"
+        if "nvidia" in dev.cl_device.platform.name.lower():
+            try:
+                self._build(True)
+                self.atomics = "ptx red.global.add.f32"
+            except Exception as exc:   # noqa: BLE001 - a driver without inline PTX
+                self.atomics = f"cmpxchg (inline PTX failed to build: {str(exc)[:200]})"
+        if self.atomics.startswith("cmpxchg"):
+            self._build(False)
+        self.stash = dev.empty((self.stash_floats,))
+        self._bound = {}
+
+    def _build(self, ptx):
+        dev, files = self.device, "fused.cl"
+        red = (f"-DUSE_PTX_RED={int(ptx)}",)
+        b, i, f = None, _I32, _F32
+        train, evl = self._train_opts + red, self._eval_opts + red
+        self.k_train = dev.kernel(files, "fused_train", [i, i, i, i, i, b, b, b, b, b, b],
+                                   train)
+        self.k_wgrad = dev.kernel(files, "fused_wgrad", [i, b, b], train)
+        self.k_sgd = dev.kernel(files, "fused_sgd", [f, f, i, b, b, b, f, i], train)
+        self.k_adam = dev.kernel(files, "fused_adam", [f, f, f, f, i, b, b, b, b, f, f, f],
+                                 train)
+        self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
+                                  evl)
+
+    # ------------------------------------------------------------ launches
+    def bind(self, knl, *args):
+        """Set every argument of ``knl`` (no launch); :meth:`launch` then
+        re-sets only the leading per-step ones."""
+        knl.set_args(*args)
+        self._bound[knl.int_ptr] = True
+
+    def launch(self, knl, groups, head=(), full=None, wg=WG):
+        """Enqueue ``knl`` on ``groups`` work-groups of ``wg`` work-items.
+
+        ``full``: every argument, set for this launch.  Otherwise only
+        ``head``, the leading (per-step) arguments, are set again and the
+        rest keep what :meth:`bind` set (one C call with
+        :mod:`hetnet.devices.opencl._clenqueue`)."""
+        dev = self.device
+        gsize, lsize = (max(groups, 1) * wg,), (wg,)
+        if full is not None:
+            return dev.launch(knl, gsize, lsize, *full)
+        if not self._bound.get(knl.int_ptr):
+            raise RuntimeError(f"{knl.function_name}: bind() its arguments first")
+        if dev.c_enqueue:
+            status = _clenqueue.launch(dev._queue_ptr, knl.int_ptr,
+                                       knl.hetnet_codes[:len(head)], tuple(head), gsize, lsize)
+            if status:
+                raise OpenCLLaunchError(f"{knl.function_name}: enqueue failed: "
+                                        f"{status_name(status)} ({status})")
+            return
+        import pyopencl as cl
+        for j, (a, code) in enumerate(zip(head, knl.hetnet_codes)):
+            knl.set_arg(j, np.int32(a) if code == _CODE_OF[_I32] else np.float32(a))
+        return cl.enqueue_nd_range_kernel(dev.queue, knl, gsize, lsize)
+
+    def train_groups(self, n):
+        """Work-groups of ``fused_train`` for a batch of ``n``."""
+        return -(-int(n) // self.tile)
+
+    def eval_groups(self, n):
+        """Work-groups of ``fused_eval`` for a batch of ``n``."""
+        return -(-int(n) // self.eval_tile)

@@ -1,0 +1,443 @@
+"""Whole-chain fusion on an OpenCL device: a built :class:`Sequential`'s
+layers trained (and evaluated) as a few generated kernels a step
+(:mod:`hetnet.devices.opencl.fused`), the data set resident on the device.
+
+On a GPU whose kernel launches cost ~12 µs each back to back, a LeNet-5 step
+of 38 kernels spends most of its time between kernels; fused it is three:
+forward + loss + backward per tile of samples, the weight gradients, the
+update.  The epoch's loss and accuracy are summed on the device and read
+once per epoch.
+
+Examples
+--------
+>>> import hetnet as hn
+>>> from hetnet.runtime.fused import FusedTrainer
+>>> model = hn.models.lenet5(device="gpu", input_shape=(1, 28, 28))   # doctest: +SKIP
+>>> trainer = FusedTrainer(model, batch_size=256)                      # doctest: +SKIP
+>>> history = trainer.fit(X, y, epochs=5)                              # doctest: +SKIP
+>>> trainer.write_back()       # the model's layers get the trained weights   # doctest: +SKIP
+"""
+
+import math
+import time
+
+import numpy as np
+
+from .._validation import check_X, check_targets, check_positive_int
+from ..devices.base import mix32
+from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
+                                    dense_unit, pool_unit)
+from ..layers import Conv2D, Dense, Flatten, MaxPool2D
+from ..optim import SGD, Adam, get_optimizer
+from .flatparams import FlatGroup
+
+__all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation"]
+
+
+def _feistel_half(n):
+    """Half the bits of the Feistel network that shuffles ``n`` rows: the
+    smallest even width 2*half with 2**(2*half) >= n (half >= 1)."""
+    return max(1, -(-max(int(n) - 1, 1).bit_length() // 2))
+
+
+def device_permutation(n, key):
+    """The order in which the device shuffle (``fit(shuffle=True)``) visits
+    ``n`` rows in an epoch keyed ``key``: position i -> row, the same
+    Feistel network with cycle walking as fused.cl's ``feistel_row``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        A permutation of ``0 .. n-1``.
+    """
+    half = np.uint32(_feistel_half(n))
+    mask = np.uint32((1 << int(half)) - 1)
+    key = np.uint32(int(key) & 0xFFFFFFFF)
+    with np.errstate(over="ignore"):
+        x = np.arange(n, dtype=np.uint32)
+        todo = np.ones(n, dtype=bool)
+        while todo.any():
+            v = x[todo]
+            left, right = v >> half, v & mask
+            for k in range(4):
+                rk = key + np.uint32((k * 0x9e3779b9) & 0xFFFFFFFF)
+                left, right = right, left ^ (mix32(right ^ rk) & mask)
+            x[todo] = (left << half) | right
+            todo[todo] = x[todo] >= n
+    return x.astype(np.int64)
+
+
+def describe_chain(model):
+    """The fused units of a built model's steps (activations already
+    absorbed by their Dense / Conv2D, a MaxPool2D right after a Conv2D
+    merged into it, Flatten dropped).
+
+    Returns
+    -------
+    list of dict
+        As :func:`hetnet.devices.opencl.fused.conv_unit` and friends.
+
+    Raises
+    ------
+    FusionUnsupported
+        A layer has no fused template, or the loss is not cross-entropy;
+        the message names it.
+    """
+    if model.loss.name != "cross_entropy":
+        raise FusionUnsupported(f"the fused step has the cross_entropy loss only, the model "
+                                f"uses {model.loss.name!r}")
+    steps = model._steps
+    units, i = [], 0
+    while i < len(steps):
+        layer = steps[i]
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if isinstance(layer, Conv2D):
+            c, h, w = layer.input_shape
+            pool = None
+            if type(nxt) is MaxPool2D and tuple(nxt.padding) == (0, 0):
+                pool = (nxt.size, nxt.stride)
+                i += 1
+            units.append(conv_unit(c, h, w, layer.out_channels, layer.kernel_size,
+                                   layer.stride, layer.pad, layer.activation, layer.bias, pool))
+        elif type(layer) is MaxPool2D:
+            if tuple(layer.padding) != (0, 0):
+                raise FusionUnsupported(f"layer {i} ({layer!r}) pads its windows; the fused "
+                                        "pool template has no padding")
+            c, h, w = layer.input_shape
+            units.append(pool_unit(c, h, w, layer.size, layer.stride))
+        elif isinstance(layer, Dense):
+            units.append(dense_unit(layer.in_features, layer.out_features, layer.activation,
+                                    layer.bias))
+        elif type(layer) is Flatten:
+            pass                      # NCHW flattened is the same memory
+        else:
+            raise FusionUnsupported(f"layer {i} ({layer!r}) has no fused template "
+                                    "(Conv2D, MaxPool2D, Flatten, Dense and the activations "
+                                    "they absorb do)")
+        i += 1
+    return units
+
+
+def _check_optimizer(opt):
+    if not isinstance(opt, (SGD, Adam)):
+        raise FusionUnsupported(f"the fused update has SGD, Adam and AdamW, got "
+                                f"{type(opt).__name__}")
+    if getattr(opt, "clip_norm", None) is not None:
+        raise FusionUnsupported("the fused update does not clip the gradient norm "
+                                f"(clip_norm={opt.clip_norm})")
+
+
+class FusedTrainer:
+    """Train and evaluate a built model's chain as fused OpenCL kernels.
+
+    The trainer keeps its own copy of the weights (one flat buffer on the
+    device, :mod:`hetnet.flatparams` layout), taken from the model when it
+    is made; :meth:`write_back` puts them into the model's layers.
+
+    Parameters
+    ----------
+    model : Sequential
+        Built (``input_shape`` known); cross-entropy loss; layers Conv2D,
+        MaxPool2D, Flatten, Dense with the activations they absorb.
+    device : OpenCLDevice, optional
+        Default: the device of the model's first step, which must be an
+        OpenCL device.
+    batch_size : int
+        The largest batch the kernels are built for (smaller batches run too).
+    optimizer : str, dict or Optimizer, optional
+        SGD (momentum, Nesterov, weight decay) or Adam; default the model's
+        optimizer, else ``SGD(lr=0.01)``.
+    tile : int, optional
+        Samples per work-group (default from the device's local memory).
+    train_wg : {256, 512, 1024}, optional
+        Work-items per tile (default: :class:`FusedProgram`'s choice).
+
+    Attributes
+    ----------
+    program : FusedProgram
+    kernels_per_step : int
+        Kernels one training step launches (3).
+
+    Raises
+    ------
+    FusionUnsupported
+        The chain cannot be fused; the message says why.
+    """
+
+    kernels_per_step = 3
+
+    def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None,
+                 train_wg=None):
+        model._require_built()
+        batch_size = check_positive_int("batch_size", batch_size)
+        if device is None:
+            device = model._steps[0].device
+        if not hasattr(device, "cl_device"):
+            raise FusionUnsupported(f"the fused step runs on an OpenCL device, got {device.name}")
+        self.model = model
+        self.device = dev = device
+        self.units = describe_chain(model)
+        shapes = [tuple(layer.params[k].shape) for layer in model.layers for k in layer.params]
+        self.layout = FlatGroup(dev, shapes)
+        self.program = FusedProgram(dev, self.units, self.layout.offsets,
+                                    math.prod(model.input_shape), model.n_outputs,
+                                    batch_size, tile, train_wg)
+        self.batch_size = batch_size
+        self.w, _ = self.layout.pack([dev.asarray(w) for w in model.get_weights()])
+        self.g = dev.zeros((self.layout.size,))
+        self.stats = dev.zeros((2,))
+        if optimizer is None:
+            optimizer = model.optimizer if model.optimizer is not None else SGD(lr=0.01)
+        self.optimizer = opt = get_optimizer(optimizer)
+        _check_optimizer(opt)
+        self.state = [dev.zeros((self.layout.size,)) for _ in range(2 if isinstance(opt, Adam) else 1)]
+        self._data = None           # (X, labels, order, n) resident on the device
+
+    # ----------------------------------------------------------- weights
+    def get_weights(self):
+        """The trainer's weights as numpy arrays, in the model's order."""
+        host = self.device.to_host(self.w)
+        return [host[o:o + math.prod(s)].reshape(s).copy()
+                for o, s in zip(self.layout.offsets, self.layout.shapes)]
+
+    def gradients(self):
+        """The gradient buffer as numpy arrays (after :meth:`loss_and_gradients`)."""
+        host = self.device.to_host(self.g)
+        return [host[o:o + math.prod(s)].reshape(s).copy()
+                for o, s in zip(self.layout.offsets, self.layout.shapes)]
+
+    def write_back(self):
+        """Copy the trained weights into the model's layers (the model's
+        optimizer state is left as it is: the trainer keeps its own)."""
+        model, opt = self.model, self.model.optimizer
+        saved = (opt.state, opt.t, opt._flat) if opt is not None else None
+        model.set_weights(self.get_weights())
+        if saved is not None:
+            opt.state, opt.t, opt._flat = saved
+
+    def load_weights(self):
+        """Take the model's current weights (after they were set or trained
+        elsewhere)."""
+        host = np.zeros(self.layout.size, dtype=np.float32)
+        for w, off in zip(self.model.get_weights(), self.layout.offsets):
+            host[off:off + w.size] = w.reshape(-1)
+        import pyopencl as cl
+        cl.enqueue_copy(self.device.queue, self.w.base_data, host)
+
+    def set_optimizer(self, optimizer):
+        """Train on with ``optimizer`` (SGD or Adam), its state from zero."""
+        opt = get_optimizer(optimizer)
+        _check_optimizer(opt)
+        self.optimizer = opt
+        self.state = [self.device.zeros((self.layout.size,))
+                      for _ in range(2 if isinstance(opt, Adam) else 1)]
+
+    # -------------------------------------------------------------- data
+    def set_data(self, X, y):
+        """Put ``X`` (float32) and integer labels ``y`` on the device, to be
+        trained on by :meth:`fit` (once; kept until other data is set)."""
+        model = self.model
+        X = check_X(X, model.input_shape)
+        yt = check_targets(y, X.shape[0], "cross_entropy", model.n_outputs)
+        if yt.ndim == 2:                # one-hot rows
+            yt = yt.argmax(axis=1)
+        dev = self.device
+        self._data = (dev.asarray(X.reshape(X.shape[0], -1)),
+                      dev.asarray(yt.astype(np.int32), dtype=np.int32),
+                      dev.empty((X.shape[0],), np.int32), X.shape[0])
+        return self
+
+    def _resident(self, X, y):
+        if X is not None:
+            self.set_data(X, y)
+        if self._data is None:
+            raise RuntimeError("no data on the device: pass X, y or call set_data()")
+        return self._data
+
+    # ---------------------------------------------------------- training
+    def _bind(self, Xd, yd, order, key=None):
+        """Set every argument of the step's kernels once (an epoch); each
+        step re-sets only its leading per-step ones.  ``key``: rows in the
+        device shuffle's order for that key (``order`` unused), else in
+        ``order``."""
+        p, opt = self.program, self.optimizer
+        n = Xd.shape[0]
+        half = 0 if key is None else _feistel_half(n)
+        p.bind(p.k_train, 0, 0, 0 if key is None else int(key), half, n, Xd.base_data,
+               None if key is not None else order.base_data, yd.base_data,
+               self.w.base_data, p.stash.base_data, self.stats.base_data)
+        p.bind(p.k_wgrad, 0, p.stash.base_data, self.g.base_data)
+        size = self.layout.size
+        if isinstance(opt, Adam):
+            l2 = 0.0 if opt._decoupled else opt.weight_decay
+            p.bind(p.k_adam, opt.lr, 1.0, 1.0, opt.beta1, size, self.w.base_data,
+                   self.g.base_data, self.state[0].base_data, self.state[1].base_data,
+                   opt.beta2, opt.eps, l2)
+        else:
+            p.bind(p.k_sgd, opt.lr, opt.momentum, size, self.w.base_data, self.g.base_data,
+                   self.state[0].base_data, opt.weight_decay, int(opt.nesterov))
+
+    def _step(self, start, n, lr):
+        """One training step on batch rows ``start .. start+n-1`` of the
+        epoch's order: three launches, nothing read back."""
+        p, opt = self.program, self.optimizer
+        p.launch(p.k_train, p.train_groups(n), (start, n), wg=p.train_wg)
+        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+        opt.t += 1
+        groups = -(-self.layout.size // WG)
+        if isinstance(opt, Adam):
+            # as Adam.update_group's adam_update: bias corrections and the
+            # decoupled (AdamW) decay on the host, once a step
+            decay = 1.0 - lr * opt.weight_decay if opt._decoupled else 1.0
+            p.launch(p.k_adam, groups, (lr / (1.0 - opt.beta1 ** opt.t),
+                                        1.0 / math.sqrt(1.0 - opt.beta2 ** opt.t), decay,
+                                        opt.beta1))
+        else:
+            p.launch(p.k_sgd, groups, (lr, opt.momentum))
+
+    def fit(self, X=None, y=None, epochs=1, batch_size=None, shuffle=True, seed=None,
+            lr_schedule=None, step0=0, total_steps=None):
+        """Mini-batch training, each epoch over every sample once (the short
+        last batch included), as :meth:`Sequential.fit`.
+
+        Parameters
+        ----------
+        X, y : arrays, optional
+            Put on the device first (:meth:`set_data`); None: the data set
+            there already.
+        batch_size : int, optional
+            At most the trainer's ``batch_size`` (the default).
+        shuffle : bool, "host" or array
+            True: a fresh shuffle each epoch, made on the device
+            (:func:`device_permutation` of a key drawn from ``seed``; no
+            order is stored or uploaded); ``"host"``: a numpy permutation
+            uploaded each epoch; False: in order; an int array of length n:
+            that order every epoch.
+        lr_schedule : callable, optional
+            ``lr_schedule(step, total_steps) -> lr`` (a schedule object of
+            :mod:`hetnet.schedules` is one).
+        step0, total_steps : int, optional
+            The schedule's step of this call's first batch and its total
+            (default 0 and this call's step count): a longer run fed one
+            epoch at a time.
+
+        Returns
+        -------
+        list of dict
+            Per epoch: ``loss`` (mean), ``accuracy`` (on the training
+            batches, as they were trained on), ``images_per_s``, ``time_s``.
+        """
+        epochs = check_positive_int("epochs", epochs)
+        bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
+        if bs > self.batch_size:
+            raise ValueError(f"batch_size {bs} is larger than the {self.batch_size} the "
+                             "trainer was built for")
+        Xd, yd, order, n = self._resident(X, y)
+        schedule = lr_schedule
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"lr_schedule must be callable(step, total_steps), got {schedule!r}")
+        rng = np.random.default_rng(seed)
+        dev = self.device
+        import pyopencl as cl
+        if isinstance(shuffle, np.ndarray):
+            fixed = np.asarray(shuffle, dtype=np.int32)
+            if fixed.shape != (n,) or not np.array_equal(np.sort(fixed), np.arange(n)):
+                raise ValueError(f"a shuffle order must be a permutation of 0..{n - 1}, "
+                                 f"got shape {fixed.shape}")
+        elif shuffle not in (True, False, "host"):
+            raise ValueError(f"shuffle must be True, False, 'host' or an order array, got "
+                             f"{shuffle!r}")
+        step = int(step0)
+        if total_steps is None:
+            total_steps = step + epochs * math.ceil(n / bs)
+        history = []
+        for _ in range(epochs):
+            key = None
+            if isinstance(shuffle, np.ndarray) or shuffle in (False, "host"):
+                idx = (fixed if isinstance(shuffle, np.ndarray) else
+                       rng.permutation(n).astype(np.int32) if shuffle == "host" else
+                       np.arange(n, dtype=np.int32))
+                cl.enqueue_copy(dev.queue, order.base_data, idx, is_blocking=False)
+            else:
+                key = int(rng.integers(0, 2 ** 31))
+            self._bind(Xd, yd, order, key)
+            cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32),
+                                   0, 8)
+            t0 = time.perf_counter()
+            for start in range(0, n, bs):
+                lr = self.optimizer.lr
+                if schedule is not None:      # hetnet.schedules.apply_schedule's rule
+                    lr = self.optimizer.lr = float(schedule(step, total_steps))
+                    momentum = getattr(schedule, "momentum", None)
+                    value = momentum(step, total_steps) if callable(momentum) else None
+                    if value is not None:
+                        self.optimizer.set_momentum(value)
+                self._step(start, min(bs, n - start), lr)
+                step += 1
+            stats = dev.to_host(self.stats)
+            dt = time.perf_counter() - t0
+            history.append({"loss": float(stats[0]) / n,
+                            "accuracy": int(stats[1:2].view(np.int32)[0]) / n,
+                            "images_per_s": n / dt, "time_s": dt})
+        return history
+
+    def loss_and_gradients(self, X, y):
+        """Mean loss of one batch holding all of ``X`` and every parameter's
+        gradient (numpy, in :meth:`get_weights` order); no weight changes.
+        ``len(X)`` must be at most ``batch_size``."""
+        Xd, yd, order, n = self._resident(X, y)
+        if n > self.batch_size:
+            raise ValueError(f"{n} samples, more than the trainer's batch_size {self.batch_size}")
+        import pyopencl as cl
+        dev, p = self.device, self.program
+        cl.enqueue_copy(dev.queue, order.base_data, np.arange(n, dtype=np.int32))
+        cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
+        self._bind(Xd, yd, order)
+        p.launch(p.k_train, p.train_groups(n), (0, n), wg=p.train_wg)
+        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+        loss = float(dev.to_host(self.stats)[0]) / n
+        grads = self.gradients()
+        cl.enqueue_fill_buffer(dev.queue, self.g.base_data, np.zeros(1, np.float32), 0,
+                               self.g.nbytes)
+        return loss, grads
+
+    # --------------------------------------------------------- inference
+    def _eval(self, X, y, out):
+        dev, p = self.device, self.program
+        if hasattr(X, "base_data"):        # a device array (n, input size) already there
+            Xd, n = X, X.shape[0]
+        else:
+            X = check_X(X, self.model.input_shape)
+            n = X.shape[0]
+            Xd = dev.asarray(X.reshape(n, -1))
+        yd = None
+        if y is not None:
+            yt = check_targets(y, n, "cross_entropy", self.model.n_outputs)
+            yd = dev.asarray((yt.argmax(axis=1) if yt.ndim == 2 else yt).astype(np.int32),
+                             dtype=np.int32)
+        import pyopencl as cl
+        cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
+        for start in range(0, n, self.batch_size):
+            m = min(self.batch_size, n - start)
+            p.launch(p.k_eval, p.eval_groups(m), wg=p.eval_wg, full=(
+                     start, m, 0, 0, n, Xd.base_data, None, None if yd is None else yd.base_data,
+                      self.w.base_data, p.stash.base_data, self.stats.base_data,
+                      None if out is None else out.base_data, int(yd is not None)))
+        return n
+
+    def predict_logits(self, X, out=None):
+        """Logits ``(n, n_classes)`` of the fused forward, numpy.
+
+        ``X`` may be a device array ``(n, input size)`` on the trainer's
+        device; with ``out``, a device array ``(n, n_classes)``, the logits
+        are written there and not read back (None is returned)."""
+        n = X.shape[0]
+        dest = self.device.empty((n, self.model.n_outputs)) if out is None else out
+        self._eval(X, None, dest)
+        return self.device.to_host(dest) if out is None else None
+
+    def evaluate(self, X, y):
+        """``{"loss", "accuracy"}`` over ``X``, ``y`` with the trainer's weights."""
+        n = self._eval(X, y, None)
+        stats = self.device.to_host(self.stats)
+        return {"loss": float(stats[0]) / n, "accuracy": int(stats[1:2].view(np.int32)[0]) / n}

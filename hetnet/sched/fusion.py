@@ -1,0 +1,151 @@
+"""Fusion as one more placement: whether a model's step runs as the fused
+kernels of :mod:`hetnet.runtime.fused` on an OpenCL GPU or layer by layer,
+decided per batch size and mode (``Sequential(fuse=...)``)."""
+
+import time
+
+import numpy as np
+
+from ..optim import SGD
+from ..runtime import timing
+from ..runtime.fused import FusedTrainer, FusionUnsupported, describe_chain
+
+FUSE_MODES = ("auto", "always", "never")
+
+
+class FusionPolicy:
+    """A model's ``fuse`` setting and what it decided, per batch size and mode.
+
+    ``"never"``: layer by layer.  ``"always"``: the fused step on the
+    model's OpenCL device (a GPU, else any OpenCL device among its
+    placement's devices); a chain or a call it cannot run raises
+    :class:`FusionUnsupported` with the reason.  ``"auto"`` (default): on an
+    OpenCL GPU, a few fused steps are timed against a few steps of the
+    layer-by-layer plan (:meth:`Sequential._step_time`, as ``fit`` runs
+    them) and the faster is used; any reason fusion does not apply makes
+    it layer by layer, the reason kept for :meth:`Sequential.explain`.
+
+    Attributes
+    ----------
+    decisions : dict
+        ``(batch, training) -> (use_fused, reason)``.
+    """
+
+    def __init__(self, mode):
+        if not isinstance(mode, str) or mode not in FUSE_MODES:
+            raise ValueError(f"fuse must be one of {FUSE_MODES}, got {mode!r}")
+        self.mode = mode
+        self.decisions = {}
+        self._measured = {}         # (batch, training) -> the choice timed steps made
+        self._trainers = {}         # (batch, device name) -> FusedTrainer
+
+    def device(self, model):
+        """The OpenCL device a fused step would run on, or ``(None, reason)``."""
+        candidates = list(model.placement.candidates) + [s.device for s in model._steps]
+        opencl = [d for d in dict.fromkeys(candidates) if hasattr(d, "cl_device")]
+        gpus = [d for d in opencl if d.kind == "gpu"]
+        if gpus:
+            return gpus[0], ""
+        if opencl and self.mode == "always":
+            return opencl[0], ""
+        return None, ("no OpenCL GPU among the model's devices" + (
+            " (an OpenCL CPU device is fused only with fuse='always')" if opencl else ""))
+
+    def trainer(self, model, batch, optimizer=None):
+        """The cached :class:`FusedTrainer` for ``batch`` holding the model's
+        current weights (loaded again each call)."""
+        dev, why = self.device(model)
+        if dev is None:
+            raise FusionUnsupported(why)
+        key = (batch, dev.name)
+        tr = self._trainers.get(key)
+        if tr is None:
+            tr = self._trainers[key] = FusedTrainer(model, device=dev, batch_size=batch,
+                                                    optimizer=optimizer)
+        else:
+            tr.load_weights()
+            if optimizer is not None and optimizer is not tr.optimizer:
+                tr.set_optimizer(optimizer)
+        return tr
+
+    def decide(self, model, batch, training, unsupported="", data_bytes=0):
+        """Whether this call runs fused: ``(use, reason)``; ``unsupported``
+        names a feature of the call that the fused path lacks;
+        ``data_bytes``, the data set the call puts on the device.  Under
+        ``"always"`` raises :class:`FusionUnsupported` when it cannot.  The
+        measured choice of ``"auto"`` is kept per batch size and mode; the
+        last reason is :attr:`decisions` ``[(batch, training)]``."""
+        key = (batch, training)
+        if self.mode == "never":
+            return False, "fuse='never'"
+        try:
+            if unsupported:
+                raise FusionUnsupported(unsupported)
+            dev, why = self.device(model)
+            if dev is None:
+                raise FusionUnsupported(why)
+            if data_bytes > dev.cl_device.global_mem_size // 2:
+                raise FusionUnsupported(
+                    f"the data set ({data_bytes / 2**20:.0f} MiB) is more than half the "
+                    f"device's memory ({dev.cl_device.global_mem_size / 2**20:.0f} MiB)")
+            describe_chain(model)
+        except FusionUnsupported as exc:
+            if self.mode == "always":
+                raise FusionUnsupported(
+                    f"fuse='always', but the fused step cannot run: {exc}") from None
+            decision = self.decisions[key] = (False, f"layer by layer: {exc}")
+            return decision
+        measured = self._measured.get(key)
+        if measured is None:
+            if self.mode == "always":
+                measured = (True, f"fused on {dev.name} (fuse='always')")
+            else:
+                try:
+                    fused_s = time_fused_step(model, dev, batch, training)
+                except FusionUnsupported as exc:
+                    measured = (False, f"layer by layer: {exc}")
+                else:
+                    model._use_plan(batch, training)
+                    layered_s = model._step_time(batch, training)
+                    use = fused_s < layered_s
+                    measured = (use, f"measured per step: fused on {dev.name} "
+                                     f"{fused_s * 1e3:.3f} ms, layer by layer "
+                                     f"{layered_s * 1e3:.3f} ms; chose "
+                                     + ("fused" if use else "layer by layer"))
+            self._measured[key] = measured
+        self.decisions[key] = measured
+        return measured
+
+
+def time_fused_step(model, dev, batch, training, steps=20):
+    """Seconds per fused step (training: forward, backward, update; else the
+    forward) on random resident data, on a trainer of its own (the model's
+    weights are not changed)."""
+    tr = FusedTrainer(model, device=dev, batch_size=batch, optimizer=SGD(lr=1e-3, momentum=0.9))
+    x, y = timing.random_batch(model.runtime, batch)
+    rows = max(2 * batch, 256)
+    X = np.resize(x, (rows,) + x.shape[1:])
+    Y = np.resize(y, rows)
+    if not training:
+        Xd = dev.asarray(X[:batch].reshape(batch, -1))
+        out = dev.empty((batch, model.n_outputs))
+        tr.predict_logits(Xd, out=out)
+        dev.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            tr.predict_logits(Xd, out=out)
+        dev.synchronize()
+        return (time.perf_counter() - t0) / steps
+    tr.set_data(X, Y)
+    tr.fit(epochs=1, shuffle=False)
+    Xd, yd, order, n = tr._data
+    tr._bind(Xd, yd, order)
+    dev.synchronize()
+    t0 = time.perf_counter()
+    for s in range(steps):
+        tr._step((s * batch) % (n - batch + 1), batch, 1e-3)
+    dev.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+__all__ = ["FUSE_MODES", "FusionPolicy", "time_fused_step"]

@@ -1,0 +1,231 @@
+"""Fused segments (hetnet.runtime.fused, clkernels/fused.cl) against the layer-by-layer
+path: the forward, every gradient, ten training steps, evaluation, and the
+fallbacks with their reasons.  Odd sizes throughout: batches that are not a
+multiple of the tile, channel counts that are not multiples of 4, padding,
+strides, overlapping pool windows, a pool with no convolution before it.
+Runs on PoCL in CI."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyopencl")
+
+import hetnet as hn  # noqa: E402
+from conftest import working_opencl_device  # noqa: E402
+from hetnet.runtime.fused import (FusedTrainer, FusionUnsupported, describe_chain,  # noqa: E402
+                          device_permutation)
+from hetnet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dev():
+    d = working_opencl_device()
+    if d is None:
+        pytest.skip("no working OpenCL device")
+    return d
+
+
+def odd_layers():
+    """Every fused template: conv with padding and stride, tanh, an
+    overlapping 3x3/2 pool merged into it, a standalone pool, a conv with no
+    pool and no bias, sigmoid, a dense layer without bias."""
+    return [Conv2D(3, 5, 3, padding=1), Tanh(), MaxPool2D(3, stride=2),
+            Conv2D(5, 7, 2, stride=1, bias=False), ReLU(),
+            MaxPool2D(2),
+            Conv2D(7, 6, 1, stride=1), Sigmoid(),
+            Flatten(), Dense(6 * 2 * 2, 9), ReLU(), Dense(9, 4, bias=False)]
+
+
+def data(rng, n, shape, k):
+    X = rng.standard_normal((n,) + shape).astype(np.float32)
+    return X, rng.integers(0, k, n).astype(np.int32)
+
+
+CASES = {
+    "odd": (odd_layers, (3, 11, 11), 4),
+    "lenet5": (lambda: hn.models.lenet5_layers(), (1, 28, 28), 10),
+    "mlp": (lambda: hn.models.mlp_layers([20, 13, 7, 3]), (20,), 3),
+}
+
+
+@pytest.mark.parametrize("case,train_wg", [("odd", None), ("odd", 512), ("lenet5", None),
+                                           ("mlp", None)])
+def test_forward_and_every_gradient(dev, case, train_wg):
+    make, shape, k = CASES[case]
+    rng = np.random.default_rng(3)
+    X, y = data(rng, 13, shape, k)               # 13 = 4 tiles of 3 and one of 1
+    model = hn.Sequential(make(), device="numpy", input_shape=shape, seed=5)
+    trainer = FusedTrainer(model, device=dev, batch_size=16, tile=3, train_wg=train_wg)
+    assert trainer.program.tile == 3
+    assert trainer.program.train_wg == (train_wg or trainer.program.train_wg)
+    ref = model.predict_logits(X)
+    np.testing.assert_allclose(trainer.predict_logits(X), ref, rtol=1e-4, atol=1e-5)
+    loss, grads = trainer.loss_and_gradients(X, y)
+    ref_loss, ref_grads = model.loss_and_gradients(X, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert len(grads) == len(ref_grads)
+    for g, r in zip(grads, ref_grads):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(r).max()))
+    # the gradient buffer is cleared after reading: a second call agrees
+    loss2, grads2 = trainer.loss_and_gradients(X, y)
+    assert loss2 == pytest.approx(loss, rel=1e-6)
+    np.testing.assert_allclose(grads2[0], grads[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("optimizer", [
+    hn.optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    hn.optim.Adam(lr=1e-3)], ids=["sgd-momentum", "adam"])
+def test_ten_steps_match_layer_by_layer(dev, optimizer):
+    rng = np.random.default_rng(7)
+    shape = (3, 11, 11)
+    X, y = data(rng, 10 * 6 - 3, shape, 4)       # 10 batches of 6, the last one short
+    fused_model = hn.Sequential(odd_layers(), device="numpy", input_shape=shape, seed=2)
+    ref_model = hn.Sequential(odd_layers(), device="numpy", input_shape=shape, seed=2)
+    cfg = {k: v for k, v in optimizer.get_config().items() if k != "name"}
+    trainer = FusedTrainer(fused_model, device=dev, batch_size=6, tile=3,
+                           optimizer=type(optimizer)(**cfg))
+    hist = trainer.fit(X, y, epochs=1, shuffle=False)
+    ref = ref_model.fit(X, y, epochs=1, batch_size=6, shuffle=False,
+                        optimizer=type(optimizer)(**cfg))
+    for w, r in zip(trainer.get_weights(), ref_model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+    assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
+    trainer.write_back()
+    for w, r in zip(fused_model.get_weights(), ref_model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+
+
+def test_shuffled_epochs_and_evaluate(dev):
+    rng = np.random.default_rng(11)
+    X, y = data(rng, 50, (20,), 3)
+    model = hn.Sequential(hn.models.mlp_layers([20, 13, 7, 3]), device="numpy",
+                          input_shape=(20,), seed=4)
+    trainer = FusedTrainer(model, device=dev, batch_size=8, optimizer="sgd")
+    order = rng.permutation(50)
+    trainer.fit(X, y, epochs=2, shuffle=order)
+    ref = hn.Sequential(hn.models.mlp_layers([20, 13, 7, 3]), device="numpy",
+                        input_shape=(20,), seed=4)
+    ref.optimizer = hn.optim.get_optimizer("sgd")
+    for _ in range(2):          # the same two epochs in the same order
+        for s in range(0, 50, 8):
+            idx = order[s:s + 8]
+            xb, yb, _ = ref._batch_to_device(X, y, None, idx)
+            ref.train_step(xb, yb)
+    for w, r in zip(trainer.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    trainer.write_back()
+    ev, ev_ref = trainer.evaluate(X, y), model.evaluate(X, y)
+    assert ev["accuracy"] == ev_ref["accuracy"]
+    assert ev["loss"] == pytest.approx(ev_ref["loss"], rel=1e-4)
+    hist = trainer.fit(epochs=1, seed=0)          # the data stay on the device
+    assert np.isfinite(hist[0]["loss"]) and 0 <= hist[0]["accuracy"] <= 1
+
+
+def test_too_large_for_local_memory_falls_back_with_reason(dev):
+    local = dev.cl_device.local_mem_size
+    side = int(np.ceil(np.sqrt(local / 4 / 8))) + 2     # 8 channels: more than local memory
+    model = hn.Sequential([Conv2D(1, 8, 3, padding=1), ReLU(), Flatten(),
+                           Dense(8 * side * side, 2)], device="numpy",
+                          input_shape=(1, side, side))
+    with pytest.raises(FusionUnsupported, match="KiB of local memory"):
+        FusedTrainer(model, device=dev)
+
+
+def test_unsupported_layers_and_losses_have_reasons(dev):
+    model = hn.Sequential([Conv2D(1, 2, 3), MaxPool2D(2), ReLU(), Flatten(), Dense(8, 2)],
+                          device="numpy", input_shape=(1, 6, 6))
+    with pytest.raises(FusionUnsupported, match="layer 2 .*ReLU.* no fused template"):
+        describe_chain(model)
+    model = hn.Sequential([Conv2D(1, 2, 3), MaxPool2D(2, padding=1), Flatten(), Dense(18, 2)],
+                          device="numpy", input_shape=(1, 6, 6))
+    with pytest.raises(FusionUnsupported, match="pads its windows"):
+        describe_chain(model)
+    model = hn.Sequential([Dense(4, 3), hn.layers.BatchNorm1D(3), Dense(3, 2)],
+                          device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="BatchNorm1D.* no fused template"):
+        describe_chain(model)
+    model = hn.Sequential([Dense(4, 2)], loss="mse", device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="cross_entropy"):
+        FusedTrainer(model, device=dev)
+    model = hn.Sequential([Dense(4, 2)], device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="OpenCL device"):
+        FusedTrainer(model)
+
+    class Plain(hn.optim.Optimizer):          # an optimizer with no fused update
+        def _update(self, device, i, w, g):
+            device.axpy(-self.lr, g, w)
+    with pytest.raises(FusionUnsupported, match="SGD, Adam and AdamW"):
+        FusedTrainer(model, device=dev, optimizer=Plain(lr=0.1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])
+def test_device_permutation_is_a_permutation(n):
+    order = device_permutation(n, 12345)
+    assert np.array_equal(np.sort(order), np.arange(n))
+    if n >= 64:
+        assert not np.array_equal(order, np.arange(n))
+        assert not np.array_equal(order, device_permutation(n, 12346))
+
+
+def test_device_shuffle_follows_device_permutation(dev):
+    rng = np.random.default_rng(5)
+    X, y = data(rng, 37, (20,), 3)
+    layers = lambda: hn.models.mlp_layers([20, 13, 7, 3])  # noqa: E731
+    a = FusedTrainer(hn.Sequential(layers(), device="numpy", input_shape=(20,), seed=1),
+                     device=dev, batch_size=8, optimizer=hn.SGD(lr=0.1, momentum=0.5))
+    b = FusedTrainer(hn.Sequential(layers(), device="numpy", input_shape=(20,), seed=1),
+                     device=dev, batch_size=8, optimizer=hn.SGD(lr=0.1, momentum=0.5))
+    a.fit(X, y, epochs=1, shuffle=True, seed=9)        # shuffled on the device
+    key = int(np.random.default_rng(9).integers(0, 2 ** 31))
+    b.fit(X, y, epochs=1, shuffle=device_permutation(37, key))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="permutation"):
+        a.fit(epochs=1, shuffle=np.zeros(37, dtype=int))
+
+
+# ------------------------------------------------- Sequential(fuse=...)
+def test_sequential_fuse_always_matches_never(dev):
+    rng = np.random.default_rng(21)
+    X, y = data(rng, 45, (20,), 3)
+    Xv, yv = data(rng, 11, (20,), 3)
+
+    def model(fuse):
+        return hn.Sequential(hn.models.mlp_layers([20, 13, 7, 3]), device=dev, seed=3,
+                             input_shape=(20,), fuse=fuse)
+    fused, layered = model("always"), model("never")
+    kw = dict(epochs=2, batch_size=8, shuffle=False, validation_data=(Xv, yv),
+              optimizer=hn.SGD(lr=0.05, momentum=0.9))
+    hf, hl = fused.fit(X, y, **kw), layered.fit(X, y, **kw)
+    assert fused.fusion.decisions[(8, True)][0] is True
+    assert layered.fusion.decisions == {}
+    for w, r in zip(fused.get_weights(), layered.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hf["loss"], hl["loss"], rtol=1e-4)
+    np.testing.assert_allclose(hf["val_loss"], hl["val_loss"], rtol=1e-4)
+    assert hf["val_accuracy"] == hl["val_accuracy"]
+    np.testing.assert_allclose(fused.predict_logits(Xv), layered.predict_logits(Xv),
+                               rtol=1e-4, atol=1e-5)
+    assert np.array_equal(fused.predict(Xv), layered.predict(Xv))
+    assert fused.fusion.decisions[(11, False)][0] is True
+    # training goes on from the weights the model holds now
+    fused.set_weights(layered.get_weights())
+    fused.fit(X, y, epochs=1, batch_size=8, shuffle=True)
+    assert np.isfinite(fused.evaluate(X, y)["loss"])
+    with pytest.raises(FusionUnsupported, match="sample weights"):
+        fused.fit(X, y, batch_size=8, sample_weight=np.ones(45))
+
+
+def test_sequential_fuse_auto_states_its_reason(dev):
+    model = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, input_shape=(6,))
+    assert model.fusion.mode == "auto"
+    use, why = model.fusion.decide(model, 4, True)
+    if dev.kind != "gpu":
+        assert not use and "no OpenCL GPU" in why
+    else:
+        assert "measured per step" in why
+    plan = model.explain(batch_size=4, repeats=1)
+    assert "fusion: " in plan.table()
+    with pytest.raises(ValueError, match="fuse must be one of"):
+        hn.Sequential([Dense(2, 2)], fuse="sometimes")
