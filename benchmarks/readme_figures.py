@@ -1,0 +1,202 @@
+"""The README's headline figures, made from the recorded results (never typed by hand).
+
+    python benchmarks/readme_figures.py           # rewrite README.md's figures section
+    python benchmarks/readme_figures.py --check   # exit 1 if README.md differs from the results
+
+Each row reads one file under ``benchmarks/results/`` and says what ran, on which machine and
+under which environment (the BLAS kernel, and whether ``OPENBLAS_CORETYPE`` pinned it), with
+the command that records it.  A row whose file is absent is left out.  The section is the text
+between ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md;
+``tests/test_readme_figures.py`` holds the README to this script.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+
+
+def _load(rel):
+    path = RESULTS / rel
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _host(m):
+    """The CPU side of a machine record: model, cores, BLAS kernel, OpenBLAS pinning."""
+    host = m.get("host", m)
+    env = host.get("env", {})
+    blas = host.get("hetnet", {}).get("blas", "BLAS unknown")
+    pinned = ("OPENBLAS_CORETYPE=" + env["OPENBLAS_CORETYPE"]) if "OPENBLAS_CORETYPE" in env \
+        else "OPENBLAS_CORETYPE unset"
+    return f"{host.get('cpu', '?')}, {host.get('cpus_available', '?')} cores, {blas}, {pinned}"
+
+
+def _gpu(m):
+    gpu = (m.get("gpus") or [{}])[0]
+    name = m.get("device") or gpu.get("device") or "?"
+    driver = m.get("driver") or gpu.get("driver") or "?"
+    return f"{name}, driver {driver}"
+
+
+def _k(v):
+    return f"{v:,.0f}"
+
+
+def _cmd(data, default):
+    made = data.get("made") or {}
+    return made.get("command") or data.get("command") or default
+
+
+def rows():
+    """``(what, machine and environment, figures, file, command)`` for every result present."""
+    out = []
+    d = _load("lenet5_cpu/cpu2.json")
+    if d:
+        figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet']['images_per_s'])} img/s vs "
+                         f"PyTorch {_k(r['pytorch']['images_per_s'])} ({r['speedup']:.2f}x), "
+                         f"accuracy {r['hetnet']['test_accuracy']:.2%} / "
+                         f"{r['pytorch']['test_accuracy']:.2%}" for r in d["runs"])
+        out.append(("LeNet-5, full Fashion-MNIST, 5 epochs, one-cycle SGD, CPU "
+                    f"({d['threads']} threads both)", _host(d["machine"]), figs,
+                    "lenet5_cpu/cpu2.json", _cmd(d, "python benchmarks/bench_lenet5_cpu.py --record")))
+    d = _load("lenet5_gpu/h100.json")
+    if d:
+        figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet']['images_per_s'])} img/s vs "
+                         f"PyTorch eager {_k(r['pytorch_eager']['images_per_s'])} "
+                         f"({r['ratio_vs_pytorch']:.2f}x)" for r in d["runs"])
+        out.append(("LeNet-5, full Fashion-MNIST, 5 epochs, GPU (OpenCL; PyTorch CUDA)",
+                    _gpu(d["machine"]), figs, "lenet5_gpu/h100.json",
+                    _cmd(d, "python benchmarks/bench_lenet5_gpu.py --record")))
+    d = _load("mlp_sklearn/cpu2.json")
+    if d:
+        figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet_summary']['images_per_s_median'])} "
+                         f"vs {_k(r['sklearn_summary']['images_per_s_median'])} img/s "
+                         f"({r['speedup']:.2f}x, median of paired seeds)" for r in d["runs"])
+        out.append(("HetNetClassifier vs scikit-learn MLPClassifier, 784-120-84-10, 3 epochs",
+                    _host(d["machine"]), figs, "mlp_sklearn/cpu2.json",
+                    _cmd(d, "python benchmarks/bench_mlp_sklearn.py --record")))
+    d = _load("gemm/h100.json")
+    if d:
+        main = [x for x in d["square"] if x["kernel"] == "main" and x["n"] == 4096]
+        if main:
+            out.append(("OpenCL SGEMM, n = 4096 (float32)", _gpu(d["machine"]),
+                        f"{main[0]['gflops'] / 1000:.1f} TFLOP/s", "gemm/h100.json",
+                        "python benchmarks/bench_gemm.py --record"))
+    d = _load("fused_gpu/h200.json")
+    if d:
+        for model in ("lenet5", "mlp"):
+            runs = [r for r in d["runs"] if r["model"] == model]
+            figs = "; ".join(
+                f"b{r['batch_size']}: {_k(r['fused']['images_per_s'])} img/s "
+                f"({r['fused']['kernels_per_step']} kernels a step) vs layer by layer "
+                f"{_k(r['layer_by_layer']['images_per_s'])}, PyTorch eager "
+                f"{_k(r['pytorch_eager']['images_per_s'])}, one CUDA graph "
+                f"{_k(r['pytorch_graph']['images_per_s'])} ({r['fused_vs_graph']:.2f}x)"
+                for r in runs)
+            if runs:
+                out.append((f"{'LeNet-5' if model == 'lenet5' else 'MLP 784-120-84-10'} training, "
+                            "fused step (fuse='always'), SGD-momentum, GPU", _gpu(d["machine"]),
+                            figs, "fused_gpu/h200.json",
+                            _cmd(d, "python benchmarks/bench_fused_gpu.py --record")))
+    for device, machine_name in (("cpu", "cpu2"), ("gpu", "h200")):
+        d = _load(f"thesis_models_{device}/{machine_name}.json")
+        if d:
+            figs = "; ".join(
+                f"{r['model']} b{r['batch']}: {_k(r['hetnet_median'])} img/s"
+                + "".join(f", {_k(r[k + '_median'])} PyTorch {k[6:].replace('_', ' ')} "
+                          f"({r['ratio_to_' + k]:.2f}x)" for k in ("torch_eager", "torch_graph")
+                          if r.get(k))
+                for r in d["rows"])
+            where = _host(d["machine"]) if device == "cpu" else _gpu(d["machine"])
+            out.append((f"LeNet-5-BN and ResNet-15 at 32x32, SGD-momentum, {device.upper()}"
+                        + (f" ({d['threads']} threads both)" if device == "cpu" else ""),
+                        where, figs, f"thesis_models_{device}/{machine_name}.json",
+                        _cmd(d, f"python benchmarks/bench_thesis_models.py --device {device} --record")))
+    d = _load("lenet5_bn_accuracy_gpu/h200.json")
+    if d:
+        out.append((f"LeNet-5-BN, full Fashion-MNIST at 32x32, Adam + one-cycle, {d['epochs']} epochs",
+                    _gpu(d["machine"]), f"test accuracy {d['final_test_accuracy']:.2%}",
+                    "lenet5_bn_accuracy_gpu/h200.json",
+                    _cmd(d, "python benchmarks/bench_lenet5_bn_accuracy.py --device gpu --record")))
+    d = _load("fused_accuracy/h200.json")
+    if d:
+        figs = "; ".join(f"seed {r['seed']}: {r['always']:.2%} vs {r['never']:.2%}" for r in d["runs"])
+        out.append((f"LeNet-5, full Fashion-MNIST, {d['epochs']} epochs, b{d['batch']}: test accuracy "
+                     "fused vs layer by layer, same initial weights", _gpu(d["machine"]),
+                     f"{figs}; mean {d['mean_fused']:.2%} vs {d['mean_layer_by_layer']:.2%} "
+                     f"({d['mean_difference_points']:+.2f} points)", "fused_accuracy/h200.json",
+                     _cmd(d, "python benchmarks/bench_fused_accuracy.py --record")))
+    d = _load("optimizers/cpu2.json")
+    if d:
+        steps = d["devices"]["cpu"]["fit_step"]
+        figs = ", ".join(f"{k} {v['ratio_to_sgd_momentum_median']:.2f}" for k, v in steps.items()
+                         if k != "sgd_momentum")
+        out.append(("Each optimiser's fit step over SGD-momentum's (MLP, batch 64, paired rounds)",
+                    _host(d["machine"]), figs, "optimizers/cpu2.json",
+                    _cmd(d, "python benchmarks/bench_optimizers.py --record")))
+    d = _load("shade_mealpy/cpu2.json")
+    if d:
+        figs = ", ".join(f"{k}: {v['hetnet']['median_error']:.2g}"
+                         f" vs {v['mealpy']['median_error']:.2g}, {v['speedup_per_eval']:.0f}x less time"
+                         for k, v in d["functions"].items())
+        c = d["config"]
+        out.append((f"SHADE vs mealpy's, D={c['dim']}, population {c['pop_size']}, "
+                    f"{c['evals']:,} evaluations, {c['seeds']} seeds (median final error)",
+                    _host(d["machine"]), figs, "shade_mealpy/cpu2.json",
+                    _cmd(d, "python benchmarks/bench_shade_mealpy.py --record")))
+    d = _load("distributed/cpu2.json")
+    if d:
+        figs = "; ".join(f"{k}: {v['distributed_over_single']:.2f}x "
+                         f"({_k(v['distributed_images_per_s'])} vs {_k(v['single_images_per_s'])} img/s)"
+                         for k, v in d["models"].items())
+        out.append((f"Data parallel: {d['ranks']} MPI ranks x 1 thread vs 1 process x "
+                    f"{d['threads']} threads, batch {d['batch']}", _host(d["machine"]), figs,
+                    "distributed/cpu2.json", _cmd(d, "python benchmarks/bench_distributed.py --record")))
+    return out
+
+
+def render():
+    lines = [BEGIN, "",
+             "Made by `python benchmarks/readme_figures.py` from the files named, which record "
+             "the machine, the environment and the command; machines shared with other work "
+             "move such figures by 20-60% between minutes.", "",
+             "| what | machine and environment | figures | file | command |",
+             "|---|---|---|---|---|"]
+    for what, where, figs, path, cmd in rows():
+        lines.append(f"| {what} | {where} | {figs} | `benchmarks/results/{path}` | `{cmd}` |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def updated(text):
+    """README text with its figures section replaced by :func:`render`'s."""
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} section")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + render() + tail
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    args = ap.parse_args()
+    text = README.read_text()
+    new = updated(text)
+    if args.check:
+        if new != text:
+            print("README.md's figures differ from benchmarks/results/: run "
+                  "python benchmarks/readme_figures.py")
+            sys.exit(1)
+        return
+    README.write_text(new)
+    print("README.md figures written")
+
+
+if __name__ == "__main__":
+    main()
