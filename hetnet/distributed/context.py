@@ -20,7 +20,7 @@ Open MPI advances a non-blocking collective only inside MPI calls, a
 reduction of a few hundred kilobytes over shared memory takes many such
 rounds, and a poll loop that sleeps between its tests (to leave the core to
 the rank it waits for) stretched LeNet-5's 62k-float allreduce from tens of
-microseconds to ~9 ms on the 2-core host.  ``MPI_Waitall`` lets the library
+microseconds to milliseconds (docs/performance.md).  ``MPI_Waitall`` lets the library
 progress at its own pace; the watchdog costs the wait two attribute writes.
 """
 

@@ -193,11 +193,9 @@ class FusedProgram:
         if tile is None:
             # about one tile per compute unit, but a tile's local memory kept
             # to OCCUPANCY_SHARE of the device's so that several work-groups
-            # share a compute unit (docs/performance.md, "Fused step"): on an
-            # H200 LeNet-5 at batch 1024 ran 2.19M images/s at 2 samples a
-            # tile (29 KiB), 1.93M at 1, 2.12M at 3 (43 KiB) in an earlier
-            # run; at batch 256 1.64M at 2, 1.43M at 1; the MLP at 1024
-            # 16.3M at 4, 16.0M at 2, 10.8M at 1
+            # share a compute unit: the tile and work-group sweeps in
+            # docs/performance.md ("Fused step") found that faster than one
+            # sample a tile with the compute units full
             occupancy = max(1, int(OCCUPANCY_SHARE * local) // per_sample)
             tile = min(fit, MAX_TILE // 2, occupancy, max(1, -(-nmax // cus)))
         tile = int(tile)
