@@ -1,0 +1,255 @@
+"""The population pass: the loss of P weight vectors over one batch in one device pass.
+
+A metaheuristic's cost is the loss of P candidate weight vectors on the
+same data.  Instead of loading each candidate and running the network P
+times, :func:`population_loss` runs every step once over all P candidates:
+
+* activations are laid out candidate-major, ``(P, n, *shape)``, so that
+  candidate ``p``'s activations are one contiguous block;
+* the first step with parameters sees the same input for every candidate:
+  a convolution there computes im2col once per chunk of images and
+  multiplies the shared columns by each of the P filter banks; a dense
+  layer there is one GEMM of the shared ``(n, in)`` input with the P stacked
+  weight matrices ``(P, in, out)``;
+* a dense layer further on is one batched GEMM ``(P, n, in) x (P, in, out)``;
+  a convolution further on runs each candidate's filter bank over its own
+  input (the inputs differ, so no columns are shared);
+* pooling, activations and flattening run once over the ``(P * n, ...)``
+  view: they do not depend on the weights;
+* BatchNorm (training mode, as the generic path evaluates) normalises each
+  candidate's block with its own batch statistics, into scratch running
+  statistics: the layers' running statistics are never touched;
+* each candidate's loss is reduced on the device and summed into a ``(P,)``
+  device array, read back once.
+
+The batch is cut into chunks of images so that ``P x chunk`` activations fit
+:data:`CHUNK_BYTES`; with BatchNorm the batch is not cut (its statistics
+couple the images), only P is.  Every operation is one of the device's
+own (:mod:`hetnet.devices.base`), so the pass runs on every device.
+"""
+
+import numpy as np
+
+from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten,
+                      GlobalAvgPool2D, MaxPool2D)
+from ..layers.activations import Activation
+
+#: bound on the bytes of one chunk's activations (all P candidates, one layer's output)
+CHUNK_BYTES = 64 << 20
+
+_SUPPORTED = (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Activation,
+              BatchNorm1D, BatchNorm2D)
+
+
+def unsupported_reason(steps):
+    """None when :func:`population_loss` can run these steps, else why not (a sentence)."""
+    devices = {id(s.device) for s in steps}
+    if len(devices) != 1:
+        return "the steps are placed on more than one device"
+    for s in steps:
+        if not isinstance(s, _SUPPORTED):
+            return f"{type(s).__name__} has no population pass"
+    return None
+
+
+def _has_batchnorm(steps):
+    return any(isinstance(s, (BatchNorm1D, BatchNorm2D)) for s in steps)
+
+
+def chunk_images(steps, n, n_candidates):
+    """Images per chunk: as many as keep the largest step output of all
+    candidates within :data:`CHUNK_BYTES` (at least one); all ``n`` with BatchNorm."""
+    if _has_batchnorm(steps):
+        return n
+    per_image = max(int(np.prod(s.output_shape)) for s in steps) * 4 * n_candidates
+    return max(1, min(n, CHUNK_BYTES // max(per_image, 1)))
+
+
+def chunk_candidates(steps, n, n_candidates):
+    """Candidates per pass with BatchNorm (the whole batch in each pass); all otherwise."""
+    if not _has_batchnorm(steps):
+        return n_candidates
+    per_candidate = max(int(np.prod(s.output_shape)) for s in steps) * 4 * n
+    return max(1, min(n_candidates, CHUNK_BYTES // max(per_candidate, 1)))
+
+
+class _Scratch:
+    """Device buffers of a pass, kept by name and shape across chunks."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self._bufs = {}
+
+    def get(self, name, shape, dtype=np.float32):
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = self.dev.empty(tuple(shape), dtype=dtype)
+        return buf
+
+
+def _row(dev, a, p):
+    """Candidate ``p``'s block of a candidate-major array ``(P, ...)``, shape ``a.shape[1:]``."""
+    return dev.reshape(dev.batch_slice(a, p, p + 1), tuple(a.shape[1:]))
+
+
+def _stacked_params(rt, W, dev):
+    """Each step's parameters for every candidate: ``{id(step): {name: (P, *shape) device}}``."""
+    offsets = np.concatenate([[0], np.cumsum(rt.param_sizes())]).astype(np.int64)
+    out = {}
+    for step in rt.steps:
+        if not step.params:
+            continue
+        slots = rt.param_slots(step)
+        arrays = {}
+        for index, name in slots:
+            a, b = offsets[index], offsets[index + 1]
+            shape = (W.shape[0],) + tuple(step.params[name].shape)
+            arrays[name] = dev.asarray(np.ascontiguousarray(W[:, a:b]).reshape(shape))
+        out[id(step)] = arrays
+    return out
+
+
+def _dense(dev, step, x, params, shared, scratch, P, n):
+    w = params["W"]
+    y = scratch.get(f"y{id(step)}", (P, n, step.out_features))
+    dev.gemm(x, w, y)      # shared: (n, in) x (P, in, out); else (P, n, in) x (P, in, out)
+    b = params.get("b")
+    for p in range(P):
+        dev.bias_activation(_row(dev, y, p), None if b is None else _row(dev, b, p),
+                            step.activation)
+    return y
+
+
+def _conv(dev, step, x, params, shared, scratch, P, n):
+    out_shape = step.output_shape
+    y = scratch.get(f"y{id(step)}", (P, n) + tuple(out_shape))
+    w, b = params["W"], params.get("b")
+    if not shared:
+        for p in range(P):
+            dev.conv2d(_row(dev, x, p), _row(dev, w, p), None if b is None else _row(dev, b, p),
+                       step.stride, step.pad, step.activation, out=_row(dev, y, p))
+        return y
+    # One im2col of the shared input per chunk, multiplied by each filter bank.
+    f, c, kh, kw = tuple(w.shape[1:])
+    (sh, sw), (ph, pw) = step.stride, step.pad
+    rows, hw = c * kh * kw, out_shape[1] * out_shape[2]
+    cols = dev.im2col(x, kh, kw, sh, sw, ph, pw, out=scratch.get("cols", (n, rows, hw)))
+    for p in range(P):
+        yp = dev.reshape(_row(dev, y, p), (n, f, hw))
+        dev.gemm(dev.reshape(_row(dev, w, p), (f, rows)), cols, yp)
+        dev.bias_activation(_row(dev, y, p), None if b is None else _row(dev, b, p),
+                            step.activation)
+    return y
+
+
+def _batchnorm(dev, step, x, params, shared, scratch, P, n):
+    y = scratch.get(f"y{id(step)}", (P, n) + tuple(step.output_shape))
+    f = step.num_features
+    mean, invstd = scratch.get("bn_mean", (f,)), scratch.get("bn_invstd", (f,))
+    rm, rv = scratch.get("bn_rm", (f,)), scratch.get("bn_rv", (f,))
+    for p in range(P):
+        xp = x if shared else _row(dev, x, p)
+        dev.batchnorm_forward(xp, _row(dev, params["gamma"], p), _row(dev, params["beta"], p),
+                              mean, invstd, rm, rv, step.momentum, step.eps, True,
+                              step.activation, out=_row(dev, y, p))
+    return y
+
+
+def _weightless(dev, step, x, shared, scratch, P, n):
+    """A step without parameters over the ``(P * n, ...)`` view (or the shared input)."""
+    lead = (n,) if shared else (P * n,)
+    xv = dev.reshape(x, lead + tuple(step.input_shape))
+    out_lead = (n,) if shared else (P, n)
+    if isinstance(step, Flatten):
+        return dev.reshape(x, out_lead + (int(np.prod(step.output_shape)),))
+    shape = lead + tuple(step.output_shape)
+    y = scratch.get(f"y{id(step)}", shape)
+    if isinstance(step, MaxPool2D):
+        kh, kw, sh, sw, ph, pw = step._args()
+        am = scratch.get(f"am{id(step)}", shape, np.int32)
+        if ph or pw:
+            dev.maxpool2d_padded(xv, kh, kw, sh, sw, ph, pw, out=y, argmax=am)
+        else:
+            dev.maxpool2d(xv, kh, kw, sh, sw, out=y, argmax=am)
+    elif isinstance(step, AvgPool2D):
+        dev.avgpool2d(xv, *step._args(), out=y)
+    elif isinstance(step, GlobalAvgPool2D):
+        _, c, h, w = xv.shape
+        y4 = dev.reshape(y, lead + (c, 1, 1))
+        dev.avgpool2d(xv, h, w, 1, 1, 0, 0, out=y4)
+    else:   # an activation layer that no step absorbed
+        dev.activation(step.kind, xv, out=y)
+    return dev.reshape(y, out_lead + tuple(step.output_shape))
+
+
+def _forward(rt, dev, xb, params, scratch, P, n):
+    x, shared = xb, True
+    for step in rt.steps:
+        if step.params:
+            fn = _dense if isinstance(step, Dense) else (
+                _conv if isinstance(step, Conv2D) else _batchnorm)
+            x = fn(dev, step, x, params[id(step)], shared, scratch, P, n)
+            shared = False
+        else:
+            x = _weightless(dev, step, x, shared, scratch, P, n)
+    if shared:   # a network without parameters: every candidate is the same
+        return None, x
+    return x, None
+
+
+def population_loss(rt, W, X, y, sample_weight=None):
+    """The training-mode loss on all of host ``X`` of each row of ``W``.
+
+    Parameters
+    ----------
+    rt : Runtime
+        Its steps all on one device and of the kinds :func:`unsupported_reason` accepts.
+    W : ndarray (P, n_params) float32
+        Flat weight vectors laid out as :meth:`Runtime.flat_weights`.
+    X : host array (n, *input_shape)
+    y : host targets as the loss takes them
+    sample_weight : host array (n,) or None
+
+    Returns
+    -------
+    losses : ndarray (P,) float64
+        Each the loss of one batch holding all of ``X`` (mean over the
+        samples, weighted as the loss weighs them).
+    """
+    dev = rt.steps[0].device
+    n_total, P_total = X.shape[0], W.shape[0]
+    p_step = chunk_candidates(rt.steps, n_total, P_total)
+    out = np.empty(P_total, dtype=np.float64)
+    for p0 in range(0, P_total, p_step):
+        p1 = min(P_total, p0 + p_step)
+        out[p0:p1] = _pass(rt, dev, W[p0:p1], X, y, sample_weight)
+    return out
+
+
+def _pass(rt, dev, W, X, y, sample_weight):
+    P, n_total = W.shape[0], X.shape[0]
+    params = _stacked_params(rt, W, dev)
+    scratch = _Scratch(dev)
+    totals = dev.zeros((P,))
+    step_n = chunk_images(rt.steps, n_total, P)
+    loss_fn = getattr(dev, rt.loss.op)
+    for i0 in range(0, n_total, step_n):
+        i1 = min(n_total, i0 + step_n)
+        n = i1 - i0
+        idx = slice(i0, i1)
+        xb = dev.gather_rows(X, idx)
+        yb = dev.asarray(y[idx], dtype=y.dtype)
+        wb = None if sample_weight is None else dev.asarray(sample_weight[idx])
+        logits, same = _forward(rt, dev, xb, params, scratch, P, n)
+        grad = scratch.get("dlogits", (n, rt.n_outputs))
+        for p in range(P):
+            lp = same if logits is None else _row(dev, logits, p)
+            loss, _ = loss_fn(lp, yb, wb, grad_out=grad)
+            # the loss is a mean over the chunk: weigh it by the chunk's share
+            dev.axpy(n / n_total, loss, dev.batch_slice(totals, p, p + 1))
+    return dev.to_host(totals).astype(np.float64)
+
+
+__all__ = ["population_loss", "unsupported_reason", "chunk_images", "chunk_candidates",
+           "CHUNK_BYTES"]
