@@ -12,7 +12,9 @@ from ..schedules import apply_schedule, get_schedule
 
 class History(dict):
     """Per-epoch records of a ``fit`` call: ``loss``, ``val_loss``,
-    ``val_accuracy``, ``images_per_s``, ``time_s`` (lists, one entry an epoch)."""
+    ``val_accuracy``, ``images_per_s``, ``time_s`` (lists, one entry an
+    epoch); with a metaheuristic also ``evals`` (evaluations used so far),
+    and the attributes ``n_evals`` and ``result`` (:mod:`hetnet.model.evolve`)."""
 
     @property
     def epochs(self):
@@ -59,12 +61,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     X, yt, sw = model._prepare(X, y, sample_weight, check_input)
-    if validation_data is not None:
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        Xv = check_X(validation_data[0], model.input_shape, name="X_val")
-        yv = check_targets(validation_data[1], Xv.shape[0], model.loss.name, model.n_outputs,
-                           name="y_val")
+    Xv, yv = check_validation(model, validation_data)
     if optimizer is not None or model.optimizer is None:
         model.optimizer = get_optimizer(optimizer)
     schedule = get_schedule(lr_schedule)
@@ -123,6 +120,18 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     return history
 
 
+def check_validation(model, validation_data):
+    """``(X_val, y_val)`` checked against the built model, or ``(None, None)``."""
+    if validation_data is None:
+        return None, None
+    if len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    Xv = check_X(validation_data[0], model.input_shape, name="X_val")
+    yv = check_targets(validation_data[1], Xv.shape[0], model.loss.name, model.n_outputs,
+                       name="y_val")
+    return Xv, yv
+
+
 def call_callbacks(callbacks, hook, *args):
     results = []
     for cb in callbacks:
@@ -132,12 +141,12 @@ def call_callbacks(callbacks, hook, *args):
     return results
 
 
-def progress_bar(verbose, total, desc):
+def progress_bar(verbose, total, desc, unit="img"):
     if not verbose:
         return None
     from tqdm.auto import tqdm     # loaded only when a bar is asked for
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=True,
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True,
                 dynamic_ncols=True)
 
 
-__all__ = ["History", "fit", "call_callbacks", "progress_bar"]
+__all__ = ["History", "fit", "call_callbacks", "progress_bar", "check_validation"]
