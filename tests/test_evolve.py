@@ -41,7 +41,7 @@ def _candidates(model, P=4, seed=1):
 
 
 @pytest.mark.parametrize("device_name", ["numpy", "cpu", "opencl"])
-@pytest.mark.parametrize("kind", ["conv", "conv-bn", "mlp"])
+@pytest.mark.parametrize("kind", ["conv", "conv-bn", "mlp", "mlp-bn"])
 @pytest.mark.parametrize("small_chunks", [False, True])
 def test_population_pass_equals_single_evaluations(device_name, kind, small_chunks,
                                                    monkeypatch):
@@ -51,6 +51,11 @@ def test_population_pass_equals_single_evaluations(device_name, kind, small_chun
     if kind == "mlp":
         model = hn.models.mlp([7, 5, 4, 3], device=dev, seed=2)
         X, y = _data(shape=(7,))
+    elif kind == "mlp-bn":   # BatchNorm on the candidates' features side by side
+        model = hn.Sequential([hn.Dense(7, 5), hn.BatchNorm1D(5), hn.ReLU(), hn.Dense(5, 3),
+                               hn.Softmax()], loss="mse", device=dev, seed=2)
+        X, y = _data(shape=(7,))
+        y = np.eye(3, dtype=np.float32)[y]
     else:
         model = _conv_model(dev, bn=kind == "conv-bn")
         X, y = _data()

@@ -7,10 +7,15 @@ times, :func:`population_loss` runs every step once over all P candidates:
 * activations are laid out candidate-major, ``(P, n, *shape)``, so that
   candidate ``p``'s activations are one contiguous block;
 * the first step with parameters sees the same input for every candidate:
-  a convolution there computes im2col once per chunk of images and
-  multiplies the shared columns by each of the P filter banks; a dense
-  layer there is one GEMM of the shared ``(n, in)`` input with the P stacked
-  weight matrices ``(P, in, out)``;
+  a convolution there is one convolution with the P filter banks stacked
+  (``P * F`` filters: the input's im2col is shared, one GEMM), a dense layer
+  there one GEMM of the shared ``(n, in)`` input with the P weight matrices
+  side by side ``(in, P * out)``; their outputs hold the candidates'
+  channels side by side in each image, ``(n, P * F, ...)``, and the pooling,
+  activations and BatchNorm after them run on that as on any batch (one
+  call each; BatchNorm with the P parameter sets stacked, its per-channel
+  statistics being each candidate's own), until the next layer with
+  parameters swaps the two leading axes (``Device.swap_leading_axes``);
 * a dense layer further on is one batched GEMM ``(P, n, in) x (P, in, out)``;
   a convolution further on runs each candidate's filter bank over its own
   input (the inputs differ, so no columns are shared);
@@ -80,11 +85,12 @@ class _Scratch:
         self.dev = dev
         self._bufs = {}
 
-    def get(self, name, shape, dtype=np.float32):
+    def get(self, name, shape, dtype=np.float32, zeros=False):
         key = (name, tuple(shape), np.dtype(dtype).str)
         buf = self._bufs.get(key)
         if buf is None:
-            buf = self._bufs[key] = self.dev.empty(tuple(shape), dtype=dtype)
+            make = self.dev.zeros if zeros else self.dev.empty
+            buf = self._bufs[key] = make(tuple(shape), dtype=dtype)
         return buf
 
 
@@ -107,67 +113,113 @@ def _stacked_params(rt, W, dev):
             shape = (W.shape[0],) + tuple(step.params[name].shape)
             arrays[name] = dev.asarray(np.ascontiguousarray(W[:, a:b]).reshape(shape))
         out[id(step)] = arrays
+    first = next((s for s in rt.steps if s.params), None)
+    if isinstance(first, Dense):
+        # the first dense layer's P matrices side by side, (in, P * out), for one GEMM
+        a, b = offsets[rt.param_slots(first)[0][0]], offsets[rt.param_slots(first)[0][0] + 1]
+        w = W[:, a:b].reshape(W.shape[0], first.in_features, first.out_features)
+        out[id(first)]["W_side"] = dev.asarray(np.ascontiguousarray(
+            w.transpose(1, 0, 2).reshape(first.in_features, -1)))
     return out
 
 
-def _dense(dev, step, x, params, shared, scratch, P, n):
-    w = params["W"]
-    y = scratch.get(f"y{id(step)}", (P, n, step.out_features))
-    dev.gemm(x, w, y)      # shared: (n, in) x (P, in, out); else (P, n, in) x (P, in, out)
-    b = params.get("b")
-    for p in range(P):
-        dev.bias_activation(_row(dev, y, p), None if b is None else _row(dev, b, p),
-                            step.activation)
-    return y
+# Layouts of a pass's activations: SHARED (n, *shape), one for every candidate
+# (before the first step with parameters); NMAJOR (n, P * C, ...): the P
+# candidates' channels side by side in each image, what a layer of P stacked
+# filter banks writes, on which pooling, activations and BatchNorm (stacked
+# per-channel parameters) run as on any batch; PMAJOR (P, n, *shape): each
+# candidate's block contiguous, what per-candidate GEMMs read.
+SHARED, NMAJOR, PMAJOR = "shared", "nmajor", "pmajor"
 
 
-def _conv(dev, step, x, params, shared, scratch, P, n):
-    out_shape = step.output_shape
-    y = scratch.get(f"y{id(step)}", (P, n) + tuple(out_shape))
+def _to_pmajor(dev, x, layout, scratch, P, n, shape):
+    if layout == PMAJOR:
+        return x
+    x3 = dev.reshape(x, (n, P, int(np.prod(shape))))
+    y = dev.swap_leading_axes(x3, out=scratch.get("swap", (P, n, int(np.prod(shape)))))
+    return dev.reshape(y, (P, n) + tuple(shape))
+
+
+def _stacked(dev, a, P):
+    """``(P, F, ...)`` as ``(P * F, ...)``: the P candidates' channels side by side."""
+    return dev.reshape(a, (P * a.shape[1],) + tuple(a.shape[2:]))
+
+
+def _dense(dev, step, x, layout, params, scratch, P, n):
     w, b = params["W"], params.get("b")
-    if not shared:
-        for p in range(P):
-            dev.conv2d(_row(dev, x, p), _row(dev, w, p), None if b is None else _row(dev, b, p),
-                       step.stride, step.pad, step.activation, out=_row(dev, y, p))
-        return y
-    # One im2col of the shared input per chunk, multiplied by each filter bank.
-    f, c, kh, kw = tuple(w.shape[1:])
-    (sh, sw), (ph, pw) = step.stride, step.pad
-    rows, hw = c * kh * kw, out_shape[1] * out_shape[2]
-    cols = dev.im2col(x, kh, kw, sh, sw, ph, pw, out=scratch.get("cols", (n, rows, hw)))
+    out = step.out_features
+    if layout == SHARED:
+        # one GEMM against the P weight matrices side by side: (n, in) x (in, P * out)
+        y = scratch.get(f"y{id(step)}", (n, P * out))
+        dev.gemm(x, params["W_side"], y)
+        dev.bias_activation(y, None if b is None else _stacked(dev, b, P), step.activation)
+        return y, NMAJOR
+    x = _to_pmajor(dev, x, layout, scratch, P, n, step.input_shape)
+    y = scratch.get(f"y{id(step)}", (P, n, out))
+    dev.gemm(x, w, y)      # (P, n, in) x (P, in, out)
     for p in range(P):
-        yp = dev.reshape(_row(dev, y, p), (n, f, hw))
-        dev.gemm(dev.reshape(_row(dev, w, p), (f, rows)), cols, yp)
         dev.bias_activation(_row(dev, y, p), None if b is None else _row(dev, b, p),
                             step.activation)
-    return y
+    return y, PMAJOR
 
 
-def _batchnorm(dev, step, x, params, shared, scratch, P, n):
-    y = scratch.get(f"y{id(step)}", (P, n) + tuple(step.output_shape))
-    f = step.num_features
-    mean, invstd = scratch.get("bn_mean", (f,)), scratch.get("bn_invstd", (f,))
-    rm, rv = scratch.get("bn_rm", (f,)), scratch.get("bn_rv", (f,))
+def _conv(dev, step, x, layout, params, scratch, P, n):
+    out_shape = tuple(step.output_shape)
+    w, b = params["W"], params.get("b")
+    if layout == SHARED:
+        # one convolution with the P filter banks stacked: the input's im2col is shared
+        f = out_shape[0]
+        y = scratch.get(f"y{id(step)}", (n, P * f) + out_shape[1:])
+        dev.conv2d(x, _stacked(dev, w, P), None if b is None else _stacked(dev, b, P),
+                   step.stride, step.pad, step.activation, out=y)
+        return y, NMAJOR
+    x = _to_pmajor(dev, x, layout, scratch, P, n, step.input_shape)
+    y = scratch.get(f"y{id(step)}", (P, n) + out_shape)
     for p in range(P):
-        xp = x if shared else _row(dev, x, p)
+        dev.conv2d(_row(dev, x, p), _row(dev, w, p), None if b is None else _row(dev, b, p),
+                   step.stride, step.pad, step.activation, out=_row(dev, y, p))
+    return y, PMAJOR
+
+
+def _batchnorm(dev, step, x, layout, params, scratch, P, n):
+    f = step.num_features
+    if layout == NMAJOR:
+        # per-channel statistics over the batch are each candidate's own: one call
+        stats = [scratch.get(f"bn{k}", (P * f,), zeros=True) for k in range(4)]
+        y = scratch.get(f"y{id(step)}", tuple(x.shape))
+        dev.batchnorm_forward(x, _stacked(dev, params["gamma"], P),
+                              _stacked(dev, params["beta"], P), *stats, step.momentum,
+                              step.eps, True, step.activation, out=y)
+        return y, NMAJOR
+    stats = [scratch.get(f"bn{k}", (f,), zeros=True) for k in range(4)]
+    y = scratch.get(f"y{id(step)}", (P, n) + tuple(step.output_shape))
+    for p in range(P):
+        xp = x if layout == SHARED else _row(dev, x, p)
         dev.batchnorm_forward(xp, _row(dev, params["gamma"], p), _row(dev, params["beta"], p),
-                              mean, invstd, rm, rv, step.momentum, step.eps, True,
-                              step.activation, out=_row(dev, y, p))
-    return y
+                              *stats, step.momentum, step.eps, True, step.activation,
+                              out=_row(dev, y, p))
+    return y, PMAJOR
 
 
-def _weightless(dev, step, x, shared, scratch, P, n):
-    """A step without parameters over the ``(P * n, ...)`` view (or the shared input)."""
-    lead = (n,) if shared else (P * n,)
-    xv = dev.reshape(x, lead + tuple(step.input_shape))
-    out_lead = (n,) if shared else (P, n)
+def _weightless(dev, step, x, layout, scratch, P, n):
+    """A step without parameters, on any layout: one call over the batch."""
+    per = {SHARED: 1, NMAJOR: P, PMAJOR: 1}[layout]
+    rows = P * n if layout == PMAJOR else n
+    in_shape, out_shape = tuple(step.input_shape), tuple(step.output_shape)
+    lead = (P, n) if layout == PMAJOR else (n,)
+
+    def fold(shape):   # per-sample shape with the candidates folded into the channels
+        return (per * shape[0],) + shape[1:]
+
     if isinstance(step, Flatten):
-        return dev.reshape(x, out_lead + (int(np.prod(step.output_shape)),))
-    shape = lead + tuple(step.output_shape)
-    y = scratch.get(f"y{id(step)}", shape)
+        if layout == NMAJOR:
+            return dev.reshape(x, (n, P * int(np.prod(out_shape)))), layout
+        return dev.reshape(x, lead + out_shape), layout
+    xv = dev.reshape(x, (rows,) + fold(in_shape))
+    y = scratch.get(f"y{id(step)}", (rows,) + fold(out_shape))
     if isinstance(step, MaxPool2D):
         kh, kw, sh, sw, ph, pw = step._args()
-        am = scratch.get(f"am{id(step)}", shape, np.int32)
+        am = scratch.get(f"am{id(step)}", tuple(y.shape), np.int32)
         if ph or pw:
             dev.maxpool2d_padded(xv, kh, kw, sh, sw, ph, pw, out=y, argmax=am)
         else:
@@ -176,26 +228,33 @@ def _weightless(dev, step, x, shared, scratch, P, n):
         dev.avgpool2d(xv, *step._args(), out=y)
     elif isinstance(step, GlobalAvgPool2D):
         _, c, h, w = xv.shape
-        y4 = dev.reshape(y, lead + (c, 1, 1))
-        dev.avgpool2d(xv, h, w, 1, 1, 0, 0, out=y4)
+        dev.avgpool2d(xv, h, w, 1, 1, 0, 0, out=dev.reshape(y, (rows, c, 1, 1)))
+    elif step.kind == "softmax" and layout == NMAJOR:
+        # softmax couples the features: over each candidate's own k
+        k = out_shape[0]
+        y = dev.activation("softmax", dev.reshape(x, (n * P, k)),
+                           out=dev.reshape(y, (n * P, k)))
     else:   # an activation layer that no step absorbed
         dev.activation(step.kind, xv, out=y)
-    return dev.reshape(y, out_lead + tuple(step.output_shape))
+    if layout == PMAJOR:
+        return dev.reshape(y, lead + out_shape), layout
+    return dev.reshape(y, (n,) + fold(out_shape)), layout
 
 
 def _forward(rt, dev, xb, params, scratch, P, n):
-    x, shared = xb, True
+    """The logits of every candidate, ``(P, n, k)``, or ``(n, k)`` for a network without
+    parameters (every candidate the same)."""
+    x, layout = xb, SHARED
     for step in rt.steps:
         if step.params:
             fn = _dense if isinstance(step, Dense) else (
                 _conv if isinstance(step, Conv2D) else _batchnorm)
-            x = fn(dev, step, x, params[id(step)], shared, scratch, P, n)
-            shared = False
+            x, layout = fn(dev, step, x, layout, params[id(step)], scratch, P, n)
         else:
-            x = _weightless(dev, step, x, shared, scratch, P, n)
-    if shared:   # a network without parameters: every candidate is the same
-        return None, x
-    return x, None
+            x, layout = _weightless(dev, step, x, layout, scratch, P, n)
+    if layout == SHARED:
+        return x
+    return _to_pmajor(dev, x, layout, scratch, P, n, (rt.n_outputs,))
 
 
 def population_loss(rt, W, X, y, sample_weight=None):
@@ -241,10 +300,10 @@ def _pass(rt, dev, W, X, y, sample_weight):
         xb = dev.gather_rows(X, idx)
         yb = dev.asarray(y[idx], dtype=y.dtype)
         wb = None if sample_weight is None else dev.asarray(sample_weight[idx])
-        logits, same = _forward(rt, dev, xb, params, scratch, P, n)
+        logits = _forward(rt, dev, xb, params, scratch, P, n)
         grad = scratch.get("dlogits", (n, rt.n_outputs))
         for p in range(P):
-            lp = same if logits is None else _row(dev, logits, p)
+            lp = logits if len(logits.shape) == 2 else _row(dev, logits, p)
             loss, _ = loss_fn(lp, yb, wb, grad_out=grad)
             # the loss is a mean over the chunk: weigh it by the chunk's share
             dev.axpy(n / n_total, loss, dev.batch_slice(totals, p, p + 1))
