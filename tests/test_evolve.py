@@ -114,6 +114,19 @@ def test_every_strategy_starts_from_the_same_population():
     assert np.ptp(pops[0][:, 0]) > 0
 
 
+def test_the_sampler_is_the_layers_initialisation():
+    # drawn from the stream the model's build used, one individual is the built weights
+    layers = [hn.Conv2D(1, 2, 3, init="glorot"), hn.BatchNorm2D(2), hn.ReLU(),
+              hn.Residual([hn.Conv2D(2, 2, 3, padding=1), hn.ReLU(),
+                           hn.Conv2D(2, 2, 3, padding=1, init="lecun")]),
+              hn.Flatten(), hn.Dense(2 * 8 * 8, 3, init="glorot")]
+    model = hn.Sequential(layers, device="cpu", seed=11, input_shape=(1, 10, 10))
+    rng = np.random.default_rng(np.random.SeedSequence(11).spawn(2)[0])
+    pop = layer_sampler(model)(rng, 2)
+    np.testing.assert_array_equal(pop[0].astype(np.float32), model.flat_weights())
+    assert not np.array_equal(pop[0], pop[1])
+
+
 @pytest.mark.parametrize("opt", [hn.SHADE(), hn.SHADEILS(de_evals=20, ls_evals=7),
                                  hn.SHADE(gd=hn.Adam(0.01), gd_every=15)])
 def test_max_evals_never_exceeded_and_reported(opt):

@@ -22,7 +22,9 @@ The network is a vectorised objective over flat weight vectors
   (``init=`` of Dense and Conv2D; the thesis uses Glorot), each individual
   a fresh initialisation from the population's random stream, which
   depends only on the model's ``seed``: the same seed gives every strategy
-  the same population.
+  the same population, and its first individual is the weights the model
+  was built with (what a gradient run from the same seed starts from).
+  ``seed=None``: a fresh population every call.
 * **the hybrids** (``gd=hn.Adam(...)``): every ``gd_every`` evaluations,
   one mini-batch epoch of that gradient optimizer (the ordinary fit step,
   ``batch_size``, shuffled) starts from the best individual; the result
@@ -36,6 +38,7 @@ The network is a vectorised objective over flat weight vectors
   statistics of the weights they run with.
 """
 
+import copy
 import math
 import time
 
@@ -109,6 +112,8 @@ def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle):
                      shuffle=shuffle, sample_weight=sw, check_input=False)
         finally:
             model.history = history
+            # back to the placement of the whole-set evaluations
+            model._use_plan(X.shape[0], training=True)
         return model.runtime.flat_weights().astype(np.float64)
     return gd
 
@@ -151,6 +156,9 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     max_evals = check_positive_int("max_evals", max_evals)
     epochs = DEFAULT_EPOCHS if epochs is None else check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
+    settings = copy.copy(optimizer)   # its settings checked before any work (gd below)
+    settings.gd = None
+    settings._validate()
     gd = optimizer.gd
     if isinstance(gd, (str, Optimizer)):
         gd = get_optimizer(gd)
@@ -209,18 +217,9 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
             if problem.best_x is not None:
                 rt.set_flat_weights(problem.best_x)
                 recompute_batchnorm_stats(model, X)
-            logs = {"loss": float(problem.best_f), "evals": problem.nfev,
-                    "images_per_s": (problem.nfev - before) * n / dt, "time_s": dt}
-            if Xv is not None:
-                ev = model._evaluate(Xv, yv, None)
-                logs["val_loss"] = ev["loss"]
-                if "accuracy" in ev:
-                    logs["val_accuracy"] = ev["accuracy"]
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
-                bar.close()
+            logs = _fit.record_epoch(model, history, {
+                "loss": float(problem.best_f), "evals": problem.nfev,
+                "images_per_s": (problem.nfev - before) * n / dt, "time_s": dt}, Xv, yv, bar)
             if any(_fit.call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
                 break
     finally:

@@ -100,17 +100,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
             # reading the sums waits for the devices
             epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items()) / n
         dt = time.perf_counter() - t0
-        logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
-        if validation_data is not None:
-            ev = model._evaluate(Xv, yv, None)
-            logs["val_loss"] = ev["loss"]
-            if "accuracy" in ev:
-                logs["val_accuracy"] = ev["accuracy"]
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
-            bar.close()
+        logs = record_epoch(model, history, {"loss": epoch_loss, "images_per_s": n / dt,
+                                             "time_s": dt}, Xv, yv, bar)
         if not math.isfinite(epoch_loss):
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
                                      f"{epoch_loss}); lower the learning rate")
@@ -132,6 +123,22 @@ def check_validation(model, validation_data):
     return Xv, yv
 
 
+def record_epoch(model, history, logs, Xv, yv, bar):
+    """Add the validation figures (``Xv`` not None) to an epoch's ``logs``,
+    append them to ``history``, close the epoch's progress ``bar``; returns ``logs``."""
+    if Xv is not None:
+        ev = model._evaluate(Xv, yv, None)
+        logs["val_loss"] = ev["loss"]
+        if "accuracy" in ev:
+            logs["val_accuracy"] = ev["accuracy"]
+    for key, value in logs.items():
+        history.setdefault(key, []).append(value)
+    if bar is not None:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+        bar.close()
+    return logs
+
+
 def call_callbacks(callbacks, hook, *args):
     results = []
     for cb in callbacks:
@@ -149,4 +156,5 @@ def progress_bar(verbose, total, desc, unit="img"):
                 dynamic_ncols=True)
 
 
-__all__ = ["History", "fit", "call_callbacks", "progress_bar", "check_validation"]
+__all__ = ["History", "fit", "call_callbacks", "progress_bar", "check_validation",
+           "record_epoch"]

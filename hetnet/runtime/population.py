@@ -4,8 +4,6 @@ A metaheuristic's cost is the loss of P candidate weight vectors on the
 same data.  Instead of loading each candidate and running the network P
 times, :func:`population_loss` runs every step once over all P candidates:
 
-* activations are laid out candidate-major, ``(P, n, *shape)``, so that
-  candidate ``p``'s activations are one contiguous block;
 * the first step with parameters sees the same input for every candidate:
   a convolution there is one convolution with the P filter banks stacked
   (``P * F`` filters: the input's im2col is shared, one GEMM), a dense layer
@@ -15,12 +13,13 @@ times, :func:`population_loss` runs every step once over all P candidates:
   activations and BatchNorm after them run on that as on any batch (one
   call each; BatchNorm with the P parameter sets stacked, its per-channel
   statistics being each candidate's own), until the next layer with
-  parameters swaps the two leading axes (``Device.swap_leading_axes``);
+  parameters swaps the two leading axes (``Device.swap_leading_axes``) into
+  candidate-major blocks, ``(P, n, *shape)``, each candidate's contiguous;
 * a dense layer further on is one batched GEMM ``(P, n, in) x (P, in, out)``;
   a convolution further on runs each candidate's filter bank over its own
   input (the inputs differ, so no columns are shared);
-* pooling, activations and flattening run once over the ``(P * n, ...)``
-  view: they do not depend on the weights;
+* pooling, activations and flattening there run once over the
+  ``(P * n, ...)`` view: they do not depend on the weights;
 * BatchNorm (training mode, as the generic path evaluates) normalises each
   candidate's block with its own batch statistics, into scratch running
   statistics: the layers' running statistics are never touched;
@@ -28,9 +27,10 @@ times, :func:`population_loss` runs every step once over all P candidates:
   device array, read back once.
 
 The batch is cut into chunks of images so that ``P x chunk`` activations fit
-:data:`CHUNK_BYTES`; with BatchNorm the batch is not cut (its statistics
-couple the images), only P is.  Every operation is one of the device's
-own (:mod:`hetnet.devices.base`), so the pass runs on every device.
+:data:`CHUNK_BYTES` (:data:`GPU_CHUNK_BYTES` on a GPU); with BatchNorm the
+batch is not cut (its statistics couple the images), only P is.  Every
+operation is one of the device's own (:mod:`hetnet.devices.base`), so the
+pass runs on every device.
 """
 
 import numpy as np
@@ -39,8 +39,15 @@ from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatte
                       GlobalAvgPool2D, MaxPool2D)
 from ..layers.activations import Activation
 
-#: bound on the bytes of one chunk's activations (all P candidates, one layer's output)
+#: bound on the bytes of one chunk's activations (all P candidates, one layer's
+#: output) on a CPU device, where a chunk should stay near the caches
 CHUNK_BYTES = 64 << 20
+#: the same on a GPU, where every chunk costs its kernels' launches
+GPU_CHUNK_BYTES = 1 << 30
+
+
+def _chunk_bytes(steps):
+    return GPU_CHUNK_BYTES if steps[0].device.kind == "gpu" else CHUNK_BYTES
 
 _SUPPORTED = (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Activation,
               BatchNorm1D, BatchNorm2D)
@@ -67,7 +74,7 @@ def chunk_images(steps, n, n_candidates):
     if _has_batchnorm(steps):
         return n
     per_image = max(int(np.prod(s.output_shape)) for s in steps) * 4 * n_candidates
-    return max(1, min(n, CHUNK_BYTES // max(per_image, 1)))
+    return max(1, min(n, _chunk_bytes(steps) // max(per_image, 1)))
 
 
 def chunk_candidates(steps, n, n_candidates):
@@ -75,7 +82,7 @@ def chunk_candidates(steps, n, n_candidates):
     if not _has_batchnorm(steps):
         return n_candidates
     per_candidate = max(int(np.prod(s.output_shape)) for s in steps) * 4 * n
-    return max(1, min(n_candidates, CHUNK_BYTES // max(per_candidate, 1)))
+    return max(1, min(n_candidates, _chunk_bytes(steps) // max(per_candidate, 1)))
 
 
 class _Scratch:
