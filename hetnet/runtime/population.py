@@ -41,7 +41,7 @@ from ..layers.activations import Activation
 
 #: bound on the bytes of one chunk's activations (all P candidates, one layer's
 #: output) on a CPU device, where a chunk should stay near the caches
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 128 << 20
 #: the same on a GPU, where every chunk costs its kernels' launches
 GPU_CHUNK_BYTES = 1 << 30
 
@@ -86,11 +86,24 @@ def chunk_candidates(steps, n, n_candidates):
 
 
 class _Scratch:
-    """Device buffers of a pass, kept by name and shape across chunks."""
+    """Device buffers of a pass, kept by name and shape across chunks and
+    calls (a generation after another: no fresh memory to fault in)."""
+
+    #: buffers kept at the most; past it the set starts afresh (shapes that
+    #: came and went: a short last chunk, a short last generation)
+    max_buffers = 256
 
     def __init__(self, dev):
         self.dev = dev
         self._bufs = {}
+
+    @classmethod
+    def of(cls, rt, dev):
+        """The runtime's scratch for ``dev``, made on first use."""
+        scratch = getattr(rt, "_population_scratch", None)
+        if scratch is None or scratch.dev is not dev or len(scratch._bufs) > cls.max_buffers:
+            scratch = rt._population_scratch = cls(dev)
+        return scratch
 
     def get(self, name, shape, dtype=np.float32, zeros=False):
         key = (name, tuple(shape), np.dtype(dtype).str)
@@ -296,7 +309,7 @@ def population_loss(rt, W, X, y, sample_weight=None):
 def _pass(rt, dev, W, X, y, sample_weight):
     P, n_total = W.shape[0], X.shape[0]
     params = _stacked_params(rt, W, dev)
-    scratch = _Scratch(dev)
+    scratch = _Scratch.of(rt, dev)
     totals = dev.zeros((P,))
     step_n = chunk_images(rt.steps, n_total, P)
     loss_fn = getattr(dev, rt.loss.op)
