@@ -203,6 +203,8 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
             t0, before = time.perf_counter(), problem.nfev
             if epoch == 0:
                 optimizer.start(problem, seed=model.seed)
+                if bar is not None:
+                    bar.update(problem.nfev - before)
             k = 0
             while problem.nfev < target:
                 done = problem.nfev
