@@ -129,3 +129,20 @@ __kernel void scale(const float alpha, __global float *x, const int offx, const 
     if (g < n)
         x[offx + g] *= alpha;
 }
+
+/* swap_leading_axes -- work-group: (256), 1-D grid over A*B*K elements.
+ * x is (A, B, K), y is (B, A, K); work-item g writes y element g = (b, a, k)
+ * (writes coalesced along k) and reads x element (a, b, k). */
+__kernel void swap_leading_axes(__global const float *x, const int offx,
+                                __global float *y, const int offy,
+                                const int A, const int B, const int K)
+{
+    const long g = get_global_id(0);
+    if (g >= (long)A * B * K)
+        return;
+    const int k = g % K;
+    const long ba = g / K;
+    const int a = ba % A;
+    const int b = ba / A;
+    y[offy + g] = x[offx + ((long)a * B + b) * K + k];
+}

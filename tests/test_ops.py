@@ -433,3 +433,20 @@ def test_cpu_sgd_state_never_makes_subnormal_products():
     assert (np.abs(momentum * v[keep]) >= tiny).all() and (np.abs(lr * v[keep]) >= tiny).all()
     assert_close(w, 1.0 - lr * momentum * np.array([0, 0, 1e-34, 1.0, 0, -1e-30], dtype=F32),
                  what="weights after tiny velocities")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (2, 5, 3, 2, 2), (1, 7), (4, 3)])
+def test_swap_leading_axes(device, ref, rng, shape):
+    x = rand(rng, *shape)
+    expected = ref.swap_leading_axes(x)
+    np.testing.assert_array_equal(expected, np.swapaxes(x, 0, 1))
+    y = device.swap_leading_axes(put(device, x))
+    assert tuple(y.shape) == (shape[1], shape[0]) + shape[2:]
+    assert_close(host(device, y), expected, rtol=0, what="swap_leading_axes")
+    # from a view of a larger array, into a given buffer
+    big = rand(rng, *((shape[0] + 2,) + shape[1:]))
+    part = device.batch_slice(put(device, big), 1, 1 + shape[0])
+    out = device.empty((shape[1], shape[0]) + shape[2:])
+    device.swap_leading_axes(part, out=out)
+    assert_close(host(device, out), np.swapaxes(big[1:1 + shape[0]], 0, 1), rtol=0,
+                 what="swap_leading_axes of a view")

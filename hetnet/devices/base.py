@@ -264,6 +264,11 @@ class Device(TransferPaths):
         """``db[f] = sum of dy[:, f, ...]``, shape ``(F,)``."""
         raise NotImplementedError
 
+    def swap_leading_axes(self, x, out=None):
+        """A copy of ``x (A, B, *rest)`` with its first two axes swapped:
+        ``(B, A, *rest)``, C-contiguous (float32)."""
+        raise NotImplementedError
+
     def activation(self, name, x, out=None):
         """Elementwise ``relu``, ``sigmoid``, ``tanh`` or ``identity``;
         ``softmax`` is taken over axis 1 of a 2-D ``x``.  ``out`` may be ``x``."""

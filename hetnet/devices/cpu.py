@@ -268,6 +268,13 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
         _ew.bias_grad(_as3(dy), out, self.num_threads)
         return out
 
+    def swap_leading_axes(self, x, out=None):
+        # a strided copy: numpy's is memory-bound already
+        if out is None:
+            out = np.empty((x.shape[1], x.shape[0]) + x.shape[2:], dtype=_F32)
+        np.copyto(out, np.swapaxes(x, 0, 1))
+        return out
+
     def activation(self, name, x, out=None):
         if out is None:
             out = np.empty_like(x)

@@ -237,6 +237,9 @@ class NumpyDevice(HostArrays, Device):
         axes = (0,) + tuple(range(2, dy.ndim))
         return self._store(dy.astype(np.float64).sum(axis=axes).astype(_F32), out)
 
+    def swap_leading_axes(self, x, out=None):
+        return self._store(np.swapaxes(x, 0, 1), out)
+
     def activation(self, name, x, out=None):
         x64 = x.astype(np.float64)
         if name == "relu":

@@ -51,7 +51,12 @@ from ..devices import Device, get_device, resolve
 from ..layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..model import History, Sequential, io, load as load_model
 from ..model.zoo import lenet5_layers, mlp_layers
+from ..metaheuristics import SHADE, SHADEILS, Metaheuristic
 from ..optim import NAMES, OPTIMIZERS, Adam, AdamW, Optimizer, RMSProp, SGD
+
+#: the metaheuristic optimizers by name: (class, hybrid with Adam)
+METAHEURISTICS = {"shade": (SHADE, False), "shade-ils": (SHADEILS, False),
+                  "shade-gd": (SHADE, True), "shade-ils-gd": (SHADEILS, True)}
 
 __all__ = ["DeviceFallbackWarning", "load_estimator"]
 
@@ -334,7 +339,8 @@ class _BaseHetNet(BaseEstimator):
                  alpha=0.0001, batch_size="auto", max_iter=200, shuffle=True, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  warm_start=False, random_state=None, device="auto", n_threads=None,
-                 callbacks=None, verbose=0):
+                 callbacks=None, verbose=0, max_evals=4200):
+        self.max_evals = max_evals
         self.architecture = architecture
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -432,13 +438,23 @@ class _BaseHetNet(BaseEstimator):
 
     def _make_optimizer(self, batch_weight):
         opt = self.optimizer
+        if isinstance(opt, Metaheuristic):
+            return copy.deepcopy(opt)   # the parameter keeps no search state
+        if isinstance(opt, str) and opt.lower() in METAHEURISTICS:
+            cls, hybrid = METAHEURISTICS[opt.lower()]
+            gd = None
+            if hybrid:
+                lr = _check_float("learning_rate_init", self.learning_rate_init, 0,
+                                  low_open=True)
+                gd = Adam(lr=lr, weight_decay=_check_float("alpha", self.alpha, 0) / batch_weight)
+            return cls(pop_size=10, gd=gd)
         if isinstance(opt, Optimizer):
             opt = copy.copy(opt)   # the parameter keeps no training state
             opt.reset()
             return opt
         if not isinstance(opt, str) or opt.lower() not in NAMES:
-            raise ValueError(f"optimizer must be one of {sorted(NAMES)} or a hetnet Optimizer, "
-                             f"got {opt!r}")
+            raise ValueError(f"optimizer must be one of {sorted(NAMES) + sorted(METAHEURISTICS)}, "
+                             f"a hetnet Optimizer or a Metaheuristic, got {opt!r}")
         lr = _check_float("learning_rate_init", self.learning_rate_init, 0, low_open=True)
         alpha = _check_float("alpha", self.alpha, 0)
         # MLPClassifier's penalty 0.5 alpha ||W||^2 / (the batch's total sample
@@ -510,24 +526,38 @@ class _BaseHetNet(BaseEstimator):
         batch_size = self._batch_size(n)
         callbacks, stopper = self._callbacks(n, batch_size, validation, incremental)
         epochs = 1 if incremental else self.max_iter
+        evolving = self._is_metaheuristic()
+        if evolving and incremental:
+            raise ValueError(f"partial_fit does not support optimizer={self.optimizer!r} (a "
+                             "metaheuristic searches from a fresh population each fit)")
         optimizer = None if incremental and self.model_.optimizer is not None \
             else self._make_optimizer(min(batch_size, n) * mean_weight)
+        extra = {}
+        if evolving:   # the budget is max_evals loss evaluations, in 20 epochs
+            epochs, extra = None, {"max_evals": _check_int("max_evals", self.max_evals, 1)}
         try:
             history = self.model_.fit(X, targets, epochs=epochs, batch_size=batch_size,
                                       optimizer=optimizer, shuffle=bool(self.shuffle),
                                       sample_weight=w, callbacks=callbacks,
-                                      check_input=False)   # validate_data scanned X
+                                      check_input=False, **extra)   # validate_data scanned X
         except FloatingPointError as exc:
             raise FloatingPointError(f"{type(self).__name__}: {exc} (learning_rate_init="
                                      f"{self.learning_rate_init})") from None
         self._record(history, n)
-        if (not incremental and history.epochs == self.max_iter
+        if evolving:
+            self.n_evals_ = history.n_evals
+        if (not incremental and not evolving and history.epochs == self.max_iter
                 and stopper is not None and stopper.stopped_epoch is None):
             what = "validation score" if self.early_stopping else "training loss"
             warnings.warn(f"{type(self).__name__}: max_iter={self.max_iter} epochs reached and the "
                           f"{what} was still improving by more than tol={self.tol}",
                           ConvergenceWarning)
         return self
+
+    def _is_metaheuristic(self):
+        opt = self.optimizer
+        return isinstance(opt, Metaheuristic) or (isinstance(opt, str)
+                                                  and opt.lower() in METAHEURISTICS)
 
     def _split(self, targets, rng):
         stratify = targets if is_classifier(self) else None

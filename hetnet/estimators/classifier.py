@@ -29,11 +29,19 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
         Per-sample shape, e.g. ``(1, 28, 28)``, for flat X fed to a
         convolutional architecture.  Default: the shape of 3-/4-D X, flat
         for ``"mlp"``, a square one-channel image otherwise.
-    optimizer : {"adam", "sgd", "nag", "rmsprop", "adamw"} or hetnet Optimizer, default "adam"
+    optimizer : {"adam", "sgd", "nag", "rmsprop", "adamw", "shade", "shade-ils", \
+"shade-gd", "shade-ils-gd"}, hetnet Optimizer or Metaheuristic, default "adam"
         ``"nag"`` is SGD with Nesterov momentum; ``"adamw"`` applies ``alpha``
         as AdamW's decoupled decay (``w *= 1 - lr alpha`` a step) instead of
         an L2 penalty.  An ``Optimizer`` instance is copied and used as it is
         (``learning_rate_init``, ``momentum`` and ``alpha`` then do not apply).
+        The metaheuristics (population 10, :mod:`hetnet.model.evolve`) train
+        for ``max_evals`` loss evaluations in 20 epochs instead of
+        ``max_iter`` epochs; ``"-gd"``: the hybrid with Adam
+        (``learning_rate_init``), one gradient epoch every 200 evaluations.
+    max_evals : int, default 4200
+        Loss evaluations (each over the whole training set) of a
+        metaheuristic optimizer; unused by gradient optimizers.
     learning_rate_init : float, default 0.001
     momentum : float, default 0.9
         SGD's and NAG's momentum (``v = momentum v + g; w -= lr v``).
@@ -112,8 +120,9 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
                  alpha=0.0001, batch_size="auto", max_iter=200, shuffle=True, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  class_weight=None, warm_start=False, random_state=None, device="auto",
-                 n_threads=None, callbacks=None, verbose=0):
-        super().__init__(
+                 n_threads=None, callbacks=None, verbose=0, max_evals=4200):
+        super().__init__(max_evals=max_evals,
+            
             architecture=architecture, hidden_layer_sizes=hidden_layer_sizes,
             activation=activation, input_shape=input_shape, optimizer=optimizer,
             learning_rate_init=learning_rate_init, momentum=momentum, alpha=alpha,

@@ -13,7 +13,9 @@ from ..schedules import apply_schedule, get_schedule
 
 class History(dict):
     """Per-epoch records of a ``fit`` call: ``loss``, ``val_loss``,
-    ``val_accuracy``, ``images_per_s``, ``time_s`` (lists, one entry an epoch)."""
+    ``val_accuracy``, ``images_per_s``, ``time_s`` (lists, one entry an
+    epoch); with a metaheuristic also ``evals`` (evaluations used so far),
+    and the attributes ``n_evals`` and ``result`` (:mod:`hetnet.model.evolve`)."""
 
     @property
     def epochs(self):
@@ -76,12 +78,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     batch_size = check_positive_int("batch_size", batch_size)
     ctx = distributed_context(distributed, model.placement.primary)
     X, yt, sw = model._prepare(X, y, sample_weight, check_input)
-    if validation_data is not None:
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        Xv = check_X(validation_data[0], model.input_shape, name="X_val")
-        yv = check_targets(validation_data[1], Xv.shape[0], model.loss.name, model.n_outputs,
-                           name="y_val")
+    Xv, yv = check_validation(model, validation_data)
     if optimizer is not None or model.optimizer is None:
         model.optimizer = get_optimizer(optimizer)
     schedule = get_schedule(lr_schedule)
@@ -231,6 +228,34 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
     return history
 
 
+def check_validation(model, validation_data):
+    """``(X_val, y_val)`` checked against the built model, or ``(None, None)``."""
+    if validation_data is None:
+        return None, None
+    if len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    Xv = check_X(validation_data[0], model.input_shape, name="X_val")
+    yv = check_targets(validation_data[1], Xv.shape[0], model.loss.name, model.n_outputs,
+                       name="y_val")
+    return Xv, yv
+
+
+def record_epoch(model, history, logs, Xv, yv, bar):
+    """Add the validation figures (``Xv`` not None) to an epoch's ``logs``,
+    append them to ``history``, close the epoch's progress ``bar``; returns ``logs``."""
+    if Xv is not None:
+        ev = model._evaluate(Xv, yv, None)
+        logs["val_loss"] = ev["loss"]
+        if "accuracy" in ev:
+            logs["val_accuracy"] = ev["accuracy"]
+    for key, value in logs.items():
+        history.setdefault(key, []).append(value)
+    if bar is not None:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+        bar.close()
+    return logs
+
+
 def end_epoch(model, epoch, logs, history, bar, callbacks):
     """An epoch's logs into ``history`` and its bar; raises on a diverged
     loss; returns True when a callback stops training."""
@@ -271,13 +296,13 @@ def call_callbacks(callbacks, hook, *args):
     return results
 
 
-def progress_bar(verbose, total, desc):
+def progress_bar(verbose, total, desc, unit="img"):
     if not verbose:
         return None
     from tqdm.auto import tqdm     # loaded only when a bar is asked for
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=True,
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True,
                 dynamic_ncols=True)
 
 
 __all__ = ["History", "fit", "fit_fused", "fused_unsupported", "call_callbacks", "progress_bar",
-           "distributed_context"]
+           "distributed_context", "check_validation", "record_epoch"]

@@ -14,6 +14,8 @@ from ..runtime import Runtime, timing
 from ..sched.hostspeed import probe
 from ..sched.fusion import FusionPolicy, FusionUnsupported
 from ..sched.placement import Chain, Placement
+from ..metaheuristics import Metaheuristic
+from . import evolve as _evolve
 from . import fit as _fit
 from . import io
 from .fit import History
@@ -322,13 +324,32 @@ class Sequential:
         self._require_built()
         return self.runtime.add_gradient_hook(fn)
 
-    def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
+    def fit(self, X, y, epochs=None, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True, distributed=False):
-        return _fit.fit(self, X, y, epochs, batch_size, optimizer, validation_data, verbose,
-                        shuffle, sample_weight, callbacks, lr_schedule, check_input, distributed)
+            check_input=True, distributed=False, max_evals=None):
+        if isinstance(optimizer, Metaheuristic):
+            if lr_schedule is not None:
+                raise ValueError("lr_schedule applies to gradient optimizers; a metaheuristic "
+                                 "has no learning rate (give its gd optimizer a fixed one)")
+            if distributed:
+                raise ValueError("distributed=True applies to gradient optimizers; a "
+                                 "metaheuristic's population is not spread over MPI ranks yet")
+            return _evolve.evolve(self, X, y, optimizer, max_evals, epochs, batch_size,
+                                  validation_data, verbose, shuffle, sample_weight, callbacks,
+                                  check_input)
+        if max_evals is not None:
+            raise ValueError(f"max_evals={max_evals!r} applies to a metaheuristic optimizer "
+                             f"(hn.SHADE, hn.SHADEILS); for {optimizer!r} give epochs=")
+        return _fit.fit(self, X, y, 1 if epochs is None else epochs, batch_size, optimizer,
+                        validation_data, verbose, shuffle, sample_weight, callbacks,
+                        lr_schedule, check_input, distributed)
 
-    fit.__doc__ = _fit.fit.__doc__
+    fit.__doc__ = _fit.fit.__doc__ + """
+    With ``optimizer`` a metaheuristic (``hn.SHADE``, ``hn.SHADEILS``),
+    ``max_evals`` (required) bounds the loss evaluations and ``epochs``
+    (default 20) splits them into records: :func:`hetnet.model.evolve.evolve`.
+    Otherwise ``epochs`` defaults to 1 and ``max_evals`` must be None.
+"""
 
     # ---------------------------------------------------------- inference
     def _inference_batches(self, X, batch_size, *arrays):

@@ -18,6 +18,7 @@ import contextlib
 import numpy as np
 
 from ..layers import fuse_activations
+from . import population as _population
 from . import timing
 from .flatparams import FlatGroup
 from .transfer import move_step, transfer
@@ -56,6 +57,8 @@ class Runtime:
         self._input_buffer = self._input_buffer_dev = None
         self._flats = {}          # device -> its parameters in one buffer (flat_group)
         self.measure_pool = None  # timing's stand-in data set (hetnet.runtime.timing)
+        #: why the last population_loss took the generic path (None: it was batched)
+        self.population_fallback_reason = None
 
     # ------------------------------------------------------------ shapes
     @property
@@ -131,7 +134,10 @@ class Runtime:
                 arrays.append(v[at:at + n].reshape(shape))
                 at += n
             if arrays:
-                layer.set_weights(arrays)
+                # set_weights takes the state after the parameters (BatchNorm's
+                # running statistics): those stay as they are
+                layer.set_weights(arrays + [layer.device.to_host(layer.state[k])
+                                            for k in layer.state])
 
     def flat_gradient(self):
         """Every parameter's gradient from the last backward pass, one host
@@ -305,14 +311,20 @@ class Runtime:
                 self.optimizer.update(dev, index, s.params[name], s.grads[name])
 
     # --------------------------------------------------- many weight vectors
-    def population_loss(self, weights, X, y, sample_weight=None):
+    def population_loss(self, weights, X, y, sample_weight=None, method="auto"):
         """The loss of each of ``P`` weight vectors on one batch.
 
-        The generic path: each candidate is loaded into the parameter
-        storage (:meth:`set_flat_weights`), the steps run forward in
-        training mode and the loss is read; the weights in place before the
-        call are restored at the end.  Devices may offer faster batched
-        paths; this one works on every device and placement.
+        ``method="batched"`` (what ``"auto"`` takes when every step has one,
+        on one device): all P candidates in one pass,
+        :func:`hetnet.runtime.population.population_loss`.  ``"generic"``
+        (``"auto"``'s fallback, e.g. for Dropout, Residual or a placement
+        over several devices; :attr:`population_fallback_reason` says why):
+        each candidate is loaded into the parameter storage
+        (:meth:`set_flat_weights`), the steps run forward in training mode
+        and the loss is read; the weights in place before the call are
+        restored at the end.  Both leave every layer's weights and state
+        as they were, except that the generic path runs BatchNorm in
+        training mode and so moves its running statistics.
 
         Parameters
         ----------
@@ -331,6 +343,14 @@ class Runtime:
         if W.ndim != 2 or W.shape[1] != n_params:
             raise ValueError(f"weights must be (P, {n_params}) flat weight vectors, got shape "
                              f"{W.shape}")
+        if method not in ("auto", "batched", "generic"):
+            raise ValueError(f"method must be 'auto', 'batched' or 'generic', got {method!r}")
+        reason = _population.unsupported_reason(self.steps)
+        self.population_fallback_reason = reason
+        if method == "batched" and reason is not None:
+            raise ValueError(f"no batched population pass for this model: {reason}")
+        if method != "generic" and reason is None:
+            return _population.population_loss(self, W, X, y, sample_weight)
         saved = self.flat_weights()
         out = np.empty(W.shape[0], dtype=np.float64)
         try:

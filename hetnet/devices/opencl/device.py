@@ -66,6 +66,7 @@ _KERNELS = {
     "softmax_bwd": ("elementwise.cl", "bi bi bi ii"),
     "axpy": ("elementwise.cl", "f bi bi i"),
     "scale": ("elementwise.cl", "f bi i"),
+    "swap_leading_axes": ("elementwise.cl", "bi bi iii"),
     "softmax_xent": (("reduce.cl", "loss.cl"), "bi bi bii bi bi iif"),
     "pointwise_loss": (("reduce.cl", "loss.cl"), "bi bi bii bi bi iif if"),
     "sgd_step": ("optim.cl", "bi bi bi i fff i f"),
@@ -349,6 +350,14 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
         except KeyError:
             raise ValueError(f"unknown activation {name!r}; expected one of "
                              f"{sorted(_ACT_CODES) + ['softmax']}") from None
+
+    def swap_leading_axes(self, x, out=None):
+        a, b = x.shape[0], x.shape[1]
+        k = int(np.prod(x.shape[2:]))
+        out = self._out(out, (b, a) + tuple(x.shape[2:]))
+        self._elementwise("swap_leading_axes", x.size, x.base_data, _off(x),
+                          out.base_data, _off(out), a, b, k)
+        return out
 
     def activation(self, name, x, out=None):
         out = self._out(out, x.shape)

@@ -1,0 +1,236 @@
+"""Training by a metaheuristic: ``model.fit(X, y, optimizer=hn.SHADEILS(...), max_evals=...)``.
+
+The network is a vectorised objective over flat weight vectors
+(:meth:`hetnet.Sequential.flat_weights` order):
+
+* **an evaluation** is the loss of one weight vector over the whole
+  training set (the thesis's protocol, section 6.5: the error over the
+  training set), the layers in training mode as in a gradient step; a
+  population of P is P evaluations in one batched device pass
+  (:meth:`hetnet.runtime.Runtime.population_loss`); an L-BFGS loss and
+  gradient (SHADE-ILS's local search, over the whole training set) is one
+  evaluation, and so is the point a hybrid's gradient epoch returns.  The
+  gradient epoch itself (its mini-batch steps) is not counted: it is no
+  loss the search reads.  ``max_evals`` is never exceeded.
+* **an epoch** (what History, callbacks, early stopping and the progress
+  bar see) is ``ceil(max_evals / epochs)`` evaluations, ``epochs``
+  defaulting to 20 (the thesis: 4,200 evaluations in 20 epochs of 210); it
+  ends at the first generation (or local search) boundary past that count.
+  At each epoch end the model holds the best weight vector evaluated so
+  far, and that is what the epoch's logs, validation and callbacks see.
+* **the initial population** is drawn by the layers' own initialisers
+  (``init=`` of Dense and Conv2D; the thesis uses Glorot), each individual
+  a fresh initialisation from the population's random stream, which
+  depends only on the model's ``seed``: the same seed gives every strategy
+  the same population, and its first individual is the weights the model
+  was built with (what a gradient run from the same seed starts from).
+  ``seed=None``: a fresh population every call.
+* **the hybrids** (``gd=hn.Adam(...)``): every ``gd_every`` evaluations,
+  one mini-batch epoch of that gradient optimizer (the ordinary fit step,
+  ``batch_size``, shuffled) starts from the best individual; the result
+  replaces it when its loss is not higher.  The optimizer's state (Adam's
+  moments) carries from one gradient epoch to the next.
+* **BatchNorm**: the evaluations normalise with each candidate's own batch
+  statistics (training mode) and never touch the running statistics; at
+  each epoch end the running statistics are recomputed for the best
+  individual from one training-mode pass over the whole training set
+  (momentum 1 for that pass), so validation and prediction use the
+  statistics of the weights they run with.
+"""
+
+import copy
+import math
+import time
+
+import numpy as np
+
+from .._validation import check_positive_int
+from ..layers import BatchNorm1D, BatchNorm2D
+from ..metaheuristics import Metaheuristic, Problem
+from ..optim import Optimizer, get_optimizer
+from . import fit as _fit
+
+#: epochs a metaheuristic's budget is split into when ``epochs`` is not given (the thesis's 20)
+DEFAULT_EPOCHS = 20
+
+
+def _init_host(layer, rng):
+    """A fresh initialisation of ``layer``'s parameters, host arrays in ``layer.params`` order."""
+    subs = getattr(layer, "sublayers", None)
+    if subs:
+        return [a for sub in subs for a in _init_host(sub, rng)]
+    host = layer.init_params(rng)
+    return [np.asarray(host[k], dtype=np.float64).reshape(-1) for k in layer.params]
+
+
+def layer_sampler(model):
+    """``sampler(rng, n) -> (n, n_params)``: ``n`` individuals, each the
+    model's layers initialised afresh from ``rng`` (their own initialisers)."""
+    dim = model.count_params()
+
+    def sampler(rng, n):
+        pop = np.empty((n, dim))
+        for i in range(n):
+            parts = [a for layer in model.layers for a in _init_host(layer, rng)]
+            pop[i] = np.concatenate(parts) if parts else np.zeros(0)
+        return pop
+    return sampler
+
+
+def _batchnorms(layers):
+    for layer in layers:
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+            yield layer
+        yield from _batchnorms(getattr(layer, "sublayers", ()) or ())
+
+
+def recompute_batchnorm_stats(model, X):
+    """Set every BatchNorm's running statistics to those of one
+    training-mode pass over all of host ``X`` with the current weights."""
+    bns = list(_batchnorms(model.layers))
+    if not bns:
+        return
+    rt = model.runtime
+    saved = [bn.momentum for bn in bns]
+    try:
+        for bn in bns:
+            bn.momentum = 1.0
+        with rt.session():
+            rt.forward(rt.gather_inputs(X, slice(None)), True)
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+
+
+def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle):
+    """The hybrid's step: one mini-batch epoch of ``gd_opt`` from flat weights ``x``."""
+    def gd(x):
+        model.runtime.set_flat_weights(x)
+        history = model.history
+        try:
+            _fit.fit(model, X, yt, epochs=1, batch_size=batch_size, optimizer=gd_opt,
+                     shuffle=shuffle, sample_weight=sw, check_input=False)
+        finally:
+            model.history = history
+            # back to the placement of the whole-set evaluations
+            model._use_plan(X.shape[0], training=True)
+        return model.runtime.flat_weights().astype(np.float64)
+    return gd
+
+
+def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
+           validation_data=None, verbose=0, shuffle=True, sample_weight=None,
+           callbacks=None, check_input=True):
+    """Train ``model`` with a :class:`~hetnet.metaheuristics.Metaheuristic`.
+
+    Parameters
+    ----------
+    X, y, sample_weight, validation_data, callbacks, check_input :
+        As :func:`hetnet.model.fit.fit`.
+    optimizer : SHADE or SHADEILS
+        Its ``gd`` may be a hetnet Optimizer (or its name): the hybrid.
+    max_evals : int >= 1
+        Loss evaluations allowed (see the module's notes); never exceeded.
+    epochs : int or None
+        Records the budget is split into (default 20).
+    batch_size : int
+        Of the hybrid's gradient epochs (the evaluations use the whole set).
+    verbose : int
+        1: a progress bar per epoch, counting evaluations.
+
+    Returns
+    -------
+    History
+        Per epoch: ``loss`` (the best training loss so far), ``evals``
+        (evaluations used so far), ``val_loss`` / ``val_accuracy`` (with
+        ``validation_data``), ``images_per_s`` (candidate images evaluated
+        per second), ``time_s``.  ``history.n_evals`` is the total and
+        ``history.result`` the optimizer's
+        :class:`~hetnet.metaheuristics.OptimizeResult`.
+    """
+    if not isinstance(optimizer, Metaheuristic):
+        raise TypeError(f"optimizer must be a hetnet Metaheuristic, got {optimizer!r}")
+    if max_evals is None:
+        raise ValueError(f"{type(optimizer).__name__} needs max_evals= (loss evaluations "
+                         "allowed), e.g. fit(X, y, optimizer=..., max_evals=4200)")
+    max_evals = check_positive_int("max_evals", max_evals)
+    epochs = DEFAULT_EPOCHS if epochs is None else check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    settings = copy.copy(optimizer)   # its settings checked before any work (gd below)
+    settings.gd = None
+    settings._validate()
+    gd = optimizer.gd
+    if isinstance(gd, (str, Optimizer)):
+        gd = get_optimizer(gd)
+    elif gd is not None and not callable(gd):
+        raise TypeError(f"gd must be a hetnet Optimizer, its name, or a callable gd(x) -> x, "
+                        f"got {gd!r}")
+    X, yt, sw = model._prepare(X, y, sample_weight, check_input)
+    Xv, yv = _fit.check_validation(model, validation_data)
+    callbacks = list(callbacks or [])
+    n = X.shape[0]
+    rt = model.runtime
+    model._use_plan(n, training=True)
+
+    def fun(pop):
+        with rt.session():
+            return rt.population_loss(pop.astype(np.float32), X, yt, sw)
+
+    def value_and_grad(x):
+        rt.set_flat_weights(x)
+        with rt.session():
+            loss, _ = rt.loss_and_gradients(X, yt, sw)
+            return loss, rt.flat_gradient().astype(np.float64)
+
+    problem = Problem(fun, model.count_params(), max_evals, value_and_grad=value_and_grad,
+                      sampler=layer_sampler(model))
+    user_gd = optimizer.gd
+    if isinstance(gd, Optimizer):
+        optimizer.gd = _gradient_epoch(model, X, yt, sw, gd, batch_size, shuffle)
+    per_epoch = math.ceil(max_evals / epochs)
+    history = _fit.History(loss=[], evals=[], val_loss=[], val_accuracy=[], images_per_s=[],
+                           time_s=[])
+    model.history = history
+    _fit.call_callbacks(callbacks, "on_fit_begin", model)
+    try:
+        for epoch in range(epochs):
+            if epoch and problem.remaining <= 0:
+                break
+            _fit.call_callbacks(callbacks, "on_epoch_begin", model, epoch)
+            target = min(max_evals, (epoch + 1) * per_epoch)
+            bar = _fit.progress_bar(verbose, target - problem.nfev, f"epoch {epoch + 1}/{epochs}",
+                                    unit="eval")
+            t0, before = time.perf_counter(), problem.nfev
+            if epoch == 0:
+                optimizer.start(problem, seed=model.seed)
+                if bar is not None:
+                    bar.update(problem.nfev - before)
+            k = 0
+            while problem.nfev < target:
+                done = problem.nfev
+                if not optimizer.step(problem):
+                    break
+                if bar is not None:
+                    bar.update(problem.nfev - done)
+                    bar.set_postfix(loss=f"{problem.best_f:.4f}", refresh=False)
+                _fit.call_callbacks(callbacks, "on_batch_end", model, k)
+                k += 1
+            dt = time.perf_counter() - t0
+            if problem.best_x is not None:
+                rt.set_flat_weights(problem.best_x)
+                recompute_batchnorm_stats(model, X)
+            logs = _fit.record_epoch(model, history, {
+                "loss": float(problem.best_f), "evals": problem.nfev,
+                "images_per_s": (problem.nfev - before) * n / dt, "time_s": dt}, Xv, yv, bar)
+            if any(_fit.call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
+                break
+    finally:
+        optimizer.gd = user_gd
+    history.n_evals = problem.nfev
+    history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0
+                                      else "stopped")
+    _fit.call_callbacks(callbacks, "on_fit_end", model, history)
+    return history
+
+
+__all__ = ["evolve", "layer_sampler", "recompute_batchnorm_stats", "DEFAULT_EPOCHS"]
