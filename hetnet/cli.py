@@ -16,8 +16,10 @@ import time
 
 from .datasets import find_dataset, load_fashion_mnist, read_idx
 from .devices import list_devices, resolve
+from ._version import __version__
 from .info import build_info
 from .model import io, load, zoo as models
+from .model.io import check_writable
 from .optim import SGD, Adam
 from .schedules import OneCycle
 
@@ -201,6 +203,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="hetnet", description="Train CNNs/MLPs on CPU and OpenCL devices. "
         "`hetnet COMMAND --help` lists each command's flags.")
+    parser.add_argument("--version", action="version", version=f"hetnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
@@ -319,6 +322,7 @@ def cmd_train(args):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     plt = _require_matplotlib() if args.plot is not None else None
     out = args.out or f"{args.arch}-fashion.hetnet.npz"
+    check_writable(out, "--out")     # before training, not after it
     device = _device(args.device, args.threads)
     where = find_dataset("fashion-mnist", source=args.source)
     X, y = _load_data("train", args.source, args.arch)
@@ -581,7 +585,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError, FloatingPointError) as exc:
+        # a user's mistake (a path, a value, a file): one line, no traceback
         print(f"hetnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -174,8 +174,18 @@ def list_devices():
                          f"{'on' if openmp else 'off'}, BLAS {blas_description()}"}]
     try:
         from .opencl import opencl_devices
-        for d in opencl_devices():
-            found.append(d if isinstance(d, dict) else {"name": str(d), "kind": "opencl", "details": ""})
+        # (platform, device, type) in index order: the ids "opencl:P:D" count in it
+        p, d, last = -1, 0, object()
+        for entry in opencl_devices():
+            if isinstance(entry, dict):
+                found.append(entry)
+                continue
+            platform, name, kind = entry
+            if platform != last:
+                p, d, last = p + 1, 0, platform
+            found.append({"name": f"opencl:{p}:{d}", "kind": f"opencl {kind}",
+                          "details": f"{name} ({platform})"})
+            d += 1
     except Exception as exc:  # no pyopencl, no platform: say why
         found.append({"name": "opencl", "kind": "unavailable", "details": str(exc)})
     return found

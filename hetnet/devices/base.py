@@ -57,6 +57,10 @@ class Device(TransferPaths):
     #: optimizer updates them all in one operation (hetnet.runtime.flatparams): for
     #: devices where each operation costs a launch
     flat_update = False
+    #: whether models in different threads may run on this one device at
+    #: once (their scratch is per thread); False: the models refuse
+    #: concurrent use of it (hetnet.model.guard)
+    thread_safe = True
 
     def __init__(self):
         self.transfers = {"to_device": 0, "to_host": 0,
@@ -64,6 +68,10 @@ class Device(TransferPaths):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+    def __deepcopy__(self, memo):
+        # a device is a process-wide resource: a copied model or layer shares it
+        return self
 
     # ---------------------------------------------------------------- memory
     def asarray(self, a, dtype=np.float32):

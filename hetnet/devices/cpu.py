@@ -2,6 +2,7 @@
 
 import os
 import contextlib
+import threading
 import weakref
 
 import numpy as np
@@ -111,8 +112,27 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
         self.workspace_bytes = int(workspace_bytes)
         self.name = "cpu"
         self._blas_ctl = _scipy_blas_controller()
-        self._partials = {}
+        self._scratch_local = threading.local()
         self._writers = {}     # id(array) -> (weak ref, row blocks its last GEMM wrote)
+
+    @property
+    def _partials(self):
+        """Scratch buffers (GEMM partial sums, the convolutions' unrolled
+        columns) of the calling thread: one device serves every model of the
+        process, and two models run from two threads must not share them."""
+        local = self.__dict__.get("_scratch_local")
+        if local is None:          # a device unpickled from before the field existed
+            local = self._scratch_local = threading.local()
+        d = getattr(local, "buffers", None)
+        if d is None:
+            d = local.buffers = {}
+        return d
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in ("_scratch_local", "_ws_local"):   # scratch is per thread and process
+            state.pop(key, None)
+        return state
 
     @contextlib.contextmanager
     def session(self):

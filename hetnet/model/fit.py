@@ -8,6 +8,7 @@ import numpy as np
 from .._validation import check_X, check_positive_int, check_targets
 from ..optim import get_optimizer
 from ..schedules import apply_schedule, get_schedule
+from .health import check_epoch, fold_weights
 
 
 class History(dict):
@@ -100,6 +101,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
                     if b % 50 == 0:
                         bar.set_postfix(loss=f"{float(dev.to_host(loss)[0]):.4f}", refresh=False)
                 call_callbacks(callbacks, "on_batch_end", model, b)
+            fold_weights(model, totals)   # NaN weights turn the sum NaN (no extra read)
             # reading the sums waits for the devices
             epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items()) / n
         dt = time.perf_counter() - t0
@@ -114,9 +116,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         if bar is not None:
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
             bar.close()
-        if not math.isfinite(epoch_loss):
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                     f"{epoch_loss}); lower the learning rate")
+        check_epoch(model, epoch, epoch_loss, X)
         if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
             break
     call_callbacks(callbacks, "on_fit_end", model, history)

@@ -35,9 +35,58 @@ def write(path, config, weights, arrays=None):
         out[name] = a
     out["config"] = np.array(json.dumps(config))
     path = os.fspath(path)
-    with open(path, "wb") as f:
-        np.savez(f, **out)
+    atomic_write(path, lambda f: np.savez(f, **out))
     return path
+
+
+def check_writable(path, what="model file"):
+    """Raise a ValueError naming ``path`` unless a file can be written
+    there: its folder exists and is writable and it is not a folder (the
+    command line checks ``--out`` before training, not after)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{what} {path!r} is not writable")
+    return path
+
+
+def atomic_write(path, write_fn):
+    """Call ``write_fn(f)`` on a temporary file in ``path``'s folder, flush
+    and fsync it, then ``os.replace`` it onto ``path``: a failure part-way
+    (a full disk, an interrupt) leaves any old file at ``path`` whole."""
+    import tempfile
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".hetnet-", suffix=".tmp", dir=folder)
+    try:
+        umask = os.umask(0)        # mkstemp makes 0600; the file gets what open() would give
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:   # the rename itself survives a crash once the folder is synced
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
 def save_model(model, path):

@@ -127,6 +127,9 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
         set it False on an instance for one launch per parameter array.
     """
 
+    #: kernels' arguments, pinned read buffers and staged inputs are per device
+    thread_safe = False
+
     flat_update = True
 
     def __init__(self, spec=None, *, precision="fp32", autotune=True,

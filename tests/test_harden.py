@@ -1,0 +1,279 @@
+"""What a careless or hostile user meets: a right answer or a clear error.
+
+Each test here failed before the fix it covers (issue 23)."""
+
+import copy
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import hetnet as hn
+from hetnet import callbacks as cbs
+from hetnet.model.guard import ConcurrentUseError
+
+
+def conv_model(seed=0, device="cpu"):
+    return hn.Sequential([hn.Conv2D(1, 2, 3, padding=1), hn.ReLU(), hn.MaxPool2D(2),
+                          hn.Flatten(), hn.Dense(8, 3)], seed=seed, device=device,
+                         input_shape=(1, 4, 4))
+
+
+def data(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, n)
+
+
+# ------------------------------------------------------------ batch_size
+@pytest.mark.parametrize("bs", [-1, 0, 2.5, True, "8"])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_logits", "evaluate"])
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_inference_batch_size_checked(method, bs, device):
+    model = conv_model(device=device)
+    X, y = data()
+    args = (X, y) if method == "evaluate" else (X,)
+    with pytest.raises(ValueError, match="batch_size"):
+        getattr(model, method)(*args, batch_size=bs)
+
+
+def test_explain_repeats_checked():
+    with pytest.raises(ValueError, match="repeats"):
+        conv_model().explain(4, repeats=0)
+
+
+# ------------------------------------------------------------ threads
+def test_separate_models_in_threads_agree_with_serial():
+    X, _ = data(64)
+    models = [conv_model(seed=s) for s in range(4)]
+    serial = [m.predict_logits(X, batch_size=16) for m in models]
+    results = [[] for _ in models]
+
+    def run(i):
+        for _ in range(5):
+            results[i].append(models[i].predict_logits(X, batch_size=16))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ref, got in zip(serial, results):
+        assert len(got) == 5
+        for g in got:
+            np.testing.assert_array_equal(g, ref)
+
+
+def test_concurrent_use_of_one_model_is_refused():
+    model = conv_model()
+    X, y = data()
+    started, release = threading.Event(), threading.Event()
+
+    class Hold(cbs.Callback):
+        def on_epoch_end(self, m, epoch, logs):
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=model.fit, args=(X, y), kwargs={"callbacks": [Hold()]})
+    t.start()
+    try:
+        assert started.wait(10)
+        with pytest.raises(ConcurrentUseError, match="another thread"):
+            model.predict(X)
+        with pytest.raises(ConcurrentUseError):
+            model.fit(X, y)
+    finally:
+        release.set()
+        t.join()
+    model.predict(X)        # free again
+
+
+def test_reentry_from_a_callback_is_allowed():
+    model = conv_model()
+    X, y = data()
+    seen = []
+
+    class Evaluate(cbs.Callback):
+        def on_epoch_end(self, m, epoch, logs):
+            seen.append(m.evaluate(X, y)["loss"])
+
+    model.fit(X, y, epochs=2, callbacks=[Evaluate()])
+    assert len(seen) == 2
+
+
+# ------------------------------------------------------------ divergence
+@pytest.mark.parametrize("make", [
+    lambda: hn.SGD(lr=float("inf")),
+    lambda: hn.SGD(lr=float("nan")),
+    lambda: hn.SGD(lr=-1),
+    lambda: hn.SGD(weight_decay=float("inf")),
+    lambda: hn.Adam(eps=float("inf")),
+    lambda: hn.Adam(lr=float("inf")),
+    lambda: hn.RMSProp(alpha=float("nan")),
+    lambda: hn.SGD(momentum=float("nan")),
+    lambda: hn.SGD(clip_norm=float("inf")),
+])
+def test_bad_hyper_parameters_refused(make):
+    with pytest.raises(ValueError, match="must be"):
+        make()
+
+
+@pytest.mark.parametrize("attr,value", [("lr", float("nan")), ("lr", -1.0),
+                                        ("lr", float("inf")), ("weight_decay", float("inf")),
+                                        ("momentum", 1.5)])
+def test_hyper_parameter_setters_checked(attr, value):
+    opt = hn.SGD(lr=0.1, momentum=0.5)
+    with pytest.raises(ValueError, match=attr):
+        setattr(opt, attr, value)
+    assert getattr(opt, attr) in (0.1, 0.5, 0.0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, float("inf")])
+def test_schedule_value_checked(value):
+    model = conv_model()
+    X, y = data()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        model.fit(X, y, lr_schedule=lambda step, total: value)
+
+
+def test_huge_scheduled_lr_diverges_with_a_clear_error():
+    model = conv_model()
+    X, y = data()
+    with pytest.raises(FloatingPointError, match="learning rate is 1e\\+30"):
+        model.fit(X, y, epochs=2, lr_schedule=lambda step, total: 1e30)
+
+
+def test_optimizer_repr():
+    assert repr(hn.SGD(lr=0.5)).startswith("SGD(lr=0.5, momentum=0.0")
+    assert "eps=1e-08" in repr(hn.Adam())
+
+
+def test_float32_overflow_named():
+    model = conv_model()
+    X, y = data()
+    X = X.astype(np.float64)
+    X[0, 0, 0, 0] = 1e39
+    with pytest.raises(ValueError, match="float32's range"):
+        model.fit(X, y)
+
+
+# ------------------------------------------------------------ set_weights
+@pytest.mark.parametrize("spoil", ["nan", "inf", "none", "shape", "text"])
+def test_set_weights_all_or_nothing(spoil):
+    model = conv_model()
+    before = model.get_weights()
+    new = [w + 1 for w in before]
+    last = new[-1]
+    new[-1] = {"nan": np.full_like(last, np.nan), "inf": np.full_like(last, np.inf),
+               "none": None, "shape": last[:-1], "text": np.array(["a"] * last.size)}[spoil]
+    with pytest.raises((ValueError, TypeError)):
+        model.set_weights(new)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------ layer reuse
+def test_layer_of_a_built_model_refused_in_another():
+    first = conv_model()
+    X, y = data()
+    first.fit(X, y)
+    trained = first.get_weights()
+    with pytest.raises(ValueError, match="already belongs to a built model"):
+        hn.Sequential(first.layers, input_shape=(1, 4, 4))
+    for a, b in zip(first.get_weights(), trained):
+        np.testing.assert_array_equal(a, b)
+    # a deep copy is independent
+    second = hn.Sequential(copy.deepcopy(first.layers))
+    second.build((1, 4, 4))
+
+
+def test_unbuilt_layers_shared_then_built_twice_refused():
+    layers = [hn.Flatten(), hn.Dense(16, 3)]
+    a = hn.Sequential(layers)
+    b = hn.Sequential(layers)
+    a.build((1, 4, 4))
+    with pytest.raises(ValueError, match="already belongs"):
+        b.build((1, 4, 4))
+
+
+# ------------------------------------------------------------ shapes, dtypes
+@pytest.mark.parametrize("shape", [(4.7,), (0,), (-3,), (True,), (), "abc"])
+def test_bad_input_shape(shape):
+    with pytest.raises((ValueError, TypeError), match="input_shape"):
+        hn.Sequential([hn.Dense(4, 2)], input_shape=shape)
+
+
+def test_uint8_images_scaled_as_the_cli_does():
+    rng = np.random.default_rng(1)
+    X8 = rng.integers(0, 256, (12, 1, 4, 4)).astype(np.uint8)
+    y = rng.integers(0, 3, 12)
+    a, b = conv_model(), conv_model()
+    a.fit(X8, y, epochs=2)
+    b.fit(X8.astype(np.float32) / 255.0, y, epochs=2)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a.predict_logits(X8), b.predict_logits(X8 / np.float32(255)))
+
+
+# ------------------------------------------------------------ loss value
+@pytest.mark.parametrize("name", ["numpy", "cpu", "cpu1", "opencl"])
+def test_cross_entropy_of_large_logits(name):
+    from conftest import make_device
+    from hetnet.devices.reference import NumpyDevice
+    dev = NumpyDevice() if name == "numpy" else make_device(name)
+    if dev is None:
+        pytest.skip("no OpenCL device")
+    z = dev.asarray(np.array([[1e8] * 3, [3e7, 3e7, -3e7]], np.float32))
+    labels = dev.asarray(np.array([0, 1], np.int32), np.int32)
+    loss, _ = dev.softmax_cross_entropy(z, labels)
+    assert float(dev.to_host(loss)[0]) == pytest.approx((np.log(3) + np.log(2)) / 2, rel=1e-5)
+
+
+# ------------------------------------------------------------ saving
+def test_save_is_atomic(tmp_path, monkeypatch):
+    model = conv_model()
+    path = tmp_path / "m.npz"
+    model.save(path)
+    good = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="No space"):
+        conv_model(seed=1).save(path)
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["m.npz"]      # no temporary left behind
+
+
+def test_save_keeps_usual_permissions(tmp_path):
+    path = tmp_path / "m.npz"
+    conv_model().save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (os.stat(path).st_mode & 0o777) == (0o666 & ~umask)
+
+
+@pytest.mark.parametrize("name", ["numpy", "cpu", "opencl"])
+def test_nan_weights_detected_at_epoch_end(name):
+    from conftest import make_device
+    from hetnet.devices.reference import NumpyDevice
+    dev = NumpyDevice() if name == "numpy" else make_device(name)
+    if dev is None:
+        pytest.skip("no OpenCL device")
+    model = hn.Sequential([hn.Flatten(), hn.Dense(16, 3)], seed=0, device=dev,
+                          input_shape=(1, 4, 4))
+    X, y = data()
+    model.fit(X, y)                       # healthy: no error, finite loss
+    assert np.isfinite(model.history["loss"][-1])
+
+    class Spoil(cbs.Callback):            # a weight turns NaN mid-epoch, the loss stays finite
+        def on_batch_end(self, m, batch):
+            dense = m.layers[1]
+            key = next(iter(dense.params))
+            bad = np.full(tuple(dense.params[key].shape), np.nan, np.float32)
+            dense.params[key] = dev.asarray(bad)
+
+    with pytest.raises(FloatingPointError, match="weight arrays hold NaN"):
+        model.fit(X, y, batch_size=12, callbacks=[Spoil()])
