@@ -277,3 +277,35 @@ def test_nan_weights_detected_at_epoch_end(name):
 
     with pytest.raises(FloatingPointError, match="weight arrays hold NaN"):
         model.fit(X, y, batch_size=12, callbacks=[Spoil()])
+
+
+# ------------------------------------------------------------ device operations
+@pytest.mark.parametrize("name", ["numpy", "cpu", "opencl"])
+def test_device_ops_check_shapes(name):
+    from conftest import make_device
+    from hetnet.devices.reference import NumpyDevice
+    dev = NumpyDevice() if name == "numpy" else make_device(name)
+    if dev is None:
+        pytest.skip("no OpenCL device")
+    a, b = dev.asarray(np.ones((3, 4), np.float32)), dev.asarray(np.ones((5, 2), np.float32))
+    with pytest.raises(ValueError):
+        dev.gemm(a, b)
+    w, g = dev.zeros((10,)), dev.zeros((4,))
+    with pytest.raises(ValueError):
+        dev.sgd_update(w, g, None, 0.1)
+    with pytest.raises(ValueError):
+        dev.adam_update(w, dev.zeros((10,)), dev.zeros((3,)), dev.zeros((10,)), 0.1, 0.9,
+                        0.999, 1e-8, 1)
+
+
+@pytest.mark.parametrize("value", [10 ** 6, -5, 16])
+def test_cpu_maxpool_backward_out_of_range_argmax(value):
+    from hetnet.devices.cpu import CPUDevice
+    dev = CPUDevice(num_threads=2)
+    dy = np.ones((2, 3, 2, 2), np.float32)
+    am = np.zeros((2, 3, 2, 2), np.int32)
+    am[1, 2, 1, 1] = value             # 16 = H*W: one past the plane
+    with pytest.raises(IndexError, match="arg-max"):
+        dev.maxpool2d_backward(dy, am, (2, 3, 4, 4))
+    with pytest.raises(ValueError):
+        dev.maxpool2d_backward(dy, am[:1], (2, 3, 4, 4))
