@@ -309,3 +309,28 @@ def test_cpu_maxpool_backward_out_of_range_argmax(value):
         dev.maxpool2d_backward(dy, am, (2, 3, 4, 4))
     with pytest.raises(ValueError):
         dev.maxpool2d_backward(dy, am[:1], (2, 3, 4, 4))
+
+
+# ------------------------------------------------------------ IDX bombs
+def test_idx_gzip_inflated_no_further_than_its_header(tmp_path):
+    import gzip
+    from hetnet.datasets import read_idx
+    from hetnet.datasets.idx import write_idx
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    good = tmp_path / "ok-idx3-ubyte.gz"
+    write_idx(good, images, compress=True)
+    np.testing.assert_array_equal(read_idx(good), images)
+    header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (2, 3, 4))
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(header + bytes(50 << 20)))     # 50 MB of zeros, ~50 kB file
+    import tracemalloc
+    tracemalloc.start()
+    with pytest.raises(Exception, match="more than the 40 bytes"):
+        read_idx(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20
+    short = tmp_path / "short-idx3-ubyte.gz"
+    short.write_bytes(gzip.compress(header + bytes(10)))
+    with pytest.raises(Exception, match="size|bytes"):
+        read_idx(short)
