@@ -75,8 +75,8 @@ def _inflate_bounded(raw: bytes, path: Path) -> bytes:
         have += len(chunk)
     if have > expected:
         raise DatasetError(
-            f"{path}: the gzip stream holds more than the {expected} bytes its IDX header "
-            f"declares (dimensions {dims}); refusing to inflate it further")
+            f"{path}: trailing bytes: the gzip stream holds more than the {expected} bytes "
+            f"its IDX header declares for shape {tuple(dims)}; refusing to inflate it further")
     return b"".join(out)
 
 
