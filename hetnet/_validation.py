@@ -202,3 +202,16 @@ def check_weight_list(weights, current, name="weights"):
             raise ValueError(f"{name}[{i}] (shape {ref.shape}) contains NaN or infinite values")
         out.append(a)
     return out
+
+
+def check_size(what, value):
+    """A layer size (features, channels): a positive whole number (an int,
+    or a float such as 4.0 that is one); NaN, infinity, 4.5, a bool or a
+    string is refused with a ValueError naming ``what``."""
+    ok = False
+    if not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        ok = math.isfinite(value) and value == int(value) and value >= 1
+    if not ok:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)

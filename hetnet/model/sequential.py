@@ -525,11 +525,23 @@ def load(path, device="cpu"):
     data = io.open_npz(path, "model")
     with data:
         config = io.read_config(data, path)
-        model = Sequential(io.layers_from_config(config, path), loss=config["loss"],
-                           device=device, seed=config.get("seed"),
-                           input_shape=config["input_shape"])
+        layers = io.layers_from_config(config, path)
+        # the declared sizes against the stored arrays, before building allocates them
+        stored = sum(int(np.prod(s)) for s in io.stored_weight_shapes(data, path).values())
+        declared = io.declared_size(layers)
+        if declared > stored:
+            raise ValueError(f"{path!r}: the layers declare {declared} parameters, the file "
+                             f"stores {stored} values")
+        try:
+            model = Sequential(layers, loss=config["loss"], device=device,
+                               seed=config.get("seed"), input_shape=config["input_shape"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path!r}: the layers do not fit together: {exc}") from None
         weights = io.read_weights(data, path, sum(layer.n_weights for layer in model.layers))
-    model.set_weights(weights)
+    try:
+        model.set_weights(weights)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path!r}: {exc}") from None
     return model
 
 
