@@ -334,3 +334,48 @@ def test_idx_gzip_inflated_no_further_than_its_header(tmp_path):
     short.write_bytes(gzip.compress(header + bytes(10)))
     with pytest.raises(Exception, match="size|bytes"):
         read_idx(short)
+
+
+# ------------------------------------------------------------ others
+def test_calibrate_unknown_device():
+    with pytest.raises(ValueError, match="tpu"):
+        hn.calibrate("tpu")
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7", True])
+def test_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        hn.Sequential([hn.Dense(4, 2)], seed=seed)
+
+
+@pytest.mark.parametrize("make", [lambda: hn.Conv2D(float("nan"), 2, 3),
+                                  lambda: hn.Conv2D(1, 2, 2.5),
+                                  lambda: hn.Conv2D(1, 2, 3, stride=(1, 1.5)),
+                                  lambda: hn.Dense(float("inf"), 3),
+                                  lambda: hn.Dense(4, 2.5),
+                                  lambda: hn.Dense("4", 2),
+                                  lambda: hn.BatchNorm1D(float("nan"))])
+def test_bad_layer_sizes(make):
+    with pytest.raises(ValueError, match="must be"):
+        make()
+
+
+def test_validation_data_iterator_refused():
+    model = conv_model()
+    X, y = data()
+    with pytest.raises(ValueError, match="validation_data must be a pair"):
+        model.fit(X, y, validation_data=iter([X, y]))
+
+
+def test_garbage_hetnet_gpu_refused(monkeypatch):
+    from hetnet import devices
+    monkeypatch.setenv("HETNET_GPU", "garbage")
+    with pytest.raises(ValueError, match="HETNET_GPU"):
+        devices.gpu_device()
+    with pytest.raises(ValueError, match="HETNET_GPU"):
+        hn.Sequential([hn.Dense(4, 2)], device="auto")
+
+
+def test_repr_of_a_model():
+    r = repr(conv_model())
+    assert r.startswith("Sequential([Conv2D(") and "device='cpu'" in r and "(1, 4, 4)" in r

@@ -135,9 +135,12 @@ def _opencl(option):
 
 
 def _gpu(option):
-    from .opencl import OpenCLDevice
     override = os.environ.get("HETNET_GPU", "").strip().lower()
-    if option is None and override.startswith("opencl:"):
+    if option is None and override and not override.startswith("opencl:"):
+        raise ValueError(f"HETNET_GPU={os.environ['HETNET_GPU']!r} is not a device id; "
+                         "expected opencl:P:D (see `hetnet devices`), or unset it")
+    from .opencl import OpenCLDevice
+    if option is None and override:
         return OpenCLDevice.from_spec(override.split(":", 1)[1])
     return OpenCLDevice.from_spec("gpu" if option is None else option)
 
@@ -156,6 +159,8 @@ def gpu_device():
     is none.  A failed search is remembered (per ``HETNET_GPU`` setting), so
     that creating models stays cheap on machines without a GPU."""
     key = os.environ.get("HETNET_GPU", "")
+    if key.strip() and not key.strip().lower().startswith("opencl:"):
+        _gpu(None)     # a malformed setting is the user's error, not "no GPU": raise it
     if key in _NO_GPU:
         return None, _NO_GPU[key]
     try:

@@ -61,8 +61,9 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     batch_size = check_positive_int("batch_size", batch_size)
     X, yt, sw = model._prepare(X, y, sample_weight, check_input)
     if validation_data is not None:
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val), got "
+                             f"{type(validation_data).__name__}")
         Xv = check_X(validation_data[0], model.input_shape, name="X_val")
         yv = check_targets(validation_data[1], Xv.shape[0], model.loss.name, model.n_outputs,
                            name="y_val")

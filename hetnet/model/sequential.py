@@ -61,6 +61,9 @@ class Sequential:
         self.loss = get_loss(loss)
         if isinstance(device, (list, tuple)) and len(device) != len(layers):
             raise ValueError(f"a per-layer device map needs {len(layers)} entries, got {len(device)}")
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
         self.placement = Placement(device)
         self.device = self.placement.primary
         self.seed = seed
