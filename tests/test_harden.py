@@ -379,3 +379,37 @@ def test_garbage_hetnet_gpu_refused(monkeypatch):
 def test_repr_of_a_model():
     r = repr(conv_model())
     assert r.startswith("Sequential([Conv2D(") and "device='cpu'" in r and "(1, 4, 4)" in r
+
+
+# ------------------------------------------------------------ verbosity
+def test_verbose_2_one_line_per_epoch(capsys):
+    model = conv_model()
+    X, y = data()
+    model.fit(X, y, epochs=3, verbose=2, validation_data=(X, y))
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3 - loss ") and "val_loss" in lines[0]
+    assert "\r" not in out + err
+
+
+def test_progress_bar_compact_off_a_terminal(capsys):
+    model = conv_model()
+    X, y = data(400)
+    model.fit(X, y, epochs=2, batch_size=4, verbose=1)
+    err = capsys.readouterr().err
+    assert len(err) < 1000 and err.count("\r") <= 8
+
+
+@pytest.mark.parametrize("v", [3, -1, 1.0, "1"])
+def test_bad_verbose(v):
+    model = conv_model()
+    X, y = data()
+    with pytest.raises(ValueError, match="verbose"):
+        model.fit(X, y, verbose=v)
+
+
+def test_zoo_models_report_before_fit():
+    for m in (hn.models.lenet5(device="cpu"), hn.models.mlp([784, 16, 10], device="cpu"),
+              hn.models.convnet(device="cpu")):
+        assert "total parameters" in m.summary()
+    assert hn.models.lenet5(device="cpu").explain(2, repeats=1).steps

@@ -37,8 +37,10 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         or (n,) targets otherwise
     validation_data : (X_val, y_val), optional
         Evaluated after every epoch.
-    verbose : int
-        1: a progress bar per epoch with loss and images/s.
+    verbose : {0, 1, 2}
+        0: silent.  1: a progress bar per epoch with loss and images/s (on
+        a terminal; written to a file or pipe, it updates at most every 30
+        s).  2: one line per epoch, no bar (for logs).
     lr_schedule : callable, optional
         ``lr_schedule(step, total_steps) -> lr`` sets the learning rate
         before every step (see :mod:`hetnet.schedules`).
@@ -57,6 +59,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     -------
     History
     """
+    if verbose not in (0, 1, 2) or isinstance(verbose, float):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     X, yt, sw = model._prepare(X, y, sample_weight, check_input)
@@ -117,6 +121,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         if bar is not None:
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
             bar.close()
+        if verbose == 2:
+            print(epoch_line(epoch, epochs, logs), flush=True)
         check_epoch(model, epoch, epoch_loss, X)
         if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
             break
@@ -133,12 +139,30 @@ def call_callbacks(callbacks, hook, *args):
     return results
 
 
+def epoch_line(epoch, epochs, logs):
+    """``verbose=2``'s line for an epoch: its figures, no bar."""
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    for key, value in logs.items():
+        if key == "images_per_s":
+            parts.append(f"{value:,.0f} img/s")
+        elif key == "time_s":
+            parts.append(f"{value:.2f} s")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{key} {value:.4g}")
+    return " - ".join(parts)
+
+
 def progress_bar(verbose, total, desc):
-    if not verbose:
+    if verbose != 1:
         return None
+    import sys
     from tqdm.auto import tqdm     # loaded only when a bar is asked for
+    if not getattr(sys.stderr, "isatty", lambda: False)():
+        # a file or pipe keeps every carriage return: a few updates, not thousands
+        return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=True,
+                    mininterval=30.0, maxinterval=60.0, ncols=80, ascii=True)
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=True,
                 dynamic_ncols=True)
 
 
-__all__ = ["History", "fit", "call_callbacks", "progress_bar"]
+__all__ = ["History", "fit", "call_callbacks", "progress_bar", "epoch_line"]

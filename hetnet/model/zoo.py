@@ -17,6 +17,7 @@ def lenet5_layers(in_channels=1, num_classes=10, input_size=28):
 
 def lenet5(in_channels=1, num_classes=10, input_size=28, **kwargs):
     """LeNet-5 for ``input_size`` x ``input_size`` images (28 or 32)."""
+    kwargs.setdefault("input_shape", (in_channels, input_size, input_size))  # built now: summary() works
     return Sequential(lenet5_layers(in_channels, num_classes, input_size), **kwargs)
 
 
@@ -34,7 +35,9 @@ def mlp_layers(sizes, activation=ReLU):
 
 def mlp(sizes, activation=ReLU, **kwargs):
     """Multi-layer perceptron ``sizes = [in, hidden..., out]`` with ReLU."""
-    return Sequential(mlp_layers(sizes, activation), **kwargs)
+    layers = mlp_layers(sizes, activation)
+    kwargs.setdefault("input_shape", (int(sizes[0]),))
+    return Sequential(layers, **kwargs)
 
 
 def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64, 128)):
@@ -49,4 +52,5 @@ def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64,
 
 def convnet(in_channels=1, num_classes=10, input_size=28, **kwargs):
     """The wider CNN of :func:`convnet_layers` (32-64-128 channels by default)."""
+    kwargs.setdefault("input_shape", (in_channels, input_size, input_size))
     return Sequential(convnet_layers(in_channels, num_classes, input_size), **kwargs)
