@@ -22,7 +22,7 @@ class History(dict):
 
 def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
         verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-        check_input=True):
+        check_input=True, resume_from=None):
     """Mini-batch training.
 
     Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -54,6 +54,13 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         targets are still checked): for callers that have scanned X
         already, such as the scikit-learn estimators.  Non-finite inputs
         then train to NaN weights instead of raising.
+    resume_from : str or path-like, optional
+        A checkpoint written by :class:`hetnet.callbacks.ModelCheckpoint`
+        in a run with these ``epochs``, samples and ``batch_size``: its
+        weights, optimizer (hyper-parameters and state, in place of
+        ``optimizer``), shuffling and Dropout state and history are put
+        back and training continues after its last epoch, as the
+        interrupted run would have (on the CPU, bit for bit).
 
     Returns
     -------
@@ -77,11 +84,15 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     callbacks = list(callbacks or [])
     n = X.shape[0]
     total_steps = epochs * math.ceil(n / batch_size)
-    step = 0
+    step, start = 0, 0
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
+    if resume_from is not None:
+        from .checkpoint import resume
+        start, step, done = resume(model, resume_from, epochs, n, batch_size)
+        history.update({k: list(v) for k, v in done.items()})
     model.history = history
     call_callbacks(callbacks, "on_fit_begin", model)
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
         order = model._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         bar = progress_bar(verbose, n, f"epoch {epoch + 1}/{epochs}")
@@ -124,6 +135,10 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         if verbose == 2:
             print(epoch_line(epoch, epochs, logs), flush=True)
         check_epoch(model, epoch, epoch_loss, X)
+        # where training stands, for a checkpoint written by a callback
+        model._fit_progress = {"epoch": epoch + 1, "epochs": epochs, "step": step,
+                               "total_steps": total_steps, "n_samples": n,
+                               "batch_size": batch_size}
         if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
             break
     call_callbacks(callbacks, "on_fit_end", model, history)

@@ -333,9 +333,10 @@ class Sequential:
     @exclusive
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True):
+            check_input=True, resume_from=None):
         return _fit.fit(self, X, y, epochs, batch_size, optimizer, validation_data, verbose,
-                        shuffle, sample_weight, callbacks, lr_schedule, check_input)
+                        shuffle, sample_weight, callbacks, lr_schedule, check_input,
+                        resume_from)
 
     fit.__doc__ = _fit.fit.__doc__
 
@@ -485,6 +486,19 @@ class Sequential:
                 "input_shape": list(self.input_shape) if self.built else None,
                 "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                            for layer in self.layers]}
+
+    def save_checkpoint(self, path):
+        """Write the model with where :meth:`fit` stands (optimizer state,
+        epoch, step, shuffling state, history) to ``path``, atomically;
+        ``fit(..., resume_from=path)`` continues from it
+        (:mod:`hetnet.model.checkpoint`).  Called from a callback's
+        ``on_epoch_end`` (as :class:`hetnet.callbacks.ModelCheckpoint` does)."""
+        progress = self.__dict__.get("_fit_progress")
+        if progress is None:
+            raise RuntimeError("save_checkpoint needs a fit in progress (call it from a "
+                               "callback's on_epoch_end); save() writes the model alone")
+        from .checkpoint import save_checkpoint
+        return save_checkpoint(self, path, progress, self.history or {})
 
     def save(self, path):
         """Write the architecture (JSON) and weights (arrays) to ``path`` (.npz).
