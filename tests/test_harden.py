@@ -413,3 +413,22 @@ def test_zoo_models_report_before_fit():
               hn.models.convnet(device="cpu")):
         assert "total parameters" in m.summary()
     assert hn.models.lenet5(device="cpu").explain(2, repeats=1).steps
+
+
+# ------------------------------------------------------------ per-class metrics
+def test_confusion_matrix_and_per_class_accuracy_in_evaluate():
+    model = conv_model()
+    X, y = data(30)
+    model.fit(X, y, epochs=2)
+    r = model.evaluate(X, y, metrics=("accuracy", "confusion_matrix", "per_class_accuracy"))
+    pred = model.predict(X)
+    expect = np.zeros((3, 3), np.int64)
+    for t, p in zip(y, pred):
+        expect[t, p] += 1
+    np.testing.assert_array_equal(r["confusion_matrix"], expect)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(r["per_class_accuracy"], np.diag(expect) / expect.sum(1))
+    assert r["accuracy"] == pytest.approx(np.trace(expect) / len(y))
+    from hetnet.metrics import confusion_matrix
+    np.testing.assert_array_equal(confusion_matrix([0, 1, 1], [1, 1, 1], n_classes=3),
+                                  [[0, 1, 0], [0, 2, 0], [0, 0, 0]])

@@ -78,3 +78,16 @@ def test_devices_lists_opencl_ids(capsys):
         if "opencl" in line and "unavailable" not in line:
             assert line.split()[0].startswith("opencl:")
             assert "('" not in line
+
+
+def test_evaluate_plot_confusion(mlp_file, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import json
+    png = tmp_path / "confusion.png"
+    assert main(["evaluate", str(mlp_file), "--source", "sample", "--threads", "1",
+                 "--plot", str(png)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    cm = np.array(result["confusion_matrix"])
+    assert cm.shape == (10, 10) and png.stat().st_size > 1000
+    assert result["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert len(result["per_class_accuracy"]) == 10
