@@ -432,3 +432,30 @@ def test_confusion_matrix_and_per_class_accuracy_in_evaluate():
     from hetnet.metrics import confusion_matrix
     np.testing.assert_array_equal(confusion_matrix([0, 1, 1], [1, 1, 1], n_classes=3),
                                   [[0, 1, 0], [0, 2, 0], [0, 0, 0]])
+
+
+def test_two_models_on_one_opencl_device_from_two_threads_refused():
+    from conftest import make_device
+    dev = make_device("opencl")
+    if dev is None:
+        pytest.skip("no OpenCL device")
+    a, b = conv_model(device=dev), conv_model(seed=1, device=dev)
+    X, y = data()
+    a.predict(X), b.predict(X)                 # placed: both run on the device
+    started, release = threading.Event(), threading.Event()
+
+    class Hold(cbs.Callback):
+        def on_epoch_end(self, m, epoch, logs):
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=a.fit, args=(X, y), kwargs={"callbacks": [Hold()]})
+    t.start()
+    try:
+        assert started.wait(10)
+        with pytest.raises(ConcurrentUseError, match="OpenCL"):
+            b.predict(X)
+    finally:
+        release.set()
+        t.join()
+    np.testing.assert_array_equal(b.predict(X), b.predict(X))
