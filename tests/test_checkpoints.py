@@ -103,3 +103,13 @@ def test_csv_logger(tmp_path):
               callbacks=[CSVLogger(path, append=True)])
     rows = list(csv.reader(open(path)))
     assert len(rows) == 1 + 3 + 2
+
+
+def test_save_checkpoint_needs_a_fit_in_progress(tmp_path):
+    X, y = data()
+    m = net()
+    with pytest.raises(RuntimeError, match="fit in progress"):
+        m.save_checkpoint(tmp_path / "c.npz")
+    m.fit(X, y, epochs=1, batch_size=8)
+    with pytest.raises(RuntimeError, match="fit in progress"):
+        m.save_checkpoint(tmp_path / "c.npz")

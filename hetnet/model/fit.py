@@ -91,6 +91,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         start, step, done = resume(model, resume_from, epochs, n, batch_size)
         history.update({k: list(v) for k, v in done.items()})
     model.history = history
+    model._fit_progress = None
     call_callbacks(callbacks, "on_fit_begin", model)
     for epoch in range(start, epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
@@ -142,6 +143,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
             break
     call_callbacks(callbacks, "on_fit_end", model, history)
+    model._fit_progress = None        # a checkpoint needs a fit in progress
     return history
 
 
