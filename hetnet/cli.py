@@ -1,7 +1,8 @@
 """``python -m hetnet`` (also the ``hetnet`` command).
 
 Subcommands: ``train`` (the main job: LeNet-5 or an MLP on Fashion-MNIST),
-``evaluate`` (a saved model on the test set), ``predict`` (labels or
+``evaluate`` (a saved model on the test set), ``experiment`` (the
+training-techniques thesis's grid, :mod:`hetnet.experiments`), ``predict`` (labels or
 probabilities for a file of images, or the test set), ``bench`` (training and
 inference throughput per batch size), ``lr-find`` (the learning-rate range
 test), ``devices`` and ``info``.  ``train``, ``bench`` and ``lr-find`` take ``--plot`` to draw their curves as a PNG (matplotlib, the
@@ -103,6 +104,13 @@ def _add_train(sub):
                    help="where to save the trained model (default lenet5-fashion.hetnet.npz, "
                         "or mlp-fashion.hetnet.npz for --arch mlp)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the ranks of an MPI job: start it with "
+                        "`mpirun -n K hetnet train --distributed ...`; each rank takes a share of "
+                        "every mini-batch (--batch-size is the global batch) on its own device "
+                        "(--device auto, cpu or gpu: GPU i of the host for local rank i, else the "
+                        "CPU with the rank's share of the cores); only rank 0 prints and saves. "
+                        "Needs mpi4py (pip install 'hetnet[mpi]') and an MPI library")
     _add_plot(p, "the loss and test-accuracy curves per epoch")
 
 
@@ -215,6 +223,8 @@ def build_parser():
     _add_bench(sub)
     _add_lr_find(sub)
     _add_plan(sub)
+    from .experiments.thesis_b import add_parser as add_experiment
+    add_experiment(sub)
     sub.add_parser("devices", help="list the devices hetnet can use",
                    description="List the devices hetnet can use (the CPU, and each OpenCL "
                    "device, or why there is none).")
@@ -347,7 +357,16 @@ def cmd_train(args):
     plt = _require_matplotlib() if args.plot is not None else None
     out = args.out or f"{args.arch}-fashion.hetnet.npz"
     check_writable(out, "--out")     # before training, not after it
-    device = _device(args.device, args.threads)
+    ctx = None
+    if args.distributed:
+        from .distributed import init
+        ctx = init(device=args.device if args.threads is None else _device(args.device, args.threads))
+        device = ctx.device
+        if not ctx.is_root:
+            plt = None
+    else:
+        device = _device(args.device, args.threads)
+    say = print if ctx is None else ctx.print
     where = find_dataset("fashion-mnist", source=args.source)
     X, y = _load_data("train", args.source, args.arch)
     Xte, yte = _load_data("test", args.source, args.arch)
@@ -355,22 +374,28 @@ def cmd_train(args):
         X, y = X[:args.limit], y[:args.limit]
     model = _build_network(args.arch, args.hidden, args.seed, device)
     title = "LeNet-5" if args.arch == "lenet5" else "MLP " + "-".join(map(str, [784, *args.hidden, 10]))
-    print(f"hetnet: {title} on Fashion-MNIST ({where.kind} set in {where.path}): {len(y)} "
-          f"training, {len(yte)} test images; device {_describe_device(device)}")
+    ranks = "" if ctx is None else f"; {ctx.size} ranks, rank 0 on"
+    say(f"hetnet: {title} on Fashion-MNIST ({where.kind} set in {where.path}): {len(y)} "
+        f"training, {len(yte)} test images{ranks}; device {_describe_device(device)}")
     t0 = time.perf_counter()
     schedule = None
     if args.schedule == "onecycle":
         if args.lr is None:
             args.lr = 0.05 if args.optimizer in ("sgd", "nag") else 0.001
         schedule = OneCycle(max_lr=args.lr)
+    quiet = args.quiet or (ctx is not None and not ctx.is_root)
+    extra = {} if ctx is None else {"distributed": ctx}
     hist = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer=_optimizer(args), validation_data=(Xte, yte),
-                     verbose=0 if args.quiet else 1, callbacks=[_EpochPrinter()],
-                     lr_schedule=schedule)
-    print(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
-          f"({time.perf_counter() - t0:.1f} s)")
-    model.save(out)
-    print(f"model saved to {out} (read it back with hetnet.load)")
+                     verbose=0 if quiet else 1, callbacks=[_EpochPrinter(say)],
+                     lr_schedule=schedule, **extra)
+    say(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
+        f"({time.perf_counter() - t0:.1f} s)")
+    if ctx is None:
+        model.save(out)
+    else:       # rank 0 writes, atomically; the others wait for it
+        ctx.write(out, model.save)
+    say(f"model saved to {out} (read it back with hetnet.load)")
     if plt is not None:
         path = _plot_path(args.plot, out, "-curves")
         _plot_history(plt, hist, path, f"{title}, Fashion-MNIST, batch {args.batch_size}")
@@ -379,9 +404,12 @@ def cmd_train(args):
 
 
 class _EpochPrinter:
+    def __init__(self, say=print):
+        self.say = say
+
     def on_epoch_end(self, model, epoch, logs):
-        print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}  test accuracy "
-              f"{logs['val_accuracy']:.4f}  {logs['images_per_s']:,.0f} images/s", flush=True)
+        self.say(f"epoch {epoch + 1}: loss {logs['loss']:.4f}  test accuracy "
+                 f"{logs['val_accuracy']:.4f}  {logs['images_per_s']:,.0f} images/s", flush=True)
 
 
 def _plot_history(plt, hist, path, title):
@@ -626,9 +654,14 @@ def cmd_plan(args):
     return 0
 
 
+def cmd_experiment(args):
+    from .experiments.thesis_b import main as run_experiment
+    return run_experiment(args)
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "bench": cmd_bench, "lr-find": cmd_lr_find, "plan": cmd_plan,
-            "devices": cmd_devices, "info": cmd_info}
+            "devices": cmd_devices, "info": cmd_info, "experiment": cmd_experiment}
 
 
 def main(argv=None):

@@ -20,9 +20,9 @@ LAYERS = {
     "layers": 4,
     "runtime": 5,
     "sched": 6,
-    "schedules": 7, "callbacks": 7, "datasets": 7,
+    "schedules": 7, "callbacks": 7, "datasets": 7, "distributed": 7,
     "model": 8,
-    "estimators": 9,
+    "estimators": 9, "experiments": 9,
     "info": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }
 

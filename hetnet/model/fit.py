@@ -1,5 +1,6 @@
 """The fit loop: epochs of shuffled mini-batches, callbacks, history."""
 
+import contextlib
 import math
 import time
 
@@ -22,7 +23,7 @@ class History(dict):
 
 def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
         verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-        check_input=True, resume_from=None):
+        check_input=True, distributed=False, resume_from=None):
     """Mini-batch training.
 
     Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -54,13 +55,29 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         targets are still checked): for callers that have scanned X
         already, such as the scikit-learn estimators.  Non-finite inputs
         then train to NaN weights instead of raising.
+    distributed : bool or hetnet.distributed.Context
+        Data-parallel training over the ranks of an MPI job (started with
+        ``mpirun -n K``; every rank calls ``fit`` with the same data and
+        arguments): ``batch_size`` is the global mini-batch, split across
+        the ranks (:attr:`hetnet.distributed.Context.balance`), the
+        gradients averaged after each backward pass (a gradient hook), so
+        every rank ends each step with the same weights, those one process
+        would have at ``batch_size`` (to float32 rounding; BatchNorm uses
+        per-rank statistics, see :mod:`hetnet.distributed.data_parallel`).
+        The replicas start from rank 0's weights and shuffle by rank 0's
+        order; losses and metrics are over all ranks; only rank 0 shows
+        progress.  History gains ``allreduce_s`` and ``shares`` per epoch.
+        ``True`` joins the job (:func:`hetnet.distributed.init`); pass the
+        Context from ``init`` to choose its settings.  With one rank this is
+        a plain fit.  Needs mpi4py and an MPI library.
     resume_from : str or path-like, optional
         A checkpoint written by :class:`hetnet.callbacks.ModelCheckpoint`
         in a run with these ``epochs``, samples and ``batch_size``: its
         weights, optimizer (hyper-parameters and state, in place of
         ``optimizer``), shuffling and Dropout state and history are put
         back and training continues after its last epoch, as the
-        interrupted run would have (on the CPU, bit for bit).
+        interrupted run would have (on the CPU, bit for bit).  Not with
+        ``distributed``.
 
     Returns
     -------
@@ -70,6 +87,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
+    ctx = distributed_context(distributed, model.placement.primary)
     X, yt, sw = model._prepare(X, y, sample_weight, check_input)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -82,37 +100,71 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         model.optimizer = get_optimizer(optimizer)
     schedule = get_schedule(lr_schedule)
     callbacks = list(callbacks or [])
-    n = X.shape[0]
-    total_steps = epochs * math.ceil(n / batch_size)
-    step, start = 0, 0
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
+    start = step = 0
     if resume_from is not None:
+        if ctx is not None:
+            raise ValueError("resume_from does not combine with distributed training")
         from .checkpoint import resume
-        start, step, done = resume(model, resume_from, epochs, n, batch_size)
+        start, step, done = resume(model, resume_from, epochs, X.shape[0], batch_size)
         history.update({k: list(v) for k, v in done.items()})
     model.history = history
     model._fit_progress = None
+    dp = None
+    if ctx is not None:
+        from ..distributed.data_parallel import DataParallel
+        dp = DataParallel(ctx, model, batch_size)
+        dp.begin()
+        if not ctx.is_root:
+            verbose = 0
     call_callbacks(callbacks, "on_fit_begin", model)
+    with dp.attached() if dp is not None else contextlib.nullcontext():
+        _epochs(model, X, yt, sw, epochs, batch_size,
+                None if validation_data is None else (Xv, yv), verbose, shuffle, callbacks,
+                schedule, history, dp, start, step)
+    call_callbacks(callbacks, "on_fit_end", model, history)
+    model._fit_progress = None        # a checkpoint needs a fit in progress
+    return history
+
+
+def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, callbacks,
+            schedule, history, dp, start=0, step=0):
+    """The epochs of :func:`fit` from epoch ``start`` and schedule step
+    ``step`` (0, 0 unless resumed); ``dp``, a DataParallel, or None."""
+    n = X.shape[0]
+    total_steps = epochs * math.ceil(n / batch_size)
+    ctx = None if dp is None else dp.context
     for epoch in range(start, epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
         order = model._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+        if dp is not None:
+            order = dp.epoch_order(order)
         bar = progress_bar(verbose, n, f"epoch {epoch + 1}/{epochs}")
-        model._use_plan(min(batch_size, n), training=True)
+        planned = min(batch_size, n) if dp is None else max(1, int(dp.shares[ctx.rank]))
+        model._use_plan(planned, training=True)
+        if dp is not None:
+            dp.check_placement()
         totals = {}
         t0 = time.perf_counter()
         with model.runtime.session():
             for b, start in enumerate(range(0, n, batch_size)):
                 idx = order[start:start + batch_size]
-                if len(idx) < batch_size and start:   # the short last batch
-                    model._use_plan(len(idx), training=True, fixed_params=True)
+                rows, count = (idx, len(idx)) if dp is None else dp.local_rows(idx)
+                if len(rows) != planned:   # the short last batch
+                    model._use_plan(len(rows), training=True, fixed_params=True)
+                    if dp is not None:
+                        dp.check_placement()
                 if schedule is not None:
                     apply_schedule(schedule, model.optimizer, step, total_steps)
                 step += 1
-                loss = model.runtime.train_step(*model.runtime.batch_to_device(X, yt, sw, idx))
+                batch = model.runtime.batch_to_device(X, yt, sw, rows)
+                if dp is not None:
+                    dp.step_begins()
+                loss = model.runtime.train_step(*batch)
                 dev = model.out_device
                 if dev not in totals:
                     totals[dev] = dev.zeros((1,))
-                dev.axpy(float(len(idx)), loss, totals[dev])
+                dev.axpy(float(count), loss, totals[dev])
                 if bar is not None:
                     bar.update(len(idx))
                     if b % 50 == 0:
@@ -120,18 +172,27 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
                 call_callbacks(callbacks, "on_batch_end", model, b)
             fold_weights(model, totals)   # NaN weights turn the sum NaN (no extra read)
             # reading the sums waits for the devices
-            epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items()) / n
+            epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items())
+        if dp is not None:
+            epoch_loss = dp.sum(epoch_loss)
+        epoch_loss /= n
         dt = time.perf_counter() - t0
         logs = {"loss": epoch_loss, "images_per_s": n / dt, "time_s": dt}
-        if validation_data is not None:
-            ev = model._evaluate(Xv, yv, None)
+        if dp is not None:
+            logs["allreduce_s"] = dp.averager.seconds
+            logs["shares"] = dp.shares.tolist()
+            dp.averager.reset_stats()
+            dp.end_epoch()
+        if validation is not None:
+            ev = model._evaluate(*validation, None, distributed=ctx)
             logs["val_loss"] = ev["loss"]
             if "accuracy" in ev:
                 logs["val_accuracy"] = ev["accuracy"]
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
         if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                             if k not in ("time_s", "shares")})
             bar.close()
         if verbose == 2:
             print(epoch_line(epoch, epochs, logs), flush=True)
@@ -140,11 +201,23 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         model._fit_progress = {"epoch": epoch + 1, "epochs": epochs, "step": step,
                                "total_steps": total_steps, "n_samples": n,
                                "batch_size": batch_size}
-        if any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
+        stop = any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
+        if dp is not None:
+            stop = dp.stop(stop)        # rank 0's callbacks decide for every rank
+        if stop:
             break
-    call_callbacks(callbacks, "on_fit_end", model, history)
-    model._fit_progress = None        # a checkpoint needs a fit in progress
-    return history
+    if dp is not None:
+        dp.verify_replicas()
+
+
+def distributed_context(distributed, device):
+    """The Context of a ``distributed=`` argument, or None for a plain run
+    (also for a job of one rank)."""
+    if distributed is None or distributed is False:
+        return None
+    from ..distributed.data_parallel import resolve
+    ctx = resolve(distributed, device)
+    return ctx if ctx.size > 1 else None
 
 
 def call_callbacks(callbacks, hook, *args):
@@ -182,4 +255,5 @@ def progress_bar(verbose, total, desc):
                 dynamic_ncols=True)
 
 
-__all__ = ["History", "fit", "call_callbacks", "progress_bar", "epoch_line"]
+__all__ = ["History", "fit", "call_callbacks", "progress_bar", "epoch_line",
+           "distributed_context"]

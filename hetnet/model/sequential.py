@@ -333,9 +333,9 @@ class Sequential:
     @exclusive
     def fit(self, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True, resume_from=None):
+            check_input=True, distributed=False, resume_from=None):
         return _fit.fit(self, X, y, epochs, batch_size, optimizer, validation_data, verbose,
-                        shuffle, sample_weight, callbacks, lr_schedule, check_input,
+                        shuffle, sample_weight, callbacks, lr_schedule, check_input, distributed,
                         resume_from)
 
     fit.__doc__ = _fit.fit.__doc__
@@ -355,25 +355,46 @@ class Sequential:
                     self._use_plan(n - start, training=False, fixed_params=True)
                 yield idx, self.runtime.gather_inputs(X, idx)
 
+    def _split_over_ranks(self, X, distributed, predict):
+        """``predict(X)`` with the rows of ``X`` split over the ranks of a
+        data-parallel job and the results gathered in order on every rank
+        (``distributed``: as :meth:`fit`'s); a plain call without it."""
+        ctx = _fit.distributed_context(distributed, self.placement.primary)
+        if ctx is None:
+            return predict(X)
+        from ..distributed.data_parallel import rank_block, gather_rows
+        mine = X[rank_block(X.shape[0], ctx)]
+        # a rank without rows still gathers: an empty result of the right shape
+        local = predict(mine) if mine.shape[0] else predict(X[:1])[:0]
+        return gather_rows(ctx, local)
+
     @exclusive
-    def predict_logits(self, X, batch_size=256):
-        """Raw outputs of the last layer, ``(n, k)`` numpy."""
+    def predict_logits(self, X, batch_size=256, distributed=False):
+        """Raw outputs of the last layer, ``(n, k)`` numpy.  ``distributed``
+        (as :meth:`fit`'s): every rank predicts its block of the rows and
+        all get all of them."""
         self._require_built()
         X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_logits(part, batch_size))
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             out[idx] = self.out_device.to_host(self._forward(xb, False))
         return out
 
     @exclusive
-    def predict_proba(self, X, batch_size=256):
+    def predict_proba(self, X, batch_size=256, distributed=False):
         """Class probabilities (softmax for cross-entropy, sigmoid for binary
-        cross-entropy), ``(n, k)``."""
+        cross-entropy), ``(n, k)``.  ``distributed``: as :meth:`predict_logits`."""
         if not self.loss.classification:
             raise AttributeError("predict_proba needs a classification loss; this model uses "
                                  f"{self.loss.name!r}")
         self._require_built()
         X = check_X(X, self.input_shape)
+        if distributed:
+            return self._split_over_ranks(X, distributed,
+                                          lambda part: self.predict_proba(part, batch_size))
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             logits = self._forward(xb, False)
@@ -382,9 +403,14 @@ class Sequential:
         return out
 
     @exclusive
-    def predict(self, X, batch_size=256):
+    def predict(self, X, batch_size=256, distributed=False):
         """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
-        or the outputs themselves (MSE; 1-D when there is one output)."""
+        or the outputs themselves (MSE; 1-D when there is one output).
+        ``distributed``: as :meth:`predict_logits`."""
+        if distributed:
+            self._require_built()
+            return self._split_over_ranks(check_X(X, self.input_shape), distributed,
+                                          lambda part: self.predict(part, batch_size))
         if self.loss.name == "cross_entropy":
             self._require_built()
             X = check_X(X, self.input_shape)
@@ -401,21 +427,42 @@ class Sequential:
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
     @exclusive
-    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None):
+    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None,
+                 distributed=False):
         """Mean loss (and accuracy for classification) over a data set:
         ``{"loss": float, "accuracy": float}``; with ``metrics`` (names from
         :data:`hetnet.metrics.METRICS`: ``"accuracy"``, ``"balanced_accuracy"``,
         ``"r2"``, ``"mae"``, ``"mse"``) the loss and those, as scikit-learn
-        computes them from the predictions."""
+        computes them from the predictions.  ``distributed`` (as
+        :meth:`fit`'s): every rank evaluates its block of the rows, the loss
+        sums are added over the ranks (and for ``metrics`` the outputs
+        gathered); every rank gets the result."""
         self._require_built()
         X, yt, sw = self._prepare(X, y, sample_weight)
         if metrics is not None:
             metrics = check_metrics(metrics, self.loss.classification)
-        return self._evaluate(X, yt, sw, batch_size, metrics)
+        return self._evaluate(X, yt, sw, batch_size, metrics, distributed)
 
-    def _evaluate(self, X, yt, sw, batch_size=256, metrics=None):
+    def _evaluate(self, X, yt, sw, batch_size=256, metrics=None, distributed=False):
         """The loss and accuracy over validated data; with ``metrics`` (checked
         names) the loss and those metrics instead, from the logits."""
+        ctx = _fit.distributed_context(distributed, self.placement.primary)
+        if ctx is not None:
+            from ..distributed.data_parallel import rank_block, evaluate_sums
+            block = rank_block(X.shape[0], ctx)
+            n_mine = block.stop - block.start
+            if n_mine:
+                local = self._evaluate(X[block], yt[block], None if sw is None else sw[block],
+                                       batch_size)
+            else:
+                local = {"loss": 0.0, **({"accuracy": 0.0} if self.loss.classification else {})}
+            result = evaluate_sums(ctx, {**local, "n": n_mine})
+            if metrics is not None:     # not sums over rows: from every rank's outputs
+                logits = self._split_over_ranks(
+                    X, ctx, lambda part: self.predict_logits(part, batch_size))
+                result = {"loss": result["loss"],
+                          **score(metrics, self.loss.name, yt, logits, sw)}
+            return result
         n = X.shape[0]
         total, correct = 0.0, 0
         logits_all = None if metrics is None else np.empty((n, self.n_outputs), np.float32)
@@ -462,10 +509,11 @@ class Sequential:
     def summary(self):
         """A text table of layers, output shapes and parameter counts."""
         self._require_built()
+        width = 64      # wide enough for a convolution's kernel size and stride
         where = ", ".join(d.name for d in self._devices_in_use())
         lines = [f"Sequential on {where} (policy {self.placement.policy}), input "
                  f"{self.input_shape}, loss {self.loss.name}",
-                 f"{'layer':<40}{'output':<18}{'params':>10}"]
+                 f"{'layer':<{width}}{'output':<18}{'params':>10}"]
         def rows(layers, depth):
             # a block's sub-layers follow it, indented (Residual.sublayers)
             for layer in layers:
@@ -477,7 +525,8 @@ class Sequential:
             if layer.fusable_activations and layer.activation != "identity":
                 note = f" (+{layer.activation}, fused)"
             name = "  " * depth + getattr(layer, "summary_name", repr(layer))
-            lines.append(f"{(name + note)[:39]:<40}{str(layer.output_shape):<18}{n:>10}")
+            lines.append(f"{(name + note)[:width - 1]:<{width}}{str(layer.output_shape):<18}"
+                         f"{n:>10}")
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 

@@ -1,0 +1,282 @@
+"""Averaging flat gradient buffers over the ranks: the data-parallel
+gradient hook.
+
+Each rank's flat gradient buffers (one per device the rank's model uses)
+are cut into buckets of at most ``bucket_bytes``; each bucket is scaled by
+the rank's weight (its share of the global batch, so that the weighted sum
+over ranks is the mean gradient of the whole batch) and summed over the
+ranks by mpi4py's uppercase, buffer-based calls on numpy memory (no
+pickling), under the context's watchdog (:meth:`Context.wait`).  A bucket of
+a device buffer goes by its own non-blocking ``Iallreduce``, all in flight
+at once, overlapping the transfers.  Host buckets go the same way when any
+rank has device buffers (a blocking collective does not match a
+non-blocking one, so the ranks agree on it), else by blocking ``Allreduce``:
+with nothing to overlap, Open MPI's blocking reductions use its tuned
+algorithms, its non-blocking ones a generic schedule advanced only while
+the rank is in an MPI call (benchmarks/bench_distributed.py times both).
+
+Host buffers (the CPU's, the numpy reference's) are reduced in place.  A
+device buffer (OpenCL) is staged through a host array kept from step to
+step: every bucket's download is queued at once, each bucket's
+``Iallreduce`` starts as soon as its download has landed (so the link to the
+device and MPI work at the same time; the reductions are posted in bucket
+order on every rank, as MPI requires of collectives), and each reduced
+bucket's upload is queued as soon as it arrives.  The uploads are not
+awaited: they are on the device's in-order queue, ahead of the update the
+runtime queues next, and the host array is written again only after the
+next step's download (also behind them on that queue) has completed.
+
+Overlap with the rest of the backward pass is not done: the runtime calls
+the hook once, after the whole backward pass, with whole flat buffers.  On
+one host it would gain little besides: Open MPI makes progress on a
+non-blocking collective only inside MPI calls (no progress thread), so a
+bucket posted early advances only when the rank polls between layers, and
+on a CPU rank the backward pass's threads already hold every core the rank
+has.
+"""
+
+import time
+
+import numpy as np
+
+#: buckets of at most this many bytes (LeNet-5's 62k parameters fit in one;
+#: large models get several reductions in flight, pipelined with the
+#: transfers of a device buffer)
+DEFAULT_BUCKET_BYTES = 4 << 20
+
+
+class GradientAverager:
+    """Average the flat gradient buffers of every rank's replica.
+
+    Call it (it is the runtime's gradient hook) with the per-device flat
+    gradient buffers after the backward pass; on return every rank's buffers
+    hold ``sum over ranks r of weight_r * g_r``.
+
+    Parameters
+    ----------
+    context : Context
+        From :func:`hetnet.distributed.init`.
+    bucket_bytes : int
+        Largest bucket, in bytes (a multiple of 4).
+    weight : float, optional
+        This rank's weight; default ``1 / size`` (the plain mean).  With
+        unequal shares of the batch set it to ``share / global batch``
+        (:func:`hetnet.distributed.share_weights`) every step the shares
+        change: :meth:`set_weight`.
+    nonblocking : bool, optional
+        ``True``: every bucket by ``Iallreduce``, all in flight at once.
+        ``False``: host buckets by blocking ``Allreduce``, one after the
+        other (device buckets are always non-blocking, overlapping their
+        transfers).  Default (None): non-blocking if any rank has a device
+        buffer, else blocking: with nothing to overlap, Open MPI's blocking
+        reduction is the faster (its tuned algorithms against the generic
+        schedule of its non-blocking ones).  Every rank must make the same
+        choice (a blocking collective does not match a non-blocking one), so
+        the default is agreed on by the ranks at the first call (one small
+        allgather), and again whenever :meth:`agree` is called (by every
+        rank: after the buffers' devices changed).
+
+    Attributes
+    ----------
+    calls : int
+        Averagings done.
+    seconds : float
+        Wall time spent in them, in all (staging, scaling, reduction).
+    last_s : float
+        Wall time of the last one.
+    ready_at : float
+        ``time.perf_counter()`` when the last call had this rank's gradient
+        ready (on entry for host buffers, when the last download landed for
+        device buffers): the end of this rank's compute, before any waiting
+        for the others.
+    """
+
+    def __init__(self, context, bucket_bytes=DEFAULT_BUCKET_BYTES, weight=None, nonblocking=None):
+        bucket_bytes = int(bucket_bytes)
+        if bucket_bytes < 4:
+            raise ValueError(f"bucket_bytes must be at least 4, got {bucket_bytes}")
+        self.context = context
+        self.bucket_floats = bucket_bytes // 4
+        if nonblocking not in (None, True, False):
+            raise ValueError(f"nonblocking must be None, True or False, got {nonblocking!r}")
+        self.nonblocking = nonblocking
+        self._agreed = None         # the ranks' choice for nonblocking=None
+        self.weight = None
+        self.set_weight(weight)
+        self.calls = 0
+        self.seconds = 0.0
+        self.last_s = 0.0
+        self.last_buckets = 0
+        self.ready_at = 0.0
+        self._staging = {}
+
+    def set_weight(self, weight=None):
+        """This rank's weight in the sum (None: ``1 / size``)."""
+        if weight is None:
+            weight = 1.0 / self.context.size
+        weight = float(weight)
+        if not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be finite and at least 0, got {weight!r}")
+        self.weight = weight
+
+    def agree(self, has_device_buffers):
+        """Agree with the other ranks (a collective: every rank calls it) on
+        blocking or non-blocking host buckets, from whether this rank's
+        buffers include device arrays; returns the choice (True:
+        non-blocking)."""
+        flag = np.array([1 if has_device_buffers else 0], dtype=np.int8)
+        every = self.context.allgather(flag, what="the choice of blocking or non-blocking "
+                                                  "reductions")
+        self._agreed = bool(every.any())
+        return self._agreed
+
+    def __call__(self, buffers):
+        self.average(buffers)
+
+    def reset_stats(self):
+        self.calls, self.seconds, self.last_s = 0, 0.0, 0.0
+
+    def average(self, buffers, weight=None):
+        """Replace each buffer by the weighted sum of the ranks' buffers.
+
+        Parameters
+        ----------
+        buffers : mapping Device -> flat array, or sequence of (Device, array)
+            Each rank's float32 flat gradient buffers, the same devices'
+            layout on every rank (the same model, the same placement), in
+            the same order.  Host arrays must be C-contiguous.
+        weight : float, optional
+            This call's weight instead of :attr:`weight`.
+        """
+        t0 = self.ready_at = time.perf_counter()
+        items = list(buffers.items()) if hasattr(buffers, "items") else list(buffers)
+        w = self.weight if weight is None else float(weight)
+        ctx = self.context
+        if ctx.size == 1 and w == 1.0:      # one rank: its gradient is the mean already
+            self._done(t0, 0)
+            return
+        MPI = ctx.MPI
+        requests, hosts, after = [], [], []
+        staged = []             # (device, device array, host staging, [(start, stop)], events)
+        for k, (dev, g) in enumerate(items):
+            if isinstance(g, np.ndarray):
+                if g.dtype != np.float32 or not g.flags.c_contiguous:
+                    raise ValueError(f"gradient buffer {k} must be a C-contiguous float32 array, "
+                                     f"got {g.dtype} {'C' if g.flags.c_contiguous else 'non-C'}"
+                                     "-contiguous")
+                flat = g.reshape(-1)
+                for start, stop in self._buckets(flat.size):
+                    part = flat[start:stop]
+                    if w != 1.0:
+                        np.multiply(part, np.float32(w), out=part)
+                    hosts.append(part)
+                    after.append(None)
+            else:
+                staged.append(self._stage_out(k, dev, g))
+        buckets = len(hosts) + sum(len(st[3]) for st in staged)
+
+        def post(part):     # one rank (only with a weight other than 1): nothing to add
+            return (ctx.comm.Iallreduce(MPI.IN_PLACE, part, op=MPI.SUM) if ctx.size > 1
+                    else MPI.Request())
+
+        nonblocking = self.nonblocking
+        if nonblocking is None:
+            if self._agreed is None:
+                self.agree(bool(staged))
+            nonblocking = self._agreed
+        if nonblocking:
+            for part in hosts:
+                requests.append(post(part))
+        else:
+            n = len(hosts)
+            with ctx.watched(f"the gradient allreduce ({n} host bucket{'s' if n != 1 else ''})"):
+                for part in hosts:
+                    ctx.comm.Allreduce(MPI.IN_PLACE, part, op=MPI.SUM)
+            after = after[len(hosts):]
+        # device buckets start their reduction as their downloads land, in
+        # bucket order: every rank must post its collectives in the same order
+        waiting = [(s, b) for s in range(len(staged)) for b in range(len(staged[s][3]))]
+        while waiting:
+            s, b = waiting[0]
+            dev, g, host, ranges, events = staged[s]
+            if not _event_done(events[b]):
+                if requests:    # progress the reductions posted while the rest land
+                    for r in requests:
+                        r.Test()
+                else:
+                    events[b].wait()
+                continue
+            waiting.pop(0)
+            if not waiting:
+                self.ready_at = time.perf_counter()
+            start, stop = ranges[b]
+            part = host[start:stop]
+            if w != 1.0:
+                np.multiply(part, np.float32(w), out=part)
+            requests.append(post(part))
+            after.append((s, b))
+
+        def upload(i):
+            if after[i] is not None:
+                s, b = after[i]
+                self._stage_in(staged[s], b)
+
+        n = len(requests)
+        ctx.wait(requests, f"the gradient allreduce ({n} bucket{'s' if n != 1 else ''})", upload)
+        self._done(t0, buckets)
+
+    def _done(self, t0, buckets):
+        self.last_s = time.perf_counter() - t0
+        self.seconds += self.last_s
+        self.calls += 1
+        self.last_buckets = buckets
+
+    def _buckets(self, n):
+        step = self.bucket_floats
+        return [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+
+    # ----------------------------------------------------- device staging
+    def _stage_out(self, k, dev, g):
+        """Queue the download of every bucket of device array ``g`` into a
+        host array kept for buffer ``k``; returns the staging record."""
+        cl = _pyopencl_for(dev, g)
+        n = int(np.prod(g.shape))
+        host = self._staging.get(k)
+        if host is None or host.size != n:
+            host = self._staging[k] = np.empty(n, dtype=np.float32)
+        ranges = self._buckets(n)
+        events = [cl.enqueue_copy(dev.queue, host[start:stop], g.base_data,
+                                  src_offset=g.offset + 4 * start, is_blocking=False)
+                  for start, stop in ranges]
+        dev.queue.flush()
+        return dev, g, host, ranges, events
+
+    @staticmethod
+    def _stage_in(record, b):
+        dev, g, host, ranges, _ = record
+        import pyopencl as cl
+        start, stop = ranges[b]
+        cl.enqueue_copy(dev.queue, g.base_data, host[start:stop],
+                        dst_offset=g.offset + 4 * start, is_blocking=False)
+        dev.queue.flush()
+
+
+def _event_done(event):
+    import pyopencl as cl
+    return event.command_execution_status == cl.command_execution_status.COMPLETE
+
+
+def _pyopencl_for(dev, g):
+    """pyopencl, checking that ``g`` is a float32 pyopencl array of ``dev``."""
+    if not (hasattr(g, "base_data") and hasattr(dev, "queue")):
+        raise TypeError(f"cannot stage a gradient buffer of type {type(g).__name__} on "
+                        f"{dev!r}: expected a numpy array or a pyopencl array of an "
+                        "OpenCL device")
+    if g.dtype != np.float32 or not g.flags.c_contiguous:
+        raise ValueError(f"the gradient buffer on {dev.name} must be C-contiguous float32, "
+                         f"got {g.dtype}")
+    import pyopencl as cl
+    return cl
+
+
+__all__ = ["GradientAverager", "DEFAULT_BUCKET_BYTES"]

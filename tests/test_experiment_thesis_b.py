@@ -1,0 +1,128 @@
+"""``hetnet experiment thesis-b``: the grid, its outputs and its errors (quick protocol)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hetnet import cli
+from hetnet.datasets import DatasetNotFoundError
+from hetnet.experiments import thesis_b
+from hetnet.experiments.thesis_b import (Data, ExperimentError, PartNotAvailableError,
+                                         plan_grid, run_thesis_b)
+
+
+@pytest.fixture
+def mnist_absent(monkeypatch):
+    """MNIST reported absent whatever this machine holds (the cells' reason is the loader's)."""
+    real = thesis_b.load_data
+
+    def load(name, protocol):
+        if name == "mnist":
+            raise DatasetNotFoundError("the full set of mnist not found; searched: nowhere")
+        return real(name, protocol)
+    monkeypatch.setattr(thesis_b, "load_data", load)
+
+
+def test_quick_cli_writes_json_and_markdown(tmp_path, mnist_absent, capsys):
+    out = tmp_path / "res"
+    rc = cli.main(["experiment", "thesis-b", "--part", "gradient", "--quick", "--quiet",
+                   "--datasets", "breast-cancer", "fashion-mnist", "mnist",
+                   "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    assert "cells run" in capsys.readouterr().out
+    results = json.loads((out / "gradient.json").read_text())
+    assert results["part"] == "gradient" and results["quick"] is True
+    cells = {(c["dataset"], c["model"], c["strategy"]): c for c in results["cells"]}
+    expected = {(d, m, s) for d, m in [("breast-cancer", "mlp-1"), ("fashion-mnist", "lenet5"),
+                                       ("mnist", "lenet5")]
+                for s in ("nag", "rmsprop", "adam")}
+    assert set(cells) == expected
+    for (d, m, s), c in cells.items():
+        if d == "mnist":
+            assert c["status"] == "not run: data absent"
+            assert "searched: nowhere" in c["reason"]
+            continue
+        assert c["status"] == "ok", c
+        assert c["metric"] == ("balanced_accuracy" if d == "breast-cancer" else "accuracy")
+        for key in ("train_loss", "test_loss", "val_loss", "score", "seconds", "lr"):
+            assert isinstance(c[key], float) and np.isfinite(c[key]), (key, c)
+        assert 0.0 <= c["score"] <= 1.0
+        assert c["batch_size"] in (32, 64)
+        assert [r["batch_size"] for r in c["per_batch_size"]] == [32, 64]
+        # the chosen batch size is the one with the lowest best validation loss
+        ran = [r for r in c["per_batch_size"] if "val_loss" in r]
+        assert min(ran, key=lambda r: r["val_loss"])["batch_size"] == c["batch_size"]
+        assert 1 <= c["best_epoch"] <= 2
+    md = (out / "gradient.md").read_text()
+    assert "| model | strategy | batch |" in md
+    assert "| balanced accuracy |" in md and "| accuracy |" in md
+    assert md.count("not run: data absent") == 3
+    assert md.count("| mlp-1 |") == 3 and md.count("| lenet5 |") == 6
+
+
+def test_regression_cell_reports_r2(monkeypatch):
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        X = rng.standard_normal((n, 6)).astype(np.float32)
+        return X, (X @ np.arange(1, 7, dtype=np.float32) * 0.3).astype(np.float32)
+
+    def load(name, protocol):
+        assert name == "boston-housing"
+        return Data(name, "tabular", "regression", split(200), split(40), split(60), 1)
+    monkeypatch.setattr(thesis_b, "load_data", load)
+    results = run_thesis_b(datasets=["boston-housing"], models=["mlp-1"], strategies=["adam"],
+                           quick=True, progress=False)
+    (cell,) = results["cells"]
+    assert cell["status"] == "ok" and cell["metric"] == "r2" and cell["task"] == "regression"
+    assert np.isfinite(cell["score"]) and cell["score"] <= 1.0
+    assert "R²" in thesis_b.markdown_table(results)
+
+
+def test_best_validation_weights_are_reported(monkeypatch):
+    # the cell's validation loss is the best epoch's, not the last one's
+    results = run_thesis_b(datasets=["breast-cancer"], models=["mlp-2"], strategies=["nag"],
+                           quick=True, progress=False)
+    (cell,) = results["cells"]
+    chosen = next(r for r in cell["per_batch_size"] if r["batch_size"] == cell["batch_size"])
+    assert cell["val_loss"] == pytest.approx(chosen["val_loss"], rel=1e-5)
+
+
+def test_grid_design():
+    assert thesis_b.PARTS["all"] == thesis_b.PARTS["gradient"] + thesis_b.PARTS["metaheuristic"]
+    cells = plan_grid("gradient")
+    assert len(cells) == 4 * 4 * 3 + 3 * 3 * 3      # tabular x MLPs + images x ConvNets, x 3
+    assert all(thesis_b.MODELS[m].family == thesis_b.DATASETS[d][0] for d, m, _ in cells)
+    assert {s for _, _, s in cells} == {"nag", "rmsprop", "adam"}
+
+
+@pytest.mark.parametrize("part", ["metaheuristic", "all"])
+def test_metaheuristic_part_not_available_yet(part, tmp_path, capsys):
+    with pytest.raises(PartNotAvailableError, match="not available yet"):
+        run_thesis_b(part=part)
+    rc = cli.main(["experiment", "thesis-b", "--part", part, "--quick", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "not available yet" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())        # nothing written, no fake results
+
+
+def test_bad_arguments(capsys):
+    with pytest.raises(ExperimentError, match="unknown models 'vgg'"):
+        run_thesis_b(models=["vgg"])
+    with pytest.raises(ExperimentError, match="unknown part"):
+        run_thesis_b(part="both")
+    with pytest.raises(ExperimentError, match="unknown strategies 'shade'"):
+        plan_grid("gradient", strategies=["shade"])       # a strategy of another part
+    with pytest.raises(ExperimentError, match="no cell: models lenet5 run on image sets"):
+        plan_grid("gradient", datasets=["breast-cancer"], models=["lenet5"])
+    assert cli.main(["experiment", "thesis-b", "--models", "lenet5", "--datasets",
+                     "breast-cancer", "--quick"]) == 2
+    assert "no cell" in capsys.readouterr().err
+    assert cli.main(["experiment", "thesis-b", "--epochs", "0", "--quick"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["experiment", "thesis-b", "--models", "vgg"])
+    assert "invalid choice: 'vgg'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["experiment", "thesis-c"])
