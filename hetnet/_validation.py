@@ -31,6 +31,12 @@ def check_X(X, input_shape=None, name="X", check_finite=True):
     """Validate inputs; returns a float32, C-contiguous array of shape
     ``(n, *input_shape)``.
 
+    uint8 input is taken for 8-bit image intensities and scaled to [0, 1]
+    (``X / 255``), as the command line and the data set loaders scale
+    them, in every entry point (fit, predict, evaluate), so that a model
+    trained on uint8 images predicts on uint8 images.  Pass float data to
+    keep raw values.
+
     A 2-D ``(n, prod(input_shape))`` array is reshaped to ``input_shape``
     (scikit-learn passes images flattened).  ``check_finite=False`` skips the
     scan for NaN and infinity (a pass over all of X), for callers that have
@@ -42,6 +48,8 @@ def check_X(X, input_shape=None, name="X", check_finite=True):
         raise ValueError(f"{name} could not be read as an array: {exc}") from None
     if X.dtype.kind not in "biuf":
         raise ValueError(f"{name} must hold numbers, got dtype {X.dtype}")
+    if X.dtype == np.uint8:
+        X = X.astype(np.float32) / 255.0
     if X.ndim < 2:
         raise ValueError(f"{name} must be at least 2-D (n_samples, features...), got shape {X.shape}")
     if X.shape[0] == 0:
@@ -56,9 +64,16 @@ def check_X(X, input_shape=None, name="X", check_finite=True):
             else:
                 raise ValueError(f"{name} has per-sample shape {X.shape[1:]}, but the model "
                                  f"takes {input_shape} (or flattened, {int(np.prod(input_shape))})")
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X_in = X
+    with np.errstate(over="ignore"):
+        X = np.ascontiguousarray(X, dtype=np.float32)
     if check_finite and not all_finite(X):
         bad = int(X.size - np.isfinite(X).sum())
+        if X_in.dtype.kind == "f" and X_in.dtype.itemsize > 4 and all_finite(X_in):
+            peak = float(np.max(np.abs(X_in)))
+            raise ValueError(f"{name} holds values beyond float32's range (|x| up to {peak:.3g}; "
+                             f"{bad} overflow to infinity); hetnet computes in float32: scale "
+                             "the data")
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     return X
 
@@ -136,4 +151,67 @@ def check_float(name, value, low, high=math.inf, low_open=False, high_open=True)
 def check_positive_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_input_shape(input_shape, name="input_shape"):
+    """A per-sample shape as a tuple of positive ints; a float such as 4.7,
+    a bool, a zero or a negative size is refused (``int()`` would truncate)."""
+    try:
+        dims = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of positive ints, got {input_shape!r}") from None
+    if not dims:
+        raise ValueError(f"{name} must have at least one dimension, got {input_shape!r}")
+    out = []
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ValueError(f"{name} must be a tuple of positive ints, got {input_shape!r} "
+                             f"(entry {d!r})")
+        out.append(int(d))
+    return tuple(out)
+
+
+def check_weight_list(weights, current, name="weights"):
+    """Every array of ``weights`` checked against ``current`` (the model's
+    arrays now, for their count and shapes) before any is used: numbers,
+    the same shape, finite.  Returns float32 copies, in order."""
+    if weights is None or isinstance(weights, (str, bytes, np.ndarray)):
+        raise TypeError(f"{name} must be a list of arrays, as get_weights() returns, got "
+                        f"{type(weights).__name__}")
+    try:
+        weights = list(weights)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of arrays, got {type(weights).__name__}") from None
+    if len(weights) != len(current):
+        raise ValueError(f"set_weights needs {len(current)} arrays, got {len(weights)}")
+    out = []
+    for i, (w, ref) in enumerate(zip(weights, current)):
+        if w is None:
+            raise TypeError(f"{name}[{i}] is None; expected an array of shape {ref.shape}")
+        try:
+            a = np.asarray(w)
+        except Exception as exc:
+            raise ValueError(f"{name}[{i}] could not be read as an array: {exc}") from None
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}[{i}] must hold numbers, got dtype {a.dtype}")
+        if a.shape != ref.shape:
+            raise ValueError(f"{name}[{i}]: expected shape {ref.shape}, got {a.shape}")
+        a = np.array(a, dtype=np.float32)
+        if not all_finite(a):
+            raise ValueError(f"{name}[{i}] (shape {ref.shape}) contains NaN or infinite values")
+        out.append(a)
+    return out
+
+
+def check_size(what, value):
+    """A layer size (features, channels): a positive whole number (an int,
+    or a float such as 4.0 that is one); NaN, infinity, 4.5, a bool or a
+    string is refused with a ValueError naming ``what``."""
+    ok = False
+    if not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        ok = math.isfinite(value) and value == int(value) and value >= 1
+    if not ok:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
     return int(value)

@@ -19,9 +19,12 @@ list order and all of them see every hook, so an entry one callback adds to
 ``logs`` is visible to those after it.
 """
 
+import csv
 import math
+import os
 
-__all__ = ["Callback", "ProgressBar", "EarlyStopping"]
+__all__ = ["Callback", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
+           "CSVLogger"]
 
 
 class Callback:
@@ -220,3 +223,200 @@ class EarlyStopping(Callback):
                 and self.best_epoch != self._last_epoch):
             model.set_weights(self._best_weights)
         self._best_weights = None   # do not keep a copy of the model alive
+
+
+def _monitored(name, monitor, logs, epoch):
+    if monitor not in logs:
+        raise ValueError(f"{name} monitors {monitor!r}, but the epoch logs hold {sorted(logs)}; "
+                         "'val_*' entries need validation_data in fit")
+    value = float(logs[monitor])
+    if math.isnan(value):
+        raise ValueError(f"{name}: {monitor} is NaN in epoch {epoch + 1}")
+    return value
+
+
+def _resolve_mode(mode, monitor):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    name = monitor.lower()
+    return "max" if ("acc" in name or "score" in name) else "min"
+
+
+class ModelCheckpoint(Callback):
+    """Write a checkpoint (the model, the optimizer's state, the epoch, the
+    shuffling state, the history) every ``every`` epochs, atomically (a
+    crash while writing leaves the previous file whole);
+    ``fit(..., resume_from=path)`` continues from it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; ``{epoch}`` in it (e.g. ``"ckpt-{epoch:03d}.npz"``) is
+        replaced by the epoch number (from 1), else each write replaces
+        the last.  :func:`hetnet.load` reads a checkpoint as the model.
+    every : int, default 1
+        Epochs between writes.
+    save_best_only : bool, default False
+        Write only when ``monitor`` improved on the best value so far.
+    monitor : str, default "val_loss"
+        A key of the epoch logs (for ``save_best_only``).
+    mode : {"auto", "min", "max"}
+        Whether smaller or larger ``monitor`` is better (``"auto"``: larger
+        for names with "acc" or "score").
+
+    Attributes
+    ----------
+    best : float or None
+    last_path : str or None
+        The file written last.
+    """
+
+    def __init__(self, path, every=1, save_best_only=False, monitor="val_loss", mode="auto"):
+        path = os.fspath(path)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        self.path = path
+        self.every = every
+        self.save_best_only = bool(save_best_only)
+        self.monitor = monitor
+        self.mode = _resolve_mode(mode, monitor)
+        self.best = None
+        self.last_path = None
+        folder = os.path.dirname(os.path.abspath(path.replace("{", "").replace("}", "")))
+        if not os.path.isdir(folder):
+            raise ValueError(f"ModelCheckpoint path {path!r}: the folder {folder!r} does not exist")
+
+    def on_fit_begin(self, model):
+        self.best = None
+
+    def on_epoch_end(self, model, epoch, logs):
+        if (epoch + 1) % self.every:
+            return False
+        if self.save_best_only:
+            value = _monitored("ModelCheckpoint", self.monitor, logs, epoch)
+            if not _is_better(self.mode, value, self.best):
+                return False
+            self.best = value
+        path = self.path.format(epoch=epoch + 1) if "{" in self.path else self.path
+        model.save_checkpoint(path)
+        self.last_path = path
+        return False
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimizer's learning rate by ``factor`` when ``monitor``
+    has not improved for ``patience`` epochs (Keras' and PyTorch's
+    ``ReduceLROnPlateau``).  Not with an ``lr_schedule``, which sets the
+    rate at every step.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+    factor : float, default 0.1
+        In (0, 1).
+    patience : int, default 10
+        Epochs without an improvement before a reduction.
+    min_delta : float, default 1e-4
+        An improvement must beat the best by more than this.
+    cooldown : int, default 0
+        Epochs after a reduction before counting again.
+    min_lr : float, default 0
+        The rate is never set below this.
+    mode : {"auto", "min", "max"}
+
+    Attributes
+    ----------
+    reductions : list of (epoch, new lr)
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
+                 cooldown=0, min_lr=0.0, mode="auto"):
+        factor = float(factor)
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+        for name, v in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "patience" else 0):
+                raise ValueError(f"{name} must be an int >= {1 if name == 'patience' else 0}, "
+                                 f"got {v!r}")
+        min_delta, min_lr = float(min_delta), float(min_lr)
+        if not (min_delta >= 0 and math.isfinite(min_delta)):
+            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        if not (min_lr >= 0 and math.isfinite(min_lr)):
+            raise ValueError(f"min_lr must be a finite number >= 0, got {min_lr!r}")
+        self.monitor, self.factor, self.patience = monitor, factor, patience
+        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+        self.mode = _resolve_mode(mode, monitor)
+        self.on_fit_begin(None)
+
+    def on_fit_begin(self, model):
+        self.best, self.wait, self._cooling, self.reductions = None, 0, 0, []
+
+    def on_epoch_end(self, model, epoch, logs):
+        value = _monitored("ReduceLROnPlateau", self.monitor, logs, epoch)
+        if _is_better(self.mode, value, self.best, self.min_delta):
+            self.best, self.wait = value, 0
+            return False
+        if self._cooling:
+            self._cooling -= 1
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            opt = model.optimizer
+            new = max(opt.lr * self.factor, self.min_lr)
+            if new < opt.lr:
+                opt.lr = new
+                self.reductions.append((epoch, new))
+            self.wait, self._cooling = 0, self.cooldown
+        return False
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch (the epoch, from 1, and every figure of the
+    logs) to a CSV file, flushed at each row, so a crashed run keeps its
+    curve.
+
+    Parameters
+    ----------
+    path : str or path-like
+    append : bool, default False
+        Add to an existing file (a resumed run) instead of starting it anew.
+    separator : str, default ","
+    """
+
+    def __init__(self, path, append=False, separator=","):
+        self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise ValueError(f"CSVLogger path {self.path!r} is a directory")
+        self.append = bool(append)
+        self.separator = separator
+        self._file = self._writer = self._keys = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_file"] = state["_writer"] = None
+        return state
+
+    def on_fit_begin(self, model):
+        exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        self._file = open(self.path, "a" if self.append else "w", newline="")
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+        self._keys = None
+        if exists:
+            with open(self.path, newline="") as f:
+                first = f.readline().strip()
+            self._keys = first.split(self.separator)[1:] if first else None
+
+    def on_epoch_end(self, model, epoch, logs):
+        if self._keys is None:
+            self._keys = [k for k, v in logs.items() if isinstance(v, (int, float))]
+            self._writer.writerow(["epoch"] + self._keys)
+        self._writer.writerow([epoch + 1] + [logs.get(k, "") for k in self._keys])
+        self._file.flush()
+        return False
+
+    def on_fit_end(self, model, history):
+        if self._file is not None:
+            self._file.close()
+            self._file = None

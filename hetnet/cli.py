@@ -17,8 +17,10 @@ import time
 
 from .datasets import find_dataset, load_fashion_mnist, read_idx
 from .devices import list_devices, resolve
+from ._version import __version__
 from .info import build_info
 from .model import io, load, zoo as models
+from .model.io import check_writable
 from .optim import SGD, Adam
 from .schedules import OneCycle
 
@@ -120,6 +122,10 @@ def _add_evaluate(sub):
     _add_saved_model(p)
     _add_data(p)
     _add_inference(p)
+    p.add_argument("--plot", nargs="?", const="", default=None, metavar="PNG",
+                   help="also write the confusion matrix as a PNG (default: beside the model, "
+                   "-confusion.png) and add it and the per-class accuracy to the JSON; needs "
+                   "matplotlib")
 
 
 def _add_predict(sub):
@@ -209,6 +215,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="hetnet", description="Train CNNs/MLPs on CPU and OpenCL devices. "
         "`hetnet COMMAND --help` lists each command's flags.")
+    parser.add_argument("--version", action="version", version=f"hetnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
@@ -253,6 +260,26 @@ def _require_matplotlib():
     except ImportError:
         raise ImportError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
     return plt
+
+
+def _plot_confusion(plt, cm, path, title):
+    """The confusion matrix as a heat map with the counts written in."""
+    k = cm.shape[0]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(cm, cmap="Blues")
+    top = cm.max() if cm.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]:g}", ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > top / 2 else "black")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, {title}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot_path(requested, beside, suffix):
@@ -329,6 +356,7 @@ def cmd_train(args):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     plt = _require_matplotlib() if args.plot is not None else None
     out = args.out or f"{args.arch}-fashion.hetnet.npz"
+    check_writable(out, "--out")     # before training, not after it
     ctx = None
     if args.distributed:
         from .distributed import init
@@ -406,10 +434,23 @@ def _plot_history(plt, hist, path, title):
 
 def cmd_evaluate(args):
     _check_positive("--batch-size", args.batch_size)
+    plt = _require_matplotlib() if args.plot is not None else None
+    plot_path = None
+    if plt is not None:
+        plot_path = _plot_path(args.plot, os.fspath(args.model), "-confusion")
+        check_writable(plot_path, "--plot")
     model = _load_any(args.model, _device(args.device, args.threads))
     seq = _sequential(model)
     Xte, yte = _load_data("test", args.source, "lenet5")
-    if model is seq:
+    if model is seq and plt is not None:
+        if seq.loss.name != "cross_entropy":
+            raise ValueError(f"--plot draws a confusion matrix: {args.model} is not a classifier")
+        result = seq.evaluate(_as_input(Xte, seq.input_shape), yte, batch_size=args.batch_size,
+                              metrics=("accuracy", "confusion_matrix", "per_class_accuracy"))
+        _plot_confusion(plt, result["confusion_matrix"], plot_path, os.path.basename(args.model))
+        result = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}
+        print(f"confusion matrix written to {plot_path}", file=sys.stderr)
+    elif model is seq:
         result = seq.evaluate(_as_input(Xte, seq.input_shape), yte, batch_size=args.batch_size)
     else:   # a scikit-learn estimator: its score (accuracy, or R^2 for a regressor)
         classes = getattr(model, "classes_", None)
@@ -418,6 +459,19 @@ def cmd_evaluate(args):
                              "not Fashion-MNIST's class indices 0..9")
         key = "accuracy" if classes is not None else "r2"
         result = {key: float(model.score(Xte.reshape(len(Xte), -1), yte))}
+        if plt is not None:
+            if classes is None:
+                raise ValueError(f"--plot draws a confusion matrix: {args.model} is a regressor")
+            import numpy as np
+            from .metrics import confusion_matrix, per_class_accuracy
+            pred = np.searchsorted(classes, model.predict(Xte.reshape(len(Xte), -1)))
+            true = np.searchsorted(classes, yte)
+            cm = confusion_matrix(true, pred, n_classes=len(classes))
+            _plot_confusion(plt, cm, plot_path, os.path.basename(args.model))
+            result["confusion_matrix"] = cm.tolist()
+            result["per_class_accuracy"] = per_class_accuracy(true, pred,
+                                                              n_classes=len(classes)).tolist()
+            print(f"confusion matrix written to {plot_path}", file=sys.stderr)
     print(json.dumps(result))
     return 0
 
@@ -614,7 +668,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError, FloatingPointError) as exc:
+        # a user's mistake (a path, a value, a file): one line, no traceback
         print(f"hetnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

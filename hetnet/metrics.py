@@ -99,12 +99,46 @@ def r2(y_true, y_pred, sample_weight=None):
 
 
 #: name -> (function, True for a classification metric)
+def confusion_matrix(y_true, y_pred, sample_weight=None, n_classes=None):
+    """``(k, k)`` counts (weighted: sums of weights) of samples of true class
+    ``i`` (row) predicted as ``j`` (column), scikit-learn's layout;
+    ``k = n_classes``, or one more than the largest label seen."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    if y_true.ndim != 1:
+        raise ValueError("confusion_matrix takes one label per sample, got targets of shape "
+                         f"{y_true.shape}")
+    y_true, y_pred = y_true.astype(np.int64), y_pred.astype(np.int64)
+    k = int(n_classes) if n_classes is not None else int(max(y_true.max(initial=-1),
+                                                             y_pred.max(initial=-1)) + 1)
+    if len(y_true) and (min(y_true.min(), y_pred.min()) < 0
+                        or max(y_true.max(), y_pred.max()) >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1}")
+    w = _weights(sample_weight, len(y_true))
+    out = np.zeros((k, k), dtype=np.float64)
+    np.add.at(out, (y_true, y_pred), w)
+    return out.astype(np.int64) if sample_weight is None else out
+
+
+def per_class_accuracy(y_true, y_pred, sample_weight=None, n_classes=None):
+    """``(k,)``: the fraction of each true class predicted right (its
+    recall); NaN for a class with no samples."""
+    cm = confusion_matrix(y_true, y_pred, sample_weight, n_classes).astype(np.float64)
+    totals = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(cm) / totals, np.nan)
+
+
+#: the metrics that take the number of classes and return arrays
+PER_CLASS = ("confusion_matrix", "per_class_accuracy")
+
 METRICS = {
     "accuracy": (accuracy, True),
     "balanced_accuracy": (balanced_accuracy, True),
     "r2": (r2, False),
     "mae": (mean_absolute_error, False),
     "mse": (mean_squared_error, False),
+    "confusion_matrix": (confusion_matrix, True),
+    "per_class_accuracy": (per_class_accuracy, True),
 }
 
 
@@ -142,8 +176,20 @@ def score(names, loss_name, yt, logits, sample_weight=None):
             y_true, y_pred = y_true[:, 0], y_pred[:, 0]
     else:
         y_true, y_pred = yt, logits
-    return {name: METRICS[name][0](y_true, y_pred, sample_weight) for name in names}
+    k = logits.shape[1] if loss_name == "cross_entropy" else 2
+    out = {}
+    for name in names:
+        fn = METRICS[name][0]
+        if name in PER_CLASS:
+            if y_true.ndim != 1:
+                raise ValueError(f"{name} needs one class per sample; this model has "
+                                 f"{logits.shape[1]} binary outputs")
+            out[name] = fn(y_true, y_pred, sample_weight, n_classes=k)
+        else:
+            out[name] = fn(y_true, y_pred, sample_weight)
+    return out
 
 
 __all__ = ["METRICS", "accuracy", "balanced_accuracy", "r2", "mean_absolute_error",
-           "mean_squared_error", "score", "check_metrics"]
+           "mean_squared_error", "confusion_matrix", "per_class_accuracy", "score",
+           "check_metrics"]

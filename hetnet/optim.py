@@ -20,10 +20,38 @@ import math
 
 
 def _check_positive(name, value, allow_zero=False):
-    value = float(value)
-    if not (value >= 0 if allow_zero else value > 0) or value != value:
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not (v >= 0 if allow_zero else v > 0) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, "
+                         f"got {value!r}")
+    return v
+
+
+def _check_unit(name, value):
+    """A number in [0, 1) (momentum, betas, alpha)."""
+    v = _check_positive(name, value, allow_zero=True)
+    if v >= 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
+
+
+#: hyper-parameter -> its check, run at every assignment (the constructor's,
+#: a schedule's, a user's ``opt.lr = ...`` between fits): a value that would
+#: turn the weights into NaN is refused where it enters.  ``lr`` may be 0 on
+#: assignment (a schedule may decay to 0); the constructors ask for > 0.
+_HYPER = {
+    "lr": lambda v: _check_positive("lr", v, allow_zero=True),
+    "weight_decay": lambda v: _check_positive("weight_decay", v, allow_zero=True),
+    "eps": lambda v: _check_positive("eps", v),
+    "momentum": lambda v: _check_unit("momentum", v),
+    "beta1": lambda v: _check_unit("beta1", v),
+    "beta2": lambda v: _check_unit("beta2", v),
+    "alpha": lambda v: _check_unit("alpha", v),
+    "clip_norm": lambda v: None if v is None else _check_positive("clip_norm", v),
+}
 
 
 class Optimizer:
@@ -49,6 +77,16 @@ class Optimizer:
         self._flat = {}    # (device, indices) -> (flat state arrays, the views state[i] must be)
         self._pending = []  # updates held back until end_step (clip_norm)
         self._norm_acc = {}  # device -> its (1,) squared-norm accumulator
+
+    def __setattr__(self, name, value):
+        check = _HYPER.get(name)
+        if check is not None:
+            value = check(value)
+        object.__setattr__(self, name, value)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
 
     def get_config(self):
         raise NotImplementedError

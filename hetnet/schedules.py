@@ -127,7 +127,12 @@ def get_schedule(spec):
 def apply_schedule(schedule, optimizer, step, total_steps):
     """Set ``optimizer``'s learning rate, and its momentum where the schedule
     gives one, for ``step`` of ``total_steps``."""
-    optimizer.lr = float(schedule(step, total_steps))
+    value = schedule(step, total_steps)
+    try:
+        optimizer.lr = value
+    except ValueError as exc:
+        raise ValueError(f"lr_schedule {schedule!r} gave lr={value!r} at step {step} of "
+                         f"{total_steps}: {exc}") from None
     momentum = getattr(schedule, "momentum", None)
     if callable(momentum):
         value = momentum(step, total_steps)

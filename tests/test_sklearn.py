@@ -414,7 +414,9 @@ def test_save_load_exact(digits, tmp_path):
     assert HetNetClassifier.load(path).score(X, labels) == clf.score(X, labels)
     with pytest.raises(ValueError, match="not a HetNetRegressor"):
         HetNetRegressor.load(path)
-    seq = hn.load(path)                       # the same file is a plain model file
+    assert type(hn.load(path)) is HetNetClassifier    # hn.load keeps the labels
+    from hetnet.model import load as load_network
+    seq = load_network(path)                  # the same file is a plain model file
     assert isinstance(seq, hn.Sequential)
     np.testing.assert_array_equal(seq.predict(X), np.searchsorted(clf.classes_, clf.predict(X)))
 

@@ -171,19 +171,28 @@ def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] ar
 
 def maxpool2d_backward(float[:, :, :, ::1] dy, int[:, :, :, ::1] argmax,
                        float[:, :, :, ::1] dx, int nthreads):
-    """dx (overwritten) gets dy added at each window's arg-max."""
+    """dx (overwritten) gets dy added at each window's arg-max.  Returns the
+    number of arg-max entries outside their plane (skipped: never written
+    out of bounds); the caller raises when it is not 0."""
     cdef int n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     cdef Py_ssize_t howo = dy.shape[2] * dy.shape[3]
     cdef Py_ssize_t p, q, planes = <Py_ssize_t>n * c, hw = h * w
+    cdef Py_ssize_t bad = 0
+    cdef int a
+    if planes == 0 or howo == 0:
+        return 0
     cdef float *pdx = &dx[0, 0, 0, 0]
     cdef float *pdy = &dy[0, 0, 0, 0]
     cdef int *pa = &argmax[0, 0, 0, 0]
-    if planes == 0:
-        return
     for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, <double>planes * hw, HN_COPY_UNIT), schedule="static"):
         memset(pdx + p * hw, 0, hw * sizeof(float))
         for q in range(howo):
-            pdx[p * hw + pa[p * howo + q]] += pdy[p * howo + q]
+            a = pa[p * howo + q]
+            if a < 0 or a >= hw:
+                bad += 1
+            else:
+                pdx[p * hw + a] += pdy[p * howo + q]
+    return bad
 
 
 # ---------------------------------------------------------------------------

@@ -208,7 +208,8 @@ def softmax_cross_entropy(float[:, ::1] z, int[::1] labels, float[::1] weights,
         for j in range(k):
             grad[i, j] = expf(z[i, j] - m)
             s = s + grad[i, j]
-        loss += wi * (logf(s) + m - z[i, labels[i]])
+        # (m - z) first: for large logits m + log(s) rounds the log-sum away in float32
+        loss += wi * (<double>logf(s) + <double>(m - z[i, labels[i]]))
         for j in range(k):
             grad[i, j] = grad[i, j] / s * wi * inv_n
         grad[i, labels[i]] -= wi * inv_n

@@ -42,11 +42,49 @@ def _read_file(path: Path) -> bytes:
         raise DatasetNotFoundError(f"IDX file not found: {path}") from None
 
 
+def _inflate_bounded(raw: bytes, path: Path) -> bytes:
+    """Inflate a gzip IDX file no further than its header says it holds:
+    the header first (16 bytes at most), then the declared data and one
+    byte more, which shows a stream longer than declared (a small file
+    must not inflate to gigabytes before it is refused)."""
+    d = zlib.decompressobj(wbits=31)
+    head = d.decompress(raw, 16)
+    while len(head) < 16 and d.unconsumed_tail:
+        head += d.decompress(d.unconsumed_tail, 16 - len(head))
+    magic = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
+    if magic not in _IDX_MAGIC:
+        return head                   # the decoder names what is wrong
+    header = 4 + 4 * (magic & 0xFF)
+    if len(head) < header:
+        return head
+    dims = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(magic & 0xFF)]
+    expected = header + math.prod(dims)
+    out = [head]
+    have = len(head)
+    tail = d.unconsumed_tail
+    while have <= expected and tail:
+        chunk = d.decompress(tail, min(expected + 1 - have, 1 << 24))
+        tail = d.unconsumed_tail
+        out.append(chunk)
+        have += len(chunk)
+        if not chunk and not tail:
+            break
+    if have <= expected and not d.eof:          # input consumed by the loop's last call
+        chunk = d.decompress(b"", expected + 1 - have)
+        out.append(chunk)
+        have += len(chunk)
+    if have > expected:
+        raise DatasetError(
+            f"{path}: trailing bytes: the gzip stream holds more than the {expected} bytes "
+            f"its IDX header declares for shape {tuple(dims)}; refusing to inflate it further")
+    return b"".join(out)
+
+
 def _decode_idx(raw: bytes, path: Path, ndim: int | None) -> np.ndarray:
     """Parse the bytes of an IDX file (gzip or raw); see :func:`read_idx`."""
     if raw[:2] == _GZIP_MAGIC:
         try:
-            raw = gzip.decompress(raw)
+            raw = _inflate_bounded(raw, path)
         except (EOFError, OSError, zlib.error) as exc:
             raise DatasetError(
                 f"{path}: corrupt or truncated gzip stream ({exc}); "

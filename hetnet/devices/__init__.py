@@ -135,9 +135,12 @@ def _opencl(option):
 
 
 def _gpu(option):
-    from .opencl import OpenCLDevice
     override = os.environ.get("HETNET_GPU", "").strip().lower()
-    if option is None and override.startswith("opencl:"):
+    if option is None and override and not override.startswith("opencl:"):
+        raise ValueError(f"HETNET_GPU={os.environ['HETNET_GPU']!r} is not a device id; "
+                         "expected opencl:P:D (see `hetnet devices`), or unset it")
+    from .opencl import OpenCLDevice
+    if option is None and override:
         return OpenCLDevice.from_spec(override.split(":", 1)[1])
     return OpenCLDevice.from_spec("gpu" if option is None else option)
 
@@ -156,6 +159,8 @@ def gpu_device():
     is none.  A failed search is remembered (per ``HETNET_GPU`` setting), so
     that creating models stays cheap on machines without a GPU."""
     key = os.environ.get("HETNET_GPU", "")
+    if key.strip() and not key.strip().lower().startswith("opencl:"):
+        _gpu(None)     # a malformed setting is the user's error, not "no GPU": raise it
     if key in _NO_GPU:
         return None, _NO_GPU[key]
     try:
@@ -174,8 +179,18 @@ def list_devices():
                          f"{'on' if openmp else 'off'}, BLAS {blas_description()}"}]
     try:
         from .opencl import opencl_devices
-        for d in opencl_devices():
-            found.append(d if isinstance(d, dict) else {"name": str(d), "kind": "opencl", "details": ""})
+        # (platform, device, type) in index order: the ids "opencl:P:D" count in it
+        p, d, last = -1, 0, object()
+        for entry in opencl_devices():
+            if isinstance(entry, dict):
+                found.append(entry)
+                continue
+            platform, name, kind = entry
+            if platform != last:
+                p, d, last = p + 1, 0, platform
+            found.append({"name": f"opencl:{p}:{d}", "kind": f"opencl {kind}",
+                          "details": f"{name} ({platform})"})
+            d += 1
     except Exception as exc:  # no pyopencl, no platform: say why
         found.append({"name": "opencl", "kind": "unavailable", "details": str(exc)})
     return found

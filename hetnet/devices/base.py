@@ -57,6 +57,10 @@ class Device(TransferPaths):
     #: optimizer updates them all in one operation (hetnet.runtime.flatparams): for
     #: devices where each operation costs a launch
     flat_update = False
+    #: whether models in different threads may run on this one device at
+    #: once (their scratch is per thread); False: the models refuse
+    #: concurrent use of it (hetnet.model.guard)
+    thread_safe = True
 
     def __init__(self):
         self.transfers = {"to_device": 0, "to_host": 0,
@@ -64,6 +68,10 @@ class Device(TransferPaths):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+    def __deepcopy__(self, memo):
+        # a device is a process-wide resource: a copied model or layer shares it
+        return self
 
     # ---------------------------------------------------------------- memory
     def asarray(self, a, dtype=np.float32):
@@ -456,3 +464,50 @@ class HostArrays:
 
     def batch_slice(self, a, start, stop):
         return a[start:stop]
+
+
+# ---------------------------------------------------------------- checks
+# Cheap shape checks at the public device operations: the kernels under them
+# trust their arguments and would read or write past a short array.
+
+def check_gemm(a, b, c, trans_a, trans_b):
+    """Shapes of ``gemm(a, b, c)``: 2-D or 3-D operands whose inner sizes
+    agree, batches that broadcast, and ``c`` of the product's shape."""
+    if a.ndim not in (2, 3) or b.ndim not in (2, 3):
+        raise ValueError(f"gemm takes 2-D or 3-D arrays, got shapes {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    ka = a.shape[-2] if trans_a else a.shape[-1]
+    kb = b.shape[-1] if trans_b else b.shape[-2]
+    if ka != kb:
+        raise ValueError(f"gemm: inner sizes differ: a {tuple(a.shape)} (trans_a={trans_a}) "
+                         f"has K={ka}, b {tuple(b.shape)} (trans_b={trans_b}) has K={kb}")
+    na = a.shape[0] if a.ndim == 3 else 1
+    nb = b.shape[0] if b.ndim == 3 else 1
+    if na != nb and 1 not in (na, nb):
+        raise ValueError(f"gemm: batch sizes {na} and {nb} do not broadcast")
+    if c is not None:
+        m = a.shape[-1] if trans_a else a.shape[-2]
+        n = b.shape[-2] if trans_b else b.shape[-1]
+        batched = a.ndim == 3 or b.ndim == 3
+        ok = {(m, n)} if not batched else {(max(na, nb), m, n), (m, n)}
+        if tuple(c.shape) not in ok:
+            raise ValueError(f"gemm: c has shape {tuple(c.shape)}, the product is "
+                             f"{sorted(ok, key=len)[-1]}")
+
+
+def check_same_size(op, w, **arrays):
+    """Every array in ``arrays`` (None allowed) holds as many elements as ``w``."""
+    for name, a in arrays.items():
+        if a is not None and a.size != w.size:
+            raise ValueError(f"{op}: {name} has {a.size} elements, the parameter has {w.size} "
+                             f"(shape {tuple(w.shape)})")
+
+
+def check_maxpool_backward(dy, argmax, x_shape):
+    """``dy`` and ``argmax`` of one shape, of the input's batch and channels."""
+    if tuple(dy.shape) != tuple(argmax.shape):
+        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} and argmax "
+                         f"{tuple(argmax.shape)} differ in shape")
+    if len(x_shape) != 4 or dy.ndim != 4 or tuple(dy.shape[:2]) != tuple(x_shape[:2]):
+        raise ValueError(f"maxpool2d_backward: dy {tuple(dy.shape)} does not match the input "
+                         f"shape {tuple(x_shape)}")

@@ -9,6 +9,8 @@ fused convolution kernel overrides the two operations and keeps the
 workspace helpers.
 """
 
+import threading
+
 from .base import conv_output_size
 
 
@@ -17,6 +19,11 @@ class Im2colConvolution:
 
     #: bound on the im2col workspace of the default conv2d (bytes)
     workspace_bytes = 8 << 20
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_ws_local", None)     # the per-thread workspace does not travel
+        return state
 
     def conv_chunk(self, batch, col_shape):
         """Images per im2col chunk in :meth:`conv2d`: as many as fit
@@ -33,9 +40,13 @@ class Im2colConvolution:
         on this device share (grown on demand, never beyond the bound plus one
         image)."""
         size = n * rows * cols
-        ws = getattr(self, "_ws", None)
+        # one workspace per thread: models run from several threads share the device
+        local = self.__dict__.get("_ws_local")
+        if local is None:
+            local = self.__dict__.setdefault("_ws_local", threading.local())
+        ws = getattr(local, "ws", None)
         if ws is None or ws.shape[0] < size:
-            ws = self._ws = self.empty((size,))
+            ws = local.ws = self.empty((size,))
         return self.reshape(self.batch_slice(ws, 0, size), (n, rows, cols))
 
     def conv2d(self, x, w, b, stride, pad, activation="identity", out=None):

@@ -2,11 +2,13 @@
 
 import os
 import contextlib
+import threading
 import weakref
 
 import numpy as np
 
-from .base import Device, HostArrays, conv_output_size
+from .base import (Device, HostArrays, conv_output_size, check_gemm, check_maxpool_backward,
+                   check_same_size)
 from .compose import Im2colConvolution
 from ._cpu_layers import CPULayerOps
 from .._cpu import blas as _blas, conv as _conv, elementwise as _ew
@@ -111,8 +113,27 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
         self.workspace_bytes = int(workspace_bytes)
         self.name = "cpu"
         self._blas_ctl = _scipy_blas_controller()
-        self._partials = {}
+        self._scratch_local = threading.local()
         self._writers = {}     # id(array) -> (weak ref, row blocks its last GEMM wrote)
+
+    @property
+    def _partials(self):
+        """Scratch buffers (GEMM partial sums, the convolutions' unrolled
+        columns) of the calling thread: one device serves every model of the
+        process, and two models run from two threads must not share them."""
+        local = self.__dict__.get("_scratch_local")
+        if local is None:          # a device unpickled from before the field existed
+            local = self._scratch_local = threading.local()
+        d = getattr(local, "buffers", None)
+        if d is None:
+            d = local.buffers = {}
+        return d
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in ("_scratch_local", "_ws_local"):   # scratch is per thread and process
+            state.pop(key, None)
+        return state
 
     @contextlib.contextmanager
     def session(self):
@@ -134,6 +155,7 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
 
     # ------------------------------------------------------- linear algebra
     def gemm(self, a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        check_gemm(a, b, c, trans_a, trans_b)
         a3 = a if a.ndim == 3 else a[None]
         b3 = b if b.ndim == 3 else b[None]
         m = a3.shape[2] if trans_a else a3.shape[1]
@@ -247,9 +269,13 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
         return out, argmax
 
     def maxpool2d_backward(self, dy, argmax, x_shape, out=None):
+        check_maxpool_backward(dy, argmax, x_shape)
         if out is None:
             out = np.empty(x_shape, dtype=_F32)
-        _conv.maxpool2d_backward(dy, argmax, out, self.num_threads)
+        bad = _conv.maxpool2d_backward(dy, argmax, out, self.num_threads)
+        if bad:
+            raise IndexError(f"maxpool2d_backward: {bad} arg-max entries lie outside their "
+                             f"{x_shape[2]}x{x_shape[3]} plane")
         return out
 
     # ------------------------------------------------ bias and activations
@@ -346,6 +372,7 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
 
     def sgd_update(self, w, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
                    scale=1.0):
+        check_same_size("sgd_update", w, g=g, v=v)
         threads = self._update_threads(g)
         _ew.sgd_update(_flat(w), _flat(g), _EMPTY if v is None else _flat(v), lr,
                        momentum, weight_decay, nesterov, threads or self.num_threads,
@@ -354,6 +381,7 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
 
     def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
                     decoupled=False, scale=1.0):
+        check_same_size("adam_update", w, g=g, m=m, v=v)
         threads = self._update_threads(g)
         _ew.adam_update(_flat(w), _flat(g), _flat(m), _flat(v), lr, beta1, beta2, eps,
                         int(t), weight_decay, threads or self.num_threads, threads is not None,
@@ -364,6 +392,7 @@ class CPUDevice(CPULayerOps, HostArrays, Im2colConvolution, Device):
                        scale=1.0):
         if buf is None and momentum:
             raise ValueError("rmsprop_update needs a momentum buffer when momentum != 0")
+        check_same_size("rmsprop_update", w, g=g, sq=sq, buf=buf)
         threads = self._update_threads(g)
         _ew.rmsprop_update(_flat(w), _flat(g), _flat(sq), _EMPTY if buf is None else _flat(buf),
                            lr, alpha, eps, momentum, weight_decay, threads or self.num_threads,

@@ -743,7 +743,23 @@ def load_estimator(path, device=None):
     cls = _ESTIMATORS.get(spec.get("class"))
     if cls is None:
         raise ValueError(f"{path!r}: unknown estimator class {spec.get('class')!r}")
-    est = cls(**_params_from_json(spec["params"]))
+    attributes, params = spec.get("attributes"), spec.get("params")
+    if not isinstance(params, dict) or not isinstance(attributes, dict):
+        raise ValueError(f"{path!r}: fields 'estimator.params' and 'estimator.attributes' "
+                         "must be dicts")
+    # only what save writes: a file must not set arbitrary attributes (predict = "...")
+    unknown = sorted(set(attributes) - set(_JSON_ATTRIBUTES) - {"history_"})
+    if unknown:
+        raise ValueError(f"{path!r}: field 'estimator.attributes' holds unknown entries "
+                         f"{unknown}; known: {sorted(_JSON_ATTRIBUTES)}")
+    unknown = sorted(set(params) - set(cls._get_param_names()))
+    if unknown:
+        raise ValueError(f"{path!r}: field 'estimator.params' holds unknown parameters "
+                         f"{unknown} for {cls.__name__}")
+    try:
+        est = cls(**_params_from_json(params))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path!r}: field 'estimator.params': {exc}") from None
     if isinstance(device, Device):
         dev = device
     elif device is not None:
@@ -752,9 +768,20 @@ def load_estimator(path, device=None):
     else:
         dev = _restore_device(est)
     est.model_ = load_model(path, device=dev)
-    attributes = dict(spec["attributes"])
+    attributes = dict(attributes)
+    if classes is not None and (classes.ndim != 1 or len(classes) != est.model_.n_outputs):
+        raise ValueError(f"{path!r}: field 'classes' holds {classes.shape} labels, the network "
+                         f"has {est.model_.n_outputs} outputs")
+    if "n_outputs_" in attributes and attributes["n_outputs_"] != est.model_.n_outputs:
+        raise ValueError(f"{path!r}: field 'estimator.attributes.n_outputs_' is "
+                         f"{attributes['n_outputs_']!r}, the network has "
+                         f"{est.model_.n_outputs} outputs")
     history = History()
-    history.update(attributes.pop("history_", {}))
+    hist = attributes.pop("history_", {})
+    if not isinstance(hist, dict) or not all(isinstance(v, list) for v in hist.values()):
+        raise ValueError(f"{path!r}: field 'estimator.attributes.history_' must map names to "
+                         "lists")
+    history.update(hist)
     for key, value in attributes.items():
         setattr(est, key, tuple(value) if key == "input_shape_" else value)
     est.history_ = history

@@ -145,7 +145,10 @@ def pair(value, name):
     if isinstance(value, (int, np.integer)):
         value = (int(value), int(value))
     try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError):
+        a, b = value
+        if any(isinstance(v, (bool, np.bool_)) or int(v) != v for v in (a, b)):
+            raise ValueError
+        a, b = int(a), int(b)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     return a, b

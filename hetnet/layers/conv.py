@@ -6,6 +6,7 @@ from .base import Layer, pair
 from .geometry import Conv2DGeometry
 from ..devices.base import conv_output_size
 from ..init import initialize, INITIALIZERS
+from .._validation import check_size
 
 
 class Conv2D(Layer):
@@ -39,9 +40,8 @@ class Conv2D(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  init="he", bias=True):
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"Conv2D {name} must be a positive int, got {v!r}")
+        in_channels = check_size("Conv2D in_channels", in_channels)
+        out_channels = check_size("Conv2D out_channels", out_channels)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")

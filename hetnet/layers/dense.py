@@ -3,6 +3,7 @@
 from .base import Layer
 from .geometry import DenseGeometry
 from ..init import initialize, INITIALIZERS
+from .._validation import check_size
 
 
 class Dense(Layer):
@@ -26,9 +27,8 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, init="he", bias=True):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"Dense {name} must be a positive int, got {v!r}")
+        in_features = check_size("Dense in_features", in_features)
+        out_features = check_size("Dense out_features", out_features)
         if init not in INITIALIZERS:
             raise ValueError(f"unknown init {init!r}; expected one of {sorted(INITIALIZERS)}")
         self.in_features = int(in_features)

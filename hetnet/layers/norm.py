@@ -3,6 +3,7 @@
 import numpy as np
 
 from .base import Layer
+from .._validation import check_size
 
 
 class _BatchNorm(Layer):
@@ -29,9 +30,7 @@ class _BatchNorm(Layer):
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
-        if int(num_features) != num_features or num_features < 1:
-            raise ValueError(f"{type(self).__name__} num_features must be a positive int, "
-                             f"got {num_features!r}")
+        num_features = check_size(f"{type(self).__name__} num_features", num_features)
         if not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
         if not float(eps) > 0.0:

@@ -9,6 +9,7 @@ import numpy as np
 from .._validation import check_X, check_positive_int, check_targets
 from ..optim import get_optimizer
 from ..schedules import apply_schedule, get_schedule
+from .health import check_epoch, fold_weights
 
 
 class History(dict):
@@ -24,7 +25,7 @@ class History(dict):
 
 def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
         verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-        check_input=True, distributed=False):
+        check_input=True, distributed=False, resume_from=None):
     """Mini-batch training.
 
     Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -39,8 +40,10 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         or (n,) targets otherwise
     validation_data : (X_val, y_val), optional
         Evaluated after every epoch.
-    verbose : int
-        1: a progress bar per epoch with loss and images/s.
+    verbose : {0, 1, 2}
+        0: silent.  1: a progress bar per epoch with loss and images/s (on
+        a terminal; written to a file or pipe, it updates at most every 30
+        s).  2: one line per epoch, no bar (for logs).
     lr_schedule : callable, optional
         ``lr_schedule(step, total_steps) -> lr`` sets the learning rate
         before every step (see :mod:`hetnet.schedules`).
@@ -69,11 +72,21 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         ``True`` joins the job (:func:`hetnet.distributed.init`); pass the
         Context from ``init`` to choose its settings.  With one rank this is
         a plain fit.  Needs mpi4py and an MPI library.
+    resume_from : str or path-like, optional
+        A checkpoint written by :class:`hetnet.callbacks.ModelCheckpoint`
+        in a run with these ``epochs``, samples and ``batch_size``: its
+        weights, optimizer (hyper-parameters and state, in place of
+        ``optimizer``), shuffling and Dropout state and history are put
+        back and training continues after its last epoch, as the
+        interrupted run would have (on the CPU, bit for bit).  Not with
+        ``distributed``.
 
     Returns
     -------
     History
     """
+    if verbose not in (0, 1, 2) or isinstance(verbose, float):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     ctx = distributed_context(distributed, model.placement.primary)
@@ -84,7 +97,15 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     schedule = get_schedule(lr_schedule)
     callbacks = list(callbacks or [])
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
+    start = step = 0
+    if resume_from is not None:
+        if ctx is not None:
+            raise ValueError("resume_from does not combine with distributed training")
+        from .checkpoint import resume
+        start, step, done = resume(model, resume_from, epochs, X.shape[0], batch_size)
+        history.update({k: list(v) for k, v in done.items()})
     model.history = history
+    model._fit_progress = None
     n = X.shape[0]
     use, _ = model.fusion.decide(model, min(batch_size, n), True,
                                  fused_unsupported(sw, callbacks, ctx, model.optimizer),
@@ -105,19 +126,20 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     with dp.attached() if dp is not None else contextlib.nullcontext():
         _epochs(model, X, yt, sw, epochs, batch_size,
                 None if validation_data is None else (Xv, yv), verbose, shuffle, callbacks,
-                schedule, history, dp)
+                schedule, history, dp, start, step)
     call_callbacks(callbacks, "on_fit_end", model, history)
+    model._fit_progress = None        # a checkpoint needs a fit in progress
     return history
 
 
 def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, callbacks,
-            schedule, history, dp):
-    """The epochs of :func:`fit`; ``dp``, a DataParallel, or None."""
+            schedule, history, dp, start=0, step=0):
+    """The epochs of :func:`fit` from epoch ``start`` and schedule step
+    ``step`` (0, 0 unless resumed); ``dp``, a DataParallel, or None."""
     n = X.shape[0]
     total_steps = epochs * math.ceil(n / batch_size)
-    step = 0
     ctx = None if dp is None else dp.context
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
         order = model._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         if dp is not None:
@@ -153,6 +175,7 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
                     if b % 50 == 0:
                         bar.set_postfix(loss=f"{float(dev.to_host(loss)[0]):.4f}", refresh=False)
                 call_callbacks(callbacks, "on_batch_end", model, b)
+            fold_weights(model, totals)   # NaN weights turn the sum NaN (no extra read)
             # reading the sums waits for the devices
             epoch_loss = sum(float(d.to_host(t)[0]) for d, t in totals.items())
         if dp is not None:
@@ -176,9 +199,13 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
                              if k not in ("time_s", "shares")})
             bar.close()
-        if not math.isfinite(epoch_loss):
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                     f"{epoch_loss}); lower the learning rate")
+        if verbose == 2:
+            print(epoch_line(epoch, epochs, logs), flush=True)
+        check_epoch(model, epoch, epoch_loss, X)
+        # where training stands, for a checkpoint written by a callback
+        model._fit_progress = {"epoch": epoch + 1, "epochs": epochs, "step": step,
+                               "total_steps": total_steps, "n_samples": n,
+                               "batch_size": batch_size}
         stop = any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
         if dp is not None:
             stop = dp.stop(stop)        # rank 0's callbacks decide for every rank
@@ -232,8 +259,9 @@ def check_validation(model, validation_data):
     """``(X_val, y_val)`` checked against the built model, or ``(None, None)``."""
     if validation_data is None:
         return None, None
-    if len(validation_data) != 2:
-        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val), got "
+                         f"{type(validation_data).__name__}")
     Xv = check_X(validation_data[0], model.input_shape, name="X_val")
     yv = check_targets(validation_data[1], Xv.shape[0], model.loss.name, model.n_outputs,
                        name="y_val")
@@ -296,13 +324,31 @@ def call_callbacks(callbacks, hook, *args):
     return results
 
 
+def epoch_line(epoch, epochs, logs):
+    """``verbose=2``'s line for an epoch: its figures, no bar."""
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    for key, value in logs.items():
+        if key == "images_per_s":
+            parts.append(f"{value:,.0f} img/s")
+        elif key == "time_s":
+            parts.append(f"{value:.2f} s")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{key} {value:.4g}")
+    return " - ".join(parts)
+
+
 def progress_bar(verbose, total, desc, unit="img"):
-    if not verbose:
+    if verbose != 1:
         return None
+    import sys
     from tqdm.auto import tqdm     # loaded only when a bar is asked for
+    if not getattr(sys.stderr, "isatty", lambda: False)():
+        # a file or pipe keeps every carriage return: a few updates, not thousands
+        return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True,
+                    mininterval=30.0, maxinterval=60.0, ncols=80, ascii=True)
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=True,
                 dynamic_ncols=True)
 
 
 __all__ = ["History", "fit", "fit_fused", "fused_unsupported", "call_callbacks", "progress_bar",
-           "distributed_context", "check_validation", "record_epoch"]
+           "epoch_line", "distributed_context", "check_validation", "record_epoch"]

@@ -3,10 +3,12 @@ weights, placement, inference, report).  Steps run through
 :class:`hetnet.runtime.Runtime`; the fit loop is :mod:`hetnet.model.fit`."""
 
 import os
+import weakref
 
 import numpy as np
 
-from .._validation import check_X, check_targets, check_sample_weight, check_positive_int
+from .._validation import (check_X, check_targets, check_sample_weight, check_positive_int,
+                           check_input_shape, check_weight_list)
 from ..layers import Layer
 from ..losses import get_loss
 from ..metrics import check_metrics, score
@@ -19,6 +21,7 @@ from . import evolve as _evolve
 from . import fit as _fit
 from . import io
 from .fit import History
+from .guard import exclusive
 
 class Sequential:
     """A feed-forward network trained with a fused loss.
@@ -66,10 +69,14 @@ class Sequential:
                 raise TypeError(f"layer {i} is {layer!r}, not a hetnet Layer")
         if len({id(layer) for layer in layers}) != len(layers):
             raise ValueError("the same layer object appears twice; create a new one for each position")
+        _claim(layers, self)
         self.layers = layers
         self.loss = get_loss(loss)
         if isinstance(device, (list, tuple)) and len(device) != len(layers):
             raise ValueError(f"a per-layer device map needs {len(layers)} entries, got {len(device)}")
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
         self.placement = Placement(device)
         self.fusion = FusionPolicy(fuse)
         self.device = self.placement.primary
@@ -81,6 +88,19 @@ class Sequential:
         if input_shape is not None:
             self.build(input_shape)
 
+    def __repr__(self):
+        layers = ", ".join(repr(layer) for layer in self.layers)
+        shape = f", input_shape={self.input_shape}" if self.built else ""
+        pl = self.placement
+        device = ("auto" if pl.policy == "auto" else pl.candidates[0].name if pl.policy == "fixed"
+                  else [d.name for d in pl.layer_map])
+        return f"Sequential([{layers}], loss={self.loss.name!r}, device={device!r}{shape})"
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_call_lock", None)   # a lock held by a call does not travel (copy, pickle)
+        return state
+
     # --------------------------------------------------------------- build
     @property
     def built(self):
@@ -88,7 +108,8 @@ class Sequential:
 
     def build(self, input_shape):
         """Create the parameters for per-sample ``input_shape`` (e.g. (1, 28, 28))."""
-        input_shape = tuple(int(s) for s in input_shape)
+        input_shape = check_input_shape(input_shape)
+        _claim(self.layers, self)
         seeds = np.random.SeedSequence(self.seed).spawn(2)
         rng = np.random.default_rng(seeds[0])
         self._shuffle_rng = np.random.default_rng(seeds[1])
@@ -137,13 +158,12 @@ class Sequential:
         self._require_built()
         return [w for layer in self.layers for w in layer.get_weights()]
 
+    @exclusive
     def set_weights(self, weights):
         """Load parameters from a list shaped like :meth:`get_weights`."""
         self._require_built()
-        weights = list(weights)
-        expected = sum(layer.n_weights for layer in self.layers)
-        if len(weights) != expected:
-            raise ValueError(f"set_weights needs {expected} arrays, got {len(weights)}")
+        # every array is checked before any is applied: a bad one leaves the model as it was
+        weights = check_weight_list(weights, self.get_weights())
         i = 0
         for layer in self.layers:
             k = layer.n_weights
@@ -158,6 +178,7 @@ class Sequential:
         self._require_built()
         return self.runtime.flat_weights()
 
+    @exclusive
     def set_flat_weights(self, v):
         """Load every parameter from a vector laid out as :meth:`flat_weights`
         (the optimizer's state is kept: this is a step in weight space, as
@@ -165,6 +186,7 @@ class Sequential:
         self._require_built()
         self.runtime.set_flat_weights(v)
 
+    @exclusive
     def loss_and_flat_gradient(self, v, X, y, sample_weight=None):
         """``(loss, gradient)`` at flat weights ``v`` on one batch of all of
         ``X``: the loss a float, the gradient a float64 vector laid out as
@@ -178,6 +200,7 @@ class Sequential:
             grad = self.runtime.flat_gradient()
         return loss, grad.astype(np.float64)
 
+    @exclusive
     def population_loss(self, weights, X, y, sample_weight=None):
         """The loss on all of ``X`` of each row of ``weights`` ``(P,
         n_params)`` (flat weight vectors, :meth:`flat_weights` order):
@@ -241,6 +264,7 @@ class Sequential:
         self.runtime.release_pool()
         return plan
 
+    @exclusive
     def explain(self, batch_size=64, training=True, repeats=5):
         """The plan at ``batch_size`` with predicted and measured times.
 
@@ -258,6 +282,7 @@ class Sequential:
         """
         self._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
+        repeats = check_positive_int("repeats", repeats)
         plan = self.placement.plan(self._chain(), batch_size, training, measure_costs=True)
         self._use_plan(batch_size, training)
         x, y = timing.random_batch(self.runtime, batch_size)
@@ -324,13 +349,17 @@ class Sequential:
         self._require_built()
         return self.runtime.add_gradient_hook(fn)
 
+    @exclusive
     def fit(self, X, y, epochs=None, batch_size=32, optimizer=None, validation_data=None,
             verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True, distributed=False, max_evals=None):
+            check_input=True, distributed=False, max_evals=None, resume_from=None):
         if isinstance(optimizer, Metaheuristic):
             if lr_schedule is not None:
                 raise ValueError("lr_schedule applies to gradient optimizers; a metaheuristic "
                                  "has no learning rate (give its gd optimizer a fixed one)")
+            if resume_from is not None:
+                raise ValueError("resume_from applies to gradient training; a metaheuristic's "
+                                 "run is not checkpointed")
             if distributed:
                 raise ValueError("distributed=True applies to gradient optimizers; a "
                                  "metaheuristic's population is not spread over MPI ranks yet")
@@ -342,7 +371,7 @@ class Sequential:
                              f"(hn.SHADE, hn.SHADEILS); for {optimizer!r} give epochs=")
         return _fit.fit(self, X, y, 1 if epochs is None else epochs, batch_size, optimizer,
                         validation_data, verbose, shuffle, sample_weight, callbacks,
-                        lr_schedule, check_input, distributed)
+                        lr_schedule, check_input, distributed, resume_from)
 
     fit.__doc__ = _fit.fit.__doc__ + """
     With ``optimizer`` a metaheuristic (``hn.SHADE``, ``hn.SHADEILS``),
@@ -356,6 +385,7 @@ class Sequential:
         """Plan for inference at this batch size, then yield ``(slice, batch
         on the input device)``; a short last batch is re-planned with the
         parameters left where they are."""
+        batch_size = check_positive_int("batch_size", batch_size)
         n = X.shape[0]
         self._use_plan(min(batch_size, n), training=False)
         with self.runtime.session():
@@ -368,6 +398,7 @@ class Sequential:
     def _fused_inference(self, X, batch_size):
         """The fused trainer for inference on ``X`` when the fusion policy
         picks it at this batch size, else None."""
+        batch_size = check_positive_int("batch_size", batch_size)
         n = X.shape[0]
         if n == 0:
             return None
@@ -389,6 +420,7 @@ class Sequential:
         local = predict(mine) if mine.shape[0] else predict(X[:1])[:0]
         return gather_rows(ctx, local)
 
+    @exclusive
     def predict_logits(self, X, batch_size=256, distributed=False):
         """Raw outputs of the last layer, ``(n, k)`` numpy.  ``distributed``
         (as :meth:`fit`'s): every rank predicts its block of the rows and
@@ -406,6 +438,7 @@ class Sequential:
             out[idx] = self.out_device.to_host(self._forward(xb, False))
         return out
 
+    @exclusive
     def predict_proba(self, X, batch_size=256, distributed=False):
         """Class probabilities (softmax for cross-entropy, sigmoid for binary
         cross-entropy), ``(n, k)``.  ``distributed``: as :meth:`predict_logits`."""
@@ -424,6 +457,7 @@ class Sequential:
             out[idx] = dev.to_host(dev.activation(self.loss.output, logits))
         return out
 
+    @exclusive
     def predict(self, X, batch_size=256, distributed=False):
         """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
         or the outputs themselves (MSE; 1-D when there is one output).
@@ -450,6 +484,7 @@ class Sequential:
             pred = self.predict_logits(X, batch_size)
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
+    @exclusive
     def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None,
                  distributed=False):
         """Mean loss (and accuracy for classification) over a data set:
@@ -513,6 +548,7 @@ class Sequential:
             result["accuracy"] = correct / n
         return result
 
+    @exclusive
     def loss_and_gradients(self, X, y, sample_weight=None, training=True):
         """Loss of one batch holding all of ``X`` and the gradient of every
         trained parameter, numpy, in the order of the model's parameters
@@ -525,6 +561,7 @@ class Sequential:
         with self.runtime.session():
             return self.runtime.loss_and_gradients(X, yt, sw, training=bool(training))
 
+    @exclusive
     def lr_find(self, X, y, **kwargs):
         """The learning-rate range test (:func:`hetnet.model.lrfind.lr_find`)."""
         from .lrfind import lr_find
@@ -561,10 +598,49 @@ class Sequential:
                 "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                            for layer in self.layers]}
 
+    def save_checkpoint(self, path):
+        """Write the model with where :meth:`fit` stands (optimizer state,
+        epoch, step, shuffling state, history) to ``path``, atomically;
+        ``fit(..., resume_from=path)`` continues from it
+        (:mod:`hetnet.model.checkpoint`).  Called from a callback's
+        ``on_epoch_end`` (as :class:`hetnet.callbacks.ModelCheckpoint` does)."""
+        progress = self.__dict__.get("_fit_progress")
+        if progress is None:
+            raise RuntimeError("save_checkpoint needs a fit in progress (call it from a "
+                               "callback's on_epoch_end); save() writes the model alone")
+        from .checkpoint import save_checkpoint
+        return save_checkpoint(self, path, progress, self.history or {})
+
     def save(self, path):
         """Write the architecture (JSON) and weights (arrays) to ``path`` (.npz).
         Nothing in the file is executable; :func:`hetnet.load` reads it back."""
         io.save_model(self, path)
+
+
+def _layer_tree(layers):
+    for layer in layers:
+        yield layer
+        yield from _layer_tree(getattr(layer, "sublayers", ()))
+
+
+_owners = weakref.WeakKeyDictionary()    # layer -> weak reference to its model
+
+
+def _claim(layers, model):
+    """Mark ``layers`` as ``model``'s; a layer of another live model that
+    has been built is refused (building it here would re-initialise that
+    model's trained weights in place).  The mark lives outside the layer,
+    so a ``copy.deepcopy`` of a layer is free."""
+    for layer in _layer_tree(layers):
+        ref = _owners.get(layer)
+        owner = ref() if ref is not None else None
+        if owner is not None and owner is not model and owner.built:
+            raise ValueError(
+                f"layer {layer!r} already belongs to a built model; a layer object serves one "
+                "model: create new layers, or copy.deepcopy(layer) for an independent copy "
+                "(with its weights)")
+    for layer in _layer_tree(layers):
+        _owners[layer] = weakref.ref(model)
 
 
 def load(path, device="cpu"):
@@ -577,11 +653,23 @@ def load(path, device="cpu"):
     data = io.open_npz(path, "model")
     with data:
         config = io.read_config(data, path)
-        model = Sequential(io.layers_from_config(config, path), loss=config["loss"],
-                           device=device, seed=config.get("seed"),
-                           input_shape=config["input_shape"])
+        layers = io.layers_from_config(config, path)
+        # the declared sizes against the stored arrays, before building allocates them
+        stored = sum(int(np.prod(s)) for s in io.stored_weight_shapes(data, path).values())
+        declared = io.declared_size(layers)
+        if declared > stored:
+            raise ValueError(f"{path!r}: the layers declare {declared} parameters, the file "
+                             f"stores {stored} values")
+        try:
+            model = Sequential(layers, loss=config["loss"], device=device,
+                               seed=config.get("seed"), input_shape=config["input_shape"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path!r}: the layers do not fit together: {exc}") from None
         weights = io.read_weights(data, path, sum(layer.n_weights for layer in model.layers))
-    model.set_weights(weights)
+    try:
+        model.set_weights(weights)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path!r}: {exc}") from None
     return model
 
 

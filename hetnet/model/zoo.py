@@ -228,7 +228,8 @@ def mlp_layers(sizes, activation=ReLU):
 
 def mlp(sizes, activation=ReLU, **kwargs):
     """Multi-layer perceptron ``sizes = [in, hidden..., out]`` with ReLU."""
-    return Sequential(mlp_layers(sizes, activation), **kwargs)
+    layers = mlp_layers(sizes, activation)
+    return _built(layers, (int(sizes[0]),), kwargs)      # built now: summary() works
 
 
 def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64, 128)):
@@ -243,4 +244,5 @@ def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64,
 
 def convnet(in_channels=1, num_classes=10, input_size=28, **kwargs):
     """The wider CNN of :func:`convnet_layers` (32-64-128 channels by default)."""
-    return Sequential(convnet_layers(in_channels, num_classes, input_size), **kwargs)
+    return _built(convnet_layers(in_channels, num_classes, input_size),
+                  (in_channels, input_size, input_size), kwargs)

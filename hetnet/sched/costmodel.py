@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devices import get_device, gpu_device
+from ..devices import Device, get_device, gpu_device
 from .._version import __version__
 from ..layers import Dense, ReLU
 from ..layers.geometry import as_geometry
@@ -442,4 +442,8 @@ def recalibrate(devices=None):
         gpu, _ = gpu_device()
         if gpu is not None:
             devices.append(gpu)
+    elif isinstance(devices, (str, Device)):
+        devices = [devices]
+    # names ("cpu", "opencl:0:0") resolve as everywhere; an unknown one raises naming it
+    devices = [d if isinstance(d, Device) else get_device(d) for d in devices]
     return {d.name: cost_table(d, recalibrate=True) for d in devices}

@@ -48,7 +48,9 @@ class Placement:
             gpu, why = gpu_device()
             self.candidates = [get_device("cpu")] + ([gpu] if gpu is not None else [])
             if gpu is None:
-                first = why.strip().splitlines()[0] if why and why.strip() else "none found"
+                # every line: the list of devices present follows the first
+                lines = [l.strip() for l in (why or "").splitlines() if l.strip()]
+                first = " ".join(lines) if lines else "none found"
                 self.reason = f"no GPU, so every layer runs on the CPU ({first})"
         else:
             self.policy = "fixed"

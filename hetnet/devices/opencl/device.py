@@ -38,7 +38,8 @@ from .launch import (OpenCLLaunchError, c_enqueue_available, c_enqueue_built, en
 from .memory import OpenCLMemory, _StagingUploader, _off
 from .platform import (DeviceNotFoundError, PyOpenCLMissingError, cl, device_type_name,
                        find_device, opencl_devices, require_pyopencl)
-from ..base import Device, conv_output_size
+from ..base import (Device, conv_output_size, check_gemm, check_maxpool_backward,
+                    check_same_size)
 from ..compose import Im2colConvolution
 from .layers import OpenCLLayerOps
 
@@ -127,6 +128,9 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
         optimizer updates them in one launch (:mod:`hetnet.runtime.flatparams`);
         set it False on an instance for one launch per parameter array.
     """
+
+    #: kernels' arguments, pinned read buffers and staged inputs are per device
+    thread_safe = False
 
     flat_update = True
 
@@ -249,6 +253,7 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
 
     # ------------------------------------------------------- linear algebra
     def gemm(self, a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        check_gemm(a, b, c, trans_a, trans_b)
         if c is None:
             c = self._gemm_out(a, b, trans_a, trans_b)
             beta = 0.0
@@ -317,6 +322,7 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
         return out, argmax
 
     def maxpool2d_backward(self, dy, argmax, x_shape, out=None):
+        check_maxpool_backward(dy, argmax, x_shape)
         n, ch, h, w = x_shape
         out = self._out(out, tuple(x_shape))
         planes = n * ch
@@ -426,6 +432,7 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
             if momentum:
                 raise ValueError("sgd_update needs a velocity array when momentum != 0")
             v = w
+        check_same_size("sgd_update", w, g=g, v=v)
         self._elementwise("sgd_step", w.size, w.base_data, _off(w), g.base_data, _off(g),
                           v.base_data, _off(v), w.size, lr, momentum, weight_decay,
                           int(bool(nesterov)), scale)
@@ -433,6 +440,7 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
 
     def adam_update(self, w, g, m, v, lr, beta1, beta2, eps, t, weight_decay=0.0,
                     decoupled=False, scale=1.0):
+        check_same_size("adam_update", w, g=g, m=m, v=v)
         # bias corrections and decay once here, in double, not per element
         step = lr / (1.0 - beta1 ** t)
         inv_c2s = 1.0 / math.sqrt(1.0 - beta2 ** t)
@@ -448,6 +456,7 @@ class OpenCLDevice(OpenCLLayerOps, OpenCLMemory, Im2colConvolution, Device):
             if momentum:
                 raise ValueError("rmsprop_update needs a momentum buffer when momentum != 0")
             buf = sq
+        check_same_size("rmsprop_update", w, g=g, sq=sq, buf=buf)
         self._elementwise("rmsprop_step", w.size, w.base_data, _off(w), g.base_data, _off(g),
                           sq.base_data, _off(sq), buf.base_data, _off(buf), w.size,
                           lr, alpha, eps, momentum, weight_decay, scale)
