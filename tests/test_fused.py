@@ -229,3 +229,23 @@ def test_sequential_fuse_auto_states_its_reason(dev):
     assert "fusion: " in plan.table()
     with pytest.raises(ValueError, match="fuse must be one of"):
         hn.Sequential([Dense(2, 2)], fuse="sometimes")
+
+
+def test_an_optimizer_the_fused_update_lacks_is_a_reason_not_an_error(dev):
+    """fuse='auto' with RMSProp trains layer by layer (on a GPU it used to
+    raise FusionUnsupported from the trainer); fuse='always' refuses it by name."""
+    from hetnet.model.fit import fused_unsupported
+    assert "RMSProp" in fused_unsupported(None, None, None, hn.RMSProp())
+    assert "clip" in fused_unsupported(None, None, None, hn.SGD(clip_norm=1.0))
+    assert fused_unsupported(None, None, None, hn.SGD(momentum=0.9)) == ""
+    rng = np.random.default_rng(4)
+    X, y = data(rng, 24, (6,), 3)
+    auto = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, seed=1, input_shape=(6,))
+    use, why = auto.fusion.decide(auto, 8, True, fused_unsupported(None, None, None,
+                                                                   hn.RMSProp()))
+    assert not use and why
+    auto.fit(X, y, epochs=1, batch_size=8, optimizer=hn.RMSProp(lr=0.01))
+    forced = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, seed=1,
+                           input_shape=(6,), fuse="always")
+    with pytest.raises(FusionUnsupported, match="RMSProp"):
+        forced.fit(X, y, epochs=1, batch_size=8, optimizer=hn.RMSProp(lr=0.01))

@@ -305,8 +305,11 @@ def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None
         return "the call has sample weights"
     if distributed is not None:
         return "the fit is data-parallel over MPI ranks"
-    if optimizer is not None and getattr(optimizer, "clip_norm", None) is not None:
-        return "the optimizer clips the gradient norm"
+    if optimizer is not None:
+        from ..runtime.fused import optimizer_unsupported
+        reason = optimizer_unsupported(optimizer)
+        if reason:
+            return reason
     from ..callbacks import Callback
     for cb in callbacks or ():
         hook = getattr(type(cb), "on_batch_end", None)

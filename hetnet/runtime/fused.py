@@ -118,13 +118,19 @@ def describe_chain(model):
     return units
 
 
-def _check_optimizer(opt):
+def optimizer_unsupported(opt):
+    """Why the fused update cannot run optimizer ``opt`` ("" when it can)."""
     if not isinstance(opt, (SGD, Adam)):
-        raise FusionUnsupported(f"the fused update has SGD, Adam and AdamW, got "
-                                f"{type(opt).__name__}")
+        return f"the fused update has SGD, Adam and AdamW, got {type(opt).__name__}"
     if getattr(opt, "clip_norm", None) is not None:
-        raise FusionUnsupported("the fused update does not clip the gradient norm "
-                                f"(clip_norm={opt.clip_norm})")
+        return f"the fused update does not clip the gradient norm (clip_norm={opt.clip_norm})"
+    return ""
+
+
+def _check_optimizer(opt):
+    reason = optimizer_unsupported(opt)
+    if reason:
+        raise FusionUnsupported(reason)
 
 
 class FusedTrainer:
