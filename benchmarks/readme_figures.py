@@ -149,6 +149,21 @@ def rows():
                     f"{c['evals']:,} evaluations, {c['seeds']} seeds (median final error)",
                     _host(d["machine"]), figs, "shade_mealpy/cpu2.json",
                     _cmd(d, "python benchmarks/bench_shade_mealpy.py --record")))
+    d = _load("population/cpu2.json")
+    if d:
+        figs = "; ".join(f"{r['model']}: {_k(r['population_cand_img_per_s'])} candidate-images/s, "
+                         f"{r['population_over_inference']:.2f}x plain inference"
+                         for r in d["rows"])
+        out.append(("Population pass, P=10 candidates over the same images, CPU",
+                    _host(d["machine"]), figs, "population/cpu2.json",
+                    _cmd(d, "python benchmarks/bench_population.py --record")))
+    d = _load("thesis_cell/h200.json")
+    if d:
+        out.append((f"A thesis cell: LeNet-5 at 32x32, {d['train_images']:,} Fashion-MNIST images, "
+                    f"{d['strategy']}, {d['evals']:,} evaluations of the training loss",
+                    _gpu(d["machine"]), f"{d['wall_s']:.1f} s; test accuracy "
+                    f"{d['test_accuracy']:.2%}", "thesis_cell/h200.json",
+                    _cmd(d, "python benchmarks/bench_thesis_cell.py --device gpu --record")))
     d = _load("distributed/cpu2.json")
     if d:
         figs = "; ".join(f"{k}: {v['distributed_over_single']:.2f}x "
