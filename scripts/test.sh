@@ -18,6 +18,9 @@ python3 -m venv .venv
     echo "scripts/test.sh: mpi4py could not be installed; the MPI tests will be skipped"
     .venv/bin/pip install -q -e '.[test]'
 }
+# the documentation site's tools: tests/test_docs.py builds it with warnings as errors
+.venv/bin/pip install -q 'sphinx>=7' 'numpydoc>=1.6' 'myst-parser>=2' ||
+    echo "scripts/test.sh: Sphinx could not be installed; the documentation build test will be skipped"
 
 probe='
 import sys
