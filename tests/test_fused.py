@@ -249,3 +249,40 @@ def test_an_optimizer_the_fused_update_lacks_is_a_reason_not_an_error(dev):
                            input_shape=(6,), fuse="always")
     with pytest.raises(FusionUnsupported, match="RMSProp"):
         forced.fit(X, y, epochs=1, batch_size=8, optimizer=hn.RMSProp(lr=0.01))
+
+
+# ------------------------------------------- metaheuristics' whole-set gradient
+def test_shadeils_local_search_through_the_fused_gradient_matches_layer_by_layer(dev):
+    """SHADE-ILS's L-BFGS evaluations (loss and gradient over the whole
+    training set) run through the fused kernels when the fusion policy
+    allows it; the search then takes the same path as layer by layer."""
+    from hetnet.model.evolve import _fused_value_and_grad
+    rng = np.random.default_rng(8)
+    X, y = data(rng, 37, (1, 12, 12), 4)
+    layers = [Conv2D(1, 3, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(3 * 5 * 5, 4)]
+
+    def model(fuse):
+        import copy
+        return hn.Sequential(copy.deepcopy(layers), device=dev, seed=2, input_shape=(1, 12, 12),
+                             fuse=fuse)
+    fused, layered = model("always"), model("never")
+    Xp, yt, _ = fused._prepare(X, y, None, True)
+    vg, path = _fused_value_and_grad(fused, Xp, yt, None)
+    assert path == f"fused on {dev.name}"
+    assert _fused_value_and_grad(layered, Xp, yt, None) == (None, "layer by layer: fuse='never'")
+    rt = layered.runtime
+    for x in rng.standard_normal((3, fused.count_params())) * 0.3:
+        f, g = vg(x)
+        rt.set_flat_weights(x)
+        with rt.session():
+            ref, _ = rt.loss_and_gradients(Xp, yt, None)
+        np.testing.assert_allclose(f, ref, rtol=1e-5)
+        np.testing.assert_allclose(g, rt.flat_gradient(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(FusionUnsupported, match="sample weights"):
+        _fused_value_and_grad(fused, Xp, yt, np.ones(37))
+    kw = dict(optimizer=hn.SHADEILS(pop_size=4, ls_evals=6, de_evals=8), max_evals=40,
+              epochs=2)
+    hf, hl = fused.fit(X, y, **kw), layered.fit(X, y, **kw)
+    assert hf.gradient_path.startswith("fused") and hl.gradient_path.startswith("layer")
+    assert hf.n_evals == hl.n_evals == 40
+    np.testing.assert_allclose(hf["loss"], hl["loss"], rtol=1e-4)

@@ -47,7 +47,8 @@ import numpy as np
 from .._validation import check_positive_int
 from ..layers import BatchNorm1D, BatchNorm2D
 from ..metaheuristics import Metaheuristic, Problem
-from ..optim import Optimizer, get_optimizer
+from ..optim import SGD, Optimizer, get_optimizer
+from ..runtime.fused import FusedTrainer, FusionUnsupported
 from . import fit as _fit
 
 #: epochs a metaheuristic's budget is split into when ``epochs`` is not given (the thesis's 20)
@@ -118,6 +119,47 @@ def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle):
     return gd
 
 
+def _fused_value_and_grad(model, X, yt, sw):
+    """The whole-set loss and gradient (the L-BFGS evaluations) through the
+    fused kernels of :class:`hetnet.runtime.fused.FusedTrainer`, the training
+    set resident on the device: one forward + backward launch pair instead
+    of a layer-by-layer pass with the set uploaded again each time.
+
+    Used when the model's fusion policy allows it (``fuse='auto'`` on an
+    OpenCL GPU, or ``fuse='always'``) and the chain, the loss and the call
+    have a fused form (no sample weights).  Returns ``(value_and_grad,
+    path)``: ``value_and_grad`` None and ``path`` the reason when the layer
+    path is kept, else ``path`` ``"fused on <device>"``.
+    """
+    policy = model.fusion
+    try:
+        if policy.mode == "never":
+            raise FusionUnsupported("fuse='never'")
+        if sw is not None:
+            raise FusionUnsupported("the fused loss has no sample weights")
+        dev, why = policy.device(model)
+        if dev is None:
+            raise FusionUnsupported(why)
+        if X.nbytes > dev.cl_device.global_mem_size // 2:
+            raise FusionUnsupported(f"the training set ({X.nbytes / 2**20:.0f} MiB) is more "
+                                    "than half the device's memory")
+        # the optimizer is never run: the trainer only computes the gradient
+        trainer = FusedTrainer(model, device=dev, batch_size=X.shape[0],
+                               optimizer=SGD(lr=0.01))
+        trainer.set_data(X, yt)
+    except FusionUnsupported as exc:
+        if policy.mode == "always":
+            raise FusionUnsupported(f"fuse='always', but the fused gradient cannot run: "
+                                    f"{exc}") from None
+        return None, f"layer by layer: {exc}"
+
+    def value_and_grad(x):
+        trainer.set_flat_weights(x)
+        loss, grads = trainer.loss_and_gradients(None, None)
+        return loss, np.concatenate([g.reshape(-1) for g in grads]).astype(np.float64)
+    return value_and_grad, f"fused on {dev.name}"
+
+
 def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
            validation_data=None, verbose=0, shuffle=True, sample_weight=None,
            callbacks=None, check_input=True):
@@ -176,11 +218,13 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         with rt.session():
             return rt.population_loss(pop.astype(np.float32), X, yt, sw)
 
-    def value_and_grad(x):
-        rt.set_flat_weights(x)
-        with rt.session():
-            loss, _ = rt.loss_and_gradients(X, yt, sw)
-            return loss, rt.flat_gradient().astype(np.float64)
+    value_and_grad, gradient_path = _fused_value_and_grad(model, X, yt, sw)
+    if value_and_grad is None:
+        def value_and_grad(x):
+            rt.set_flat_weights(x)
+            with rt.session():
+                loss, _ = rt.loss_and_gradients(X, yt, sw, read_gradients=False)
+                return loss, rt.flat_gradient().astype(np.float64)
 
     problem = Problem(fun, model.count_params(), max_evals, value_and_grad=value_and_grad,
                       sampler=layer_sampler(model))
@@ -227,6 +271,7 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     finally:
         optimizer.gd = user_gd
     history.n_evals = problem.nfev
+    history.gradient_path = gradient_path
     history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0
                                       else "stopped")
     _fit.call_callbacks(callbacks, "on_fit_end", model, history)

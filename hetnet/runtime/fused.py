@@ -212,6 +212,23 @@ class FusedTrainer:
         return [host[o:o + math.prod(s)].reshape(s).copy()
                 for o, s in zip(self.layout.offsets, self.layout.shapes)]
 
+    def set_flat_weights(self, v):
+        """Load weights from one host vector laid out as
+        :meth:`hetnet.runtime.Runtime.flat_weights` (each parameter raveled,
+        in the model's order)."""
+        v = np.asarray(v, dtype=np.float32).reshape(-1)
+        sizes = [math.prod(s) for s in self.layout.shapes]
+        if v.shape[0] != sum(sizes):
+            raise ValueError(f"a flat weight vector of this model has {sum(sizes)} values, "
+                             f"got {v.shape[0]}")
+        host = np.zeros(self.layout.size, dtype=np.float32)
+        at = 0
+        for off, size in zip(self.layout.offsets, sizes):
+            host[off:off + size] = v[at:at + size]
+            at += size
+        import pyopencl as cl
+        cl.enqueue_copy(self.device.queue, self.w.base_data, host)
+
     def write_back(self):
         """Copy the trained weights into the model's layers (the model's
         optimizer state is left as it is: the trainer keeps its own)."""

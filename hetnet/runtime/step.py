@@ -363,15 +363,18 @@ class Runtime:
             self.set_flat_weights(saved)
         return out
 
-    def loss_and_gradients(self, X, y, sample_weight=None, training=True):
+    def loss_and_gradients(self, X, y, sample_weight=None, training=True, read_gradients=True):
         """Loss of one batch holding all of host ``X`` and the gradient of
         every parameter (device arrays, the layers' ``grads``), the layers
         in training mode or not; changes no weight.  Returns
-        ``(float loss, [gradient per parameter])``."""
+        ``(float loss, [gradient per parameter as host arrays])``; with
+        ``read_gradients=False`` the list is empty and the gradients stay
+        on the devices (read them with :meth:`flat_gradient`)."""
         xb, yb, wb = self.batch_to_device(X, y, sample_weight, slice(None))
         loss, dlogits = self.loss_op(self.forward(xb, training), yb, wb)
         self.backward(dlogits)
-        grads = [layer.device.to_host(layer.grads[k]) for layer in self.layers for k in layer.params]
+        grads = [layer.device.to_host(layer.grads[k]) for layer in self.layers
+                 for k in layer.params] if read_gradients else []
         return float(self.out_device.to_host(loss)[0]), grads
 
     # -------------------------------------------------------------- timing
