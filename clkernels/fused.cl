@@ -632,7 +632,7 @@ void fused_wgrad(const int n, __global const float *S, __global float *G)
 
 /* ----------------------------------------------------------- updates */
 
-/* fused_sgd / fused_adam -- work-group: (WG); 1-D grid over the flat
+/* fused_sgd / fused_adam / fused_rmsprop -- work-group: (WG); 1-D grid over the flat
  * buffer.  optim.cl's sgd_step / adam_step (scale 1: no clipping), the
  * per-step values first, then g[i] = 0 so that the next step's weight
  * gradients can be added into it.
@@ -673,6 +673,31 @@ __kernel void fused_adam(const float step, const float inv_c2s, const float deca
     m[i] = mi;
     v[i] = vi;
     w[i] = wi - step * mi / (sqrt(vi) * inv_c2s + eps);
+    g[i] = 0.0f;
+}
+
+/* fused_rmsprop -- optim.cl's rmsprop_step (scale 1):
+ *   g' = g + wd w;  s = alpha s + (1 - alpha) g'^2;  d = g' / (sqrt(s) + eps);
+ *   with momentum b = momentum b + d, w -= lr b; else w -= lr d.
+ * b is not touched when momentum == 0. */
+__kernel void fused_rmsprop(const float lr, const float momentum, const int n,
+                            __global float *w, __global float *g, __global float *sq,
+                            __global float *b, const float alpha, const float eps,
+                            const float wd)
+{
+    const int i = get_global_id(0);
+    if (i >= n)
+        return;
+    const float wi = w[i];
+    const float gi = g[i] + wd * wi;
+    const float si = alpha * sq[i] + (1.0f - alpha) * gi * gi;
+    sq[i] = si;
+    float d = gi / (sqrt(si) + eps);
+    if (momentum != 0.0f) {
+        d = momentum * b[i] + d;
+        b[i] = d;
+    }
+    w[i] = wi - lr * d;
     g[i] = 0.0f;
 }
 #endif

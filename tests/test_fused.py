@@ -75,7 +75,9 @@ def test_forward_and_every_gradient(dev, case, train_wg):
 
 @pytest.mark.parametrize("optimizer", [
     hn.optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
-    hn.optim.Adam(lr=1e-3)], ids=["sgd-momentum", "adam"])
+    hn.optim.Adam(lr=1e-3), hn.optim.RMSProp(lr=1e-3, weight_decay=1e-3),
+    hn.optim.RMSProp(lr=1e-3, momentum=0.9)],
+    ids=["sgd-momentum", "adam", "rmsprop", "rmsprop-momentum"])
 def test_ten_steps_match_layer_by_layer(dev, optimizer):
     rng = np.random.default_rng(7)
     shape = (3, 11, 11)
@@ -155,7 +157,7 @@ def test_unsupported_layers_and_losses_have_reasons(dev):
     class Plain(hn.optim.Optimizer):          # an optimizer with no fused update
         def _update(self, device, i, w, g):
             device.axpy(-self.lr, g, w)
-    with pytest.raises(FusionUnsupported, match="SGD, Adam and AdamW"):
+    with pytest.raises(FusionUnsupported, match="SGD, Adam, AdamW and RMSProp"):
         FusedTrainer(model, device=dev, optimizer=Plain(lr=0.1))
 
 
@@ -232,23 +234,24 @@ def test_sequential_fuse_auto_states_its_reason(dev):
 
 
 def test_an_optimizer_the_fused_update_lacks_is_a_reason_not_an_error(dev):
-    """fuse='auto' with RMSProp trains layer by layer (on a GPU it used to
-    raise FusionUnsupported from the trainer); fuse='always' refuses it by name."""
+    """fuse='auto' with gradient clipping trains layer by layer (on a GPU an
+    optimizer the fused update lacked used to raise FusionUnsupported from
+    the trainer); fuse='always' refuses it by name."""
     from hetnet.model.fit import fused_unsupported
-    assert "RMSProp" in fused_unsupported(None, None, None, hn.RMSProp())
+    assert fused_unsupported(None, None, None, hn.RMSProp(momentum=0.5)) == ""
     assert "clip" in fused_unsupported(None, None, None, hn.SGD(clip_norm=1.0))
     assert fused_unsupported(None, None, None, hn.SGD(momentum=0.9)) == ""
     rng = np.random.default_rng(4)
     X, y = data(rng, 24, (6,), 3)
     auto = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, seed=1, input_shape=(6,))
-    use, why = auto.fusion.decide(auto, 8, True, fused_unsupported(None, None, None,
-                                                                   hn.RMSProp()))
+    clipped = hn.RMSProp(lr=0.01, clip_norm=1.0)
+    use, why = auto.fusion.decide(auto, 8, True, fused_unsupported(None, None, None, clipped))
     assert not use and why
-    auto.fit(X, y, epochs=1, batch_size=8, optimizer=hn.RMSProp(lr=0.01))
+    auto.fit(X, y, epochs=1, batch_size=8, optimizer=clipped)
     forced = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, seed=1,
                            input_shape=(6,), fuse="always")
-    with pytest.raises(FusionUnsupported, match="RMSProp"):
-        forced.fit(X, y, epochs=1, batch_size=8, optimizer=hn.RMSProp(lr=0.01))
+    with pytest.raises(FusionUnsupported, match="clip"):
+        forced.fit(X, y, epochs=1, batch_size=8, optimizer=hn.RMSProp(lr=0.01, clip_norm=1.0))
 
 
 # ------------------------------------------- metaheuristics' whole-set gradient

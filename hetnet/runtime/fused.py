@@ -28,7 +28,7 @@ from ..devices.base import mix32
 from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
                                     dense_unit, pool_unit)
 from ..layers import Conv2D, Dense, Flatten, MaxPool2D
-from ..optim import SGD, Adam, get_optimizer
+from ..optim import SGD, Adam, RMSProp, get_optimizer
 from .flatparams import FlatGroup
 
 __all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation"]
@@ -120,11 +120,17 @@ def describe_chain(model):
 
 def optimizer_unsupported(opt):
     """Why the fused update cannot run optimizer ``opt`` ("" when it can)."""
-    if not isinstance(opt, (SGD, Adam)):
-        return f"the fused update has SGD, Adam and AdamW, got {type(opt).__name__}"
+    if not isinstance(opt, (SGD, Adam, RMSProp)):
+        return f"the fused update has SGD, Adam, AdamW and RMSProp, got {type(opt).__name__}"
     if getattr(opt, "clip_norm", None) is not None:
         return f"the fused update does not clip the gradient norm (clip_norm={opt.clip_norm})"
     return ""
+
+
+def _state_buffers(dev, opt, size):
+    """The update's state, zeroed: Adam's moments, RMSProp's squares and
+    momentum buffer, SGD's velocity."""
+    return [dev.zeros((size,)) for _ in range(2 if isinstance(opt, (Adam, RMSProp)) else 1)]
 
 
 def _check_optimizer(opt):
@@ -151,7 +157,8 @@ class FusedTrainer:
     batch_size : int
         The largest batch the kernels are built for (smaller batches run too).
     optimizer : str, dict or Optimizer, optional
-        SGD (momentum, Nesterov, weight decay) or Adam; default the model's
+        SGD (momentum, Nesterov, weight decay), Adam, AdamW or RMSProp (with
+        or without momentum); default the model's
         optimizer, else ``SGD(lr=0.01)``.
     tile : int, optional
         Samples per work-group (default from the device's local memory).
@@ -196,7 +203,7 @@ class FusedTrainer:
             optimizer = model.optimizer if model.optimizer is not None else SGD(lr=0.01)
         self.optimizer = opt = get_optimizer(optimizer)
         _check_optimizer(opt)
-        self.state = [dev.zeros((self.layout.size,)) for _ in range(2 if isinstance(opt, Adam) else 1)]
+        self.state = _state_buffers(dev, opt, self.layout.size)
         self._data = None           # (X, labels, order, n) resident on the device
 
     # ----------------------------------------------------------- weights
@@ -248,12 +255,11 @@ class FusedTrainer:
         cl.enqueue_copy(self.device.queue, self.w.base_data, host)
 
     def set_optimizer(self, optimizer):
-        """Train on with ``optimizer`` (SGD or Adam), its state from zero."""
+        """Train on with ``optimizer`` (SGD, Adam or RMSProp), its state from zero."""
         opt = get_optimizer(optimizer)
         _check_optimizer(opt)
         self.optimizer = opt
-        self.state = [self.device.zeros((self.layout.size,))
-                      for _ in range(2 if isinstance(opt, Adam) else 1)]
+        self.state = _state_buffers(self.device, opt, self.layout.size)
 
     # -------------------------------------------------------------- data
     def set_data(self, X, y):
@@ -296,6 +302,10 @@ class FusedTrainer:
             p.bind(p.k_adam, opt.lr, 1.0, 1.0, opt.beta1, size, self.w.base_data,
                    self.g.base_data, self.state[0].base_data, self.state[1].base_data,
                    opt.beta2, opt.eps, l2)
+        elif isinstance(opt, RMSProp):
+            p.bind(p.k_rmsprop, opt.lr, opt.momentum, size, self.w.base_data, self.g.base_data,
+                   self.state[0].base_data, self.state[1].base_data, opt.alpha, opt.eps,
+                   opt.weight_decay)
         else:
             p.bind(p.k_sgd, opt.lr, opt.momentum, size, self.w.base_data, self.g.base_data,
                    self.state[0].base_data, opt.weight_decay, int(opt.nesterov))
@@ -315,6 +325,8 @@ class FusedTrainer:
             p.launch(p.k_adam, groups, (lr / (1.0 - opt.beta1 ** opt.t),
                                         1.0 / math.sqrt(1.0 - opt.beta2 ** opt.t), decay,
                                         opt.beta1))
+        elif isinstance(opt, RMSProp):
+            p.launch(p.k_rmsprop, groups, (lr, opt.momentum))
         else:
             p.launch(p.k_sgd, groups, (lr, opt.momentum))
 

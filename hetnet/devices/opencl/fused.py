@@ -357,6 +357,8 @@ class FusedProgram:
         self.k_sgd = dev.kernel(files, "fused_sgd", [f, f, i, b, b, b, f, i], train)
         self.k_adam = dev.kernel(files, "fused_adam", [f, f, f, f, i, b, b, b, b, f, f, f],
                                  train)
+        self.k_rmsprop = dev.kernel(files, "fused_rmsprop", [f, f, i, b, b, b, b, f, f, f],
+                                    train)
         self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
                                   evl)
 
