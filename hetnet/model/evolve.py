@@ -188,7 +188,9 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         ``validation_data``), ``images_per_s`` (candidate images evaluated
         per second), ``time_s``.  ``history.n_evals`` is the total and
         ``history.result`` the optimizer's
-        :class:`~hetnet.metaheuristics.OptimizeResult`.
+        :class:`~hetnet.metaheuristics.OptimizeResult`;
+        ``history.gradient_path`` how the whole-set gradients (L-BFGS) ran:
+        ``"fused on <device>"`` or ``"layer by layer: <reason>"``.
     """
     if not isinstance(optimizer, Metaheuristic):
         raise TypeError(f"optimizer must be a hetnet Metaheuristic, got {optimizer!r}")
