@@ -1,5 +1,6 @@
 """What every benchmark shares: the record of the machine it ran on, the
-machine's short name, and where its results go.
+machine's short name, where its results go, and the CUDA graph capture of
+the PyTorch baselines.
 
 A benchmark script runs as ``python benchmarks/bench_<name>.py``; Python puts
 the script's folder first on ``sys.path``, so ``from _common import ...``
@@ -223,3 +224,21 @@ def run_without_openblas_pins(keep=False):
     if pinned and not keep:
         env = {k: v for k, v in os.environ.items() if k not in pinned}
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def capture_cuda_graph(step, warmup=3):
+    """``step`` (a function of no arguments issuing CUDA work) captured in a
+    ``torch.cuda.CUDAGraph``, after ``warmup`` calls on a side stream (CUDA
+    graph capture needs the allocator and cuBLAS warmed up off the capturing
+    stream); returns the graph, to ``replay()``."""
+    import torch
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph

@@ -33,7 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from _common import add_output_args, machine, write_results  # noqa: E402
+from _common import add_output_args, capture_cuda_graph, machine, write_results  # noqa: E402
 
 #: FP32 peak of the GPU the figures are compared with (NVIDIA H100/H200 SXM
 #: datasheet: 67 TFLOP/s); --peak-tflops overrides it
@@ -270,15 +270,7 @@ def torch_graph(name, init, X, y, batch, lr):
         loss.backward()
         opt.step()
         total.add_(loss.detach())
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    graph = capture_cuda_graph(step)
     n = len(y) // batch * batch
 
     def epoch():

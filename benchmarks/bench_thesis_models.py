@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from _common import add_output_args, machine, run_without_openblas_pins, write_results
+from _common import (add_output_args, capture_cuda_graph, machine, run_without_openblas_pins,
+                     write_results)
 
 
 def hetnet_model(name, device, seed=42):
@@ -138,15 +139,7 @@ class TorchGraphStep:
             opt.zero_grad(set_to_none=False)
             loss_fn(net(Xg[self.idx]), yg[self.idx]).backward()
             opt.step()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step()
+        self.graph = capture_cuda_graph(step)
 
     def epoch(self):
         torch, n = self.torch, len(self.yg) // self.batch * self.batch

@@ -52,126 +52,174 @@ def _cmd(data, default):
     return made.get("command") or data.get("command") or default
 
 
+def _recorded(default):
+    """The command a result file says made it (``made.command`` or ``command``), else
+    ``default``."""
+    return lambda data: _cmd(data, default)
+
+
+def _fixed(command):
+    """``command`` whatever the file says (for a file whose recorded command is not the one
+    that records it again)."""
+    return lambda data: command
+
+
+# Each extractor takes a result file's data and gives ``[(what, figures), ...]``, one pair a
+# row (none when the file holds nothing to show).
+
+def _lenet5_cpu(d):
+    figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet']['images_per_s'])} img/s vs "
+                     f"PyTorch {_k(r['pytorch']['images_per_s'])} ({r['speedup']:.2f}x), "
+                     f"accuracy {r['hetnet']['test_accuracy']:.2%} / "
+                     f"{r['pytorch']['test_accuracy']:.2%}" for r in d["runs"])
+    return [("LeNet-5, full Fashion-MNIST, 5 epochs, one-cycle SGD, CPU "
+             f"({d['threads']} threads both)", figs)]
+
+
+def _lenet5_gpu(d):
+    figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet']['images_per_s'])} img/s vs "
+                     f"PyTorch eager {_k(r['pytorch_eager']['images_per_s'])} "
+                     f"({r['ratio_vs_pytorch']:.2f}x)" for r in d["runs"])
+    return [("LeNet-5, full Fashion-MNIST, 5 epochs, GPU (OpenCL; PyTorch CUDA)", figs)]
+
+
+def _mlp_sklearn(d):
+    figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet_summary']['images_per_s_median'])} "
+                     f"vs {_k(r['sklearn_summary']['images_per_s_median'])} img/s "
+                     f"({r['speedup']:.2f}x, median of paired seeds)" for r in d["runs"])
+    return [("HetNetClassifier vs scikit-learn MLPClassifier, 784-120-84-10, 3 epochs", figs)]
+
+
+def _gemm(d):
+    main = [x for x in d["square"] if x["kernel"] == "main" and x["n"] == 4096]
+    return [("OpenCL SGEMM, n = 4096 (float32)", f"{main[0]['gflops'] / 1000:.1f} TFLOP/s")
+            ] if main else []
+
+
+def _fused_gpu(d):
+    out = []
+    for model in ("lenet5", "mlp"):
+        runs = [r for r in d["runs"] if r["model"] == model]
+        figs = "; ".join(
+            f"b{r['batch_size']}: {_k(r['fused']['images_per_s'])} img/s "
+            f"({r['fused']['kernels_per_step']} kernels a step) vs layer by layer "
+            f"{_k(r['layer_by_layer']['images_per_s'])}, PyTorch eager "
+            f"{_k(r['pytorch_eager']['images_per_s'])}, one CUDA graph "
+            f"{_k(r['pytorch_graph']['images_per_s'])} ({r['fused_vs_graph']:.2f}x)"
+            for r in runs)
+        if runs:
+            out.append((f"{'LeNet-5' if model == 'lenet5' else 'MLP 784-120-84-10'} training, "
+                        "fused step (fuse='always'), SGD-momentum, GPU", figs))
+    return out
+
+
+def _thesis_models(device):
+    def extract(d):
+        figs = "; ".join(
+            f"{r['model']} b{r['batch']}: {_k(r['hetnet_median'])} img/s"
+            + "".join(f", {_k(r[k + '_median'])} PyTorch {k[6:].replace('_', ' ')} "
+                      f"({r['ratio_to_' + k]:.2f}x)" for k in ("torch_eager", "torch_graph")
+                      if r.get(k))
+            for r in d["rows"])
+        return [(f"LeNet-5-BN and ResNet-15 at 32x32, SGD-momentum, {device.upper()}"
+                 + (f" ({d['threads']} threads both)" if device == "cpu" else ""), figs)]
+    return extract
+
+
+def _lenet5_bn_accuracy(d):
+    return [(f"LeNet-5-BN, full Fashion-MNIST at 32x32, Adam + one-cycle, {d['epochs']} epochs",
+             f"test accuracy {d['final_test_accuracy']:.2%}")]
+
+
+def _fused_accuracy(d):
+    figs = "; ".join(f"seed {r['seed']}: {r['always']:.2%} vs {r['never']:.2%}" for r in d["runs"])
+    return [(f"LeNet-5, full Fashion-MNIST, {d['epochs']} epochs, b{d['batch']}: test accuracy "
+             "fused vs layer by layer, same initial weights",
+             f"{figs}; mean {d['mean_fused']:.2%} vs {d['mean_layer_by_layer']:.2%} "
+             f"({d['mean_difference_points']:+.2f} points)")]
+
+
+def _optimizers(d):
+    steps = d["devices"]["cpu"]["fit_step"]
+    figs = ", ".join(f"{k} {v['ratio_to_sgd_momentum_median']:.2f}" for k, v in steps.items()
+                     if k != "sgd_momentum")
+    return [("Each optimiser's fit step over SGD-momentum's (MLP, batch 64, paired rounds)", figs)]
+
+
+def _shade_mealpy(d):
+    figs = ", ".join(f"{k}: {v['hetnet']['median_error']:.2g}"
+                     f" vs {v['mealpy']['median_error']:.2g}, {v['speedup_per_eval']:.0f}x less time"
+                     for k, v in d["functions"].items())
+    c = d["config"]
+    return [(f"SHADE vs mealpy's, D={c['dim']}, population {c['pop_size']}, "
+             f"{c['evals']:,} evaluations, {c['seeds']} seeds (median final error)", figs)]
+
+
+def _population(d):
+    figs = "; ".join(f"{r['model']}: {_k(r['population_cand_img_per_s'])} candidate-images/s, "
+                     f"{r['population_over_inference']:.2f}x plain inference"
+                     for r in d["rows"])
+    return [("Population pass, P=10 candidates over the same images, CPU", figs)]
+
+
+def _thesis_cell(d):
+    return [(f"A thesis cell: LeNet-5 at 32x32, {d['train_images']:,} Fashion-MNIST images, "
+             f"{d['strategy']}, {d['evals']:,} evaluations of the training loss",
+             f"{d['wall_s']:.1f} s; test accuracy {d['test_accuracy']:.2%}")]
+
+
+def _distributed(d):
+    figs = "; ".join(f"{k}: {v['distributed_over_single']:.2f}x "
+                     f"({_k(v['distributed_images_per_s'])} vs {_k(v['single_images_per_s'])} img/s)"
+                     for k, v in d["models"].items())
+    return [(f"Data parallel: {d['ranks']} MPI ranks x 1 thread vs 1 process x "
+             f"{d['threads']} threads, batch {d['batch']}", figs)]
+
+
+#: The README's rows, in order: (file under results/, how its machine is described,
+#: the command that records it, the extractor of its rows).
+SOURCES = (
+    ("lenet5_cpu/cpu2.json", _host,
+     _recorded("python benchmarks/bench_lenet5_cpu.py --record"), _lenet5_cpu),
+    ("lenet5_gpu/h100.json", _gpu,
+     _recorded("python benchmarks/bench_lenet5_gpu.py --record"), _lenet5_gpu),
+    ("mlp_sklearn/cpu2.json", _host,
+     _recorded("python benchmarks/bench_mlp_sklearn.py --record"), _mlp_sklearn),
+    ("gemm/h100.json", _gpu, _fixed("python benchmarks/bench_gemm.py --record"), _gemm),
+    ("fused_gpu/h200.json", _gpu,
+     _recorded("python benchmarks/bench_fused_gpu.py --record"), _fused_gpu),
+    ("thesis_models_cpu/cpu2.json", _host,
+     _recorded("python benchmarks/bench_thesis_models.py --device cpu --record"),
+     _thesis_models("cpu")),
+    ("thesis_models_gpu/h200.json", _gpu,
+     _recorded("python benchmarks/bench_thesis_models.py --device gpu --record"),
+     _thesis_models("gpu")),
+    ("lenet5_bn_accuracy_gpu/h200.json", _gpu,
+     _recorded("python benchmarks/bench_lenet5_bn_accuracy.py --device gpu --record"),
+     _lenet5_bn_accuracy),
+    ("fused_accuracy/h200.json", _gpu,
+     _recorded("python benchmarks/bench_fused_accuracy.py --record"), _fused_accuracy),
+    ("optimizers/cpu2.json", _host,
+     _recorded("python benchmarks/bench_optimizers.py --record"), _optimizers),
+    ("shade_mealpy/cpu2.json", _host,
+     _recorded("python benchmarks/bench_shade_mealpy.py --record"), _shade_mealpy),
+    ("population/cpu2.json", _host,
+     _recorded("python benchmarks/bench_population.py --record"), _population),
+    ("thesis_cell/h200.json", _gpu,
+     _recorded("python benchmarks/bench_thesis_cell.py --device gpu --record"), _thesis_cell),
+    ("distributed/cpu2.json", _host,
+     _recorded("python benchmarks/bench_distributed.py --record"), _distributed),
+)
+
+
 def rows():
     """``(what, machine and environment, figures, file, command)`` for every result present."""
     out = []
-    d = _load("lenet5_cpu/cpu2.json")
-    if d:
-        figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet']['images_per_s'])} img/s vs "
-                         f"PyTorch {_k(r['pytorch']['images_per_s'])} ({r['speedup']:.2f}x), "
-                         f"accuracy {r['hetnet']['test_accuracy']:.2%} / "
-                         f"{r['pytorch']['test_accuracy']:.2%}" for r in d["runs"])
-        out.append(("LeNet-5, full Fashion-MNIST, 5 epochs, one-cycle SGD, CPU "
-                    f"({d['threads']} threads both)", _host(d["machine"]), figs,
-                    "lenet5_cpu/cpu2.json", _cmd(d, "python benchmarks/bench_lenet5_cpu.py --record")))
-    d = _load("lenet5_gpu/h100.json")
-    if d:
-        figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet']['images_per_s'])} img/s vs "
-                         f"PyTorch eager {_k(r['pytorch_eager']['images_per_s'])} "
-                         f"({r['ratio_vs_pytorch']:.2f}x)" for r in d["runs"])
-        out.append(("LeNet-5, full Fashion-MNIST, 5 epochs, GPU (OpenCL; PyTorch CUDA)",
-                    _gpu(d["machine"]), figs, "lenet5_gpu/h100.json",
-                    _cmd(d, "python benchmarks/bench_lenet5_gpu.py --record")))
-    d = _load("mlp_sklearn/cpu2.json")
-    if d:
-        figs = "; ".join(f"b{r['batch_size']}: {_k(r['hetnet_summary']['images_per_s_median'])} "
-                         f"vs {_k(r['sklearn_summary']['images_per_s_median'])} img/s "
-                         f"({r['speedup']:.2f}x, median of paired seeds)" for r in d["runs"])
-        out.append(("HetNetClassifier vs scikit-learn MLPClassifier, 784-120-84-10, 3 epochs",
-                    _host(d["machine"]), figs, "mlp_sklearn/cpu2.json",
-                    _cmd(d, "python benchmarks/bench_mlp_sklearn.py --record")))
-    d = _load("gemm/h100.json")
-    if d:
-        main = [x for x in d["square"] if x["kernel"] == "main" and x["n"] == 4096]
-        if main:
-            out.append(("OpenCL SGEMM, n = 4096 (float32)", _gpu(d["machine"]),
-                        f"{main[0]['gflops'] / 1000:.1f} TFLOP/s", "gemm/h100.json",
-                        "python benchmarks/bench_gemm.py --record"))
-    d = _load("fused_gpu/h200.json")
-    if d:
-        for model in ("lenet5", "mlp"):
-            runs = [r for r in d["runs"] if r["model"] == model]
-            figs = "; ".join(
-                f"b{r['batch_size']}: {_k(r['fused']['images_per_s'])} img/s "
-                f"({r['fused']['kernels_per_step']} kernels a step) vs layer by layer "
-                f"{_k(r['layer_by_layer']['images_per_s'])}, PyTorch eager "
-                f"{_k(r['pytorch_eager']['images_per_s'])}, one CUDA graph "
-                f"{_k(r['pytorch_graph']['images_per_s'])} ({r['fused_vs_graph']:.2f}x)"
-                for r in runs)
-            if runs:
-                out.append((f"{'LeNet-5' if model == 'lenet5' else 'MLP 784-120-84-10'} training, "
-                            "fused step (fuse='always'), SGD-momentum, GPU", _gpu(d["machine"]),
-                            figs, "fused_gpu/h200.json",
-                            _cmd(d, "python benchmarks/bench_fused_gpu.py --record")))
-    for device, machine_name in (("cpu", "cpu2"), ("gpu", "h200")):
-        d = _load(f"thesis_models_{device}/{machine_name}.json")
+    for path, machine, command, extract in SOURCES:
+        d = _load(path)
         if d:
-            figs = "; ".join(
-                f"{r['model']} b{r['batch']}: {_k(r['hetnet_median'])} img/s"
-                + "".join(f", {_k(r[k + '_median'])} PyTorch {k[6:].replace('_', ' ')} "
-                          f"({r['ratio_to_' + k]:.2f}x)" for k in ("torch_eager", "torch_graph")
-                          if r.get(k))
-                for r in d["rows"])
-            where = _host(d["machine"]) if device == "cpu" else _gpu(d["machine"])
-            out.append((f"LeNet-5-BN and ResNet-15 at 32x32, SGD-momentum, {device.upper()}"
-                        + (f" ({d['threads']} threads both)" if device == "cpu" else ""),
-                        where, figs, f"thesis_models_{device}/{machine_name}.json",
-                        _cmd(d, f"python benchmarks/bench_thesis_models.py --device {device} --record")))
-    d = _load("lenet5_bn_accuracy_gpu/h200.json")
-    if d:
-        out.append((f"LeNet-5-BN, full Fashion-MNIST at 32x32, Adam + one-cycle, {d['epochs']} epochs",
-                    _gpu(d["machine"]), f"test accuracy {d['final_test_accuracy']:.2%}",
-                    "lenet5_bn_accuracy_gpu/h200.json",
-                    _cmd(d, "python benchmarks/bench_lenet5_bn_accuracy.py --device gpu --record")))
-    d = _load("fused_accuracy/h200.json")
-    if d:
-        figs = "; ".join(f"seed {r['seed']}: {r['always']:.2%} vs {r['never']:.2%}" for r in d["runs"])
-        out.append((f"LeNet-5, full Fashion-MNIST, {d['epochs']} epochs, b{d['batch']}: test accuracy "
-                     "fused vs layer by layer, same initial weights", _gpu(d["machine"]),
-                     f"{figs}; mean {d['mean_fused']:.2%} vs {d['mean_layer_by_layer']:.2%} "
-                     f"({d['mean_difference_points']:+.2f} points)", "fused_accuracy/h200.json",
-                     _cmd(d, "python benchmarks/bench_fused_accuracy.py --record")))
-    d = _load("optimizers/cpu2.json")
-    if d:
-        steps = d["devices"]["cpu"]["fit_step"]
-        figs = ", ".join(f"{k} {v['ratio_to_sgd_momentum_median']:.2f}" for k, v in steps.items()
-                         if k != "sgd_momentum")
-        out.append(("Each optimiser's fit step over SGD-momentum's (MLP, batch 64, paired rounds)",
-                    _host(d["machine"]), figs, "optimizers/cpu2.json",
-                    _cmd(d, "python benchmarks/bench_optimizers.py --record")))
-    d = _load("shade_mealpy/cpu2.json")
-    if d:
-        figs = ", ".join(f"{k}: {v['hetnet']['median_error']:.2g}"
-                         f" vs {v['mealpy']['median_error']:.2g}, {v['speedup_per_eval']:.0f}x less time"
-                         for k, v in d["functions"].items())
-        c = d["config"]
-        out.append((f"SHADE vs mealpy's, D={c['dim']}, population {c['pop_size']}, "
-                    f"{c['evals']:,} evaluations, {c['seeds']} seeds (median final error)",
-                    _host(d["machine"]), figs, "shade_mealpy/cpu2.json",
-                    _cmd(d, "python benchmarks/bench_shade_mealpy.py --record")))
-    d = _load("population/cpu2.json")
-    if d:
-        figs = "; ".join(f"{r['model']}: {_k(r['population_cand_img_per_s'])} candidate-images/s, "
-                         f"{r['population_over_inference']:.2f}x plain inference"
-                         for r in d["rows"])
-        out.append(("Population pass, P=10 candidates over the same images, CPU",
-                    _host(d["machine"]), figs, "population/cpu2.json",
-                    _cmd(d, "python benchmarks/bench_population.py --record")))
-    d = _load("thesis_cell/h200.json")
-    if d:
-        out.append((f"A thesis cell: LeNet-5 at 32x32, {d['train_images']:,} Fashion-MNIST images, "
-                    f"{d['strategy']}, {d['evals']:,} evaluations of the training loss",
-                    _gpu(d["machine"]), f"{d['wall_s']:.1f} s; test accuracy "
-                    f"{d['test_accuracy']:.2%}", "thesis_cell/h200.json",
-                    _cmd(d, "python benchmarks/bench_thesis_cell.py --device gpu --record")))
-    d = _load("distributed/cpu2.json")
-    if d:
-        figs = "; ".join(f"{k}: {v['distributed_over_single']:.2f}x "
-                         f"({_k(v['distributed_images_per_s'])} vs {_k(v['single_images_per_s'])} img/s)"
-                         for k, v in d["models"].items())
-        out.append((f"Data parallel: {d['ranks']} MPI ranks x 1 thread vs 1 process x "
-                    f"{d['threads']} threads, batch {d['batch']}", _host(d["machine"]), figs,
-                    "distributed/cpu2.json", _cmd(d, "python benchmarks/bench_distributed.py --record")))
+            out += [(what, machine(d["machine"]), figs, path, command(d))
+                    for what, figs in extract(d)]
     return out
 
 

@@ -1,17 +1,7 @@
 /* Inverted dropout with a counter-based mask, float32.  The mask is a pure
  * function of (key, flat index): hetnet.devices.base.Device.dropout gives
- * the hash, which the numpy reference and the CPU kernels compute too. */
-
-/* Wellons' lowbias32 finaliser (hetnet.devices.base.mix32). */
-inline uint mix32(uint v)
-{
-    v ^= v >> 16;
-    v *= 0x7FEB352Du;
-    v ^= v >> 15;
-    v *= 0x846CA68Bu;
-    v ^= v >> 16;
-    return v;
-}
+ * the hash, which the numpy reference and the CPU kernels compute too.
+ * Built after hash.cl, which supplies mix32. */
 
 /* dropout -- work-group: (256), 1-D grid over n elements.
  * Work-item g keeps element g where (mix32(mix32(g) ^ key) >> 8) * 2^-24 >= p

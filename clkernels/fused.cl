@@ -353,17 +353,8 @@ inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, c
  * epoch's key, walked until it lands below ndata (a bijection of 0..ndata-1;
  * under 4 rounds of walking on average since 2^(2 hbits) < 4 ndata).
  * hetnet.runtime.fused.device_permutation is the same map in numpy; mix32
- * is dropout.cl's (Wellons' lowbias32, hetnet.devices.base.mix32). */
-inline uint mix32(uint x)
-{
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
+ * is hash.cl's (Wellons' lowbias32, hetnet.devices.base.mix32), built
+ * before this file. */
 inline uint feistel_row(uint i, const uint ndata, const uint hbits, const uint key)
 {
     const uint mask = (1u << hbits) - 1u;

@@ -1,6 +1,23 @@
 /* Max pooling without padding, NCHW float32; arg-max as int32 flat index
  * row*W + col inside the (H, W) plane, the first maximum on ties. */
 
+/* Output g's (n, c) plane index, returned, and the in-plane part
+ * [win.s0, win.s1) x [win.s2, win.s3) (rows, then columns) of its KH x KW
+ * window, which starts at (oy*SH - PH, ox*SW - PW).  Clipping the window once
+ * lets the loops run without per-element bounds tests, and padding (-inf or
+ * zero) then needs no reads at all. */
+inline long pool_window(const long g, const int H, const int W,
+                        const int KH, const int KW, const int SH, const int SW,
+                        const int PH, const int PW, const int HO, const int WO,
+                        int4 *win)
+{
+    const int ox = g % WO;
+    const int oy = (g / WO) % HO;
+    const int y0 = oy * SH - PH, x0 = ox * SW - PW;
+    *win = (int4)(max(y0, 0), min(y0 + KH, H), max(x0, 0), min(x0 + KW, W));
+    return g / ((long)HO * WO);
+}
+
 /* maxpool2d_fwd -- work-group: (256), 1-D grid over N*C*HO*WO.
  * Work-item g computes output g: scans its KH x KW window row by row and
  * keeps the first strict maximum and its position. */
@@ -14,16 +31,14 @@ __kernel void maxpool2d_fwd(__global const float *x, const int offx,
     const long g = get_global_id(0);
     if (g >= (long)NC * HO * WO)
         return;
-    const int ox = g % WO;
-    const int oy = (g / WO) % HO;
-    const long nc = g / ((long)HO * WO);
+    int4 win;
+    const long nc = pool_window(g, H, W, KH, KW, SH, SW, 0, 0, HO, WO, &win);
     __global const float *plane = x + offx + nc * H * W;
-    const int y0 = oy * SH, x0 = ox * SW;
-    float best = plane[y0 * W + x0];
-    int pos = y0 * W + x0;
-    for (int i = 0; i < KH; ++i)
-        for (int j = 0; j < KW; ++j) {
-            const int q = (y0 + i) * W + x0 + j;
+    float best = plane[win.s0 * W + win.s2];
+    int pos = win.s0 * W + win.s2;
+    for (int iy = win.s0; iy < win.s1; ++iy)
+        for (int ix = win.s2; ix < win.s3; ++ix) {
+            const int q = iy * W + ix;
             const float v = plane[q];
             if (v > best) {
                 best = v;
@@ -80,27 +95,19 @@ __kernel void maxpool2d_pad_fwd(__global const float *x, const int offx,
     const long g = get_global_id(0);
     if (g >= (long)NC * HO * WO)
         return;
-    const int ox = g % WO;
-    const int oy = (g / WO) % HO;
-    const long nc = g / ((long)HO * WO);
+    int4 win;
+    const long nc = pool_window(g, H, W, KH, KW, SH, SW, PH, PW, HO, WO, &win);
     __global const float *plane = x + offx + nc * H * W;
     float best = -INFINITY;
     int pos = -1;
-    for (int i = 0; i < KH; ++i) {
-        const int iy = oy * SH - PH + i;
-        if (iy < 0 || iy >= H)
-            continue;
-        for (int j = 0; j < KW; ++j) {
-            const int ix = ox * SW - PW + j;
-            if (ix < 0 || ix >= W)
-                continue;
+    for (int iy = win.s0; iy < win.s1; ++iy)
+        for (int ix = win.s2; ix < win.s3; ++ix) {
             const float v = plane[iy * W + ix];
             if (pos < 0 || v > best) {
                 best = v;
                 pos = iy * W + ix;
             }
         }
-    }
     y[offy + g] = best;
     am[offam + g] = pos;
 }
@@ -117,21 +124,13 @@ __kernel void avgpool2d_fwd(__global const float *x, const int offx,
     const long g = get_global_id(0);
     if (g >= (long)NC * HO * WO)
         return;
-    const int ox = g % WO;
-    const int oy = (g / WO) % HO;
-    const long nc = g / ((long)HO * WO);
+    int4 win;
+    const long nc = pool_window(g, H, W, KH, KW, SH, SW, PH, PW, HO, WO, &win);
     __global const float *plane = x + offx + nc * H * W;
     float s = 0.0f;
-    for (int i = 0; i < KH; ++i) {
-        const int iy = oy * SH - PH + i;
-        if (iy < 0 || iy >= H)
-            continue;
-        for (int j = 0; j < KW; ++j) {
-            const int ix = ox * SW - PW + j;
-            if (ix >= 0 && ix < W)
-                s += plane[iy * W + ix];
-        }
-    }
+    for (int iy = win.s0; iy < win.s1; ++iy)
+        for (int ix = win.s2; ix < win.s3; ++ix)
+            s += plane[iy * W + ix];
     y[offy + g] = s / (float)(KH * KW);
 }
 

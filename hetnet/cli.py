@@ -68,6 +68,13 @@ def _add_schedule(p):
                         "--lr defaults to 0.05 for sgd) or constant (default onecycle)")
 
 
+def _add_run(p, limit_help):
+    """The options of a command that trains: a subset of the data, the device, the seed."""
+    p.add_argument("--limit", type=int, default=None, metavar="N", help=limit_help)
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+
+
 def _add_saved_model(p):
     p.add_argument("model", help="a file written by `train`, Sequential.save or an estimator's save")
 
@@ -96,10 +103,7 @@ def _add_train(sub):
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
     _add_optimizer(p, "0.05 for sgd with --schedule onecycle, 0.02 with constant, 0.001 for adam")
     _add_schedule(p)
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="use only the first N training images (default: all)")
-    _add_device(p)
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    _add_run(p, "use only the first N training images (default: all)")
     p.add_argument("--out", default=None, metavar="PATH",
                    help="where to save the trained model (default lenet5-fashion.hetnet.npz, "
                         "or mlp-fashion.hetnet.npz for --arch mlp)")
@@ -163,11 +167,8 @@ def _add_bench(sub):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256], metavar="B",
                    help="batch sizes to measure (default 64 256)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per batch size (default 1)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="train on only the first N images (default: all)")
     _add_optimizer(p)
-    _add_device(p)
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    _add_run(p, "train on only the first N images (default: all)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the results, with the build info, as JSON to PATH")
     _add_plot(p, "images/s per batch size (default path: hetnet-bench.png, or beside --json)")
@@ -187,10 +188,7 @@ def _add_lr_find(sub):
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
     p.add_argument("--num-steps", type=int, default=100, help="most steps (default 100)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="use only the first N training images (default: all)")
-    _add_device(p)
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    _add_run(p, "use only the first N training images (default: all)")
     _add_plot(p, "the loss against the learning rate (default path: lr-find.png)")
 
 

@@ -71,6 +71,16 @@ def mpirun(script, *args, n=2, timeout=60, env=None):
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t0
 
 
+def _ok_on_both_ranks(script, *args, timeout=60):
+    """Run ``script`` on two ranks: a clean exit and "OK" from each, or the skip
+    the script printed (a device it needs is absent)."""
+    rc, out, _ = mpirun(script, *args, timeout=timeout)
+    assert rc == 0, out
+    if "SKIP" in out:
+        pytest.skip(next(line for line in out.splitlines() if "SKIP" in line))
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+
+
 # ------------------------------------------------------------- the split
 def test_split_batch_sums_and_is_proportional():
     rng = np.random.default_rng(0)
@@ -190,11 +200,7 @@ def test_collectives_on_two_ranks(tmp_path):
 
 @needs_mpi
 def test_device_buffers_staged_through_the_host():
-    rc, out, _ = mpirun("staging.py")
-    assert rc == 0, out
-    if "SKIP" in out:
-        pytest.skip(next(line for line in out.splitlines() if "SKIP" in line))
-    assert "OK rank 0" in out and "OK rank 1" in out, out
+    _ok_on_both_ranks("staging.py")
 
 
 @needs_mpi
@@ -264,20 +270,12 @@ def test_batchnorm_uses_per_rank_statistics():
     """PyTorch DDP's semantics without SyncBatchNorm: each rank normalises by
     its rows' statistics; the running statistics are the share-weighted
     mean over the ranks, so the replicas stay identical after every step."""
-    rc, out, _ = mpirun("fit.py", "batchnorm")
-    assert rc == 0, out
-    if "SKIP" in out:
-        pytest.skip(next(line for line in out.splitlines() if "SKIP" in line))
-    assert "OK rank 0" in out and "OK rank 1" in out, out
+    _ok_on_both_ranks("fit.py", "batchnorm")
 
 
 @needs_mpi
 def test_a_cpu_rank_and_an_opencl_rank_train_as_one_process():
-    rc, out, _ = mpirun("fit.py", "opencl", timeout=120)
-    assert rc == 0, out
-    if "SKIP" in out:
-        pytest.skip(next(line for line in out.splitlines() if "SKIP" in line))
-    assert "OK rank 0" in out and "OK rank 1" in out, out
+    _ok_on_both_ranks("fit.py", "opencl", timeout=120)
 
 
 @needs_mpi

@@ -16,22 +16,30 @@ cdef inline int _nt_planes(int nthreads, Py_ssize_t planes, double work) noexcep
     return hn_threads(<int>min(<Py_ssize_t>nthreads, max(planes, 1)), work, HN_COPY_UNIT)
 
 
+cdef inline void _span(int o, int s, int p, int k, int n, int *lo, int *hi) noexcept nogil:
+    # Output o's window along one axis is o*s - p + [0, k); clipping it to the
+    # plane [0, n) once lets the window loops run without per-element bounds
+    # tests, and -inf or zero padding then needs no reads at all.
+    lo[0] = o * s - p
+    hi[0] = lo[0] + k
+    if lo[0] < 0:
+        lo[0] = 0
+    if hi[0] > n:
+        hi[0] = n
+
+
 cdef void _maxpool_pad_plane(const float *x, float *y, int *am, int h, int w, int ho, int wo,
                              int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
-    cdef int oy, ox, i, j, iy, ix, pos
+    cdef int oy, ox, iy, ix, y0, y1, x0, x1, pos
     cdef float best, v
     for oy in range(ho):
+        _span(oy, sh, ph, kh, h, &y0, &y1)
         for ox in range(wo):
+            _span(ox, sw, pw, kw, w, &x0, &x1)
             best = -INFINITY
             pos = -1
-            for i in range(kh):
-                iy = oy * sh - ph + i
-                if iy < 0 or iy >= h:
-                    continue
-                for j in range(kw):
-                    ix = ox * sw - pw + j
-                    if ix < 0 or ix >= w:
-                        continue
+            for iy in range(y0, y1):
+                for ix in range(x0, x1):
                     v = x[iy * w + ix]
                     if pos < 0 or v > best:
                         best = v
@@ -60,20 +68,17 @@ def maxpool2d_padded(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, 
 
 cdef void _avgpool_plane(const float *x, float *y, int h, int w, int ho, int wo, int kh,
                          int kw, int sh, int sw, int ph, int pw) noexcept nogil:
-    cdef int oy, ox, i, j, iy, ix
+    cdef int oy, ox, iy, ix, y0, y1, x0, x1
     cdef float acc
     cdef float inv = 1.0 / (kh * kw)
     for oy in range(ho):
+        _span(oy, sh, ph, kh, h, &y0, &y1)
         for ox in range(wo):
+            _span(ox, sw, pw, kw, w, &x0, &x1)
             acc = 0.0
-            for i in range(kh):
-                iy = oy * sh - ph + i
-                if iy < 0 or iy >= h:
-                    continue
-                for j in range(kw):
-                    ix = ox * sw - pw + j
-                    if 0 <= ix < w:
-                        acc = acc + x[iy * w + ix]
+            for iy in range(y0, y1):
+                for ix in range(x0, x1):
+                    acc = acc + x[iy * w + ix]
             y[oy * wo + ox] = acc * inv
 
 
@@ -94,21 +99,18 @@ def avgpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int kh, int kw, int 
 
 cdef void _avgpool_back_plane(const float *dy, float *dx, int h, int w, int ho, int wo,
                               int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
-    cdef int oy, ox, i, j, iy, ix
+    cdef int oy, ox, iy, ix, y0, y1, x0, x1
     cdef float share
     cdef float inv = 1.0 / (kh * kw)
     memset(dx, 0, <Py_ssize_t>h * w * sizeof(float))
     for oy in range(ho):
+        _span(oy, sh, ph, kh, h, &y0, &y1)
         for ox in range(wo):
+            _span(ox, sw, pw, kw, w, &x0, &x1)
             share = dy[oy * wo + ox] * inv
-            for i in range(kh):
-                iy = oy * sh - ph + i
-                if iy < 0 or iy >= h:
-                    continue
-                for j in range(kw):
-                    ix = ox * sw - pw + j
-                    if 0 <= ix < w:
-                        dx[iy * w + ix] += share
+            for iy in range(y0, y1):
+                for ix in range(x0, x1):
+                    dx[iy * w + ix] += share
 
 
 def avgpool2d_backward(float[:, :, :, ::1] dy, float[:, :, :, ::1] dx, int kh, int kw,

@@ -1,7 +1,9 @@
-"""What every dataset reader shares: its errors, and the folders searched for data."""
+"""What every dataset reader shares: its errors, the folders searched for data, and
+the data sets scikit-learn ships."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -27,3 +29,31 @@ def _search_roots() -> list[Path]:
     env = os.environ.get("HETNET_DATA", "")
     roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     return roots + [_REPO_DATASETS, _PACKAGE_DATASETS, _SYSTEM_DATASETS]
+
+
+def _sklearn_bunch(loader: str, what: str):
+    """Call ``sklearn.datasets.<loader>()``, for a data set that scikit-learn ships.
+
+    Parameters
+    ----------
+    loader : str
+        The name of the ``sklearn.datasets`` function, e.g. ``"load_digits"``.
+    what : str
+        What the data is, for the error message (``"the digits data"``).
+
+    Returns
+    -------
+    sklearn.utils.Bunch
+
+    Raises
+    ------
+    ImportError
+        scikit-learn is not installed; the message names ``loader`` and how to install it.
+    """
+    try:
+        sk_datasets = importlib.import_module("sklearn.datasets")
+    except ImportError as exc:
+        raise ImportError(
+            f"{loader} needs scikit-learn, which ships {what}: pip install scikit-learn"
+        ) from exc
+    return getattr(sk_datasets, loader)()

@@ -620,14 +620,7 @@ def load_digits(normalize: bool = True, flatten: bool = False):
     ImportError
         scikit-learn is not installed.
     """
-    try:
-        from sklearn.datasets import load_digits as _sk_load_digits
-    except ImportError as exc:
-        raise ImportError(
-            "load_digits needs scikit-learn, which ships the digits data: "
-            "pip install scikit-learn"
-        ) from exc
-    bunch = _sk_load_digits()
+    bunch = _common._sklearn_bunch("load_digits", "the digits data")
     images = bunch.images.astype(np.uint8)  # float64 holding the integers 0..16
     return _to_output(images, np.asarray(bunch.target), 16.0, normalize, flatten)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import DatasetError, DatasetNotFoundError
+from ._common import DatasetError, DatasetNotFoundError, _sklearn_bunch
 
 __all__ = [
     "BOSTON_FEATURES",
@@ -114,6 +114,10 @@ def _read_text(path: Path) -> str:
         raise DatasetError(f"{path}: not a text (UTF-8) file ({exc})") from exc
 
 
+def _nonblank_lines(path: Path) -> list[str]:
+    return [ln for ln in _read_text(path).splitlines() if ln.strip()]
+
+
 def _parse_rows(lines: list[str], first_line: int, sep: str | None, ncols: int,
                 path: Path) -> np.ndarray:
     """Rows of numbers, each with ``ncols`` fields; ``sep=None`` splits on whitespace."""
@@ -166,7 +170,7 @@ def read_wine_quality_csv(path: str | os.PathLike):
         non-numeric value, or a quality is not an integer.
     """
     path = Path(path)
-    lines = [ln for ln in _read_text(path).splitlines() if ln.strip()]
+    lines = _nonblank_lines(path)
     if not lines:
         raise DatasetError(f"{path}: empty file")
     header = [_norm(h) for h in lines[0].split(";")]
@@ -211,7 +215,7 @@ def read_boston_csv(path: str | os.PathLike):
         Unknown columns, wrong field counts, missing or non-numeric values.
     """
     path = Path(path)
-    lines = [ln for ln in _read_text(path).splitlines() if ln.strip()]
+    lines = _nonblank_lines(path)
     first = 1
     if lines and len(lines[0].split(",")) == 2 and all(
             f.strip().isdigit() for f in lines[0].split(",")):
@@ -262,14 +266,7 @@ def load_breast_cancer(return_feature_names: bool = False):
     ImportError
         scikit-learn is not installed.
     """
-    try:
-        from sklearn.datasets import load_breast_cancer as _sk_load
-    except ImportError as exc:
-        raise ImportError(
-            "load_breast_cancer needs scikit-learn, which ships the data: "
-            "pip install scikit-learn"
-        ) from exc
-    bunch = _sk_load()
+    bunch = _sklearn_bunch("load_breast_cancer", "the data")
     X = np.ascontiguousarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     return _maybe_names(X, y, bunch.feature_names, return_feature_names)

@@ -188,17 +188,8 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
             logs["shares"] = dp.shares.tolist()
             dp.averager.reset_stats()
             dp.end_epoch()
-        if validation is not None:
-            ev = model._evaluate(*validation, None, distributed=ctx)
-            logs["val_loss"] = ev["loss"]
-            if "accuracy" in ev:
-                logs["val_accuracy"] = ev["accuracy"]
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
-                             if k not in ("time_s", "shares")})
-            bar.close()
+        Xv, yv = validation if validation is not None else (None, None)
+        record_epoch(model, history, logs, Xv, yv, bar, distributed=ctx)
         if verbose == 2:
             print(epoch_line(epoch, epochs, logs), flush=True)
         check_epoch(model, epoch, epoch_loss, X)
@@ -268,18 +259,20 @@ def check_validation(model, validation_data):
     return Xv, yv
 
 
-def record_epoch(model, history, logs, Xv, yv, bar):
-    """Add the validation figures (``Xv`` not None) to an epoch's ``logs``,
-    append them to ``history``, close the epoch's progress ``bar``; returns ``logs``."""
+def record_epoch(model, history, logs, Xv, yv, bar, distributed=False):
+    """Add the validation figures (``Xv`` not None; evaluated over the ranks
+    of ``distributed``'s job, if any) to an epoch's ``logs``, append them to
+    ``history``, close the epoch's progress ``bar``; returns ``logs``."""
     if Xv is not None:
-        ev = model._evaluate(Xv, yv, None)
+        ev = model._evaluate(Xv, yv, None, distributed=distributed)
         logs["val_loss"] = ev["loss"]
         if "accuracy" in ev:
             logs["val_accuracy"] = ev["accuracy"]
     for key, value in logs.items():
         history.setdefault(key, []).append(value)
     if bar is not None:
-        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                         if k not in ("time_s", "shares")})
         bar.close()
     return logs
 

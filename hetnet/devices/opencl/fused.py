@@ -347,7 +347,7 @@ class FusedProgram:
         self._bound = {}
 
     def _build(self, ptx):
-        dev, files = self.device, "fused.cl"
+        dev, files = self.device, ("hash.cl", "fused.cl")
         red = (f"-DUSE_PTX_RED={int(ptx)}",)
         b, i, f = None, _I32, _F32
         train, evl = self._train_opts + red, self._eval_opts + red

@@ -18,7 +18,7 @@ _LAYER_KERNELS = {
     "bn_apply": (("elementwise.cl", "reduce.cl", "norm.cl"), "bi bi bi bi bi bi bi bi iii fii"),
     "bn_bwd_reduce": (("elementwise.cl", "reduce.cl", "norm.cl"), "bi bi bi bi bi bi bi iiii"),
     "bn_bwd_dx": (("elementwise.cl", "reduce.cl", "norm.cl"), "bi bi bi bi bi bi bi bi iiiii"),
-    "dropout": ("dropout.cl", "bi bi i f i f"),
+    "dropout": (("hash.cl", "dropout.cl"), "bi bi i f i f"),
     "add_act": (("elementwise.cl", "residual.cl"), "bi bi bi ii"),
     "maxpool2d_pad_fwd": ("pool.cl", "bi bi bi iii iiii ii ii"),
     "avgpool2d_fwd": ("pool.cl", "bi bi iii iiii ii ii"),
