@@ -139,11 +139,14 @@ def _fused_accuracy(d):
              f"({d['mean_difference_points']:+.2f} points)")]
 
 
-def _optimizers(d):
-    steps = d["devices"]["cpu"]["fit_step"]
-    figs = ", ".join(f"{k} {v['ratio_to_sgd_momentum_median']:.2f}" for k, v in steps.items()
-                     if k != "sgd_momentum")
-    return [("Each optimiser's fit step over SGD-momentum's (MLP, batch 64, paired rounds)", figs)]
+def _optimizers(device):
+    def extract(d):
+        steps = d["devices"][device]["fit_step"]
+        figs = ", ".join(f"{k} {v['ratio_to_sgd_momentum_median']:.2f}"
+                         for k, v in steps.items() if k != "sgd_momentum")
+        return [("Each optimiser's fit step over SGD-momentum's (MLP, batch 64, paired rounds), "
+                 + device.upper(), figs)]
+    return extract
 
 
 def _shade_mealpy(d):
@@ -155,11 +158,13 @@ def _shade_mealpy(d):
              f"{c['evals']:,} evaluations, {c['seeds']} seeds (median final error)", figs)]
 
 
-def _population(d):
-    figs = "; ".join(f"{r['model']}: {_k(r['population_cand_img_per_s'])} candidate-images/s, "
-                     f"{r['population_over_inference']:.2f}x plain inference"
-                     for r in d["rows"])
-    return [("Population pass, P=10 candidates over the same images, CPU", figs)]
+def _population(device):
+    def extract(d):
+        figs = "; ".join(f"{r['model']}: {_k(r['population_cand_img_per_s'])} candidate-images/s, "
+                         f"{r['population_over_inference']:.2f}x plain inference"
+                         for r in d["rows"])
+        return [(f"Population pass, P=10 candidates over the same images, {device.upper()}", figs)]
+    return extract
 
 
 def _thesis_cell(d):
@@ -200,11 +205,15 @@ SOURCES = (
     ("fused_accuracy/h200.json", _gpu,
      _recorded("python benchmarks/bench_fused_accuracy.py --record"), _fused_accuracy),
     ("optimizers/cpu2.json", _host,
-     _recorded("python benchmarks/bench_optimizers.py --record"), _optimizers),
+     _recorded("python benchmarks/bench_optimizers.py --record"), _optimizers("cpu")),
+    ("optimizers/h200.json", _gpu,
+     _recorded("python benchmarks/bench_optimizers.py --record"), _optimizers("gpu")),
     ("shade_mealpy/cpu2.json", _host,
      _recorded("python benchmarks/bench_shade_mealpy.py --record"), _shade_mealpy),
     ("population/cpu2.json", _host,
-     _recorded("python benchmarks/bench_population.py --record"), _population),
+     _recorded("python benchmarks/bench_population.py --record"), _population("cpu")),
+    ("population/h200.json", _gpu,
+     _recorded("python benchmarks/bench_population.py --record"), _population("gpu")),
     ("thesis_cell/h200.json", _gpu,
      _recorded("python benchmarks/bench_thesis_cell.py --device gpu --record"), _thesis_cell),
     ("distributed/cpu2.json", _host,
