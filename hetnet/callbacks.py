@@ -244,6 +244,12 @@ def _resolve_mode(mode, monitor):
     return "max" if ("acc" in name or "score" in name) else "min"
 
 
+def _distributed(model):
+    """The MPI context of the data-parallel fit ``model`` is in, or None
+    (a plain fit, or a job of one rank)."""
+    return model.__dict__.get("_distributed") if model is not None else None
+
+
 class ModelCheckpoint(Callback):
     """Write a checkpoint (the model, the optimizer's state, the epoch, the
     shuffling state, the history) every ``every`` epochs, atomically (a
@@ -265,6 +271,13 @@ class ModelCheckpoint(Callback):
     mode : {"auto", "min", "max"}
         Whether smaller or larger ``monitor`` is better (``"auto"``: larger
         for names with "acc" or "score").
+
+    Notes
+    -----
+    In a data-parallel fit (``fit(..., distributed=...)`` over several MPI
+    ranks) the replicas are identical and rank 0 alone writes the file
+    (:meth:`hetnet.distributed.Context.write`); the other ranks wait until
+    it is complete.
 
     Attributes
     ----------
@@ -300,7 +313,13 @@ class ModelCheckpoint(Callback):
                 return False
             self.best = value
         path = self.path.format(epoch=epoch + 1) if "{" in self.path else self.path
-        model.save_checkpoint(path)
+        ctx = _distributed(model)
+        if ctx is None:
+            model.save_checkpoint(path)
+        else:
+            # one file for the job: the replicas are identical, rank 0 writes
+            # (atomically) and the others wait until it is there
+            ctx.write(path, model.save_checkpoint, what=f"rank 0 to write checkpoint {path}")
         self.last_path = path
         return False
 
@@ -375,7 +394,8 @@ class ReduceLROnPlateau(Callback):
 class CSVLogger(Callback):
     """Append one row per epoch (the epoch, from 1, and every figure of the
     logs) to a CSV file, flushed at each row, so a crashed run keeps its
-    curve.
+    curve.  In a data-parallel fit over several MPI ranks, rank 0 alone
+    writes (every rank has the same logs).
 
     Parameters
     ----------
@@ -399,6 +419,10 @@ class CSVLogger(Callback):
         return state
 
     def on_fit_begin(self, model):
+        self._file = None
+        ctx = _distributed(model)
+        if ctx is not None and not ctx.is_root:
+            return          # every rank has the same logs: rank 0 alone writes them
         exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
         self._file = open(self.path, "a" if self.append else "w", newline="")
         self._writer = csv.writer(self._file, delimiter=self.separator)
@@ -409,6 +433,8 @@ class CSVLogger(Callback):
             self._keys = first.split(self.separator)[1:] if first else None
 
     def on_epoch_end(self, model, epoch, logs):
+        if self._file is None:      # not rank 0 of a data-parallel fit
+            return False
         if self._keys is None:
             self._keys = [k for k, v in logs.items() if isinstance(v, (int, float))]
             self._writer.writerow(["epoch"] + self._keys)

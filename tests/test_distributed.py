@@ -312,6 +312,33 @@ def test_train_command_distributed(tmp_path):
         np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-5)
 
 
+@needs_mpi
+def test_metaheuristics_spread_over_ranks_as_one_process():
+    """SHADE, SHADE-ILS and a hybrid, each rank on its shard: every rank the
+    same best weights to the bit (one search), one process's within 1e-5."""
+    rc, out, _ = mpirun("evolve.py", "evolve", timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+    assert "SHADEILS balance=[1, 2] shares=[30, 60]" in out, out     # the unequal shards ran
+    assert out.count("evals=60 max") == 2 and "evals=50 max" in out, out
+
+
+@needs_mpi
+def test_one_rank_metaheuristic_is_a_plain_one():
+    rc, out, _ = mpirun("evolve.py", "single", n=1)
+    assert rc == 0, out
+    assert "OK rank 0" in out, out
+
+
+@needs_mpi
+def test_checkpoints_and_csv_logs_are_written_by_rank_0_alone(tmp_path):
+    rc, out, _ = mpirun("evolve.py", "files", str(tmp_path), timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-1.npz", "ckpt-2.npz",
+                                                          "evolve.csv", "log.csv"]
+
+
 def test_distributed_fit_without_mpi4py_says_what_to_install(monkeypatch):
     import hetnet
     monkeypatch.setitem(sys.modules, "mpi4py", None)

@@ -56,9 +56,17 @@ def save_checkpoint(model, path, progress, history):
     entry = dict(progress, optimizer=None if opt is None else opt.get_config(),
                  optimizer_t=0 if opt is None else int(opt.t), state_layout=layout,
                  rng=_json_state(model._shuffle_rng.bit_generator.state), dropout=dropout,
-                 history={k: [float(v) for v in vs] for k, vs in history.items()})
+                 history={k: [_json_figure(v) for v in vs] for k, vs in history.items()})
     config = dict(model.get_config(), checkpoint=entry)
     return io.write(path, config, model.get_weights(), arrays)
+
+
+def _json_figure(value):
+    """A history entry for JSON: a float, or a list of them (a data-parallel
+    fit's ``shares`` per epoch: the rows of each rank)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [float(v) for v in value]
+    return float(value)
 
 
 def _json_state(state):

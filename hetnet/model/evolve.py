@@ -103,20 +103,36 @@ def recompute_batchnorm_stats(model, X):
             bn.momentum = m
 
 
-def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle):
-    """The hybrid's step: one mini-batch epoch of ``gd_opt`` from flat weights ``x``."""
+def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx=None, planned=None):
+    """The hybrid's step: one mini-batch epoch of ``gd_opt`` from flat weights ``x``
+    (data-parallel over ``ctx``'s ranks when given: every rank passes the
+    whole set, each takes its rows of every mini-batch).  ``planned()``: the
+    rows the whole-set evaluations are planned for (default all of ``X``)."""
     def gd(x):
         model.runtime.set_flat_weights(x)
         history = model.history
         try:
             _fit.fit(model, X, yt, epochs=1, batch_size=batch_size, optimizer=gd_opt,
-                     shuffle=shuffle, sample_weight=sw, check_input=False)
+                     shuffle=shuffle, sample_weight=sw, check_input=False,
+                     distributed=False if ctx is None else ctx)
         finally:
             model.history = history
             # back to the placement of the whole-set evaluations
-            model._use_plan(X.shape[0], training=True)
+            model._use_plan(X.shape[0] if planned is None else planned(), training=True)
         return model.runtime.flat_weights().astype(np.float64)
     return gd
+
+
+class _Shard:
+    """The rows of the training set this process evaluates on: all of them,
+    or its rank's shard (``shards``, a PopulationShards)."""
+
+    def __init__(self, X, y, w, shards=None):
+        rows = slice(None) if shards is None else shards.rows
+        self.X, self.y = X[rows], y[rows]
+        self.w = None if w is None else w[rows]
+        self.n = self.X.shape[0]
+        self.computing = (lambda: None) if shards is None else shards.computing
 
 
 def _fused_value_and_grad(model, X, yt, sw):
@@ -162,7 +178,7 @@ def _fused_value_and_grad(model, X, yt, sw):
 
 def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
            validation_data=None, verbose=0, shuffle=True, sample_weight=None,
-           callbacks=None, check_input=True):
+           callbacks=None, check_input=True, distributed=False):
     """Train ``model`` with a :class:`~hetnet.metaheuristics.Metaheuristic`.
 
     Parameters
@@ -179,6 +195,16 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         Of the hybrid's gradient epochs (the evaluations use the whole set).
     verbose : int
         1: a progress bar per epoch, counting evaluations.
+    distributed : bool or hetnet.distributed.Context
+        Data-parallel over the ranks of an MPI job (every rank calls ``fit``
+        with the same data and arguments): each rank evaluates every
+        candidate on its shard of the training set and the losses (and
+        L-BFGS gradients) are summed over the ranks, one ``Allreduce`` per
+        population; the search, seeded by rank 0's seed, is the same on
+        every rank (:mod:`hetnet.distributed.population`).  A hybrid's
+        gradient epoch is a data-parallel fit.  Evaluations are counted as
+        in one process.  History gains ``shares`` (rows per rank) and
+        ``allreduce_s`` per epoch.
 
     Returns
     -------
@@ -214,29 +240,50 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     callbacks = list(callbacks or [])
     n = X.shape[0]
     rt = model.runtime
-    model._use_plan(n, training=True)
+    ctx = _fit.distributed_context(distributed, model.placement.primary)
+    shards = None
+    seed = model.seed
+    if ctx is not None:
+        from ..distributed.population import PopulationShards
+        shards = PopulationShards(ctx, model, n)
+        shards.begin()
+        seed = shards.seed(seed)
+        if not ctx.is_root:
+            verbose = 0
+    local = _Shard(X, yt, sw, shards)
+    model._use_plan(local.n, training=True)
 
     def fun(pop):
+        local.computing()
         with rt.session():
-            return rt.population_loss(pop.astype(np.float32), X, yt, sw)
+            losses = rt.population_loss(pop.astype(np.float32), local.X, local.y, local.w)
+        return losses if shards is None else shards.population_loss(losses)
 
-    value_and_grad, gradient_path = _fused_value_and_grad(model, X, yt, sw)
-    if value_and_grad is None:
-        def value_and_grad(x):
+    fused_vg, gradient_path = _fused_value_and_grad(model, local.X, local.y, local.w)
+
+    def value_and_grad(x):
+        local.computing()
+        if fused_vg is not None:
+            loss, grad = fused_vg(x)
+        else:
             rt.set_flat_weights(x)
             with rt.session():
-                loss, _ = rt.loss_and_gradients(X, yt, sw, read_gradients=False)
-                return loss, rt.flat_gradient().astype(np.float64)
+                loss, _ = rt.loss_and_gradients(local.X, local.y, local.w, read_gradients=False)
+                grad = rt.flat_gradient().astype(np.float64)
+        return (loss, grad) if shards is None else shards.loss_and_gradient(loss, grad)
 
     problem = Problem(fun, model.count_params(), max_evals, value_and_grad=value_and_grad,
                       sampler=layer_sampler(model))
     user_gd = optimizer.gd
     if isinstance(gd, Optimizer):
-        optimizer.gd = _gradient_epoch(model, X, yt, sw, gd, batch_size, shuffle)
+        optimizer.gd = _gradient_epoch(model, X, yt, sw, gd, batch_size, shuffle, ctx,
+                                       lambda: local.n)
     per_epoch = math.ceil(max_evals / epochs)
     history = _fit.History(loss=[], evals=[], val_loss=[], val_accuracy=[], images_per_s=[],
                            time_s=[])
     model.history = history
+    previous_ctx = model.__dict__.get("_distributed")
+    model._distributed = ctx       # what callbacks that write files consult
     _fit.call_callbacks(callbacks, "on_fit_begin", model)
     try:
         for epoch in range(epochs):
@@ -248,7 +295,7 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
                                     unit="eval")
             t0, before = time.perf_counter(), problem.nfev
             if epoch == 0:
-                optimizer.start(problem, seed=model.seed)
+                optimizer.start(problem, seed=seed)
                 if bar is not None:
                     bar.update(problem.nfev - before)
             k = 0
@@ -264,14 +311,28 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
             dt = time.perf_counter() - t0
             if problem.best_x is not None:
                 rt.set_flat_weights(problem.best_x)
-                recompute_batchnorm_stats(model, X)
-            logs = _fit.record_epoch(model, history, {
-                "loss": float(problem.best_f), "evals": problem.nfev,
-                "images_per_s": (problem.nfev - before) * n / dt, "time_s": dt}, Xv, yv, bar)
-            if any(_fit.call_callbacks(callbacks, "on_epoch_end", model, epoch, logs)):
+                recompute_batchnorm_stats(model, local.X)
+                if shards is not None:
+                    shards.average_batch_statistics()
+            logs = {"loss": float(problem.best_f), "evals": problem.nfev,
+                    "images_per_s": (problem.nfev - before) * n / dt, "time_s": dt}
+            if shards is not None:
+                logs["allreduce_s"] = shards.reduce_s
+                logs["shares"] = shards.shares.tolist()
+                if shards.end_epoch():      # re-balanced: this rank's rows changed
+                    local = _Shard(X, yt, sw, shards)
+                    model._use_plan(local.n, training=True)
+            logs = _fit.record_epoch(model, history, logs, Xv, yv, bar, distributed=ctx)
+            stop = any(_fit.call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
+            if shards is not None:
+                stop = shards.stop(stop)    # rank 0's callbacks decide for every rank
+            if stop:
                 break
+        if shards is not None:
+            shards.verify(problem.best_x)
     finally:
         optimizer.gd = user_gd
+        model._distributed = previous_ctx
     history.n_evals = problem.nfev
     history.gradient_path = gradient_path
     history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0

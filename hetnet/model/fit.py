@@ -122,12 +122,17 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         dp.begin()
         if not ctx.is_root:
             verbose = 0
-    call_callbacks(callbacks, "on_fit_begin", model)
-    with dp.attached() if dp is not None else contextlib.nullcontext():
-        _epochs(model, X, yt, sw, epochs, batch_size,
-                None if validation_data is None else (Xv, yv), verbose, shuffle, callbacks,
-                schedule, history, dp, start, step)
-    call_callbacks(callbacks, "on_fit_end", model, history)
+    previous_ctx = model.__dict__.get("_distributed")
+    model._distributed = ctx        # what callbacks that write files consult
+    try:
+        call_callbacks(callbacks, "on_fit_begin", model)
+        with dp.attached() if dp is not None else contextlib.nullcontext():
+            _epochs(model, X, yt, sw, epochs, batch_size,
+                    None if validation_data is None else (Xv, yv), verbose, shuffle, callbacks,
+                    schedule, history, dp, start, step)
+        call_callbacks(callbacks, "on_fit_end", model, history)
+    finally:
+        model._distributed = previous_ctx
     model._fit_progress = None        # a checkpoint needs a fit in progress
     return history
 
@@ -259,10 +264,10 @@ def check_validation(model, validation_data):
     return Xv, yv
 
 
-def record_epoch(model, history, logs, Xv, yv, bar, distributed=False):
+def record_epoch(model, history, logs, Xv, yv, bar, distributed=None):
     """Add the validation figures (``Xv`` not None; evaluated over the ranks
-    of ``distributed``'s job, if any) to an epoch's ``logs``, append them to
-    ``history``, close the epoch's progress ``bar``; returns ``logs``."""
+    of ``distributed``, a Context, when given) to an epoch's ``logs``,
+    append them to ``history``, close the epoch's progress ``bar``; returns ``logs``."""
     if Xv is not None:
         ev = model._evaluate(Xv, yv, None, distributed=distributed)
         logs["val_loss"] = ev["loss"]
@@ -272,7 +277,7 @@ def record_epoch(model, history, logs, Xv, yv, bar, distributed=False):
         history.setdefault(key, []).append(value)
     if bar is not None:
         bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
-                         if k not in ("time_s", "shares")})
+                         if k != "time_s" and isinstance(v, (int, float))})
         bar.close()
     return logs
 

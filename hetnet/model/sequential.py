@@ -99,6 +99,7 @@ class Sequential:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_call_lock", None)   # a lock held by a call does not travel (copy, pickle)
+        state.pop("_distributed", None)     # nor a fit's MPI context
         return state
 
     # --------------------------------------------------------------- build
@@ -360,12 +361,9 @@ class Sequential:
             if resume_from is not None:
                 raise ValueError("resume_from applies to gradient training; a metaheuristic's "
                                  "run is not checkpointed")
-            if distributed:
-                raise ValueError("distributed=True applies to gradient optimizers; a "
-                                 "metaheuristic's population is not spread over MPI ranks yet")
             return _evolve.evolve(self, X, y, optimizer, max_evals, epochs, batch_size,
                                   validation_data, verbose, shuffle, sample_weight, callbacks,
-                                  check_input)
+                                  check_input, distributed)
         if max_evals is not None:
             raise ValueError(f"max_evals={max_evals!r} applies to a metaheuristic optimizer "
                              f"(hn.SHADE, hn.SHADEILS); for {optimizer!r} give epochs=")
