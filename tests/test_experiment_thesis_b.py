@@ -97,11 +97,58 @@ def test_grid_design():
     assert {s for _, _, s in cells} == {"nag", "rmsprop", "adam"}
 
 
-@pytest.mark.parametrize("part", ["metaheuristic", "all"])
-def test_metaheuristic_part_not_available_yet(part, tmp_path, capsys):
+def test_metaheuristic_part_quick_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "mh"
+    rc = cli.main(["experiment", "thesis-b", "--part", "metaheuristic", "--quick", "--quiet",
+                   "--datasets", "breast-cancer", "fashion-mnist", "--out", str(out)])
+    assert rc == 0
+    assert "8 of 8 cells run" in capsys.readouterr().out
+    res = json.loads((out / "metaheuristic.json").read_text())
+    cells = res["cells"]
+    assert {c["strategy"] for c in cells} == set(thesis_b.PARTS["metaheuristic"])
+    protocol = thesis_b.QUICK
+    for c in cells:
+        assert c["status"] == "ok", c
+        assert 0 < c["evals"] <= protocol.max_evals
+        assert c["curve"]["evals"] == sorted(c["curve"]["evals"])
+        assert c["curve"]["evals"][-1] == c["evals"]
+        # the best-so-far training loss never rises
+        assert all(b <= a + 1e-12 for a, b in zip(c["curve"]["loss"], c["curve"]["loss"][1:]))
+        assert np.isfinite(c["test_loss"]) and 0 <= c["score"] <= 1
+        hybrid = c["strategy"].endswith("-gd")
+        assert (c["batch_size"] == protocol.gd_batch_size) is hybrid
+    # the same seed: every strategy starts from the same population, so SHADE's
+    # first record is the best of the same initial individuals for both of its forms
+    by = {(c["dataset"], c["strategy"]): c for c in cells}
+    for d in ("breast-cancer", "fashion-mnist"):
+        assert by[(d, "shade")]["curve"]["loss"][0] == by[(d, "shade-gd")]["curve"]["loss"][0]
+    assert sorted(res["plots"]) == ["metaheuristic_breast-cancer_mlp-1.png",
+                                    "metaheuristic_fashion-mnist_lenet5.png"]
+    for name in res["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "metaheuristic.md").read_text()
+    assert "| mlp-1 | shade-ils |" in md and "population 10, 60 evaluations" in md
+
+
+def test_all_part_has_both_halves(tmp_path):
+    res = run_thesis_b(part="all", datasets=["breast-cancer"], quick=True, progress=False,
+                       out=tmp_path)
+    assert [c["strategy"] for c in res["cells"]] == list(thesis_b.PARTS["all"])
+    assert all(c["status"] == "ok" for c in res["cells"])
+    assert (tmp_path / "all.json").exists() and (tmp_path / "all_breast-cancer_mlp-1.png").exists()
+    md = (tmp_path / "all.md").read_text()
+    assert "Gradient descent:" in md and "Metaheuristics:" in md
+
+
+def test_a_part_with_a_strategy_hetnet_lacks_says_so(monkeypatch, tmp_path, capsys):
+    """A strategy without a trainer is refused before any work, and nothing is written."""
+    import dataclasses
+    lacking = dataclasses.replace(thesis_b.STRATEGIES["shade"], train=None)
+    monkeypatch.setitem(thesis_b.STRATEGIES, "shade", lacking)
     with pytest.raises(PartNotAvailableError, match="not available yet"):
-        run_thesis_b(part=part)
-    rc = cli.main(["experiment", "thesis-b", "--part", part, "--quick", "--out", str(tmp_path)])
+        run_thesis_b(part="metaheuristic")
+    rc = cli.main(["experiment", "thesis-b", "--part", "metaheuristic", "--quick",
+                   "--out", str(tmp_path)])
     assert rc == 2
     assert "not available yet" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())        # nothing written, no fake results

@@ -86,12 +86,16 @@ class Protocol:
     n_train: int = 10000          # image sets: training images
     n_test: int = 5000            # image sets: validation + test images
     image_source: str = "auto"    # MNIST / Fashion-MNIST: full set if found, else the sample
+    max_evals: int = 4200         # metaheuristics: loss evaluations over the training set
+    pop_size: int = 10            # metaheuristics: population
+    gd_batch_size: int = 64       # the hybrids' gradient epochs: batch size (Adam, lr 1e-3)
 
 
 #: The thesis's protocol.
 THESIS = Protocol()
 #: A seconds-long subset for tests and CI: same code, tiny sizes.
-QUICK = Protocol(epochs=2, batch_sizes=(32, 64), lr_find_steps=8, n_train=100, n_test=40)
+QUICK = Protocol(epochs=2, batch_sizes=(32, 64), lr_find_steps=8, n_train=100, n_test=40,
+                 max_evals=60)
 #: Models run by ``quick=True`` unless models are named.
 QUICK_MODELS = ("mlp-1", "lenet5")
 
@@ -276,12 +280,53 @@ def _gradient_strategy(name):
     return train
 
 
-def _not_yet(name):
-    return Strategy(name, "metaheuristic", {
-        "shade": "SHADE (Tanabe and Fukunaga 2013)",
-        "shade-ils": "SHADE-ILS with its L-BFGS local search only",
-        "shade-gd": "SHADE hybridised with gradient descent",
-        "shade-ils-gd": "SHADE-ILS hybridised with gradient descent"}[name], None)
+#: the hybrids' gradient descent: Adam at lr 1e-3 (PyTorch's default), one
+#: mini-batch epoch on the best individual every ``gd_every`` evaluations
+GD_LR = 1e-3
+
+
+def _metaheuristic_strategy(name):
+    """SHADE or SHADE-ILS (``-gd``: hybridised with Adam) from the layers' Glorot
+    population: ``protocol.max_evals`` evaluations of the training loss in
+    ``protocol.epochs`` epochs, the best individual of each epoch validated
+    and the best-validation one reported (the thesis's section 6.5)."""
+    def train(make_model, data, protocol, tick):
+        from ..callbacks import EarlyStopping
+        from ..metaheuristics import SHADE, SHADEILS
+        from ..optim import Adam
+        (Xtr, ytr), val = data.train, data.val
+        model = make_model()
+        hybrid = name.endswith("-gd")
+        cls = SHADEILS if name.startswith("shade-ils") else SHADE
+        optimizer = cls(pop_size=protocol.pop_size, gd=Adam(lr=GD_LR) if hybrid else None)
+        keep = EarlyStopping(monitor="val_loss", patience=protocol.epochs,
+                             restore_best_weights=True)
+        t0 = time.perf_counter()
+        try:
+            history = model.fit(Xtr, ytr, optimizer=optimizer, max_evals=protocol.max_evals,
+                                epochs=protocol.epochs, batch_size=protocol.gd_batch_size,
+                                validation_data=val, callbacks=[keep])
+        except FloatingPointError as exc:
+            raise RunFailed(str(exc)) from None
+        seconds = time.perf_counter() - t0
+        tick(name)
+        if keep.best_epoch is None:
+            raise RunFailed("no epoch had a finite validation loss")
+        return model, {"batch_size": protocol.gd_batch_size if hybrid else None,
+                       "lr": GD_LR if hybrid else None,
+                       "best_epoch": int(keep.best_epoch) + 1,
+                       "fit_train_loss": float(history["loss"][keep.best_epoch]),
+                       "evals": int(history.n_evals), "pop_size": protocol.pop_size,
+                       "gradient_path": history.gradient_path,
+                       "curve": {"evals": [int(e) for e in history["evals"]],
+                                 "loss": [float(v) for v in history["loss"]],
+                                 "val_loss": [float(v) for v in history["val_loss"]]},
+                       "seconds": seconds}
+    return train
+
+
+def _metaheuristic(name, description):
+    return Strategy(name, "metaheuristic", description, _metaheuristic_strategy(name))
 
 
 #: name -> Strategy, in the thesis's order
@@ -292,10 +337,11 @@ STRATEGIES = {
                         _gradient_strategy("rmsprop"), lambda p: len(p.batch_sizes)),
     "adam": Strategy("adam", "gradient", "Adam (PyTorch's defaults)",
                      _gradient_strategy("adam"), lambda p: len(p.batch_sizes)),
-    "shade": _not_yet("shade"),
-    "shade-ils": _not_yet("shade-ils"),
-    "shade-gd": _not_yet("shade-gd"),
-    "shade-ils-gd": _not_yet("shade-ils-gd"),
+    "shade": _metaheuristic("shade", "SHADE (Tanabe and Fukunaga 2013)"),
+    "shade-ils": _metaheuristic("shade-ils", "SHADE-ILS with its L-BFGS local search only"),
+    "shade-gd": _metaheuristic("shade-gd", "SHADE hybridised with gradient descent (Adam)"),
+    "shade-ils-gd": _metaheuristic("shade-ils-gd",
+                                   "SHADE-ILS hybridised with gradient descent (Adam)"),
 }
 
 #: part -> its strategies
@@ -339,9 +385,8 @@ def plan_grid(part="gradient", datasets=None, models=None, strategies=None, quic
     if missing:
         raise PartNotAvailableError(
             f"the {part} part is not available yet: hetnet cannot train a model by "
-            f"{', '.join(STRATEGIES[s].description for s in missing)} (hetnet.metaheuristics "
-            "minimises plain functions; training models with them is still being built); "
-            "run --part gradient")
+            f"{', '.join(STRATEGIES[s].description for s in missing)}; run the part's other "
+            "strategies (--strategies)")
     datasets = _select("data sets", datasets, DATASETS)
     if models is None and quick:
         models = QUICK_MODELS
@@ -499,14 +544,26 @@ def markdown_table(results):
     """The results as markdown: one table a data set, a row a model and
     strategy (training loss, test loss, the metric on test, seconds)."""
     p = results["protocol"]
+    parts = {STRATEGIES[c["strategy"]].part for c in results["cells"]}
+    about = []
+    if "gradient" in parts:
+        about.append(
+            f"Gradient descent: {p['epochs']} epochs of one-cycle at the LR finder's "
+            f"suggestion, batch size from {', '.join(map(str, p['batch_sizes']))} chosen on "
+            "validation loss; s: seconds of the chosen batch size's LR finder and training.")
+    if "metaheuristic" in parts:
+        about.append(
+            f"Metaheuristics: population {p['pop_size']}, {p['max_evals']:,} evaluations of the "
+            f"loss over the training set in {p['epochs']} epochs, the best individual of each "
+            f"epoch validated; the hybrids (-gd) run one epoch of Adam (lr {GD_LR:g}, batch "
+            f"{p['gd_batch_size']}) on the best individual every 20 x population evaluations "
+            "(batch and peak lr are the hybrids'); s: seconds of the search.")
     lines = [f"# thesis-b, part {results['part']}" + (" (quick)" if results["quick"] else ""),
              "",
-             f"{p['epochs']} epochs of one-cycle at the LR finder's suggestion, batch size from "
-             f"{', '.join(map(str, p['batch_sizes']))} chosen on validation loss, Glorot init, "
-             f"seed {p['seed']}, the best-validation epoch's weights reported; losses and the "
-             "metric of those weights in inference mode, the metric on the test set; s: "
-             "seconds of the chosen batch size's LR finder and training. Device "
-             f"{results['device']}; {results['seconds']:.0f} s in all.",
+             " ".join(about) + f" Glorot init, seed {p['seed']}, the best-validation epoch's "
+             "weights reported; losses and the metric of those weights in inference mode, the "
+             f"metric on the test set. Device {results['device']}; {results['seconds']:.0f} s "
+             "in all.",
              ""]
     by_set = {}
     for c in results["cells"]:
@@ -522,7 +579,8 @@ def markdown_table(results):
         for c in cells:
             if c["status"] == "ok":
                 lines.append(
-                    f"| {c['model']} | {c['strategy']} | {c['batch_size']} | {_num(c['lr'], 3)} "
+                    f"| {c['model']} | {c['strategy']} | {c['batch_size'] or '—'} "
+                    f"| {_num(c['lr'], 3)} "
                     f"| {c['best_epoch']} | {_num(c['train_loss'])} | {_num(c['test_loss'])} "
                     f"| {_num(c['score'])} | {c['seconds']:.1f} |")
             else:
@@ -537,9 +595,41 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+def plot_curves(results, out):
+    """One figure a data set and model with metaheuristic cells: the best
+    training loss against evaluations, a line a strategy, written as
+    ``<part>_<dataset>_<model>.png`` into ``out``; returns the file names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = {}
+    for c in results["cells"]:
+        if c.get("status") == "ok" and "curve" in c:
+            groups.setdefault((c["dataset"], c["model"]), []).append(c)
+    names = []
+    for (dataset, model), cells in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for c in cells:
+            ax.plot(c["curve"]["evals"], c["curve"]["loss"], marker=".", label=c["strategy"])
+        ax.set_xlabel("evaluations of the training loss")
+        ax.set_ylabel("best training loss")
+        ax.set_yscale("log")
+        ax.set_title(f"{dataset}, {model}")
+        ax.legend()
+        name = f"{results['part']}_{dataset}_{model}.png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
 def write_results(results, out):
-    """Write ``<part>.json`` and ``<part>.md`` into folder ``out``; returns their paths."""
+    """Write ``<part>.json`` and ``<part>.md`` into folder ``out``, and the
+    metaheuristics' loss curves (:func:`plot_curves`); returns the paths of
+    the two files."""
     os.makedirs(out, exist_ok=True)
+    results["plots"] = plot_curves(results, out)
     stem = os.path.join(out, results["part"])
     with open(stem + ".json", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, allow_nan=False)
@@ -563,7 +653,7 @@ def add_parser(sub):
     p.add_argument("name", choices=("thesis-b",), help="the experiment")
     p.add_argument("--part", choices=tuple(PARTS), default="gradient",
                    help="gradient (NAG, RMSProp, Adam), metaheuristic (SHADE, SHADE-ILS and "
-                        "their hybrids; not available yet) or all (default gradient)")
+                        "their hybrids) or all (default gradient)")
     p.add_argument("--datasets", nargs="+", choices=tuple(DATASETS), default=None,
                    metavar="SET", help=f"data sets (default all): {', '.join(DATASETS)}")
     p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=None, metavar="MODEL",
