@@ -108,8 +108,8 @@ class Optimizer:
         state["_pending"], state["_norm_acc"] = [], {}   # device buffers of one step
         return state
 
-    def step(self, devices: Sequence[Device], params: Sequence[Any], grads: Sequence[Any]
-             ) -> None:
+    def step(self, devices: Device | Sequence[Device], params: Sequence[Any],
+             grads: Sequence[Any]) -> None:
         """Update every parameter in place.  ``params``/``grads``: lists of
         device arrays in the same order; ``devices``: the device holding each
         (or one device for all)."""

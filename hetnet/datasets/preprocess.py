@@ -80,6 +80,11 @@ THESIS_TABULAR_SETS = {
 THESIS_IMAGE_SETS = ("mnist", "fashion-mnist", "cifar-10")
 
 
+#: (train, validation, test), each an ``(X, y)`` pair
+_XY = tuple[NDArray[Any], NDArray[Any]]
+_Splits = tuple[_XY, _XY, _XY]
+
+
 def _as_2d(X, name="X") -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -281,7 +286,7 @@ class ThesisPreprocessor:
 
 def train_val_test_split(X: ArrayLike, y: ArrayLike,
                          fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 42
-                         ) -> tuple[tuple[NDArray[Any], NDArray[Any]], ...]:
+                         ) -> _Splits:
     """Split rows at random into training, validation and test (the thesis's 70/10/20).
 
     Parameters
@@ -317,8 +322,7 @@ def train_val_test_split(X: ArrayLike, y: ArrayLike,
 
 def thesis_preprocess(splits: Sequence[tuple[ArrayLike, ArrayLike]], task: str | None = None,
                       feature_names: Sequence[str] | None = None, **options: Any
-                      ) -> tuple[tuple[tuple[NDArray[Any], NDArray[Any]], ...],
-                                 ThesisPreprocessor]:
+                      ) -> tuple[_Splits, ThesisPreprocessor]:
     """Fit :class:`ThesisPreprocessor` on the training split and apply it to all three.
 
     Parameters
@@ -433,7 +437,7 @@ def _load_images(name: str, split: str, source: str):
 
 def thesis_image_split(name: str, seed: int = 42, n_train: int = 10000, n_test: int = 5000,
                        source: str = "auto"
-                       ) -> tuple[tuple[NDArray[Any], NDArray[Any]], ...]:
+                       ) -> _Splits:
     """The thesis's image protocol: class-balanced subsets at 32x32, one channel.
 
     ``n_train`` images from the training split, ``n_test`` from the test split, the latter

@@ -96,7 +96,7 @@ class Problem:
             self.best_f = float(f[i])
             self.best_x = np.array(X[i], dtype=np.float64)
 
-    def evaluate(self, pop: ArrayLike) -> NDArray[np.float64]:
+    def evaluate(self, pop: NDArray[np.float64]) -> NDArray[np.float64]:
         """Losses of the first rows of ``pop`` that the budget allows.
 
         Parameters
@@ -120,7 +120,7 @@ class Problem:
         self._track(X, f)
         return f
 
-    def value_and_grad(self, x: ArrayLike) -> tuple[float, NDArray[np.float64]]:
+    def value_and_grad(self, x: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
         """Loss and gradient at one point, counted as one evaluation.
 
         Raises :class:`BudgetExhausted` when no evaluation is left.  A

@@ -164,7 +164,7 @@ class SHADE(Metaheuristic):
         self._cr, self._f = cr, f
         return v
 
-    def tell(self, trials: ArrayLike, f_trials: ArrayLike) -> None:
+    def tell(self, trials: NDArray[np.float64], f_trials: NDArray[np.float64]) -> None:
         """Selection and memory update for the first n trials (n, D) and their losses (n,)."""
         n = len(f_trials)
         if n == 0:

@@ -185,7 +185,7 @@ THESIS_MLP_WIDTHS = {
 }
 
 
-def thesis_mlp_layers(hidden: Sequence[int], n_inputs: int, n_outputs: int,
+def thesis_mlp_layers(hidden: int, n_inputs: int, n_outputs: int,
                       init: str = "glorot") -> list[Layer]:
     """The thesis's MLP with ``hidden`` hidden layers (1, 2, 5 or 11), as
     fastai's ``TabularModel`` builds it (the thesis's implementation):
@@ -204,14 +204,15 @@ def thesis_mlp_layers(hidden: Sequence[int], n_inputs: int, n_outputs: int,
                          f"(the thesis's MLPs), got {hidden!r}") from None
     n_inputs = _positive_int("n_inputs", n_inputs)
     n_outputs = _positive_int("n_outputs", n_outputs)
-    layers, prev = [BatchNorm1D(n_inputs)], n_inputs
+    layers: list[Layer] = [BatchNorm1D(n_inputs)]
+    prev = n_inputs
     for w in widths:
         layers += [Dense(prev, w, bias=False, init=init), ReLU(), BatchNorm1D(w)]
         prev = w
     return layers + [Dense(prev, n_outputs, init=init)]
 
 
-def thesis_mlp(hidden: Sequence[int], n_inputs: int, n_outputs: int, *, init: str = "glorot",
+def thesis_mlp(hidden: int, n_inputs: int, n_outputs: int, *, init: str = "glorot",
                **kwargs: Any) -> Sequential:
     """The thesis's MLP (:func:`thesis_mlp_layers`) built for ``(n_inputs,)``.
 
@@ -228,7 +229,7 @@ def mlp_layers(sizes: Sequence[int], activation: type[Layer] = ReLU) -> list[Lay
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2:
         raise ValueError(f"mlp needs at least input and output sizes, got {sizes}")
-    layers = []
+    layers: list[Layer] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Dense(a, b))
         if i < len(sizes) - 2:
