@@ -1,6 +1,10 @@
 """hetnet: a small, fast, understandable CNN/MLP trainer for heterogeneous machines."""
 
+from __future__ import annotations
+
+import os
 import sys
+from typing import Any
 
 from ._version import __version__
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh, Layer
@@ -12,7 +16,7 @@ from .model import io as _io
 from .model import zoo as models
 from .optim import SGD, Adam, AdamW, RMSProp
 from .info import build_info
-from .devices import get_device
+from .devices import Device, get_device
 from . import devices          # callable: hn.devices() lists what this machine offers
 from . import datasets, schedules, metrics
 from .schedules import OneCycle, CosineDecay
@@ -33,7 +37,7 @@ __all__ += ["HetNetClassifier", "HetNetRegressor"]
 __all__ += ["AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Dropout", "GlobalAvgPool2D", "Residual"]
 
 
-def load(path, device=None):
+def load(path: str | os.PathLike[str], device: str | Device | None = None) -> Any:
     """Read a file written by :meth:`Sequential.save` (returns the
     :class:`Sequential`) or by an estimator's ``save`` (returns the
     :class:`HetNetClassifier` or :class:`HetNetRegressor`, with its labels).

@@ -19,9 +19,12 @@ list order and all of them see every hook, so an entry one callback adds to
 ``logs`` is visible to those after it.
 """
 
+from __future__ import annotations
+
 import csv
 import math
 import os
+from typing import Any, TextIO
 
 __all__ = ["Callback", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
            "CSVLogger"]
@@ -30,20 +33,20 @@ __all__ = ["Callback", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "Reduc
 class Callback:
     """Base class: every hook exists and does nothing."""
 
-    def on_fit_begin(self, model):
+    def on_fit_begin(self, model: Any) -> None:
         """Called once before training starts."""
 
-    def on_epoch_begin(self, model, epoch):
+    def on_epoch_begin(self, model: Any, epoch: int) -> None:
         """Called before epoch ``epoch`` (0-based)."""
 
-    def on_batch_end(self, model, batch):
+    def on_batch_end(self, model: Any, batch: int) -> None:
         """Called after the optimiser step of batch ``batch`` (0-based)."""
 
-    def on_epoch_end(self, model, epoch, logs):
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         """Called after epoch ``epoch``; return True to stop training."""
         return False
 
-    def on_fit_end(self, model, history):
+    def on_fit_end(self, model: Any, history: dict[str, Any]) -> None:
         """Called once after training, with the :class:`~hetnet.History`."""
 
 
@@ -65,7 +68,8 @@ class ProgressBar(Callback):
         Keep each finished epoch's bar on screen.
     """
 
-    def __init__(self, n_samples=None, batch_size=None, file=None, leave=True):
+    def __init__(self, n_samples: int | None = None, batch_size: int | None = None,
+                 file: TextIO | None = None, leave: bool = True) -> None:
         self.n_samples = n_samples
         self.batch_size = batch_size
         self.file = file
@@ -82,10 +86,10 @@ class ProgressBar(Callback):
     def _counts_images(self):
         return self.n_samples is not None and self.batch_size is not None
 
-    def on_fit_begin(self, model):
+    def on_fit_begin(self, model: Any) -> None:
         self._batches = None
 
-    def on_epoch_begin(self, model, epoch):
+    def on_epoch_begin(self, model: Any, epoch: int) -> None:
         from tqdm.auto import tqdm
         if self._counts_images():
             total, unit, scale = int(self.n_samples), "img", True
@@ -95,7 +99,7 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=total, desc=f"epoch {epoch + 1}", unit=unit, unit_scale=scale,
                          leave=self.leave, file=self.file, dynamic_ncols=True)
 
-    def on_batch_end(self, model, batch):
+    def on_batch_end(self, model: Any, batch: int) -> None:
         if self._bar is None:
             return
         if self._counts_images():
@@ -105,7 +109,7 @@ class ProgressBar(Callback):
         self._seen += step
         self._bar.update(step)
 
-    def on_epoch_end(self, model, epoch, logs):
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         if self._bar is None:
             return False
         if not self._counts_images():
@@ -117,7 +121,7 @@ class ProgressBar(Callback):
         self._bar = None
         return False
 
-    def on_fit_end(self, model, history):
+    def on_fit_end(self, model: Any, history: dict[str, Any]) -> None:
         if self._bar is not None:   # an epoch that did not reach on_epoch_end
             self._bar.close()
             self._bar = None
@@ -163,8 +167,8 @@ class EarlyStopping(Callback):
         Consecutive epochs without an improvement.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=5, mode="auto",
-                 restore_best_weights=True):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 5,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
@@ -188,17 +192,17 @@ class EarlyStopping(Callback):
         self._last_epoch = None
 
     @property
-    def resolved_mode(self):
+    def resolved_mode(self) -> str:
         """``"min"`` or ``"max"``."""
         if self.mode != "auto":
             return self.mode
         name = self.monitor.lower()
         return "max" if ("acc" in name or "score" in name) else "min"
 
-    def on_fit_begin(self, model):
+    def on_fit_begin(self, model: Any) -> None:
         self._reset()
 
-    def on_epoch_end(self, model, epoch, logs):
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         if self.monitor not in logs:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but the epoch logs hold "
                              f"{sorted(logs)}; 'val_*' entries need validation_data in fit")
@@ -218,7 +222,7 @@ class EarlyStopping(Callback):
             return True
         return False
 
-    def on_fit_end(self, model, history):
+    def on_fit_end(self, model: Any, history: dict[str, Any]) -> None:
         if (self.restore_best_weights and self._best_weights is not None
                 and self.best_epoch != self._last_epoch):
             model.set_weights(self._best_weights)
@@ -286,7 +290,8 @@ class ModelCheckpoint(Callback):
         The file written last.
     """
 
-    def __init__(self, path, every=1, save_best_only=False, monitor="val_loss", mode="auto"):
+    def __init__(self, path: str | os.PathLike[str], every: int = 1, save_best_only: bool = False,
+                 monitor: str = "val_loss", mode: str = "auto") -> None:
         path = os.fspath(path)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an int >= 1, got {every!r}")
@@ -301,10 +306,10 @@ class ModelCheckpoint(Callback):
         if not os.path.isdir(folder):
             raise ValueError(f"ModelCheckpoint path {path!r}: the folder {folder!r} does not exist")
 
-    def on_fit_begin(self, model):
+    def on_fit_begin(self, model: Any) -> None:
         self.best = None
 
-    def on_epoch_end(self, model, epoch, logs):
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         if (epoch + 1) % self.every:
             return False
         if self.save_best_only:
@@ -350,8 +355,9 @@ class ReduceLROnPlateau(Callback):
     reductions : list of (epoch, new lr)
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
-                 cooldown=0, min_lr=0.0, mode="auto"):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
+                 mode: str = "auto") -> None:
         factor = float(factor)
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}")
@@ -369,10 +375,10 @@ class ReduceLROnPlateau(Callback):
         self.mode = _resolve_mode(mode, monitor)
         self.on_fit_begin(None)
 
-    def on_fit_begin(self, model):
+    def on_fit_begin(self, model: Any) -> None:
         self.best, self.wait, self._cooling, self.reductions = None, 0, 0, []
 
-    def on_epoch_end(self, model, epoch, logs):
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         value = _monitored("ReduceLROnPlateau", self.monitor, logs, epoch)
         if _is_better(self.mode, value, self.best, self.min_delta):
             self.best, self.wait = value, 0
@@ -405,7 +411,8 @@ class CSVLogger(Callback):
     separator : str, default ","
     """
 
-    def __init__(self, path, append=False, separator=","):
+    def __init__(self, path: str | os.PathLike[str], append: bool = False,
+                 separator: str = ",") -> None:
         self.path = os.fspath(path)
         if os.path.isdir(self.path):
             raise ValueError(f"CSVLogger path {self.path!r} is a directory")
@@ -418,7 +425,7 @@ class CSVLogger(Callback):
         state["_file"] = state["_writer"] = None
         return state
 
-    def on_fit_begin(self, model):
+    def on_fit_begin(self, model: Any) -> None:
         self._file = None
         ctx = _distributed(model)
         if ctx is not None and not ctx.is_root:
@@ -432,7 +439,7 @@ class CSVLogger(Callback):
                 first = f.readline().strip()
             self._keys = first.split(self.separator)[1:] if first else None
 
-    def on_epoch_end(self, model, epoch, logs):
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         if self._file is None:      # not rank 0 of a data-parallel fit
             return False
         if self._keys is None:
@@ -442,7 +449,7 @@ class CSVLogger(Callback):
         self._file.flush()
         return False
 
-    def on_fit_end(self, model, history):
+    def on_fit_end(self, model: Any, history: dict[str, Any]) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None

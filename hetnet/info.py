@@ -1,13 +1,16 @@
 """What was built and how it runs: OpenMP, threads, BLAS."""
 
+from __future__ import annotations
+
 import platform
+from typing import Any
 
 import numpy as np
 
 from ._version import __version__
 
 
-def build_info():
+def build_info() -> dict[str, Any]:
     """A dict describing the CPU kernels' build and run-time settings.
 
     Keys: ``version``, ``openmp`` (compiled with OpenMP), ``num_threads``

@@ -1,5 +1,7 @@
 """Losses: each is fused with the output non-linearity it implies."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 
@@ -20,7 +22,8 @@ LOSSES = {
 }
 
 
-def get_loss(name):
+def get_loss(name: str) -> Loss:
+    """The :class:`Loss` called ``name`` (a key of ``LOSSES``)."""
     try:
         return LOSSES[name]
     except (KeyError, TypeError):

@@ -19,7 +19,13 @@ Every metric takes ``sample_weight``.  The functions take class labels
 ``(n,)`` or ``(n, k)`` values for the regression ones.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 
 def _weights(sample_weight, n):
@@ -38,7 +44,8 @@ def _pair(y_true, y_pred):
     return y_true, y_pred.reshape(y_true.shape)
 
 
-def accuracy(y_true, y_pred, sample_weight=None):
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+             ) -> float:
     """Weighted fraction of samples whose label (all labels, for 2-D
     indicators) is predicted right."""
     y_true, y_pred = _pair(y_true, y_pred)
@@ -49,7 +56,8 @@ def accuracy(y_true, y_pred, sample_weight=None):
     return float(np.average(right, weights=w)) if len(right) else 0.0
 
 
-def balanced_accuracy(y_true, y_pred, sample_weight=None):
+def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+                      ) -> float:
     """Mean recall over the classes present in ``y_true`` (weighted counts)."""
     y_true, y_pred = _pair(y_true, y_pred)
     if y_true.ndim != 1:
@@ -71,19 +79,22 @@ def _columns(y_true, y_pred):
     return t, y_pred.astype(np.float64).reshape(t.shape)
 
 
-def mean_squared_error(y_true, y_pred, sample_weight=None):
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+                       ) -> float:
     t, p = _columns(y_true, y_pred)
     w = _weights(sample_weight, len(t))
     return float(np.average(np.average((p - t) ** 2, axis=0, weights=w)))
 
 
-def mean_absolute_error(y_true, y_pred, sample_weight=None):
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+                        ) -> float:
     t, p = _columns(y_true, y_pred)
     w = _weights(sample_weight, len(t))
     return float(np.average(np.average(np.abs(p - t), axis=0, weights=w)))
 
 
-def r2(y_true, y_pred, sample_weight=None):
+def r2(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+       ) -> float:
     """Coefficient of determination ``1 - SS_res / SS_tot`` per output,
     averaged uniformly over the outputs."""
     t, p = _columns(y_true, y_pred)
@@ -99,7 +110,8 @@ def r2(y_true, y_pred, sample_weight=None):
 
 
 #: name -> (function, True for a classification metric)
-def confusion_matrix(y_true, y_pred, sample_weight=None, n_classes=None):
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None,
+                     n_classes: int | None = None) -> NDArray[Any]:
     """``(k, k)`` counts (weighted: sums of weights) of samples of true class
     ``i`` (row) predicted as ``j`` (column), scikit-learn's layout;
     ``k = n_classes``, or one more than the largest label seen."""
@@ -119,7 +131,9 @@ def confusion_matrix(y_true, y_pred, sample_weight=None, n_classes=None):
     return out.astype(np.int64) if sample_weight is None else out
 
 
-def per_class_accuracy(y_true, y_pred, sample_weight=None, n_classes=None):
+def per_class_accuracy(y_true: ArrayLike, y_pred: ArrayLike,
+                       sample_weight: ArrayLike | None = None, n_classes: int | None = None
+                       ) -> NDArray[np.float64]:
     """``(k,)``: the fraction of each true class predicted right (its
     recall); NaN for a class with no samples."""
     cm = confusion_matrix(y_true, y_pred, sample_weight, n_classes).astype(np.float64)
@@ -142,7 +156,7 @@ METRICS = {
 }
 
 
-def check_metrics(metrics, classification):
+def check_metrics(metrics: str | Iterable[str], classification: bool) -> tuple[str, ...]:
     """The metric names as a tuple, each known and fit for the model's kind."""
     if isinstance(metrics, str):
         metrics = (metrics,)
@@ -162,7 +176,8 @@ def check_metrics(metrics, classification):
     return names
 
 
-def score(names, loss_name, yt, logits, sample_weight=None):
+def score(names: Iterable[str], loss_name: str, yt: NDArray[Any], logits: NDArray[Any],
+          sample_weight: NDArray[Any] | None = None) -> dict[str, Any]:
     """The metrics ``names`` (checked by :func:`check_metrics`) of a model
     with loss ``loss_name`` from its ``logits`` (n, k) and the targets ``yt``
     as :func:`hetnet._validation.check_targets` gives them: classes by

@@ -16,7 +16,13 @@ holds the updates of a step back until :meth:`Optimizer.end_step`, instead
 of updating each parameter as soon as the backward pass reaches it.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import Any
+
+from .devices import Device
 
 
 def _check_positive(name, value, allow_zero=False):
@@ -69,7 +75,7 @@ class Optimizer:
     momentum_attribute = None
     clip_norm = None     # (class default: optimisers pickled before it existed)
 
-    def __init__(self, lr, clip_norm=None):
+    def __init__(self, lr: float, clip_norm: float | None = None) -> None:
         self.lr = _check_positive("lr", lr)
         self.clip_norm = None if clip_norm is None else _check_positive("clip_norm", clip_norm)
         self.state = {}
@@ -88,10 +94,10 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def reset(self):
+    def reset(self) -> None:
         self.state = {}
         self.t = 0
         self._flat = {}
@@ -102,7 +108,8 @@ class Optimizer:
         state["_pending"], state["_norm_acc"] = [], {}   # device buffers of one step
         return state
 
-    def step(self, devices, params, grads):
+    def step(self, devices: Device | Sequence[Device], params: Sequence[Any],
+             grads: Sequence[Any]) -> None:
         """Update every parameter in place.  ``params``/``grads``: lists of
         device arrays in the same order; ``devices``: the device holding each
         (or one device for all)."""
@@ -113,14 +120,14 @@ class Optimizer:
             self.update(dev, i, w, g)
         self.end_step()
 
-    def begin_step(self):
+    def begin_step(self) -> None:
         """Start a step whose parameters are then updated one by one with
         :meth:`update` (as a model's backward pass produces their gradients)
         or by groups (:meth:`update_group`), and which :meth:`end_step` ends."""
         self.t += 1
         self.__dict__.setdefault("_pending", []).clear()
 
-    def update(self, device, index, w, g):
+    def update(self, device: Device, index: int, w: Any, g: Any) -> None:
         """Update parameter number ``index`` (its place in the model's
         parameter order) in place, within the step begun last (with
         ``clip_norm``: at :meth:`end_step`)."""
@@ -129,7 +136,8 @@ class Optimizer:
         else:
             self._update(device, index, w, g)
 
-    def update_group(self, device, indices, group, w, g):
+    def update_group(self, device: Device, indices: Sequence[int], group: Any, w: Any, g: Any
+                     ) -> None:
         """Update, in one operation, parameters ``indices`` laid out by
         ``group`` (a :class:`hetnet.runtime.flatparams.FlatGroup`) in the flat device
         arrays ``w`` (values) and ``g`` (gradients; the gaps between the
@@ -141,7 +149,7 @@ class Optimizer:
         else:
             self._update_group(device, indices, group, w, g)
 
-    def end_step(self):
+    def end_step(self) -> None:
         """End the step: with ``clip_norm``, the global gradient norm (each
         device sums its own squares; one read per device) and the updates
         held back since :meth:`begin_step`, scaled."""
@@ -166,7 +174,7 @@ class Optimizer:
         for i, wv, gv in zip(indices, group.views(w), group.views(g)):
             self._update(device, i, wv, gv, scale)
 
-    def set_momentum(self, value):
+    def set_momentum(self, value: float) -> None:
         """Set the momentum a schedule cycles (:attr:`momentum_attribute`)."""
         if self.momentum_attribute is None:
             raise ValueError(f"{type(self).__name__} has no momentum for a schedule to set")
@@ -198,7 +206,7 @@ class Optimizer:
         cache[key] = (flats, expected)
         return flats
 
-    def move_state(self, indices, src, dst):
+    def move_state(self, indices: Sequence[int], src: Device, dst: Device) -> None:
         """Move the state of parameters ``indices`` from device ``src`` to ``dst``."""
         for i in indices:
             if i in self.state:
@@ -216,7 +224,8 @@ class SGD(Optimizer):
 
     momentum_attribute = "momentum"
 
-    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False, clip_norm=None):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, clip_norm: float | None = None) -> None:
         super().__init__(lr, clip_norm)
         self.momentum = _check_positive("momentum", momentum, allow_zero=True)
         if self.momentum >= 1:
@@ -226,7 +235,7 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": "sgd", "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "nesterov": self.nesterov,
                 "clip_norm": self.clip_norm}
@@ -255,8 +264,9 @@ class Adam(Optimizer):
     momentum_attribute = "beta1"
     _decoupled = False
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         super().__init__(lr, clip_norm)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= b < 1:
@@ -265,7 +275,7 @@ class Adam(Optimizer):
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": "adamw" if self._decoupled else "adam", "lr": self.lr,
                 "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
@@ -292,8 +302,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                 clip_norm=None):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01,
+                 clip_norm: float | None = None) -> None:
         super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm)
 
 
@@ -304,8 +315,9 @@ class RMSProp(Optimizer):
 
     momentum_attribute = "momentum"
 
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         super().__init__(lr, clip_norm)
         if not 0 <= alpha < 1:
             raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
@@ -316,7 +328,7 @@ class RMSProp(Optimizer):
             raise ValueError(f"momentum must be < 1, got {momentum!r}")
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": "rmsprop", "lr": self.lr, "alpha": self.alpha, "eps": self.eps,
                 "momentum": self.momentum, "weight_decay": self.weight_decay,
                 "clip_norm": self.clip_norm}
@@ -345,7 +357,7 @@ NAMES = {"sgd": (SGD, {}), "nag": (SGD, {"momentum": 0.9, "nesterov": True}),
          "adam": (Adam, {}), "adamw": (AdamW, {}), "rmsprop": (RMSProp, {})}
 
 
-def get_optimizer(spec, **defaults):
+def get_optimizer(spec: str | Optimizer | None, **defaults: Any) -> Optimizer:
     """An Optimizer from an instance, a name (``"sgd"``, ``"nag"``,
     ``"adam"``, ``"adamw"``, ``"rmsprop"``) or None (SGD)."""
     if spec is None:

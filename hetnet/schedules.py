@@ -9,14 +9,21 @@ Adam's ``beta1`` (:attr:`hetnet.optim.Optimizer.momentum_attribute`).
 Schedules are control work and always run on the host.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+
+from .optim import Optimizer
 
 
 class Schedule:
-    def __call__(self, step, total_steps):
+    """A learning rate as a function of the step: ``schedule(step, total_steps) -> lr``."""
+
+    def __call__(self, step: int, total_steps: int) -> float:
         raise NotImplementedError
 
-    def momentum(self, step, total_steps):
+    def momentum(self, step: int, total_steps: int) -> float | None:
         """The momentum at ``step``, or None: leave the optimizer's as it is."""
         return None
 
@@ -35,23 +42,23 @@ def _check_lr(name, value):
 class Constant(Schedule):
     """The same learning rate at every step."""
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = _check_lr("lr", lr)
 
-    def __call__(self, step, total_steps):
+    def __call__(self, step: int, total_steps: int) -> float:
         return self.lr
 
 
 class CosineDecay(Schedule):
     """Cosine from ``lr`` down to ``final_lr`` over the run."""
 
-    def __init__(self, lr, final_lr=0.0):
+    def __init__(self, lr: float, final_lr: float = 0.0) -> None:
         self.lr = _check_lr("lr", lr)
         self.final_lr = float(final_lr)
         if not 0 <= self.final_lr <= self.lr:
             raise ValueError(f"final_lr must be in [0, lr], got {final_lr!r}")
 
-    def __call__(self, step, total_steps):
+    def __call__(self, step: int, total_steps: int) -> float:
         frac = min(1.0, step / max(1, total_steps - 1))
         return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1 + math.cos(math.pi * frac))
 
@@ -90,8 +97,9 @@ class OneCycle(Schedule):
     moms : (float, float, float) in [0, 1), or None
     """
 
-    def __init__(self, max_lr, pct_start=0.25, div_factor=25.0, final_div_factor=1e5,
-                 moms=(0.95, 0.85, 0.95)):
+    def __init__(self, max_lr: float, pct_start: float = 0.25, div_factor: float = 25.0,
+                 final_div_factor: float = 1e5,
+                 moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95)) -> None:
         self.max_lr = _check_lr("max_lr", max_lr)
         if not 0 < pct_start < 1:
             raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
@@ -107,24 +115,26 @@ class OneCycle(Schedule):
     def _pos(self, step, total_steps):
         return min(1.0, max(0.0, step / max(1, total_steps)))
 
-    def __call__(self, step, total_steps):
+    def __call__(self, step: int, total_steps: int) -> float:
         return _combined_cos(self.pct_start, self.max_lr / self.div_factor, self.max_lr,
                              self.max_lr / self.final_div_factor, self._pos(step, total_steps))
 
-    def momentum(self, step, total_steps):
+    def momentum(self, step: int, total_steps: int) -> float | None:
         if self.moms is None:
             return None
         return _combined_cos(self.pct_start, *self.moms, self._pos(step, total_steps))
 
 
-def get_schedule(spec):
+def get_schedule(spec: Callable[[int, int], float] | None
+                 ) -> Callable[[int, int], float] | None:
     """None, a Schedule / callable ``(step, total) -> lr``."""
     if spec is None or callable(spec):
         return spec
     raise ValueError(f"lr_schedule must be a callable (step, total_steps) -> lr, got {spec!r}")
 
 
-def apply_schedule(schedule, optimizer, step, total_steps):
+def apply_schedule(schedule: Callable[[int, int], float], optimizer: Optimizer, step: int,
+                   total_steps: int) -> None:
     """Set ``optimizer``'s learning rate, and its momentum where the schedule
     gives one, for ``step`` of ``total_steps``."""
     value = schedule(step, total_steps)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._common import DatasetError, DatasetNotFoundError
 
@@ -103,7 +105,8 @@ def _decode_records(raw: bytes, where: str, expect_records: int | None):
     return labels, images
 
 
-def read_cifar10_bin(path: str | os.PathLike, expect_records: int | None = None):
+def read_cifar10_bin(path: str | os.PathLike, expect_records: int | None = None
+                     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     """Read one CIFAR-10 binary batch file.
 
     The size is checked before anything is decoded.
@@ -227,7 +230,8 @@ def _read_split_files(location: Path, names: tuple[str, ...]):
 
 
 def load_cifar10(split: str = "train", grey: bool = True, normalize: bool = True,
-                 flatten: bool = False, path: str | os.PathLike | None = None):
+                 flatten: bool = False, path: str | os.PathLike | None = None
+                 ) -> tuple[NDArray[Any], NDArray[np.int64]]:
     """Load CIFAR-10 (Krizhevsky 2009) from the binary distribution.
 
     Parameters

@@ -11,17 +11,15 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _common
 from ._common import DatasetError, DatasetNotFoundError
 
-
 _log = logging.getLogger(__name__)
-
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -338,7 +336,6 @@ def _info(name: str) -> DatasetInfo:
 # ---------------------------------------------------------------------------------------
 
 
-
 class DatasetLocation(NamedTuple):
     """Where a dataset was found: its folder, and ``"full"`` or ``"sample"``."""
 
@@ -567,12 +564,14 @@ _LOADER_DOC = """Load {title}.
 
 
 def load_fashion_mnist(split: str = "train", source: str = "auto", normalize: bool = True,
-                       flatten: bool = False, size: int | None = None):
+                       flatten: bool = False, size: int | None = None
+                       ) -> tuple[NDArray[Any], NDArray[np.int64]]:
     return _load_idx_dataset("fashion-mnist", split, source, normalize, flatten, size)
 
 
 def load_mnist(split: str = "train", source: str = "auto", normalize: bool = True,
-               flatten: bool = False, size: int | None = None):
+               flatten: bool = False, size: int | None = None
+               ) -> tuple[NDArray[Any], NDArray[np.int64]]:
     return _load_idx_dataset("mnist", split, source, normalize, flatten, size)
 
 
@@ -597,7 +596,8 @@ load_mnist.__doc__ = _LOADER_DOC.format(
 )
 
 
-def load_digits(normalize: bool = True, flatten: bool = False):
+def load_digits(normalize: bool = True, flatten: bool = False
+                ) -> tuple[NDArray[Any], NDArray[np.int64]]:
     """Load scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes).
 
     Parameters
@@ -623,7 +623,5 @@ def load_digits(normalize: bool = True, flatten: bool = False):
     bunch = _common._sklearn_bunch("load_digits", "the digits data")
     images = bunch.images.astype(np.uint8)  # float64 holding the integers 0..16
     return _to_output(images, np.asarray(bunch.target), 16.0, normalize, flatten)
-
-
 
 

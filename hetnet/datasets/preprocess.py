@@ -52,9 +52,11 @@ of it. :func:`thesis_image_split` does the same with a seeded generator.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "THESIS_IMAGE_SETS",
@@ -76,6 +78,11 @@ THESIS_TABULAR_SETS = {
 }
 #: Image sets of the thesis (table 1), all at 32x32 with one channel.
 THESIS_IMAGE_SETS = ("mnist", "fashion-mnist", "cifar-10")
+
+
+#: (train, validation, test), each an ``(X, y)`` pair
+_XY = tuple[NDArray[Any], NDArray[Any]]
+_Splits = tuple[_XY, _XY, _XY]
 
 
 def _as_2d(X, name="X") -> np.ndarray:
@@ -102,8 +109,9 @@ def _pearson_with(X: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.abs(r)
 
 
-def correlation_filter(X, y, corr_threshold: float, pair_threshold: float = 0.9,
-                       pair_drop: str = "later"):
+def correlation_filter(X: ArrayLike, y: ArrayLike, corr_threshold: float,
+                       pair_threshold: float = 0.9, pair_drop: str = "later"
+                       ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """The thesis's two correlation rules: the columns to keep.
 
     Parameters
@@ -186,15 +194,18 @@ class ThesisPreprocessor:
         Names of the kept inputs, when names were given to :meth:`fit`.
     """
 
-    def __init__(self, corr_threshold="auto", pair_threshold=0.9, pair_drop="later",
-                 z_threshold=3.0, normalize=True):
+    def __init__(self, corr_threshold: float | str = "auto", pair_threshold: float = 0.9,
+                 pair_drop: str = "later", z_threshold: float | None = 3.0,
+                 normalize: bool = True) -> None:
         self.corr_threshold = corr_threshold
         self.pair_threshold = pair_threshold
         self.pair_drop = pair_drop
         self.z_threshold = z_threshold
         self.normalize = normalize
 
-    def fit_transform(self, X, y, feature_names=None):
+    def fit_transform(self, X: ArrayLike, y: ArrayLike,
+                      feature_names: Sequence[str] | None = None
+                      ) -> tuple[NDArray[np.float32], NDArray[Any]]:
         """Fit on a training split and return it preprocessed (outlier rows removed).
 
         Parameters
@@ -250,7 +261,7 @@ class ThesisPreprocessor:
     def _apply(self, Xk):
         return np.ascontiguousarray((Xk - self.mean_) / self.scale_, dtype=np.float32)
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.float32]:
         """Apply the fitted column selection and standardisation (every row kept).
 
         Parameters
@@ -273,7 +284,9 @@ class ThesisPreprocessor:
         return self._apply(X[:, self.keep_])
 
 
-def train_val_test_split(X, y, fractions=(0.7, 0.1, 0.2), seed: int = 42):
+def train_val_test_split(X: ArrayLike, y: ArrayLike,
+                         fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 42
+                         ) -> _Splits:
     """Split rows at random into training, validation and test (the thesis's 70/10/20).
 
     Parameters
@@ -307,7 +320,9 @@ def train_val_test_split(X, y, fractions=(0.7, 0.1, 0.2), seed: int = 42):
     return tuple((X[idx], y[idx]) for idx in parts)
 
 
-def thesis_preprocess(splits, task: str | None = None, feature_names=None, **options):
+def thesis_preprocess(splits: Sequence[tuple[ArrayLike, ArrayLike]], task: str | None = None,
+                      feature_names: Sequence[str] | None = None, **options: Any
+                      ) -> tuple[_Splits, ThesisPreprocessor]:
     """Fit :class:`ThesisPreprocessor` on the training split and apply it to all three.
 
     Parameters
@@ -363,7 +378,7 @@ class TabularSplit(NamedTuple):
     preprocessor: ThesisPreprocessor
 
 
-def thesis_tabular_split(name: str, seed: int = 42, **options) -> TabularSplit:
+def thesis_tabular_split(name: str, seed: int = 42, **options: Any) -> TabularSplit:
     """Load a tabular set of the thesis, split it 70/10/20 and preprocess it.
 
     Parameters
@@ -421,7 +436,8 @@ def _load_images(name: str, split: str, source: str):
 
 
 def thesis_image_split(name: str, seed: int = 42, n_train: int = 10000, n_test: int = 5000,
-                       source: str = "auto"):
+                       source: str = "auto"
+                       ) -> _Splits:
     """The thesis's image protocol: class-balanced subsets at 32x32, one channel.
 
     ``n_train`` images from the training split, ``n_test`` from the test split, the latter

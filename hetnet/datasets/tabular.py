@@ -27,8 +27,10 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._common import DatasetError, DatasetNotFoundError, _sklearn_bunch
 
@@ -144,7 +146,8 @@ def _norm(name: str) -> str:
     return name.strip().strip('"').strip().lower().replace(" ", "_")
 
 
-def read_wine_quality_csv(path: str | os.PathLike):
+def read_wine_quality_csv(path: str | os.PathLike
+                          ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Read one of UCI's Wine Quality files (``winequality-red.csv`` or ``-white.csv``).
 
     The file is ``;``-separated, with a header line naming the 11 inputs and ``quality``
@@ -187,7 +190,7 @@ def read_wine_quality_csv(path: str | os.PathLike):
     return np.ascontiguousarray(rows[:, :11]), quality.astype(np.int64)
 
 
-def read_boston_csv(path: str | os.PathLike):
+def read_boston_csv(path: str | os.PathLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Read Boston Housing from a CSV in one of its common layouts.
 
     Accepted: no header, 14 whitespace- or comma-separated columns in the standard order
@@ -241,7 +244,8 @@ def _maybe_names(X, y, names, return_feature_names):
     return (X, y, tuple(str(n) for n in names)) if return_feature_names else (X, y)
 
 
-def load_breast_cancer(return_feature_names: bool = False):
+def load_breast_cancer(return_feature_names: bool = False
+                       ) -> tuple[NDArray[Any], NDArray[Any]] | tuple[NDArray[Any], NDArray[Any], tuple[str, ...]]:
     """Load the Breast Cancer Wisconsin (diagnostic) set as scikit-learn ships it.
 
     569 tumours, 30 real-valued features (mean, error and worst of ten nuclear
@@ -274,7 +278,8 @@ def load_breast_cancer(return_feature_names: bool = False):
 
 def load_wine_quality(task: str = "classification", color: str = "both",
                       path: str | os.PathLike | None = None,
-                      return_feature_names: bool = False):
+                      return_feature_names: bool = False
+                      ) -> tuple[NDArray[Any], NDArray[Any]] | tuple[NDArray[Any], NDArray[Any], tuple[str, ...]]:
     """Load Wine Quality (Cortez et al. 2009) for the thesis's classification or regression.
 
     The thesis uses both wines together (about 6,500 rows; the UCI repository's combined
@@ -358,7 +363,8 @@ def _boston_package_file() -> Path | None:
 
 
 def load_boston_housing(path: str | os.PathLike | None = None,
-                        return_feature_names: bool = False):
+                        return_feature_names: bool = False
+                        ) -> tuple[NDArray[Any], NDArray[Any]] | tuple[NDArray[Any], NDArray[Any], tuple[str, ...]]:
     """Load Boston Housing (Harrison & Rubinfeld 1978): 506 tracts, 13 inputs, MEDV.
 
     The data is kept for reproducing published experiments; note that its ``B`` column

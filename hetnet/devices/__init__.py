@@ -8,6 +8,8 @@ the ``PYOPENCL_CTX`` convention), or a :class:`Device` instance.
 take as the GPU, e.g. to try the heterogeneous paths on a CPU OpenCL platform.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import types
@@ -111,7 +113,7 @@ def resolve(spec="cpu", num_threads=None, *, allow_auto=False, threads_param="nu
     return dev
 
 
-def get_device(spec="cpu"):
+def get_device(spec: str | Device | None = "cpu") -> Device:
     """Resolve a device specification to a :class:`Device` (shared per spec);
     :func:`resolve` with its defaults."""
     return resolve(spec)

@@ -1,7 +1,11 @@
 """Finding MPI: mpi4py, the MPI library under it, and the launcher that
 started this process; clear messages when one is missing."""
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping
+from typing import Any
 
 #: environment variables that MPI launchers set in every process they start
 #: (Open MPI's mpirun, PMIx, Hydra / MPICH / Intel MPI, Slurm's srun)
@@ -19,7 +23,7 @@ class MPIUnavailableError(ImportError):
     install it."""
 
 
-def require_mpi():
+def require_mpi() -> Any:
     """The ``mpi4py.MPI`` module, MPI initialised (at mpi4py's default
     thread level, ``MPI_THREAD_MULTIPLE``: the watchdog thread of
     :mod:`.context` may call ``MPI_Abort`` while the main thread waits).
@@ -45,7 +49,7 @@ def require_mpi():
     return MPI
 
 
-def launched_by_mpi(environ=None):
+def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:
     """Whether an MPI launcher (mpirun, mpiexec, srun) started this process:
     one of :data:`LAUNCHER_VARS` is set."""
     env = os.environ if environ is None else environ

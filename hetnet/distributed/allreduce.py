@@ -35,9 +35,15 @@ on a CPU rank the backward pass's threads already hold every core the rank
 has.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from .context import Context
 
 #: buckets of at most this many bytes (LeNet-5's 62k parameters fit in one;
 #: large models get several reductions in flight, pipelined with the
@@ -91,7 +97,8 @@ class GradientAverager:
         for the others.
     """
 
-    def __init__(self, context, bucket_bytes=DEFAULT_BUCKET_BYTES, weight=None, nonblocking=None):
+    def __init__(self, context: Context, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 weight: float | None = None, nonblocking: bool | None = None) -> None:
         bucket_bytes = int(bucket_bytes)
         if bucket_bytes < 4:
             raise ValueError(f"bucket_bytes must be at least 4, got {bucket_bytes}")
@@ -110,7 +117,7 @@ class GradientAverager:
         self.ready_at = 0.0
         self._staging = {}
 
-    def set_weight(self, weight=None):
+    def set_weight(self, weight: float | None = None) -> None:
         """This rank's weight in the sum (None: ``1 / size``)."""
         if weight is None:
             weight = 1.0 / self.context.size
@@ -119,7 +126,7 @@ class GradientAverager:
             raise ValueError(f"weight must be finite and at least 0, got {weight!r}")
         self.weight = weight
 
-    def agree(self, has_device_buffers):
+    def agree(self, has_device_buffers: bool) -> bool:
         """Agree with the other ranks (a collective: every rank calls it) on
         blocking or non-blocking host buckets, from whether this rank's
         buffers include device arrays; returns the choice (True:
@@ -133,10 +140,10 @@ class GradientAverager:
     def __call__(self, buffers):
         self.average(buffers)
 
-    def reset_stats(self):
+    def reset_stats(self) -> None:
         self.calls, self.seconds, self.last_s = 0, 0.0, 0.0
 
-    def average(self, buffers, weight=None):
+    def average(self, buffers: Sequence[Any], weight: float | None = None) -> None:
         """Replace each buffer by the weighted sum of the ranks' buffers.
 
         Parameters

@@ -24,15 +24,21 @@ microseconds to milliseconds (docs/performance.md).  ``MPI_Waitall`` lets the li
 progress at its own pace; the watchdog costs the wait two attribute writes.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from ..devices import Device
 from ._mpi import require_mpi, launched_by_mpi, launch_hint
 
 #: seconds a rank waits in one collective before it declares a peer dead or
@@ -53,7 +59,8 @@ EXCEPTION_ERRORCODE = 4
 _CONTEXT = {}
 
 
-def init(device="auto", timeout=None, comm=None, abort_on_exception=True, balance="speed"):
+def init(device: str | Device = "auto", timeout: float | None = None, comm: Any = None,
+         abort_on_exception: bool = True, balance: str | Sequence[float] = "speed") -> Context:
     """Join the MPI job this process was started in.
 
     Parameters
@@ -150,7 +157,7 @@ def _check_timeout(timeout):
     return timeout
 
 
-def host_gpus():
+def host_gpus() -> list[str]:
     """Device specs ``"opencl:P:D"`` of this host's OpenCL GPUs, those of the
     first platform that has any (one GPU is often listed by two platforms),
     in device order; empty without pyopencl or GPUs."""
@@ -170,7 +177,8 @@ def host_gpus():
     return []
 
 
-def rank_device(spec, local_rank, local_size, gpus, cores):
+def rank_device(spec: str, local_rank: int, local_size: int, gpus: Sequence[str], cores: int
+                ) -> tuple[str, int | None]:
     """Which device a rank takes: ``(device_spec, cpu_threads)``.
 
     Parameters
@@ -234,7 +242,9 @@ class Context:
         How a data-parallel fit splits its mini-batches (see :func:`init`).
     """
 
-    def __init__(self, MPI, comm, device="auto", timeout=None, balance="speed"):
+    def __init__(self, MPI: Any, comm: Any, device: str | Device = "auto",
+                 timeout: float | None = None, balance: str | Sequence[float] = "speed"
+                 ) -> None:
         self.MPI = MPI
         self.comm = comm
         self.rank = comm.Get_rank()
@@ -254,11 +264,11 @@ class Context:
         self.device = self._choose_device(device)
 
     @property
-    def balance(self):
+    def balance(self) -> str | tuple[float, ...]:
         return self._balance
 
     @balance.setter
-    def balance(self, value):
+    def balance(self, value: str | Sequence[float]) -> None:
         if isinstance(value, str):
             if value not in ("speed", "equal"):
                 raise ValueError(f"balance must be 'speed', 'equal' or one weight per rank, "
@@ -276,7 +286,7 @@ class Context:
                 f"{self.local_rank}/{self.local_size} on {self.host}, {self.device.name}>")
 
     @property
-    def is_root(self):
+    def is_root(self) -> bool:
         """Whether this is rank 0, the one that prints and writes."""
         return self.rank == 0
 
@@ -331,7 +341,8 @@ class Context:
         return dev
 
     # -------------------------------------------------------- collectives
-    def wait(self, requests, what, on_complete=None):
+    def wait(self, requests: Any, what: str, on_complete: Callable[..., Any] | None = None
+             ) -> None:
         """Wait for MPI requests; the job is aborted if this takes more than
         :attr:`timeout` seconds (see the module's notes).
 
@@ -363,7 +374,7 @@ class Context:
                 on_complete(i)
 
     @contextlib.contextmanager
-    def watched(self, what):
+    def watched(self, what: str) -> Iterator[None]:
         """Within: a blocking MPI call (a wait, a blocking collective) that
         the watchdog ends the job for if it takes more than :attr:`timeout`
         seconds; ``what`` names it in the error."""
@@ -392,17 +403,19 @@ class Context:
         self.comm.Abort(TIMEOUT_ERRORCODE)
         os._exit(TIMEOUT_ERRORCODE)     # Abort does not return; if it ever did, still end
 
-    def barrier(self, what="a barrier"):
+    def barrier(self, what: str = "a barrier") -> None:
         self.wait(self.comm.Ibarrier(), what)
 
-    def bcast(self, array, root=0, what="a broadcast"):
+    def bcast(self, array: NDArray[Any], root: int = 0, what: str = "a broadcast"
+              ) -> NDArray[Any]:
         """Broadcast numpy ``array`` (C-contiguous) from ``root`` in place."""
         _check_buffer(array)
         if self.size > 1:
             self.wait(self.comm.Ibcast(array, root=root), what)
         return array
 
-    def allreduce(self, array, op=None, what="an allreduce"):
+    def allreduce(self, array: NDArray[Any], op: Any = None, what: str = "an allreduce"
+                  ) -> NDArray[Any]:
         """Reduce numpy ``array`` over the ranks in place (default: sum)."""
         _check_buffer(array)
         if self.size > 1:
@@ -410,7 +423,7 @@ class Context:
             self.wait(self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=op), what)
         return array
 
-    def allgather(self, array, what="an allgather"):
+    def allgather(self, array: ArrayLike, what: str = "an allgather") -> NDArray[Any]:
         """Every rank's numpy ``array`` (same shape everywhere), stacked:
         ``(size, *array.shape)``."""
         array = np.ascontiguousarray(array)
@@ -421,7 +434,7 @@ class Context:
         self.wait(self.comm.Iallgather(array, out), what)
         return out
 
-    def allgatherv(self, array, what="an allgatherv"):
+    def allgatherv(self, array: ArrayLike, what: str = "an allgatherv") -> NDArray[Any]:
         """Every rank's rows of ``array`` (same per-row shape everywhere, any
         number of rows) concatenated in rank order."""
         array = np.ascontiguousarray(array)
@@ -437,20 +450,21 @@ class Context:
         self.wait(self.comm.Iallgatherv(array, [out, (sizes.tolist(), displs.tolist())]), what)
         return out
 
-    def abort(self, message, errorcode=1):
+    def abort(self, message: str, errorcode: int = 1) -> None:
         """Print ``message`` and end every rank of the job."""
         sys.stderr.write(f"hetnet.distributed: rank {self.rank}: {message}\n")
         sys.stderr.flush()
         self.comm.Abort(errorcode)
 
     # ----------------------------------------------------- rank 0 writes
-    def print(self, *args, **kwargs):
+    def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on rank 0 only (flushed); the other ranks print nothing."""
         if self.is_root:
             kwargs.setdefault("flush", True)
             print(*args, **kwargs)
 
-    def write(self, path, writer, what=None):
+    def write(self, path: str | os.PathLike[str], writer: Callable[[str], Any], what: str | None = None
+              ) -> None:
         """Rank 0 writes ``path`` atomically, every rank returns after.
 
         ``writer(tmp_path)`` writes the file under a temporary name beside
@@ -474,7 +488,7 @@ class Context:
         self.barrier(what or f"rank 0 to write {path}")
 
     # ------------------------------------------------------------ models
-    def broadcast_weights(self, model):
+    def broadcast_weights(self, model: Any) -> None:
         """Give every rank rank 0's weights of ``model`` (built the same way
         on every rank), in one ``Ibcast`` of all parameters packed into one
         float32 buffer.
@@ -506,7 +520,7 @@ class Context:
         if getattr(model, "optimizer", None) is not None:
             model.optimizer.reset()
 
-    def checksum(self, arrays):
+    def checksum(self, arrays: Sequence[Any]) -> NDArray[np.float64]:
         """A float64 checksum of ``arrays`` (host or device arrays)
         gathered from every rank: ``(size,)``; equal entries mean the ranks
         hold the same values (to float64 rounding of the sums)."""

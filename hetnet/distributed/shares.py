@@ -7,10 +7,13 @@ message.  A rank's gradient is then weighted by its share of the batch
 whole batch whatever the split.
 """
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 
-def split_batch(total, weights, minimum=1):
+def split_batch(total: int, weights: ArrayLike, minimum: int = 1) -> NDArray[np.int64]:
     """Integer shares of ``total`` samples proportional to ``weights``.
 
     Parameters
@@ -77,7 +80,7 @@ def _largest_remainder(total, w):
     return shares
 
 
-def measured_speeds(shares, compute_s):
+def measured_speeds(shares: ArrayLike, compute_s: ArrayLike) -> NDArray[np.float64]:
     """Samples per second of each rank: ``shares / compute_s``, ``(k,)``
     float64.  A rank with no share or no measured time is given the median
     speed of the others (all 1.0 when none was measured).
@@ -105,7 +108,8 @@ def measured_speeds(shares, compute_s):
     return speed
 
 
-def rebalance(shares, compute_s, total=None, minimum=1):
+def rebalance(shares: ArrayLike, compute_s: ArrayLike, total: int | None = None,
+              minimum: int = 1) -> NDArray[np.int64]:
     """New shares from how fast each rank got through its old one:
     :func:`split_batch` of ``total`` (default ``sum(shares)``) by
     :func:`measured_speeds`.  ``(k,)`` int64."""
@@ -114,7 +118,7 @@ def rebalance(shares, compute_s, total=None, minimum=1):
     return split_batch(total, speed, minimum)
 
 
-def share_weights(shares):
+def share_weights(shares: ArrayLike) -> NDArray[np.float64]:
     """Each rank's weight ``share_r / sum(shares)``: a rank's batch-mean
     gradient times its weight, summed over ranks, is the mean gradient of the
     whole batch.  ``(k,)`` float64."""
@@ -125,7 +129,7 @@ def share_weights(shares):
     return n / total
 
 
-def offsets(shares):
+def offsets(shares: ArrayLike) -> NDArray[np.int64]:
     """Where each rank's rows start in the global batch: ``(k + 1,)`` int64,
     rank ``r`` taking rows ``offsets[r]:offsets[r + 1]``."""
     return np.concatenate([[0], np.cumsum(np.asarray(shares, dtype=np.int64))])

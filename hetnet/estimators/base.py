@@ -29,13 +29,18 @@ back without executing anything; the same file is also a model file that
 This module needs scikit-learn (``pip install 'hetnet[sklearn]'``).
 """
 
+from __future__ import annotations
+
 import copy
 import json
 import math
 import os
 import warnings
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -46,7 +51,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_float as _check_float, check_positive_int, check_sample_weight
-from ..callbacks import EarlyStopping, ProgressBar
+from ..callbacks import Callback, EarlyStopping, ProgressBar
 from ..devices import Device, get_device, resolve
 from ..layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..model import History, Sequential, io, load as load_model
@@ -323,6 +328,9 @@ _JSON_ATTRIBUTES = ("n_features_in_", "input_shape_", "n_outputs_", "n_iter_", "
 _ESTIMATORS = {}
 
 
+_E = TypeVar("_E", bound="_BaseHetNet")
+
+
 class _BaseHetNet(BaseEstimator):
     """What the classifier and the regressor share: input checks, the
     network, the training loop around :meth:`Sequential.fit`, persistence."""
@@ -334,12 +342,19 @@ class _BaseHetNet(BaseEstimator):
         if not cls.__name__.startswith("_"):
             _ESTIMATORS[cls.__name__] = cls
 
-    def __init__(self, architecture="mlp", *, hidden_layer_sizes=(100,), activation="relu",
-                 input_shape=None, optimizer="adam", learning_rate_init=0.001, momentum=0.9,
-                 alpha=0.0001, batch_size="auto", max_iter=200, shuffle=True, tol=1e-4,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 warm_start=False, random_state=None, device="auto", n_threads=None,
-                 callbacks=None, verbose=0, max_evals=4200):
+    def __init__(self, architecture: str | Sequence[Layer | dict[str, Any] | str] = "mlp", *,
+                 hidden_layer_sizes: Sequence[int] = (100,), activation: str = "relu",
+                 input_shape: Sequence[int] | None = None,
+                 optimizer: str | Optimizer | Metaheuristic = "adam",
+                 learning_rate_init: float = 0.001, momentum: float = 0.9, alpha: float = 0.0001,
+                 batch_size: int | str = "auto", max_iter: int = 200, shuffle: bool = True,
+                 tol: float = 1e-4, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, n_iter_no_change: int = 10,
+                 warm_start: bool = False,
+                 random_state: int | np.random.RandomState | None = None,
+                 device: str | Device = "auto", n_threads: int | None = None,
+                 callbacks: Sequence[Callback] | None = None, verbose: int = 0,
+                 max_evals: int = 4200) -> None:
         self.max_evals = max_evals
         self.architecture = architecture
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -605,7 +620,7 @@ class _BaseHetNet(BaseEstimator):
         else:
             self.best_validation_score_ = None
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self: _E, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> _E:
         """Train the network (from scratch, or on from the last fit with
         ``warm_start=True``) for up to ``max_iter`` epochs.
 
@@ -654,7 +669,7 @@ class _BaseHetNet(BaseEstimator):
             self.device_ = device if isinstance(device, str) else device.name
 
     # -------------------------------------------------------------- files
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> str:
         """Write the fitted estimator to ``path`` (.npz): its parameters,
         learned attributes and the network's configuration as JSON, the
         weights and labels as plain arrays.  Nothing in the file is code
@@ -681,7 +696,8 @@ class _BaseHetNet(BaseEstimator):
         return io.write(path, config, self.model_.get_weights(), arrays)
 
     @classmethod
-    def load(cls, path, device=None):
+    def load(cls: type[_E], path: str | os.PathLike[str], device: str | Device | None = None
+             ) -> _E:
         """Read an estimator of this class written by :meth:`save`
         (see :func:`load_estimator`)."""
         est = load_estimator(path, device=device)
@@ -707,7 +723,8 @@ class _ValidationScore:
 # --------------------------------------------------------- the classifier
 
 
-def load_estimator(path, device=None):
+def load_estimator(path: str | os.PathLike[str], device: str | Device | None = None
+                   ) -> _BaseHetNet:
     """Read an estimator written by :meth:`HetNetClassifier.save` /
     :meth:`HetNetRegressor.save`.
 

@@ -1,12 +1,23 @@
 """The scikit-learn classifier: :class:`HetNetClassifier`."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 
 from .._validation import check_float as _check_float
+from ..callbacks import Callback
+from ..devices import Device
+from ..layers import Layer
+from ..metaheuristics import Metaheuristic
+from ..optim import Optimizer
 from .base import _BaseHetNet
 
 
@@ -115,12 +126,19 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
 
     _loss = "cross_entropy"
 
-    def __init__(self, architecture="mlp", *, hidden_layer_sizes=(100,), activation="relu",
-                 input_shape=None, optimizer="adam", learning_rate_init=0.001, momentum=0.9,
-                 alpha=0.0001, batch_size="auto", max_iter=200, shuffle=True, tol=1e-4,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 class_weight=None, warm_start=False, random_state=None, device="auto",
-                 n_threads=None, callbacks=None, verbose=0, max_evals=4200):
+    def __init__(self, architecture: str | Sequence[Layer | dict[str, Any] | str] = "mlp", *,
+                 hidden_layer_sizes: Sequence[int] = (100,), activation: str = "relu",
+                 input_shape: Sequence[int] | None = None,
+                 optimizer: str | Optimizer | Metaheuristic = "adam",
+                 learning_rate_init: float = 0.001, momentum: float = 0.9, alpha: float = 0.0001,
+                 batch_size: int | str = "auto", max_iter: int = 200, shuffle: bool = True,
+                 tol: float = 1e-4, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, n_iter_no_change: int = 10,
+                 class_weight: dict[Any, float] | str | None = None, warm_start: bool = False,
+                 random_state: int | np.random.RandomState | None = None,
+                 device: str | Device = "auto", n_threads: int | None = None,
+                 callbacks: Sequence[Callback] | None = None, verbose: int = 0,
+                 max_evals: int = 4200) -> None:
         super().__init__(max_evals=max_evals,
             
             architecture=architecture, hidden_layer_sizes=hidden_layer_sizes,
@@ -181,7 +199,8 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
         cw_samples = compute_sample_weight(cw, y)
         return cw_samples if w is None else w * cw_samples
 
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                    classes: ArrayLike | None = None) -> HetNetClassifier:
         """One epoch over ``(X, y)`` from the current weights (the first call
         initialises them and needs ``classes``).
 
@@ -202,7 +221,7 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
                              "(every label that will ever appear)")
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.float32]:
         """Class probabilities, ``(n_samples, n_classes)``, columns in ``classes_`` order."""
         X = self._check_predict_X(X)
         z = self._logits(X)
@@ -211,14 +230,14 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
         p /= p.sum(axis=1, keepdims=True)
         return p
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Logarithm of :meth:`predict_proba`."""
         X = self._check_predict_X(X)
         z = self._logits(X)
         z -= z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Most probable class label per sample, ``(n_samples,)``."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]

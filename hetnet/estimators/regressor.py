@@ -1,6 +1,9 @@
 """The scikit-learn regressor: :class:`HetNetRegressor`."""
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 
@@ -43,7 +46,8 @@ class HetNetRegressor(RegressorMixin, _BaseHetNet):
     def _apply_class_weight(self, w, y, incremental):
         return w
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+                    ) -> HetNetRegressor:
         """One epoch over ``(X, y)`` from the current weights (the first call
         initialises them).
 
@@ -53,7 +57,7 @@ class HetNetRegressor(RegressorMixin, _BaseHetNet):
         """
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[np.float32]:
         """Predicted targets: ``(n_samples,)`` for one output, else
         ``(n_samples, n_outputs)``; float64."""
         X = self._check_predict_X(X)

@@ -2,6 +2,11 @@
 Tanh absorbs it (``Sequential`` fuses them), so these run alone only where
 nothing precedes them that can."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
 from .base import Layer
 
 
@@ -10,12 +15,12 @@ class Activation(Layer):
 
     kind = "identity"
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         y = self.device.activation(self.kind, x, out=self.buffer("y", x.shape))
         self._y = y
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         return self.device.activation_backward(self.kind, self._y, dy, out=dy)
 
 
@@ -37,7 +42,7 @@ class Softmax(Activation):
 
     kind = "softmax"
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 1:
             raise ValueError(f"Softmax takes (N, features) input, got per-sample shape {input_shape}")
         return input_shape
@@ -45,7 +50,7 @@ class Softmax(Activation):
 
 
 
-def fuse_activations(layers):
+def fuse_activations(layers: Sequence[Layer]) -> list[Layer]:
     """The steps that run ``layers``: a layer whose class lists the next
     layer's activation in ``fusable_activations`` absorbs it (its
     ``activation`` set, the activation layer dropped from the steps): one
@@ -64,7 +69,7 @@ def fuse_activations(layers):
     return steps
 
 
-def walk(layers):
+def walk(layers: Iterable[Layer]) -> Iterator[Layer]:
     """Every layer of ``layers`` and, after a block, its sub-layers (depth first)."""
     for layer in layers:
         yield layer

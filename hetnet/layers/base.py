@@ -1,6 +1,14 @@
 """The layer API: parameters plus forward/backward written in device operations."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from ..devices import Device
 
 
 class Layer:
@@ -30,7 +38,7 @@ class Layer:
     #: ``activation`` attribute, ``"identity"`` when nothing is fused
     fusable_activations = ()
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.device = None
         self.params = {}
         self.grads = {}
@@ -40,12 +48,12 @@ class Layer:
         self.state = {}
 
     @property
-    def n_weights(self):
+    def n_weights(self) -> int:
         """How many arrays :meth:`get_weights` returns (trained parameters
         and state)."""
         return len(self.params) + len(self.state)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.config_keys}
 
     def __repr__(self):
@@ -53,7 +61,8 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
     # -------------------------------------------------------------- build
-    def build(self, device, input_shape, rng):
+    def build(self, device: Device, input_shape: Sequence[int], rng: np.random.Generator
+              ) -> tuple[int, ...]:
         """Allocate parameters on ``device``; returns the output shape."""
         self.device = device
         self._buffers = {}
@@ -64,10 +73,10 @@ class Layer:
         self.grads = {k: device.zeros(v.shape) for k, v in host.items()}
         return self.output_shape
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return input_shape
 
-    def buffer(self, name, shape, dtype=np.float32):
+    def buffer(self, name: str, shape: Sequence[int], dtype: DTypeLike = np.float32) -> Any:
         """A device array of ``shape`` kept for reuse by the next call with the
         same shape: outputs and input gradients are written into the same
         memory every step instead of fresh allocations.  What a layer returns
@@ -77,21 +86,22 @@ class Layer:
             buf = self._buffers[name] = self.device.empty(tuple(shape), dtype=dtype)
         return buf
 
-    def init_params(self, rng):
+    def init_params(self, rng: np.random.Generator) -> dict[str, NDArray[np.float32]]:
         """Host (numpy) initial values of the parameters, by name."""
         return {}
 
     # ------------------------------------------------------------ compute
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         """Gradient w.r.t. the input (None when ``need_dx`` is False).
         ``dy`` may be overwritten."""
         raise NotImplementedError
 
     # ------------------------------------------------------- placement
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The work of one step at ``batch``, for the cost model.
 
         Returns ``(forward, backward, update)``: lists of ``(operation,
@@ -106,7 +116,7 @@ class Layer:
     def _update_terms(self):
         return [("update", int(np.prod(p.shape))) for p in self.params.values()]
 
-    def move_to(self, device):
+    def move_to(self, device: Device) -> None:
         """Move parameters (and gradient buffers) and state to ``device``;
         the optimizer moves its own state (:meth:`Optimizer.move_state`)."""
         if device is self.device:
@@ -119,12 +129,12 @@ class Layer:
         self.device = device
 
     # -------------------------------------------------- host-side access
-    def get_weights(self):
+    def get_weights(self) -> list[NDArray[Any]]:
         """The parameters, then the state, as numpy arrays."""
         return ([self.device.to_host(self.params[k]) for k in self.params]
                 + [self.device.to_host(self.state[k]) for k in self.state])
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Set the parameters, then the state, from :meth:`get_weights`' list."""
         weights = list(weights)
         slots = [(self.params, k) for k in self.params] + [(self.state, k) for k in self.state]

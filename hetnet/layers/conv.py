@@ -1,6 +1,11 @@
 """2-D convolution as im2col + GEMM over chunks of the batch."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from .base import Layer, pair
 from .geometry import Conv2DGeometry
@@ -37,8 +42,9 @@ class Conv2D(Layer):
                    "init", "bias")
     fusable_activations = ("relu", "sigmoid", "tanh")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 init="he", bias=True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 init: str = "he", bias: bool = True) -> None:
         super().__init__()
         in_channels = check_size("Conv2D in_channels", in_channels)
         out_channels = check_size("Conv2D out_channels", out_channels)
@@ -69,7 +75,7 @@ class Conv2D(Layer):
         self.bias = bool(bias)
         self.activation = "identity"   # set when the runtime fuses an activation
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ValueError(f"Conv2D({self.in_channels}, ...) expects per-sample input "
                              f"({self.in_channels}, H, W), got {tuple(input_shape)}")
@@ -81,7 +87,7 @@ class Conv2D(Layer):
                              f"not fit input {h}x{w}")
         return (self.out_channels, ho, wo)
 
-    def init_params(self, rng):
+    def init_params(self, rng: np.random.Generator) -> dict[str, NDArray[np.float32]]:
         kh, kw = self.kernel_size
         fan_in = self.in_channels * kh * kw
         p = {"W": initialize(self.init, rng, (self.out_channels, self.in_channels, kh, kw),
@@ -92,37 +98,38 @@ class Conv2D(Layer):
 
     # ---------------------------------------------------------- workspace
     @property
-    def col_shape(self):
+    def col_shape(self) -> tuple[int, int]:
         """Per-image im2col matrix shape ``(C*kh*kw, Ho*Wo)``."""
         kh, kw = self.kernel_size
         _, ho, wo = self.output_shape
         return (self.in_channels * kh * kw, ho * wo)
 
     @property
-    def expansion_ratio(self):
+    def expansion_ratio(self) -> float:
         """Size of the im2col matrix over the size of the input it unrolls."""
         rows, cols = self.col_shape
         return rows * cols / float(np.prod(self.input_shape))
 
-    def workspace_bytes(self, batch):
+    def workspace_bytes(self, batch: int) -> int:
         """Bytes of im2col workspace the device uses for this layer at ``batch``."""
         return self.device.conv_workspace_bytes(batch, self.col_shape)
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         geom = Conv2DGeometry("conv2d", self.input_shape, self.out_channels, self.kernel_size,
                               self.stride, self.pad, self.activation)
         bwd = "conv2d_backward" if need_dx else "conv2d_backward_weights"
         return [("conv2d", batch, geom)], [(bwd, batch, geom)], self._update_terms()
 
     # ------------------------------------------------------------ compute
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         y = self.buffer("y", (x.shape[0],) + self.output_shape)
         self.device.conv2d(x, self.params["W"], self.params.get("b"), self.stride, self.pad,
                            self.activation, out=y)
         self._x, self._y = x, y
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         x = self._x
         return self.device.conv2d_backward(
             x, self.params["W"], self._y, dy, self.stride, self.pad, self.activation,

@@ -1,5 +1,12 @@
 """Fully-connected layer ``y = x @ W + b``."""
 
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
 from .base import Layer
 from .geometry import DenseGeometry
 from ..init import initialize, INITIALIZERS
@@ -25,7 +32,8 @@ class Dense(Layer):
     config_keys = ("in_features", "out_features", "init", "bias")
     fusable_activations = ("relu", "sigmoid", "tanh")
 
-    def __init__(self, in_features, out_features, init="he", bias=True):
+    def __init__(self, in_features: int, out_features: int, init: str = "he", bias: bool = True
+                 ) -> None:
         super().__init__()
         in_features = check_size("Dense in_features", in_features)
         out_features = check_size("Dense out_features", out_features)
@@ -37,14 +45,14 @@ class Dense(Layer):
         self.bias = bool(bias)
         self.activation = "identity"   # set when the runtime fuses an activation
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) got per-sample "
                              f"input shape {tuple(input_shape)}; expected ({self.in_features},)"
                              " (add Flatten() after a conv/pool layer)")
         return (self.out_features,)
 
-    def init_params(self, rng):
+    def init_params(self, rng: np.random.Generator) -> dict[str, NDArray[np.float32]]:
         import numpy as np
         p = {"W": initialize(self.init, rng, (self.in_features, self.out_features),
                              self.in_features, self.out_features)}
@@ -52,7 +60,8 @@ class Dense(Layer):
             p["b"] = np.zeros(self.out_features, dtype=np.float32)
         return p
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         geom = DenseGeometry("dense", self.in_features, self.out_features)
         n = batch * self.out_features
         fwd = [("gemm", batch, geom), ("elementwise", n)]
@@ -66,14 +75,14 @@ class Dense(Layer):
         bwd += [("gemm_dx", batch, geom)] if need_dx else []
         return fwd, bwd, self._update_terms()
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         dev = self.device
         y = dev.gemm(x, self.params["W"], self.buffer("y", (x.shape[0], self.out_features)))
         dev.bias_activation(y, self.params.get("b"), self.activation)
         self._x, self._y = x, y
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         dev = self.device
         if self.activation != "identity" or self.bias:
             dy = dev.activation_bias_backward(self.activation, self._y, dy, self.grads.get("b"))

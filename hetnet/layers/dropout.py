@@ -1,9 +1,15 @@
 """Inverted dropout with a counter-based mask made on the device."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from .base import Layer
 from ..devices.base import dropout_key
+from ..devices import Device
 
 
 class Dropout(Layer):
@@ -28,7 +34,7 @@ class Dropout(Layer):
 
     config_keys = ("p",)
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         try:
             p = float(p)
@@ -40,12 +46,13 @@ class Dropout(Layer):
         self.seed = 0
         self.passes = 0
 
-    def build(self, device, input_shape, rng):
+    def build(self, device: Device, input_shape: Sequence[int], rng: np.random.Generator
+              ) -> tuple[int, ...]:
         self.seed = int(rng.integers(0, 2 ** 32))
         self.passes = 0
         return super().build(device, input_shape, rng)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         self._active = bool(training) and self.p > 0.0
         if not self._active:
             return x
@@ -53,13 +60,14 @@ class Dropout(Layer):
         self.passes += 1
         return self.device.dropout(x, self.p, self._key, out=self.buffer("y", x.shape))
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         if not need_dx:
             return None
         if not self._active:
             return dy
         return self.device.dropout(dy, self.p, self._key, out=dy)
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         n = batch * int(np.prod(self.output_shape))
         return [("elementwise", n)], [("elementwise", n)] if need_dx else [], []

@@ -1,9 +1,16 @@
 """Batch normalisation (PyTorch's semantics) with a fused activation."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .base import Layer
 from .._validation import check_size
+from ..devices import Device
 
 
 class _BatchNorm(Layer):
@@ -28,7 +35,7 @@ class _BatchNorm(Layer):
     #: Sequential fuses a following activation into this layer
     fusable_activations = ("relu", "sigmoid", "tanh")
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         num_features = check_size(f"{type(self).__name__} num_features", num_features)
         if not 0.0 <= float(momentum) <= 1.0:
@@ -41,7 +48,7 @@ class _BatchNorm(Layer):
         self.activation = "identity"
         self.state = {}
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         if len(shape) != self.sample_rank or shape[0] != self.num_features:
             want = "(F,)" if self.sample_rank == 1 else "(C, H, W)"
@@ -50,11 +57,12 @@ class _BatchNorm(Layer):
                              f"axis, got {shape}")
         return shape
 
-    def init_params(self, rng):
+    def init_params(self, rng: np.random.Generator) -> dict[str, NDArray[np.float32]]:
         f = self.num_features
         return {"gamma": np.ones(f, dtype=np.float32), "beta": np.zeros(f, dtype=np.float32)}
 
-    def build(self, device, input_shape, rng):
+    def build(self, device: Device, input_shape: Sequence[int], rng: np.random.Generator
+              ) -> tuple[int, ...]:
         shape = super().build(device, input_shape, rng)
         f = self.num_features
         self.state = {"running_mean": device.zeros((f,)),
@@ -62,7 +70,7 @@ class _BatchNorm(Layer):
         return shape
 
     # ------------------------------------------------------------ compute
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         dev = self.device
         if training and x.shape[0] * int(np.prod(self.input_shape[1:])) < 2:
             raise ValueError(f"{type(self).__name__} in training needs more than one value "
@@ -78,13 +86,14 @@ class _BatchNorm(Layer):
         self._x, self._y, self._training = x, y, bool(training)
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         return self.device.batchnorm_backward(
             self._x, self._y, dy, self.params["gamma"], self._mean, self._invstd,
             self._training, self.activation, self.grads["gamma"], self.grads["beta"],
             need_dx, self.buffer("dx", self._x.shape) if need_dx else None)
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         # training: one reduction pass for the statistics, one for the
         # normalisation; backward: the two sums, then dx
         n = batch * int(np.prod(self.output_shape))
@@ -92,7 +101,7 @@ class _BatchNorm(Layer):
         bwd = [("reduce", n)] + ([("elementwise", n)] if need_dx else [])
         return fwd, bwd, self._update_terms()
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         weights = list(weights)
         if len(weights) == 4 and not (np.asarray(weights[3]) >= 0).all():
             raise ValueError(f"{type(self).__name__}: running_var (the fourth array) must "
@@ -133,9 +142,9 @@ class BatchNorm2D(_BatchNorm):
     config_keys = ("num_channels", "momentum", "eps")
     sample_rank = 3
 
-    def __init__(self, num_channels, momentum=0.1, eps=1e-5):
+    def __init__(self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(num_channels, momentum, eps)
 
     @property
-    def num_channels(self):
+    def num_channels(self) -> int:
         return self.num_features

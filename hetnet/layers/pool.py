@@ -1,5 +1,9 @@
 """Pooling: max (the gradient goes to each window's arg-max) and average."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .base import Layer, pair
@@ -12,7 +16,8 @@ class _Pool2D(Layer):
 
     config_keys = ("size", "stride", "padding")
 
-    def __init__(self, size=2, stride=None, padding=0):
+    def __init__(self, size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0) -> None:
         super().__init__()
         name = type(self).__name__
         self.size = pair(size, "size")
@@ -24,13 +29,13 @@ class _Pool2D(Layer):
             raise ValueError(f"{name} padding must be between 0 and half the window "
                              f"{self.size}, got {padding!r}")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         cfg = {"size": self.size, "stride": self.stride}
         if self.padding != (0, 0):
             cfg["padding"] = self.padding
         return cfg
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         name = type(self).__name__
         if len(input_shape) != 3:
             raise ValueError(f"{name} expects per-sample input (C, H, W), got {tuple(input_shape)}")
@@ -53,7 +58,8 @@ class MaxPool2D(_Pool2D):
     Shapes: x ``(N, C, H, W)`` -> y ``(N, C, (H + 2ph - kh)//sh + 1, (W + 2pw - kw)//sw + 1)``.
     """
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         if self.padding != (0, 0):
             geom = PaddedMaxPool2DGeometry("maxpool2d_padded", self.input_shape, self.size,
                                            self.stride, self.padding)
@@ -62,7 +68,7 @@ class MaxPool2D(_Pool2D):
         return ([("maxpool2d", batch, geom)],
                 [("maxpool2d_backward", batch, geom)] if need_dx else [], [])
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         kh, kw, sh, sw, ph, pw = self._args()
         shape = (x.shape[0],) + self.output_shape
         y, am = self.buffer("y", shape), self.buffer("argmax", shape, np.int32)
@@ -74,7 +80,7 @@ class MaxPool2D(_Pool2D):
         self._x_shape = x.shape
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         if not need_dx:
             return None
         return self.device.maxpool2d_backward(dy, self._argmax, self._x_shape,
@@ -89,16 +95,17 @@ class AvgPool2D(_Pool2D):
     Shapes: x ``(N, C, H, W)`` -> y ``(N, C, (H + 2ph - kh)//sh + 1, (W + 2pw - kw)//sw + 1)``.
     """
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         n = batch * int(np.prod(self.input_shape))
         return [("elementwise", n)], [("elementwise", n)] if need_dx else [], []
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         shape = (x.shape[0],) + self.output_shape
         self._x_shape = x.shape
         return self.device.avgpool2d(x, *self._args(), out=self.buffer("y", shape))
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         if not need_dx:
             return None
         return self.device.avgpool2d_backward(dy, self._x_shape, *self._args(),
@@ -109,23 +116,24 @@ class GlobalAvgPool2D(Layer):
     """The mean of each channel's plane: ``(N, C, H, W)`` -> ``(N, C)``
     (PyTorch's ``AdaptiveAvgPool2d(1)`` then flatten)."""
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError("GlobalAvgPool2D expects per-sample input (C, H, W), got "
                              f"{tuple(input_shape)}")
         return (input_shape[0],)
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         n = batch * int(np.prod(self.input_shape))
         return [("reduce", n)], [("elementwise", n)] if need_dx else [], []
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         n, c, h, w = x.shape
         self._x_shape = x.shape
         y = self.device.avgpool2d(x, h, w, 1, 1, 0, 0, out=self.buffer("y", (n, c, 1, 1)))
         return self.device.reshape(y, (n, c))
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         if not need_dx:
             return None
         n, c, h, w = self._x_shape

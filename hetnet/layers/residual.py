@@ -1,10 +1,17 @@
 """A residual block, ``act(branch(x) + shortcut(x))``, as one layer."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .activations import fuse_activations
 from .base import Layer
 from .registry import LAYERS
+from ..devices import Device
 
 
 class _WriteThrough(dict):
@@ -54,7 +61,7 @@ class Residual(Layer):
 
     fusable_activations = ("relu", "sigmoid", "tanh")
 
-    def __init__(self, branch, shortcut=None):
+    def __init__(self, branch: Sequence[Layer], shortcut: Sequence[Layer] | None = None) -> None:
         self._named = []
         self._views = {}
         super().__init__()
@@ -96,7 +103,7 @@ class Residual(Layer):
             out.append(item)
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         def specs(layers):
             return [{"class": type(layer).__name__, "config": layer.get_config()}
                     for layer in layers]
@@ -110,12 +117,12 @@ class Residual(Layer):
         return f"Residual([{inner}], shortcut={short})"
 
     @property
-    def sublayers(self):
+    def sublayers(self) -> list[Layer]:
         """The branch's layers, then the shortcut's."""
         return [layer for _, layer in self._named]
 
     @property
-    def summary_name(self):
+    def summary_name(self) -> str:
         """The block's row in ``Sequential.summary()`` (its sub-layers follow)."""
         return "Residual(" + ("identity" if self.shortcut is None else "projection") + \
             " shortcut)"
@@ -151,35 +158,36 @@ class Residual(Layer):
                 setattr(layer, attr, sub)
 
     @property
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return self._view("params")
 
     @params.setter
-    def params(self, mapping):
+    def params(self, mapping: dict[str, Any]) -> None:
         self._distribute("params", mapping)
 
     @property
-    def grads(self):
+    def grads(self) -> dict[str, Any]:
         return self._view("grads")
 
     @grads.setter
-    def grads(self, mapping):
+    def grads(self, mapping: dict[str, Any]) -> None:
         self._distribute("grads", mapping)
 
     @property
-    def state(self):
+    def state(self) -> dict[str, Any]:
         return self._view("state")
 
     @state.setter
-    def state(self, mapping):
+    def state(self, mapping: dict[str, Any]) -> None:
         self._distribute("state", mapping)
 
     @property
-    def n_weights(self):
+    def n_weights(self) -> int:
         return sum(layer.n_weights for _, layer in self._named)
 
     # -------------------------------------------------------------- build
-    def build(self, device, input_shape, rng):
+    def build(self, device: Device, input_shape: Sequence[int], rng: np.random.Generator
+              ) -> tuple[int, ...]:
         self.device = device
         self._buffers = {}
         self.input_shape = tuple(input_shape)
@@ -199,7 +207,7 @@ class Residual(Layer):
         self._shortcut_steps = fuse_activations(self.shortcut) if self.shortcut else []
         return self.output_shape
 
-    def move_to(self, device):
+    def move_to(self, device: Device) -> None:
         if device is self.device:
             return
         for _, layer in self._named:
@@ -220,14 +228,14 @@ class Residual(Layer):
             dy = steps[i].backward(dy, need_dx=need_dx or i > 0)
         return dy
 
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         h = self._run(self._branch_steps, x, training)
         s = self._run(self._shortcut_steps, x, training) if self._shortcut_steps else x
         y = self.device.add_activation(h, s, self.activation, out=self.buffer("y", h.shape))
         self._y = y
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
         dev = self.device
         # the shortcut's (or the identity's) copy first: the branch may overwrite dy
         gs = dev.activation_backward(self.activation, self._y, dy, out=self.buffer("gs", dy.shape))
@@ -242,7 +250,8 @@ class Residual(Layer):
             return None
         return dev.axpy(1.0, dxs, dxb)
 
-    def cost_terms(self, batch, need_dx=True):
+    def cost_terms(self, batch: int, need_dx: bool = True
+                   ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         fwd, bwd, upd = [], [], []
         for steps in (self._branch_steps, self._shortcut_steps):
             for i, step in enumerate(steps):
@@ -256,10 +265,10 @@ class Residual(Layer):
         return fwd, bwd, upd
 
     # -------------------------------------------------- host-side access
-    def get_weights(self):
+    def get_weights(self) -> list[NDArray[Any]]:
         return [w for _, layer in self._named for w in layer.get_weights()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         weights = list(weights)
         if len(weights) != self.n_weights:
             raise ValueError(f"Residual takes {self.n_weights} arrays (its branch's, then "

@@ -12,11 +12,17 @@ so a training loop can put its History, callbacks and early stopping between
 steps.  :meth:`Metaheuristic.run` is that loop for plain functions.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_positive_int as _check_int
+from .problem import Problem
 
 
 def _check_unit(name, value, low_open=True):
@@ -50,7 +56,8 @@ class OptimizeResult:
     message : str
     """
 
-    def __init__(self, x, fun, nfev, nit, n_gd, history, message):
+    def __init__(self, x: NDArray[np.float64], fun: float, nfev: int, nit: int, n_gd: int,
+                 history: dict[str, NDArray[np.float64]], message: str) -> None:
         self.x = x
         self.fun = fun
         self.nfev = nfev
@@ -84,7 +91,8 @@ class Metaheuristic:
         thesis's metaheuristic "epoch" (4,200 evaluations over 20 epochs).
     """
 
-    def __init__(self, pop_size=10, gd=None, gd_every=None):
+    def __init__(self, pop_size: int = 10, gd: Callable[[NDArray[np.float64]], ArrayLike] | None = None,
+                 gd_every: int | None = None) -> None:
         self.pop_size = pop_size
         self.gd = gd
         self.gd_every = gd_every
@@ -98,7 +106,8 @@ class Metaheuristic:
             _check_int("gd_every", self.gd_every, 1)
 
     # -- driving ----------------------------------------------------------------
-    def start(self, problem, seed=None, x0=None):
+    def start(self, problem: Problem, seed: int | np.random.SeedSequence | None = None,
+              x0: ArrayLike | None = None) -> None:
         """Draw and evaluate the initial population.
 
         The population comes from its own random stream of ``seed``, so every
@@ -123,7 +132,8 @@ class Metaheuristic:
         self._record(problem)
 
     @staticmethod
-    def seeded_streams(seed):
+    def seeded_streams(seed: int | np.random.SeedSequence | None
+                       ) -> tuple[np.random.Generator, np.random.Generator]:
         """(initial-population Generator, algorithm Generator) of ``seed``.
 
         The first stream draws only the initial population, so anything that
@@ -134,7 +144,7 @@ class Metaheuristic:
         init_seq, alg_seq = seq.spawn(2)
         return np.random.default_rng(init_seq), np.random.default_rng(alg_seq)
 
-    def step(self, problem):
+    def step(self, problem: Problem) -> bool:
         """One generation (SHADE-ILS: one generation or one local search),
         then the gradient step when it is due.  False once nothing was left
         to evaluate."""
@@ -150,7 +160,9 @@ class Metaheuristic:
             self._record(problem)
         return did
 
-    def run(self, problem, seed=None, x0=None, callback=None):
+    def run(self, problem: Problem, seed: int | np.random.SeedSequence | None = None,
+            x0: ArrayLike | None = None,
+            callback: Callable[[OptimizeResult], Any] | None = None) -> OptimizeResult:
         """Start and step until the budget is spent or ``callback`` returns True.
 
         ``callback(result)`` gets an :class:`OptimizeResult` of the run so far
@@ -167,7 +179,7 @@ class Metaheuristic:
                 break
         return self.result(problem, message)
 
-    def result(self, problem, message=""):
+    def result(self, problem: Problem, message: str = "") -> OptimizeResult:
         x = problem.best_x if problem.best_x is not None else self._any_point()
         return OptimizeResult(
             x=np.array(x, dtype=np.float64), fun=problem.best_f, nfev=problem.nfev,
@@ -195,7 +207,7 @@ class Metaheuristic:
 
     # -- for subclasses -----------------------------------------------------------
     @property
-    def best(self):
+    def best(self) -> tuple[NDArray[np.float64], float]:
         """(x, f) of the optimiser's current best individual."""
         raise NotImplementedError
 

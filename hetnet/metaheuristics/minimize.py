@@ -1,10 +1,15 @@
 """``minimize``: the metaheuristics on a plain function."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from .base import _check_int
+from .base import OptimizeResult, _check_int
 from .problem import Problem
 from .shade import SHADE
 from .shadeils import SHADEILS
@@ -52,9 +57,12 @@ def _rowwise(fun):
     return vectorised
 
 
-def minimize(fun, bounds=None, x0=None, method="shade", max_evals=None, seed=None,
-             vectorized=True, pop_size=10, jac=None, callback=None, init_scale=1.0,
-             **options):
+def minimize(fun: Callable[..., Any], bounds: Any = None, x0: ArrayLike | None = None,
+             method: str = "shade", max_evals: int | None = None,
+             seed: int | np.random.SeedSequence | None = None, vectorized: bool = True,
+             pop_size: int = 10, jac: Callable[[NDArray[np.float64]], ArrayLike] | None = None,
+             callback: Callable[[OptimizeResult], Any] | None = None, init_scale: float = 1.0,
+             **options: Any) -> OptimizeResult:
     """Minimise ``fun`` with SHADE or SHADE-ILS.
 
     Parameters

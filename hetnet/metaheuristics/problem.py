@@ -13,7 +13,12 @@ vectors, ``value_and_grad`` the model's loss and backward pass, and
 ``sampler`` the layers' initialiser.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 
 class BudgetExhausted(Exception):
@@ -46,8 +51,13 @@ class Problem:
     loses every comparison and never becomes the best.
     """
 
-    def __init__(self, fun, dim, max_evals, lower=None, upper=None, value_and_grad=None,
-                 sampler=None):
+    def __init__(self, fun: Callable[[NDArray[np.float64]], ArrayLike], dim: int, max_evals: int,
+                 lower: NDArray[np.float64] | None = None,
+                 upper: NDArray[np.float64] | None = None,
+                 value_and_grad: Callable[[NDArray[np.float64]], tuple[float, ArrayLike]]
+                 | None = None,
+                 sampler: Callable[[np.random.Generator, int], ArrayLike] | None = None
+                 ) -> None:
         self.fun = fun
         self.dim = int(dim)
         self.max_evals = int(max_evals)
@@ -60,18 +70,18 @@ class Problem:
         self.best_f = np.inf
 
     @property
-    def bounded(self):
+    def bounded(self) -> bool:
         return self.lower is not None
 
     @property
-    def remaining(self):
+    def remaining(self) -> int:
         return self.max_evals - self.nfev
 
     @property
-    def has_gradient(self):
+    def has_gradient(self) -> bool:
         return self._value_and_grad is not None
 
-    def sample(self, rng, n):
+    def sample(self, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
         """``n`` new individuals, shape (n, D), from the sampler or the box."""
         if self.sampler is not None:
             pop = np.asarray(self.sampler(rng, n), dtype=np.float64)
@@ -86,7 +96,7 @@ class Problem:
             self.best_f = float(f[i])
             self.best_x = np.array(X[i], dtype=np.float64)
 
-    def evaluate(self, pop):
+    def evaluate(self, pop: NDArray[np.float64]) -> NDArray[np.float64]:
         """Losses of the first rows of ``pop`` that the budget allows.
 
         Parameters
@@ -110,7 +120,7 @@ class Problem:
         self._track(X, f)
         return f
 
-    def value_and_grad(self, x):
+    def value_and_grad(self, x: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
         """Loss and gradient at one point, counted as one evaluation.
 
         Raises :class:`BudgetExhausted` when no evaluation is left.  A

@@ -9,9 +9,15 @@ evaluation of the P trials, greedy selection and the update of one slot of the
 CR / F memories.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .base import Metaheuristic, _check_int, _check_unit
+from .problem import Problem
 
 
 class SHADE(Metaheuristic):
@@ -45,8 +51,9 @@ class SHADE(Metaheuristic):
     weighted Lehmer mean.  Both memories start at 0.5.
     """
 
-    def __init__(self, pop_size=10, memory_size=None, p_max=0.2, archive_rate=1.0, gd=None,
-                 gd_every=None):
+    def __init__(self, pop_size: int = 10, memory_size: int | None = None, p_max: float = 0.2,
+                 archive_rate: float = 1.0, gd: Callable[[NDArray[np.float64]], ArrayLike] | None = None,
+                 gd_every: int | None = None) -> None:
         super().__init__(pop_size=pop_size, gd=gd, gd_every=gd_every)
         self.memory_size = memory_size
         self.p_max = p_max
@@ -69,7 +76,7 @@ class SHADE(Metaheuristic):
         fit[:len(f)] = f
         self.set_population(pop, fit, problem.dim)
 
-    def set_population(self, pop, fit, dim=None):
+    def set_population(self, pop: ArrayLike, fit: ArrayLike, dim: int | None = None) -> None:
         """Replace the population (N, D) and its losses (N,); the memories
         and the archive start afresh."""
         pop = np.asarray(pop, dtype=np.float64)
@@ -87,7 +94,7 @@ class SHADE(Metaheuristic):
         self.k = 0
 
     @property
-    def best(self):
+    def best(self) -> tuple[NDArray[np.float64], float]:
         i = int(np.argmin(self.fit))
         return self.pop[i], float(self.fit[i])
 
@@ -97,7 +104,7 @@ class SHADE(Metaheuristic):
         self.fit[i] = f
 
     # -- one generation -----------------------------------------------------------
-    def ask(self, problem):
+    def ask(self, problem: Problem) -> NDArray[np.float64]:
         """The N trial vectors of the next generation, shape (N, D).
 
         Draws CR_i, F_i and the donors; :meth:`tell` must follow with the
@@ -157,7 +164,7 @@ class SHADE(Metaheuristic):
         self._cr, self._f = cr, f
         return v
 
-    def tell(self, trials, f_trials):
+    def tell(self, trials: NDArray[np.float64], f_trials: NDArray[np.float64]) -> None:
         """Selection and memory update for the first n trials (n, D) and their losses (n,)."""
         n = len(f_trials)
         if n == 0:

@@ -17,9 +17,13 @@ best, the population is drawn again and SHADE's memories and archive start
 afresh.  The best point ever evaluated is kept across restarts.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .base import Metaheuristic, _check_int
 from .problem import BudgetExhausted
@@ -51,9 +55,11 @@ class SHADEILS(Metaheuristic):
         The hybrid with gradient descent, see :class:`Metaheuristic`.
     """
 
-    def __init__(self, pop_size=10, memory_size=None, p_max=0.2, archive_rate=1.0,
-                 de_evals=None, ls_evals=None, threshold=0.05, max_stagnation=3,
-                 restart_scale=0.01, gd=None, gd_every=None):
+    def __init__(self, pop_size: int = 10, memory_size: int | None = None, p_max: float = 0.2,
+                 archive_rate: float = 1.0, de_evals: int | None = None,
+                 ls_evals: int | None = None, threshold: float = 0.05, max_stagnation: int = 3,
+                 restart_scale: float = 0.01, gd: Callable[[NDArray[np.float64]], ArrayLike] | None = None,
+                 gd_every: int | None = None) -> None:
         super().__init__(pop_size=pop_size, gd=gd, gd_every=gd_every)
         self.memory_size = memory_size
         self.p_max = p_max
@@ -97,7 +103,7 @@ class SHADEILS(Metaheuristic):
         self._de_left = 0
 
     @property
-    def best(self):
+    def best(self) -> tuple[NDArray[np.float64], float]:
         return self.cur_x, self.cur_f
 
     def _replace_best(self, x, f):

@@ -1,5 +1,7 @@
 """The fit loop: epochs of shuffled mini-batches, callbacks, history."""
 
+from __future__ import annotations
+
 import contextlib
 import math
 import time
@@ -19,7 +21,7 @@ class History(dict):
     and the attributes ``n_evals`` and ``result`` (:mod:`hetnet.model.evolve`)."""
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
         return len(self.get("loss", []))
 
 

@@ -2,13 +2,21 @@
 weights, placement, inference, report).  Steps run through
 :class:`hetnet.runtime.Runtime`; the fit loop is :mod:`hetnet.model.fit`."""
 
+from __future__ import annotations
+
 import os
 import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .._validation import (check_X, check_targets, check_sample_weight, check_positive_int,
                            check_input_shape, check_weight_list)
+from ..callbacks import Callback
+from ..devices import Device
+from ..distributed import Context
 from ..layers import Layer
 from ..losses import get_loss
 from ..metrics import check_metrics, score
@@ -17,11 +25,15 @@ from ..sched.hostspeed import probe
 from ..sched.fusion import FusionPolicy, FusionUnsupported
 from ..sched.placement import Chain, Placement
 from ..metaheuristics import Metaheuristic
+from ..optim import Optimizer
+from ..schedules import Schedule
 from . import evolve as _evolve
 from . import fit as _fit
 from . import io
 from .fit import History
 from .guard import exclusive
+from .lrfind import LRFindResult
+
 
 class Sequential:
     """A feed-forward network trained with a fused loss.
@@ -59,8 +71,9 @@ class Sequential:
         chosen and why.
     """
 
-    def __init__(self, layers, loss="cross_entropy", device="auto", seed=None, input_shape=None,
-                 fuse="auto"):
+    def __init__(self, layers: Sequence[Layer], loss: str = "cross_entropy",
+                 device: str | Device | Sequence[str | Device] = "auto", seed: int | None = None,
+                 input_shape: Sequence[int] | None = None, fuse: str = "auto") -> None:
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
@@ -104,10 +117,10 @@ class Sequential:
 
     # --------------------------------------------------------------- build
     @property
-    def built(self):
+    def built(self) -> bool:
         return self.input_shape is not None
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int]) -> Sequential:
         """Create the parameters for per-sample ``input_shape`` (e.g. (1, 28, 28))."""
         input_shape = check_input_shape(input_shape)
         _claim(self.layers, self)
@@ -126,12 +139,12 @@ class Sequential:
         return self
 
     @property
-    def optimizer(self):
+    def optimizer(self) -> Optimizer | Metaheuristic | None:
         """The optimizer :meth:`fit` trains with (kept across calls)."""
         return self._optimizer
 
     @optimizer.setter
-    def optimizer(self, value):
+    def optimizer(self, value: Optimizer | Metaheuristic | None) -> None:
         self._optimizer = value
         if self.runtime is not None:
             self.runtime.optimizer = value
@@ -153,14 +166,14 @@ class Sequential:
     def _param_slots(self, step):
         return self.runtime.param_slots(step)
 
-    def get_weights(self):
+    def get_weights(self) -> list[NDArray[np.float32]]:
         """Parameters, and state such as BatchNorm's running statistics, as
         numpy arrays in layer order (each layer's :meth:`Layer.get_weights`)."""
         self._require_built()
         return [w for layer in self.layers for w in layer.get_weights()]
 
     @exclusive
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Load parameters from a list shaped like :meth:`get_weights`."""
         self._require_built()
         # every array is checked before any is applied: a bad one leaves the model as it was
@@ -173,14 +186,14 @@ class Sequential:
         if self.optimizer is not None:
             self.optimizer.reset()
 
-    def flat_weights(self):
+    def flat_weights(self) -> NDArray[np.float64]:
         """Every parameter in one float32 vector ``(n_params,)``: the arrays
         of :meth:`get_weights`, raveled and concatenated in that order."""
         self._require_built()
         return self.runtime.flat_weights()
 
     @exclusive
-    def set_flat_weights(self, v):
+    def set_flat_weights(self, v: ArrayLike) -> None:
         """Load every parameter from a vector laid out as :meth:`flat_weights`
         (the optimizer's state is kept: this is a step in weight space, as
         a line search takes)."""
@@ -188,7 +201,9 @@ class Sequential:
         self.runtime.set_flat_weights(v)
 
     @exclusive
-    def loss_and_flat_gradient(self, v, X, y, sample_weight=None):
+    def loss_and_flat_gradient(self, v: ArrayLike, X: ArrayLike, y: ArrayLike,
+                               sample_weight: ArrayLike | None = None
+                               ) -> tuple[float, NDArray[np.float64]]:
         """``(loss, gradient)`` at flat weights ``v`` on one batch of all of
         ``X``: the loss a float, the gradient a float64 vector laid out as
         :meth:`flat_weights` (what ``scipy.optimize.minimize(jac=True)``
@@ -202,7 +217,8 @@ class Sequential:
         return loss, grad.astype(np.float64)
 
     @exclusive
-    def population_loss(self, weights, X, y, sample_weight=None):
+    def population_loss(self, weights: ArrayLike, X: ArrayLike, y: ArrayLike,
+                        sample_weight: ArrayLike | None = None) -> NDArray[np.float64]:
         """The loss on all of ``X`` of each row of ``weights`` ``(P,
         n_params)`` (flat weight vectors, :meth:`flat_weights` order):
         ``(P,)`` float64.  The model's weights are unchanged
@@ -212,7 +228,7 @@ class Sequential:
         with self.runtime.session():
             return self.runtime.population_loss(weights, X, yt, sw)
 
-    def count_params(self):
+    def count_params(self) -> int:
         """Number of trained parameters (state such as running statistics
         not counted, as PyTorch's ``parameters()``)."""
         self._require_built()
@@ -221,7 +237,7 @@ class Sequential:
     # ------------------------------------------------------------ compute
     # ----------------------------------------------------------- placement
     @property
-    def out_device(self):
+    def out_device(self) -> Device:
         """The device of the last step: where the loss and outputs live."""
         return self._steps[-1].device
 
@@ -243,7 +259,7 @@ class Sequential:
         self.runtime.place(devices)
         return self._measure_step(batch, training, repeats)
 
-    def plan(self, batch_size, training=True, refresh=False):
+    def plan(self, batch_size: int, training: bool = True, refresh: bool = False) -> Placement:
         """The placement :meth:`fit` (``training``) or :meth:`predict` would
         use at ``batch_size``; see :meth:`explain` for predicted and measured
         times.
@@ -266,7 +282,8 @@ class Sequential:
         return plan
 
     @exclusive
-    def explain(self, batch_size=64, training=True, repeats=5):
+    def explain(self, batch_size: int = 64, training: bool = True, repeats: int = 5
+                ) -> Placement:
         """The plan at ``batch_size`` with predicted and measured times.
 
         Every step is timed (median of ``repeats``) on the device the plan
@@ -340,20 +357,26 @@ class Sequential:
         sw = check_sample_weight(sample_weight, X.shape[0])
         return X, yt, sw
 
-    def train_step(self, xb, yb, wb=None):
+    def train_step(self, xb: Any, yb: Any, wb: Any = None) -> Any:
         """One forward/backward/update on device arrays; returns the device loss."""
         return self.runtime.train_step(xb, yb, wb)
 
-    def add_gradient_hook(self, fn):
+    def add_gradient_hook(self, fn: Callable[..., Any]) -> Any:
         """Call ``fn(grads)`` between backward and update of every training
         step (:meth:`hetnet.runtime.Runtime.add_gradient_hook`)."""
         self._require_built()
         return self.runtime.add_gradient_hook(fn)
 
     @exclusive
-    def fit(self, X, y, epochs=None, batch_size=32, optimizer=None, validation_data=None,
-            verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-            check_input=True, distributed=False, max_evals=None, resume_from=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, epochs: int | None = None, batch_size: int = 32,
+            optimizer: str | Optimizer | Metaheuristic | None = None,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, verbose: int = 0,
+            shuffle: bool = True, sample_weight: ArrayLike | None = None,
+            callbacks: Sequence[Callback] | None = None,
+            lr_schedule: str | Schedule | Callable[[int, int], float] | None = None,
+            check_input: bool = True, distributed: bool | Context = False,
+            max_evals: int | None = None,
+            resume_from: str | os.PathLike[str] | None = None) -> History:
         if isinstance(optimizer, Metaheuristic):
             if lr_schedule is not None:
                 raise ValueError("lr_schedule applies to gradient optimizers; a metaheuristic "
@@ -419,7 +442,8 @@ class Sequential:
         return gather_rows(ctx, local)
 
     @exclusive
-    def predict_logits(self, X, batch_size=256, distributed=False):
+    def predict_logits(self, X: ArrayLike, batch_size: int = 256,
+                       distributed: bool | Context = False) -> NDArray[np.float32]:
         """Raw outputs of the last layer, ``(n, k)`` numpy.  ``distributed``
         (as :meth:`fit`'s): every rank predicts its block of the rows and
         all get all of them."""
@@ -437,7 +461,8 @@ class Sequential:
         return out
 
     @exclusive
-    def predict_proba(self, X, batch_size=256, distributed=False):
+    def predict_proba(self, X: ArrayLike, batch_size: int = 256,
+                      distributed: bool | Context = False) -> NDArray[np.float32]:
         """Class probabilities (softmax for cross-entropy, sigmoid for binary
         cross-entropy), ``(n, k)``.  ``distributed``: as :meth:`predict_logits`."""
         if not self.loss.classification:
@@ -456,7 +481,8 @@ class Sequential:
         return out
 
     @exclusive
-    def predict(self, X, batch_size=256, distributed=False):
+    def predict(self, X: ArrayLike, batch_size: int = 256,
+                distributed: bool | Context = False) -> NDArray[Any]:
         """Class indices (cross-entropy), 0/1 per output (binary cross-entropy)
         or the outputs themselves (MSE; 1-D when there is one output).
         ``distributed``: as :meth:`predict_logits`."""
@@ -483,8 +509,9 @@ class Sequential:
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
     @exclusive
-    def evaluate(self, X, y, sample_weight=None, batch_size=256, metrics=None,
-                 distributed=False):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                 batch_size: int = 256, metrics: Sequence[str] | None = None,
+                 distributed: bool | Context = False) -> dict[str, Any]:
         """Mean loss (and accuracy for classification) over a data set:
         ``{"loss": float, "accuracy": float}``; with ``metrics`` (names from
         :data:`hetnet.metrics.METRICS`: ``"accuracy"``, ``"balanced_accuracy"``,
@@ -547,7 +574,9 @@ class Sequential:
         return result
 
     @exclusive
-    def loss_and_gradients(self, X, y, sample_weight=None, training=True):
+    def loss_and_gradients(self, X: ArrayLike, y: ArrayLike,
+                           sample_weight: ArrayLike | None = None, training: bool = True
+                           ) -> tuple[float, list[NDArray[np.float32]]]:
         """Loss of one batch holding all of ``X`` and the gradient of every
         trained parameter, numpy, in the order of the model's parameters
         (:meth:`get_weights` without the state).  Changes no weight; in
@@ -560,13 +589,13 @@ class Sequential:
             return self.runtime.loss_and_gradients(X, yt, sw, training=bool(training))
 
     @exclusive
-    def lr_find(self, X, y, **kwargs):
+    def lr_find(self, X: ArrayLike, y: ArrayLike, **kwargs: Any) -> LRFindResult:
         """The learning-rate range test (:func:`hetnet.model.lrfind.lr_find`)."""
         from .lrfind import lr_find
         return lr_find(self, X, y, **kwargs)
 
     # ------------------------------------------------------------- report
-    def summary(self):
+    def summary(self) -> str:
         """A text table of layers, output shapes and parameter counts."""
         self._require_built()
         width = 64      # wide enough for a convolution's kernel size and stride
@@ -590,13 +619,13 @@ class Sequential:
         lines.append(f"total parameters: {self.count_params()}")
         return "\n".join(lines)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"loss": self.loss.name, "seed": self.seed,
                 "input_shape": list(self.input_shape) if self.built else None,
                 "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                            for layer in self.layers]}
 
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Write the model with where :meth:`fit` stands (optimizer state,
         epoch, step, shuffling state, history) to ``path``, atomically;
         ``fit(..., resume_from=path)`` continues from it
@@ -609,7 +638,7 @@ class Sequential:
         from .checkpoint import save_checkpoint
         return save_checkpoint(self, path, progress, self.history or {})
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the architecture (JSON) and weights (arrays) to ``path`` (.npz).
         Nothing in the file is executable; :func:`hetnet.load` reads it back."""
         io.save_model(self, path)
@@ -641,7 +670,7 @@ def _claim(layers, model):
         _owners[layer] = weakref.ref(model)
 
 
-def load(path, device="cpu"):
+def load(path: str | os.PathLike[str], device: str | Device = "cpu") -> Sequential:
     """Read a model written by :meth:`Sequential.save` onto ``device``.
 
     The file is read with ``allow_pickle=False`` (:mod:`hetnet.model.io`):

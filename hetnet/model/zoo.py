@@ -11,8 +11,13 @@ PyTorch's ``sum(p.numel() for p in model.parameters())``: BatchNorm's gamma
 and beta count, its running statistics (state, not trained) do not.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from ..layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
-                     GlobalAvgPool2D, MaxPool2D, ReLU, Residual)
+                     GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Residual)
 from .sequential import Sequential
 
 
@@ -30,7 +35,8 @@ def _built(layers, input_shape, kwargs):
 
 
 # ------------------------------------------------------------------- LeNet-5
-def lenet5_layers(in_channels=1, num_classes=10, input_size=28, batch_norm=False, init="he"):
+def lenet5_layers(in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+                  batch_norm: bool = False, init: str = "he") -> list[Layer]:
     """LeNet-5 with ReLU and max pooling.
 
     A 28x28 input gets padding 2 on the first convolution (so it sees what
@@ -61,8 +67,8 @@ def lenet5_layers(in_channels=1, num_classes=10, input_size=28, batch_norm=False
             Dense(84, num_classes, init=init)]
 
 
-def lenet5(in_channels=1, num_classes=10, *, batch_norm=False, input_size=28, init="he",
-           **kwargs):
+def lenet5(in_channels: int = 1, num_classes: int = 10, *, batch_norm: bool = False,
+           input_size: int = 28, init: str = "he", **kwargs: Any) -> Sequential:
     """LeNet-5 for ``input_size`` x ``input_size`` images (:func:`lenet5_layers`),
     built for input ``(in_channels, input_size, input_size)``.
 
@@ -82,7 +88,8 @@ RESNET_WIDTHS = (64, 128, 256, 512)
 BOTTLENECK_RATIO = 4
 
 
-def bottleneck_block(in_channels, out_channels, stride=1, init="glorot"):
+def bottleneck_block(in_channels: int, out_channels: int, stride: int = 1,
+                     init: str = "glorot") -> list[Layer]:
     """A bottleneck residual block and the ReLU after its sum, as two layers.
 
     Branch: 1x1 convolution to ``out_channels // 4``, BatchNorm, ReLU; 3x3
@@ -107,8 +114,9 @@ def bottleneck_block(in_channels, out_channels, stride=1, init="glorot"):
     return [Residual(branch, shortcut), ReLU()]
 
 
-def resnet_layers(blocks, in_channels=1, num_classes=10, input_size=32, init="glorot",
-                  dropout=0.5):
+def resnet_layers(blocks: Sequence[int], in_channels: int = 1, num_classes: int = 10,
+                  input_size: int = 32, init: str = "glorot", dropout: float = 0.5
+                  ) -> list[Layer]:
     """The thesis's ResNet stem, bottleneck stages and head.
 
     Stem: 7x7 convolution to 64 channels (no padding, no bias), BatchNorm2D,
@@ -145,8 +153,8 @@ def resnet_layers(blocks, in_channels=1, num_classes=10, input_size=32, init="gl
     return layers
 
 
-def resnet15(in_channels=1, num_classes=10, input_size=32, *, init="glorot", dropout=0.5,
-             **kwargs):
+def resnet15(in_channels: int = 1, num_classes: int = 10, input_size: int = 32, *,
+             init: str = "glorot", dropout: float = 0.5, **kwargs: Any) -> Sequential:
     """The thesis's ResNet-15 (table 3): one bottleneck block per stage,
     built for input ``(in_channels, input_size, input_size)``
     (:func:`resnet_layers`).  Other keyword arguments go to
@@ -156,8 +164,8 @@ def resnet15(in_channels=1, num_classes=10, input_size=32, *, init="glorot", dro
                   (in_channels, input_size, input_size), kwargs)
 
 
-def resnet57(in_channels=1, num_classes=10, input_size=32, *, init="glorot", dropout=0.5,
-             **kwargs):
+def resnet57(in_channels: int = 1, num_classes: int = 10, input_size: int = 32, *,
+             init: str = "glorot", dropout: float = 0.5, **kwargs: Any) -> Sequential:
     """The thesis's ResNet-57 (table 4): 3, 4, 4 and 3 bottleneck blocks per
     stage, built for input ``(in_channels, input_size, input_size)``
     (:func:`resnet_layers`).  Other keyword arguments go to
@@ -177,7 +185,8 @@ THESIS_MLP_WIDTHS = {
 }
 
 
-def thesis_mlp_layers(hidden, n_inputs, n_outputs, init="glorot"):
+def thesis_mlp_layers(hidden: int, n_inputs: int, n_outputs: int,
+                      init: str = "glorot") -> list[Layer]:
     """The thesis's MLP with ``hidden`` hidden layers (1, 2, 5 or 11), as
     fastai's ``TabularModel`` builds it (the thesis's implementation):
 
@@ -195,14 +204,16 @@ def thesis_mlp_layers(hidden, n_inputs, n_outputs, init="glorot"):
                          f"(the thesis's MLPs), got {hidden!r}") from None
     n_inputs = _positive_int("n_inputs", n_inputs)
     n_outputs = _positive_int("n_outputs", n_outputs)
-    layers, prev = [BatchNorm1D(n_inputs)], n_inputs
+    layers: list[Layer] = [BatchNorm1D(n_inputs)]
+    prev = n_inputs
     for w in widths:
         layers += [Dense(prev, w, bias=False, init=init), ReLU(), BatchNorm1D(w)]
         prev = w
     return layers + [Dense(prev, n_outputs, init=init)]
 
 
-def thesis_mlp(hidden, n_inputs, n_outputs, *, init="glorot", **kwargs):
+def thesis_mlp(hidden: int, n_inputs: int, n_outputs: int, *, init: str = "glorot",
+               **kwargs: Any) -> Sequential:
     """The thesis's MLP (:func:`thesis_mlp_layers`) built for ``(n_inputs,)``.
 
     Use ``loss="mse"`` for regression (the thesis's) and the default
@@ -214,11 +225,11 @@ def thesis_mlp(hidden, n_inputs, n_outputs, *, init="glorot", **kwargs):
 
 
 # ------------------------------------------------------------ plain models
-def mlp_layers(sizes, activation=ReLU):
+def mlp_layers(sizes: Sequence[int], activation: type[Layer] = ReLU) -> list[Layer]:
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2:
         raise ValueError(f"mlp needs at least input and output sizes, got {sizes}")
-    layers = []
+    layers: list[Layer] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Dense(a, b))
         if i < len(sizes) - 2:
@@ -226,13 +237,14 @@ def mlp_layers(sizes, activation=ReLU):
     return layers
 
 
-def mlp(sizes, activation=ReLU, **kwargs):
+def mlp(sizes: Sequence[int], activation: type[Layer] = ReLU, **kwargs: Any) -> Sequential:
     """Multi-layer perceptron ``sizes = [in, hidden..., out]`` with ReLU."""
     layers = mlp_layers(sizes, activation)
     return _built(layers, (int(sizes[0]),), kwargs)      # built now: summary() works
 
 
-def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64, 128)):
+def convnet_layers(in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+                   widths: Sequence[int] = (32, 64, 128)) -> list[Layer]:
     """A wider CNN: 3x3 convolutions (padding 1) of ``widths`` channels, each
     followed by ReLU and 2x2 max pooling, then Dense(256) and the classifier."""
     layers, c, side = [], in_channels, input_size
@@ -242,7 +254,8 @@ def convnet_layers(in_channels=1, num_classes=10, input_size=28, widths=(32, 64,
     return layers + [Flatten(), Dense(c * side * side, 256), ReLU(), Dense(256, num_classes)]
 
 
-def convnet(in_channels=1, num_classes=10, input_size=28, **kwargs):
+def convnet(in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+            **kwargs: Any) -> Sequential:
     """The wider CNN of :func:`convnet_layers` (32-64-128 channels by default)."""
     return _built(convnet_layers(in_channels, num_classes, input_size),
                   (in_channels, input_size, input_size), kwargs)

@@ -37,12 +37,15 @@ the user's cache directory: ``$HETNET_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/hetnet``, else ``~/.cache/hetnet``.
 """
 
+from __future__ import annotations
+
 import bisect
 import hashlib
 import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -434,7 +437,8 @@ def cost_table(device, recalibrate=False):
     return table
 
 
-def recalibrate(devices=None):
+def recalibrate(devices: str | Device | Sequence[str | Device] | None = None
+                ) -> dict[str, CostTable]:
     """Re-measure the given devices (default: the CPU and any GPU found);
     returns ``{device name: CostTable}``."""
     if devices is None:
