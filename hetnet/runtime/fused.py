@@ -248,11 +248,7 @@ class FusedTrainer:
     def load_weights(self):
         """Take the model's current weights (after they were set or trained
         elsewhere)."""
-        host = np.zeros(self.layout.size, dtype=np.float32)
-        for w, off in zip(self.model.get_weights(), self.layout.offsets):
-            host[off:off + w.size] = w.reshape(-1)
-        import pyopencl as cl
-        cl.enqueue_copy(self.device.queue, self.w.base_data, host)
+        self.set_flat_weights(np.concatenate([w.reshape(-1) for w in self.model.get_weights()]))
 
     def set_optimizer(self, optimizer):
         """Train on with ``optimizer`` (SGD, Adam or RMSProp), its state from zero."""
