@@ -24,8 +24,10 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -242,3 +244,47 @@ def capture_cuda_graph(step, warmup=3):
     with torch.cuda.graph(graph):
         step()
     return graph
+
+
+ALLREDUCE_CALLS = 300
+
+
+def allreduce_alone(ctx, size, nonblocking, calls=ALLREDUCE_CALLS, weight=None):
+    """µs per averaging of ``size`` floats on host memory by hetnet's
+    ``GradientAverager`` (blocking ``Allreduce`` or ``Iallreduce``), ranks in
+    step: the slowest rank's mean over ``calls`` calls, after 20 untimed."""
+    import numpy as np
+    from hetnet.distributed import GradientAverager
+    g = np.ones(size, dtype=np.float32)
+    avg = GradientAverager(ctx, nonblocking=nonblocking)
+    if weight is not None:
+        avg.set_weight(weight)
+    for _ in range(20):
+        avg.average([(ctx.device, g)])
+    ctx.barrier()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        avg.average([(ctx.device, g)])
+    mine = np.array([(time.perf_counter() - t0) / calls * 1e6])
+    return float(ctx.allgather(mine).max())
+
+
+def mpirun_launcher(ranks, what, bind=None, extra=()):
+    """``mpirun`` with the flags ``ranks`` processes need on this host: ``--oversubscribe``
+    when there are more ranks than cores (Open MPI then yields the core at
+    every poll), ``--allow-run-as-root`` as root; ``bind`` (e.g. ``"none"``)
+    as ``--bind-to``, ``extra`` appended (MCA settings); the caller adds
+    ``-n``.  ``what`` names the benchmark in the error when there is no
+    mpirun."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        raise SystemExit(f"{what}: no mpirun (apt-get install openmpi-bin libopenmpi-dev; "
+                         "pip install mpi4py)")
+    launcher = [mpirun]
+    if bind is not None:
+        launcher += ["--bind-to", bind]
+    if ranks > cores_available():
+        launcher.append("--oversubscribe")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        launcher.append("--allow-run-as-root")
+    return launcher + list(extra)

@@ -29,20 +29,17 @@ writes benchmarks/results/distributed/<machine>.json, with the machine it ran on
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
-from _common import add_output_args, machine, write_results
+from _common import add_output_args, allreduce_alone, machine, mpirun_launcher, write_results
 
 MODELS = ("lenet5", "mlp")
-ALLREDUCE_CALLS = 300
 
 
 def build(name, device):
@@ -58,22 +55,6 @@ def data(name, n):
     X = rng.random((n,) + shape, dtype=np.float32)
     y = rng.integers(0, 10, n).astype(np.int32)
     return X, y
-
-
-def allreduce_alone(ctx, size, nonblocking):
-    """µs per averaging of ``size`` floats on host memory, ranks in step
-    (the slowest rank's mean over ALLREDUCE_CALLS calls)."""
-    from hetnet.distributed import GradientAverager
-    g = np.ones(size, dtype=np.float32)
-    avg = GradientAverager(ctx, nonblocking=nonblocking)
-    for _ in range(20):
-        avg.average([(ctx.device, g)])
-    ctx.barrier()
-    t0 = time.perf_counter()
-    for _ in range(ALLREDUCE_CALLS):
-        avg.average([(ctx.device, g)])
-    mine = np.array([(time.perf_counter() - t0) / ALLREDUCE_CALLS * 1e6])
-    return float(ctx.allgather(mine).max())
 
 
 def worker(args):
@@ -115,16 +96,7 @@ def run(args, model, distributed):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     if distributed:
-        mpirun = shutil.which("mpirun")
-        if mpirun is None:
-            raise SystemExit("bench_distributed: no mpirun (apt-get install openmpi-bin)")
-        launcher = [mpirun, "-n", str(args.ranks)]
-        if args.ranks > len(os.sched_getaffinity(0)):
-            # more ranks than cores: Open MPI then yields the core at every
-            # poll, which on a busy host costs milliseconds a collective
-            launcher.insert(1, "--oversubscribe")
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            launcher.insert(1, "--allow-run-as-root")
+        launcher = mpirun_launcher(args.ranks, "bench_distributed") + ["-n", str(args.ranks)]
         cmd = launcher + cmd + ["--distributed", "--threads", str(max(1, args.threads // args.ranks))]
     else:
         cmd += ["--threads", str(args.threads)]

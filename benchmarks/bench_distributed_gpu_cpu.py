@@ -45,21 +45,19 @@ benchmarks/results/distributed_gpu_cpu/<machine>.json (benchmarks/README.md).
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
-from _common import add_output_args, machine, write_results, cores_available
+from _common import (add_output_args, allreduce_alone, cores_available, machine,
+                     mpirun_launcher, write_results)
 
 MODELS = ("lenet5", "resnet15")
 KINDS = ("gpu", "gpu_layers", "gpu+cpu")
-ALLREDUCE_CALLS = 300
 
 
 def build(name, device, fuse="auto"):
@@ -84,22 +82,6 @@ def gpu_spec(spec):
     from hetnet.distributed import host_gpus
     gpus = host_gpus()
     return gpus[0] if gpus else None
-
-
-def allreduce_alone(ctx, size, nonblocking):
-    """µs per reduction of ``size`` floats on host memory, ranks in step
-    (the slower rank's mean over ALLREDUCE_CALLS calls)."""
-    from hetnet.distributed import GradientAverager
-    g = np.ones(size, dtype=np.float32)
-    avg = GradientAverager(ctx, nonblocking=nonblocking)
-    for _ in range(20):
-        avg.average([(ctx.device, g)])
-    ctx.barrier()
-    t0 = time.perf_counter()
-    for _ in range(ALLREDUCE_CALLS):
-        avg.average([(ctx.device, g)])
-    mine = np.array([(time.perf_counter() - t0) / ALLREDUCE_CALLS * 1e6])
-    return float(ctx.allgather(mine).max())
 
 
 def worker(args):
@@ -150,15 +132,7 @@ def run(args, model, kind):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     if kind == "gpu+cpu":
-        mpirun = shutil.which("mpirun")
-        if mpirun is None:
-            raise SystemExit("bench_distributed_gpu_cpu: no mpirun (apt-get install openmpi-bin "
-                             "libopenmpi-dev; pip install mpi4py)")
-        launcher = [mpirun, "--bind-to", "none"]
-        if cores_available() < 2:
-            launcher.append("--oversubscribe")
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            launcher.append("--allow-run-as-root")
+        launcher = mpirun_launcher(2, "bench_distributed_gpu_cpu", bind="none")
         # two app contexts: rank 0 the GPU's, its host side on one thread (its
         # BLAS and OpenMP threads would spin on the cores the CPU rank computes on)
         one = [f"{v}=1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
