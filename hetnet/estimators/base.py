@@ -32,7 +32,6 @@ This module needs scikit-learn (``pip install 'hetnet[sklearn]'``).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import warnings
@@ -41,13 +40,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_float as _check_float, check_positive_int, check_sample_weight

@@ -139,8 +139,7 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
                  device: str | Device = "auto", n_threads: int | None = None,
                  callbacks: Sequence[Callback] | None = None, verbose: int = 0,
                  max_evals: int = 4200) -> None:
-        super().__init__(max_evals=max_evals,
-            
+        super().__init__(
             architecture=architecture, hidden_layer_sizes=hidden_layer_sizes,
             activation=activation, input_shape=input_shape, optimizer=optimizer,
             learning_rate_init=learning_rate_init, momentum=momentum, alpha=alpha,
@@ -148,7 +147,7 @@ class HetNetClassifier(ClassifierMixin, _BaseHetNet):
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, warm_start=warm_start,
             random_state=random_state, device=device, n_threads=n_threads,
-            callbacks=callbacks, verbose=verbose)
+            callbacks=callbacks, verbose=verbose, max_evals=max_evals)
         self.class_weight = class_weight
 
     def _encode_targets(self, y, reset, classes):
