@@ -24,6 +24,7 @@ the wall times only when that machine is this one).
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -114,6 +115,16 @@ def summarise(errors, nfev, walls):
             "wall_s_total": float(np.sum(walls))}
 
 
+def _last_commit(path):
+    """The last commit that changed ``path`` (a recorded result is replaced in place), or None."""
+    try:
+        out = subprocess.run(["git", "-C", str(path.resolve().parent), "log", "-1", "--format=%h",
+                              "--", path.name], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def load_mealpy_half(ap, args, names):
     """mealpy's cells of an earlier result (``--mealpy-from``), checked against this run's
     configuration; where that result reused them itself, its source is carried on."""
@@ -130,8 +141,8 @@ def load_mealpy_half(ap, args, names):
     missing = [n for n in names if "mealpy" not in prev.get("functions", {}).get(n, {})]
     if missing:
         ap.error(f"--mealpy-from {path}: no mealpy results for {missing}")
-    source = c.get("mealpy_from") or {"file": path.as_posix(), "machine": prev.get("machine"),
-                                      "made": prev.get("made")}
+    source = c.get("mealpy_from") or {"file": path.as_posix(), "commit": _last_commit(path),
+                                      "machine": prev.get("machine"), "made": prev.get("made")}
     return {"config": c, "source": source,
             "functions": {n: prev["functions"][n]["mealpy"] for n in names}}
 
