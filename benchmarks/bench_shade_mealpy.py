@@ -14,10 +14,19 @@ mealpy is a benchmark-only dependency; keep it out of hetnet's environment::
     /work/venv-mealpy/bin/pip install mealpy numpy scipy
     PYTHONPATH=. /work/venv-mealpy/bin/python benchmarks/bench_shade_mealpy.py --seeds 2 --evals 2000
     PYTHONPATH=. python benchmarks/bench_shade_mealpy.py --record   (mealpy installed in that python)
+
+mealpy's runs do not depend on hetnet's code, so after a change to hetnet's
+SHADE only hetnet's half needs running again: ``--mealpy-from FILE`` takes
+mealpy's errors and wall times from an earlier result of the same
+configuration and records which file and machine they came from (compare
+the wall times only when that machine is this one).
 """
 
 import argparse
+import json
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -106,6 +115,38 @@ def summarise(errors, nfev, walls):
             "wall_s_total": float(np.sum(walls))}
 
 
+def _last_commit(path):
+    """The last commit that changed ``path`` (a recorded result is replaced in place), or None."""
+    try:
+        out = subprocess.run(["git", "-C", str(path.resolve().parent), "log", "-1", "--format=%h",
+                              "--", path.name], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def load_mealpy_half(ap, args, names):
+    """mealpy's cells of an earlier result (``--mealpy-from``), checked against this run's
+    configuration; where that result reused them itself, its source is carried on."""
+    path = Path(args.mealpy_from)
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        ap.error(f"--mealpy-from {path}: cannot read a result: {exc}")
+    c = prev.get("config", {})
+    want = {"seeds": args.seeds, "evals": args.evals, "pop_size": args.pop, "dim": args.dim}
+    diff = {k: (c.get(k), v) for k, v in want.items() if c.get(k) != v}
+    if diff:
+        ap.error(f"--mealpy-from {path}: configuration differs (theirs, this run's): {diff}")
+    missing = [n for n in names if "mealpy" not in prev.get("functions", {}).get(n, {})]
+    if missing:
+        ap.error(f"--mealpy-from {path}: no mealpy results for {missing}")
+    source = c.get("mealpy_from") or {"file": path.as_posix(), "commit": _last_commit(path),
+                                      "machine": prev.get("machine"), "made": prev.get("made")}
+    return {"config": c, "source": source,
+            "functions": {n: prev["functions"][n]["mealpy"] for n in names}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=25)
@@ -114,12 +155,21 @@ def main():
     ap.add_argument("--pop", type=int, default=100, help="population size (the paper's N)")
     ap.add_argument("--dim", type=int, default=30)
     ap.add_argument("--functions", default="sphere,rotated_ellipsoid,rosenbrock,rastrigin,ackley")
+    ap.add_argument("--mealpy-from", default=None, metavar="JSON",
+                    help="reuse mealpy's half from an earlier result of this benchmark with "
+                         "the same seeds, evals, pop and dim instead of running mealpy")
     add_output_args(ap)
     args = ap.parse_args()
     if args.evals % args.pop or args.evals < 2 * args.pop:
         ap.error(f"--evals must be a multiple of --pop and >= 2 * --pop, got {args.evals}")
+    names = [n.strip() for n in args.functions.split(",") if n.strip()]
 
-    import mealpy
+    if args.mealpy_from:
+        reused = load_mealpy_half(ap, args, names)
+        mealpy_version = reused["config"]["mealpy"]
+    else:
+        import mealpy
+        mealpy_version = mealpy.__version__
     info = machine()
     try:
         from threadpoolctl import threadpool_limits
@@ -128,20 +178,25 @@ def main():
         pass
 
     funs = make_functions(args.dim)
-    names = [n.strip() for n in args.functions.split(",") if n.strip()]
     results = {"config": {"seeds": args.seeds, "evals": args.evals, "pop_size": args.pop,
-                          "dim": args.dim, "mealpy": mealpy.__version__,
+                          "dim": args.dim, "mealpy": mealpy_version,
                           "hetnet_method": "shade (memory_size = pop_size, archive = pop_size)",
                           "mealpy_method": "OriginalSHADE"},
                "machine": info, "functions": {}}
+    if args.mealpy_from:
+        results["config"]["mealpy_from"] = reused["source"]
     print(f"D={args.dim} pop={args.pop} evals={args.evals} seeds={args.seeds} "
-          f"mealpy {mealpy.__version__}")
+          f"mealpy {mealpy_version}" + (f" (reused from {args.mealpy_from})"
+                                        if args.mealpy_from else ""))
     print(f"{'function':<18} {'hetnet median':>14} {'mealpy median':>14} "
           f"{'hetnet us/ev':>12} {'mealpy us/ev':>12} {'speed-up':>9}")
     for name in names:
         f, half = funs[name]
         cell = {}
         for lib, runner in (("hetnet", run_hetnet), ("mealpy", run_mealpy)):
+            if lib == "mealpy" and args.mealpy_from:
+                cell[lib] = reused["functions"][name]
+                continue
             errs, nfev, walls = [], [], []
             for s in range(args.seeds):
                 e, n, w = runner(f, half, args.dim, args.pop, args.evals, s)

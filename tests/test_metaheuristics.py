@@ -86,6 +86,55 @@ def test_same_seed_same_initial_population_for_every_strategy():
     assert np.array_equal(pops[0], -1.0 + 2.0 * init_rng.random((8, 4)))
 
 
+def _archive_after(seed, n_beaten, pre_archived, pop_size=10):
+    """SHADE whose archive (cap = pop_size) holds ``pre_archived`` parents, after a
+    generation where rows 0 .. n_beaten-1 are beaten strictly: (archive rows, the
+    parents of that generation, the earlier archive rows)."""
+    p = Problem(sphere, 3, 10_000, lower=np.full(3, -1.0), upper=np.full(3, 1.0))
+    opt = hn.SHADE(pop_size=pop_size)
+    opt.start(p, seed=seed)
+    for n_wins in (pre_archived, n_beaten):
+        trials = opt.ask(p)
+        f = opt.fit.copy()
+        f[:n_wins] -= 1.0
+        parents = opt.pop.copy()
+        earlier = opt.archive[:opt.n_archive].copy()
+        opt.tell(trials, f)
+    return opt.archive[:opt.n_archive], parents, earlier
+
+
+def _rows_kept(archive, rows):
+    return np.array([any(np.array_equal(a, r) for a in archive) for r in rows])
+
+
+def test_archive_rule_is_the_authors_one_parent_at_a_time():
+    # Each strictly beaten parent is appended while there is room, otherwise it
+    # overwrites a uniformly drawn member, which may be a parent archived earlier in
+    # the same generation.  Full archive of 10, 5 parents beaten: the first survives
+    # the 4 later draws with probability 0.9^4, an older member all 5 with 0.9^5.
+    # (Protecting the generation's parents from each other would keep the first
+    # always and exactly half the older members.)
+    first, old = [], []
+    for seed in range(1500):
+        arch, parents, earlier = _archive_after(seed, 5, pre_archived=10)
+        assert len(arch) == 10
+        first.append(_rows_kept(arch, parents[:1])[0])
+        old.append(_rows_kept(arch, earlier).mean())
+        assert _rows_kept(arch, parents[4:5])[0]          # the last one always stays
+    assert np.mean(first) == pytest.approx(0.9 ** 4, abs=0.04)
+    assert np.mean(old) == pytest.approx(0.9 ** 5, abs=0.03)
+    # Room for 3 of 5: those 3 fill it, the last 2 overwrite random members.
+    first = []
+    for seed in range(1500):
+        arch, parents, earlier = _archive_after(seed, 5, pre_archived=7)
+        assert len(arch) == 10 and _rows_kept(arch, parents[4:5])[0]
+        first.append(_rows_kept(arch, parents[:1])[0])
+    assert np.mean(first) == pytest.approx(0.9 ** 2, abs=0.04)
+    # More beaten parents than slots.
+    arch, parents, earlier = _archive_after(0, 10, pre_archived=10, pop_size=10)
+    assert len(arch) == 10 and _rows_kept(arch, parents[9:10])[0]
+
+
 @pytest.mark.parametrize("method,jac", [("shade", None), ("shade-ils", None),
                                         ("shade-ils", rosenbrock_grad)])
 @pytest.mark.parametrize("max_evals", [1, 9, 10, 23, 157, 1003])

@@ -41,14 +41,31 @@ class SHADE(Metaheuristic):
 
     Notes
     -----
-    Per the paper: CR_i ~ N(M_CR[r_i], 0.1) clipped to [0, 1]; F_i ~
+    Per the paper (and the authors' C++ code where the paper leaves a detail
+    open): both memories start at 0.5; each individual draws r_i uniformly
+    from the H slots, CR_i ~ N(M_CR[r_i], 0.1) clipped to [0, 1] and F_i ~
     Cauchy(M_F[r_i], 0.1), drawn again while F_i <= 0 and truncated to 1;
-    a mutant coordinate outside the box is set half-way between the parent's
-    coordinate and the bound it crossed; a trial replaces its parent when its
-    loss is not higher; the parents beaten strictly enter the archive (random
-    members leave when it is full) and their CR_i, F_i, weighted by the loss
-    improvement, update memory slot k: M_CR[k] the weighted mean, M_F[k] the
-    weighted Lehmer mean.  Both memories start at 0.5.
+    p_i ~ U[2/N, p_max] and pbest is uniform among the round(p_i N) best (at
+    least 2); current-to-pbest/1 with x_r1 from the population and x_r2 from
+    population + archive, r1, r2 and i distinct; binomial crossover with one
+    forced coordinate; a mutant coordinate outside the box is set half-way
+    between the parent's coordinate and the bound it crossed.  The N trials
+    of a generation are made from the same population, then compared: a
+    trial replaces its parent when its loss is not higher; only a parent
+    beaten strictly enters the archive and gives its CR_i, F_i, weighted by
+    the loss improvement, to the update of slot k (M_CR[k] the weighted
+    arithmetic mean, M_F[k] the weighted Lehmer mean; k then cycles through
+    the H slots; no update in a generation without a strict improvement).
+    The archive keeps the beaten parents, not the trials that beat them; in
+    row order each is appended while there is room, else written over a
+    uniformly drawn member, as in the authors' code, so a parent archived
+    early in a generation can be overwritten by a later one.
+
+    Choices of this implementation: H defaults to N, the paper's setting;
+    the crossover's uniform draws are float32 (half the memory traffic at
+    a network's size, resolution 2**-24); losses that are not finite count
+    as +inf, and a finite trial beating such a parent is weighted equally
+    with the others that do.
     """
 
     def __init__(self, pop_size: int = 10, memory_size: int | None = None, p_max: float = 0.2,
@@ -193,19 +210,23 @@ class SHADE(Metaheuristic):
         self.fit[rows] = f_trials[rows]
 
     def _archive(self, beaten):
-        """Copy the parents ``beaten`` (row indices) into the archive before they are replaced."""
-        cap, na = self.archive_max, self.n_archive
-        if len(beaten) > cap:
-            beaten = self.rng.choice(beaten, cap, replace=False)
-        free = cap - na
-        into_free = beaten[:free]
-        self.archive[na:na + len(into_free)] = self.pop[into_free]
-        rest = beaten[free:]
-        if len(rest):
-            # A full archive: random old members leave to make room (the paper).
-            slots = self.rng.choice(na, len(rest), replace=False)
-            self.archive[slots] = self.pop[rest]
-        self.n_archive = min(cap, na + len(beaten))
+        """Copy the parents ``beaten`` (ascending row indices) into the archive before they
+        are replaced.
+
+        The authors' rule, one parent at a time in row order: appended while
+        there is room, otherwise written over a uniformly drawn member, which
+        may be a parent archived earlier in the same generation.  Done here as
+        one row copy: each slot keeps the last parent sent to it.
+        """
+        cap, na, m = self.archive_max, self.n_archive, len(beaten)
+        n_free = min(cap - na, m)
+        slots = np.empty(m, dtype=np.int64)
+        slots[:n_free] = np.arange(na, na + n_free)
+        slots[n_free:] = self.rng.integers(cap, size=m - n_free)
+        _, first_in_reversed = np.unique(slots[::-1], return_index=True)
+        last = m - 1 - first_in_reversed
+        self.archive[slots[last]] = self.pop[beaten[last]]
+        self.n_archive = na + n_free
 
     def _step(self, problem):
         trials = self.ask(problem)
