@@ -222,6 +222,28 @@ class DataParallel:
             if not np.array_equal(part.view(np.uint32), h.view(np.uint32)):
                 _write_in_place(layer.device, layer.params[k], part)
 
+    def balance_state(self):
+        """The split the next epoch uses, for a checkpoint: ``{"shares":
+        rows per rank, "speeds": the speeds (or weights) it came from}``."""
+        return {"shares": [int(v) for v in self.shares],
+                "speeds": [float(v) for v in self.speeds]}
+
+    def restore_balance(self, state):
+        """With ``balance="speed"``, continue with the split of a checkpoint
+        (:meth:`balance_state`), the one the interrupted run measured last,
+        when it was written by a job of as many ranks (a job of another
+        size, or another balance, starts from its own split)."""
+        if not (isinstance(self.balance, str) and self.balance == "speed"):
+            return
+        shares = np.asarray(state.get("shares", ()), dtype=np.int64)
+        speeds = np.asarray(state.get("speeds", ()), dtype=np.float64)
+        if shares.shape != (self.context.size,) or speeds.shape != shares.shape:
+            return
+        if shares.sum() != self.batch_size or (shares < 0).any():
+            raise ValueError(f"the checkpoint's shares {shares.tolist()} do not split "
+                             f"{self.batch_size} rows over {self.context.size} ranks")
+        self.speeds, self.shares = speeds, shares
+
     def stop(self, requested):
         """Rank 0's decision whether to stop (its callbacks'), on every rank."""
         flag = np.array([1 if requested else 0], dtype=np.int8)

@@ -80,8 +80,10 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         weights, optimizer (hyper-parameters and state, in place of
         ``optimizer``), shuffling and Dropout state and history are put
         back and training continues after its last epoch, as the
-        interrupted run would have (on the CPU, bit for bit).  Not with
-        ``distributed``.
+        interrupted run would have (on the CPU, bit for bit).  With
+        ``distributed``, every rank reads the file (rank 0 wrote it) and
+        resumes alike; with ``balance="speed"`` the split continues from
+        the one last measured.
 
     Returns
     -------
@@ -100,11 +102,13 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     callbacks = list(callbacks or [])
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
     start = step = 0
+    balance = None
     if resume_from is not None:
-        if ctx is not None:
-            raise ValueError("resume_from does not combine with distributed training")
+        # in a distributed fit every rank reads the file rank 0 wrote (atomically), so
+        # every replica resumes from the same weights, optimizer state and shuffle position
         from .checkpoint import resume
-        start, step, done = resume(model, resume_from, epochs, X.shape[0], batch_size)
+        start, step, done, balance = resume(model, resume_from, epochs, X.shape[0],
+                                            batch_size)
         history.update({k: list(v) for k, v in done.items()})
     model.history = history
     model._fit_progress = None
@@ -121,6 +125,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     if ctx is not None:
         from ..distributed.data_parallel import DataParallel
         dp = DataParallel(ctx, model, batch_size)
+        if balance is not None:
+            dp.restore_balance(balance)
         dp.begin()
         if not ctx.is_root:
             verbose = 0
@@ -204,6 +210,8 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
         model._fit_progress = {"epoch": epoch + 1, "epochs": epochs, "step": step,
                                "total_steps": total_steps, "n_samples": n,
                                "batch_size": batch_size}
+        if dp is not None:
+            model._fit_progress["balance"] = dp.balance_state()
         stop = any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
         if dp is not None:
             stop = dp.stop(stop)        # rank 0's callbacks decide for every rank

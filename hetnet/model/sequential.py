@@ -381,12 +381,9 @@ class Sequential:
             if lr_schedule is not None:
                 raise ValueError("lr_schedule applies to gradient optimizers; a metaheuristic "
                                  "has no learning rate (give its gd optimizer a fixed one)")
-            if resume_from is not None:
-                raise ValueError("resume_from applies to gradient training; a metaheuristic's "
-                                 "run is not checkpointed")
             return _evolve.evolve(self, X, y, optimizer, max_evals, epochs, batch_size,
                                   validation_data, verbose, shuffle, sample_weight, callbacks,
-                                  check_input, distributed)
+                                  check_input, distributed, resume_from)
         if max_evals is not None:
             raise ValueError(f"max_evals={max_evals!r} applies to a metaheuristic optimizer "
                              f"(hn.SHADE, hn.SHADEILS); for {optimizer!r} give epochs=")
