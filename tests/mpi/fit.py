@@ -22,6 +22,14 @@ opencl       rank 0 on the CPU, the others on an OpenCL device: the same
              within 1e-5; replicas equal to 1e-6 after every step (the
              devices round their updates differently) and to the bit after
              every epoch (rank 0's weights re-broadcast where they differ).
+resume       a data-parallel fit interrupted after epoch 2 and resumed from
+             rank 0's checkpoint (``resume_from=`` on every rank) ends as the
+             uninterrupted data-parallel fit (weights within 1e-6, history
+             equal; Adam's state, the shuffle position and Dropout's counters
+             travel in the file); with ``balance="speed"`` the resumed fit's
+             first epoch uses the split the checkpoint recorded; a
+             distributed SHADE hybrid resumes to the uninterrupted search's
+             best weights.  ``argv[2]`` is the folder for the checkpoints.
 Prints ``OK rank R`` on success; any failure raises, which aborts the job.
 """
 
@@ -209,10 +217,59 @@ def opencl(ctx):
     ctx.print(f"cpu + opencl ranks: max |dw| = {worst:.2g}")
 
 
+def resume(ctx, folder):
+    import os
+    from hetnet.callbacks import ModelCheckpoint
+
+    def build(seed):
+        return hn.Sequential([hn.Dense(12, 16), hn.ReLU(), hn.Dropout(0.2), hn.Dense(16, 3)],
+                             seed=seed, device=ctx.device, input_shape=(12,))
+    X, y = data((12,), 90)
+    kw = dict(epochs=4, batch_size=16, distributed=ctx, validation_data=(X[:20], y[:20]))
+    for balance in ("equal", "speed"):
+        ctx.balance = balance
+        ckpt = os.path.join(folder, f"{balance}-{{epoch}}.npz")
+        whole = build(4)
+        h_whole = whole.fit(X, y, optimizer=hn.Adam(0.01), callbacks=[ModelCheckpoint(ckpt)],
+                            **kw)
+        again = build(40 + ctx.rank)      # the file, not the seed, gives the weights
+        same = SameEverywhere(ctx)
+        h_again = again.fit(X, y, resume_from=ckpt.format(epoch=2), callbacks=[same], **kw)
+        assert same.steps == 2 * 6, same.steps
+        assert again.optimizer.t == whole.optimizer.t == 4 * 6, again.optimizer.t
+        if balance == "equal":
+            worst = max(float(np.abs(a - b).max())
+                        for a, b in zip(again.get_weights(), whole.get_weights()))
+            assert worst <= 1e-6, f"resumed weights differ by {worst:.3g}"
+            np.testing.assert_allclose(h_again["loss"], h_whole["loss"], rtol=1e-6)
+            np.testing.assert_allclose(h_again["val_loss"], h_whole["val_loss"], rtol=1e-6)
+            ctx.print(f"resumed data-parallel fit: max |dw| = {worst:.2g}")
+        else:
+            # the split the interrupted run measured after epoch 2 is epoch 3's
+            assert h_again["shares"][2] == h_whole["shares"][2], (h_again["shares"],
+                                                                   h_whole["shares"])
+    # a distributed hybrid metaheuristic, resumed on every rank from rank 0's file
+    ctx.balance = "equal"
+    opt = lambda: hn.SHADE(pop_size=6, gd=hn.Adam(0.01), gd_every=12)       # noqa: E731
+    mkw = dict(max_evals=60, epochs=4, batch_size=16, distributed=ctx)
+    ckpt = os.path.join(folder, "shade-{epoch}.npz")
+    whole = build(4)
+    h_whole = whole.fit(X, y, optimizer=opt(), callbacks=[ModelCheckpoint(ckpt)], **mkw)
+    again = build(40 + ctx.rank)
+    h_again = again.fit(X, y, optimizer=opt(), resume_from=ckpt.format(epoch=2), **mkw)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(again.get_weights(),
+                                                           whole.get_weights()))
+    assert worst <= 1e-6 and h_again["evals"] == h_whole["evals"], (worst, h_again["evals"])
+    np.testing.assert_allclose(h_again["loss"], h_whole["loss"], rtol=1e-6)
+
+
 def main(mode):
     ctx = init(device="cpu", timeout=60)
-    {"equivalence": equivalence, "single": single, "batchnorm": batchnorm,
-     "placement": placement, "opencl": opencl}[mode](ctx)
+    if mode == "resume":
+        resume(ctx, sys.argv[2])
+    else:
+        {"equivalence": equivalence, "single": single, "batchnorm": batchnorm,
+         "placement": placement, "opencl": opencl}[mode](ctx)
     sys.stdout.write(f"OK rank {ctx.rank}\n")
 
 
