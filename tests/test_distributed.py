@@ -333,6 +333,13 @@ def test_metaheuristics_spread_over_ranks_as_one_process():
 
 
 @needs_mpi
+def test_hybrid_gradient_epochs_split_by_measured_speed():
+    rc, out, _ = mpirun("evolve.py", "gdspeed", timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out and "balance=speed: shares" in out, out
+
+
+@needs_mpi
 def test_one_rank_metaheuristic_is_a_plain_one():
     rc, out, _ = mpirun("evolve.py", "single", n=1)
     assert rc == 0, out

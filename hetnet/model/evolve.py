@@ -29,7 +29,11 @@ The network is a vectorised objective over flat weight vectors
   one mini-batch epoch of that gradient optimizer (the ordinary fit step,
   ``batch_size``, shuffled) starts from the best individual; the result
   replaces it when its loss is not higher.  The optimizer's state (Adam's
-  moments) carries from one gradient epoch to the next.
+  moments) carries from one gradient epoch to the next, and so, in a
+  distributed fit, does the split of the mini-batches over the ranks: with
+  ``balance="speed"`` each gradient epoch splits by the speeds the previous
+  one measured (the first by the population's evaluation speeds), as the
+  epochs of a gradient fit do.
 * **BatchNorm**: the evaluations normalise with each candidate's own batch
   statistics (training mode) and never touch the running statistics; at
   each epoch end the running statistics are recomputed for the best
@@ -103,18 +107,41 @@ def recompute_batchnorm_stats(model, X):
             bn.momentum = m
 
 
-def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx=None, planned=None):
+def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx=None, planned=None,
+                    shards=None):
     """The hybrid's step: one mini-batch epoch of ``gd_opt`` from flat weights ``x``
     (data-parallel over ``ctx``'s ranks when given: every rank passes the
     whole set, each takes its rows of every mini-batch).  ``planned()``: the
-    rows the whole-set evaluations are planned for (default all of ``X``)."""
+    rows the whole-set evaluations are planned for (default all of ``X``).
+
+    Data-parallel, the gradient epochs share one
+    :class:`~hetnet.distributed.DataParallel`, so with ``balance="speed"``
+    each splits its mini-batches by the speeds the previous one measured
+    (the first by the speeds ``shards``, the population's, measured so
+    far), as the epochs of a gradient fit do."""
+    from ..distributed.shares import split_batch
+    kept = []
+
+    def data_parallel():
+        if ctx is None:
+            return None
+        if not kept:
+            from ..distributed.data_parallel import DataParallel
+            dp = DataParallel(ctx, model, batch_size)
+            if (shards is not None and isinstance(dp.balance, str) and dp.balance == "speed"):
+                dp.speeds = np.array(shards.speeds, dtype=np.float64)
+                dp.shares = split_batch(dp.batch_size, dp.speeds, dp.minimum)
+            kept.append(dp)
+        return kept[0]
+
     def gd(x):
         model.runtime.set_flat_weights(x)
         history = model.history
         try:
             _fit.fit(model, X, yt, epochs=1, batch_size=batch_size, optimizer=gd_opt,
                      shuffle=shuffle, sample_weight=sw, check_input=False,
-                     distributed=False if ctx is None else ctx)
+                     distributed=False if ctx is None else ctx,
+                     data_parallel=data_parallel())
         finally:
             model.history = history
             # back to the placement of the whole-set evaluations
@@ -307,7 +334,7 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     gd_opt = gd if isinstance(gd, Optimizer) else None
     if gd_opt is not None:
         optimizer.gd = _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx,
-                                       lambda: local.n)
+                                       lambda: local.n, shards)
         model.optimizer = gd_opt     # what ReduceLROnPlateau adjusts; the gradient epochs run it
     model.history = history
     model._fit_progress = None

@@ -27,7 +27,7 @@ class History(dict):
 
 def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
         verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-        check_input=True, distributed=False, resume_from=None):
+        check_input=True, distributed=False, resume_from=None, data_parallel=None):
     """Mini-batch training.
 
     Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -84,6 +84,12 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         ``distributed``, every rank reads the file (rank 0 wrote it) and
         resumes alike; with ``balance="speed"`` the split continues from
         the one last measured.
+    data_parallel : hetnet.distributed.DataParallel, optional
+        With ``distributed``: the data-parallel side of an earlier fit
+        over the same context and ``batch_size`` to continue, its split
+        and measured speeds with it (a metaheuristic hybrid's gradient
+        epochs, each a fit of one epoch, pass theirs, so that
+        ``balance="speed"`` splits each by the speeds the last measured).
 
     Returns
     -------
@@ -124,7 +130,14 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     dp = None
     if ctx is not None:
         from ..distributed.data_parallel import DataParallel
-        dp = DataParallel(ctx, model, batch_size)
+        if data_parallel is None:
+            dp = DataParallel(ctx, model, batch_size)
+        elif data_parallel.context is not ctx or data_parallel.batch_size != batch_size:
+            raise ValueError(f"data_parallel was made for batch_size="
+                             f"{data_parallel.batch_size} over another context; this fit has "
+                             f"batch_size={batch_size}")
+        else:
+            dp = data_parallel
         if balance is not None:
             dp.restore_balance(balance)
         dp.begin()
@@ -170,8 +183,11 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
                 rows, count = (idx, len(idx)) if dp is None else dp.local_rows(idx)
                 if len(rows) != planned:   # the short last batch
                     model._use_plan(len(rows), training=True, fixed_params=True)
-                    if dp is not None:
-                        dp.check_placement()
+                if dp is not None and len(idx) != batch_size:
+                    # a collective, so decided by the global batch, the same on every
+                    # rank: with unequal shares one rank's rows of the short last batch
+                    # may match its plan while another's do not
+                    dp.check_placement()
                 if schedule is not None:
                     apply_schedule(schedule, model.optimizer, step, total_steps)
                 step += 1

@@ -7,7 +7,8 @@ equivalence  K ranks at global batch B end with the weights of one process
              with a fixed unequal split (balance=[1, 3, ...]) and with shares
              re-measured by speed each epoch; a last batch smaller than K
              (a rank with no rows) and a second fit continuing the first's
-             optimizer state included.  No BatchNorm here: with it the
+             optimizer state included, and a short last batch whose split
+             matches one rank's plan and not another's.  No BatchNorm here: with it the
              ranks normalise by per-rank statistics (PyTorch DDP without
              SyncBatchNorm), which is not one process at batch B
              (mode ``batchnorm``).  Every rank's weights are compared by
@@ -111,6 +112,9 @@ def equivalence(ctx):
     # 10 steps of 16, then (161 rows) a last batch of one row: a rank without rows
     compare(ctx, mlp, (12,), 161, 16, 1, "equal", sgd)
     compare(ctx, mlp, (12,), 80, 16, 1, list(range(1, k + 1)), adam, fits=2)
+    # 9 steps of 16 split [4, 12], then a last batch of 15 split [4, 11]: rank 0's rows
+    # match its plan, rank 1's do not; the placement check still runs on every rank
+    compare(ctx, mlp, (12,), 159, 16, 1, [1] + [3] * (k - 1), sgd)
     model, X, y = compare(ctx, convnet, (1, 8, 8), 96, 16, 2, "speed", sgd)
     # evaluation and prediction split over the ranks and gathered
     ev, ev_d = model.evaluate(X, y), model.evaluate(X, y, distributed=ctx)
