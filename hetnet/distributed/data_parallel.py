@@ -271,7 +271,10 @@ def _write_in_place(dev, a, values):
 def batch_statistics(model):
     """``(layer, name, device, array)`` of every running statistic of
     ``model``: the float32 arrays of each layer's ``state`` (BatchNorm's
-    ``running_mean`` and ``running_var``), in layer order."""
+    ``running_mean`` and ``running_var``), in layer order.  A block's
+    (:class:`~hetnet.layers.Residual`) ``state`` holds its sub-layers'
+    arrays themselves (keys ``"b<i>.<name>"``), so a BatchNorm inside a
+    block is found here too, through the block."""
     found = []
     for layer in model.layers:
         for name, a in sorted(getattr(layer, "state", {}).items()):

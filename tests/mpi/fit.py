@@ -17,7 +17,8 @@ equivalence  K ranks at global batch B end with the weights of one process
 single       one rank: ``fit(distributed=True)`` gives the plain fit's
              weights and history to the bit.
 batchnorm    (when hetnet has BatchNorm1D) the replicas stay identical,
-             running statistics included.
+             running statistics included, at the top level and inside an
+             ``hn.Residual`` block.
 placement    ranks that placed the model on unlike devices are refused.
 opencl       rank 0 on the CPU, the others on an OpenCL device: the same
              within 1e-5; replicas equal to 1e-6 after every step (the
@@ -179,6 +180,24 @@ def batchnorm(ctx):
     np.testing.assert_allclose(var, want_var, rtol=1e-4, atol=1e-6)
     # not the statistics of the whole batch (what SyncBatchNorm would give)
     assert not np.allclose(var, 0.9 + 0.1 * h.var(axis=0, ddof=1), rtol=1e-4)
+    # the same for a BatchNorm inside a residual block (its statistics reach the
+    # reduction through the block's state)
+    block = hn.Residual([hn.Dense(12, 12), hn.BatchNorm1D(12, momentum=0.1)])
+    model = hn.Sequential([block, hn.Dense(12, 3)], seed=1, device=ctx.device,
+                          input_shape=(12,))
+    W, b = model.get_weights()[:2]
+    model.fit(X[:16], y[:16], epochs=1, batch_size=16, shuffle=False, distributed=ctx)
+    h = X[:16].astype(np.float64) @ W + b
+    parts = [h[o[q]:o[q + 1]] for q in range(ctx.size)]
+    bn = model.layers[0].sublayers[1]
+    mean, var = (bn.device.to_host(bn.state[k]) for k in ("running_mean", "running_var"))
+    np.testing.assert_allclose(mean, 0.1 * sum(w * p.mean(axis=0) for w, p in zip(share, parts)),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var, 0.9 + 0.1 * sum(w * p.var(axis=0, ddof=1)
+                                                    for w, p in zip(share, parts)),
+                               rtol=1e-4, atol=1e-6)
+    sums = ctx.checksum([mean, var])
+    assert np.all(sums == sums[0]), sums.tolist()
 
 
 def placement(ctx):
