@@ -10,6 +10,16 @@ generator's state, each Dropout layer's seed and pass count, and the history
 so far.  ``fit(..., resume_from=path)`` puts all of it back, so that the
 rest of the run is the run that was interrupted: on the CPU bit for bit.
 
+A data-parallel fit's entry also holds ``balance``, the split over the ranks
+its next epoch was to use (``shares``, ``speeds``).  A metaheuristic fit's
+(``kind: "metaheuristic"``) holds ``max_evals`` and ``search``: the
+optimizer's class, settings (its constructor's arguments but ``gd``), what
+its ``gd`` was (``"none"``, ``"optimizer"`` or ``"callable"``) and the JSON
+part of its state (:meth:`~hetnet.metaheuristics.Metaheuristic.get_state`
+and the Problem's, keys ``problem.*``), the arrays of that state as
+``search_<key>``; a hybrid's gradient optimizer is the checkpoint's
+optimizer.  :func:`resume_search` puts that back.
+
 Written by :class:`hetnet.callbacks.ModelCheckpoint` (atomically: a crash
 while writing leaves the previous checkpoint whole).
 """

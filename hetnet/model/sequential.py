@@ -627,7 +627,8 @@ class Sequential:
         epoch, step, shuffling state, history) to ``path``, atomically;
         ``fit(..., resume_from=path)`` continues from it
         (:mod:`hetnet.model.checkpoint`).  Called from a callback's
-        ``on_epoch_end`` (as :class:`hetnet.callbacks.ModelCheckpoint` does)."""
+        ``on_epoch_end`` (as :class:`hetnet.callbacks.ModelCheckpoint` does);
+        in a metaheuristic fit the file also holds the search's state."""
         progress = self.__dict__.get("_fit_progress")
         if progress is None:
             raise RuntimeError("save_checkpoint needs a fit in progress (call it from a "
