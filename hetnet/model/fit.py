@@ -81,8 +81,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         ``optimizer``), shuffling and Dropout state and history are put
         back and training continues after its last epoch, as the
         interrupted run would have (on the CPU, bit for bit).  With
-        ``distributed``, every rank reads the file (rank 0 wrote it) and
-        resumes alike; with ``balance="speed"`` the split continues from
+        ``distributed``, every rank reads the file (rank 0 wrote it; over
+        several hosts, on a file system they share) and resumes alike; with ``balance="speed"`` the split continues from
         the one last measured.
     data_parallel : hetnet.distributed.DataParallel, optional
         With ``distributed``: the data-parallel side of an earlier fit
