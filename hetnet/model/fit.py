@@ -120,7 +120,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     model._fit_progress = None
     n = X.shape[0]
     use, _ = model.fusion.decide(model, min(batch_size, n), True,
-                                 fused_unsupported(sw, callbacks, ctx, model.optimizer),
+                                 fused_unsupported(sw, callbacks, ctx, model.optimizer,
+                                                   resume_from is not None),
                                  X.nbytes)
     if use:
         trainer = model.fusion.trainer(model, min(batch_size, n), model.optimizer)
@@ -322,11 +323,14 @@ def end_epoch(model, epoch, logs, history, bar, callbacks):
     return any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
 
 
-def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None):
+def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None,
+                      resuming=False):
     """What a fit / predict call asks for that the fused step does not do
     ("" when nothing)."""
     if sample_weight is not None:
         return "the call has sample weights"
+    if resuming:
+        return "the fit resumes from a checkpoint (the fused epochs start at the first)"
     if distributed is not None:
         return "the fit is data-parallel over MPI ranks"
     if optimizer is not None:
@@ -334,11 +338,14 @@ def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None
         reason = optimizer_unsupported(optimizer)
         if reason:
             return reason
-    from ..callbacks import Callback
+    from ..callbacks import Callback, ModelCheckpoint
     for cb in callbacks or ():
         hook = getattr(type(cb), "on_batch_end", None)
         if hook is not None and hook is not Callback.on_batch_end:
             return f"callback {type(cb).__name__} has on_batch_end (the fused epoch has no host-side batches)"
+        if isinstance(cb, ModelCheckpoint):
+            return (f"callback {type(cb).__name__} saves the optimizer's state, which the fused "
+                    "trainer keeps on its device")
     return ""
 
 
