@@ -254,6 +254,12 @@ def _distributed(model):
     return model.__dict__.get("_distributed") if model is not None else None
 
 
+def _metaheuristic(model):
+    """``(metaheuristic, its gradient optimizer or None)`` of the
+    metaheuristic fit ``model`` is in, or None (a gradient fit)."""
+    return model.__dict__.get("_metaheuristic") if model is not None else None
+
+
 class ModelCheckpoint(Callback):
     """Write a checkpoint (the model, the optimizer's state, the epoch, the
     shuffling state, the history) every ``every`` epochs, atomically (a
@@ -281,7 +287,16 @@ class ModelCheckpoint(Callback):
     In a data-parallel fit (``fit(..., distributed=...)`` over several MPI
     ranks) the replicas are identical and rank 0 alone writes the file
     (:meth:`hetnet.distributed.Context.write`); the other ranks wait until
-    it is complete.
+    it is complete, and ``fit(..., distributed=..., resume_from=path)``
+    has every rank read it.
+
+    In a metaheuristic fit (``optimizer=hn.SHADE(...)``, ``max_evals=``)
+    the model holds the best individual at each epoch's end, so the file's
+    weights are the best found so far; the checkpoint also holds the
+    search's state (population, losses, memories, archive, random
+    generator, evaluations used, a hybrid's gradient optimizer), and
+    ``fit(..., optimizer=<the same settings>, max_evals=<the same>,
+    resume_from=path)`` continues the search exactly.
 
     Attributes
     ----------
@@ -335,6 +350,11 @@ class ReduceLROnPlateau(Callback):
     ``ReduceLROnPlateau``).  Not with an ``lr_schedule``, which sets the
     rate at every step.
 
+    In a metaheuristic fit it reduces the learning rate of a hybrid's
+    gradient optimizer (``gd=hn.Adam(...)``), the one rate such a fit has;
+    a metaheuristic without a gradient optimizer has no learning rate, and
+    the fit refuses this callback (a ValueError at its start).
+
     Parameters
     ----------
     monitor : str, default "val_loss"
@@ -377,6 +397,12 @@ class ReduceLROnPlateau(Callback):
 
     def on_fit_begin(self, model: Any) -> None:
         self.best, self.wait, self._cooling, self.reductions = None, 0, 0, []
+        search = _metaheuristic(model)
+        if search is not None and search[1] is None:
+            raise ValueError(f"ReduceLROnPlateau adjusts a learning rate, and this "
+                             f"{type(search[0]).__name__} fit has none (no gradient "
+                             "optimizer: give the metaheuristic gd=hn.Adam(...) to reduce "
+                             "its rate, or drop the callback)")
 
     def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool | None:
         value = _monitored("ReduceLROnPlateau", self.monitor, logs, epoch)

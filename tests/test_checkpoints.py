@@ -113,3 +113,115 @@ def test_save_checkpoint_needs_a_fit_in_progress(tmp_path):
     m.fit(X, y, epochs=1, batch_size=8)
     with pytest.raises(RuntimeError, match="fit in progress"):
         m.save_checkpoint(tmp_path / "c.npz")
+
+
+# ------------------------------------------------------ metaheuristic fits
+def mh_net(seed=3):
+    return hn.Sequential([hn.Dense(6, 8), hn.BatchNorm1D(8), hn.ReLU(), hn.Dropout(0.2),
+                          hn.Dense(8, 3)], seed=seed, device="cpu", input_shape=(6,))
+
+
+def mh_data(n=40):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 6)).astype(np.float32), rng.integers(0, 3, n)
+
+
+MH_FIT = dict(max_evals=90, epochs=5, batch_size=8)
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda: hn.SHADE(pop_size=6),
+    lambda: hn.SHADEILS(pop_size=6, de_evals=12, ls_evals=6),
+    lambda: hn.SHADE(pop_size=6, gd=hn.Adam(0.01), gd_every=12),
+    lambda: hn.SHADEILS(pop_size=5, de_evals=10, ls_evals=5, gd=hn.SGD(0.05, momentum=0.9),
+                        gd_every=10)], ids=["shade", "shade-ils", "shade-gd", "shade-ils-gd"])
+def test_metaheuristic_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, make_opt):
+    """The population, memories, archive, RNG, evaluation count, SHADE-ILS's
+    phase and a hybrid's Adam/momentum state all travel in the checkpoint
+    (BatchNorm and Dropout in the net: their state too)."""
+    X, y = mh_data()
+    val = (X[:10], y[:10])
+    whole, opt_whole = mh_net(), make_opt()
+    h_whole = whole.fit(X, y, optimizer=opt_whole, validation_data=val, **MH_FIT,
+                        callbacks=[ModelCheckpoint(tmp_path / "c-{epoch}.npz")])
+    again, opt_again = mh_net(seed=99), make_opt()
+    h_again = again.fit(X, y, optimizer=opt_again, validation_data=val, **MH_FIT,
+                        resume_from=tmp_path / "c-2.npz")
+    # the searches end in the same state: population, losses, memories, RNG, counters
+    state_whole, state_again = opt_whole.get_state(), opt_again.get_state()
+    assert sorted(state_whole) == sorted(state_again)
+    for key, value in state_whole.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(state_again[key], value, err_msg=key)
+        else:
+            assert state_again[key] == value, key
+    for a, b in zip(again.get_weights(), whole.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for key in ("loss", "evals", "val_loss", "val_accuracy"):
+        assert h_again[key] == h_whole[key], key
+    assert h_again.n_evals == h_whole.n_evals == 90
+    assert (h_again.result.nit, h_again.result.n_gd) == (h_whole.result.nit, h_whole.result.n_gd)
+    np.testing.assert_array_equal(h_again.result.history["fun"], h_whole.result.history["fun"])
+    # the file's weights are the best individual of its epoch (what the model held then)
+    loaded = hn.load(tmp_path / "c-5.npz")
+    np.testing.assert_array_equal(loaded.predict_logits(X), whole.predict_logits(X))
+
+
+def test_metaheuristic_checkpoints_every_and_best_only(tmp_path):
+    X, y = mh_data()
+    every = ModelCheckpoint(tmp_path / "e-{epoch}.npz", every=2)
+    best = ModelCheckpoint(tmp_path / "best.npz", save_best_only=True, monitor="val_loss")
+    log = CSVLogger(tmp_path / "log.csv")
+    m = mh_net()
+    h = m.fit(X, y, optimizer=hn.SHADE(pop_size=6), validation_data=(X[:10], y[:10]),
+              callbacks=[every, best, log], **MH_FIT)
+    assert sorted(p.name for p in tmp_path.glob("e-*.npz")) == ["e-2.npz", "e-4.npz"]
+    assert best.best == min(h["val_loss"])
+    rows = list(csv.reader(open(tmp_path / "log.csv")))
+    assert rows[0][:3] == ["epoch", "loss", "evals"] and len(rows) == 6, rows
+    assert [int(r[2]) for r in rows[1:]] == h["evals"]
+    with pytest.raises(RuntimeError, match="fit in progress"):
+        m.save_checkpoint(tmp_path / "after.npz")
+
+
+def test_metaheuristic_resume_refuses_another_run(tmp_path):
+    X, y = mh_data()
+    mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=6), callbacks=[ModelCheckpoint(
+        tmp_path / "s.npz")], **MH_FIT)
+    path = tmp_path / "s.npz"
+    with pytest.raises(ValueError, match="pop_size=6"):
+        mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=8), resume_from=path, **MH_FIT)
+    with pytest.raises(ValueError, match="was written by a SHADE run"):
+        mh_net().fit(X, y, optimizer=hn.SHADEILS(pop_size=6), resume_from=path, **MH_FIT)
+    with pytest.raises(ValueError, match="max_evals=90"):
+        mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=6), resume_from=path,
+                     **dict(MH_FIT, max_evals=100))
+    with pytest.raises(ValueError, match="gd was none"):
+        mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=6, gd=hn.Adam()), resume_from=path,
+                     **MH_FIT)
+    with pytest.raises(ValueError, match=r"metaheuristic fit \(SHADE\)"):
+        mh_net().fit(X, y, epochs=5, batch_size=8, resume_from=path)
+    mh_net().fit(X, y, epochs=2, batch_size=8, callbacks=[ModelCheckpoint(tmp_path / "g.npz")])
+    with pytest.raises(ValueError, match="written by a gradient fit"):
+        mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=6), resume_from=tmp_path / "g.npz",
+                     **MH_FIT)
+    # a gd that is a Python callable: checkpoints are written, resuming is refused
+    opt = hn.SHADE(pop_size=6, gd=lambda x: x * 0.99, gd_every=12)
+    mh_net().fit(X, y, optimizer=opt, callbacks=[ModelCheckpoint(tmp_path / "f.npz")], **MH_FIT)
+    opt = hn.SHADE(pop_size=6, gd=lambda x: x * 0.99, gd_every=12)
+    with pytest.raises(ValueError, match="Python callable, whose state"):
+        mh_net().fit(X, y, optimizer=opt, resume_from=tmp_path / "f.npz", **MH_FIT)
+
+
+def test_reduce_lr_on_plateau_with_metaheuristics():
+    X, y = mh_data()
+    cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0)
+    adam = hn.Adam(0.02)
+    mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=6, gd=adam, gd_every=12), callbacks=[cb],
+                 **MH_FIT)
+    # the hybrid's gradient optimizer is the rate it reduces: halved after epochs 2 to 5
+    assert [round(lr, 6) for _, lr in cb.reductions] == [0.01, 0.005, 0.0025, 0.00125]
+    assert adam.lr == pytest.approx(0.00125)
+    with pytest.raises(ValueError, match="SHADE fit has none"):
+        mh_net().fit(X, y, optimizer=hn.SHADE(pop_size=6), callbacks=[
+            ReduceLROnPlateau(monitor="loss")], **MH_FIT)

@@ -259,6 +259,15 @@ def test_two_ranks_train_as_one_process_at_the_global_batch():
 
 
 @needs_mpi
+def test_a_resumed_data_parallel_fit_is_the_uninterrupted_one(tmp_path):
+    """Rank 0 writes the checkpoint, every rank resumes from it: the same
+    weights, optimizer state, epoch and shuffle position on every rank."""
+    rc, out, _ = mpirun("fit.py", "resume", str(tmp_path), timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out and "resumed data-parallel fit" in out, out
+
+
+@needs_mpi
 def test_one_rank_is_a_plain_fit():
     rc, out, _ = mpirun("fit.py", "single", n=1)
     assert rc == 0, out
@@ -321,6 +330,13 @@ def test_metaheuristics_spread_over_ranks_as_one_process():
     assert "OK rank 0" in out and "OK rank 1" in out, out
     assert "SHADEILS balance=[1, 2] shares=[30, 60]" in out, out     # the unequal shards ran
     assert out.count("evals=60 max") == 2 and "evals=50 max" in out, out
+
+
+@needs_mpi
+def test_hybrid_gradient_epochs_split_by_measured_speed():
+    rc, out, _ = mpirun("evolve.py", "gdspeed", timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out and "balance=speed: shares" in out, out
 
 
 @needs_mpi

@@ -241,6 +241,10 @@ def test_an_optimizer_the_fused_update_lacks_is_a_reason_not_an_error(dev):
     assert fused_unsupported(None, None, None, hn.RMSProp(momentum=0.5)) == ""
     assert "clip" in fused_unsupported(None, None, None, hn.SGD(clip_norm=1.0))
     assert fused_unsupported(None, None, None, hn.SGD(momentum=0.9)) == ""
+    # checkpoints hold the optimizer's state and a resumed fit starts mid-run: the layer path
+    from hetnet.callbacks import ModelCheckpoint
+    assert "ModelCheckpoint" in fused_unsupported(None, [ModelCheckpoint("c.npz")])
+    assert "resumes" in fused_unsupported(None, None, resuming=True)
     rng = np.random.default_rng(4)
     X, y = data(rng, 24, (6,), 3)
     auto = hn.Sequential(hn.models.mlp_layers([6, 5, 3]), device=dev, seed=1, input_shape=(6,))

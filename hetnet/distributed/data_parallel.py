@@ -43,7 +43,43 @@ from .shares import split_batch, measured_speeds, offsets
 from ..layers import BatchNorm1D, BatchNorm2D, walk
 
 
-class DataParallel:
+class _Split:
+    """What the data-parallel sides of a gradient fit (:class:`DataParallel`)
+    and of a metaheuristic's (:class:`~.population.PopulationShards`) share:
+    the split over the ranks (``shares`` of ``_split_total`` rows, from
+    ``speeds``) as a checkpoint keeps it, and rank 0's stop decision."""
+
+    def balance_state(self):
+        """The split the next epoch uses, for a checkpoint: ``{"shares":
+        rows per rank, "speeds": the speeds (or weights) it came from}``."""
+        return {"shares": [int(v) for v in self.shares],
+                "speeds": [float(v) for v in self.speeds]}
+
+    def restore_balance(self, state):
+        """With ``balance="speed"``, continue with the split of a checkpoint
+        (:meth:`balance_state`), the one the interrupted run measured last,
+        when it was written by a job of as many ranks (a job of another
+        size, or another balance, starts from its own split)."""
+        if not (isinstance(self.balance, str) and self.balance == "speed"):
+            return
+        shares = np.asarray(state.get("shares", ()), dtype=np.int64)
+        speeds = np.asarray(state.get("speeds", ()), dtype=np.float64)
+        if shares.shape != (self.context.size,) or speeds.shape != shares.shape:
+            return
+        total = self._split_total
+        if shares.sum() != total or (shares < 0).any() or not (speeds > 0).all():
+            raise ValueError(f"the checkpoint's shares {shares.tolist()} (speeds "
+                             f"{speeds.tolist()}) do not split {total} rows over "
+                             f"{self.context.size} ranks")
+        self.speeds, self.shares = speeds, shares
+
+    def stop(self, requested):
+        """Rank 0's decision whether to stop (its callbacks'), on every rank."""
+        flag = np.array([1 if requested else 0], dtype=np.int8)
+        return bool(self.context.bcast(flag, what="the broadcast of the stop decision")[0])
+
+
+class DataParallel(_Split):
     """The data-parallel side of one ``fit`` call on one rank.
 
     Parameters
@@ -95,6 +131,10 @@ class DataParallel:
         self._epoch_compute_s = 0.0
         self._step_t0 = None
         self._step_rows = 0
+
+    @property
+    def _split_total(self):
+        return self.batch_size
 
     # ----------------------------------------------------------- the fit
     def begin(self):
@@ -222,11 +262,6 @@ class DataParallel:
             if not np.array_equal(part.view(np.uint32), h.view(np.uint32)):
                 _write_in_place(layer.device, layer.params[k], part)
 
-    def stop(self, requested):
-        """Rank 0's decision whether to stop (its callbacks'), on every rank."""
-        flag = np.array([1 if requested else 0], dtype=np.int8)
-        return bool(self.context.bcast(flag, what="the broadcast of the stop decision")[0])
-
     def verify_replicas(self):
         """Raise if the ranks' weights differ (compared by checksum)."""
         sums = self.context.checksum(self.model.get_weights())
@@ -249,7 +284,10 @@ def _write_in_place(dev, a, values):
 def batch_statistics(model):
     """``(layer, name, device, array)`` of every running statistic of
     ``model``: the float32 arrays of each layer's ``state`` (BatchNorm's
-    ``running_mean`` and ``running_var``), in layer order."""
+    ``running_mean`` and ``running_var``), in layer order.  A block's
+    (:class:`~hetnet.layers.Residual`) ``state`` holds its sub-layers'
+    arrays themselves (keys ``"b<i>.<name>"``), so a BatchNorm inside a
+    block is found here too, through the block."""
     found = []
     for layer in model.layers:
         for name, a in sorted(getattr(layer, "state", {}).items()):

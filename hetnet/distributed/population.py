@@ -28,14 +28,14 @@ import time
 import numpy as np
 
 from .shares import split_batch, measured_speeds, offsets
-from .data_parallel import batch_statistics, _write_in_place
+from .data_parallel import batch_statistics, _write_in_place, _Split
 from ..layers import BatchNorm1D, BatchNorm2D, walk
 
 #: seeds travel as this many 32-bit words (a seed must be below 2**256)
 _SEED_WORDS = 8
 
 
-class PopulationShards:
+class PopulationShards(_Split):
     """The data-parallel side of one metaheuristic ``fit`` on one rank.
 
     Parameters
@@ -76,6 +76,10 @@ class PopulationShards:
         self.reduce_s = 0.0
         self._compute_s = 0.0
         self._since = time.perf_counter()
+
+    @property
+    def _split_total(self):
+        return self.n
 
     # ---------------------------------------------------------- the data
     @property
@@ -180,11 +184,6 @@ class PopulationShards:
             self.shares = split_batch(self.n, self.speeds, self.minimum)
         self.share_history.append(self.shares.tolist())
         return not np.array_equal(before, self.shares)
-
-    def stop(self, requested):
-        """Rank 0's decision whether to stop (its callbacks'), on every rank."""
-        flag = np.array([1 if requested else 0], dtype=np.int8)
-        return bool(self.context.bcast(flag, what="the broadcast of the stop decision")[0])
 
     def verify(self, best_x):
         """Raise unless every rank ends with the same best point and model

@@ -205,6 +205,41 @@ class Metaheuristic:
         if len(f_new) and f_new[0] <= f:
             self._replace_best(x_new, float(f_new[0]))
 
+    # -- saving and resuming a run -------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments but ``gd`` (a JSON-able dict): what a
+        run to be resumed must be given again."""
+        import inspect
+        names = [p for p in inspect.signature(type(self).__init__).parameters
+                 if p not in ("self", "gd")]
+        return {name: getattr(self, name) for name in names}
+
+    def get_state(self) -> dict[str, Any]:
+        """Where the run stands between two steps: a flat dict of numpy
+        arrays and JSON-able values (ints, floats, strings, the random
+        generator's state), everything :meth:`set_state` needs to continue
+        the run exactly as an uninterrupted one (the gradient step ``gd``
+        excepted: its state is its owner's to keep)."""
+        return {"rng": self.rng.bit_generator.state, "n_steps": int(self.n_steps),
+                "n_gd": int(self.n_gd), "gd_every_used": int(self._gd_every),
+                "last_gd": int(self._last_gd),
+                "hist_nfev": np.array(self._hist_nfev, dtype=np.int64),
+                "hist_fun": np.array(self._hist_fun, dtype=np.float64)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (what :meth:`get_state` returned, possibly
+        after a trip through a file), in place of :meth:`start`."""
+        import copy
+        checked = copy.copy(self)       # the settings, not gd (a model's hybrid sets it later)
+        checked.gd = None
+        checked._validate()
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
+        self.n_steps, self.n_gd = int(state["n_steps"]), int(state["n_gd"])
+        self._gd_every, self._last_gd = int(state["gd_every_used"]), int(state["last_gd"])
+        self._hist_nfev = [int(v) for v in np.asarray(state["hist_nfev"])]
+        self._hist_fun = [float(v) for v in np.asarray(state["hist_fun"])]
+
     # -- for subclasses -----------------------------------------------------------
     @property
     def best(self) -> tuple[NDArray[np.float64], float]:

@@ -16,6 +16,7 @@ vectors, ``value_and_grad`` the model's loss and backward pass, and
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -80,6 +81,26 @@ class Problem:
     @property
     def has_gradient(self) -> bool:
         return self._value_and_grad is not None
+
+    def get_state(self) -> dict[str, Any]:
+        """The evaluations used and the best point so far (for a resumed run)."""
+        return {"nfev": int(self.nfev), "best_f": float(self.best_f),
+                "best_x": (np.zeros(0) if self.best_x is None
+                           else np.array(self.best_x, dtype=np.float64))}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take :meth:`get_state`'s values back."""
+        nfev = int(state["nfev"])
+        if not 0 <= nfev <= self.max_evals:
+            raise ValueError(f"the saved evaluation count {nfev} is outside [0, "
+                             f"max_evals={self.max_evals}]")
+        best_x = np.asarray(state["best_x"], dtype=np.float64).reshape(-1)
+        if best_x.size not in (0, self.dim):
+            raise ValueError(f"the saved best point has {best_x.size} values, the problem "
+                             f"{self.dim}")
+        self.nfev = nfev
+        self.best_f = float(state["best_f"])
+        self.best_x = best_x.copy() if best_x.size else None
 
     def sample(self, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
         """``n`` new individuals, shape (n, D), from the sampler or the box."""

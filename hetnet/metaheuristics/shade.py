@@ -12,6 +12,7 @@ CR / F memories.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -109,6 +110,38 @@ class SHADE(Metaheuristic):
         self.m_cr = np.full(h, 0.5)
         self.m_f = np.full(h, 0.5)
         self.k = 0
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state.update(self._population_state())
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._set_population_state(state)
+
+    def _population_state(self, prefix=""):
+        """The population, its losses, the archive and the memories (the
+        rows past ``n_archive`` of the archive are unused)."""
+        return {prefix + "union": self._union.copy(), prefix + "n_pop": int(len(self.pop)),
+                prefix + "n_archive": int(self.n_archive), prefix + "fit": self.fit.copy(),
+                prefix + "m_cr": self.m_cr.copy(), prefix + "m_f": self.m_f.copy(),
+                prefix + "k": int(self.k)}
+
+    def _set_population_state(self, state, prefix=""):
+        n = int(state[prefix + "n_pop"])
+        self._union = np.array(state[prefix + "union"], dtype=np.float64)
+        self.archive_max = self._union.shape[0] - n
+        self.pop, self.archive = self._union[:n], self._union[n:]
+        self.n_archive = int(state[prefix + "n_archive"])
+        self.fit = np.array(state[prefix + "fit"], dtype=np.float64)
+        self.m_cr = np.array(state[prefix + "m_cr"], dtype=np.float64)
+        self.m_f = np.array(state[prefix + "m_f"], dtype=np.float64)
+        self.k = int(state[prefix + "k"])
+        if (self.fit.shape != (n,) or self.m_cr.shape != self.m_f.shape
+                or not 0 <= self.n_archive <= self.archive_max or not 0 <= self.k < len(self.m_cr)):
+            raise ValueError("the saved SHADE state is inconsistent (population, losses, "
+                             "archive and memories disagree)")
 
     @property
     def best(self) -> tuple[NDArray[np.float64], float]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -101,6 +102,36 @@ class SHADEILS(Metaheuristic):
         self.n_ls = 0
         self._cycle_start_f = self.cur_f
         self._de_left = 0
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state.update(self.de._population_state("de."))
+        state.update({"de_evals_used": int(self._de_evals), "ls_evals_used": int(self._ls_evals),
+                      "cur_x": np.array(self.cur_x, dtype=np.float64),
+                      "cur_f": float(self.cur_f), "phase": self.phase,
+                      "n_stagnant": int(self.n_stagnant), "n_restarts": int(self.n_restarts),
+                      "n_ls": int(self.n_ls), "cycle_start_f": float(self._cycle_start_f),
+                      "de_left": int(self._de_left)})
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.de = SHADE(pop_size=self.pop_size, memory_size=self.memory_size,
+                        p_max=self.p_max, archive_rate=self.archive_rate)
+        self.de._validate()
+        self.de.rng = self.rng          # one stream for both, as in start()
+        self.de._set_population_state(state, "de.")
+        self._de_evals, self._ls_evals = int(state["de_evals_used"]), int(state["ls_evals_used"])
+        self.cur_x = np.array(state["cur_x"], dtype=np.float64)
+        self.cur_f = float(state["cur_f"])
+        if state["phase"] not in ("de", "ls"):
+            raise ValueError(f"the saved SHADE-ILS phase must be 'de' or 'ls', got "
+                             f"{state['phase']!r}")
+        self.phase = state["phase"]
+        self.n_stagnant, self.n_restarts = int(state["n_stagnant"]), int(state["n_restarts"])
+        self.n_ls = int(state["n_ls"])
+        self._cycle_start_f = float(state["cycle_start_f"])
+        self._de_left = int(state["de_left"])
 
     @property
     def best(self) -> tuple[NDArray[np.float64], float]:

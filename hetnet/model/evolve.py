@@ -29,7 +29,11 @@ The network is a vectorised objective over flat weight vectors
   one mini-batch epoch of that gradient optimizer (the ordinary fit step,
   ``batch_size``, shuffled) starts from the best individual; the result
   replaces it when its loss is not higher.  The optimizer's state (Adam's
-  moments) carries from one gradient epoch to the next.
+  moments) carries from one gradient epoch to the next, and so, in a
+  distributed fit, does the split of the mini-batches over the ranks: with
+  ``balance="speed"`` each gradient epoch splits by the speeds the previous
+  one measured (the first by the population's evaluation speeds), as the
+  epochs of a gradient fit do.
 * **BatchNorm**: the evaluations normalise with each candidate's own batch
   statistics (training mode) and never touch the running statistics; at
   each epoch end the running statistics are recomputed for the best
@@ -103,18 +107,41 @@ def recompute_batchnorm_stats(model, X):
             bn.momentum = m
 
 
-def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx=None, planned=None):
+def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx=None, planned=None,
+                    shards=None):
     """The hybrid's step: one mini-batch epoch of ``gd_opt`` from flat weights ``x``
     (data-parallel over ``ctx``'s ranks when given: every rank passes the
     whole set, each takes its rows of every mini-batch).  ``planned()``: the
-    rows the whole-set evaluations are planned for (default all of ``X``)."""
+    rows the whole-set evaluations are planned for (default all of ``X``).
+
+    Data-parallel, the gradient epochs share one
+    :class:`~hetnet.distributed.DataParallel`, so with ``balance="speed"``
+    each splits its mini-batches by the speeds the previous one measured
+    (the first by the speeds ``shards``, the population's, measured so
+    far), as the epochs of a gradient fit do."""
+    from ..distributed.shares import split_batch
+    kept = []
+
+    def data_parallel():
+        if ctx is None:
+            return None
+        if not kept:
+            from ..distributed.data_parallel import DataParallel
+            dp = DataParallel(ctx, model, batch_size)
+            if (shards is not None and isinstance(dp.balance, str) and dp.balance == "speed"):
+                dp.speeds = np.array(shards.speeds, dtype=np.float64)
+                dp.shares = split_batch(dp.batch_size, dp.speeds, dp.minimum)
+            kept.append(dp)
+        return kept[0]
+
     def gd(x):
         model.runtime.set_flat_weights(x)
         history = model.history
         try:
             _fit.fit(model, X, yt, epochs=1, batch_size=batch_size, optimizer=gd_opt,
                      shuffle=shuffle, sample_weight=sw, check_input=False,
-                     distributed=False if ctx is None else ctx)
+                     distributed=False if ctx is None else ctx,
+                     data_parallel=data_parallel())
         finally:
             model.history = history
             # back to the placement of the whole-set evaluations
@@ -178,7 +205,7 @@ def _fused_value_and_grad(model, X, yt, sw):
 
 def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
            validation_data=None, verbose=0, shuffle=True, sample_weight=None,
-           callbacks=None, check_input=True, distributed=False):
+           callbacks=None, check_input=True, distributed=False, resume_from=None):
     """Train ``model`` with a :class:`~hetnet.metaheuristics.Metaheuristic`.
 
     Parameters
@@ -205,6 +232,20 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         gradient epoch is a data-parallel fit.  Evaluations are counted as
         in one process.  History gains ``shares`` (rows per rank) and
         ``allreduce_s`` per epoch.
+    resume_from : str or path-like, optional
+        A checkpoint that :class:`hetnet.callbacks.ModelCheckpoint` wrote
+        in a metaheuristic fit with the same ``optimizer`` class and
+        settings, ``max_evals``, ``epochs``, samples and ``batch_size``: the
+        search continues after the checkpoint's epoch from everything it
+        holds (the population and its losses, SHADE's memories and archive,
+        SHADE-ILS's phase, current best and restart counters, the random
+        generator, the evaluations used, the best point, a hybrid's
+        gradient optimizer and its state, the shuffling and Dropout state,
+        the history), as the interrupted run would have: on the CPU bit for
+        bit.  A hybrid whose ``gd`` is a Python callable cannot be resumed
+        (its state is not the checkpoint's to hold).  In a distributed fit
+        every rank reads the same file and the ranks' shards are the
+        checkpoint's.
 
     Returns
     -------
@@ -250,6 +291,19 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         seed = shards.seed(seed)
         if not ctx.is_root:
             verbose = 0
+    per_epoch = math.ceil(max_evals / epochs)
+    history = _fit.History(loss=[], evals=[], val_loss=[], val_accuracy=[], images_per_s=[],
+                           time_s=[])
+    first, resumed = 0, None
+    if resume_from is not None:
+        from .checkpoint import resume_search
+        first, done, resumed, gd_opt, balance = resume_search(
+            model, resume_from, optimizer, epochs, max_evals, n, batch_size)
+        history.update({k: list(v) for k, v in done.items()})
+        if gd_opt is not None:
+            gd = gd_opt
+        if shards is not None and balance is not None:
+            shards.restore_balance(balance)
     local = _Shard(X, yt, sw, shards)
     model._use_plan(local.n, training=True)
 
@@ -274,19 +328,35 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
 
     problem = Problem(fun, model.count_params(), max_evals, value_and_grad=value_and_grad,
                       sampler=layer_sampler(model))
+    if resumed is not None:
+        problem.set_state(resumed)
     user_gd = optimizer.gd
-    if isinstance(gd, Optimizer):
-        optimizer.gd = _gradient_epoch(model, X, yt, sw, gd, batch_size, shuffle, ctx,
-                                       lambda: local.n)
-    per_epoch = math.ceil(max_evals / epochs)
-    history = _fit.History(loss=[], evals=[], val_loss=[], val_accuracy=[], images_per_s=[],
-                           time_s=[])
+    gd_opt = gd if isinstance(gd, Optimizer) else None
+    if gd_opt is not None:
+        optimizer.gd = _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx,
+                                       lambda: local.n, shards)
+        model.optimizer = gd_opt     # what ReduceLROnPlateau adjusts; the gradient epochs run it
     model.history = history
-    previous_ctx = model.__dict__.get("_distributed")
+    model._fit_progress = None
+    previous = model.__dict__.get("_distributed"), model.__dict__.get("_metaheuristic")
     model._distributed = ctx       # what callbacks that write files consult
-    _fit.call_callbacks(callbacks, "on_fit_begin", model)
+    model._metaheuristic = (optimizer, gd_opt)    # what callbacks that need to know consult
+    search_kind = "none" if user_gd is None else ("optimizer" if gd_opt is not None
+                                                  else "callable")
+
+    def search_entry():
+        # the search's state at an epoch's end, for a checkpoint (read only when one is written)
+        from .checkpoint import split_state
+        state = optimizer.get_state()
+        state.update({"problem." + k: v for k, v in problem.get_state().items()})
+        values, arrays = split_state(state)
+        entry = {"class": type(optimizer).__name__, "settings": optimizer.settings(),
+                 "state": values, "gd": search_kind}
+        return entry, arrays, gd_opt
+
     try:
-        for epoch in range(epochs):
+        _fit.call_callbacks(callbacks, "on_fit_begin", model)
+        for epoch in range(first, epochs):
             if epoch and problem.remaining <= 0:
                 break
             _fit.call_callbacks(callbacks, "on_epoch_begin", model, epoch)
@@ -323,6 +393,12 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
                     local = _Shard(X, yt, sw, shards)
                     model._use_plan(local.n, training=True)
             logs = _fit.record_epoch(model, history, logs, Xv, yv, bar, distributed=ctx)
+            model._fit_progress = {"kind": "metaheuristic", "epoch": epoch + 1,
+                                   "epochs": epochs, "max_evals": max_evals, "step": 0,
+                                   "total_steps": 0, "n_samples": n, "batch_size": batch_size,
+                                   "search": search_entry}
+            if shards is not None:
+                model._fit_progress["balance"] = shards.balance_state()
             stop = any(_fit.call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
             if shards is not None:
                 stop = shards.stop(stop)    # rank 0's callbacks decide for every rank
@@ -330,14 +406,15 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
                 break
         if shards is not None:
             shards.verify(problem.best_x)
+        history.n_evals = problem.nfev
+        history.gradient_path = gradient_path
+        history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0
+                                          else "stopped")
+        _fit.call_callbacks(callbacks, "on_fit_end", model, history)
     finally:
         optimizer.gd = user_gd
-        model._distributed = previous_ctx
-    history.n_evals = problem.nfev
-    history.gradient_path = gradient_path
-    history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0
-                                      else "stopped")
-    _fit.call_callbacks(callbacks, "on_fit_end", model, history)
+        model._distributed, model._metaheuristic = previous
+        model._fit_progress = None      # a checkpoint needs a fit in progress
     return history
 
 

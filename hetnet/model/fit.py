@@ -27,7 +27,7 @@ class History(dict):
 
 def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=None,
         verbose=0, shuffle=True, sample_weight=None, callbacks=None, lr_schedule=None,
-        check_input=True, distributed=False, resume_from=None):
+        check_input=True, distributed=False, resume_from=None, data_parallel=None):
     """Mini-batch training.
 
     Each epoch reshuffles (``shuffle=True``), covers every sample once
@@ -80,8 +80,16 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         weights, optimizer (hyper-parameters and state, in place of
         ``optimizer``), shuffling and Dropout state and history are put
         back and training continues after its last epoch, as the
-        interrupted run would have (on the CPU, bit for bit).  Not with
-        ``distributed``.
+        interrupted run would have (on the CPU, bit for bit).  With
+        ``distributed``, every rank reads the file (rank 0 wrote it; over
+        several hosts, on a file system they share) and resumes alike; with ``balance="speed"`` the split continues from
+        the one last measured.
+    data_parallel : hetnet.distributed.DataParallel, optional
+        With ``distributed``: the data-parallel side of an earlier fit
+        over the same context and ``batch_size`` to continue, its split
+        and measured speeds with it (a metaheuristic hybrid's gradient
+        epochs, each a fit of one epoch, pass theirs, so that
+        ``balance="speed"`` splits each by the speeds the last measured).
 
     Returns
     -------
@@ -100,17 +108,20 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     callbacks = list(callbacks or [])
     history = History(loss=[], val_loss=[], val_accuracy=[], images_per_s=[], time_s=[])
     start = step = 0
+    balance = None
     if resume_from is not None:
-        if ctx is not None:
-            raise ValueError("resume_from does not combine with distributed training")
+        # in a distributed fit every rank reads the file rank 0 wrote (atomically), so
+        # every replica resumes from the same weights, optimizer state and shuffle position
         from .checkpoint import resume
-        start, step, done = resume(model, resume_from, epochs, X.shape[0], batch_size)
+        start, step, done, balance = resume(model, resume_from, epochs, X.shape[0],
+                                            batch_size)
         history.update({k: list(v) for k, v in done.items()})
     model.history = history
     model._fit_progress = None
     n = X.shape[0]
     use, _ = model.fusion.decide(model, min(batch_size, n), True,
-                                 fused_unsupported(sw, callbacks, ctx, model.optimizer),
+                                 fused_unsupported(sw, callbacks, ctx, model.optimizer,
+                                                   resume_from is not None),
                                  X.nbytes)
     if use:
         trainer = model.fusion.trainer(model, min(batch_size, n), model.optimizer)
@@ -120,7 +131,16 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     dp = None
     if ctx is not None:
         from ..distributed.data_parallel import DataParallel
-        dp = DataParallel(ctx, model, batch_size)
+        if data_parallel is None:
+            dp = DataParallel(ctx, model, batch_size)
+        elif data_parallel.context is not ctx or data_parallel.batch_size != batch_size:
+            raise ValueError(f"data_parallel was made for batch_size="
+                             f"{data_parallel.batch_size} over another context; this fit has "
+                             f"batch_size={batch_size}")
+        else:
+            dp = data_parallel
+        if balance is not None:
+            dp.restore_balance(balance)
         dp.begin()
         if not ctx.is_root:
             verbose = 0
@@ -164,8 +184,11 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
                 rows, count = (idx, len(idx)) if dp is None else dp.local_rows(idx)
                 if len(rows) != planned:   # the short last batch
                     model._use_plan(len(rows), training=True, fixed_params=True)
-                    if dp is not None:
-                        dp.check_placement()
+                if dp is not None and len(idx) != batch_size:
+                    # a collective, so decided by the global batch, the same on every
+                    # rank: with unequal shares one rank's rows of the short last batch
+                    # may match its plan while another's do not
+                    dp.check_placement()
                 if schedule is not None:
                     apply_schedule(schedule, model.optimizer, step, total_steps)
                 step += 1
@@ -204,6 +227,8 @@ def _epochs(model, X, yt, sw, epochs, batch_size, validation, verbose, shuffle, 
         model._fit_progress = {"epoch": epoch + 1, "epochs": epochs, "step": step,
                                "total_steps": total_steps, "n_samples": n,
                                "batch_size": batch_size}
+        if dp is not None:
+            model._fit_progress["balance"] = dp.balance_state()
         stop = any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
         if dp is not None:
             stop = dp.stop(stop)        # rank 0's callbacks decide for every rank
@@ -298,11 +323,14 @@ def end_epoch(model, epoch, logs, history, bar, callbacks):
     return any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
 
 
-def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None):
+def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None,
+                      resuming=False):
     """What a fit / predict call asks for that the fused step does not do
     ("" when nothing)."""
     if sample_weight is not None:
         return "the call has sample weights"
+    if resuming:
+        return "the fit resumes from a checkpoint (the fused epochs start at the first)"
     if distributed is not None:
         return "the fit is data-parallel over MPI ranks"
     if optimizer is not None:
@@ -310,11 +338,14 @@ def fused_unsupported(sample_weight, callbacks, distributed=None, optimizer=None
         reason = optimizer_unsupported(optimizer)
         if reason:
             return reason
-    from ..callbacks import Callback
+    from ..callbacks import Callback, ModelCheckpoint
     for cb in callbacks or ():
         hook = getattr(type(cb), "on_batch_end", None)
         if hook is not None and hook is not Callback.on_batch_end:
             return f"callback {type(cb).__name__} has on_batch_end (the fused epoch has no host-side batches)"
+        if isinstance(cb, ModelCheckpoint):
+            return (f"callback {type(cb).__name__} saves the optimizer's state, which the fused "
+                    "trainer keeps on its device")
     return ""
 
 

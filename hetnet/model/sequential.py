@@ -381,12 +381,9 @@ class Sequential:
             if lr_schedule is not None:
                 raise ValueError("lr_schedule applies to gradient optimizers; a metaheuristic "
                                  "has no learning rate (give its gd optimizer a fixed one)")
-            if resume_from is not None:
-                raise ValueError("resume_from applies to gradient training; a metaheuristic's "
-                                 "run is not checkpointed")
             return _evolve.evolve(self, X, y, optimizer, max_evals, epochs, batch_size,
                                   validation_data, verbose, shuffle, sample_weight, callbacks,
-                                  check_input, distributed)
+                                  check_input, distributed, resume_from)
         if max_evals is not None:
             raise ValueError(f"max_evals={max_evals!r} applies to a metaheuristic optimizer "
                              f"(hn.SHADE, hn.SHADEILS); for {optimizer!r} give epochs=")
@@ -630,7 +627,8 @@ class Sequential:
         epoch, step, shuffling state, history) to ``path``, atomically;
         ``fit(..., resume_from=path)`` continues from it
         (:mod:`hetnet.model.checkpoint`).  Called from a callback's
-        ``on_epoch_end`` (as :class:`hetnet.callbacks.ModelCheckpoint` does)."""
+        ``on_epoch_end`` (as :class:`hetnet.callbacks.ModelCheckpoint` does);
+        in a metaheuristic fit the file also holds the search's state."""
         progress = self.__dict__.get("_fit_progress")
         if progress is None:
             raise RuntimeError("save_checkpoint needs a fit in progress (call it from a "

@@ -12,6 +12,10 @@ evolve       SHADE, SHADE-ILS (its L-BFGS local search) and the SHADE + Adam
              validation over the ranks; the ranks built from different
              seeds search from rank 0's; seed=None searches alike too;
              BatchNorm's running statistics stay identical across ranks.
+gdspeed      a hybrid's gradient epochs with balance="speed" and rank 1 made
+             slower: the epochs share one DataParallel and, after the first,
+             split their mini-batches by the measured speeds (rank 0 takes
+             more rows), not equally; the ranks still agree to the bit.
 single       one rank: ``distributed=True`` is the plain fit, to the bit.
 files        ModelCheckpoint and CSVLogger in a data-parallel gradient fit and
              in a distributed metaheuristic's: rank 0 alone writes, the
@@ -165,12 +169,50 @@ def files(ctx, folder):
     assert len(rows) == 3 and "evals" in rows[0], rows
 
 
+def gdspeed(ctx):
+    import time
+    from hetnet.distributed import data_parallel
+    made = []
+
+    class Recorded(data_parallel.DataParallel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    data_parallel.DataParallel = Recorded
+    X, y = data(96)
+    ctx.balance = "speed"
+    model = mlp(5, ctx.device)
+    if ctx.rank == 1:           # a slower device: every step and evaluation takes longer
+        rt = model.runtime
+        step, pop = rt.train_step, rt.population_loss
+
+        def slow_step(*args, **kwargs):
+            time.sleep(0.004)
+            return step(*args, **kwargs)
+
+        def slow_pop(*args, **kwargs):
+            time.sleep(0.004)
+            return pop(*args, **kwargs)
+        rt.train_step, rt.population_loss = slow_step, slow_pop
+    same = SameEverywhere(ctx)
+    h = model.fit(X, y, optimizer=hn.SHADE(pop_size=6, gd=hn.Adam(0.01), gd_every=12),
+                  max_evals=72, epochs=3, batch_size=24, distributed=ctx, callbacks=[same])
+    assert h.result.n_gd >= 3 and len(made) == 1, (h.result.n_gd, len(made))
+    shares = made[0].share_history
+    assert len(shares) == h.result.n_gd, shares
+    # the first gradient epoch may split equally (nothing measured yet); every later one
+    # follows the speeds measured before it: the slowed rank 1 takes fewer rows
+    assert all(sum(s) == 24 for s in shares), shares
+    assert all(s[0] > s[1] for s in shares[1:]), shares
+    ctx.print(f"hybrid gradient epochs, balance=speed: shares {shares}")
+
+
 def main(mode):
     ctx = init(device="cpu", timeout=60)
     if mode == "files":
         files(ctx, sys.argv[2])
     else:
-        {"evolve": evolve, "single": single}[mode](ctx)
+        {"evolve": evolve, "single": single, "gdspeed": gdspeed}[mode](ctx)
     sys.stdout.write(f"OK rank {ctx.rank}\n")
 
 

@@ -7,7 +7,8 @@ equivalence  K ranks at global batch B end with the weights of one process
              with a fixed unequal split (balance=[1, 3, ...]) and with shares
              re-measured by speed each epoch; a last batch smaller than K
              (a rank with no rows) and a second fit continuing the first's
-             optimizer state included.  No BatchNorm here: with it the
+             optimizer state included, and a short last batch whose split
+             matches one rank's plan and not another's.  No BatchNorm here: with it the
              ranks normalise by per-rank statistics (PyTorch DDP without
              SyncBatchNorm), which is not one process at batch B
              (mode ``batchnorm``).  Every rank's weights are compared by
@@ -16,12 +17,21 @@ equivalence  K ranks at global batch B end with the weights of one process
 single       one rank: ``fit(distributed=True)`` gives the plain fit's
              weights and history to the bit.
 batchnorm    (when hetnet has BatchNorm1D) the replicas stay identical,
-             running statistics included.
+             running statistics included, at the top level and inside an
+             ``hn.Residual`` block.
 placement    ranks that placed the model on unlike devices are refused.
 opencl       rank 0 on the CPU, the others on an OpenCL device: the same
              within 1e-5; replicas equal to 1e-6 after every step (the
              devices round their updates differently) and to the bit after
              every epoch (rank 0's weights re-broadcast where they differ).
+resume       a data-parallel fit interrupted after epoch 2 and resumed from
+             rank 0's checkpoint (``resume_from=`` on every rank) ends as the
+             uninterrupted data-parallel fit (weights within 1e-6, history
+             equal; Adam's state, the shuffle position and Dropout's counters
+             travel in the file); with ``balance="speed"`` the resumed fit's
+             first epoch uses the split the checkpoint recorded; a
+             distributed SHADE hybrid resumes to the uninterrupted search's
+             best weights.  ``argv[2]`` is the folder for the checkpoints.
 Prints ``OK rank R`` on success; any failure raises, which aborts the job.
 """
 
@@ -103,6 +113,9 @@ def equivalence(ctx):
     # 10 steps of 16, then (161 rows) a last batch of one row: a rank without rows
     compare(ctx, mlp, (12,), 161, 16, 1, "equal", sgd)
     compare(ctx, mlp, (12,), 80, 16, 1, list(range(1, k + 1)), adam, fits=2)
+    # 9 steps of 16 split [4, 12], then a last batch of 15 split [4, 11]: rank 0's rows
+    # match its plan, rank 1's do not; the placement check still runs on every rank
+    compare(ctx, mlp, (12,), 159, 16, 1, [1] + [3] * (k - 1), sgd)
     model, X, y = compare(ctx, convnet, (1, 8, 8), 96, 16, 2, "speed", sgd)
     # evaluation and prediction split over the ranks and gathered
     ev, ev_d = model.evaluate(X, y), model.evaluate(X, y, distributed=ctx)
@@ -167,6 +180,24 @@ def batchnorm(ctx):
     np.testing.assert_allclose(var, want_var, rtol=1e-4, atol=1e-6)
     # not the statistics of the whole batch (what SyncBatchNorm would give)
     assert not np.allclose(var, 0.9 + 0.1 * h.var(axis=0, ddof=1), rtol=1e-4)
+    # the same for a BatchNorm inside a residual block (its statistics reach the
+    # reduction through the block's state)
+    block = hn.Residual([hn.Dense(12, 12), hn.BatchNorm1D(12, momentum=0.1)])
+    model = hn.Sequential([block, hn.Dense(12, 3)], seed=1, device=ctx.device,
+                          input_shape=(12,))
+    W, b = model.get_weights()[:2]
+    model.fit(X[:16], y[:16], epochs=1, batch_size=16, shuffle=False, distributed=ctx)
+    h = X[:16].astype(np.float64) @ W + b
+    parts = [h[o[q]:o[q + 1]] for q in range(ctx.size)]
+    bn = model.layers[0].sublayers[1]
+    mean, var = (bn.device.to_host(bn.state[k]) for k in ("running_mean", "running_var"))
+    np.testing.assert_allclose(mean, 0.1 * sum(w * p.mean(axis=0) for w, p in zip(share, parts)),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var, 0.9 + 0.1 * sum(w * p.var(axis=0, ddof=1)
+                                                    for w, p in zip(share, parts)),
+                               rtol=1e-4, atol=1e-6)
+    sums = ctx.checksum([mean, var])
+    assert np.all(sums == sums[0]), sums.tolist()
 
 
 def placement(ctx):
@@ -209,10 +240,59 @@ def opencl(ctx):
     ctx.print(f"cpu + opencl ranks: max |dw| = {worst:.2g}")
 
 
+def resume(ctx, folder):
+    import os
+    from hetnet.callbacks import ModelCheckpoint
+
+    def build(seed):
+        return hn.Sequential([hn.Dense(12, 16), hn.ReLU(), hn.Dropout(0.2), hn.Dense(16, 3)],
+                             seed=seed, device=ctx.device, input_shape=(12,))
+    X, y = data((12,), 90)
+    kw = dict(epochs=4, batch_size=16, distributed=ctx, validation_data=(X[:20], y[:20]))
+    for balance in ("equal", "speed"):
+        ctx.balance = balance
+        ckpt = os.path.join(folder, f"{balance}-{{epoch}}.npz")
+        whole = build(4)
+        h_whole = whole.fit(X, y, optimizer=hn.Adam(0.01), callbacks=[ModelCheckpoint(ckpt)],
+                            **kw)
+        again = build(40 + ctx.rank)      # the file, not the seed, gives the weights
+        same = SameEverywhere(ctx)
+        h_again = again.fit(X, y, resume_from=ckpt.format(epoch=2), callbacks=[same], **kw)
+        assert same.steps == 2 * 6, same.steps
+        assert again.optimizer.t == whole.optimizer.t == 4 * 6, again.optimizer.t
+        if balance == "equal":
+            worst = max(float(np.abs(a - b).max())
+                        for a, b in zip(again.get_weights(), whole.get_weights()))
+            assert worst <= 1e-6, f"resumed weights differ by {worst:.3g}"
+            np.testing.assert_allclose(h_again["loss"], h_whole["loss"], rtol=1e-6)
+            np.testing.assert_allclose(h_again["val_loss"], h_whole["val_loss"], rtol=1e-6)
+            ctx.print(f"resumed data-parallel fit: max |dw| = {worst:.2g}")
+        else:
+            # the split the interrupted run measured after epoch 2 is epoch 3's
+            assert h_again["shares"][2] == h_whole["shares"][2], (h_again["shares"],
+                                                                   h_whole["shares"])
+    # a distributed hybrid metaheuristic, resumed on every rank from rank 0's file
+    ctx.balance = "equal"
+    opt = lambda: hn.SHADE(pop_size=6, gd=hn.Adam(0.01), gd_every=12)       # noqa: E731
+    mkw = dict(max_evals=60, epochs=4, batch_size=16, distributed=ctx)
+    ckpt = os.path.join(folder, "shade-{epoch}.npz")
+    whole = build(4)
+    h_whole = whole.fit(X, y, optimizer=opt(), callbacks=[ModelCheckpoint(ckpt)], **mkw)
+    again = build(40 + ctx.rank)
+    h_again = again.fit(X, y, optimizer=opt(), resume_from=ckpt.format(epoch=2), **mkw)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(again.get_weights(),
+                                                           whole.get_weights()))
+    assert worst <= 1e-6 and h_again["evals"] == h_whole["evals"], (worst, h_again["evals"])
+    np.testing.assert_allclose(h_again["loss"], h_whole["loss"], rtol=1e-6)
+
+
 def main(mode):
     ctx = init(device="cpu", timeout=60)
-    {"equivalence": equivalence, "single": single, "batchnorm": batchnorm,
-     "placement": placement, "opencl": opencl}[mode](ctx)
+    if mode == "resume":
+        resume(ctx, sys.argv[2])
+    else:
+        {"equivalence": equivalence, "single": single, "batchnorm": batchnorm,
+         "placement": placement, "opencl": opencl}[mode](ctx)
     sys.stdout.write(f"OK rank {ctx.rank}\n")
 
 
