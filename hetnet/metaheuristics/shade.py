@@ -100,7 +100,9 @@ class SHADE(Metaheuristic):
         pop = np.asarray(pop, dtype=np.float64)
         n = len(pop)
         self.archive_max = int(round(self.archive_rate * n))
-        self._union = np.empty((n + self.archive_max, pop.shape[1]))
+        # zeros, not empty: the archive's unused rows are saved with the state,
+        # which must not depend on what the allocator left there
+        self._union = np.zeros((n + self.archive_max, pop.shape[1]))
         self._union[:n] = pop
         self.pop = self._union[:n]
         self.archive = self._union[n:]
