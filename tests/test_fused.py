@@ -293,3 +293,24 @@ def test_shadeils_local_search_through_the_fused_gradient_matches_layer_by_layer
     assert hf.gradient_path.startswith("fused") and hl.gradient_path.startswith("layer")
     assert hf.n_evals == hl.n_evals == 40
     np.testing.assert_allclose(hf["loss"], hl["loss"], rtol=1e-4)
+
+
+def test_usable_device_checks_the_call_the_device_and_the_resident_set():
+    from types import SimpleNamespace
+    from hetnet.runtime.fused import FusionUnsupported
+    from hetnet.sched.fusion import FusionPolicy
+
+    dev = SimpleNamespace(cl_device=SimpleNamespace(global_mem_size=1000), name="fake")
+
+    class Policy(FusionPolicy):
+        def device(self, model):
+            return (dev, "") if model == "gpu" else (None, "no OpenCL GPU here")
+
+    policy = Policy("auto")
+    assert policy.usable_device("gpu", "", 500) is dev
+    with pytest.raises(FusionUnsupported, match="more than half the device's memory"):
+        policy.usable_device("gpu", "", 501)
+    with pytest.raises(FusionUnsupported, match="no sample weights"):
+        policy.usable_device("gpu", "no sample weights", 0)
+    with pytest.raises(FusionUnsupported, match="no OpenCL GPU here"):
+        policy.usable_device("cpu")

@@ -178,14 +178,8 @@ def _fused_value_and_grad(model, X, yt, sw):
     try:
         if policy.mode == "never":
             raise FusionUnsupported("fuse='never'")
-        if sw is not None:
-            raise FusionUnsupported("the fused loss has no sample weights")
-        dev, why = policy.device(model)
-        if dev is None:
-            raise FusionUnsupported(why)
-        if X.nbytes > dev.cl_device.global_mem_size // 2:
-            raise FusionUnsupported(f"the training set ({X.nbytes / 2**20:.0f} MiB) is more "
-                                    "than half the device's memory")
+        dev = policy.usable_device(
+            model, "the fused loss has no sample weights" if sw is not None else "", X.nbytes)
         # the optimizer is never run: the trainer only computes the gradient
         trainer = FusedTrainer(model, device=dev, batch_size=X.shape[0],
                                optimizer=SGD(lr=0.01))

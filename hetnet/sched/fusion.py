@@ -51,6 +51,23 @@ class FusionPolicy:
         return None, ("no OpenCL GPU among the model's devices" + (
             " (an OpenCL CPU device is fused only with fuse='always')" if opencl else ""))
 
+    def usable_device(self, model, unsupported="", data_bytes=0):
+        """The OpenCL device a fused call would run on, checked: raises
+        :class:`FusionUnsupported` when ``unsupported`` names a feature the
+        fused path lacks, when there is no device for it, or when the data
+        set it keeps resident (``data_bytes``) is more than half the
+        device's memory."""
+        if unsupported:
+            raise FusionUnsupported(unsupported)
+        dev, why = self.device(model)
+        if dev is None:
+            raise FusionUnsupported(why)
+        if data_bytes > dev.cl_device.global_mem_size // 2:
+            raise FusionUnsupported(
+                f"the data set ({data_bytes / 2**20:.0f} MiB) is more than half the "
+                f"device's memory ({dev.cl_device.global_mem_size / 2**20:.0f} MiB)")
+        return dev
+
     def trainer(self, model, batch, optimizer=None):
         """The cached :class:`FusedTrainer` for ``batch`` holding the model's
         current weights (loaded again each call)."""
@@ -79,15 +96,7 @@ class FusionPolicy:
         if self.mode == "never":
             return False, "fuse='never'"
         try:
-            if unsupported:
-                raise FusionUnsupported(unsupported)
-            dev, why = self.device(model)
-            if dev is None:
-                raise FusionUnsupported(why)
-            if data_bytes > dev.cl_device.global_mem_size // 2:
-                raise FusionUnsupported(
-                    f"the data set ({data_bytes / 2**20:.0f} MiB) is more than half the "
-                    f"device's memory ({dev.cl_device.global_mem_size / 2**20:.0f} MiB)")
+            dev = self.usable_device(model, unsupported, data_bytes)
             describe_chain(model)
         except FusionUnsupported as exc:
             if self.mode == "always":
