@@ -100,6 +100,7 @@ def test_im2col_on_batch_slice(device, ref, rng):
 
 
 @pytest.mark.parametrize("shape,k,s", [((2, 3, 8, 8), (2, 2), (2, 2)),
+                                       ((2, 3, 7, 9), (2, 2), (2, 2)),    # odd: edges dropped
                                        ((1, 2, 7, 5), (3, 2), (2, 1)),
                                        ((3, 1, 6, 6), (3, 3), (3, 3))])
 def test_maxpool(device, ref, rng, shape, k, s):
