@@ -284,6 +284,29 @@ def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
                 _bias_act_run(out + r * p, NULL, b[r] if has_bias else 0.0, p, act)
 
 
+cdef inline float _sum_run(const float *x, Py_ssize_t n) noexcept nogil:
+    """The sum of a contiguous run in eight interleaved partial sums: one
+    running sum is a chain of dependent adds, each waiting for the last
+    (the bias gradient took as long as a GEMM); eight independent ones
+    fill two SIMD registers."""
+    cdef float s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0, s5 = 0.0, s6 = 0.0, s7 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        s4 += x[i + 4]
+        s5 += x[i + 5]
+        s6 += x[i + 6]
+        s7 += x[i + 7]
+        i += 8
+    while i < n:
+        s0 += x[i]
+        i += 1
+    return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+
+
 def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
                     float[:, :, ::1] dy, float[:, ::1] dw, float[::1] db,
                     float[:, :, :, ::1] dx, float[:, ::1] ws, float[:, ::1] dw_part,
@@ -326,10 +349,7 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
         yo = py + img * f * p
         _act_grad_run(yo, g, g, f * p, act)
         for r in range(f):
-            acc = 0.0
-            for q in range(p):
-                acc = acc + g[r * p + q]
-            pdbp[t * f + r] += acc
+            pdbp[t * f + r] += _sum_run(g + r * p, p)
         for ch in range(c):
             im2col_plane(px + (img * c + ch) * hw, cols + ch * kk * p, h, wd, ho, wo,
                          kh, kw, sh, sw, ph, pw, p)
