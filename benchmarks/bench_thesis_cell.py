@@ -11,7 +11,11 @@ loss over the whole training set, 20 epochs of 210 evaluations, the best
 individual of each epoch kept and the one with the best validation loss
 reported (``EarlyStopping`` restoring it, patience 20: it never stops early).
 Reports the wall time of ``fit`` (target: <= 10 min on a 2-core CPU, <= 60 s
-on a GPU) and the final training / test loss and accuracy.  ``--train 600
+on a GPU) and the final training / test loss and accuracy.  On the CPU the
+run drops ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` (which pin OpenBLAS to a
+slower kernel on some machines; ``--keep-openblas-pins`` keeps them); the
+kernel OpenBLAS chose is recorded under ``machine.blas_libraries`` and
+``blas``.  ``--train 600
 --test 200 --max-evals 40`` runs in seconds on the shipped sample.  Results:
 benchmarks/local/thesis_cell/<machine>.json (``--record``:
 benchmarks/results/thesis_cell/<machine>.json).
@@ -34,8 +38,13 @@ def main():
     p.add_argument("--max-evals", type=int, default=4200)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--source", default="auto", choices=["auto", "full", "sample"])
+    p.add_argument("--keep-openblas-pins", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment")
     add_output_args(p)
     args = p.parse_args()
+    if args.device == "cpu":
+        from _common import run_without_openblas_pins
+        run_without_openblas_pins(keep=args.keep_openblas_pins)
     import hetnet as hn
     from hetnet.callbacks import EarlyStopping
     from hetnet.datasets import thesis_image_split
@@ -73,6 +82,8 @@ def main():
           f"{train['loss']:.4f} acc {train['accuracy']:.4f}; test loss {test['loss']:.4f} "
           f"acc {test['accuracy']:.4f} (best validation at epoch {keep_best.best_epoch})")
     out["machine"] = machine()
+    from hetnet.devices.cpu import blas_description
+    out["blas"] = blas_description()
     write_results(out, "thesis_cell", args)
 
 

@@ -100,6 +100,7 @@ def test_im2col_on_batch_slice(device, ref, rng):
 
 
 @pytest.mark.parametrize("shape,k,s", [((2, 3, 8, 8), (2, 2), (2, 2)),
+                                       ((2, 3, 7, 9), (2, 2), (2, 2)),    # odd: edges dropped
                                        ((1, 2, 7, 5), (3, 2), (2, 1)),
                                        ((3, 1, 6, 6), (3, 3), (3, 3))])
 def test_maxpool(device, ref, rng, shape, k, s):
@@ -121,6 +122,24 @@ def test_maxpool_ties_keep_the_first_position(device, ref, rng):
     y, am = device.maxpool2d(put(device, x), 2, 2, 2, 2)
     assert_close(host(device, y), y_ref, rtol=0, what="maxpool y")
     np.testing.assert_array_equal(host(device, am), am_ref)
+
+
+@pytest.mark.parametrize("hw", [(9, 11), (5, 6), (3, 3)])
+def test_conv_bias_gradient_over_any_plane_size(device, ref, rng, hw):
+    """The bias gradient sums each output plane in partial sums of eight on
+    the CPU: planes of 63, 8 and 1 outputs (a remainder, none, only the
+    remainder) agree with the reference."""
+    x, w, b = rand(rng, 5, 2, *hw), rand(rng, 4, 2, 3, 3), rand(rng, 4)
+    args = ((1, 1), (0, 0), "relu")
+    y = device.conv2d(put(device, x), put(device, w), put(device, b), *args)
+    ry = ref.conv2d(x, w, b, *args)
+    gy = rand(rng, *ry.shape)
+    dw, db = device.zeros(w.shape), device.zeros((4,))
+    device.conv2d_backward(put(device, x), put(device, w), y, put(device, gy), *args, dw, db)
+    rdw, rdb = np.zeros(w.shape, F32), np.zeros(4, F32)
+    ref.conv2d_backward(x, w, ry, gy.copy(), *args, rdw, rdb)
+    assert_close(host(device, db), rdb, what="conv db")
+    assert_close(host(device, dw), rdw, what="conv dW")
 
 
 @pytest.mark.parametrize("shape", [(4, 5), (3, 4, 6, 6), (2, 7, 1, 1)])

@@ -122,6 +122,47 @@ def col2im(float[:, :, ::1] cols, float[:, :, :, ::1] x, int kh, int kw,
         col2im_plane(pc + p * kk * howo, px + p * hw, h, w, ho, wo, kh, kw, sh, sw, ph, pw, howo)
 
 
+cdef void _maxpool2x2(const float *px, float *py, int *pa, Py_ssize_t planes, int h, int w,
+                      int ho, int wo, int nthreads) noexcept nogil:
+    """:func:`maxpool2d` for 2x2 windows at stride 2 (LeNet's, VGG's): each
+    window's four values are compared in registers, where the general loop
+    passes over the output row once per window position (a load and a store
+    of the running maximum and its index each time); same order, same ties
+    (the first maximum in row-major window order), same NaN handling."""
+    cdef Py_ssize_t p, hw = <Py_ssize_t>h * w, howo = <Py_ssize_t>ho * wo
+    cdef int oy, ox, at, base, take
+    cdef float best, v
+    cdef const float *r0
+    cdef const float *r1
+    cdef float *yrow
+    cdef int *arow
+    for p in prange(planes, num_threads=_threads_for(nthreads, planes, <double>planes * hw, HN_COPY_UNIT), schedule="static"):
+        for oy in range(ho):
+            r0 = px + p * hw + 2 * oy * w
+            r1 = r0 + w
+            yrow = py + p * howo + oy * wo
+            arow = pa + p * howo + oy * wo
+            base = 2 * oy * w
+            for ox in range(wo):
+                # selects, not branches (see maxpool2d): masks of all ones where v wins
+                best = r0[2 * ox]
+                at = base + 2 * ox
+                v = r0[2 * ox + 1]
+                take = -<int>(v > best)
+                at = at ^ ((at ^ (base + 2 * ox + 1)) & take)
+                best = v if v > best else best
+                v = r1[2 * ox]
+                take = -<int>(v > best)
+                at = at ^ ((at ^ (base + w + 2 * ox)) & take)
+                best = v if v > best else best
+                v = r1[2 * ox + 1]
+                take = -<int>(v > best)
+                at = at ^ ((at ^ (base + w + 2 * ox + 1)) & take)
+                best = v if v > best else best
+                yrow[ox] = best
+                arow[ox] = at
+
+
 def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
               int kh, int kw, int sh, int sw, int nthreads):
     """Max over kh x kw windows (no padding); argmax is the flat index in the plane.
@@ -146,6 +187,9 @@ def maxpool2d(float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, :, :, ::1] ar
     cdef float *yrow
     cdef int *arow
     if planes == 0 or howo == 0:
+        return
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        _maxpool2x2(px, py, pa, planes, h, w, ho, wo, nthreads)
         return
     for p in prange(planes, nogil=True, num_threads=_threads_for(nthreads, planes, <double>planes * hw, HN_COPY_UNIT), schedule="static"):
         src = px + p * hw
@@ -240,6 +284,29 @@ def conv2d_forward(float[:, :, :, ::1] x, float[:, ::1] w, float[::1] b,
                 _bias_act_run(out + r * p, NULL, b[r] if has_bias else 0.0, p, act)
 
 
+cdef inline float _sum_run(const float *x, Py_ssize_t n) noexcept nogil:
+    """The sum of a contiguous run in eight interleaved partial sums: one
+    running sum is a chain of dependent adds, each waiting for the last
+    (the bias gradient took as long as a GEMM); eight independent ones
+    fill two SIMD registers."""
+    cdef float s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0, s5 = 0.0, s6 = 0.0, s7 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        s4 += x[i + 4]
+        s5 += x[i + 5]
+        s6 += x[i + 6]
+        s7 += x[i + 7]
+        i += 8
+    while i < n:
+        s0 += x[i]
+        i += 1
+    return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+
+
 def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
                     float[:, :, ::1] dy, float[:, ::1] dw, float[::1] db,
                     float[:, :, :, ::1] dx, float[:, ::1] ws, float[:, ::1] dw_part,
@@ -282,10 +349,7 @@ def conv2d_backward(float[:, :, :, ::1] x, float[:, ::1] w, float[:, :, ::1] y,
         yo = py + img * f * p
         _act_grad_run(yo, g, g, f * p, act)
         for r in range(f):
-            acc = 0.0
-            for q in range(p):
-                acc = acc + g[r * p + q]
-            pdbp[t * f + r] += acc
+            pdbp[t * f + r] += _sum_run(g + r * p, p)
         for ch in range(c):
             im2col_plane(px + (img * c + ch) * hw, cols + ch * kk * p, h, wd, ho, wo,
                          kh, kw, sh, sw, ph, pw, p)
