@@ -423,7 +423,7 @@ class Sequential:
         batch = min(batch_size, n)
         use, _ = self.fusion.decide(self, batch, False, _fit.fused_unsupported(None, None),
                                     X.nbytes)
-        return self.fusion.trainer(self, batch) if use else None
+        return self.fusion.trainer(self, batch, training=False) if use else None
 
     def _split_over_ranks(self, X, distributed, predict):
         """``predict(X)`` with the rows of ``X`` split over the ranks of a
@@ -470,6 +470,12 @@ class Sequential:
         if distributed:
             return self._split_over_ranks(X, distributed,
                                           lambda part: self.predict_proba(part, batch_size))
+        if self.loss.name == "cross_entropy":
+            fused = self._fused_inference(X, batch_size)
+            if fused is not None:
+                z = fused.predict_logits(X).astype(np.float64)
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             logits = self._forward(xb, False)
