@@ -68,7 +68,9 @@ class Sequential:
         (:class:`hetnet.sched.fusion.FusionPolicy`); ``"always"``: used, or
         :class:`hetnet.runtime.fused.FusionUnsupported` says why it cannot
         be; ``"never"``: layer by layer.  :meth:`explain` says what was
-        chosen and why.
+        chosen and why.  Fused: Conv2D, Dense, MaxPool2D, AvgPool2D,
+        Flatten; in inference also a BatchNorm right after a Conv2D or Dense
+        (folded into it); a chain with BatchNorm trains layer by layer.
     """
 
     def __init__(self, layers: Sequence[Layer], loss: str = "cross_entropy",

@@ -234,7 +234,8 @@ class FusedTrainer:
     ----------
     model : Sequential
         Built (``input_shape`` known); cross-entropy loss; layers Conv2D,
-        MaxPool2D, Flatten, Dense with the activations they absorb.
+        MaxPool2D, AvgPool2D, Flatten, Dense with the activations they
+        absorb, and for ``training=False`` BatchNorms to fold into them.
     device : OpenCLDevice, optional
         Default: the device of the model's first step, which must be an
         OpenCL device.
