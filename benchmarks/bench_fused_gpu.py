@@ -6,7 +6,9 @@ Reported per model and batch size: training images/s, kernels per step,
 host µs per step (enqueueing a step as trained, not waiting), device µs per
 step (OpenCL markers on a profiling queue around many steps: kernels and the
 gaps between them) and each fused kernel's own µs; the fraction of the GPU's
-FP32 peak the fused step reaches; LeNet-5 inference at batch 1000; and, with
+FP32 peak the fused step reaches; LeNet-5 inference at batch 1000 (and
+LeNet-5-BN's, its BatchNorms folded into the layers before them, beside
+PyTorch in eval mode); and, with
 ``--accuracy``, LeNet-5 test accuracy after 5 epochs fused and layer by
 layer from the same initial weights in the same sample order on the
 shipped Fashion-MNIST sample.
@@ -39,6 +41,9 @@ from _common import add_output_args, capture_cuda_graph, machine, write_results 
 #: datasheet: 67 TFLOP/s); --peak-tflops overrides it
 DEFAULT_PEAK_TFLOPS = 67.0
 MODELS = {"lenet5": (1, 28, 28), "mlp": (784,)}
+#: input shapes of every model built here (LeNet-5-BN: inference only, its
+#: BatchNorms are not fused in training)
+SHAPES = dict(MODELS, lenet5_bn=(1, 28, 28))
 
 
 def parse():
@@ -68,8 +73,9 @@ def build_model(name, device, seed=42, fuse="never"):
     (the fused runs drive :class:`FusedTrainer` themselves)."""
     import hetnet as hn
     layers = (hn.models.lenet5_layers() if name == "lenet5"
+              else hn.models.lenet5_layers(batch_norm=True) if name == "lenet5_bn"
               else hn.models.mlp_layers([784, 120, 84, 10]))
-    return hn.Sequential(layers, device=device, seed=seed, input_shape=MODELS[name],
+    return hn.Sequential(layers, device=device, seed=seed, input_shape=SHAPES[name],
                          fuse=fuse)
 
 
@@ -162,12 +168,13 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=Non
             "tflops": train_flops * rate / 1e12, "plan": p.plan}
 
 
-def fused_inference(spec, X, batch=1000, repeats=20):
+def fused_inference(spec, X, batch=1000, repeats=20, name="lenet5"):
     import hetnet as hn  # noqa: F401
     from hetnet.devices.opencl import OpenCLDevice
     from hetnet.runtime.fused import FusedTrainer
     dev = OpenCLDevice.from_spec(spec)
-    trainer = FusedTrainer(build_model("lenet5", "numpy"), device=dev, batch_size=batch)
+    trainer = FusedTrainer(build_model(name, "numpy"), device=dev, batch_size=batch,
+                           training=False)
     Xd = dev.asarray(X[:batch].reshape(batch, -1))
     out = dev.empty((batch, 10))
     trainer.predict_logits(Xd, out=out)
@@ -202,10 +209,10 @@ def sequential_auto(name, spec, X, y, batch, lr):
     return {"images_per_s": hist["images_per_s"][-1], "fused": bool(use), "reason": why}
 
 
-def lbl_inference(spec, X, batch=1000):
+def lbl_inference(spec, X, batch=1000, name="lenet5"):
     from hetnet.devices.opencl import OpenCLDevice
     dev = OpenCLDevice.from_spec(spec)
-    model = build_model("lenet5", dev)
+    model = build_model(name, dev)
     model.predict_logits(X[:batch], batch_size=batch)
     t0 = time.perf_counter()
     model.predict_logits(X[:10 * batch], batch_size=batch)
@@ -220,12 +227,40 @@ def torch_net(name, init):
     if name == "lenet5":
         from _lenet5_common import torch_lenet5
         return torch_lenet5(init)
+    if name == "lenet5_bn":
+        return torch_lenet5_bn(init)
     net = nn.Sequential(nn.Linear(784, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                         nn.Linear(84, 10))
     with torch.no_grad():
         for k, m in enumerate([net[0], net[2], net[4]]):
             m.weight.copy_(torch.from_numpy(init[2 * k].T.copy()))
             m.bias.copy_(torch.from_numpy(init[2 * k + 1]))
+    return net
+
+
+def torch_lenet5_bn(init):
+    """PyTorch LeNet-5-BN holding hetnet's weights ``init`` (get_weights
+    order: each layer's parameters, then a BatchNorm's running statistics)."""
+    import torch
+    from torch import nn
+    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120),
+                        nn.BatchNorm1d(120), nn.ReLU(), nn.Linear(120, 84), nn.BatchNorm1d(84),
+                        nn.ReLU(), nn.Linear(84, 10))
+    k = 0
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w, b = init[k], init[k + 1]
+                m.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
+                m.bias.copy_(torch.from_numpy(b))
+                k += 2
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                for t, a in zip((m.weight, m.bias, m.running_mean, m.running_var),
+                                init[k:k + 4]):
+                    t.copy_(torch.from_numpy(a))
+                k += 4
     return net
 
 
@@ -287,9 +322,9 @@ def torch_graph(name, init, X, y, batch, lr):
             "note": "full batches only; per step one index copy + one graph replay"}
 
 
-def torch_inference(init, X, batch=1000, repeats=20):
+def torch_inference(init, X, batch=1000, repeats=20, name="lenet5"):
     import torch
-    net = torch_net("lenet5", init).cuda().eval()
+    net = torch_net(name, init).cuda().eval()
     xb = torch.from_numpy(X[:batch]).cuda()
     out = {}
     with torch.no_grad():
@@ -423,6 +458,14 @@ def main():
             inf["fused_vs_best_torch"] = inf["fused"]["images_per_s"] / max(inf["pytorch"].values())
         results["inference_lenet5"] = inf
         print("lenet5 inference b1000:", json.dumps(inf), flush=True)
+        bn = {"batch": 1000, "fused": fused_inference(args.device, X, name="lenet5_bn"),
+              "layer_by_layer": lbl_inference(args.device, X, name="lenet5_bn")}
+        if torch_ok:
+            bn["pytorch"] = torch_inference(build_model("lenet5_bn", "numpy").get_weights(), X,
+                                            name="lenet5_bn")
+            bn["fused_vs_best_torch"] = bn["fused"]["images_per_s"] / max(bn["pytorch"].values())
+        results["inference_lenet5_bn"] = bn
+        print("lenet5-bn inference b1000:", json.dumps(bn), flush=True)
     if args.accuracy:
         results["accuracy"] = acc = accuracy_run(args.device)
         print("accuracy:", json.dumps(acc), flush=True)

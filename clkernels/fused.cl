@@ -140,11 +140,14 @@ inline void fwd_conv(__local const float *src, __local float *dst, const int nt,
     BARRIER();
 }
 
-/* Standalone max pool (no convolution before it). */
+/* Standalone max pool (no convolution before it), or with AVG the mean of
+ * each window (no padding: the divisor is always QH*QW, as pool.cl's
+ * count-include-pad average).  Work-item j: output j, j + TWG, ... of the
+ * tile. */
 inline void fwd_pool(__local const float *src, __local float *dst, const int nt, const int s0,
                      __global float *S, const int C, const int H, const int W,
                      const int QH, const int QW, const int QSH, const int QSW,
-                     const int HO, const int WO, const int ost, const int ast)
+                     const int HO, const int WO, const int AVG, const int ost, const int ast)
 {
     const int per = C * HO * WO, insz = C * H * W;
     for (int j = get_local_id(0); j < nt * per; j += TWG) {
@@ -152,6 +155,16 @@ inline void fwd_pool(__local const float *src, __local float *dst, const int nt,
         const int c = r / (HO * WO), q = r - c * (HO * WO);
         const int py = q / WO, px = q - py * WO;
         __local const float *plane = src + t * insz + c * H * W;
+        if (AVG) {
+            float sum = 0.0f;
+            for (int wy = 0; wy < QH; ++wy)
+                for (int wx = 0; wx < QW; ++wx)
+                    sum += plane[(py * QSH + wy) * W + px * QSW + wx];
+            dst[j] = sum / (QH * QW);
+            if (TRAINING && ost >= 0)
+                S[ost + (s0 + t) * per + r] = dst[j];
+            continue;
+        }
         float best = -INFINITY;
         int arg = 0;
         for (int wy = 0; wy < QH; ++wy)
@@ -241,7 +254,9 @@ inline void bwd_dense(__local float *dy, __local float *dx, const int nt, const 
 }
 
 /* The gradient at conv output (t, f, oy, ox): the sum of e over the pool
- * windows holding it whose arg-max it is (a gather: windows may overlap). */
+ * windows holding it whose arg-max it is (a gather: windows may overlap);
+ * ast < 0 (an average pool): the sum of e / (QH*QW) over every window
+ * holding it. */
 inline void route_pool(__local const float *e, __local float *dconv, const int nt,
                        const int s0, __global const float *S, const int F, const int CH,
                        const int CW, const int QH, const int QW, const int QSH,
@@ -258,10 +273,10 @@ inline void route_pool(__local const float *e, __local float *dconv, const int n
         for (int py = py0; py <= py1; ++py)
             for (int px = px0; px <= px1; ++px) {
                 const int k = (f * HO + py) * WO + px;
-                if (as_int(S[ast + (s0 + t) * pper + k]) == pos)
+                if (ast < 0 || as_int(S[ast + (s0 + t) * pper + k]) == pos)
                     g += e[t * pper + k];
             }
-        dconv[j] = g;
+        dconv[j] = ast < 0 ? g / (QH * QW) : g;
     }
     BARRIER();
 }
@@ -333,8 +348,8 @@ inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, c
                  HO, WO, ACT, woff, boff, ost, ast) \
     fwd_conv(src, dst, nt, s0, P, S, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, \
              QH, QW, QSH, QSW, HO, WO, ACT, woff, boff, ost, ast);
-#define FWD_POOL(src, dst, C, H, W, QH, QW, QSH, QSW, HO, WO, ost, ast) \
-    fwd_pool(src, dst, nt, s0, S, C, H, W, QH, QW, QSH, QSW, HO, WO, ost, ast);
+#define FWD_POOL(src, dst, C, H, W, QH, QW, QSH, QSW, HO, WO, AVG, ost, ast) \
+    fwd_pool(src, dst, nt, s0, S, C, H, W, QH, QW, QSH, QSW, HO, WO, AVG, ost, ast);
 #define FWD_DENSE(src, dst, I, O, ACT, woff, boff, ost) \
     fwd_dense(src, dst, nt, s0, P, S, I, O, ACT, woff, boff, ost);
 #define BWD_CONV(dy, dx, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, QH, QW, QSH, QSW, \

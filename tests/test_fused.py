@@ -14,7 +14,8 @@ import hetnet as hn  # noqa: E402
 from conftest import working_opencl_device  # noqa: E402
 from hetnet.runtime.fused import (FusedTrainer, FusionUnsupported, describe_chain,  # noqa: E402
                           device_permutation)
-from hetnet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh  # noqa: E402
+from hetnet.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense,  # noqa: E402
+                           Flatten, MaxPool2D, ReLU, Sigmoid, Tanh)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,15 @@ def odd_layers():
             Flatten(), Dense(6 * 2 * 2, 9), ReLU(), Dense(9, 4, bias=False)]
 
 
+def avg_layers():
+    """Average pools: standalone after a conv with an activation, overlapping
+    3x3/2 windows that leave the last row and column of their input
+    uncovered, and one after a max-pooled conv."""
+    return [Conv2D(3, 4, 3, padding=1), ReLU(), AvgPool2D(3, stride=2),
+            Conv2D(4, 5, 2), Tanh(), MaxPool2D(2), AvgPool2D(2, stride=1),
+            Flatten(), Dense(5, 4)]
+
+
 def data(rng, n, shape, k):
     X = rng.standard_normal((n,) + shape).astype(np.float32)
     return X, rng.integers(0, k, n).astype(np.int32)
@@ -45,11 +55,12 @@ CASES = {
     "odd": (odd_layers, (3, 11, 11), 4),
     "lenet5": (lambda: hn.models.lenet5_layers(), (1, 28, 28), 10),
     "mlp": (lambda: hn.models.mlp_layers([20, 13, 7, 3]), (20,), 3),
+    "avg": (avg_layers, (3, 12, 12), 4),
 }
 
 
 @pytest.mark.parametrize("case,train_wg", [("odd", None), ("odd", 512), ("lenet5", None),
-                                           ("mlp", None)])
+                                           ("mlp", None), ("avg", None)])
 def test_forward_and_every_gradient(dev, case, train_wg):
     make, shape, k = CASES[case]
     rng = np.random.default_rng(3)
@@ -145,8 +156,21 @@ def test_unsupported_layers_and_losses_have_reasons(dev):
         describe_chain(model)
     model = hn.Sequential([Dense(4, 3), hn.layers.BatchNorm1D(3), Dense(3, 2)],
                           device="numpy", input_shape=(4,))
-    with pytest.raises(FusionUnsupported, match="BatchNorm1D.* no fused template"):
+    with pytest.raises(FusionUnsupported, match="BatchNorm1D.*couples the samples"):
         describe_chain(model)
+    assert len(describe_chain(model, training=False)) == 2      # folded for inference
+    model = hn.Sequential([hn.layers.BatchNorm1D(4), Dense(4, 2)], device="numpy",
+                          input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="layer 0 .*no Conv2D or Dense right before"):
+        describe_chain(model, training=False)
+    model = hn.Sequential([Dense(4, 3), ReLU(), hn.layers.BatchNorm1D(3), Dense(3, 2)],
+                          device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="applies 'relu' before the BatchNorm"):
+        describe_chain(model, training=False)
+    model = hn.Sequential([Conv2D(1, 2, 3), AvgPool2D(2, padding=1), Flatten(), Dense(18, 2)],
+                          device="numpy", input_shape=(1, 6, 6))
+    with pytest.raises(FusionUnsupported, match="AvgPool2D.* pads its windows"):
+        describe_chain(model, training=False)
     model = hn.Sequential([Dense(4, 2)], loss="mse", device="numpy", input_shape=(4,))
     with pytest.raises(FusionUnsupported, match="cross_entropy"):
         FusedTrainer(model, device=dev)
@@ -314,3 +338,105 @@ def test_usable_device_checks_the_call_the_device_and_the_resident_set():
         policy.usable_device("gpu", "no sample weights", 0)
     with pytest.raises(FusionUnsupported, match="no OpenCL GPU here"):
         policy.usable_device("cpu")
+
+
+# ---------------------------------------------- BatchNorm folded for inference
+def _bn_model(make, shape, k, rng, device="numpy", **kw):
+    """A model with BatchNorms after a few training steps (running statistics
+    away from 0 and 1) and with gamma, beta set away from 1 and 0."""
+    model = hn.Sequential(make(), device=device, input_shape=shape, seed=6, **kw)
+    X, y = data(rng, 24, shape, k)
+    ref = hn.Sequential(make(), device="numpy", input_shape=shape, seed=6, fuse="never")
+    ref.fit(X, y, epochs=1, batch_size=8, shuffle=False, optimizer=hn.SGD(lr=0.05))
+    weights = []
+    for layer in ref.layers:
+        ws = layer.get_weights()
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+            f = layer.num_features
+            ws[0] = rng.uniform(0.5, 1.5, f).astype(np.float32)      # gamma
+            ws[1] = rng.uniform(-0.5, 0.5, f).astype(np.float32)     # beta
+            assert np.abs(ws[2]).max() > 1e-3 and np.abs(ws[3] - 1).max() > 1e-3
+        weights += ws
+    model.set_weights(weights)
+    return model
+
+
+def _lenet5_bn():
+    return hn.models.lenet5_layers(batch_norm=True, input_size=32)
+
+
+def _mlp_bn():
+    """Dense -> BatchNorm1D folds, with and without the dense bias, relu and tanh."""
+    return [Dense(20, 13), BatchNorm1D(13), ReLU(), Dense(13, 7, bias=False), BatchNorm1D(7),
+            Tanh(), Dense(7, 3)]
+
+
+@pytest.mark.parametrize("make,shape,k", [(_lenet5_bn, (1, 32, 32), 10), (_mlp_bn, (20,), 3)],
+                         ids=["lenet5-bn", "mlp-bn"])
+def test_batchnorm_folded_inference_matches_layer_by_layer(dev, make, shape, k):
+    rng = np.random.default_rng(13)
+    model = _bn_model(make, shape, k, rng)
+    trainer = FusedTrainer(model, device=dev, batch_size=16, training=False)
+    assert trainer.program.inference_only and trainer.optimizer is None
+    assert sum(u["bn"] is not None for u in trainer.units) == (4 if k == 10 else 2)
+    X, y = data(rng, 37, shape, k)         # two full batches of 16 and one of 5
+    for n in (37, 13, 1):
+        np.testing.assert_allclose(trainer.predict_logits(X[:n]), model.predict_logits(X[:n]),
+                                   rtol=1e-4, atol=1e-4)
+    ev, ref = trainer.evaluate(X, y), model.evaluate(X, y)
+    assert ev["accuracy"] == ref["accuracy"]
+    assert ev["loss"] == pytest.approx(ref["loss"], rel=1e-4)
+    # new weights and running statistics are folded in again when loaded
+    model.set_weights([w * 1.1 + 0.05 if w.ndim == 1 else w for w in model.get_weights()])
+    trainer.load_weights()
+    np.testing.assert_allclose(trainer.predict_logits(X), model.predict_logits(X),
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="made for inference"):
+        trainer.fit(X, y)
+    with pytest.raises(RuntimeError, match="made for inference"):
+        trainer.loss_and_gradients(X[:8], y[:8])
+
+
+def test_sequential_predicts_batchnorm_fused_and_trains_layer_by_layer(dev):
+    rng = np.random.default_rng(17)
+    X, y = data(rng, 21, (20,), 3)
+    forced = _bn_model(_mlp_bn, (20,), 3, rng, device=dev, fuse="always")
+    ref = hn.Sequential(_mlp_bn(), device="numpy", input_shape=(20,), fuse="never")
+    ref.set_weights(forced.get_weights())
+    np.testing.assert_allclose(forced.predict_logits(X, batch_size=8), ref.predict_logits(X),
+                               rtol=1e-4, atol=1e-4)
+    assert forced.fusion.decisions[(8, False)][0] is True
+    np.testing.assert_allclose(forced.predict_proba(X), ref.predict_proba(X), rtol=1e-4,
+                               atol=1e-6)
+    assert np.array_equal(forced.predict(X), ref.predict(X))
+    ev, ev_ref = forced.evaluate(X, y), ref.evaluate(X, y)
+    assert forced.fusion.decisions[(21, False)][0] is True
+    assert ev["loss"] == pytest.approx(ev_ref["loss"], rel=1e-4)
+    with pytest.raises(FusionUnsupported, match="BatchNorm1D.*couples the samples of a batch"):
+        forced.fit(X, y, epochs=1, batch_size=8)
+    # "auto" trains BatchNorm layer by layer and says why, wherever it runs
+    auto = hn.Sequential(_mlp_bn(), device=dev, input_shape=(20,), seed=1)
+    use, why = auto.fusion.decide(auto, 8, True)
+    assert not use and "couples the samples of a batch in training" in why
+    auto.fit(X, y, epochs=1, batch_size=8)
+    assert "BatchNorm couples the samples" in auto.explain(batch_size=8, repeats=1).table()
+
+
+# ------------------------------------------------------------- average pools
+def test_avgpool_ten_steps_match_layer_by_layer(dev):
+    rng = np.random.default_rng(19)
+    shape = (3, 12, 12)
+    X, y = data(rng, 10 * 5 - 2, shape, 4)       # 10 batches of 5, the last one short
+    fused_model = hn.Sequential(avg_layers(), device="numpy", input_shape=shape, seed=2)
+    ref_model = hn.Sequential(avg_layers(), device="numpy", input_shape=shape, seed=2)
+    opt = dict(lr=0.05, momentum=0.9)
+    trainer = FusedTrainer(fused_model, device=dev, batch_size=5, tile=2,
+                           optimizer=hn.SGD(**opt))
+    assert [u["kind"] for u in trainer.units] == ["conv", "pool", "conv", "pool", "dense"]
+    hist = trainer.fit(X, y, epochs=1, shuffle=False)
+    ref = ref_model.fit(X, y, epochs=1, batch_size=5, shuffle=False, optimizer=hn.SGD(**opt))
+    for w, r in zip(trainer.get_weights(), ref_model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+    assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
+    np.testing.assert_allclose(trainer.predict_logits(X), ref_model.predict_logits(X),
+                               rtol=1e-4, atol=1e-4)

@@ -68,7 +68,9 @@ class Sequential:
         (:class:`hetnet.sched.fusion.FusionPolicy`); ``"always"``: used, or
         :class:`hetnet.runtime.fused.FusionUnsupported` says why it cannot
         be; ``"never"``: layer by layer.  :meth:`explain` says what was
-        chosen and why.
+        chosen and why.  Fused: Conv2D, Dense, MaxPool2D, AvgPool2D,
+        Flatten; in inference also a BatchNorm right after a Conv2D or Dense
+        (folded into it); a chain with BatchNorm trains layer by layer.
     """
 
     def __init__(self, layers: Sequence[Layer], loss: str = "cross_entropy",
@@ -423,7 +425,7 @@ class Sequential:
         batch = min(batch_size, n)
         use, _ = self.fusion.decide(self, batch, False, _fit.fused_unsupported(None, None),
                                     X.nbytes)
-        return self.fusion.trainer(self, batch) if use else None
+        return self.fusion.trainer(self, batch, training=False) if use else None
 
     def _split_over_ranks(self, X, distributed, predict):
         """``predict(X)`` with the rows of ``X`` split over the ranks of a
@@ -470,6 +472,12 @@ class Sequential:
         if distributed:
             return self._split_over_ranks(X, distributed,
                                           lambda part: self.predict_proba(part, batch_size))
+        if self.loss.name == "cross_entropy":
+            fused = self._fused_inference(X, batch_size)
+            if fused is not None:
+                z = fused.predict_logits(X).astype(np.float64)
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
         for idx, xb in self._inference_batches(X, batch_size):
             logits = self._forward(xb, False)

@@ -27,11 +27,16 @@ from .._validation import check_X, check_targets, check_positive_int
 from ..devices.base import mix32
 from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
                                     dense_unit, pool_unit)
-from ..layers import Conv2D, Dense, Flatten, MaxPool2D
+from ..layers import AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D
 from ..optim import SGD, Adam, RMSProp, get_optimizer
 from .flatparams import FlatGroup
 
-__all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation"]
+__all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation",
+           "unit_weights"]
+
+#: why a chain with BatchNorm is not fused in training (its statistics are
+#: the batch's, so one tile of samples cannot normalise on its own)
+BN_TRAINING = "BatchNorm couples the samples of a batch in training"
 
 
 def _feistel_half(n):
@@ -67,10 +72,31 @@ def device_permutation(n, key):
     return x.astype(np.int64)
 
 
-def describe_chain(model):
+def _weight_starts(model):
+    """Where each layer's arrays start in ``model.get_weights()``: id -> index."""
+    starts, k = {}, 0
+    for layer in model.layers:
+        starts[id(layer)] = k
+        k += layer.n_weights
+    return starts
+
+
+def describe_chain(model, training=True):
     """The fused units of a built model's steps (activations already
     absorbed by their Dense / Conv2D, a MaxPool2D right after a Conv2D
     merged into it, Flatten dropped).
+
+    In inference (``training=False``) a BatchNorm right after a Conv2D or
+    Dense with no activation of its own is folded into it: BatchNorm with
+    the running statistics is a per-channel affine map, so the unit's
+    weights become ``w * s`` per output channel and its bias ``(b - mean) *
+    s + beta`` with ``s = gamma / sqrt(running_var + eps)``
+    (:func:`unit_weights` computes them), and the BatchNorm's activation
+    becomes the unit's.
+
+    Each unit's ``src`` gives the indices in ``model.get_weights()`` of its
+    weight and bias (None: no bias), ``bn`` the index of the folded
+    BatchNorm's gamma (beta, running_mean, running_var follow) or None.
 
     Returns
     -------
@@ -80,42 +106,100 @@ def describe_chain(model):
     Raises
     ------
     FusionUnsupported
-        A layer has no fused template, or the loss is not cross-entropy;
-        the message names it.
+        A layer has no fused template (in training: any BatchNorm), or the
+        loss is not cross-entropy; the message names it.
     """
     if model.loss.name != "cross_entropy":
         raise FusionUnsupported(f"the fused step has the cross_entropy loss only, the model "
                                 f"uses {model.loss.name!r}")
     steps = model._steps
+    starts = _weight_starts(model)
     units, i = [], 0
     while i < len(steps):
         layer = steps[i]
         nxt = steps[i + 1] if i + 1 < len(steps) else None
-        if isinstance(layer, Conv2D):
-            c, h, w = layer.input_shape
-            pool = None
-            if type(nxt) is MaxPool2D and tuple(nxt.padding) == (0, 0):
-                pool = (nxt.size, nxt.stride)
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+            raise FusionUnsupported(
+                f"layer {i} ({layer!r}): {BN_TRAINING}" if training else
+                f"layer {i} ({layer!r}) is a BatchNorm with no Conv2D or Dense right before "
+                "it to fold into")
+        if isinstance(layer, (Conv2D, Dense)):
+            at = starts[id(layer)]
+            src = (at, at + 1 if layer.bias else None)
+            activation, bn = layer.activation, None
+            if isinstance(nxt, (BatchNorm1D, BatchNorm2D)):
+                if training:
+                    raise FusionUnsupported(f"layer {i + 1} ({nxt!r}): {BN_TRAINING}")
+                if layer.activation != "identity":
+                    raise FusionUnsupported(
+                        f"layer {i} ({layer!r}) applies {layer.activation!r} before the "
+                        f"BatchNorm after it; only a layer with no activation folds a "
+                        "BatchNorm in")
+                activation, bn = nxt.activation, (starts[id(nxt)], nxt.eps)
                 i += 1
-            units.append(conv_unit(c, h, w, layer.out_channels, layer.kernel_size,
-                                   layer.stride, layer.pad, layer.activation, layer.bias, pool))
-        elif type(layer) is MaxPool2D:
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+            bias = layer.bias or bn is not None
+            if isinstance(layer, Conv2D):
+                c, h, w = layer.input_shape
+                pool = None
+                if type(nxt) is MaxPool2D and tuple(nxt.padding) == (0, 0):
+                    pool = (nxt.size, nxt.stride)
+                    i += 1
+                unit = conv_unit(c, h, w, layer.out_channels, layer.kernel_size, layer.stride,
+                                 layer.pad, activation, bias, pool)
+            else:
+                unit = dense_unit(layer.in_features, layer.out_features, activation, bias)
+            unit["src"] = src
+            unit["bn"], unit["eps"] = bn if bn is not None else (None, 0.0)
+            units.append(unit)
+        elif type(layer) in (MaxPool2D, AvgPool2D):
             if tuple(layer.padding) != (0, 0):
                 raise FusionUnsupported(f"layer {i} ({layer!r}) pads its windows; the fused "
                                         "pool template has no padding")
             c, h, w = layer.input_shape
-            units.append(pool_unit(c, h, w, layer.size, layer.stride))
-        elif isinstance(layer, Dense):
-            units.append(dense_unit(layer.in_features, layer.out_features, layer.activation,
-                                    layer.bias))
+            units.append(pool_unit(c, h, w, layer.size, layer.stride,
+                                   average=type(layer) is AvgPool2D))
         elif type(layer) is Flatten:
             pass                      # NCHW flattened is the same memory
         else:
             raise FusionUnsupported(f"layer {i} ({layer!r}) has no fused template "
-                                    "(Conv2D, MaxPool2D, Flatten, Dense and the activations "
-                                    "they absorb do)")
+                                    "(Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense and the "
+                                    "activations they absorb do, and in inference a "
+                                    "BatchNorm after a Conv2D or Dense)")
         i += 1
     return units
+
+
+def unit_weights(units, weights):
+    """The units' parameters, in the units' order, from a model's
+    ``get_weights()`` list: copies of the layers' arrays, or with a
+    BatchNorm folded in (:func:`describe_chain`), computed in float64 and
+    rounded once.
+
+    Returns
+    -------
+    list of ndarray (float32)
+        Per unit with parameters: the weight (conv ``(F, C, KH, KW)``, dense
+        ``(I, O)``), then the bias ``(F,)`` / ``(O,)`` when it has one.
+    """
+    out = []
+    for u in units:
+        if not u["params"]:
+            continue
+        iw, ib = u["src"]
+        w = np.asarray(weights[iw], dtype=np.float32)
+        b = None if ib is None else np.asarray(weights[ib], dtype=np.float32)
+        if u["bn"] is not None:
+            gamma, beta, mean, var = (np.asarray(weights[u["bn"] + k], dtype=np.float64)
+                                      for k in range(4))
+            scale = gamma / np.sqrt(var + u["eps"])
+            # output channels: a conv weight's first axis, a dense weight's last
+            w = (w * (scale[:, None, None, None] if u["kind"] == "conv" else scale[None, :]))
+            b = ((0.0 if b is None else b.astype(np.float64)) - mean) * scale + beta
+        out.append(np.ascontiguousarray(w, dtype=np.float32))
+        if b is not None:
+            out.append(np.ascontiguousarray(b, dtype=np.float32))
+    return out
 
 
 def optimizer_unsupported(opt):
@@ -150,7 +234,8 @@ class FusedTrainer:
     ----------
     model : Sequential
         Built (``input_shape`` known); cross-entropy loss; layers Conv2D,
-        MaxPool2D, Flatten, Dense with the activations they absorb.
+        MaxPool2D, AvgPool2D, Flatten, Dense with the activations they
+        absorb, and for ``training=False`` BatchNorms to fold into them.
     device : OpenCLDevice, optional
         Default: the device of the model's first step, which must be an
         OpenCL device.
@@ -164,6 +249,13 @@ class FusedTrainer:
         Samples per work-group (default from the device's local memory).
     train_wg : {256, 512, 1024}, optional
         Work-items per tile (default: :class:`FusedProgram`'s choice).
+    training : bool
+        False: an inference trainer (:meth:`predict_logits`,
+        :meth:`evaluate`), its chain described for inference
+        (:func:`describe_chain`: BatchNorm folded into the layer before it)
+        and its buffer holding those units' weights, folded on the host from
+        the model's weights and running statistics each time they are
+        loaded; it has no training kernels and no optimizer.
 
     Attributes
     ----------
@@ -180,7 +272,7 @@ class FusedTrainer:
     kernels_per_step = 3
 
     def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None,
-                 train_wg=None):
+                 train_wg=None, training=True):
         model._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
         if device is None:
@@ -189,32 +281,47 @@ class FusedTrainer:
             raise FusionUnsupported(f"the fused step runs on an OpenCL device, got {device.name}")
         self.model = model
         self.device = dev = device
-        self.units = describe_chain(model)
-        shapes = [tuple(layer.params[k].shape) for layer in model.layers for k in layer.params]
+        self.training = training = bool(training)
+        self.units = describe_chain(model, training)
+        # training chains hold the model's parameters in its order; an
+        # inference chain its units' (BatchNorm folded in)
+        shapes = [tuple(s) for u in self.units for s in u["params"]]
         self.layout = FlatGroup(dev, shapes)
         self.program = FusedProgram(dev, self.units, self.layout.offsets,
                                     math.prod(model.input_shape), model.n_outputs,
-                                    batch_size, tile, train_wg)
+                                    batch_size, tile, train_wg, inference_only=not training)
         self.batch_size = batch_size
-        self.w, _ = self.layout.pack([dev.asarray(w) for w in model.get_weights()])
-        self.g = dev.zeros((self.layout.size,))
+        self.w, _ = self.layout.pack([dev.asarray(w) for w in
+                                      unit_weights(self.units, model.get_weights())])
         self.stats = dev.zeros((2,))
+        self._data = None           # (X, labels, order, n) resident on the device
+        if not training:
+            self.g, self.optimizer, self.state = None, None, []
+            return
+        self.g = dev.zeros((self.layout.size,))
         if optimizer is None:
             optimizer = model.optimizer if model.optimizer is not None else SGD(lr=0.01)
         self.optimizer = opt = get_optimizer(optimizer)
         _check_optimizer(opt)
         self.state = _state_buffers(dev, opt, self.layout.size)
-        self._data = None           # (X, labels, order, n) resident on the device
+
+    def _require_training(self, what):
+        if not self.training:
+            raise RuntimeError(f"{what}: this trainer was made for inference "
+                               "(training=False); its buffer holds the inference chain's "
+                               "weights (BatchNorm folded in), not the model's")
 
     # ----------------------------------------------------------- weights
     def get_weights(self):
-        """The trainer's weights as numpy arrays, in the model's order."""
+        """The trainer's weights as numpy arrays, in the model's order (an
+        inference trainer's: its units' weights, BatchNorm folded in)."""
         host = self.device.to_host(self.w)
         return [host[o:o + math.prod(s)].reshape(s).copy()
                 for o, s in zip(self.layout.offsets, self.layout.shapes)]
 
     def gradients(self):
         """The gradient buffer as numpy arrays (after :meth:`loss_and_gradients`)."""
+        self._require_training("gradients")
         host = self.device.to_host(self.g)
         return [host[o:o + math.prod(s)].reshape(s).copy()
                 for o, s in zip(self.layout.offsets, self.layout.shapes)]
@@ -223,14 +330,21 @@ class FusedTrainer:
         """Load weights from one host vector laid out as
         :meth:`hetnet.runtime.Runtime.flat_weights` (each parameter raveled,
         in the model's order)."""
+        self._require_training("set_flat_weights")
         v = np.asarray(v, dtype=np.float32).reshape(-1)
         sizes = [math.prod(s) for s in self.layout.shapes]
         if v.shape[0] != sum(sizes):
             raise ValueError(f"a flat weight vector of this model has {sum(sizes)} values, "
                              f"got {v.shape[0]}")
+        self._upload(v)
+
+    def _upload(self, v):
+        """Copy host vector ``v`` (the units' parameters raveled, in order)
+        into the flat buffer at the layout's offsets."""
         host = np.zeros(self.layout.size, dtype=np.float32)
         at = 0
-        for off, size in zip(self.layout.offsets, sizes):
+        for off, shape in zip(self.layout.offsets, self.layout.shapes):
+            size = math.prod(shape)
             host[off:off + size] = v[at:at + size]
             at += size
         import pyopencl as cl
@@ -239,6 +353,7 @@ class FusedTrainer:
     def write_back(self):
         """Copy the trained weights into the model's layers (the model's
         optimizer state is left as it is: the trainer keeps its own)."""
+        self._require_training("write_back")
         model, opt = self.model, self.model.optimizer
         saved = (opt.state, opt.t, opt._flat) if opt is not None else None
         model.set_weights(self.get_weights())
@@ -247,11 +362,14 @@ class FusedTrainer:
 
     def load_weights(self):
         """Take the model's current weights (after they were set or trained
-        elsewhere)."""
-        self.set_flat_weights(np.concatenate([w.reshape(-1) for w in self.model.get_weights()]))
+        elsewhere); an inference trainer folds its BatchNorms into them again
+        from the current running statistics."""
+        self._upload(np.concatenate([w.reshape(-1) for w in
+                                     unit_weights(self.units, self.model.get_weights())]))
 
     def set_optimizer(self, optimizer):
         """Train on with ``optimizer`` (SGD, Adam or RMSProp), its state from zero."""
+        self._require_training("set_optimizer")
         opt = get_optimizer(optimizer)
         _check_optimizer(opt)
         self.optimizer = opt
@@ -358,6 +476,7 @@ class FusedTrainer:
             Per epoch: ``loss`` (mean), ``accuracy`` (on the training
             batches, as they were trained on), ``images_per_s``, ``time_s``.
         """
+        self._require_training("fit")
         epochs = check_positive_int("epochs", epochs)
         bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         if bs > self.batch_size:
@@ -416,6 +535,7 @@ class FusedTrainer:
         """Mean loss of one batch holding all of ``X`` and every parameter's
         gradient (numpy, in :meth:`get_weights` order); no weight changes.
         ``len(X)`` must be at most ``batch_size``."""
+        self._require_training("loss_and_gradients")
         Xd, yd, order, n = self._resident(X, y)
         if n > self.batch_size:
             raise ValueError(f"{n} samples, more than the trainer's batch_size {self.batch_size}")

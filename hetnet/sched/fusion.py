@@ -37,7 +37,7 @@ class FusionPolicy:
         self.mode = mode
         self.decisions = {}
         self._measured = {}         # (batch, training) -> the choice timed steps made
-        self._trainers = {}         # (batch, device name) -> FusedTrainer
+        self._trainers = {}         # (batch, device name, training) -> FusedTrainer
 
     def device(self, model):
         """The OpenCL device a fused step would run on, or ``(None, reason)``."""
@@ -68,20 +68,24 @@ class FusionPolicy:
                 f"device's memory ({dev.cl_device.global_mem_size / 2**20:.0f} MiB)")
         return dev
 
-    def trainer(self, model, batch, optimizer=None):
+    def trainer(self, model, batch, optimizer=None, training=True):
         """The cached :class:`FusedTrainer` for ``batch`` holding the model's
-        current weights (loaded again each call)."""
+        current weights (loaded again each call).  For inference
+        (``training=False``) a training trainer of that batch serves when
+        there is one, else an inference trainer (BatchNorm folded in)."""
         dev, why = self.device(model)
         if dev is None:
             raise FusionUnsupported(why)
-        key = (batch, dev.name)
+        key = (batch, dev.name, training)
         tr = self._trainers.get(key)
+        if tr is None and not training:
+            tr = self._trainers.get((batch, dev.name, True))
         if tr is None:
             tr = self._trainers[key] = FusedTrainer(model, device=dev, batch_size=batch,
-                                                    optimizer=optimizer)
+                                                    optimizer=optimizer, training=training)
         else:
             tr.load_weights()
-            if optimizer is not None and optimizer is not tr.optimizer:
+            if training and optimizer is not None and optimizer is not tr.optimizer:
                 tr.set_optimizer(optimizer)
         return tr
 
@@ -96,8 +100,12 @@ class FusionPolicy:
         if self.mode == "never":
             return False, "fuse='never'"
         try:
-            dev = self.usable_device(model, unsupported, data_bytes)
-            describe_chain(model)
+            if unsupported:
+                raise FusionUnsupported(unsupported)
+            # the chain first: its limits hold on every machine, so explain()
+            # names them even where there is no GPU
+            describe_chain(model, training)
+            dev = self.usable_device(model, "", data_bytes)
         except FusionUnsupported as exc:
             if self.mode == "always":
                 raise FusionUnsupported(
@@ -130,7 +138,8 @@ def time_fused_step(model, dev, batch, training, steps=20):
     """Seconds per fused step (training: forward, backward, update; else the
     forward) on random resident data, on a trainer of its own (the model's
     weights are not changed)."""
-    tr = FusedTrainer(model, device=dev, batch_size=batch, optimizer=SGD(lr=1e-3, momentum=0.9))
+    tr = FusedTrainer(model, device=dev, batch_size=batch, training=training,
+                      optimizer=SGD(lr=1e-3, momentum=0.9) if training else None)
     x, y = timing.random_batch(model.runtime, batch)
     rows = max(2 * batch, 256)
     X = np.resize(x, (rows,) + x.shape[1:])

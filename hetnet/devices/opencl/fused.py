@@ -86,13 +86,15 @@ def conv_unit(C, H, W, F, kernel, stride, pad, activation, bias, pool=None):
             "params": [(F, C, kh, kw)] + ([(F,)] if bias else [])}
 
 
-def pool_unit(C, H, W, size, stride):
-    """A max pool with no convolution before it: ``(C, H, W) -> (C, HO, WO)``."""
+def pool_unit(C, H, W, size, stride, average=False):
+    """A max pool with no convolution before it, or (``average``) an
+    average pool (no padding: every window's divisor is its size):
+    ``(C, H, W) -> (C, HO, WO)``."""
     (qh, qw), (qsh, qsw) = size, stride
     ho, wo = (H - qh) // qsh + 1, (W - qw) // qsw + 1
     return {"kind": "pool", "C": C, "H": H, "W": W, "QH": qh, "QW": qw, "QSH": qsh,
             "QSW": qsw, "HO": ho, "WO": wo, "in": C * H * W, "out": C * ho * wo,
-            "ACT": 0, "params": []}
+            "ACT": 0, "AVG": int(bool(average)), "params": []}
 
 
 def dense_unit(I, O, activation, bias):
@@ -129,6 +131,10 @@ class FusedProgram:
         (where the device allows it) when the batch makes fewer tiles than
         twice the device's compute units and a layer's per-sample loops are
         long enough to use it, else 256.
+    inference_only : bool
+        Build ``fused_eval`` alone (no stash, no training kernels): a chain
+        whose parameters are not the model's (BatchNorm folded into them)
+        is never trained.
 
     Attributes
     ----------
@@ -151,8 +157,9 @@ class FusedProgram:
     """
 
     def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None,
-                 train_wg=None):
+                 train_wg=None, inference_only=False):
         self.device = dev = device
+        self.inference_only = inference_only = bool(inference_only)
         self.units = units
         self.nmax = nmax = int(nmax)
         self.n_classes = int(n_classes)
@@ -180,7 +187,7 @@ class FusedProgram:
         need_dx = [i > first_param for i in range(len(units))]
         buf_c = max([u["F"] * u["CH"] * u["CW"] for u, nd in zip(units, need_dx)
                      if u["kind"] == "conv" and u["pooled"] and nd] or [1])
-        per_sample = 4 * (buf_a + buf_b + buf_c) + 8
+        per_sample = 4 * (buf_a + buf_b + (1 if inference_only else buf_c)) + 8
         local = int(dev.cl_device.local_mem_size)
         fit = (local - LOCAL_RESERVE) // per_sample
         if fit < 1:
@@ -239,9 +246,11 @@ class FusedProgram:
             needed = (consumer is not None and consumer["params"]) or acts[i] != 0
             tstash.append(region(s) if needed and i <= len(units) else -1)
         for i, u in enumerate(units):
-            u["ast"] = region(u["out"]) if (u["kind"] == "pool" or u.get("pooled")) else -1
+            # an average pool's backward needs no record of the forward
+            u["ast"] = region(u["out"]) if ((u["kind"] == "pool" and not u["AVG"])
+                                            or u.get("pooled")) else -1
             u["est"] = region(u["out"]) if u["params"] else -1
-        self.stash_floats = max(self._stash_end, 1)
+        self.stash_floats = 1 if inference_only else max(self._stash_end, 1)
         if self.stash_floats >= 2 ** 31:
             raise FusionUnsupported(f"the stash for batch {nmax} needs {self.stash_floats} "
                                     "floats, past 32-bit offsets; use a smaller batch")
@@ -263,7 +272,7 @@ class FusedProgram:
                                   int(need_dx[i])))
             elif u["kind"] == "pool":
                 geo = [u[key] for key in ("C", "H", "W", "QH", "QW", "QSH", "QSW", "HO", "WO")]
-                fwd.append(_macro("FWD_POOL", src, dst, *geo, ost, u["ast"]))
+                fwd.append(_macro("FWD_POOL", src, dst, *geo, u["AVG"], ost, u["ast"]))
                 if need_dx[i]:
                     bwd.append(_macro("BWD_POOL", dst, src, *geo, u["ast"]))
             else:
@@ -274,13 +283,15 @@ class FusedProgram:
                     bwd.append(_macro("BWD_DENSE", dst, src, u["I"], u["O"], u["ACT"], woff,
                                       ost, u["est"], int(need_dx[i])))
             u["xst"] = xst
-            self.plan.append(f"{u['kind']} {u['in']} -> {u['out']} values ({src} -> {dst})")
+            kind = "avgpool" if u.get("AVG") else u["kind"]
+            self.plan.append(f"{kind} {u['in']} -> {u['out']} values ({src} -> {dst})"
+                             + (" (BatchNorm folded in)" if u.get("bn") is not None else ""))
         logits = bufs[len(units) % 2]
 
         # ---- weight gradients: work-groups in proportion to each unit's work
         work = []
         for u in units:
-            if not u["params"]:
+            if not u["params"] or inference_only:
                 continue
             if u["kind"] == "dense":
                 tiles = -(-(u["I"] + u["bias"]) // 64) * -(-u["O"] // 64)
@@ -351,6 +362,11 @@ class FusedProgram:
         red = (f"-DUSE_PTX_RED={int(ptx)}",)
         b, i, f = None, _I32, _F32
         train, evl = self._train_opts + red, self._eval_opts + red
+        self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
+                                 evl)
+        if self.inference_only:
+            self.k_train = self.k_wgrad = self.k_sgd = self.k_adam = self.k_rmsprop = None
+            return
         self.k_train = dev.kernel(files, "fused_train", [i, i, i, i, i, b, b, b, b, b, b],
                                    train)
         self.k_wgrad = dev.kernel(files, "fused_wgrad", [i, b, b], train)
@@ -359,8 +375,6 @@ class FusedProgram:
                                  train)
         self.k_rmsprop = dev.kernel(files, "fused_rmsprop", [f, f, i, b, b, b, b, f, f, f],
                                     train)
-        self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
-                                  evl)
 
     # ------------------------------------------------------------ launches
     def bind(self, knl, *args):
