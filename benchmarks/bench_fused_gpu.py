@@ -238,6 +238,16 @@ def torch_net(name, init):
     return net
 
 
+def torch_logit_diff(model, X):
+    """Largest |logit| difference between hetnet ``model`` (inference) and its
+    PyTorch twin in eval mode on ``X``: the twin computes the same network."""
+    import torch
+    net = torch_net("lenet5_bn", model.get_weights()).cuda().eval()
+    with torch.no_grad():
+        ref = net(torch.from_numpy(X).cuda()).cpu().numpy()
+    return float(np.abs(model.predict_logits(X) - ref).max())
+
+
 def torch_lenet5_bn(init):
     """PyTorch LeNet-5-BN holding hetnet's weights ``init`` (get_weights
     order: each layer's parameters, then a BatchNorm's running statistics)."""
@@ -461,9 +471,10 @@ def main():
         bn = {"batch": 1000, "fused": fused_inference(args.device, X, name="lenet5_bn"),
               "layer_by_layer": lbl_inference(args.device, X, name="lenet5_bn")}
         if torch_ok:
-            bn["pytorch"] = torch_inference(build_model("lenet5_bn", "numpy").get_weights(), X,
-                                            name="lenet5_bn")
+            net_bn = build_model("lenet5_bn", "numpy")
+            bn["pytorch"] = torch_inference(net_bn.get_weights(), X, name="lenet5_bn")
             bn["fused_vs_best_torch"] = bn["fused"]["images_per_s"] / max(bn["pytorch"].values())
+            bn["pytorch_max_abs_logit_diff"] = torch_logit_diff(net_bn, X[:256])
         results["inference_lenet5_bn"] = bn
         print("lenet5-bn inference b1000:", json.dumps(bn), flush=True)
     if args.accuracy:
