@@ -37,7 +37,9 @@ def _host(m):
 
 
 def _gpu(m):
-    gpu = (m.get("gpus") or [{}])[0]
+    """The GPU of a result's machine record, whichever layout it has (the
+    device at the top, a ``gpu`` record, or a ``gpus`` list)."""
+    gpu = m.get("gpu") or (m.get("gpus") or [{}])[0]
     name = m.get("device") or gpu.get("device") or "?"
     driver = m.get("driver") or gpu.get("driver") or "?"
     return f"{name}, driver {driver}"
