@@ -288,3 +288,20 @@ def mpirun_launcher(ranks, what, bind=None, extra=()):
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         launcher.append("--allow-run-as-root")
     return launcher + list(extra)
+
+
+def run_worker(cmd, what, timeout=1800, env=None):
+    """Run a benchmark's worker command (its own script under ``mpirun`` or
+    alone) with this checkout first on ``PYTHONPATH`` and ``env``'s
+    variables set, and return the JSON of its last ``RESULT `` line; a
+    failure or no result ends the benchmark with the command and its
+    output (``what`` names the benchmark)."""
+    full = dict(os.environ)
+    full["PYTHONPATH"] = str(HERE.parent) + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env or {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{what}: {' '.join(cmd)} failed ({proc.returncode}):\n"
+                         f"{proc.stdout}\n{proc.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])

@@ -28,16 +28,14 @@ for LeNet-5's 62k floats.  Results: benchmarks/local/allreduce/<machine>.json
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
 
-from _common import add_output_args, allreduce_alone, machine, mpirun_launcher, write_results
+from _common import (add_output_args, allreduce_alone, machine, mpirun_launcher, run_worker,
+                     write_results)
 
 TUNED = ["--mca", "coll_tuned_use_dynamic_rules", "1", "--mca", "coll_tuned_allreduce_algorithm"]
 #: (name, mpirun flags); Open MPI 4's tuned allreduce algorithms 1-6: basic
@@ -88,16 +86,9 @@ def run(args, flags):
     cmd = (mpirun_launcher(args.ranks, "bench_allreduce", extra=flags) + ["-n", str(args.ranks)]
            + [sys.executable, os.path.abspath(__file__), "--worker", "--floats",
               str(args.floats), "--calls", str(args.calls)])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "HETNET_NUM_THREADS"):
-        env[var] = "1"
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise SystemExit(f"bench_allreduce: {' '.join(cmd)} failed ({proc.returncode}):\n"
-                         f"{proc.stdout}\n{proc.stderr}")
-    return json.loads(lines[-1][len("RESULT "):])
+    one = {var: "1" for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                "HETNET_NUM_THREADS")}
+    return run_worker(cmd, "bench_allreduce", timeout=600, env=one)
 
 
 def main():

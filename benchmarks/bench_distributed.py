@@ -29,15 +29,13 @@ writes benchmarks/results/distributed/<machine>.json, with the machine it ran on
 import argparse
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
 
-from _common import add_output_args, allreduce_alone, machine, mpirun_launcher, write_results
+from _common import (add_output_args, allreduce_alone, machine, mpirun_launcher, run_worker,
+                     write_results)
 
 MODELS = ("lenet5", "mlp")
 
@@ -93,20 +91,12 @@ def worker(args):
 def run(args, model, distributed):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model,
            "--batch", str(args.batch), "--epochs", str(args.epochs), "--n", str(args.n)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     if distributed:
         launcher = mpirun_launcher(args.ranks, "bench_distributed") + ["-n", str(args.ranks)]
         cmd = launcher + cmd + ["--distributed", "--threads", str(max(1, args.threads // args.ranks))]
     else:
         cmd += ["--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise SystemExit(f"bench_distributed: {' '.join(cmd)} failed ({proc.returncode}):\n"
-                         f"{proc.stdout}\n{proc.stderr}")
-    return json.loads(lines[-1][len("RESULT "):])
-
+    return run_worker(cmd, "bench_distributed")
 
 
 def main():

@@ -45,16 +45,13 @@ benchmarks/results/distributed_gpu_cpu/<machine>.json (benchmarks/README.md).
 import argparse
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
 
 from _common import (add_output_args, allreduce_alone, cores_available, machine,
-                     mpirun_launcher, write_results)
+                     mpirun_launcher, run_worker, write_results)
 
 MODELS = ("lenet5", "resnet15")
 KINDS = ("gpu", "gpu_layers", "gpu+cpu")
@@ -129,8 +126,6 @@ def run(args, model, kind):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model,
            "--kind", kind, "--batch", str(args.batch), "--epochs", str(args.epochs),
            "--n", str(args.n), "--gpu", args.gpu, "--cpu-threads", str(args.cpu_threads)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     if kind == "gpu+cpu":
         launcher = mpirun_launcher(2, "bench_distributed_gpu_cpu", bind="none")
         # two app contexts: rank 0 the GPU's, its host side on one thread (its
@@ -139,12 +134,7 @@ def run(args, model, kind):
                                   "HETNET_NUM_THREADS")]
         cmd = (launcher + ["-n", "1", "env", *one, *cmd, "--role", "gpu", ":",
                            "-n", "1", *cmd, "--role", "cpu"])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise SystemExit(f"bench_distributed_gpu_cpu: {' '.join(cmd)} failed "
-                         f"({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker(cmd, "bench_distributed_gpu_cpu")
 
 
 def main():

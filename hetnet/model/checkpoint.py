@@ -237,7 +237,7 @@ def resume_search(model, path, optimizer, epochs, max_evals, n_samples, batch_si
     if int(saved_max) != max_evals:
         raise ValueError(f"{path!r} was written by a run of max_evals={saved_max}; pass the "
                          f"same max_evals to continue it (got {max_evals})")
-    name, settings, values, gd_kind = _fields(path, search, "class", "settings", "state", "gd")
+    name, settings, values, saved_gd = _fields(path, search, "class", "settings", "state", "gd")
     if name != type(optimizer).__name__:
         raise ValueError(f"{path!r} was written by a {name} run; this fit's optimizer is a "
                          f"{type(optimizer).__name__}")
@@ -247,13 +247,11 @@ def resume_search(model, path, optimizer, epochs, max_evals, n_samples, batch_si
         raise ValueError(f"{path!r} was written by {name} with "
                          + ", ".join(f"{k}={settings.get(k)!r}" for k in diff)
                          + "; this fit's has " + ", ".join(f"{k}={mine.get(k)!r}" for k in diff))
-    gd = optimizer.gd
-    asked = "none" if gd is None else ("optimizer" if isinstance(gd, (str, Optimizer))
-                                       else "callable")
-    if asked != gd_kind:
+    asked = gd_kind(optimizer.gd)
+    if asked != saved_gd:
         raise ValueError(f"{path!r} was written by a run whose gd was "
-                         f"{_GD_WORDS.get(gd_kind, gd_kind)}; this fit's is {_GD_WORDS[asked]}")
-    if gd_kind == "callable":
+                         f"{_GD_WORDS.get(saved_gd, saved_gd)}; this fit's is {_GD_WORDS[asked]}")
+    if saved_gd == "callable":
         raise ValueError(f"{path!r}: the run's gd was a Python callable, whose state a "
                          "checkpoint cannot hold, so it cannot be resumed exactly; give gd a "
                          "hetnet Optimizer (hn.Adam(...)) to have resumable hybrids")
@@ -262,6 +260,15 @@ def resume_search(model, path, optimizer, epochs, max_evals, n_samples, batch_si
     problem = {k[len("problem."):]: v for k, v in {**values, **arrays}.items()
                if k.startswith("problem.")}
     return int(done), hist, problem, gd_opt, entry.get("balance")
+
+
+def gd_kind(gd):
+    """What a metaheuristic's ``gd`` is, as a checkpoint records it: ``"none"``
+    (no hybrid), ``"optimizer"`` (a hetnet Optimizer or its name: its state
+    is saved) or ``"callable"`` (a Python function: it cannot be)."""
+    if gd is None:
+        return "none"
+    return "optimizer" if isinstance(gd, (str, Optimizer)) else "callable"
 
 
 _GD_WORDS = {"none": "none (no hybrid)", "optimizer": "a hetnet Optimizer",

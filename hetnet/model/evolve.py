@@ -335,8 +335,8 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     previous = model.__dict__.get("_distributed"), model.__dict__.get("_metaheuristic")
     model._distributed = ctx       # what callbacks that write files consult
     model._metaheuristic = (optimizer, gd_opt)    # what callbacks that need to know consult
-    search_kind = "none" if user_gd is None else ("optimizer" if gd_opt is not None
-                                                  else "callable")
+    from .checkpoint import gd_kind
+    search_kind = gd_kind(user_gd)
 
     def search_entry():
         # the search's state at an epoch's end, for a checkpoint (read only when one is written)

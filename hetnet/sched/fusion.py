@@ -73,9 +73,7 @@ class FusionPolicy:
         current weights (loaded again each call).  For inference
         (``training=False``) a training trainer of that batch serves when
         there is one, else an inference trainer (BatchNorm folded in)."""
-        dev, why = self.device(model)
-        if dev is None:
-            raise FusionUnsupported(why)
+        dev = self.usable_device(model)
         key = (batch, dev.name, training)
         tr = self._trainers.get(key)
         if tr is None and not training:
