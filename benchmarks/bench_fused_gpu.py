@@ -58,6 +58,10 @@ def parse():
                    help="also time the fused step at these tiles (samples per work-group)")
     p.add_argument("--train-wgs", type=int, nargs="*", default=[],
                    help="also time the fused step with these work-group sizes (default tile)")
+    p.add_argument("--eval-tiles", type=int, nargs="*", default=[],
+                   help="also time LeNet-5 inference at b1000 with these fused_eval tiles")
+    p.add_argument("--eval-wgs", type=int, nargs="*", default=[],
+                   help="... and these fused_eval work-group sizes (every pair with the tiles)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--accuracy", action="store_true")
@@ -168,13 +172,14 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=Non
             "tflops": train_flops * rate / 1e12, "plan": p.plan}
 
 
-def fused_inference(spec, X, batch=1000, repeats=20, name="lenet5"):
+def fused_inference(spec, X, batch=1000, repeats=20, name="lenet5", eval_tile=None,
+                    eval_wg=None):
     import hetnet as hn  # noqa: F401
     from hetnet.devices.opencl import OpenCLDevice
     from hetnet.runtime.fused import FusedTrainer
     dev = OpenCLDevice.from_spec(spec)
     trainer = FusedTrainer(build_model(name, "numpy"), device=dev, batch_size=batch,
-                           training=False)
+                           training=False, eval_tile=eval_tile, eval_wg=eval_wg)
     Xd = dev.asarray(X[:batch].reshape(batch, -1))
     out = dev.empty((batch, 10))
     trainer.predict_logits(Xd, out=out)
@@ -183,7 +188,8 @@ def fused_inference(spec, X, batch=1000, repeats=20, name="lenet5"):
     for _ in range(repeats):
         trainer.predict_logits(Xd, out=out)
     dev.synchronize()
-    return {"images_per_s": batch * repeats / (time.perf_counter() - t0), "kernels": 1}
+    return {"images_per_s": batch * repeats / (time.perf_counter() - t0), "kernels": 1,
+            "eval_tile": trainer.program.eval_tile, "eval_wg": trainer.program.eval_wg}
 
 
 # ------------------------------------------------------ layer by layer
@@ -466,6 +472,18 @@ def main():
         if torch_ok:
             inf["pytorch"] = torch_inference(build_model("lenet5", "numpy").get_weights(), X)
             inf["fused_vs_best_torch"] = inf["fused"]["images_per_s"] / max(inf["pytorch"].values())
+        sweep = {}
+        for t in args.eval_tiles or [inf["fused"]["eval_tile"]]:
+            for w in args.eval_wgs or [inf["fused"]["eval_wg"]]:
+                if (t, w) == (inf["fused"]["eval_tile"], inf["fused"]["eval_wg"]):
+                    continue
+                try:
+                    sweep[f"T{t}xWG{w}"] = fused_inference(args.device, X, eval_tile=t,
+                                                           eval_wg=w)["images_per_s"]
+                except Exception as exc:  # noqa: BLE001 - a variant that does not fit
+                    sweep[f"T{t}xWG{w}"] = str(exc)[:200]
+        if sweep:
+            inf["fused_sweep"] = sweep
         results["inference_lenet5"] = inf
         print("lenet5 inference b1000:", json.dumps(inf), flush=True)
         bn = {"batch": 1000, "fused": fused_inference(args.device, X, name="lenet5_bn"),

@@ -112,6 +112,15 @@ def _fused_gpu(d):
         if runs:
             out.append((f"{'LeNet-5' if model == 'lenet5' else 'MLP 784-120-84-10'} training, "
                         "fused step (fuse='always'), SGD-momentum, GPU", figs))
+    figs = "; ".join(
+        f"{label}: {_k(inf['fused']['images_per_s'])} img/s (1 kernel) vs PyTorch eager "
+        f"{_k(inf['pytorch']['eager'])}, CUDA graph {_k(inf['pytorch']['graph'])} "
+        f"({inf['fused_vs_best_torch']:.2f}x the faster)"
+        for label, inf in (("LeNet-5", d.get("inference_lenet5")),
+                           ("LeNet-5-BN (BatchNorm folded)", d.get("inference_lenet5_bn")))
+        if inf and "pytorch" in inf)
+    if figs:
+        out.append(("Inference, fused, batch 1000, GPU", figs))
     return out
 
 

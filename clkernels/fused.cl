@@ -8,6 +8,8 @@
  * Build options:
  *   T            samples per work-group tile
  *   QMAX, KWMAX  the largest pool window (QH*QW) and conv kernel width (private arrays)
+ *   RHWMAX, KKMAX the largest input patch ((QH-1)*SH+KH by (QW-1)*SW+KW) and
+ *                kernel (KH*KW) of the convolutions run from register patches
  *   TWG          work-group size of fused_train / fused_eval (the per-sample templates)
  *   WG           work-group size of the others (256; dense weight-gradient tiles are 16x16)
  *   BUF_A, BUF_B per-sample floats of the two ping-pong activation buffers
@@ -78,7 +80,8 @@ inline void fwd_conv(__local const float *src, __local float *dst, const int nt,
                      const int PH, const int PW, const int CH, const int CW,
                      const int QH, const int QW, const int QSH, const int QSW,
                      const int HO, const int WO, const int ACT,
-                     const int woff, const int boff, const int ost, const int ast)
+                     const int woff, const int boff, const int ost, const int ast,
+                     const int PATCH)
 {
     const int per = F * HO * WO, insz = C * H * W;
     for (int r = get_local_id(0); r < per; r += TWG) {
@@ -90,6 +93,44 @@ inline void fwd_conv(__local const float *src, __local float *dst, const int nt,
 #pragma unroll
         for (int k = 0; k < QMAX * T; ++k)
             acc[k] = bias;
+        if (PATCH) {
+            /* the input patch under the pool window's conv outputs,
+             * RH x RW per channel, read once into registers for each sample
+             * and the channel's filter held in registers: QH*QW*KH*KW
+             * multiply-adds per RH*RW local reads, no bounds checks in the
+             * inner loops */
+            const int RH = (QH - 1) * SH + KH, RW = (QW - 1) * SW + KW;
+            const int iy0 = py * QSH * SH - PH, ix0 = px * QSW * SW - PW;
+            for (int c = 0; c < C; ++c) {
+                float wk[KKMAX];
+#pragma unroll
+                for (int k = 0; k < KH * KW; ++k)
+                    wk[k] = wf[c * KH * KW + k];
+#pragma unroll
+                for (int t = 0; t < T; ++t) {
+                    float pt[RHWMAX];
+                    __local const float *sc = src + t * insz + c * H * W;
+#pragma unroll
+                    for (int a = 0; a < RH; ++a)
+#pragma unroll
+                        for (int b = 0; b < RW; ++b) {
+                            const int iy = iy0 + a, ix = ix0 + b;
+                            pt[a * RW + b] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                             ? sc[iy * W + ix] : 0.0f;
+                        }
+#pragma unroll
+                    for (int q = 0; q < QH * QW; ++q) {
+                        const int wy = q / QW, wx = q - wy * QW;
+#pragma unroll
+                        for (int ky = 0; ky < KH; ++ky)
+#pragma unroll
+                            for (int kx = 0; kx < KW; ++kx)
+                                acc[q * T + t] += pt[(wy * SH + ky) * RW + wx * SW + kx]
+                                                  * wk[ky * KW + kx];
+                    }
+                }
+            }
+        } else
         for (int c = 0; c < C; ++c)
             for (int ky = 0; ky < KH; ++ky)
                 for (int kx = 0; kx < KW; ++kx) {
@@ -187,25 +228,55 @@ inline void fwd_pool(__local const float *src, __local float *dst, const int nt,
 /* Dense + activation: work-item o computes output o of the tile's samples. */
 inline void fwd_dense(__local const float *src, __local float *dst, const int nt, const int s0,
                       __global const float *P, __global float *S, const int I, const int O,
-                      const int ACT, const int woff, const int boff, const int ost)
+                      const int ACT, const int woff, const int boff, const int ost,
+                      const int KSMAX)
 {
-    for (int o = get_local_id(0); o < O; o += TWG) {
-        const float bias = boff >= 0 ? P[boff + o] : 0.0f;
+    /* KS work-items share each output, each summing a slice of the I
+     * inputs, when O alone would leave most of the group idle (a dense layer
+     * of 120 outputs in a group of 512); their partial sums go to dst past
+     * the tile's outputs (the generator's KSMAX keeps T*O*(1+KS) within the
+     * buffer) and are added in slice order. */
+    const int KS = min(KSMAX, max(1, TWG / O));
+    const int chunk = (I + KS - 1) / KS;
+    __local float *part = dst + T * O;
+    /* no barrier inside a branch: with one in a (uniform) branch and an
+     * early return, PoCL's work-item loops left one tile's stashed outputs
+     * wrong (tests/test_fused.py, LeNet-5); KS == 1 pays one more barrier */
+    for (int j = get_local_id(0); j < KS * O; j += TWG) {
+        const int k = j / O, o = j - k * O;
+        const int i1 = min(I, (k + 1) * chunk);
+        const float bias = KS == 1 && boff >= 0 ? P[boff + o] : 0.0f;
         float acc[T];
         for (int t = 0; t < T; ++t)
             acc[t] = bias;
         __global const float *wo = P + woff + o;
-        for (int i = 0; i < I; ++i) {
+        for (int i = k * chunk; i < i1; ++i) {
             const float w = wo[i * O];
             for (int t = 0; t < T; ++t)
                 acc[t] += src[t * I + i] * w;
         }
-        for (int t = 0; t < nt; ++t) {
-            const float v = f_act(ACT, acc[t]);
-            dst[t * O + o] = v;
-            if (TRAINING && ost >= 0)
-                S[ost + (s0 + t) * O + o] = v;
+        if (KS == 1) {
+            for (int t = 0; t < nt; ++t) {
+                const float v = f_act(ACT, acc[t]);
+                dst[t * O + o] = v;
+                if (TRAINING && ost >= 0)
+                    S[ost + (s0 + t) * O + o] = v;
+            }
+        } else {
+            for (int t = 0; t < T; ++t)
+                part[(k * T + t) * O + o] = acc[t];
         }
+    }
+    BARRIER();
+    for (int j = get_local_id(0); j < (KS > 1 ? nt * O : 0); j += TWG) {
+        const int t = j / O, o = j - t * O;
+        float v = boff >= 0 ? P[boff + o] : 0.0f;
+        for (int k = 0; k < KS; ++k)
+            v += part[(k * T + t) * O + o];
+        v = f_act(ACT, v);
+        dst[j] = v;
+        if (TRAINING && ost >= 0)
+            S[ost + (s0 + t) * O + o] = v;
     }
     BARRIER();
 }
@@ -345,13 +416,13 @@ inline void bwd_pool(__local const float *dy, __local float *dx, const int nt, c
 /* ---------------------------------------------------------- chain macros */
 
 #define FWD_CONV(src, dst, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, QH, QW, QSH, QSW, \
-                 HO, WO, ACT, woff, boff, ost, ast) \
+                 HO, WO, ACT, woff, boff, ost, ast, PATCH) \
     fwd_conv(src, dst, nt, s0, P, S, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, \
-             QH, QW, QSH, QSW, HO, WO, ACT, woff, boff, ost, ast);
+             QH, QW, QSH, QSW, HO, WO, ACT, woff, boff, ost, ast, PATCH);
 #define FWD_POOL(src, dst, C, H, W, QH, QW, QSH, QSW, HO, WO, AVG, ost, ast) \
     fwd_pool(src, dst, nt, s0, S, C, H, W, QH, QW, QSH, QSW, HO, WO, AVG, ost, ast);
-#define FWD_DENSE(src, dst, I, O, ACT, woff, boff, ost) \
-    fwd_dense(src, dst, nt, s0, P, S, I, O, ACT, woff, boff, ost);
+#define FWD_DENSE(src, dst, I, O, ACT, woff, boff, ost, KSMAX) \
+    fwd_dense(src, dst, nt, s0, P, S, I, O, ACT, woff, boff, ost, KSMAX);
 #define BWD_CONV(dy, dx, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, QH, QW, QSH, QSW, \
                  HO, WO, ACT, woff, yst, ast, est, need_dx) \
     bwd_conv(dy, dx, bufC, nt, s0, P, S, C, H, W, F, KH, KW, SH, SW, PH, PW, CH, CW, \

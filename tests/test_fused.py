@@ -440,3 +440,29 @@ def test_avgpool_ten_steps_match_layer_by_layer(dev):
     assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
     np.testing.assert_allclose(trainer.predict_logits(X), ref_model.predict_logits(X),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("eval_tile,eval_wg", [(1, 256), (3, 512), (5, 1024)])
+def test_inference_tile_and_group_size_give_the_same_logits(dev, eval_tile, eval_wg):
+    """fused_eval's tile and work-group size are tuning knobs: any legal pair
+    (tiles not dividing the batch, dense layers whose outputs are shared by
+    several work-items at 512 and 1024) gives the layer-by-layer logits."""
+    if eval_wg > dev.cl_device.max_work_group_size:
+        pytest.skip(f"the device's work-groups hold {dev.cl_device.max_work_group_size}")
+    rng = np.random.default_rng(4)
+    X, _ = data(rng, 13, (1, 28, 28), 10)
+    model = hn.Sequential(hn.models.lenet5_layers(), device="numpy", input_shape=(1, 28, 28),
+                          seed=5)
+    trainer = FusedTrainer(model, device=dev, batch_size=16, training=False,
+                           eval_tile=eval_tile, eval_wg=eval_wg)
+    assert (trainer.program.eval_tile, trainer.program.eval_wg) == (eval_tile, eval_wg)
+    np.testing.assert_allclose(trainer.predict_logits(X), model.predict_logits(X),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_inference_tile_and_group_size_out_of_range_are_refused(dev):
+    model = hn.Sequential(hn.models.lenet5_layers(), device="numpy", input_shape=(1, 28, 28))
+    with pytest.raises(FusionUnsupported, match="eval_tile 0 is outside"):
+        FusedTrainer(model, device=dev, batch_size=16, training=False, eval_tile=0)
+    with pytest.raises(FusionUnsupported, match="eval_wg must be 256, 512 or 1024"):
+        FusedTrainer(model, device=dev, batch_size=16, training=False, eval_wg=300)

@@ -249,6 +249,8 @@ class FusedTrainer:
         Samples per work-group (default from the device's local memory).
     train_wg : {256, 512, 1024}, optional
         Work-items per tile (default: :class:`FusedProgram`'s choice).
+    eval_tile, eval_wg : int, optional
+        The same for inference (:meth:`predict_logits`, :meth:`evaluate`).
     training : bool
         False: an inference trainer (:meth:`predict_logits`,
         :meth:`evaluate`), its chain described for inference
@@ -272,7 +274,7 @@ class FusedTrainer:
     kernels_per_step = 3
 
     def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None,
-                 train_wg=None, training=True):
+                 train_wg=None, training=True, eval_tile=None, eval_wg=None):
         model._require_built()
         batch_size = check_positive_int("batch_size", batch_size)
         if device is None:
@@ -289,7 +291,8 @@ class FusedTrainer:
         self.layout = FlatGroup(dev, shapes)
         self.program = FusedProgram(dev, self.units, self.layout.offsets,
                                     math.prod(model.input_shape), model.n_outputs,
-                                    batch_size, tile, train_wg, inference_only=not training)
+                                    batch_size, tile, train_wg, inference_only=not training,
+                                    eval_tile=eval_tile, eval_wg=eval_wg)
         self.batch_size = batch_size
         self.w, _ = self.layout.pack([dev.asarray(w) for w in
                                       unit_weights(self.units, model.get_weights())])

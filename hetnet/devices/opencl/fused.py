@@ -49,10 +49,26 @@ MAX_TILE = 8
 OCCUPANCY_SHARE = 0.6
 #: local memory kept free for the kernel's own small arrays (bytes)
 LOCAL_RESERVE = 512
+#: largest input patch (and kernel) a convolution's forward holds in
+#: registers (floats); larger ones read local memory per multiply-add
+PATCH_MAX = 64
+#: fewest inputs one work-item sums for a dense output it shares with others
+DENSE_SLICE = 16
 #: the weight-gradient work one work-item should do, in multiply-adds
 WGRAD_ITEM_WORK = 4096
 
 _ACTS = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+
+
+def _patch(u):
+    """A convolution unit's register patch, ``(input patch floats, kernel
+    floats)``, when its forward reads its input through one (small kernels
+    and pool windows: the patch and the filter fit the registers), else None."""
+    rh = (u["QH"] - 1) * u["SH"] + u["KH"]
+    rw = (u["QW"] - 1) * u["SW"] + u["KW"]
+    if rh * rw > PATCH_MAX or u["KH"] * u["KW"] > PATCH_MAX:
+        return None
+    return rh * rw, u["KH"] * u["KW"]
 
 
 class FusionUnsupported(ValueError):
@@ -131,6 +147,11 @@ class FusedProgram:
         (where the device allows it) when the batch makes fewer tiles than
         twice the device's compute units and a layer's per-sample loops are
         long enough to use it, else 256.
+    eval_tile : int, optional
+        Samples per work-group of ``fused_eval``; default from local memory
+        and ``nmax`` (about one tile per two compute units).
+    eval_wg : {256, 512, 1024}, optional
+        Work-group size of ``fused_eval``; default chosen as ``train_wg``'s.
     inference_only : bool
         Build ``fused_eval`` alone (no stash, no training kernels): a chain
         whose parameters are not the model's (BatchNorm folded into them)
@@ -157,7 +178,7 @@ class FusedProgram:
     """
 
     def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None,
-                 train_wg=None, inference_only=False):
+                 train_wg=None, inference_only=False, eval_tile=None, eval_wg=None):
         self.device = dev = device
         self.inference_only = inference_only = bool(inference_only)
         self.units = units
@@ -212,23 +233,36 @@ class FusedProgram:
         self.tile = tile
         self.local_bytes = tile * per_sample
         eval_fit = (local - LOCAL_RESERVE) // (4 * (buf_a + buf_b + 1) + 8)
-        self.eval_tile = min(eval_fit, MAX_TILE, max(1, -(-nmax // (2 * cus))))
+        if eval_tile is None:
+            eval_tile = min(eval_fit, MAX_TILE, max(1, -(-nmax // (2 * cus))))
+        eval_tile = int(eval_tile)
+        if not 1 <= eval_tile <= min(eval_fit, MAX_TILE):
+            raise FusionUnsupported(f"eval_tile {eval_tile} is outside "
+                                    f"1..{min(eval_fit, MAX_TILE)} (local memory holds "
+                                    f"{eval_fit} samples)")
+        self.eval_tile = eval_tile
         # the per-sample loops' longest extent: wider groups shorten the
         # chain of passes one tile's work-group runs when tiles are few
         extent = max([u["out"] for u in units] + [u["in"] for u, nd in zip(units, need_dx) if nd])
         max_wg = int(dev.cl_device.max_work_group_size)
 
-        def group_size(groups):
+        def group_size(groups, few):
             size = WG
             while size < 1024 and size * 2 <= max_wg and size < extent // 2 \
-                    and groups < 2 * cus:
+                    and groups < few:
                 size *= 2
             return size
-        self.train_wg = int(train_wg) if train_wg else group_size(-(-nmax // tile))
-        self.eval_wg = group_size(-(-nmax // self.eval_tile))
-        if self.train_wg not in (256, 512, 1024) or self.train_wg > max_wg:
-            raise FusionUnsupported(f"train_wg must be 256, 512 or 1024 and at most the "
-                                    f"device's {max_wg}, got {train_wg}")
+        self.train_wg = int(train_wg) if train_wg else group_size(-(-nmax // tile), 2 * cus)
+        # inference widens its groups only when the tiles do not fill the
+        # compute units: LeNet-5 at batch 1000 on the H200 (250 tiles of 4,
+        # 132 units) ran 12.3M images/s at 256 work-items, 10.6M at 1024
+        # (benchmarks/bench_fused_gpu.py --eval-tiles/--eval-wgs)
+        self.eval_wg = int(eval_wg) if eval_wg else group_size(-(-nmax // self.eval_tile), cus)
+        for name, size, given in (("train_wg", self.train_wg, train_wg),
+                                  ("eval_wg", self.eval_wg, eval_wg)):
+            if size not in (256, 512, 1024) or size > max_wg:
+                raise FusionUnsupported(f"{name} must be 256, 512 or 1024 and at most the "
+                                        f"device's {max_wg}, got {given}")
 
         # ---- the stash: what the backward pass and the weight gradients read
         regions, self._stash_end = [], 0
@@ -267,7 +301,8 @@ class FusedProgram:
                                           "PW", "CH", "CW", "QH", "QW", "QSH", "QSW", "HO",
                                           "WO", "ACT")]
                 boff = u["offsets"][1] if u["bias"] else -1
-                fwd.append(_macro("FWD_CONV", src, dst, *geo, woff, boff, ost, u["ast"]))
+                fwd.append(_macro("FWD_CONV", src, dst, *geo, woff, boff, ost, u["ast"],
+                                  int(_patch(u) is not None)))
                 bwd.append(_macro("BWD_CONV", dst, src, *geo, woff, ost, u["ast"], u["est"],
                                   int(need_dx[i])))
             elif u["kind"] == "pool":
@@ -277,8 +312,13 @@ class FusedProgram:
                     bwd.append(_macro("BWD_POOL", dst, src, *geo, u["ast"]))
             else:
                 boff = u["offsets"][1] if u["bias"] else -1
+                # work-items that may share an output: room for their partial
+                # sums past the tile's outputs in dst, and a slice of at
+                # least DENSE_SLICE inputs each
+                room = (buf_a, buf_b)[(i + 1) % 2] // u["O"] - 1
+                ksmax = max(1, min(room, u["I"] // DENSE_SLICE))
                 fwd.append(_macro("FWD_DENSE", src, dst, u["I"], u["O"], u["ACT"], woff, boff,
-                                  ost))
+                                  ost, ksmax))
                 if u["params"] or need_dx[i]:
                     bwd.append(_macro("BWD_DENSE", dst, src, u["I"], u["O"], u["ACT"], woff,
                                       ost, u["est"], int(need_dx[i])))
@@ -338,6 +378,8 @@ class FusedProgram:
                   f"-DLOGITS={logits}", f"-DIN_STASH={tstash[0]}",
                   f"-DQMAX={max([u['QH'] * u['QW'] for u in convs] or [1])}",
                   f"-DKWMAX={max([u['KW'] for u in convs] or [1])}",
+                  f"-DRHWMAX={max([p[0] for p in map(_patch, convs) if p] or [1])}",
+                  f"-DKKMAX={max([p[1] for p in map(_patch, convs) if p] or [1])}",
                   "-DFORWARD=" + "".join(fwd))
         self._train_opts = common + (f"-DT={tile}", f"-DTWG={self.train_wg}",
                                      f"-DBUF_C={buf_c}", "-DTRAINING=1",
