@@ -20,6 +20,7 @@ from .devices import list_devices, resolve
 from ._version import __version__
 from .info import build_info
 from .model import io, load, zoo as models
+from .metaheuristics import BY_NAME
 from .model.io import check_writable
 from .optim import SGD, Adam
 from .schedules import OneCycle
@@ -53,9 +54,16 @@ def _add_model(p):
                    help="hidden layer sizes for --arch mlp (default 120 84)")
 
 
-def _add_optimizer(p, lr_default_note="0.02 for sgd and nag, 0.001 for adam, adamw and rmsprop"):
-    p.add_argument("--optimizer", choices=("sgd", "nag", "adam", "adamw", "rmsprop"),
-                   default="sgd", help="optimiser (default sgd; nag: SGD with Nesterov momentum)")
+def _add_optimizer(p, lr_default_note="0.02 for sgd and nag, 0.001 for adam, adamw and rmsprop",
+                   metaheuristics=False):
+    choices = ("sgd", "nag", "adam", "adamw", "rmsprop")
+    note = "optimiser (default sgd; nag: SGD with Nesterov momentum)"
+    if metaheuristics:
+        choices += tuple(BY_NAME)
+        note = ("optimiser (default sgd; nag: SGD with Nesterov momentum; shade, shade-ils: "
+                "the metaheuristics, --max-evals evaluations of the training loss; -gd: "
+                "hybridised with an Adam epoch every 20 x --pop-size evaluations)")
+    p.add_argument("--optimizer", choices=choices, default="sgd", help=note)
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default {lr_default_note})")
     p.add_argument("--momentum", type=float, default=0.9,
@@ -101,7 +109,13 @@ def _add_train(sub):
     _add_model(p)
     p.add_argument("--epochs", type=int, default=5, help="passes over the training set (default 5)")
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    _add_optimizer(p, "0.05 for sgd with --schedule onecycle, 0.02 with constant, 0.001 for adam")
+    _add_optimizer(p, "0.05 for sgd with --schedule onecycle, 0.02 with constant, 0.001 for "
+                      "adam and for the -gd hybrids' Adam", metaheuristics=True)
+    p.add_argument("--max-evals", type=int, default=4200, metavar="N",
+                   help="with a metaheuristic --optimizer: evaluations of the training loss, "
+                        "spread over --epochs (default 4200, the thesis's)")
+    p.add_argument("--pop-size", type=int, default=10, metavar="P",
+                   help="with a metaheuristic --optimizer: its population (default 10)")
     _add_schedule(p)
     _add_run(p, "use only the first N training images (default: all)")
     p.add_argument("--out", default=None, metavar="PATH",
@@ -304,6 +318,10 @@ def _load_data(split, source, arch):
 
 def _optimizer(args):
     from .optim import get_optimizer
+    if args.optimizer in BY_NAME:
+        cls, hybrid = BY_NAME[args.optimizer]
+        gd = Adam(lr=0.001 if args.lr is None else args.lr) if hybrid else None
+        return cls(pop_size=args.pop_size, gd=gd)
     if args.optimizer in ("sgd", "nag"):
         return get_optimizer(args.optimizer, lr=0.02 if args.lr is None else args.lr,
                              momentum=args.momentum)
@@ -350,8 +368,12 @@ def _sequential(model):
 
 # --------------------------------------------------------------- commands
 def cmd_train(args):
-    for name in ("epochs", "batch_size", "limit"):
+    for name in ("epochs", "batch_size", "limit", "max_evals", "pop_size"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    metaheuristic = args.optimizer in BY_NAME
+    if metaheuristic and args.max_evals < args.epochs:
+        raise ValueError(f"--max-evals {args.max_evals} is fewer than --epochs {args.epochs}: "
+                       "every epoch needs at least one evaluation")
     plt = _require_matplotlib() if args.plot is not None else None
     out = args.out or f"{args.arch}-fashion.hetnet.npz"
     check_writable(out, "--out")     # before training, not after it
@@ -377,7 +399,13 @@ def cmd_train(args):
         f"training, {len(yte)} test images{ranks}; device {_describe_device(device)}")
     t0 = time.perf_counter()
     schedule = None
-    if args.schedule == "onecycle":
+    if metaheuristic:
+        extra_fit = {"max_evals": args.max_evals}
+        say(f"{args.optimizer}: population {args.pop_size}, {args.max_evals} evaluations of "
+            f"the training loss in {args.epochs} epochs (--schedule does not apply)")
+    else:
+        extra_fit = {}
+    if args.schedule == "onecycle" and not metaheuristic:
         if args.lr is None:
             args.lr = 0.05 if args.optimizer in ("sgd", "nag") else 0.001
         schedule = OneCycle(max_lr=args.lr)
@@ -386,7 +414,7 @@ def cmd_train(args):
     hist = model.fit(X, y, epochs=args.epochs, batch_size=args.batch_size,
                      optimizer=_optimizer(args), validation_data=(Xte, yte),
                      verbose=0 if quiet else 1, callbacks=[_EpochPrinter(say)],
-                     lr_schedule=schedule, **extra)
+                     lr_schedule=schedule, **extra, **extra_fit)
     say(f"final test accuracy {hist['val_accuracy'][-1]:.4f} after {hist.epochs} epochs "
         f"({time.perf_counter() - t0:.1f} s)")
     if ctx is None:

@@ -67,6 +67,38 @@ def test_train_lenet5_prints_epochs(tmp_path, capsys):
     assert hn.load(out).input_shape == (1, 28, 28)
 
 
+@pytest.mark.parametrize("optimizer", ["shade-ils", "shade-gd"])
+def test_train_with_a_metaheuristic(tmp_path, capsys, optimizer):
+    """The metaheuristics from the main job: --max-evals evaluations over the
+    epochs, the trained weights saved; the same run as fit with the same search."""
+    out = tmp_path / "mh.npz"
+    assert main(["train", *FAST, "--arch", "mlp", "--hidden", "16", "--limit", "300",
+                 "--optimizer", optimizer, "--max-evals", "40", "--pop-size", "6",
+                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{optimizer}: population 6, 40 evaluations" in text and "epoch 2: loss" in text
+    saved = hn.load(out)
+    # the same search through the API gives the saved weights
+    from hetnet.metaheuristics import BY_NAME
+    X, y = hn.datasets.load_fashion_mnist("train", source="sample", flatten=True)
+    Xte, yte = hn.datasets.load_fashion_mnist("test", source="sample", flatten=True)
+    from hetnet.cli import _build_network, _device
+    model = _build_network("mlp", [16], 42, _device("cpu", 1))
+    cls, hybrid = BY_NAME[optimizer]
+    model.fit(X[:300], y[:300], optimizer=cls(pop_size=6, gd=hn.optim.Adam(lr=0.001)
+                                              if hybrid else None),
+              max_evals=40, epochs=2, batch_size=64, validation_data=(Xte, yte), verbose=0)
+    for a, b in zip(saved.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_train_metaheuristic_needs_an_evaluation_per_epoch(tmp_path, capsys):
+    assert main(["train", *FAST, "--optimizer", "shade", "--max-evals", "2", "--epochs", "3",
+                 "--out", str(tmp_path / "m.npz")]) == 2
+    assert "--max-evals 2 is fewer than --epochs 3" in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_evaluate(mlp_file, capsys):
     assert main(["evaluate", str(mlp_file), "--source", "sample"]) == 0
     result = json.loads(capsys.readouterr().out)

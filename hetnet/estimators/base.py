@@ -52,12 +52,8 @@ from ..devices import Device, get_device, resolve
 from ..layers import LAYERS, Conv2D, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..model import History, Sequential, io, load as load_model
 from ..model.zoo import lenet5_layers, mlp_layers
-from ..metaheuristics import SHADE, SHADEILS, Metaheuristic
+from ..metaheuristics import BY_NAME as METAHEURISTICS, Metaheuristic
 from ..optim import NAMES, OPTIMIZERS, Adam, AdamW, Optimizer, RMSProp, SGD
-
-#: the metaheuristic optimizers by name: (class, hybrid with Adam)
-METAHEURISTICS = {"shade": (SHADE, False), "shade-ils": (SHADEILS, False),
-                  "shade-gd": (SHADE, True), "shade-ils-gd": (SHADEILS, True)}
 
 __all__ = ["DeviceFallbackWarning", "load_estimator"]
 

@@ -11,4 +11,10 @@ from .shade import SHADE
 from .shadeils import SHADEILS
 from .minimize import minimize
 
-__all__ = ["SHADE", "SHADEILS", "Metaheuristic", "OptimizeResult", "Problem", "minimize"]
+#: the metaheuristics by the names the estimators and ``hetnet train`` take:
+#: name -> (class, hybridised with gradient descent)
+BY_NAME = {"shade": (SHADE, False), "shade-ils": (SHADEILS, False),
+           "shade-gd": (SHADE, True), "shade-ils-gd": (SHADEILS, True)}
+
+__all__ = ["SHADE", "SHADEILS", "Metaheuristic", "OptimizeResult", "Problem", "minimize",
+           "BY_NAME"]
