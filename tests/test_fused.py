@@ -15,7 +15,7 @@ from conftest import working_opencl_device  # noqa: E402
 from hetnet.runtime.fused import (FusedTrainer, FusionUnsupported, describe_chain,  # noqa: E402
                           device_permutation)
 from hetnet.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense,  # noqa: E402
-                           Flatten, MaxPool2D, ReLU, Sigmoid, Tanh)
+                           Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sigmoid, Tanh)
 
 
 @pytest.fixture(scope="module")
@@ -440,6 +440,38 @@ def test_avgpool_ten_steps_match_layer_by_layer(dev):
     assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
     np.testing.assert_allclose(trainer.predict_logits(X), ref_model.predict_logits(X),
                                rtol=1e-4, atol=1e-4)
+
+
+def gap_layers():
+    """A global average pool ending the convolutions, Dropout between the dense layers."""
+    return [Conv2D(3, 6, 3, padding=1), ReLU(), MaxPool2D(2), Conv2D(6, 5, 3), Tanh(),
+            GlobalAvgPool2D(), Dense(5, 7), ReLU(), Dropout(0.3), Dense(7, 4)]
+
+
+def test_global_avgpool_trains_fused_and_dropout_fuses_in_inference(dev):
+    rng = np.random.default_rng(23)
+    shape = (3, 10, 10)
+    X, y = data(rng, 4 * 6 - 1, shape, 4)        # 4 batches of 6, the last one short
+    def no_dropout():
+        return [layer for layer in gap_layers() if type(layer) is not Dropout]
+    fused_model = hn.Sequential(no_dropout(), device="numpy", input_shape=shape, seed=3)
+    ref_model = hn.Sequential(no_dropout(), device="numpy", input_shape=shape, seed=3)
+    opt = dict(lr=0.05, momentum=0.9)
+    trainer = FusedTrainer(fused_model, device=dev, batch_size=6, tile=2,
+                           optimizer=hn.SGD(**opt))
+    assert [u["kind"] for u in trainer.units] == ["conv", "conv", "pool", "dense", "dense"]
+    assert trainer.units[2]["AVG"] == 1 and trainer.units[2]["out"] == 5
+    trainer.fit(X, y, epochs=1, shuffle=False)
+    ref_model.fit(X, y, epochs=1, batch_size=6, shuffle=False, optimizer=hn.SGD(**opt))
+    for w, r in zip(trainer.get_weights(), ref_model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+    # Dropout: the identity in inference (fused), no fused template in training
+    model = hn.Sequential(gap_layers(), device="numpy", input_shape=shape, seed=4)
+    inference = FusedTrainer(model, device=dev, batch_size=8, training=False)
+    np.testing.assert_allclose(inference.predict_logits(X), model.predict_logits(X),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(FusionUnsupported, match=r"layer \d+ \(Dropout.*no fused template"):
+        FusedTrainer(model, device=dev, batch_size=8)
 
 
 @pytest.mark.parametrize("eval_tile,eval_wg", [(1, 256), (3, 512), (5, 1024)])

@@ -27,7 +27,8 @@ from .._validation import check_X, check_targets, check_positive_int
 from ..devices.base import mix32
 from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
                                     dense_unit, pool_unit)
-from ..layers import AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D
+from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+                      GlobalAvgPool2D, MaxPool2D)
 from ..optim import SGD, Adam, RMSProp, get_optimizer
 from .flatparams import FlatGroup
 
@@ -84,7 +85,8 @@ def _weight_starts(model):
 def describe_chain(model, training=True):
     """The fused units of a built model's steps (activations already
     absorbed by their Dense / Conv2D, a MaxPool2D right after a Conv2D
-    merged into it, Flatten dropped).
+    merged into it, a GlobalAvgPool2D an average pool of one window, Flatten
+    dropped, and in inference Dropout dropped: it is the identity there).
 
     In inference (``training=False``) a BatchNorm right after a Conv2D or
     Dense with no activation of its own is folded into it: BatchNorm with
@@ -159,13 +161,20 @@ def describe_chain(model, training=True):
             c, h, w = layer.input_shape
             units.append(pool_unit(c, h, w, layer.size, layer.stride,
                                    average=type(layer) is AvgPool2D))
+        elif type(layer) is GlobalAvgPool2D:
+            # the mean of each channel: an average pool whose one window is the image
+            c, h, w = layer.input_shape
+            units.append(pool_unit(c, h, w, (h, w), (h, w), average=True))
         elif type(layer) is Flatten:
             pass                      # NCHW flattened is the same memory
+        elif type(layer) is Dropout and not training:
+            pass                      # the identity in inference
         else:
             raise FusionUnsupported(f"layer {i} ({layer!r}) has no fused template "
-                                    "(Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense and the "
-                                    "activations they absorb do, and in inference a "
-                                    "BatchNorm after a Conv2D or Dense)")
+                                    "(Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, "
+                                    "Dense and the activations they absorb do, and in "
+                                    "inference a BatchNorm after a Conv2D or Dense and "
+                                    "Dropout)")
         i += 1
     return units
 
