@@ -255,8 +255,9 @@ def test_device_buffers_staged_through_the_host():
 
 @needs_mpi
 @pytest.mark.parametrize("mode", ["exit", "hang"])
-def test_a_rank_that_leaves_or_hangs_ends_the_job_within_the_timeout(mode):
-    rc, out, seconds = mpirun("fault.py", mode, timeout=30)
+@pytest.mark.parametrize("transport", ["shm", "mpi"])
+def test_a_rank_that_leaves_or_hangs_ends_the_job_within_the_timeout(mode, transport):
+    rc, out, seconds = mpirun("fault.py", mode, transport, timeout=30)
     assert rc != 0, out
     assert "another rank has died or hangs" in out and "rank 0 of 2" in out, out
     assert "the second allreduce completed" not in out

@@ -1,6 +1,12 @@
 """Averaging flat gradient buffers over the ranks: the data-parallel
 gradient hook.
 
+Two transports (``GradientAverager(transport=...)``): when every rank is on
+one host, by default, an MPI-3 shared-memory window (:mod:`.shm`: each rank
+writes its weighted gradient into its slot, the ranks add the slots up in
+rank order, one or two barriers a call); otherwise, or with
+``transport="mpi"``, MPI's reductions, as follows.
+
 Each rank's flat gradient buffers (one per device the rank's model uses)
 are cut into buckets of at most ``bucket_bytes``; each bucket is scaled by
 the rank's weight (its share of the global batch, so that the weighted sum

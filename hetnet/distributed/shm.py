@@ -64,7 +64,10 @@ Barriers are blocking ``MPI_Barrier`` calls under the context's watchdog
 the timeout, as for every other collective.  The window is freed
 collectively by :meth:`SharedSlots.free` (``GradientAverager.close``, the
 end of a data-parallel fit) or, for any still open, at exit (an
-``atexit`` hook run before mpi4py finalises MPI), watched the same way.
+``atexit`` hook run before mpi4py finalises MPI; not watched there, as
+``MPI_Finalize`` is not: a rank that ends early waits in it for a peer
+still in a collective, whose watchdog reports the fault and ends the
+job).
 """
 
 from __future__ import annotations
@@ -197,9 +200,12 @@ class SharedSlots:
         for q in range(2, self.k):
             np.add(out, slots[q, start:stop], out=out)
 
-    def free(self) -> None:
+    def free(self, watched: bool = True) -> None:
         """Free the window (collective: every rank of the host calls it at
-        the same point); idempotent."""
+        the same point); idempotent.  ``watched``: under the watchdog, as
+        the barriers (at exit it is not, like ``MPI_Finalize`` after it: a
+        rank that ends early then waits there for a peer still in a
+        collective, whose watchdog reports the fault and ends the job)."""
         win, self.win = self.win, None
         if win is None:
             return
@@ -207,6 +213,9 @@ class SharedSlots:
         if self in _OPEN:
             _OPEN.remove(self)
         win.Unlock_all()
+        if not watched:
+            win.Free()
+            return
         with self.context.watched("the release of the gradient averaging's shared-memory "
                                   "window"):
             win.Free()
@@ -221,7 +230,7 @@ def _free_all():
         try:
             if slots.context.MPI.Is_finalized():
                 return
-            slots.free()
+            slots.free(watched=False)
         except Exception:   # at exit, a window MPI already tore down needs nothing more
             pass
 
