@@ -149,7 +149,7 @@ class GradientAverager:
         self.transport = transport
         self.transport_used = None if transport == "auto" else transport
         self._shm = None            # the SharedSlots of transport "shm"
-        self._shm_key = None        # (sizes, layout key) of the last shm call
+        self._shm_key = None        # (sizes, layout key, [(start, stop)]) of the last shm call
         self._uploads = []          # the last shm call's uploads to devices (events)
         self._agreed = None         # the ranks' choice for nonblocking=None
         self.weight = None
@@ -240,10 +240,7 @@ class GradientAverager:
         staged = []             # (device, device array, host staging, [(start, stop)], events)
         for k, (dev, g) in enumerate(items):
             if isinstance(g, np.ndarray):
-                if g.dtype != np.float32 or not g.flags.c_contiguous:
-                    raise ValueError(f"gradient buffer {k} must be a C-contiguous float32 array, "
-                                     f"got {g.dtype} {'C' if g.flags.c_contiguous else 'non-C'}"
-                                     "-contiguous")
+                _check_host_buffer(k, g)
                 flat = g.reshape(-1)
                 for start, stop in self._buckets(flat.size):
                     part = flat[start:stop]
@@ -317,10 +314,7 @@ class GradientAverager:
         sizes, flats = [], []
         for k, (dev, g) in enumerate(items):
             if isinstance(g, np.ndarray):
-                if g.dtype != np.float32 or not g.flags.c_contiguous:
-                    raise ValueError(f"gradient buffer {k} must be a C-contiguous float32 array, "
-                                     f"got {g.dtype} {'C' if g.flags.c_contiguous else 'non-C'}"
-                                     "-contiguous")
+                _check_host_buffer(k, g)
                 flats.append(g.reshape(-1))
                 sizes.append(g.size)
             else:
@@ -426,6 +420,12 @@ class GradientAverager:
         cl.enqueue_copy(dev.queue, g.base_data, host[start:stop],
                         dst_offset=g.offset + 4 * start, is_blocking=False)
         dev.queue.flush()
+
+
+def _check_host_buffer(k, g):
+    if g.dtype != np.float32 or not g.flags.c_contiguous:
+        raise ValueError(f"gradient buffer {k} must be a C-contiguous float32 array, got "
+                         f"{g.dtype} {'C' if g.flags.c_contiguous else 'non-C'}-contiguous")
 
 
 def _upload(dev, g, host):
