@@ -249,14 +249,16 @@ def capture_cuda_graph(step, warmup=3):
 ALLREDUCE_CALLS = 300
 
 
-def allreduce_alone(ctx, size, nonblocking, calls=ALLREDUCE_CALLS, weight=None):
+def allreduce_alone(ctx, size, nonblocking, calls=ALLREDUCE_CALLS, weight=None,
+                    transport="mpi"):
     """µs per averaging of ``size`` floats on host memory by hetnet's
-    ``GradientAverager`` (blocking ``Allreduce`` or ``Iallreduce``), ranks in
-    step: the slowest rank's mean over ``calls`` calls, after 20 untimed."""
+    ``GradientAverager`` (``transport="mpi"``: blocking ``Allreduce`` or
+    ``Iallreduce``; ``"shm"``: the shared-memory window), ranks in step: the
+    slowest rank's mean over ``calls`` calls, after 20 untimed."""
     import numpy as np
     from hetnet.distributed import GradientAverager
     g = np.ones(size, dtype=np.float32)
-    avg = GradientAverager(ctx, nonblocking=nonblocking)
+    avg = GradientAverager(ctx, nonblocking=nonblocking, transport=transport)
     if weight is not None:
         avg.set_weight(weight)
     for _ in range(20):
@@ -266,6 +268,7 @@ def allreduce_alone(ctx, size, nonblocking, calls=ALLREDUCE_CALLS, weight=None):
     for _ in range(calls):
         avg.average([(ctx.device, g)])
     mine = np.array([(time.perf_counter() - t0) / calls * 1e6])
+    avg.close()
     return float(ctx.allgather(mine).max())
 
 

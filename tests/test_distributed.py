@@ -199,14 +199,65 @@ def test_collectives_on_two_ranks(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("n, algorithm", [(2, "default"), (2, "reduce-scatter"), (3, "default")])
+def test_shared_memory_averaging_is_the_weighted_sum(n, algorithm):
+    """Two ranks take the all-sum (one barrier, alternating slot sets),
+    three the reduce-scatter; ``reduce-scatter`` forces it on two."""
+    rc, out, _ = mpirun("shm.py", "average", algorithm, n=n, timeout=90)
+    assert rc == 0, out
+    assert all(f"OK rank {r}" in out for r in range(n)), out
+
+
+@needs_mpi
+def test_shared_memory_averaging_refuses_unlike_layouts():
+    rc, out, _ = mpirun("shm.py", "mismatch")
+    assert rc == 0, out
+    assert "refused on rank 0" in out and "refused on rank 1" in out, out
+
+
+@needs_mpi
+@pytest.mark.parametrize("algorithm", ["default", "reduce-scatter"])
+def test_shared_memory_averaging_of_device_buffers(algorithm):
+    _ok_on_both_ranks("shm.py", "opencl", algorithm)
+
+
+@needs_mpi
+def test_data_parallel_fit_by_shared_memory_is_the_mpi_one():
+    rc, out, _ = mpirun("fit.py", "transports", timeout=120)
+    assert rc == 0, out
+    assert "OK rank 0" in out and "OK rank 1" in out, out
+    assert "mlp transports" in out and "convnet transports" in out, out
+
+
+class _TwoHosts:
+    """A stand-in Context: 4 ranks, 2 of them on this host."""
+    size, local_size, rank, host, MPI = 4, 2, 0, "node-a", None
+
+    def allgather(self, array, what=""):
+        return np.stack([np.asarray(array)] * self.size)
+
+
+def test_shared_memory_transport_needs_every_rank_on_one_host():
+    from hetnet.distributed import GradientAverager
+    with pytest.raises(ValueError, match="impossible here: the 4 ranks span several hosts"):
+        GradientAverager(_TwoHosts(), transport="shm")
+    with pytest.raises(ValueError, match="transport must be"):
+        GradientAverager(_TwoHosts(), transport="nccl")
+    auto = GradientAverager(_TwoHosts())
+    assert auto.transport_used is None and auto._choose_transport() == "mpi"
+    assert GradientAverager(_TwoHosts(), transport="mpi").transport_used == "mpi"
+
+
+@needs_mpi
 def test_device_buffers_staged_through_the_host():
     _ok_on_both_ranks("staging.py")
 
 
 @needs_mpi
 @pytest.mark.parametrize("mode", ["exit", "hang"])
-def test_a_rank_that_leaves_or_hangs_ends_the_job_within_the_timeout(mode):
-    rc, out, seconds = mpirun("fault.py", mode, timeout=30)
+@pytest.mark.parametrize("transport", ["shm", "mpi"])
+def test_a_rank_that_leaves_or_hangs_ends_the_job_within_the_timeout(mode, transport):
+    rc, out, seconds = mpirun("fault.py", mode, transport, timeout=30)
     assert rc != 0, out
     assert "another rank has died or hangs" in out and "rank 0 of 2" in out, out
     assert "the second allreduce completed" not in out

@@ -7,8 +7,9 @@ Every rank holds a replica of the model; each global mini-batch is split
 across the ranks (:mod:`.shares`, in proportion to their measured speed),
 and after the backward pass :class:`GradientAverager` (the runtime's gradient
 hook) replaces each rank's flat gradient buffers by their weighted sum over
-the ranks (buffer-based ``Iallreduce`` in buckets), so that every rank
-applies the same update.  Every collective is waited for under a watchdog:
+the ranks (within one host through an MPI-3 shared-memory window,
+:mod:`.shm`; otherwise buffer-based ``Allreduce``/``Iallreduce`` in
+buckets), so that every rank applies the same update.  Every collective is waited for under a watchdog:
 a rank that dies or hangs ends the job with an error instead of a hang
 (:mod:`.context`).
 

@@ -1,6 +1,12 @@
 """Averaging flat gradient buffers over the ranks: the data-parallel
 gradient hook.
 
+Two transports (``GradientAverager(transport=...)``): when every rank is on
+one host, by default, an MPI-3 shared-memory window (:mod:`.shm`: each rank
+writes its weighted gradient into its slot, the ranks add the slots up in
+rank order, one or two barriers a call); otherwise, or with
+``transport="mpi"``, MPI's reductions, as follows.
+
 Each rank's flat gradient buffers (one per device the rank's model uses)
 are cut into buckets of at most ``bucket_bytes``; each bucket is scaled by
 the rank's weight (its share of the global batch, so that the weighted sum
@@ -44,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from .context import Context
+from .shm import SharedSlots, layout_key, shm_possible
 
 #: buckets of at most this many bytes (LeNet-5's 62k parameters fit in one;
 #: large models get several reductions in flight, pipelined with the
@@ -69,6 +76,17 @@ class GradientAverager:
         unequal shares of the batch set it to ``share / global batch``
         (:func:`hetnet.distributed.share_weights`) every step the shares
         change: :meth:`set_weight`.
+    transport : "auto", "mpi" or "shm"
+        How the ranks' buffers are summed.  ``"mpi"``: mpi4py's
+        ``Allreduce``/``Iallreduce`` (below).  ``"shm"``: through an MPI-3
+        shared-memory window over the ranks of the host
+        (:mod:`hetnet.distributed.shm`: each rank writes its weighted
+        gradient into its slot, the ranks sum the slots in rank order);
+        only when every rank is on one host (a ValueError otherwise).
+        ``"auto"`` (default): ``"shm"`` when every rank is on one host and
+        the MPI library has shared-memory windows (agreed by the ranks at
+        the first call, one small allgather), else ``"mpi"``.  A job over
+        several hosts takes the MPI path.
     nonblocking : bool, optional
         ``True``: every bucket by ``Iallreduce``, all in flight at once.
         ``False``: host buckets by blocking ``Allreduce``, one after the
@@ -95,10 +113,24 @@ class GradientAverager:
         ready (on entry for host buffers, when the last download landed for
         device buffers): the end of this rank's compute, before any waiting
         for the others.
+    transport_used : str or None
+        ``"mpi"`` or ``"shm"``, what the calls use (None before the first
+        call of ``transport="auto"``).
+
+    Notes
+    -----
+    With ``transport="shm"`` the window (two sets of one slot per rank of
+    the buffers' total floats, and a result region) is allocated
+    collectively at the first call and again whenever the buffers' total
+    changes; :meth:`close` frees it (collective: every rank calls it), as
+    does the end of a data-parallel ``fit``; one still open at exit is
+    freed then.  ``nonblocking`` and ``bucket_bytes`` concern the MPI path
+    only.
     """
 
     def __init__(self, context: Context, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 weight: float | None = None, nonblocking: bool | None = None) -> None:
+                 weight: float | None = None, nonblocking: bool | None = None,
+                 transport: str = "auto") -> None:
         bucket_bytes = int(bucket_bytes)
         if bucket_bytes < 4:
             raise ValueError(f"bucket_bytes must be at least 4, got {bucket_bytes}")
@@ -107,6 +139,18 @@ class GradientAverager:
         if nonblocking not in (None, True, False):
             raise ValueError(f"nonblocking must be None, True or False, got {nonblocking!r}")
         self.nonblocking = nonblocking
+        if transport not in ("auto", "mpi", "shm"):
+            raise ValueError(f"transport must be 'auto', 'mpi' or 'shm', got {transport!r}")
+        if transport == "shm":
+            why = shm_possible(context)
+            if why is not None:
+                raise ValueError(f"transport='shm' is impossible here: {why}; use "
+                                 "transport='mpi' or 'auto'")
+        self.transport = transport
+        self.transport_used = None if transport == "auto" else transport
+        self._shm = None            # the SharedSlots of transport "shm"
+        self._shm_key = None        # (sizes, layout key, [(start, stop)]) of the last shm call
+        self._uploads = []          # the last shm call's uploads to devices (events)
         self._agreed = None         # the ranks' choice for nonblocking=None
         self.weight = None
         self.set_weight(weight)
@@ -140,6 +184,29 @@ class GradientAverager:
     def __call__(self, buffers):
         self.average(buffers)
 
+    def close(self) -> None:
+        """Free the shared-memory window, if any (collective with
+        ``transport="shm"``: every rank calls it); the next call allocates
+        a new one."""
+        if self._shm is not None:
+            _wait_events(self._uploads)
+            self._uploads = []
+            self._shm.free()
+            self._shm = None
+
+    def __enter__(self) -> GradientAverager:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _choose_transport(self):
+        """``"shm"`` or ``"mpi"`` for ``transport="auto"``, agreed by every
+        rank (an allgather at the first call)."""
+        ok = np.array([shm_possible(self.context) is None], dtype=np.int8)
+        every = self.context.allgather(ok, what="the choice of the gradient transport")
+        return "shm" if every.all() else "mpi"
+
     def reset_stats(self) -> None:
         self.calls, self.seconds, self.last_s = 0, 0.0, 0.0
 
@@ -162,15 +229,18 @@ class GradientAverager:
         if ctx.size == 1 and w == 1.0:      # one rank: its gradient is the mean already
             self._done(t0, 0)
             return
+        if self.transport_used is None:
+            self.transport_used = self._choose_transport()
+        if self.transport_used == "shm" and ctx.size > 1:
+            self._average_shm(items, w)
+            self._done(t0, 1)
+            return
         MPI = ctx.MPI
         requests, hosts, after = [], [], []
         staged = []             # (device, device array, host staging, [(start, stop)], events)
         for k, (dev, g) in enumerate(items):
             if isinstance(g, np.ndarray):
-                if g.dtype != np.float32 or not g.flags.c_contiguous:
-                    raise ValueError(f"gradient buffer {k} must be a C-contiguous float32 array, "
-                                     f"got {g.dtype} {'C' if g.flags.c_contiguous else 'non-C'}"
-                                     "-contiguous")
+                _check_host_buffer(k, g)
                 flat = g.reshape(-1)
                 for start, stop in self._buckets(flat.size):
                     part = flat[start:stop]
@@ -232,6 +302,90 @@ class GradientAverager:
         ctx.wait(requests, f"the gradient allreduce ({n} bucket{'s' if n != 1 else ''})", upload)
         self._done(t0, buckets)
 
+    # ------------------------------------------------ shared-memory path
+    def _average_shm(self, items, w):
+        """The sum over the ranks through the shared-memory window
+        (:mod:`hetnet.distributed.shm`'s notes: the layout, the two
+        algorithms, why the barriers suffice).  Per call it costs, besides
+        the memory traffic, one barrier (two above
+        :data:`~hetnet.distributed.shm.ALLSUM_MAX_RANKS` ranks) and a few
+        microseconds of Python: the layout's offsets are kept from call to
+        call."""
+        sizes, flats = [], []
+        for k, (dev, g) in enumerate(items):
+            if isinstance(g, np.ndarray):
+                _check_host_buffer(k, g)
+                flats.append(g.reshape(-1))
+                sizes.append(g.size)
+            else:
+                _pyopencl_for(dev, g)
+                flats.append(None)
+                sizes.append(int(np.prod(g.shape)))
+        sizes = tuple(sizes)
+        layout = self._shm_key
+        if layout is None or layout[0] != sizes:
+            bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
+            layout = self._shm_key = (sizes, layout_key(sizes), list(zip(bounds, bounds[1:])))
+        _, key, ranges = layout
+        total = ranges[-1][1] if ranges else 0
+        # the last call's uploads read the window (or the staging arrays):
+        # they are done before anyone may write those again
+        if self._uploads:
+            _wait_events(self._uploads)
+            self._uploads = []
+        shm = self._shm
+        if shm is None or shm.total != total:
+            if shm is not None:
+                shm.free()
+            self._shm = None
+            shm = self._shm = SharedSlots(self.context, total)
+        s = shm.begin()
+        slot = shm.slots[s, shm.rank]
+        wf = np.float32(w)
+        events = []
+        for k, (dev, g) in enumerate(items):
+            start, stop = ranges[k]
+            if flats[k] is not None:
+                if w == 1.0:
+                    np.copyto(slot[start:stop], flats[k])
+                else:
+                    np.multiply(flats[k], wf, out=slot[start:stop])
+            elif stop > start:      # download straight into the slot
+                import pyopencl as cl
+                events.append((k, cl.enqueue_copy(dev.queue, slot[start:stop], g.base_data,
+                                                  src_offset=g.offset, is_blocking=False)))
+                dev.queue.flush()
+        for k, event in events:
+            event.wait()
+            if w != 1.0:
+                start, stop = ranges[k]
+                np.multiply(slot[start:stop], wf, out=slot[start:stop])
+        self.ready_at = time.perf_counter()
+        shm.header[s, shm.rank] = key
+        shm.barrier("the gradient averaging's shared-memory barrier (slots written)")
+        shm.check_layout(s, key)
+        if shm.allsum:
+            for k, (dev, g) in enumerate(items):
+                start, stop = ranges[k]
+                if flats[k] is not None:
+                    shm.sum_into(s, start, stop, flats[k])
+                elif stop > start:
+                    host = self._staging.get(k)
+                    if host is None or host.size != stop - start:
+                        host = self._staging[k] = np.empty(stop - start, dtype=np.float32)
+                    shm.sum_into(s, start, stop, host)
+                    self._uploads.append(_upload(dev, g, host))
+            return
+        if shm.hi > shm.lo:
+            shm.sum_into(s, shm.lo, shm.hi, shm.result[shm.lo:shm.hi])
+        shm.barrier("the gradient averaging's shared-memory barrier (slices summed)")
+        for k, (dev, g) in enumerate(items):
+            start, stop = ranges[k]
+            if flats[k] is not None:
+                np.copyto(flats[k], shm.result[start:stop])
+            elif stop > start:
+                self._uploads.append(_upload(dev, g, shm.result[start:stop]))
+
     def _done(self, t0, buckets):
         self.last_s = time.perf_counter() - t0
         self.seconds += self.last_s
@@ -266,6 +420,26 @@ class GradientAverager:
         cl.enqueue_copy(dev.queue, g.base_data, host[start:stop],
                         dst_offset=g.offset + 4 * start, is_blocking=False)
         dev.queue.flush()
+
+
+def _check_host_buffer(k, g):
+    if g.dtype != np.float32 or not g.flags.c_contiguous:
+        raise ValueError(f"gradient buffer {k} must be a C-contiguous float32 array, got "
+                         f"{g.dtype} {'C' if g.flags.c_contiguous else 'non-C'}-contiguous")
+
+
+def _upload(dev, g, host):
+    """Queue the copy of ``host`` into device array ``g``; its event."""
+    import pyopencl as cl
+    event = cl.enqueue_copy(dev.queue, g.base_data, host, dst_offset=g.offset,
+                            is_blocking=False)
+    dev.queue.flush()
+    return event
+
+
+def _wait_events(events):
+    for event in events:
+        event.wait()
 
 
 def _event_done(event):

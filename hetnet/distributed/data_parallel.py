@@ -97,6 +97,9 @@ class DataParallel(_Split):
         (:attr:`Context.balance`).
     bucket_bytes : int
         :class:`GradientAverager`'s bucket size.
+    transport : "auto", "mpi" or "shm"
+        :class:`GradientAverager`'s transport (``"auto"``: the shared-memory
+        window when every rank is on one host).
 
     Attributes
     ----------
@@ -110,14 +113,14 @@ class DataParallel(_Split):
     """
 
     def __init__(self, context, model, batch_size, balance=None,
-                 bucket_bytes=DEFAULT_BUCKET_BYTES):
+                 bucket_bytes=DEFAULT_BUCKET_BYTES, transport="auto"):
         if balance is not None:
             context.balance = balance           # validates it
         self.context = context
         self.model = model
         self.batch_size = int(batch_size)
         self.balance = context.balance
-        self.averager = GradientAverager(context, bucket_bytes)
+        self.averager = GradientAverager(context, bucket_bytes, transport=transport)
         self.speeds = (np.ones(context.size) if isinstance(self.balance, str)
                        else np.asarray(self.balance, dtype=np.float64))
         # BatchNorm in training mode needs two rows a rank for a variance, so a
@@ -140,6 +143,12 @@ class DataParallel(_Split):
     def begin(self):
         """At the start of the fit: every replica takes rank 0's weights."""
         self.context.broadcast_weights(self.model)
+
+    def close(self):
+        """Free the averager's shared-memory window (collective); a later
+        fit with this object allocates it again.  ``fit`` calls it at its
+        end for the DataParallel it made itself."""
+        self.averager.close()
 
     @contextlib.contextmanager
     def attached(self):

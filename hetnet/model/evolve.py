@@ -147,6 +147,9 @@ def _gradient_epoch(model, X, yt, sw, gd_opt, batch_size, shuffle, ctx=None, pla
             # back to the placement of the whole-set evaluations
             model._use_plan(X.shape[0] if planned is None else planned(), training=True)
         return model.runtime.flat_weights().astype(np.float64)
+    # the shared DataParallel's averager holds a shared-memory window: freed
+    # by the search at its end (a collective, every rank there)
+    gd.close = lambda: kept[0].close() if kept else None
     return gd
 
 
@@ -405,6 +408,8 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0
                                           else "stopped")
         _fit.call_callbacks(callbacks, "on_fit_end", model, history)
+        if gd_opt is not None:
+            optimizer.gd.close()
     finally:
         optimizer.gd = user_gd
         model._distributed, model._metaheuristic = previous

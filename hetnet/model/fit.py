@@ -155,6 +155,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
         call_callbacks(callbacks, "on_fit_end", model, history)
     finally:
         model._distributed = previous_ctx
+    if dp is not None and data_parallel is None:
+        dp.close()      # collective, so not on the way out of an exception
     model._fit_progress = None        # a checkpoint needs a fit in progress
     return history
 

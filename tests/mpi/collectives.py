@@ -24,12 +24,14 @@ def main():
     assert ctx.device.name == "cpu" and ctx.device.num_threads == ctx.cpu_threads >= 1
 
     # weighted averaging, several buffers, many buckets of 64 floats, by
-    # blocking Allreduce (the default for host buffers) and by Iallreduce
+    # blocking Allreduce (the MPI path's default for host buffers) and by
+    # Iallreduce (the shared-memory transport: tests/mpi/shm.py)
     sizes = [1000, 37, 64, 1]
     shares = np.arange(1, k + 1) * 3        # unequal shares of a batch of 3k(k+1)/2
     weights = share_weights(shares)
     for nonblocking in (None, True):
-        avg = GradientAverager(ctx, bucket_bytes=256, weight=weights[r], nonblocking=nonblocking)
+        avg = GradientAverager(ctx, bucket_bytes=256, weight=weights[r], nonblocking=nonblocking,
+                               transport="mpi")
         bufs = inputs(r, sizes)
         avg.average([(ctx.device, b) for b in bufs])
         expect = [sum(weights[q] * inputs(q, sizes)[i].astype(np.float64) for q in range(k))
@@ -43,7 +45,7 @@ def main():
 
     # the plain mean (weight 1/k), one bucket, a mapping of devices
     g = inputs(r, [513])[0]
-    GradientAverager(ctx)({ctx.device: g})
+    GradientAverager(ctx, transport="mpi")({ctx.device: g})
     want = np.mean([inputs(q, [513])[0].astype(np.float64) for q in range(k)], axis=0)
     np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
 

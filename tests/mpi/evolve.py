@@ -204,6 +204,8 @@ def gdspeed(ctx):
     # follows the speeds measured before it: the slowed rank 1 takes fewer rows
     assert all(sum(s) == 24 for s in shares), shares
     assert all(s[0] > s[1] for s in shares[1:]), shares
+    # the gradient epochs' averager took the shared-memory window; the search freed it
+    assert made[0].averager.transport_used == "shm" and made[0].averager._shm is None
     ctx.print(f"hybrid gradient epochs, balance=speed: shares {shares}")
 
 

@@ -7,6 +7,9 @@ exit   rank 1 returns early (MPI finalised cleanly at exit): rank 0's
 hang   rank 1 sleeps far past the timeout: the same
 raise  rank 1 raises: the exception hook aborts the job
 kill   rank 1 is killed (SIGKILL): mpirun ends the job
+
+A second argument names the averager's transport (default "auto": the
+shared-memory window, whose barriers are watched like the collectives).
 """
 
 import os
@@ -19,10 +22,10 @@ import numpy as np
 from hetnet.distributed import init, GradientAverager
 
 
-def main(mode):
+def main(mode, transport="auto"):
     ctx = init(device="cpu", timeout=float(os.environ.get("FAULT_TIMEOUT", "2")))
     g = np.ones(1000, dtype=np.float32)
-    avg = GradientAverager(ctx)
+    avg = GradientAverager(ctx, transport=transport)
     avg.average([(ctx.device, g)])          # one good step first
     assert np.all(g == 1.0), g[:4]
     if ctx.rank == 1:
@@ -39,4 +42,4 @@ def main(mode):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -24,6 +24,12 @@ opencl       rank 0 on the CPU, the others on an OpenCL device: the same
              within 1e-5; replicas equal to 1e-6 after every step (the
              devices round their updates differently) and to the bit after
              every epoch (rank 0's weights re-broadcast where they differ).
+transports   the same data-parallel fits (an MLP with unequal shares, the
+             conv net with speed shares over two epochs) with
+             transport="shm" and transport="mpi": weights within 1e-6 and
+             bit-identical replicas; the window a fit made for itself is
+             freed at its end, one of a DataParallel passed in is kept for
+             the next fit, until closed.
 resume       a data-parallel fit interrupted after epoch 2 and resumed from
              rank 0's checkpoint (``resume_from=`` on every rank) ends as the
              uninterrupted data-parallel fit (weights within 1e-6, history
@@ -130,6 +136,40 @@ def equivalence(ctx):
     # blocks of other sizes than the whole may round differently in the GEMMs
     np.testing.assert_allclose(model.predict_proba(X[:5]), model.predict_proba(X[:5], distributed=ctx),
                                rtol=1e-6, atol=1e-7)
+
+
+def transports(ctx):
+    from hetnet.distributed.data_parallel import DataParallel
+    from hetnet.model.fit import fit
+    k = ctx.size
+    cases = [(mlp, (12,), 80, 16, 1, list(range(1, k + 1))),
+             (convnet, (1, 8, 8), 96, 16, 2, "speed")]
+    for build, shape, n, batch, epochs, balance in cases:
+        X, y = data(shape, n)
+        weights = {}
+        for transport in ("mpi", "shm"):
+            model = build(7 + ctx.rank, ctx.device)
+            dp = DataParallel(ctx, model, batch, balance=balance, transport=transport)
+            same = SameEverywhere(ctx)
+            fit(model, X, y, epochs=epochs, batch_size=batch,     # as evolve's gd epochs do
+                optimizer=hn.SGD(lr=0.1, momentum=0.9), distributed=ctx, data_parallel=dp,
+                callbacks=[same])
+            assert dp.averager.transport_used == transport, dp.averager.transport_used
+            assert same.steps >= 5, same.steps
+            # a DataParallel passed in keeps its window for the next fit
+            assert (dp.averager._shm is not None) == (transport == "shm")
+            dp.close()
+            assert dp.averager._shm is None
+            weights[transport] = model.get_weights()
+        worst = max(float(np.abs(a - b).max()) for a, b in zip(weights["shm"], weights["mpi"]))
+        assert worst <= 1e-6, f"{build.__name__}: shm and mpi differ by {worst:.3g}"
+        ctx.print(f"{build.__name__} transports: max |w_shm - w_mpi| = {worst:.2g}")
+    # fit's own DataParallel picks the window on one host, and frees it at its end
+    from hetnet.distributed import shm
+    model = mlp(7, ctx.device)
+    before = len(shm._OPEN)
+    model.fit(*data((12,), 64), epochs=1, batch_size=16, distributed=ctx)
+    assert len(shm._OPEN) == before, (len(shm._OPEN), before)
 
 
 def single(ctx):
@@ -292,7 +332,7 @@ def main(mode):
         resume(ctx, sys.argv[2])
     else:
         {"equivalence": equivalence, "single": single, "batchnorm": batchnorm,
-         "placement": placement, "opencl": opencl}[mode](ctx)
+         "placement": placement, "opencl": opencl, "transports": transports}[mode](ctx)
     sys.stdout.write(f"OK rank {ctx.rank}\n")
 
 

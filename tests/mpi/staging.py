@@ -36,7 +36,7 @@ def main():
     dev.axpy(1.0, staged, g)            # g = -5 + g_init, queued like a backward pass's writes
     dev.axpy(5.0, dev.asarray(np.ones(n, np.float32)), g)
     weights = share_weights(np.arange(1, k + 1))
-    avg = GradientAverager(ctx, bucket_bytes=1024, weight=weights[r])
+    avg = GradientAverager(ctx, bucket_bytes=1024, weight=weights[r], transport="mpi")
     for call in range(3):      # later calls reuse the staging arrays; the last all blocking
         avg.nonblocking = False if call == 2 else None
         avg.average([(dev, g), (ctx.device, host_g)])
