@@ -41,7 +41,8 @@ def _candidates(model, P=4, seed=1):
 
 
 @pytest.mark.parametrize("device_name", ["numpy", "cpu", "opencl"])
-@pytest.mark.parametrize("kind", ["conv", "conv-bn", "mlp", "mlp-bn"])
+@pytest.mark.parametrize("kind", ["conv", "conv-bn", "mlp", "mlp-bn", "residual",
+                                  "residual-first"])
 @pytest.mark.parametrize("small_chunks", [False, True])
 def test_population_pass_equals_single_evaluations(device_name, kind, small_chunks,
                                                    monkeypatch):
@@ -56,6 +57,22 @@ def test_population_pass_equals_single_evaluations(device_name, kind, small_chun
                                hn.Softmax()], loss="mse", device=dev, seed=2)
         X, y = _data(shape=(7,))
         y = np.eye(3, dtype=np.float32)[y]
+    elif kind == "residual":   # a stem, a projection block with BatchNorm, an identity block
+        model = hn.Sequential([
+            hn.Conv2D(1, 3, 3), hn.BatchNorm2D(3), hn.ReLU(),
+            hn.Residual([hn.Conv2D(3, 5, 3, stride=2, padding=1, bias=False),
+                         hn.BatchNorm2D(5), hn.ReLU(), hn.Conv2D(5, 5, 3, padding=1)],
+                        shortcut=[hn.Conv2D(3, 5, 1, stride=2), hn.BatchNorm2D(5)]),
+            hn.ReLU(),
+            hn.Residual([hn.Conv2D(5, 5, 3, padding=1), hn.Tanh(),
+                         hn.Conv2D(5, 5, 1)]), hn.ReLU(),
+            hn.GlobalAvgPool2D(), hn.Dense(5, 3)], device=dev, seed=2)
+        X, y = _data()
+    elif kind == "residual-first":   # a block before any other layer with parameters
+        model = hn.Sequential([
+            hn.Residual([hn.Dense(7, 7), hn.ReLU(), hn.Dense(7, 7)]), hn.Sigmoid(),
+            hn.Dense(7, 3)], device=dev, seed=2)
+        X, y = _data(shape=(7,))
     else:
         model = _conv_model(dev, bn=kind == "conv-bn")
         X, y = _data()
