@@ -330,8 +330,8 @@ class Runtime:
         ``method="batched"`` (what ``"auto"`` takes when every step has one,
         on one device): all P candidates in one pass,
         :func:`hetnet.runtime.population.population_loss`.  ``"generic"``
-        (``"auto"``'s fallback, e.g. for Dropout or a placement
-        over several devices; :attr:`population_fallback_reason` says why):
+        (``"auto"``'s fallback, for a placement over several
+        devices or a layer kind without a batched pass; :attr:`population_fallback_reason` says why):
         each candidate is loaded into the parameter storage
         (:meth:`set_flat_weights`), the steps run forward in training mode
         and the loss is read; the weights in place before the call are
