@@ -47,8 +47,10 @@ _LINE = 16
 
 
 def is_cpu_device(dev):
-    """True for hetnet's native CPU device (not an OpenCL CPU device)."""
-    return getattr(dev, "kind", None) == "cpu" and not hasattr(dev, "cl_device")
+    """True for hetnet's Cython CPU device (not the numpy reference device,
+    not an OpenCL CPU device)."""
+    from ..devices.cpu import CPUDevice
+    return isinstance(dev, CPUDevice)
 
 
 def l2_cache_bytes(default=1 << 20):
