@@ -90,6 +90,22 @@ FIELDS = {"kind": F_KIND, "C": F_C, "H": F_H, "W": F_W, "F": F_F, "KH": F_KH, "K
 KINDS = {"conv": K_CONV, "pool": K_POOL, "dense": K_DENSE}
 
 
+cdef extern from *:
+    """
+    /* d[j] += x[j] over distinct memory: restrict lets the loop vectorise */
+    static inline void hn_add_run(float *restrict d, const float *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) d[j] += x[j];
+    }
+    /* d[j] = x[j]: the short runs of a patch row, where a memcpy call costs
+       more than the copy */
+    static inline void hn_copy_run(float *restrict d, const float *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) d[j] = x[j];
+    }
+    """
+    void _add_run "hn_add_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
+    void _copy_run "hn_copy_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
+
+
 cdef void _im2col(const float *x, float *cols, int nt, int C, int H, int W, int KH, int KW,
                   int SH, int SW, int PH, int PW, int CH, int CW) noexcept nogil:
     """``x (C, nt, H*W)`` -> ``cols (C*KH*KW, nt*CH*CW)``, zeros off the image."""
@@ -117,8 +133,8 @@ cdef void _im2col(const float *x, float *cols, int nt, int C, int H, int W, int 
                             if lo > 0:
                                 memset(dst + oh * CW, 0, lo * sizeof(float))
                             if hi > lo:
-                                memcpy(dst + oh * CW + lo, src + ih * W + lo - PW + kw,
-                                       (hi - lo) * sizeof(float))
+                                _copy_run(dst + oh * CW + lo, src + ih * W + lo - PW + kw,
+                                          hi - lo)
                             if CW > hi:
                                 memset(dst + oh * CW + hi, 0, (CW - hi) * sizeof(float))
                             continue
@@ -127,10 +143,28 @@ cdef void _im2col(const float *x, float *cols, int nt, int C, int H, int W, int 
                             dst[oh * CW + ow] = src[ih * W + iw] if 0 <= iw < W else 0.0
 
 
+cdef inline float _sum(const float *x, Py_ssize_t n) noexcept nogil:
+    """The sum of a run, in eight partial sums (a vectorisable loop; one
+    running float sum is a chain of dependent adds)."""
+    cdef float acc[8]
+    cdef Py_ssize_t i, j, m = n - n % 8
+    cdef float total = 0.0
+    for j in range(8):
+        acc[j] = 0.0
+    for i in range(0, m, 8):
+        for j in range(8):
+            acc[j] += x[i + j]
+    for i in range(m, n):
+        total += x[i]
+    for j in range(8):
+        total += acc[j]
+    return total
+
+
 cdef void _col2im(const float *cols, float *dx, int nt, int C, int H, int W, int KH, int KW,
                   int SH, int SW, int PH, int PW, int CH, int CW) noexcept nogil:
     """The adjoint of :func:`_im2col`: ``dx (C, nt, H*W)`` = sum of the patches."""
-    cdef int c, kh, kw, s, oh, ow, ih, iw
+    cdef int c, kh, kw, s, oh, ow, ih, iw, lo, hi
     cdef Py_ssize_t P = CH * CW, ntP = <Py_ssize_t>nt * P
     cdef float *dst
     cdef const float *src
@@ -144,6 +178,12 @@ cdef void _col2im(const float *cols, float *dx, int nt, int C, int H, int W, int
                     for oh in range(CH):
                         ih = oh * SH - PH + kh
                         if ih < 0 or ih >= H:
+                            continue
+                        if SW == 1:
+                            # as in _im2col: the valid columns are one run
+                            lo = max(0, PW - kw)
+                            hi = min(CW, W + PW - kw)
+                            _add_run(dst + ih * W - PW + kw + lo, src + oh * CW + lo, hi - lo)
                             continue
                         for ow in range(CW):
                             iw = ow * SW - PW + kw
@@ -159,6 +199,26 @@ cdef void _pool(const float *x, float *y, int *arg, Py_ssize_t planes, int H, in
     cdef int oh, ow, a, b, at, best_at
     cdef float best, v, inv = 1.0 / (QH * QW)
     cdef const float *src
+    cdef const float *r0
+    cdef const float *r1
+    if not avg and QH == 2 and QW == 2 and QSH == 2 and QSW == 2:
+        for p in range(planes):
+            src = x + p * H * W
+            for oh in range(HO):
+                r0 = src + 2 * oh * W
+                r1 = r0 + W
+                for ow in range(WO):
+                    best_at = 2 * oh * W + 2 * ow
+                    best = r0[2 * ow]
+                    if r0[2 * ow + 1] > best:
+                        best, best_at = r0[2 * ow + 1], best_at + 1
+                    if r1[2 * ow] > best:
+                        best, best_at = r1[2 * ow], 2 * oh * W + W + 2 * ow
+                    if r1[2 * ow + 1] > best:
+                        best, best_at = r1[2 * ow + 1], 2 * oh * W + W + 2 * ow + 1
+                    y[(p * HO + oh) * WO + ow] = best
+                    arg[(p * HO + oh) * WO + ow] = best_at
+        return
     for p in range(planes):
         src = x + p * H * W
         for oh in range(HO):
@@ -344,10 +404,7 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
                     gw + u[F_WOFF], CKK)
             if u[F_BOFF] >= 0:
                 for f in range(u[F_F]):
-                    acc = 0.0
-                    for row in range(ntP):
-                        acc = acc + g[f * ntP + row]
-                    gw[u[F_BOFF] + f] += acc
+                    gw[u[F_BOFF] + f] += _sum(g + f * ntP, ntP)
             if u[F_GIN] >= 0:
                 gemm_rm(True, False, CKK, ntP, u[F_F], 1.0, w + u[F_WOFF], CKK, g, ntP, 0.0,
                         ws + u[F_DCOLS], ntP)
