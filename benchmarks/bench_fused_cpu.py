@@ -177,7 +177,7 @@ def main():
         print(line)
     results = {"threads": args.threads, "rounds": args.rounds, "images": args.images,
                "optimizer": "SGD(lr=1e-3, momentum=0.9)", "torch": torch_version,
-               "runs": runs, "whole_set_loss_and_gradient": whole_set, "machine": machine(dev)}
+               "runs": runs, "whole_set_loss_and_gradient": whole_set, "machine": machine()}
     write_results(results, "fused_cpu", args)
 
 
