@@ -9,7 +9,9 @@ Each measurement is one epoch over ``--images`` images (batches gathered
 from a shuffled order, as ``fit`` does); the three run interleaved, their
 order rotated each round, ``--rounds`` rounds; the medians are reported with
 the spread (min..max) and the per-round ratios fused / layer and fused /
-PyTorch (paired: the same round).  Also the whole-set loss and gradient
+PyTorch (paired: the same round), and the load average before each round is
+recorded (other work on the cores slows the layer path's many parallel
+regions a step far more than the fused step's three).  Also the whole-set loss and gradient
 (L-BFGS's evaluation in :mod:`hetnet.model.evolve`) of LeNet-5 at 32x32 over
 ``--set-images`` images, fused and layer by layer, interleaved.
 
@@ -110,7 +112,9 @@ def main():
 
     impls = ["fused", "layer"] + ([] if args.no_torch else ["torch"])
     rates = {(b, k): [] for b in args.batches for k in impls}
+    load = []           # the 1-minute load average before each round: other work on the cores
     for r in range(args.rounds):
+        load.append(os.getloadavg()[0])
         for batch in args.batches:
             order = impls[r % len(impls):] + impls[:r % len(impls)]
             for k in order:
@@ -177,7 +181,8 @@ def main():
         print(line)
     results = {"threads": args.threads, "rounds": args.rounds, "images": args.images,
                "optimizer": "SGD(lr=1e-3, momentum=0.9)", "torch": torch_version,
-               "runs": runs, "whole_set_loss_and_gradient": whole_set, "machine": machine()}
+               "load_average_before_rounds": load, "runs": runs,
+               "whole_set_loss_and_gradient": whole_set, "machine": machine()}
     write_results(results, "fused_cpu", args)
 
 
