@@ -116,6 +116,16 @@ def _config(opt):
     return cfg
 
 
+def test_shuffled_fit_visits_the_samples_as_layer_by_layer():
+    X, y = _data((20,), 45, 3, seed=5)
+    fused, layered = _mlp(fuse="always"), _mlp(fuse="never")
+    for m in (fused, layered):
+        m.fit(X, y, epochs=2, batch_size=8, optimizer=hn.optim.SGD(lr=0.05, momentum=0.9))
+    assert fused.fusion.decisions[(8, True)][0]
+    for a, b in zip(fused.get_weights(), layered.get_weights()):
+        assert _rel(a, b) <= 1e-4
+
+
 def test_one_and_two_threads_agree():
     model = _lenet(fuse="never")
     X, y = _data((1, 28, 28), 30, 10)

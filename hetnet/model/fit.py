@@ -263,8 +263,13 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
     for epoch in range(epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
         bar = progress_bar(verbose, n, f"epoch {epoch + 1}/{epochs} (fused)")
-        key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
-        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=bool(shuffle), seed=key,
+        if getattr(trainer, "orders_on_host", False):
+            # the CPU trainer takes the layer path's own order: the same epochs as _epochs
+            key, order = None, (model._shuffle_rng.permutation(n) if shuffle else False)
+        else:
+            key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
+            order = bool(shuffle)
+        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=order, seed=key,
                         lr_schedule=schedule,
                         step0=epoch * math.ceil(n / batch_size), total_steps=total)[0]
         trainer.write_back()

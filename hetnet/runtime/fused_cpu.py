@@ -207,6 +207,11 @@ class CPUFusedTrainer:
         The chain or the optimizer has no fused form; the message says why.
     """
 
+    #: :func:`hetnet.model.fit.fit_fused` passes each epoch's order (the
+    #: layer path's permutation from the model's shuffle generator), so a
+    #: fused fit visits the samples as a layer-by-layer one does
+    orders_on_host = True
+
     def __init__(self, model, device=None, batch_size=64, optimizer=None, tile=None,
                  num_threads=None):
         model._require_built()
