@@ -182,6 +182,11 @@ def test_explain_says_which_and_why():
     use, why = auto.fusion.decisions[(16, True)]
     assert why.startswith("measured per step: fused on cpu")
     assert why.endswith("chose fused" if use else "chose layer by layer")
+    # a second model of the same chain takes the first's measured choice (not timed
+    # again), so that two models alike train alike
+    twin = _mlp()
+    twin.fit(X, y, epochs=1, batch_size=16)
+    assert twin.fusion.decisions[(16, True)] == (use, why)
     assert "fusion: measured per step" in _mlp().explain(16).reason
     always = _mlp(fuse="always")
     always.fit(X, y, epochs=1, batch_size=16)

@@ -416,8 +416,8 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
                        u[F_AVG])
 
 
-def run(int[:, ::1] desc, float[::1] w, float[::1] grad, float[:, ::1] partial,
-        float[:, ::1] X, int[::1] rows, int start, int n, int[::1] labels,
+def run(const int[:, ::1] desc, const float[::1] w, float[::1] grad, float[:, ::1] partial,
+        const float[:, ::1] X, const int[::1] rows, int start, int n, const int[::1] labels,
         float[:, ::1] logits, float[:, ::1] ws, int[:, ::1] iws, int tile, int nthreads,
         bint train, double[:, ::1] stats):
     """One pass of the chain ``desc`` over positions ``start .. start+n-1``

@@ -53,7 +53,7 @@ from ..layers import BatchNorm1D, BatchNorm2D
 from ..metaheuristics import Metaheuristic, Problem
 from ..optim import SGD, Optimizer, get_optimizer
 from ..runtime.fused import FusedTrainer, FusionUnsupported
-from ..runtime.fused_cpu import CPUFusedTrainer, is_cpu_device
+from ..runtime.fused_cpu import CPU_DECISIONS, CPUFusedTrainer, chain_signature, is_cpu_device
 from . import fit as _fit
 
 #: epochs a metaheuristic's budget is split into when ``epochs`` is not given (the thesis's 20)
@@ -196,19 +196,25 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None):
                                       optimizer=SGD(lr=0.01))
             trainer.set_data(X, yt)
             if policy.mode == "auto" and layered is not None:
-                x0 = model.flat_weights()
-                times = []
-                for vg in (trainer.flat_loss_and_gradient, layered):
-                    t0 = time.perf_counter()
-                    vg(x0)
-                    times.append(time.perf_counter() - t0)
-                if times[0] >= times[1]:
-                    return None, (f"layer by layer: measured per evaluation: fused on "
-                                  f"{dev.name} {times[0] * 1e3:.1f} ms, layer by layer "
-                                  f"{times[1] * 1e3:.1f} ms")
-                return trainer.flat_loss_and_gradient, (
-                    f"fused on {dev.name} (measured per evaluation: {times[0] * 1e3:.1f} ms, "
-                    f"layer by layer {times[1] * 1e3:.1f} ms)")
+                # timed once per chain, set size and thread count in a process (as
+                # FusionPolicy's CPU choices): the same seed, the same search
+                key = ("whole-set", chain_signature(model), X.shape[0], dev.num_threads)
+                chosen = CPU_DECISIONS.get(key)
+                if chosen is None:
+                    x0 = model.flat_weights()
+                    times = []
+                    for vg in (trainer.flat_loss_and_gradient, layered):
+                        t0 = time.perf_counter()
+                        vg(x0)
+                        times.append(time.perf_counter() - t0)
+                    measured = (f"measured per evaluation: fused on {dev.name} "
+                                f"{times[0] * 1e3:.1f} ms, layer by layer "
+                                f"{times[1] * 1e3:.1f} ms")
+                    chosen = CPU_DECISIONS[key] = (
+                        (True, f"fused on {dev.name} ({measured})") if times[0] < times[1]
+                        else (False, f"layer by layer: {measured}"))
+                use, why = chosen
+                return (trainer.flat_loss_and_gradient if use else None), why
             return trainer.flat_loss_and_gradient, f"fused on {dev.name}"
         trainer = FusedTrainer(model, device=dev, batch_size=X.shape[0],
                                optimizer=SGD(lr=0.01))

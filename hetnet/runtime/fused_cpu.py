@@ -36,7 +36,8 @@ from ..optim import SGD, Adam, RMSProp, get_optimizer
 from .flatparams import FlatGroup
 from .fused import FusionUnsupported, describe_chain, optimizer_unsupported, unit_weights
 
-__all__ = ["CPUFusedTrainer", "descriptors", "is_cpu_device", "l2_cache_bytes"]
+__all__ = ["CPU_DECISIONS", "CPUFusedTrainer", "chain_signature", "descriptors",
+           "is_cpu_device", "l2_cache_bytes"]
 
 #: share of a core's L2 cache one thread's workspace should use at most
 L2_SHARE = 0.5
@@ -68,6 +69,21 @@ def l2_cache_bytes(default=1 << 20):
     except (OSError, ValueError):
         pass
     return default
+
+
+#: the measured choices of ``fuse="auto"`` on the CPU, shared by the models
+#: of one process: (what, :func:`chain_signature`, size, threads) ->
+#: (use fused, reason).  The fused and layer paths round differently, and
+#: two timings of nearly equal paths may fall either way: without this two
+#: identical models (the same seed) could train differently.
+CPU_DECISIONS = {}
+
+
+def chain_signature(model):
+    """A hashable description of the model's training chain (its units'
+    sizes and activations, not its weights)."""
+    return tuple(tuple(sorted((k, repr(v)) for k, v in u.items() if k not in ("src", "bn")))
+                 for u in cpu_units(model))
 
 
 def cpu_units(model):
@@ -173,6 +189,22 @@ def choose_tile(units, offsets, batch, threads, cache_bytes=None):
     _, floats, ints = descriptors(units, offsets, 1)
     fit = int(budget // (4 * (floats + ints)))
     return max(1, min(MAX_TILE, fit, -(-batch // max(threads, 1))))
+
+
+def _apply_schedule(schedule, opt, step, total_steps):
+    """:func:`hetnet.schedules.apply_schedule`'s rule and message (that
+    module sits above this one in the package's layers)."""
+    value = schedule(step, total_steps)
+    try:
+        opt.lr = value
+    except ValueError as exc:
+        raise ValueError(f"lr_schedule {schedule!r} gave lr={value!r} at step {step} of "
+                         f"{total_steps}: {exc}") from None
+    momentum = getattr(schedule, "momentum", None)
+    if callable(momentum):
+        value = momentum(step, total_steps)
+        if value is not None:
+            opt.set_momentum(value)
 
 
 class CPUFusedTrainer:
@@ -392,18 +424,18 @@ class CPUFusedTrainer:
             loss = correct = 0.0
             t0 = time.perf_counter()
             for start in range(0, n, bs):
-                if lr_schedule is not None:      # hetnet.schedules.apply_schedule's rule
-                    opt.lr = float(lr_schedule(step, total_steps))
-                    momentum = getattr(lr_schedule, "momentum", None)
-                    value = momentum(step, total_steps) if callable(momentum) else None
-                    if value is not None:
-                        opt.set_momentum(value)
+                if lr_schedule is not None:
+                    _apply_schedule(lr_schedule, opt, step, total_steps)
                 m = min(bs, n - start)
                 batch_loss, batch_correct = self.train_step(Xh, labels, rows, start, m)
                 loss += batch_loss
                 correct += batch_correct
                 step += 1
             dt = time.perf_counter() - t0
+            # as hetnet.model.health.fold_weights: 0 * sum(w^2) in float32, so that
+            # weights that overflowed (or hold NaN) make the epoch's loss NaN
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss += float(np.float32(0.0) * np.dot(self.w, self.w))
             history.append({"loss": loss / n, "accuracy": correct / n,
                             "images_per_s": n / dt, "time_s": dt})
         return history

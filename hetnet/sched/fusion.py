@@ -11,7 +11,8 @@ import numpy as np
 from ..optim import SGD
 from ..runtime import timing
 from ..runtime.fused import FusedTrainer, FusionUnsupported, describe_chain
-from ..runtime.fused_cpu import CPUFusedTrainer, cpu_units, is_cpu_device
+from ..runtime.fused_cpu import (CPU_DECISIONS, CPUFusedTrainer, chain_signature, cpu_units,
+                                 is_cpu_device)
 
 FUSE_MODES = ("auto", "always", "never")
 
@@ -34,7 +35,10 @@ class FusionPolicy:
     A model whose steps all run on the CPU device (no OpenCL GPU among its
     devices) trains fused with :class:`~hetnet.runtime.fused_cpu.CPUFusedTrainer`
     by the same rules (``"auto"`` times it against the layer-by-layer
-    step); its inference stays layer by layer, under ``"always"`` too.
+    step; the choice is kept for every model of the same chain, batch size
+    and thread count in the process, :data:`CPU_DECISIONS`, so that two
+    models alike train alike); its inference stays layer by layer, under
+    ``"always"`` too.
 
     Attributes
     ----------
@@ -57,9 +61,11 @@ class FusionPolicy:
         gpus = [d for d in opencl if d.kind == "gpu"]
         if gpus:
             return gpus[0], ""
-        steps = [s.device for s in model._steps]
-        if steps and all(is_cpu_device(d) for d in steps) and len(set(steps)) == 1:
-            return steps[0], ""
+        # the CPU kernel when the model can only run on one CPU device: with any
+        # other device among its placement's candidates, a plan may move steps there
+        devices = list(dict.fromkeys(candidates))
+        if len(devices) == 1 and is_cpu_device(devices[0]):
+            return devices[0], ""
         if opencl and self.mode == "always":
             return opencl[0], ""
         return None, ("no OpenCL GPU among the model's devices" + (
@@ -144,6 +150,12 @@ class FusionPolicy:
             decision = self.decisions[key] = (False, f"layer by layer: {exc}")
             return decision
         measured = self._measured.get(key)
+        shared = None
+        if measured is None and is_cpu_device(dev) and self.mode == "auto":
+            # one measured choice per chain, batch and thread count in a process:
+            # two models alike train alike (the two paths round differently)
+            shared = ("step", chain_signature(model), batch, dev.num_threads)
+            measured = CPU_DECISIONS.get(shared)
         if measured is None:
             if self.mode == "always":
                 measured = (True, f"fused on {dev.name} (fuse='always')")
@@ -155,12 +167,15 @@ class FusionPolicy:
                 else:
                     model._use_plan(batch, training)
                     layered_s = model._step_time(batch, training)
+                    model.runtime.release_pool()     # the timing's stand-in data set
                     use = fused_s < layered_s
                     measured = (use, f"measured per step: fused on {dev.name} "
                                      f"{fused_s * 1e3:.3f} ms, layer by layer "
                                      f"{layered_s * 1e3:.3f} ms; chose "
                                      + ("fused" if use else "layer by layer"))
-            self._measured[key] = measured
+            if shared is not None:
+                CPU_DECISIONS[shared] = measured
+        self._measured[key] = measured
         self.decisions[key] = measured
         return measured
 
