@@ -52,7 +52,7 @@ def _extensions():
     from Cython.Build import cythonize
 
     exts = [Extension(f"hetnet._cpu.{n}", [f"hetnet/_cpu/{n}.pyx"])
-            for n in ("blas", "conv", "elementwise", "norm", "pool")]
+            for n in ("blas", "conv", "elementwise", "fused", "norm", "pool")]
     # the C launcher of OpenCL kernels lives with the OpenCL device it serves
     exts.append(Extension("hetnet.devices.opencl._clenqueue",
                           ["hetnet/devices/opencl/_clenqueue.pyx"]))

@@ -53,6 +53,7 @@ from ..layers import BatchNorm1D, BatchNorm2D
 from ..metaheuristics import Metaheuristic, Problem
 from ..optim import SGD, Optimizer, get_optimizer
 from ..runtime.fused import FusedTrainer, FusionUnsupported
+from ..runtime.fused_cpu import CPU_DECISIONS, CPUFusedTrainer, chain_signature, is_cpu_device
 from . import fit as _fit
 
 #: epochs a metaheuristic's budget is split into when ``epochs`` is not given (the thesis's 20)
@@ -165,7 +166,7 @@ class _Shard:
         self.computing = (lambda: None) if shards is None else shards.computing
 
 
-def _fused_value_and_grad(model, X, yt, sw):
+def _fused_value_and_grad(model, X, yt, sw, layered=None):
     """The whole-set loss and gradient (the L-BFGS evaluations) through the
     fused kernels of :class:`hetnet.runtime.fused.FusedTrainer`, the training
     set resident on the device: one forward + backward launch pair instead
@@ -176,6 +177,12 @@ def _fused_value_and_grad(model, X, yt, sw):
     have a fused form (no sample weights).  Returns ``(value_and_grad,
     path)``: ``value_and_grad`` None and ``path`` the reason when the layer
     path is kept, else ``path`` ``"fused on <device>"``.
+
+    A model on the CPU device evaluates through
+    :class:`hetnet.runtime.fused_cpu.CPUFusedTrainer`'s per-tile kernel;
+    under ``fuse='auto'`` one evaluation each way (``layered``, the layer
+    path's ``value_and_grad``) is timed at the model's weights and the
+    faster kept.
     """
     policy = model.fusion
     try:
@@ -184,6 +191,31 @@ def _fused_value_and_grad(model, X, yt, sw):
         dev = policy.usable_device(
             model, "the fused loss has no sample weights" if sw is not None else "", X.nbytes)
         # the optimizer is never run: the trainer only computes the gradient
+        if is_cpu_device(dev):
+            trainer = CPUFusedTrainer(model, device=dev, batch_size=X.shape[0],
+                                      optimizer=SGD(lr=0.01))
+            trainer.set_data(X, yt)
+            if policy.mode == "auto" and layered is not None:
+                # timed once per chain, set size and thread count in a process (as
+                # FusionPolicy's CPU choices): the same seed, the same search
+                key = ("whole-set", chain_signature(model), X.shape[0], dev.num_threads)
+                chosen = CPU_DECISIONS.get(key)
+                if chosen is None:
+                    x0 = model.flat_weights()
+                    times = []
+                    for vg in (trainer.flat_loss_and_gradient, layered):
+                        t0 = time.perf_counter()
+                        vg(x0)
+                        times.append(time.perf_counter() - t0)
+                    measured = (f"measured per evaluation: fused on {dev.name} "
+                                f"{times[0] * 1e3:.1f} ms, layer by layer "
+                                f"{times[1] * 1e3:.1f} ms")
+                    chosen = CPU_DECISIONS[key] = (
+                        (True, f"fused on {dev.name} ({measured})") if times[0] < times[1]
+                        else (False, f"layer by layer: {measured}"))
+                use, why = chosen
+                return (trainer.flat_loss_and_gradient if use else None), why
+            return trainer.flat_loss_and_gradient, f"fused on {dev.name}"
         trainer = FusedTrainer(model, device=dev, batch_size=X.shape[0],
                                optimizer=SGD(lr=0.01))
         trainer.set_data(X, yt)
@@ -310,17 +342,18 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
             losses = rt.population_loss(pop.astype(np.float32), local.X, local.y, local.w)
         return losses if shards is None else shards.population_loss(losses)
 
-    fused_vg, gradient_path = _fused_value_and_grad(model, local.X, local.y, local.w)
+    def layered_vg(x):
+        rt.set_flat_weights(x)
+        with rt.session():
+            loss, _ = rt.loss_and_gradients(local.X, local.y, local.w, read_gradients=False)
+            return loss, rt.flat_gradient().astype(np.float64)
+
+    fused_vg, gradient_path = _fused_value_and_grad(model, local.X, local.y, local.w,
+                                                    layered_vg)
 
     def value_and_grad(x):
         local.computing()
-        if fused_vg is not None:
-            loss, grad = fused_vg(x)
-        else:
-            rt.set_flat_weights(x)
-            with rt.session():
-                loss, _ = rt.loss_and_gradients(local.X, local.y, local.w, read_gradients=False)
-                grad = rt.flat_gradient().astype(np.float64)
+        loss, grad = (fused_vg or layered_vg)(x)
         return (loss, grad) if shards is None else shards.loss_and_gradient(loss, grad)
 
     problem = Problem(fun, model.count_params(), max_evals, value_and_grad=value_and_grad,

@@ -119,9 +119,12 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer=None, validation_data=No
     model.history = history
     model._fit_progress = None
     n = X.shape[0]
+    hooks = model.runtime.gradient_hooks if model.runtime is not None else ()
     use, _ = model.fusion.decide(model, min(batch_size, n), True,
                                  fused_unsupported(sw, callbacks, ctx, model.optimizer,
-                                                   resume_from is not None),
+                                                   resume_from is not None) or
+                                 ("the model has gradient hooks (the fused step has no "
+                                  "per-layer gradients to show them)" if hooks else ""),
                                  X.nbytes)
     if use:
         trainer = model.fusion.trainer(model, min(batch_size, n), model.optimizer)
@@ -263,8 +266,13 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
     for epoch in range(epochs):
         call_callbacks(callbacks, "on_epoch_begin", model, epoch)
         bar = progress_bar(verbose, n, f"epoch {epoch + 1}/{epochs} (fused)")
-        key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
-        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=bool(shuffle), seed=key,
+        if getattr(trainer, "orders_on_host", False):
+            # the CPU trainer takes the layer path's own order: the same epochs as _epochs
+            key, order = None, (model._shuffle_rng.permutation(n) if shuffle else False)
+        else:
+            key = int(model._shuffle_rng.integers(0, 2 ** 31)) if shuffle else None
+            order = bool(shuffle)
+        h = trainer.fit(epochs=1, batch_size=batch_size, shuffle=order, seed=key,
                         lr_schedule=schedule,
                         step0=epoch * math.ceil(n / batch_size), total_steps=total)[0]
         trainer.write_back()
@@ -274,7 +282,9 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
             logs["val_loss"], logs["val_accuracy"] = ev["loss"], ev["accuracy"]
         if bar is not None:
             bar.update(n)
-        if end_epoch(model, epoch, logs, history, bar, callbacks):
+        if verbose == 2:
+            print(epoch_line(epoch, epochs, logs), flush=True)
+        if end_epoch(model, epoch, logs, history, bar, callbacks, X):
             break
     call_callbacks(callbacks, "on_fit_end", model, history)
     return history
@@ -311,17 +321,17 @@ def record_epoch(model, history, logs, Xv, yv, bar, distributed=None):
     return logs
 
 
-def end_epoch(model, epoch, logs, history, bar, callbacks):
+def end_epoch(model, epoch, logs, history, bar, callbacks, X=None):
     """An epoch's logs into ``history`` and its bar; raises on a diverged
-    loss; returns True when a callback stops training."""
+    loss (:func:`hetnet.model.health.check_epoch`'s diagnosis, from the
+    weights written back and the inputs ``X``); returns True when a callback
+    stops training."""
     for key, value in logs.items():
         history.setdefault(key, []).append(value)
     if bar is not None:
         bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "time_s"})
         bar.close()
-    if not math.isfinite(logs["loss"]):
-        raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss "
-                                 f"{logs['loss']}); lower the learning rate")
+    check_epoch(model, epoch, logs["loss"], X)
     return any(call_callbacks(callbacks, "on_epoch_end", model, epoch, logs))
 
 

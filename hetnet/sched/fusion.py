@@ -1,6 +1,8 @@
 """Fusion as one more placement: whether a model's step runs as the fused
-kernels of :mod:`hetnet.runtime.fused` on an OpenCL GPU or layer by layer,
-decided per batch size and mode (``Sequential(fuse=...)``)."""
+kernels of :mod:`hetnet.runtime.fused` on an OpenCL GPU (or, for training
+steps of a model on the CPU device, the per-tile kernel of
+:mod:`hetnet.runtime.fused_cpu`) or layer by layer, decided per batch size
+and mode (``Sequential(fuse=...)``)."""
 
 import time
 
@@ -9,8 +11,13 @@ import numpy as np
 from ..optim import SGD
 from ..runtime import timing
 from ..runtime.fused import FusedTrainer, FusionUnsupported, describe_chain
+from ..runtime.fused_cpu import (CPU_DECISIONS, CPUFusedTrainer, chain_signature, cpu_units,
+                                 is_cpu_device)
 
 FUSE_MODES = ("auto", "always", "never")
+
+#: why a model on the CPU device predicts layer by layer
+CPU_INFERENCE = "the fused CPU step trains; inference on the CPU runs layer by layer"
 
 
 class FusionPolicy:
@@ -24,6 +31,14 @@ class FusionPolicy:
     layer-by-layer plan (:meth:`Sequential._step_time`, as ``fit`` runs
     them) and the faster is used; any reason fusion does not apply makes
     it layer by layer, the reason kept for :meth:`Sequential.explain`.
+
+    A model whose steps all run on the CPU device (no OpenCL GPU among its
+    devices) trains fused with :class:`~hetnet.runtime.fused_cpu.CPUFusedTrainer`
+    by the same rules (``"auto"`` times it against the layer-by-layer
+    step; the choice is kept for every model of the same chain, batch size
+    and thread count in the process, :data:`CPU_DECISIONS`, so that two
+    models alike train alike); its inference stays layer by layer, under
+    ``"always"`` too.
 
     Attributes
     ----------
@@ -46,6 +61,11 @@ class FusionPolicy:
         gpus = [d for d in opencl if d.kind == "gpu"]
         if gpus:
             return gpus[0], ""
+        # the CPU kernel when the model can only run on one CPU device: with any
+        # other device among its placement's candidates, a plan may move steps there
+        devices = list(dict.fromkeys(candidates))
+        if len(devices) == 1 and is_cpu_device(devices[0]):
+            return devices[0], ""
         if opencl and self.mode == "always":
             return opencl[0], ""
         return None, ("no OpenCL GPU among the model's devices" + (
@@ -62,6 +82,8 @@ class FusionPolicy:
         dev, why = self.device(model)
         if dev is None:
             raise FusionUnsupported(why)
+        if is_cpu_device(dev):
+            return dev
         if data_bytes > dev.cl_device.global_mem_size // 2:
             raise FusionUnsupported(
                 f"the data set ({data_bytes / 2**20:.0f} MiB) is more than half the "
@@ -76,6 +98,17 @@ class FusionPolicy:
         dev = self.usable_device(model)
         key = (batch, dev.name, training)
         tr = self._trainers.get(key)
+        if is_cpu_device(dev):
+            if not training:
+                raise FusionUnsupported(CPU_INFERENCE)
+            if tr is None:
+                tr = self._trainers[key] = CPUFusedTrainer(model, device=dev, batch_size=batch,
+                                                           optimizer=optimizer)
+                return tr
+            tr.load_weights()
+            if optimizer is not None and optimizer is not tr.optimizer:
+                tr.set_optimizer(optimizer)
+            return tr
         if tr is None and not training:
             tr = self._trainers.get((batch, dev.name, True))
         if tr is None:
@@ -97,6 +130,10 @@ class FusionPolicy:
         key = (batch, training)
         if self.mode == "never":
             return False, "fuse='never'"
+        if not training and is_cpu_device(self.device(model)[0]):
+            # not a limit of the chain: even fuse='always' predicts layer by layer here
+            decision = self.decisions[key] = (False, f"layer by layer: {CPU_INFERENCE}")
+            return decision
         try:
             if unsupported:
                 raise FusionUnsupported(unsupported)
@@ -104,6 +141,8 @@ class FusionPolicy:
             # names them even where there is no GPU
             describe_chain(model, training)
             dev = self.usable_device(model, "", data_bytes)
+            if is_cpu_device(dev):
+                cpu_units(model)
         except FusionUnsupported as exc:
             if self.mode == "always":
                 raise FusionUnsupported(
@@ -111,6 +150,12 @@ class FusionPolicy:
             decision = self.decisions[key] = (False, f"layer by layer: {exc}")
             return decision
         measured = self._measured.get(key)
+        shared = None
+        if measured is None and is_cpu_device(dev) and self.mode == "auto":
+            # one measured choice per chain, batch and thread count in a process:
+            # two models alike train alike (the two paths round differently)
+            shared = ("step", chain_signature(model), batch, dev.num_threads)
+            measured = CPU_DECISIONS.get(shared)
         if measured is None:
             if self.mode == "always":
                 measured = (True, f"fused on {dev.name} (fuse='always')")
@@ -122,12 +167,15 @@ class FusionPolicy:
                 else:
                     model._use_plan(batch, training)
                     layered_s = model._step_time(batch, training)
+                    model.runtime.release_pool()     # the timing's stand-in data set
                     use = fused_s < layered_s
                     measured = (use, f"measured per step: fused on {dev.name} "
                                      f"{fused_s * 1e3:.3f} ms, layer by layer "
                                      f"{layered_s * 1e3:.3f} ms; chose "
                                      + ("fused" if use else "layer by layer"))
-            self._measured[key] = measured
+            if shared is not None:
+                CPU_DECISIONS[shared] = measured
+        self._measured[key] = measured
         self.decisions[key] = measured
         return measured
 
@@ -136,6 +184,15 @@ def time_fused_step(model, dev, batch, training, steps=20):
     """Seconds per fused step (training: forward, backward, update; else the
     forward) on random resident data, on a trainer of its own (the model's
     weights are not changed)."""
+    if is_cpu_device(dev):
+        tr = CPUFusedTrainer(model, device=dev, batch_size=batch,
+                             optimizer=SGD(lr=1e-3, momentum=0.9))
+        x, y = timing.random_batch(model.runtime, batch)
+        labels = np.asarray(y, dtype=np.int32).reshape(-1)
+        if labels.shape[0] != batch:          # one-hot rows
+            labels = np.asarray(y).reshape(batch, -1).argmax(axis=1).astype(np.int32)
+        return tr.time_step(np.ascontiguousarray(x.reshape(batch, -1), dtype=np.float32),
+                            labels, batch, steps)
     tr = FusedTrainer(model, device=dev, batch_size=batch, training=training,
                       optimizer=SGD(lr=1e-3, momentum=0.9) if training else None)
     x, y = timing.random_batch(model.runtime, batch)

@@ -1,0 +1,494 @@
+"""A whole chain's training step per tile of samples, for the CPU device.
+
+The layer-by-layer CPU step runs each layer over the whole batch: every
+activation, unrolled patch matrix and gradient of the batch is written to
+memory and read back by the next layer.  Here one OpenMP thread takes a
+tile of ``T`` samples and runs every unit's forward, the softmax
+cross-entropy and every unit's backward on it, its activations and patch
+matrices in its own workspace (sized by the caller to stay in its core's
+L2), adding the parameter gradients into a flat buffer of its own; the
+threads' buffers are summed at the end.  The GEMMs are single-threaded
+BLAS calls from several threads at once (as :func:`hetnet._cpu.blas.gemm`'s
+batched products).
+
+The chain comes as rows of ints (:data:`D` per unit, fields named below),
+built from :func:`hetnet.runtime.fused.describe_chain`'s units by
+:mod:`hetnet.runtime.fused_cpu`; nothing here knows a network.
+
+Layouts inside a tile: a convolution's or pool's activations are
+channel-major, ``(C, nt, H*W)`` (so one GEMM covers the tile: ``W (F, C*KH*KW)``
+times the tile's patch matrix ``(C*KH*KW, nt*HO*WO)``), a dense unit's are
+rows ``(nt, features)``; a dense unit after a spatial one transposes its
+input (Flatten's NCHW order) and its input gradient back.
+"""
+
+from cython.parallel cimport prange
+from libc.string cimport memset, memcpy
+from libc.math cimport expf, logf
+
+from hetnet._cpu.blas cimport gemm_rm
+
+include "_openmp.pxi"
+include "_act.pxi"
+
+# unit kinds
+cdef enum:
+    K_CONV = 0
+    K_POOL = 1
+    K_DENSE = 2
+
+# fields of a unit's descriptor row
+cdef enum:
+    F_KIND = 0
+    F_C = 1          # input channels (dense: input features)
+    F_H = 2
+    F_W = 3
+    F_F = 4          # output channels (pool: C; dense: output features)
+    F_KH = 5
+    F_KW = 6
+    F_SH = 7
+    F_SW = 8
+    F_PH = 9
+    F_PW = 10
+    F_CH = 11        # the convolution's output before the pool (pool: H)
+    F_CW = 12
+    F_QH = 13        # pool window and stride (1 when none)
+    F_QW = 14
+    F_QSH = 15
+    F_QSW = 16
+    F_HO = 17        # output after the pool
+    F_WO = 18
+    F_ACT = 19
+    F_POOLED = 20    # a pool follows (conv: merged max pool; pool: 1)
+    F_AVG = 21       # the pool averages
+    F_WOFF = 22      # the weight's offset in the flat parameters
+    F_BOFF = 23      # the bias's, -1 without one
+    F_TRANS = 24     # dense after a spatial unit: its input is transposed in
+    F_PREV_C = 25    # ... from the previous unit's (PREV_C, nt, in / PREV_C)
+    F_IN = 26        # workspace offsets (floats, per thread) of: the input,
+    F_OUT = 27       # the output,
+    F_COLS = 28      # the patch matrix,
+    F_Y = 29         # the convolution's activated output before its pool,
+    F_GOUT = 30      # the gradient at the output,
+    F_GIN = 31       # the gradient at the input (-1: none, the first unit),
+    F_ARG = 32       # the pool's arg-max offsets (int workspace)
+    F_PREV_OUT = 33  # the previous unit's output and gradient (F_TRANS)
+    F_PREV_GOUT = 34
+    F_DCOLS = 35     # scratch: the patch matrix's gradient,
+    F_DY = 36        # the convolution's gradient before its pool
+    D = 40
+
+#: floats a descriptor row holds
+UNIT_FIELDS = D
+FIELDS = {"kind": F_KIND, "C": F_C, "H": F_H, "W": F_W, "F": F_F, "KH": F_KH, "KW": F_KW,
+          "SH": F_SH, "SW": F_SW, "PH": F_PH, "PW": F_PW, "CH": F_CH, "CW": F_CW,
+          "QH": F_QH, "QW": F_QW, "QSH": F_QSH, "QSW": F_QSW, "HO": F_HO, "WO": F_WO,
+          "ACT": F_ACT, "pooled": F_POOLED, "avg": F_AVG, "w_off": F_WOFF, "b_off": F_BOFF,
+          "trans": F_TRANS, "prev_c": F_PREV_C, "in": F_IN, "out": F_OUT, "cols": F_COLS,
+          "y": F_Y, "gout": F_GOUT, "gin": F_GIN, "arg": F_ARG, "prev_out": F_PREV_OUT,
+          "prev_gout": F_PREV_GOUT, "dcols": F_DCOLS, "dy": F_DY}
+KINDS = {"conv": K_CONV, "pool": K_POOL, "dense": K_DENSE}
+
+
+cdef extern from *:
+    """
+    /* d[j] += x[j] over distinct memory: restrict lets the loop vectorise */
+    static inline void hn_add_run(float *restrict d, const float *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) d[j] += x[j];
+    }
+    /* d[j] = x[j]: the short runs of a patch row, where a memcpy call costs
+       more than the copy */
+    static inline void hn_copy_run(float *restrict d, const float *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) d[j] = x[j];
+    }
+    """
+    void _add_run "hn_add_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
+    void _copy_run "hn_copy_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
+
+
+cdef void _im2col(const float *x, float *cols, int nt, int C, int H, int W, int KH, int KW,
+                  int SH, int SW, int PH, int PW, int CH, int CW) noexcept nogil:
+    """``x (C, nt, H*W)`` -> ``cols (C*KH*KW, nt*CH*CW)``, zeros off the image."""
+    cdef int c, kh, kw, s, oh, ow, ih, iw, lo, hi
+    cdef Py_ssize_t P = CH * CW, ntP = <Py_ssize_t>nt * P
+    cdef float *dst
+    cdef const float *src
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                for s in range(nt):
+                    src = x + (<Py_ssize_t>c * nt + s) * H * W
+                    dst = cols + ((<Py_ssize_t>c * KH + kh) * KW + kw) * ntP + s * P
+                    for oh in range(CH):
+                        ih = oh * SH - PH + kh
+                        if ih < 0 or ih >= H:
+                            memset(dst + oh * CW, 0, CW * sizeof(float))
+                            continue
+                        if SW == 1:
+                            # the columns ow with 0 <= ow - PW + kw < W are one run
+                            lo = max(0, PW - kw)
+                            hi = min(CW, W + PW - kw)
+                            if hi < lo:
+                                hi = lo
+                            if lo > 0:
+                                memset(dst + oh * CW, 0, lo * sizeof(float))
+                            if hi > lo:
+                                _copy_run(dst + oh * CW + lo, src + ih * W + lo - PW + kw,
+                                          hi - lo)
+                            if CW > hi:
+                                memset(dst + oh * CW + hi, 0, (CW - hi) * sizeof(float))
+                            continue
+                        for ow in range(CW):
+                            iw = ow * SW - PW + kw
+                            dst[oh * CW + ow] = src[ih * W + iw] if 0 <= iw < W else 0.0
+
+
+cdef inline float _sum(const float *x, Py_ssize_t n) noexcept nogil:
+    """The sum of a run, in eight partial sums (a vectorisable loop; one
+    running float sum is a chain of dependent adds)."""
+    cdef float acc[8]
+    cdef Py_ssize_t i, j, m = n - n % 8
+    cdef float total = 0.0
+    for j in range(8):
+        acc[j] = 0.0
+    for i in range(0, m, 8):
+        for j in range(8):
+            acc[j] += x[i + j]
+    for i in range(m, n):
+        total += x[i]
+    for j in range(8):
+        total += acc[j]
+    return total
+
+
+cdef void _col2im(const float *cols, float *dx, int nt, int C, int H, int W, int KH, int KW,
+                  int SH, int SW, int PH, int PW, int CH, int CW) noexcept nogil:
+    """The adjoint of :func:`_im2col`: ``dx (C, nt, H*W)`` = sum of the patches."""
+    cdef int c, kh, kw, s, oh, ow, ih, iw, lo, hi
+    cdef Py_ssize_t P = CH * CW, ntP = <Py_ssize_t>nt * P
+    cdef float *dst
+    cdef const float *src
+    memset(dx, 0, <Py_ssize_t>C * nt * H * W * sizeof(float))
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                for s in range(nt):
+                    dst = dx + (<Py_ssize_t>c * nt + s) * H * W
+                    src = cols + ((<Py_ssize_t>c * KH + kh) * KW + kw) * ntP + s * P
+                    for oh in range(CH):
+                        ih = oh * SH - PH + kh
+                        if ih < 0 or ih >= H:
+                            continue
+                        if SW == 1:
+                            # as in _im2col: the valid columns are one run
+                            lo = max(0, PW - kw)
+                            hi = min(CW, W + PW - kw)
+                            _add_run(dst + ih * W - PW + kw + lo, src + oh * CW + lo, hi - lo)
+                            continue
+                        for ow in range(CW):
+                            iw = ow * SW - PW + kw
+                            if 0 <= iw < W:
+                                dst[ih * W + iw] += src[oh * CW + ow]
+
+
+cdef void _pool(const float *x, float *y, int *arg, Py_ssize_t planes, int H, int W,
+                int QH, int QW, int QSH, int QSW, int HO, int WO, bint avg) noexcept nogil:
+    """Max (the arg-max offsets into ``arg``) or average pool of ``planes``
+    planes ``(H, W)`` -> ``(HO, WO)``."""
+    cdef Py_ssize_t p
+    cdef int oh, ow, a, b, at, best_at
+    cdef float best, v, inv = 1.0 / (QH * QW)
+    cdef const float *src
+    cdef const float *r0
+    cdef const float *r1
+    if not avg and QH == 2 and QW == 2 and QSH == 2 and QSW == 2:
+        for p in range(planes):
+            src = x + p * H * W
+            for oh in range(HO):
+                r0 = src + 2 * oh * W
+                r1 = r0 + W
+                for ow in range(WO):
+                    best_at = 2 * oh * W + 2 * ow
+                    best = r0[2 * ow]
+                    if r0[2 * ow + 1] > best:
+                        best, best_at = r0[2 * ow + 1], best_at + 1
+                    if r1[2 * ow] > best:
+                        best, best_at = r1[2 * ow], 2 * oh * W + W + 2 * ow
+                    if r1[2 * ow + 1] > best:
+                        best, best_at = r1[2 * ow + 1], 2 * oh * W + W + 2 * ow + 1
+                    y[(p * HO + oh) * WO + ow] = best
+                    arg[(p * HO + oh) * WO + ow] = best_at
+        return
+    for p in range(planes):
+        src = x + p * H * W
+        for oh in range(HO):
+            for ow in range(WO):
+                if avg:
+                    v = 0.0
+                    for a in range(QH):
+                        for b in range(QW):
+                            v = v + src[(oh * QSH + a) * W + ow * QSW + b]
+                    y[(p * HO + oh) * WO + ow] = v * inv
+                else:
+                    best_at = oh * QSH * W + ow * QSW
+                    best = src[best_at]
+                    for a in range(QH):
+                        for b in range(QW):
+                            at = (oh * QSH + a) * W + ow * QSW + b
+                            if src[at] > best:
+                                best, best_at = src[at], at
+                    y[(p * HO + oh) * WO + ow] = best
+                    arg[(p * HO + oh) * WO + ow] = best_at
+
+
+cdef void _pool_back(const float *dy, float *dx, const int *arg, Py_ssize_t planes, int H,
+                     int W, int QH, int QW, int QSH, int QSW, int HO, int WO,
+                     bint avg) noexcept nogil:
+    """``dx (planes, H, W)`` = the pool's gradient from ``dy (planes, HO, WO)``."""
+    cdef Py_ssize_t p
+    cdef int oh, ow, a, b
+    cdef float g, inv = 1.0 / (QH * QW)
+    cdef float *dst
+    memset(dx, 0, planes * H * W * sizeof(float))
+    for p in range(planes):
+        dst = dx + p * H * W
+        for oh in range(HO):
+            for ow in range(WO):
+                g = dy[(p * HO + oh) * WO + ow]
+                if avg:
+                    for a in range(QH):
+                        for b in range(QW):
+                            dst[(oh * QSH + a) * W + ow * QSW + b] += g * inv
+                else:
+                    dst[arg[(p * HO + oh) * WO + ow]] += g
+
+
+cdef void _to_rows(const float *x, float *r, int nt, int C, int S) noexcept nogil:
+    """``(C, nt, S)`` -> ``(nt, C*S)`` (Flatten's order)."""
+    cdef int c, s
+    for s in range(nt):
+        for c in range(C):
+            memcpy(r + (<Py_ssize_t>s * C + c) * S, x + (<Py_ssize_t>c * nt + s) * S,
+                   S * sizeof(float))
+
+
+cdef void _from_rows(const float *r, float *x, int nt, int C, int S) noexcept nogil:
+    """``(nt, C*S)`` -> ``(C, nt, S)``."""
+    cdef int c, s
+    for s in range(nt):
+        for c in range(C):
+            memcpy(x + (<Py_ssize_t>c * nt + s) * S, r + (<Py_ssize_t>s * C + c) * S,
+                   S * sizeof(float))
+
+
+cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
+                int in_size, const int *rows, int r0, int nt, const int *labels,
+                float inv_n, float *ws, int *iws, double *stats, float *logits,
+                bint train) noexcept nogil:
+    """Forward, loss and (``train``) backward of positions ``r0 .. r0+nt-1``
+    of ``rows``; parameter gradients added into ``gw``, loss sum and correct
+    count into ``stats``, logits (when not NULL) written at ``logits + (r0 - 0) * K``
+    by the caller's offset."""
+    cdef const int *u
+    cdef int i, s, c, j, k, K, best, lab, HW
+    cdef Py_ssize_t row, ntP, CKK, P, f
+    cdef float *x
+    cdef float *y
+    cdef float *g
+    cdef const float *b
+    cdef float m, sm, acc
+    # the tile's input, in the first unit's layout
+    u = d
+    x = ws + u[F_IN]
+    if u[F_KIND] == K_DENSE:
+        for s in range(nt):
+            memcpy(x + <Py_ssize_t>s * in_size, X + <Py_ssize_t>rows[r0 + s] * in_size,
+                   in_size * sizeof(float))
+    else:
+        HW = u[F_H] * u[F_W]
+        for s in range(nt):
+            row = rows[r0 + s]
+            for c in range(u[F_C]):
+                memcpy(x + (<Py_ssize_t>c * nt + s) * HW, X + row * in_size + c * HW,
+                       HW * sizeof(float))
+    # forward
+    for i in range(nu):
+        u = d + i * D
+        x = ws + u[F_IN]
+        b = w + u[F_BOFF] if u[F_BOFF] >= 0 else NULL
+        if u[F_KIND] == K_DENSE:
+            if u[F_TRANS]:
+                _to_rows(ws + u[F_PREV_OUT], x, nt, u[F_PREV_C], u[F_C] // u[F_PREV_C])
+            y = ws + u[F_OUT]
+            gemm_rm(False, False, nt, u[F_F], u[F_C], 1.0, x, u[F_C], w + u[F_WOFF], u[F_F],
+                    0.0, y, u[F_F])
+            for s in range(nt):
+                _bias_act_run(y + <Py_ssize_t>s * u[F_F], b, 0.0, u[F_F], u[F_ACT])
+        elif u[F_KIND] == K_CONV:
+            P = u[F_CH] * u[F_CW]
+            ntP = nt * P
+            CKK = u[F_C] * u[F_KH] * u[F_KW]
+            _im2col(x, ws + u[F_COLS], nt, u[F_C], u[F_H], u[F_W], u[F_KH], u[F_KW], u[F_SH],
+                    u[F_SW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
+            y = ws + u[F_Y]
+            gemm_rm(False, False, u[F_F], ntP, CKK, 1.0, w + u[F_WOFF], CKK, ws + u[F_COLS],
+                    ntP, 0.0, y, ntP)
+            for f in range(u[F_F]):
+                _bias_act_run(y + f * ntP, NULL, b[f] if b != NULL else 0.0, ntP, u[F_ACT])
+            if u[F_POOLED]:
+                _pool(y, ws + u[F_OUT], iws + u[F_ARG], <Py_ssize_t>u[F_F] * nt, u[F_CH],
+                      u[F_CW], u[F_QH], u[F_QW], u[F_QSH], u[F_QSW], u[F_HO], u[F_WO], False)
+        else:
+            _pool(x, ws + u[F_OUT], iws + u[F_ARG], <Py_ssize_t>u[F_C] * nt, u[F_H], u[F_W],
+                  u[F_QH], u[F_QW], u[F_QSH], u[F_QSW], u[F_HO], u[F_WO], u[F_AVG])
+    # softmax cross-entropy on the last (dense) unit's rows
+    u = d + (nu - 1) * D
+    K = u[F_F]
+    y = ws + u[F_OUT]
+    g = ws + u[F_GOUT]
+    for s in range(nt):
+        if logits != NULL:
+            memcpy(logits + <Py_ssize_t>s * K, y + <Py_ssize_t>s * K, K * sizeof(float))
+        if labels == NULL:
+            continue
+        lab = labels[rows[r0 + s]]
+        m = y[s * K]
+        best = 0
+        for j in range(1, K):
+            if y[s * K + j] > m:
+                m = y[s * K + j]
+                best = j
+        stats[1] += best == lab
+        sm = 0.0
+        for j in range(K):
+            g[s * K + j] = expf(y[s * K + j] - m)
+            sm = sm + g[s * K + j]
+        stats[0] += <double>logf(sm) + <double>(m - y[s * K + lab])
+        for j in range(K):
+            g[s * K + j] = g[s * K + j] / sm * inv_n
+        g[s * K + lab] -= inv_n
+    if not train:
+        return
+    # backward
+    for i in range(nu - 1, -1, -1):
+        u = d + i * D
+        x = ws + u[F_IN]
+        if u[F_KIND] == K_DENSE:
+            g = ws + u[F_GOUT]
+            _act_grad_inplace(ws + u[F_OUT], g, <Py_ssize_t>nt * u[F_F], u[F_ACT])
+            gemm_rm(True, False, u[F_C], u[F_F], nt, 1.0, x, u[F_C], g, u[F_F], 1.0,
+                    gw + u[F_WOFF], u[F_F])
+            if u[F_BOFF] >= 0:
+                for s in range(nt):
+                    for j in range(u[F_F]):
+                        gw[u[F_BOFF] + j] += g[s * u[F_F] + j]
+            if u[F_GIN] >= 0:
+                gemm_rm(False, True, nt, u[F_C], u[F_F], 1.0, g, u[F_F], w + u[F_WOFF], u[F_F],
+                        0.0, ws + u[F_GIN], u[F_C])
+                if u[F_TRANS]:
+                    _from_rows(ws + u[F_GIN], ws + u[F_PREV_GOUT], nt, u[F_PREV_C],
+                               u[F_C] // u[F_PREV_C])
+        elif u[F_KIND] == K_CONV:
+            P = u[F_CH] * u[F_CW]
+            ntP = nt * P
+            CKK = u[F_C] * u[F_KH] * u[F_KW]
+            if u[F_POOLED]:
+                g = ws + u[F_DY]
+                _pool_back(ws + u[F_GOUT], g, iws + u[F_ARG], <Py_ssize_t>u[F_F] * nt,
+                           u[F_CH], u[F_CW], u[F_QH], u[F_QW], u[F_QSH], u[F_QSW], u[F_HO],
+                           u[F_WO], False)
+            else:
+                g = ws + u[F_GOUT]
+            _act_grad_inplace(ws + u[F_Y], g, u[F_F] * ntP, u[F_ACT])
+            gemm_rm(False, True, u[F_F], CKK, ntP, 1.0, g, ntP, ws + u[F_COLS], ntP, 1.0,
+                    gw + u[F_WOFF], CKK)
+            if u[F_BOFF] >= 0:
+                for f in range(u[F_F]):
+                    gw[u[F_BOFF] + f] += _sum(g + f * ntP, ntP)
+            if u[F_GIN] >= 0:
+                gemm_rm(True, False, CKK, ntP, u[F_F], 1.0, w + u[F_WOFF], CKK, g, ntP, 0.0,
+                        ws + u[F_DCOLS], ntP)
+                _col2im(ws + u[F_DCOLS], ws + u[F_GIN], nt, u[F_C], u[F_H], u[F_W], u[F_KH],
+                        u[F_KW], u[F_SH], u[F_SW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
+        elif u[F_GIN] >= 0:
+            _pool_back(ws + u[F_GOUT], ws + u[F_GIN], iws + u[F_ARG], <Py_ssize_t>u[F_C] * nt,
+                       u[F_H], u[F_W], u[F_QH], u[F_QW], u[F_QSH], u[F_QSW], u[F_HO], u[F_WO],
+                       u[F_AVG])
+
+
+def run(const int[:, ::1] desc, const float[::1] w, float[::1] grad, float[:, ::1] partial,
+        const float[:, ::1] X, const int[::1] rows, int start, int n, const int[::1] labels,
+        float[:, ::1] logits, float[:, ::1] ws, int[:, ::1] iws, int tile, int nthreads,
+        bint train, double[:, ::1] stats):
+    """One pass of the chain ``desc`` over positions ``start .. start+n-1``
+    of ``rows`` (row indices into ``X (N, input floats)``), ``tile`` samples
+    at a time, over at most ``nthreads`` OpenMP threads.
+
+    ``labels`` (int32, per row of ``X``; empty: no loss) gives the loss
+    (mean over the ``n`` samples, as the layer path's softmax cross-entropy)
+    and, with ``train``, ``grad`` (the flat parameter layout of ``w``) is
+    overwritten with the batch's gradient.  ``logits (n, K)`` (empty: not
+    kept) receives the last unit's output.  ``partial (threads, size)``,
+    ``ws (threads, floats)``, ``iws (threads, ints)`` and ``stats
+    (threads, 2)`` are the threads' own buffers, ``threads >= nthreads``.
+
+    Returns ``(loss sum, correct count)`` over the ``n`` samples.
+    """
+    cdef int nu = desc.shape[0]
+    cdef int ntiles = (n + tile - 1) // tile if tile > 0 else 0
+    cdef int nth, t, tid, r0, nt
+    cdef Py_ssize_t size = w.shape[0], j
+    cdef int in_size = X.shape[1]
+    cdef float inv_n = 1.0 / n if n > 0 else 0.0
+    cdef bint has_labels = labels.shape[0] > 0, keep = logits.shape[0] > 0
+    cdef float acc
+    if nu == 0 or desc.shape[1] != D:
+        raise ValueError(f"desc must be (units >= 1, {D}), got ({desc.shape[0]}, {desc.shape[1]})")
+    if tile < 1 or nthreads < 1:
+        raise ValueError(f"tile and nthreads must be at least 1, got {tile}, {nthreads}")
+    if start < 0 or start + n > rows.shape[0]:
+        raise ValueError(f"positions {start}..{start + n} outside the {rows.shape[0]} rows")
+    nth = min(nthreads, max(ntiles, 1))
+    if ws.shape[0] < nth or iws.shape[0] < nth or stats.shape[0] < nth:
+        raise ValueError(f"the threads' buffers must have at least {nth} rows")
+    if train and (grad.shape[0] != size or partial.shape[0] < nth or partial.shape[1] != size):
+        raise ValueError("grad and partial must have the parameters' size")
+    if train and not has_labels:
+        raise ValueError("training needs labels")
+    if keep and (logits.shape[0] != n or logits.shape[1] != desc[nu - 1, F_F]):
+        raise ValueError(f"logits must be ({n}, {desc[nu - 1, F_F]})")
+    for j in range(start, start + n):
+        if rows[j] < 0 or rows[j] >= X.shape[0]:
+            raise IndexError(f"row {rows[j]} outside X's {X.shape[0]} rows")
+        if has_labels and rows[j] >= labels.shape[0]:
+            raise IndexError(f"row {rows[j]} has no label ({labels.shape[0]} labels)")
+    if n == 0:
+        if train:
+            grad[:] = 0
+        return 0.0, 0
+    for t in prange(nth, nogil=True, num_threads=nth, schedule="static", chunksize=1):
+        stats[t, 0] = 0.0
+        stats[t, 1] = 0.0
+        if train:
+            memset(&partial[t, 0], 0, size * sizeof(float))
+    for t in prange(ntiles, nogil=True, num_threads=nth, schedule="static", chunksize=1):
+        tid = omp_get_thread_num()
+        r0 = start + t * tile
+        nt = min(tile, start + n - r0)
+        _tile(&desc[0, 0], nu, &w[0], &partial[tid, 0] if train else NULL, &X[0, 0], in_size,
+              &rows[0], r0, nt, &labels[0] if has_labels else NULL, inv_n, &ws[tid, 0],
+              &iws[tid, 0], &stats[tid, 0],
+              &logits[t * tile, 0] if keep else NULL, train)
+    if train:
+        for j in prange(size, nogil=True, num_threads=hn_threads(nth, <double>size * nth,
+                                                                 HN_ELEMENT_UNIT),
+                        schedule="static"):
+            acc = 0.0
+            for t in range(nth):
+                acc = acc + partial[t, j]
+            grad[j] = acc
+    loss, correct = 0.0, 0.0
+    for t in range(nth):
+        loss += stats[t, 0]
+        correct += stats[t, 1]
+    return loss, int(correct)
