@@ -72,12 +72,15 @@ class FusionPolicy:
         """The cached :class:`FusedTrainer` for ``batch`` holding the model's
         current weights (loaded again each call).  For inference
         (``training=False``) a training trainer of that batch serves when
-        there is one, else an inference trainer (BatchNorm folded in)."""
+        there is one (and has no BatchNorm segments), else an inference
+        trainer (BatchNorm folded in)."""
         dev = self.usable_device(model)
         key = (batch, dev.name, training)
         tr = self._trainers.get(key)
         if tr is None and not training:
             tr = self._trainers.get((batch, dev.name, True))
+            if tr is not None and tr.segmented:
+                tr = None   # BatchNorms in training: inference folds them (its own trainer)
         if tr is None:
             tr = self._trainers[key] = FusedTrainer(model, device=dev, batch_size=batch,
                                                     optimizer=optimizer, training=training)
