@@ -667,3 +667,32 @@ def test_batchnorm_segments_device_shuffle_and_loaded_weights(dev):
     for w, r in zip(trainer.get_weights(), model.get_weights()):
         np.testing.assert_allclose(w, r, rtol=1e-6, atol=1e-7)
     assert any("BatchNorm" in line for line in trainer.program.plan)
+
+
+def test_sequential_fits_batchnorm_fused_with_validation_where_inference_cannot_fold(dev):
+    """A BatchNorm after a ReLU trains fused; its validation (no fold for
+    inference) runs through the model's evaluate, layer by layer."""
+    rng = np.random.default_rng(37)
+    X, y = data(rng, 21, (20,), 3)
+    Xv, yv = data(rng, 9, (20,), 3)
+    kw = dict(epochs=2, batch_size=8, shuffle=False, validation_data=(Xv, yv),
+              optimizer=hn.SGD(lr=0.05, momentum=0.9))
+    forced = hn.Sequential(_mlp_bn_train(), device=dev, input_shape=(20,), seed=4,
+                           fuse="always")
+    before = forced.get_weights()
+    with pytest.raises(FusionUnsupported, match="cannot run: .*applies 'relu' before"):
+        forced.fit(X, y, **kw)               # before any step
+    for w, r in zip(forced.get_weights(), before):
+        np.testing.assert_array_equal(w, r)
+    # "auto" as on a GPU that measured the fused step faster: trains fused,
+    # validates layer by layer
+    forced.fusion.mode = "auto"
+    forced.fusion.device = lambda model: (dev, "")
+    forced.fusion._measured[(8, True)] = (True, "fused (as measured faster)")
+    ref = hn.Sequential(_mlp_bn_train(), device="numpy", input_shape=(20,), seed=4,
+                        fuse="never")
+    hf, hr = forced.fit(X, y, **kw), ref.fit(X, y, **kw)
+    assert forced.fusion.decisions[(8, True)][0] is True
+    for w, r in zip(forced.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hf["val_loss"], hr["val_loss"], rtol=1e-4)
