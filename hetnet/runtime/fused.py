@@ -6,7 +6,10 @@ On a GPU whose kernel launches cost ~12 µs each back to back, a LeNet-5 step
 of 38 kernels spends most of its time between kernels; fused it is three:
 forward + loss + backward per tile of samples, the weight gradients, the
 update.  The epoch's loss and accuracy are summed on the device and read
-once per epoch.
+once per epoch.  BatchNorms in training (batch statistics) split the chain
+into segments with device reductions between them
+(:class:`~hetnet.devices.opencl.fused.SegmentedProgram`): LeNet-5-BN is 19
+kernels a step.
 
 Examples
 --------
@@ -272,7 +275,9 @@ class FusedTrainer:
     model : Sequential
         Built (``input_shape`` known); cross-entropy loss; layers Conv2D,
         MaxPool2D, AvgPool2D, Flatten, Dense with the activations they
-        absorb, and for ``training=False`` BatchNorms to fold into them.
+        absorb, BatchNorms (in training: the chain's segments end at them,
+        :class:`~hetnet.devices.opencl.fused.SegmentedProgram`; for
+        ``training=False`` folded into the layer before).
     device : OpenCLDevice, optional
         Default: the device of the model's first step, which must be an
         OpenCL device.
@@ -298,9 +303,14 @@ class FusedTrainer:
 
     Attributes
     ----------
-    program : FusedProgram
+    program : FusedProgram or SegmentedProgram
+        (the latter for a chain with BatchNorms in training)
+    segmented : bool
+        The chain has BatchNorms in training: it runs as segments between
+        them, its running statistics in :attr:`running`.
     kernels_per_step : int
-        Kernels one training step launches (3).
+        Kernels one training step launches: 3, or ``4 (K - 1) + 3`` for K
+        segments (LeNet-5-BN: 19).
 
     Raises
     ------

@@ -142,7 +142,8 @@ def time_fused_step(model, dev, batch, training, steps=20):
     tr = FusedTrainer(model, device=dev, batch_size=batch, training=training,
                       optimizer=SGD(lr=1e-3, momentum=0.9) if training else None)
     x, y = timing.random_batch(model.runtime, batch)
-    rows = max(2 * batch, 256)
+    # whole batches (a BatchNorm1D cannot train on a last batch of one)
+    rows = batch * max(2, -(-256 // batch))
     X = np.resize(x, (rows,) + x.shape[1:])
     Y = np.resize(y, rows)
     if not training:

@@ -28,6 +28,11 @@ chain itself is passed as the ``FORWARD`` / ``BACKWARD`` / ``WGRAD`` macro
 sequences of fused.cl's templates, so the program is generated, never
 written per network.  :class:`FusionUnsupported` says why a chain cannot be
 fused (the caller falls back to layer-by-layer).
+
+A chain with BatchNorms in training (:func:`bn_unit`) is built by
+:class:`SegmentedProgram` as one :class:`FusedProgram` per segment between
+them, with device reductions for the batch statistics and their gradient
+sums in between.
 """
 
 import math
@@ -402,12 +407,13 @@ class FusedProgram:
         self.wgrad_groups = g0
 
         convs = [u for u in units if u["kind"] == "conv"]
+        wgrad_convs = convs + [u for u, _, _ in work if u["kind"] == "conv"]
         common = (f"-DWG={WG}", f"-DBUF_A={buf_a}", f"-DBUF_B={buf_b}",
                   f"-DIN_SIZE={self.input_size}", f"-DNCLS={self.n_classes}",
                   f"-DLOGITS={logits}", f"-DIN_STASH={tstash[0]}",
                   f"-DQMAX={max([u['QH'] * u['QW'] for u in convs] or [1])}",
                   # the weight gradients' accumulators: every conv they cover
-                  f"-DKWMAX={max([u['KW'] for u in convs + [w for w, _, _ in work if w['kind'] == 'conv']] or [1])}",
+                  f"-DKWMAX={max([u['KW'] for u in wgrad_convs] or [1])}",
                   f"-DRHWMAX={max([p[0] for p in map(_patch, convs) if p] or [1])}",
                   f"-DKKMAX={max([p[1] for p in map(_patch, convs) if p] or [1])}",
                   "-DFORWARD=" + "".join(fwd))
