@@ -41,7 +41,8 @@ def _candidates(model, P=4, seed=1):
 
 
 @pytest.mark.parametrize("device_name", ["numpy", "cpu", "opencl"])
-@pytest.mark.parametrize("kind", ["conv", "conv-bn", "mlp", "mlp-bn"])
+@pytest.mark.parametrize("kind", ["conv", "conv-bn", "mlp", "mlp-bn", "residual",
+                                  "residual-first", "dropout", "dropout-first"])
 @pytest.mark.parametrize("small_chunks", [False, True])
 def test_population_pass_equals_single_evaluations(device_name, kind, small_chunks,
                                                    monkeypatch):
@@ -56,25 +57,63 @@ def test_population_pass_equals_single_evaluations(device_name, kind, small_chun
                                hn.Softmax()], loss="mse", device=dev, seed=2)
         X, y = _data(shape=(7,))
         y = np.eye(3, dtype=np.float32)[y]
+    elif kind == "residual":   # a stem, a projection block with BatchNorm, an identity block
+        model = hn.Sequential([
+            hn.Conv2D(1, 3, 3), hn.BatchNorm2D(3), hn.ReLU(),
+            hn.Residual([hn.Conv2D(3, 5, 3, stride=2, padding=1, bias=False),
+                         hn.BatchNorm2D(5), hn.ReLU(), hn.Conv2D(5, 5, 3, padding=1)],
+                        shortcut=[hn.Conv2D(3, 5, 1, stride=2), hn.BatchNorm2D(5)]),
+            hn.ReLU(),
+            hn.Residual([hn.Conv2D(5, 5, 3, padding=1), hn.Tanh(),
+                         hn.Conv2D(5, 5, 1)]), hn.ReLU(),
+            hn.GlobalAvgPool2D(), hn.Dense(5, 3)], device=dev, seed=2)
+        X, y = _data()
+    elif kind == "residual-first":   # a block before any other layer with parameters
+        model = hn.Sequential([
+            hn.Residual([hn.Dense(7, 7), hn.ReLU(), hn.Dense(7, 7)]), hn.Sigmoid(),
+            hn.Dense(7, 3)], device=dev, seed=2)
+        X, y = _data(shape=(7,))
+    elif kind == "dropout":   # after the candidates' channels side by side, and further on
+        model = hn.Sequential([
+            hn.Conv2D(1, 3, 3), hn.ReLU(), hn.Dropout(0.3), hn.MaxPool2D(2), hn.Flatten(),
+            hn.Dense(48, 6), hn.Tanh(), hn.Dropout(0.5), hn.Dense(6, 3)], device=dev, seed=2)
+        X, y = _data()
+    elif kind == "dropout-first":   # on the shared input: still each candidate its own mask
+        model = hn.Sequential([hn.Dropout(0.4), hn.Dense(7, 5), hn.ReLU(), hn.Dense(5, 3)],
+                              device=dev, seed=2)
+        X, y = _data(shape=(7,))
     else:
         model = _conv_model(dev, bn=kind == "conv-bn")
         X, y = _data()
     model.build(X.shape[1:])
     W = _candidates(model)
+    drops = [layer for layer in model.layers if isinstance(layer, hn.Dropout)]
+    passes = [d.passes for d in drops]
     before = model.get_weights()
     batched = model.population_loss(W, X, y)
     assert model.runtime.population_fallback_reason is None
     for a, b in zip(before, model.get_weights()):   # weights and running statistics untouched
         np.testing.assert_array_equal(a, b)
     # P single evaluations: each candidate loaded and run forward alone
+    # Dropout's pass counts moved on by P, as P single training passes move them
+    assert [d.passes for d in drops] == [k + len(W) for k in passes]
+    for d, k in zip(drops, passes):
+        d.passes = k
     Xc, yt, _ = model._prepare(X, y)
     with model.runtime.session():
         single = model.runtime.population_loss(W, Xc, yt, method="generic")
     np.testing.assert_allclose(batched, single, rtol=1e-5)
     assert len(set(np.round(batched, 6))) == len(W)
+    if drops:   # the masks matter: the next P passes draw other masks, other losses
+        again = model.population_loss(W, X, y)
+        assert not np.allclose(again, batched, rtol=1e-6)
 
 
-def test_population_pass_falls_back_and_says_why():
+def test_population_pass_falls_back_and_says_why(monkeypatch):
+    # every layer kind has a population pass today: take Dropout's away to
+    # see the fallback (a layer kind without one) run and say why
+    monkeypatch.setattr(population, "_SUPPORTED", tuple(
+        k for k in population._SUPPORTED if k is not hn.Dropout))
     model = hn.Sequential([hn.Dense(4, 5), hn.Dropout(0.5), hn.Dense(5, 2)], device="cpu",
                           seed=0, input_shape=(4,))
     X, y = _data(n=9, shape=(4,), k=2)

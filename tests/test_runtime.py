@@ -140,3 +140,28 @@ def test_runtime_places_and_times_a_chain():
     assert rt.measure_placement([rt.steps[0].device] * len(rt.steps), 4, True, repeats=1) > 0
     with pytest.raises(ValueError, match="needs 5 devices"):
         rt.place([rt.steps[0].device])
+
+
+def test_set_flat_weights_through_a_residual_block_keeps_its_batchnorm_state(device):
+    # a block lists each sub-layer's parameters then state in turn, not all
+    # parameters first: the flat vector must land in the right arrays
+    model = hn.Sequential([
+        hn.Conv2D(1, 2, 3, padding=1),
+        hn.Residual([hn.Conv2D(2, 2, 3, padding=1), hn.BatchNorm2D(2), hn.ReLU(),
+                     hn.Conv2D(2, 2, 1)], shortcut=[hn.Conv2D(2, 2, 1), hn.BatchNorm2D(2)]),
+        hn.Flatten(), hn.Dense(2 * 8 * 8, 3)], device=device, seed=0, input_shape=(1, 8, 8))
+    X, y = _data()
+    model.fit(X, y, epochs=1, batch_size=6, optimizer=hn.SGD(lr=0.01))  # moves running stats
+    states = [w for w in model.get_weights() if w.ndim == 1]
+    v = model.flat_weights()
+    model.set_flat_weights(-v)
+    np.testing.assert_array_equal(model.flat_weights(), -v)
+    after = [w for w in model.get_weights() if w.ndim == 1]
+    block = model.layers[1]
+    bn = block.branch[1]
+    running = [bn.device.to_host(bn.state[k]) for k in bn.state]
+    assert (running[1] > 0).all()                      # running_var still a variance
+    assert len(after) == len(states)
+    for a, b in zip(states, after):
+        if not np.array_equal(a, b):                   # a parameter vector: negated
+            np.testing.assert_array_equal(a, -b)

@@ -20,24 +20,33 @@ times, :func:`population_loss` runs every step once over all P candidates:
   input (the inputs differ, so no columns are shared);
 * pooling, activations and flattening there run once over the
   ``(P * n, ...)`` view: they do not depend on the weights;
+* Dropout (training mode) draws each candidate's own mask, the one P single
+  training passes in a row would draw (its key from the layer's pass count),
+  so the pass equals the generic one bit for bit in the masks;
 * BatchNorm (training mode, as the generic path evaluates) normalises each
   candidate's block with its own batch statistics, into scratch running
   statistics: the layers' running statistics are never touched;
+* a Residual block takes its input as candidate-major blocks (a copy per
+  candidate when no layer with parameters came before it), runs its
+  branch's and its shortcut's steps as the chain's own, and adds the two
+  with its fused activation in one call;
 * each candidate's loss is reduced on the device and summed into a ``(P,)``
   device array, read back once.
 
 The batch is cut into chunks of images so that ``P x chunk`` activations fit
 :data:`CHUNK_BYTES` (:data:`GPU_CHUNK_BYTES` on a GPU); with BatchNorm the
-batch is not cut (its statistics couple the images), only P is.  Every
+batch is not cut (its statistics couple the images; so with Dropout, whose masks
+are drawn over the whole batch), only P is.  Every
 operation is one of the device's own (:mod:`hetnet.devices.base`), so the
 pass runs on every device.
 """
 
 import numpy as np
 
-from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten,
-                      GlobalAvgPool2D, MaxPool2D)
-from ..layers.activations import Activation
+from ..devices.base import dropout_key
+from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+                      GlobalAvgPool2D, MaxPool2D, Residual)
+from ..layers.activations import Activation, walk
 
 #: bound on the bytes of one chunk's activations (all P candidates, one layer's
 #: output) on a CPU device, where a chunk should stay near the caches
@@ -50,7 +59,7 @@ def _chunk_bytes(steps):
     return GPU_CHUNK_BYTES if steps[0].device.kind == "gpu" else CHUNK_BYTES
 
 _SUPPORTED = (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Activation,
-              BatchNorm1D, BatchNorm2D)
+              BatchNorm1D, BatchNorm2D, Residual, Dropout)
 
 
 def unsupported_reason(steps):
@@ -58,14 +67,23 @@ def unsupported_reason(steps):
     devices = {id(s.device) for s in steps}
     if len(devices) != 1:
         return "the steps are placed on more than one device"
-    for s in steps:
+    for s in walk(steps):
         if not isinstance(s, _SUPPORTED):
-            return f"{type(s).__name__} has no population pass"
+            inside = "" if any(s is t for t in steps) else " (inside a Residual block)"
+            return f"{type(s).__name__}{inside} has no population pass"
     return None
 
 
 def _has_batchnorm(steps):
-    return any(isinstance(s, (BatchNorm1D, BatchNorm2D)) for s in steps)
+    """Whether the batch cannot be cut into image chunks: BatchNorm couples the
+    images, and Dropout's masks are drawn over the whole batch's element indices
+    (as one forward pass over it draws them)."""
+    return any(isinstance(s, (BatchNorm1D, BatchNorm2D, Dropout)) for s in walk(steps))
+
+
+def _largest_output(steps):
+    """Floats of the largest per-sample output of the steps and of the blocks' sub-layers."""
+    return max(int(np.prod(s.output_shape)) for s in walk(steps))
 
 
 def chunk_images(steps, n, n_candidates):
@@ -73,7 +91,7 @@ def chunk_images(steps, n, n_candidates):
     candidates within :data:`CHUNK_BYTES` (at least one); all ``n`` with BatchNorm."""
     if _has_batchnorm(steps):
         return n
-    per_image = max(int(np.prod(s.output_shape)) for s in steps) * 4 * n_candidates
+    per_image = _largest_output(steps) * 4 * n_candidates
     return max(1, min(n, _chunk_bytes(steps) // max(per_image, 1)))
 
 
@@ -81,7 +99,7 @@ def chunk_candidates(steps, n, n_candidates):
     """Candidates per pass with BatchNorm (the whole batch in each pass); all otherwise."""
     if not _has_batchnorm(steps):
         return n_candidates
-    per_candidate = max(int(np.prod(s.output_shape)) for s in steps) * 4 * n
+    per_candidate = _largest_output(steps) * 4 * n
     return max(1, min(n_candidates, _chunk_bytes(steps) // max(per_candidate, 1)))
 
 
@@ -152,11 +170,19 @@ def _stacked_params(rt, W, dev):
 SHARED, NMAJOR, PMAJOR = "shared", "nmajor", "pmajor"
 
 
-def _to_pmajor(dev, x, layout, scratch, P, n, shape):
+def _to_pmajor(dev, x, layout, scratch, P, n, shape, name="swap"):
     if layout == PMAJOR:
         return x
-    x3 = dev.reshape(x, (n, P, int(np.prod(shape))))
-    y = dev.swap_leading_axes(x3, out=scratch.get("swap", (P, n, int(np.prod(shape)))))
+    size = int(np.prod(shape))
+    y = scratch.get(name, (P, n, size))
+    if layout == SHARED:
+        # every candidate's block a copy of the one input: act(x + 0) into each row
+        zero = scratch.get("zero", (n, size), zeros=True)
+        x2 = dev.reshape(x, (n, size))
+        for p in range(P):
+            dev.add_activation(x2, zero, "identity", out=_row(dev, y, p))
+    else:
+        dev.swap_leading_axes(dev.reshape(x, (n, P, size)), out=y)
     return dev.reshape(y, (P, n) + tuple(shape))
 
 
@@ -261,17 +287,61 @@ def _weightless(dev, step, x, layout, scratch, P, n):
     return dev.reshape(y, (n,) + fold(out_shape)), layout
 
 
-def _forward(rt, dev, xb, params, scratch, P, n):
+def _dropout(dev, step, x, layout, scratch, P, n, p0):
+    """Dropout in training mode, each candidate its own mask: candidate ``p0 + p``
+    draws the key of the layer's ``passes + p0 + p``-th pass, the mask P single
+    forward passes in a row would draw (the caller advances ``passes`` by P)."""
+    if step.p == 0.0:
+        return x, layout
+    x = _to_pmajor(dev, x, layout, scratch, P, n, step.input_shape, name=f"in{id(step)}")
+    y = scratch.get(f"y{id(step)}", (P, n) + tuple(step.output_shape))
+    for p in range(P):
+        dev.dropout(_row(dev, x, p), step.p, dropout_key(step.seed, step.passes + p0 + p),
+                    out=_row(dev, y, p))
+    return y, PMAJOR
+
+
+def _residual(dev, step, x, layout, params, scratch, P, n, p0):
+    """A residual block on candidate-major blocks: its input made ``(P, n, ...)``
+    (the branch and the shortcut both read it), the branch's and the shortcut's
+    steps run as the chain's own, then ``act(branch + shortcut)`` in one call."""
+    x = _to_pmajor(dev, x, layout, scratch, P, n, step.input_shape, name=f"in{id(step)}")
+    prefix = {id(layer): pre for pre, layer in step._named}
+
+    def run(steps, h):
+        lay = PMAJOR
+        for sub in steps:
+            pre = prefix[id(sub)] + "."
+            sub_params = {k[len(pre):]: v for k, v in params.items() if k.startswith(pre)}
+            h, lay = _run_step(dev, sub, h, lay, sub_params, scratch, P, n, p0)
+        return _to_pmajor(dev, h, lay, scratch, P, n, step.output_shape, name=f"out{id(steps)}")
+
+    h = run(step._branch_steps, x)
+    s = run(step._shortcut_steps, x) if step._shortcut_steps else x
+    y = scratch.get(f"y{id(step)}", (P, n) + tuple(step.output_shape))
+    dev.add_activation(h, s, step.activation, out=y)
+    return y, PMAJOR
+
+
+def _run_step(dev, step, x, layout, params, scratch, P, n, p0):
+    """One step over candidates ``p0 .. p0 + P`` of the call: ``(output, its layout)``."""
+    if isinstance(step, Residual):
+        return _residual(dev, step, x, layout, params, scratch, P, n, p0)
+    if isinstance(step, Dropout):
+        return _dropout(dev, step, x, layout, scratch, P, n, p0)
+    if step.params:
+        fn = _dense if isinstance(step, Dense) else (
+            _conv if isinstance(step, Conv2D) else _batchnorm)
+        return fn(dev, step, x, layout, params, scratch, P, n)
+    return _weightless(dev, step, x, layout, scratch, P, n)
+
+
+def _forward(rt, dev, xb, params, scratch, P, n, p0=0):
     """The logits of every candidate, ``(P, n, k)``, or ``(n, k)`` for a network without
     parameters (every candidate the same)."""
     x, layout = xb, SHARED
     for step in rt.steps:
-        if step.params:
-            fn = _dense if isinstance(step, Dense) else (
-                _conv if isinstance(step, Conv2D) else _batchnorm)
-            x, layout = fn(dev, step, x, layout, params[id(step)], scratch, P, n)
-        else:
-            x, layout = _weightless(dev, step, x, layout, scratch, P, n)
+        x, layout = _run_step(dev, step, x, layout, params.get(id(step)), scratch, P, n, p0)
     if layout == SHARED:
         return x
     return _to_pmajor(dev, x, layout, scratch, P, n, (rt.n_outputs,))
@@ -302,11 +372,14 @@ def population_loss(rt, W, X, y, sample_weight=None):
     out = np.empty(P_total, dtype=np.float64)
     for p0 in range(0, P_total, p_step):
         p1 = min(P_total, p0 + p_step)
-        out[p0:p1] = _pass(rt, dev, W[p0:p1], X, y, sample_weight)
+        out[p0:p1] = _pass(rt, dev, W[p0:p1], X, y, sample_weight, p0)
+    for step in walk(rt.steps):
+        if isinstance(step, Dropout) and step.p > 0.0:
+            step.passes += P_total      # as P single training passes would have
     return out
 
 
-def _pass(rt, dev, W, X, y, sample_weight):
+def _pass(rt, dev, W, X, y, sample_weight, p0):
     P, n_total = W.shape[0], X.shape[0]
     params = _stacked_params(rt, W, dev)
     scratch = _Scratch.of(rt, dev)
@@ -320,7 +393,7 @@ def _pass(rt, dev, W, X, y, sample_weight):
         xb = dev.gather_rows(X, idx)
         yb = dev.asarray(y[idx], dtype=y.dtype)
         wb = None if sample_weight is None else dev.asarray(sample_weight[idx])
-        logits = _forward(rt, dev, xb, params, scratch, P, n)
+        logits = _forward(rt, dev, xb, params, scratch, P, n, p0)
         grad = scratch.get("dlogits", (n, rt.n_outputs))
         for p in range(P):
             lp = logits if len(logits.shape) == 2 else _row(dev, logits, p)

@@ -24,6 +24,22 @@ from .flatparams import FlatGroup
 from .transfer import move_step, transfer
 
 
+def _with_params(layer, arrays):
+    """``layer.get_weights()``'s list with its parameters replaced by
+    ``arrays`` (in ``layer.params`` order) and its state (BatchNorm's
+    running statistics) kept: a plain layer lists its parameters, then its
+    state; a block (a Residual) each sub-layer's in turn."""
+    subs = getattr(layer, "sublayers", None)
+    if not subs:
+        return list(arrays) + [layer.device.to_host(layer.state[k]) for k in layer.state]
+    out, i = [], 0
+    for sub in subs:
+        k = len(sub.params)
+        out += _with_params(sub, arrays[i:i + k])
+        i += k
+    return out
+
+
 class Runtime:
     """Runs training and inference steps over built, placed layers.
 
@@ -134,10 +150,7 @@ class Runtime:
                 arrays.append(v[at:at + n].reshape(shape))
                 at += n
             if arrays:
-                # set_weights takes the state after the parameters (BatchNorm's
-                # running statistics): those stay as they are
-                layer.set_weights(arrays + [layer.device.to_host(layer.state[k])
-                                            for k in layer.state])
+                layer.set_weights(_with_params(layer, arrays))
 
     def flat_gradient(self):
         """Every parameter's gradient from the last backward pass, one host
@@ -317,8 +330,8 @@ class Runtime:
         ``method="batched"`` (what ``"auto"`` takes when every step has one,
         on one device): all P candidates in one pass,
         :func:`hetnet.runtime.population.population_loss`.  ``"generic"``
-        (``"auto"``'s fallback, e.g. for Dropout, Residual or a placement
-        over several devices; :attr:`population_fallback_reason` says why):
+        (``"auto"``'s fallback, for a placement over several
+        devices or a layer kind without a batched pass; :attr:`population_fallback_reason` says why):
         each candidate is loaded into the parameter storage
         (:meth:`set_flat_weights`), the steps run forward in training mode
         and the loss is read; the weights in place before the call are
