@@ -1,6 +1,8 @@
-"""Fused training step on an OpenCL GPU: LeNet-5 and the MLP 784-120-84-10,
-fused (hetnet.runtime.fused, 3 kernels a step) beside hetnet's layer-by-layer step
-and PyTorch (eager, and one CUDA graph per step) on the same GPU, in one run.
+"""Fused training step on an OpenCL GPU: LeNet-5, LeNet-5-BN and the MLP 784-120-84-10,
+fused (hetnet.runtime.fused: 3 kernels a step; LeNet-5-BN's BatchNorms in
+training split it into 5 segments, 19 kernels) beside hetnet's layer-by-layer
+step and PyTorch (eager, and one CUDA graph per step; LeNet-5-BN's twin with
+its BatchNorms in training mode) on the same GPU, in one run.
 
 Reported per model and batch size: training images/s, kernels per step,
 host µs per step (enqueueing a step as trained, not waiting), device µs per
@@ -18,9 +20,13 @@ device for the fused step and for the CUDA graph; gathered on the host and
 uploaded per batch for hetnet's layer-by-layer step and PyTorch eager, as
 their ``fit`` loops do).  SGD with momentum 0.9 at a constant learning rate.
 
-    python benchmarks/bench_fused_gpu.py [--batches 64 256 1024] [--models lenet5 mlp]
+    python benchmarks/bench_fused_gpu.py [--batches 64 256 1024] [--models lenet5 lenet5_bn mlp]
         [--no-torch] [--accuracy] [--sequential] [--tiles 1 2 4] [--train-wgs 256 512]
         [--record | --out PATH]
+
+``--device cpu`` runs it on an OpenCL CPU device (PoCL) with PyTorch off
+(no CUDA): a check that it runs end to end, e.g. ``--device cpu --batches 16
+--images 256 --lbl-images 64 --models lenet5_bn``; its figures are not the GPU's.
 """
 
 import argparse
@@ -40,17 +46,17 @@ from _common import add_output_args, capture_cuda_graph, machine, write_results 
 #: FP32 peak of the GPU the figures are compared with (NVIDIA H100/H200 SXM
 #: datasheet: 67 TFLOP/s); --peak-tflops overrides it
 DEFAULT_PEAK_TFLOPS = 67.0
-MODELS = {"lenet5": (1, 28, 28), "mlp": (784,)}
-#: input shapes of every model built here (LeNet-5-BN: inference only, its
-#: BatchNorms are not fused in training)
-SHAPES = dict(MODELS, lenet5_bn=(1, 28, 28))
+MODELS = {"lenet5": (1, 28, 28), "lenet5_bn": (1, 28, 28), "mlp": (784,)}
+#: input shapes of every model built here
+SHAPES = dict(MODELS)
 
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="gpu")
     p.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
-    p.add_argument("--models", nargs="+", default=["lenet5", "mlp"], choices=sorted(MODELS))
+    p.add_argument("--models", nargs="+", default=["lenet5", "lenet5_bn", "mlp"],
+                   choices=sorted(MODELS))
     p.add_argument("--images", type=int, default=60000, help="fused / CUDA-graph epoch size")
     p.add_argument("--lbl-images", type=int, default=16384,
                    help="images per timed epoch of the slower layer-by-layer and eager runs")
@@ -110,6 +116,28 @@ def data(name, n, seed=0):
 
 
 # --------------------------------------------------------------- fused
+def step_kernels(trainer, start, batch, lr):
+    """The launches of one fused SGD step, in order: ``(name, kernel,
+    groups, per-step arguments, work-group size)``; a chain with BatchNorms
+    has per segment j ``fwd{j}``, ``bn_stats{j}``, then ``train``, then back
+    down ``bn_reduce{j}``, ``bwd{j}``."""
+    p = trainer.program
+    rows = []
+    if trainer.segmented:
+        for j, (seg, bn) in enumerate(zip(p.segments, p.bns)):
+            rows += [(f"fwd{j}", seg.k_fwd, seg.train_groups(batch), (start, batch),
+                      seg.train_wg), (f"bn_stats{j}", seg.k_stats, bn["C"], (batch,), 256)]
+    rows.append(("train", p.k_train, p.train_groups(batch), (start, batch), p.train_wg))
+    if trainer.segmented:
+        for j in reversed(range(len(p.bns))):
+            seg, bn = p.segments[j], p.bns[j]
+            rows += [(f"bn_reduce{j}", seg.k_reduce, bn["C"], (batch,), 256),
+                     (f"bwd{j}", seg.k_bwd, seg.train_groups(batch), (batch,), seg.train_wg)]
+    rows += [("wgrad", p.k_wgrad, p.wgrad_groups, (batch,), 256),
+             ("update", p.k_sgd, -(-trainer.layout.size // 256), (lr,), 256)]
+    return rows
+
+
 def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=None):
     import pyopencl as cl
     import hetnet as hn
@@ -153,10 +181,7 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=Non
     device = (m1.profile.end - m0.profile.end) * 1e-9 / steps
     per_kernel = {}
     for s in range(min(steps, 50)):
-        for key, knl, groups, head, wg in (
-                ("train", p.k_train, p.train_groups(batch), (s * batch, batch), p.train_wg),
-                ("wgrad", p.k_wgrad, p.wgrad_groups, (batch,), 256),
-                ("update", p.k_sgd, -(-ptr.layout.size // 256), (lr,), 256)):
+        for key, knl, groups, head, wg in step_kernels(ptr, s * batch, batch, lr):
             evt = p.launch(knl, groups, head, wg=wg)
             per_kernel.setdefault(key, []).append(evt)
     pdev.synchronize()
@@ -166,6 +191,7 @@ def fused_run(name, spec, X, y, batch, lr, tile=None, profile=True, train_wg=Non
     return {"images_per_s": rate, "images_per_s_per_epoch": [h["images_per_s"] for h in hist],
             "kernels_per_step": trainer.kernels_per_step, "tile": p.tile,
             "train_wg": p.train_wg,
+            "segment_tiles": [q.tile for q in getattr(p, "segments", [p])],
             "local_bytes": p.local_bytes, "wgrad_groups": p.wgrad_groups, "atomics": p.atomics,
             "build_s": build_s, "host_us_per_step": host * 1e6, "wall_us_per_step": wall * 1e6,
             "device_us_per_step": device * 1e6, "kernel_us": per_kernel,
@@ -280,6 +306,24 @@ def torch_lenet5_bn(init):
     return net
 
 
+def torch_train_loss_diff(name, spec, init, X, y):
+    """|loss difference| on one batch in training mode (LeNet-5-BN: batch
+    statistics) between the fused trainer and the PyTorch twin from the
+    same weights: the twin trains the same network."""
+    import torch
+    import hetnet as hn  # noqa: F401
+    from hetnet.devices.opencl import OpenCLDevice
+    from hetnet.runtime.fused import FusedTrainer
+    model = build_model(name, "numpy")
+    model.set_weights(init)
+    trainer = FusedTrainer(model, device=OpenCLDevice.from_spec(spec), batch_size=len(y))
+    loss, _ = trainer.loss_and_gradients(X, y)
+    net = torch_net(name, init).cuda().train()
+    ref = torch.nn.functional.cross_entropy(net(torch.from_numpy(X).cuda()),
+                                            torch.from_numpy(y.astype(np.int64)).cuda())
+    return abs(loss - float(ref))
+
+
 def torch_eager(name, init, X, y, batch, lr):
     import torch
     net = torch_net(name, init).cuda()
@@ -306,7 +350,8 @@ def torch_eager(name, init, X, y, batch, lr):
 
 def torch_graph(name, init, X, y, batch, lr):
     """The whole step (gather from the resident data, forward, loss,
-    backward, SGD) captured in one CUDA graph, replayed per step."""
+    backward, SGD; BatchNorms in training mode, their running statistics
+    moved in the graph) captured in one CUDA graph, replayed per step."""
     import torch
     net = torch_net(name, init).cuda()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
@@ -455,6 +500,9 @@ def main():
                                                    y[:args.lbl_images], batch, args.lr)
                 row["pytorch_graph"] = torch_graph(name, init, X, y, batch, args.lr)
                 row["fused_vs_graph"] = f["images_per_s"] / row["pytorch_graph"]["images_per_s"]
+                if name == "lenet5_bn" and batch == args.batches[0]:
+                    row["pytorch_train_loss_diff"] = torch_train_loss_diff(
+                        name, args.device, init, X[:batch], y[:batch])
                 line += (f"  torch eager {row['pytorch_eager']['images_per_s']:9,.0f}/s "
                          f"graph {row['pytorch_graph']['images_per_s']:10,.0f}/s "
                          f"(fused/graph {row['fused_vs_graph']:.2f}x)")

@@ -468,6 +468,53 @@ inline long data_row(__global const int *order, const int p, const int ndata,
     return p;
 }
 
+/* ------------------------------------------- BatchNorm between segments
+ *
+ * A chain with BatchNorms in training runs as segments, one per stretch of
+ * layers between them (hetnet/devices/opencl/fused.py).  A segment followed
+ * by a BatchNorm (SEG_OUT) is built as fused_fwd, which writes its output
+ * z (pre-BatchNorm, OUT_SIZE floats a sample) to the stash at ZOUT and ends
+ * there; fused_bn_stats reduces each channel's batch mean and variance of z;
+ * the next segment (BN_IN) normalises on load (bn_in_load: gamma, beta and
+ * the BatchNorm's activation).  Backward in reverse: a BN_IN segment ends by
+ * writing the gradient at the BatchNorm's affine output (through its
+ * activation: bn_in_grad) to DYIN; fused_bn_reduce sums it per channel
+ * (dbeta, and dgamma against xhat) straight into G; the segment before
+ * starts its fused_bwd from dz (bn_out_dz), norm.cl's training formula.
+ *
+ * Build options of a BN_IN segment (the BatchNorm before it):
+ *   BN_IN_C, BN_IN_S  channels and spatial size per channel (C * S = IN_SIZE)
+ *   BN_IN_ACT         its activation;  BN_IN_G, BN_IN_B  gamma's, beta's offsets in P
+ *   BN_IN_STAT        mean (C floats) then invstd (C floats) in S
+ *   ZIN, DYIN         the stash regions of its input z and its output gradient
+ * and of a SEG_OUT segment (the BatchNorm after it) the same as BN_OUT_*,
+ * ZOUT, DYOUT, with OUT_SIZE floats a sample and BN_OUT_RUN, the running
+ * mean (then variance) in the running-statistics buffer R. */
+#if BN_IN
+inline float bn_in_load(__global const float *P, __global const float *S, const int s,
+                        const int k)
+{
+    const int c = k / BN_IN_S;
+    const float a = P[BN_IN_G + c] * S[BN_IN_STAT + BN_IN_C + c];
+    return f_act(BN_IN_ACT, (S[ZIN + s * IN_SIZE + k] - S[BN_IN_STAT + c]) * a
+                            + P[BN_IN_B + c]);
+}
+
+/* the gradient at the input's BatchNorm output, before its activation
+ * (the activation's output stashed at IN_STASH), to DYIN */
+inline void bn_in_grad(__local const float *dx, const int nt, const int s0, __global float *S)
+{
+    for (int j = get_local_id(0); j < nt * IN_SIZE; j += TWG) {
+        const int t = j / IN_SIZE, k = j - t * IN_SIZE;
+        float e = dx[j];
+        if (BN_IN_ACT != 0)
+            e *= f_dact(BN_IN_ACT, S[IN_STASH + (s0 + t) * IN_SIZE + k]);
+        S[DYIN + (s0 + t) * IN_SIZE + k] = e;
+    }
+    BARRIER();      /* PoCL: a kernel may not end in a loop after its barriers */
+}
+#endif
+
 /* fused_train / fused_eval -- work-group: (TWG); grid: ceil(n / T) groups.
  * Group g takes samples s0 = g*T .. s0+nt-1 of the batch, the rows
  * data_row(start + s) of the resident data X (order, the device shuffle
@@ -479,7 +526,19 @@ inline long data_row(__global const int *order, const int p, const int ndata,
  * BACKWARD, stashing every e that WGRAD needs.  fused_eval (has_labels 0:
  * no loss) writes the logits to out[(start + s) * NCLS ...] when out is set.
  * The per-step scalars come first: a step re-sets only those. */
-#if TRAINING
+#ifndef BN_IN
+#define BN_IN 0
+#endif
+#ifndef SEG_OUT
+#define SEG_OUT 0
+#endif
+#if TRAINING && SEG_OUT
+__kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
+void fused_fwd(const int start, const int n, const int key, const int hbits,
+               const int ndata, __global const float *X, __global const int *order,
+               __global const int *labels, __global const float *P,
+               __global float *S, __global float *stats)
+#elif TRAINING
 __kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
 void fused_train(const int start, const int n, const int key, const int hbits,
                  const int ndata, __global const float *X, __global const int *order,
@@ -503,8 +562,12 @@ void fused_eval(const int start, const int n, const int key, const int hbits,
         return;
     for (int j = lid; j < nt * IN_SIZE; j += TWG) {
         const int t = j / IN_SIZE, k = j - t * IN_SIZE;
+#if BN_IN
+        bufA[j] = bn_in_load(P, S, s0 + t, k);
+#else
         const long row = data_row(order, start + s0 + t, ndata, hbits, key);
         bufA[j] = X[row * IN_SIZE + k];
+#endif
 #if TRAINING
         if (IN_STASH >= 0)
             S[IN_STASH + (s0 + t) * IN_SIZE + k] = bufA[j];
@@ -512,6 +575,12 @@ void fused_eval(const int start, const int n, const int key, const int hbits,
     }
     BARRIER();
     FORWARD
+#if SEG_OUT
+    /* a segment before a BatchNorm: its output (pre-BatchNorm) to the stash */
+    for (int j = lid; j < nt * OUT_SIZE; j += TWG)
+        S[ZOUT + s0 * OUT_SIZE + j] = LOGITS[j];
+    BARRIER();      /* PoCL: a kernel may not end in a loop after its barriers */
+#else
 #if !TRAINING
     if (out)
         for (int j = lid; j < nt * NCLS; j += TWG)
@@ -554,8 +623,122 @@ void fused_eval(const int start, const int n, const int key, const int hbits,
 #if TRAINING
     BARRIER();
     BACKWARD
+#if BN_IN
+    bn_in_grad(bufA, nt, s0, S);
+#endif
+#endif
 #endif
 }
+
+#if TRAINING && SEG_OUT
+/* fused_bwd -- work-group: (TWG); grid: ceil(n / T) groups.  The backward
+ * of a segment before a BatchNorm: group g loads its samples' gradient at
+ * the segment's output from the BatchNorm's (norm.cl's bn_bwd_dx in
+ * training: dz = gamma invstd (dy - (dbeta + xhat dgamma) / M), M = n *
+ * BN_OUT_S, dbeta and dgamma already in G from fused_bn_reduce), then runs
+ * BACKWARD (and, after a BatchNorm of its own, bn_in_grad). */
+__kernel __attribute__((reqd_work_group_size(TWG, 1, 1)))
+void fused_bwd(const int n, __global const float *P, __global float *S,
+               __global const float *G)
+{
+    __local float bufA[T * BUF_A], bufB[T * BUF_B], bufC[T * BUF_C];
+    const int lid = get_local_id(0);
+    const int s0 = get_group_id(0) * T;
+    const int nt = min(T, n - s0);
+    if (nt <= 0)
+        return;
+    const float invm = 1.0f / (float)(n * BN_OUT_S);
+    for (int j = lid; j < nt * OUT_SIZE; j += TWG) {
+        const int t = j / OUT_SIZE, k = j - t * OUT_SIZE, c = k / BN_OUT_S;
+        const int at = (s0 + t) * OUT_SIZE + k;
+        const float inv = S[BN_OUT_STAT + BN_OUT_C + c];
+        const float xhat = (S[ZOUT + at] - S[BN_OUT_STAT + c]) * inv;
+        const float d = S[DYOUT + at] - (G[BN_OUT_B + c] + xhat * G[BN_OUT_G + c]) * invm;
+        LOGITS[j] = P[BN_OUT_G + c] * inv * d;
+    }
+    BARRIER();
+    BACKWARD
+#if BN_IN
+    bn_in_grad(bufA, nt, s0, S);
+#endif
+}
+
+/* sum of v over one work-group (WG a power of two), in every work-item */
+inline float bn_group_sum(__local float *red, const float v)
+{
+    const int l = get_local_id(0);
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int h = WG / 2; h > 0; h >>= 1) {
+        if (l < h)
+            red[l] += red[l + h];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float s = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return s;
+}
+
+/* fused_bn_stats -- work-group: (WG); grid: BN_OUT_C groups, one per
+ * channel.  norm.cl's bn_stats over the segment's output z at ZOUT (n
+ * samples of OUT_SIZE floats, channel c's BN_OUT_S values at c * BN_OUT_S):
+ * the mean, then the mean squared deviation from it (biased), invstd =
+ * 1/sqrt(var + eps) to BN_OUT_STAT, and the running statistics moved as the
+ * layer moves them: r = (1 - momentum) r + momentum * batch, the variance
+ * unbiased (M / (M - 1)). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void fused_bn_stats(const int n, __global float *S, __global float *R, const float momentum,
+                    const float eps)
+{
+    __local float red[WG];
+    const int l = get_local_id(0), c = get_group_id(0);
+    const int M = n * BN_OUT_S;
+    __global const float *z = S + ZOUT + c * BN_OUT_S;
+    float s = 0.0f;
+    for (int i = l; i < M; i += WG)
+        s += z[(i / BN_OUT_S) * OUT_SIZE + i % BN_OUT_S];
+    const float mu = bn_group_sum(red, s) / (float)M;
+    s = 0.0f;
+    for (int i = l; i < M; i += WG) {
+        const float d = z[(i / BN_OUT_S) * OUT_SIZE + i % BN_OUT_S] - mu;
+        s += d * d;
+    }
+    const float var = bn_group_sum(red, s) / (float)M;
+    if (l == 0) {
+        S[BN_OUT_STAT + c] = mu;
+        S[BN_OUT_STAT + BN_OUT_C + c] = 1.0f / sqrt(var + eps);
+        R[BN_OUT_RUN + c] = (1.0f - momentum) * R[BN_OUT_RUN + c] + momentum * mu;
+        R[BN_OUT_RUN + BN_OUT_C + c] = (1.0f - momentum) * R[BN_OUT_RUN + BN_OUT_C + c]
+                                       + momentum * var * ((float)M / (float)(M - 1));
+    }
+}
+
+/* fused_bn_reduce -- work-group: (WG); grid: BN_OUT_C groups.  norm.cl's
+ * bn_bwd_reduce (the activation already applied by bn_in_grad): dbeta[c] =
+ * sum dy, dgamma[c] = sum dy * xhat over the batch, written into G at
+ * beta's and gamma's offsets (the update clears them). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void fused_bn_reduce(const int n, __global const float *S, __global float *G)
+{
+    __local float red[WG];
+    const int l = get_local_id(0), c = get_group_id(0);
+    const int M = n * BN_OUT_S;
+    const float mu = S[BN_OUT_STAT + c], inv = S[BN_OUT_STAT + BN_OUT_C + c];
+    float sb = 0.0f, sg = 0.0f;
+    for (int i = l; i < M; i += WG) {
+        const int at = (i / BN_OUT_S) * OUT_SIZE + c * BN_OUT_S + i % BN_OUT_S;
+        const float g = S[DYOUT + at];
+        sb += g;
+        sg += g * (S[ZOUT + at] - mu) * inv;
+    }
+    sb = bn_group_sum(red, sb);
+    sg = bn_group_sum(red, sg);
+    if (l == 0) {
+        G[BN_OUT_B + c] = sb;
+        G[BN_OUT_G + c] = sg;
+    }
+}
+#endif
 
 #if TRAINING
 /* ---------------------------------------------------- weight gradients */

@@ -156,9 +156,22 @@ def test_unsupported_layers_and_losses_have_reasons(dev):
         describe_chain(model)
     model = hn.Sequential([Dense(4, 3), hn.layers.BatchNorm1D(3), Dense(3, 2)],
                           device="numpy", input_shape=(4,))
-    with pytest.raises(FusionUnsupported, match="BatchNorm1D.*couples the samples"):
-        describe_chain(model)
+    assert [u["kind"] for u in describe_chain(model)] == ["dense", "bn", "dense"]
     assert len(describe_chain(model, training=False)) == 2      # folded for inference
+    # a BatchNorm in training ends a segment: not the first one, not right
+    # after another, not the chain's last layer
+    model = hn.Sequential([hn.layers.BatchNorm1D(4), Dense(4, 2)], device="numpy",
+                          input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="layer 0 .*BatchNorm1D.*couples the samples"
+                                                ".*needs a Conv2D, Dense or pool before"):
+        describe_chain(model)
+    model = hn.Sequential([Dense(4, 3), BatchNorm1D(3), BatchNorm1D(3), Dense(3, 2)],
+                          device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="layer 2 .*follows another BatchNorm"):
+        describe_chain(model)
+    model = hn.Sequential([Dense(4, 3), BatchNorm1D(3)], device="numpy", input_shape=(4,))
+    with pytest.raises(FusionUnsupported, match="the chain ends in a BatchNorm"):
+        describe_chain(model)
     model = hn.Sequential([hn.layers.BatchNorm1D(4), Dense(4, 2)], device="numpy",
                           input_shape=(4,))
     with pytest.raises(FusionUnsupported, match="layer 0 .*no Conv2D or Dense right before"):
@@ -412,14 +425,20 @@ def test_sequential_predicts_batchnorm_fused_and_trains_layer_by_layer(dev):
     ev, ev_ref = forced.evaluate(X, y), ref.evaluate(X, y)
     assert forced.fusion.decisions[(21, False)][0] is True
     assert ev["loss"] == pytest.approx(ev_ref["loss"], rel=1e-4)
-    with pytest.raises(FusionUnsupported, match="BatchNorm1D.*couples the samples of a batch"):
-        forced.fit(X, y, epochs=1, batch_size=8)
-    # "auto" trains BatchNorm layer by layer and says why, wherever it runs
-    auto = hn.Sequential(_mlp_bn(), device=dev, input_shape=(20,), seed=1)
+    # training fuses too, as segments between the BatchNorms
+    ref.set_weights(forced.get_weights())
+    forced.fit(X, y, epochs=1, batch_size=8, shuffle=False, optimizer=hn.SGD(lr=0.05))
+    assert forced.fusion.decisions[(8, True)][0] is True
+    ref.fit(X, y, epochs=1, batch_size=8, shuffle=False, optimizer=hn.SGD(lr=0.05))
+    for w, r in zip(forced.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    # an unsupported placement trains layer by layer under "auto" and says why
+    layers = [Dense(20, 5), BatchNorm1D(5), BatchNorm1D(5), Dense(5, 3)]
+    auto = hn.Sequential(layers, device=dev, input_shape=(20,), seed=1)
     use, why = auto.fusion.decide(auto, 8, True)
-    assert not use and "couples the samples of a batch in training" in why
+    assert not use and "follows another BatchNorm" in why
     auto.fit(X, y, epochs=1, batch_size=8)
-    assert "BatchNorm couples the samples" in auto.explain(batch_size=8, repeats=1).table()
+    assert "follows another BatchNorm" in auto.explain(batch_size=8, repeats=1).table()
 
 
 # ------------------------------------------------------------- average pools
@@ -498,3 +517,182 @@ def test_inference_tile_and_group_size_out_of_range_are_refused(dev):
         FusedTrainer(model, device=dev, batch_size=16, training=False, eval_tile=0)
     with pytest.raises(FusionUnsupported, match="eval_wg must be 256, 512 or 1024"):
         FusedTrainer(model, device=dev, batch_size=16, training=False, eval_wg=300)
+
+
+# ------------------------------------------------- BatchNorm in training: segments
+def _mlp_bn_train():
+    """Dense -> BatchNorm1D with and without the dense bias, relu, tanh, a
+    Dense with an activation of its own before its BatchNorm, 13 and 7
+    features (not multiples of 4)."""
+    return [Dense(20, 13), BatchNorm1D(13, momentum=0.2), ReLU(), Dense(13, 7, bias=False),
+            BatchNorm1D(7), Tanh(), Dense(7, 6), ReLU(), BatchNorm1D(6, eps=1e-3),
+            Dense(6, 3)]
+
+
+def _lenet5_bn_small():
+    return hn.models.lenet5_layers(batch_norm=True, input_size=16)
+
+
+def _conv_bn():
+    """BatchNorm2D over 5 channels after a strided, padded conv, a max-pooled
+    conv whose BatchNorm has no activation, a BatchNorm after a pool."""
+    return [Conv2D(3, 5, 3, stride=2, padding=1), BatchNorm2D(5), Sigmoid(),
+            Conv2D(5, 6, 2), MaxPool2D(2), BatchNorm2D(6), Flatten(), Dense(24, 4)]
+
+
+def _lenet5_bn_nobias():
+    """hn.models.lenet5_layers(batch_norm=True) with no bias before its
+    BatchNorms (which subtract it again)."""
+    return [Conv2D(1, 6, 5, bias=False), BatchNorm2D(6), ReLU(), MaxPool2D(2),
+            Conv2D(6, 16, 5, bias=False), BatchNorm2D(16), ReLU(), MaxPool2D(2), Flatten(),
+            Dense(16, 120, bias=False), BatchNorm1D(120), ReLU(),
+            Dense(120, 84, bias=False), BatchNorm1D(84), ReLU(), Dense(84, 10)]
+
+
+BN_CASES = {"lenet5-bn": (_lenet5_bn_small, (1, 16, 16), 10, 19),
+            "lenet5-nobias": (_lenet5_bn_nobias, (1, 16, 16), 10, 19),
+            "mlp-bn": (_mlp_bn_train, (20,), 3, 15),
+            "conv-bn": (_conv_bn, (3, 9, 9), 4, 11)}
+
+
+@pytest.mark.parametrize("case", sorted(BN_CASES))
+def test_batchnorm_training_gradients_match_layer_by_layer(dev, case):
+    make, shape, k, kernels = BN_CASES[case]
+    rng = np.random.default_rng(23)
+    X, y = data(rng, 13, shape, k)               # 13 = 4 tiles of 3 and one of 1
+    model = _bn_model(make, shape, k, rng)       # gamma, beta away from 1, 0
+    trainer = FusedTrainer(model, device=dev, batch_size=16, tile=3)
+    assert trainer.segmented and trainer.kernels_per_step == kernels
+    before = model.get_weights()
+    loss, grads = trainer.loss_and_gradients(X, y)
+    ref_loss, ref_grads = model.loss_and_gradients(X, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert len(grads) == len(ref_grads)
+    for g, r in zip(grads, ref_grads):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(r).max()))
+    # no weight changes; the running statistics move as the layers' do (in
+    # training mode, as a fit step)
+    for w, r, b in zip(trainer.get_weights(), model.get_weights(), before):
+        np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-6)
+        if w.ndim > 1:
+            np.testing.assert_array_equal(w, b)
+    if case == "conv-bn":       # BatchNorm2D only: one sample has 4 values a channel
+        trainer.loss_and_gradients(X[:1], y[:1])
+        return
+    # as the layer: a BatchNorm1D's statistics need two samples
+    with pytest.raises(ValueError, match="more than one value per feature"):
+        trainer.loss_and_gradients(X[:1], y[:1])
+    with pytest.raises(ValueError, match="more than one value per feature"):
+        trainer.fit(X[:9], y[:9], batch_size=8, shuffle=False)
+
+
+# Adam's and RMSProp's eps at 1e-4, not 1e-8: some gradients here are 0 but
+# for rounding (a bias right before a BatchNorm, which subtracts it again; a
+# BatchNorm2D's beta whose channel reaches the next BatchNorm1D through a 1x1
+# pool), and eps 1e-8 would scale that rounding, different in either path,
+# to steps of the full lr
+@pytest.mark.parametrize("case,optimizer", [
+    ("lenet5-bn", hn.optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("lenet5-bn", hn.optim.Adam(lr=1e-3, eps=1e-4)),
+    ("lenet5-nobias", hn.optim.Adam(lr=1e-3, eps=1e-4)),
+    ("mlp-bn", hn.optim.SGD(lr=0.05, momentum=0.9, nesterov=True)),
+    ("mlp-bn", hn.optim.AdamW(lr=1e-3, weight_decay=1e-2, eps=1e-4)),
+    ("conv-bn", hn.optim.RMSProp(lr=1e-3, momentum=0.9, eps=1e-4))],
+    ids=["lenet5-sgd", "lenet5-adam", "lenet5-nobias-adam", "mlp-nesterov", "mlp-adamw",
+         "conv-rmsprop"])
+def test_batchnorm_ten_steps_match_layer_by_layer(dev, case, optimizer):
+    make, shape, k, _ = BN_CASES[case]
+    rng = np.random.default_rng(29)
+    X, y = data(rng, 10 * 7 - 2, shape, k)       # 10 batches of 7 (tile 3), the last of 5
+    fused_model = hn.Sequential(make(), device="numpy", input_shape=shape, seed=2)
+    ref_model = hn.Sequential(make(), device="numpy", input_shape=shape, seed=2)
+    cfg = {key: v for key, v in optimizer.get_config().items() if key != "name"}
+    trainer = FusedTrainer(fused_model, device=dev, batch_size=7, tile=3,
+                           optimizer=type(optimizer)(**cfg))
+    hist = trainer.fit(X, y, epochs=1, shuffle=False)
+    ref = ref_model.fit(X, y, epochs=1, batch_size=7, shuffle=False,
+                        optimizer=type(optimizer)(**cfg))
+    got, want = trainer.get_weights(), ref_model.get_weights()
+    assert len(got) == len(want)
+    k, layers = 0, ref_model.layers
+    for i, layer in enumerate(layers):
+        for j in range(layer.n_weights):
+            w, r = got[k], want[k]
+            if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and j >= 2:
+                # running mean and variance, moved on the device each step
+                np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-5)
+            else:
+                np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4,
+                                           err_msg=f"{layer!r} weight {j}")
+            k += 1
+    assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
+    trainer.write_back()
+    for w, r in zip(fused_model.get_weights(), want):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+    try:
+        describe_chain(fused_model, training=False)
+    except FusionUnsupported as exc:
+        # a BatchNorm after an activation or a pool folds into nothing: the
+        # trainer says so as describe_chain does
+        with pytest.raises(FusionUnsupported, match=str(exc)[:30].replace("(", r"\(")):
+            trainer.predict_logits(X[:9])
+        assert case in ("mlp-bn", "conv-bn")
+        return
+    # inference folds the trained BatchNorms (running statistics) in
+    np.testing.assert_allclose(trainer.predict_logits(X[:9]), ref_model.predict_logits(X[:9]),
+                               rtol=1e-4, atol=1e-4)
+    ev, ev_ref = trainer.evaluate(X, y), ref_model.evaluate(X, y)
+    assert ev["loss"] == pytest.approx(ev_ref["loss"], rel=1e-4)
+
+
+def test_batchnorm_segments_device_shuffle_and_loaded_weights(dev):
+    rng = np.random.default_rng(31)
+    X, y = data(rng, 30, (20,), 3)
+    model = _bn_model(_mlp_bn_train, (20,), 3, rng)
+    ref = hn.Sequential(_mlp_bn_train(), device="numpy", input_shape=(20,), fuse="never")
+    ref.set_weights(model.get_weights())
+    trainer = FusedTrainer(model, device=dev, batch_size=8, optimizer="sgd")
+    trainer.fit(X, y, epochs=1, seed=5)              # the device shuffle
+    order = device_permutation(30, int(np.random.default_rng(5).integers(0, 2 ** 31)))
+    ref.optimizer = hn.optim.get_optimizer("sgd")
+    for s in range(0, 30, 8):
+        xb, yb, _ = ref._batch_to_device(X, y, None, order[s:s + 8])
+        ref.train_step(xb, yb)
+    for w, r in zip(trainer.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    # weights and running statistics set on the model are taken again
+    model.set_weights([w * 0.9 + 0.1 if w.ndim == 1 else w for w in ref.get_weights()])
+    trainer.load_weights()
+    for w, r in zip(trainer.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-6, atol=1e-7)
+    assert any("BatchNorm" in line for line in trainer.program.plan)
+
+
+def test_sequential_fits_batchnorm_fused_with_validation_where_inference_cannot_fold(dev):
+    """A BatchNorm after a ReLU trains fused; its validation (no fold for
+    inference) runs through the model's evaluate, layer by layer."""
+    rng = np.random.default_rng(37)
+    X, y = data(rng, 21, (20,), 3)
+    Xv, yv = data(rng, 9, (20,), 3)
+    kw = dict(epochs=2, batch_size=8, shuffle=False, validation_data=(Xv, yv),
+              optimizer=hn.SGD(lr=0.05, momentum=0.9))
+    forced = hn.Sequential(_mlp_bn_train(), device=dev, input_shape=(20,), seed=4,
+                           fuse="always")
+    before = forced.get_weights()
+    with pytest.raises(FusionUnsupported, match="cannot run: .*applies 'relu' before"):
+        forced.fit(X, y, **kw)               # before any step
+    for w, r in zip(forced.get_weights(), before):
+        np.testing.assert_array_equal(w, r)
+    # "auto" as on a GPU that measured the fused step faster: trains fused,
+    # validates layer by layer
+    forced.fusion.mode = "auto"
+    forced.fusion.device = lambda model: (dev, "")
+    forced.fusion._measured[(8, True)] = (True, "fused (as measured faster)")
+    ref = hn.Sequential(_mlp_bn_train(), device="numpy", input_shape=(20,), seed=4,
+                        fuse="never")
+    hf, hr = forced.fit(X, y, **kw), ref.fit(X, y, **kw)
+    assert forced.fusion.decisions[(8, True)][0] is True
+    for w, r in zip(forced.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hf["val_loss"], hr["val_loss"], rtol=1e-4)

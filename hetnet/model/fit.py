@@ -260,6 +260,11 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
     generator), the weights written back to the model's layers after every
     epoch (callbacks and validation see them)."""
     n = X.shape[0]
+    if validation_data is not None and model.fusion.mode == "always":
+        # the validation's inference is fused too, or the fit raises here
+        # (before training) with the reason: BatchNorms that train fused may
+        # fold into no layer for inference
+        model.fusion.decide(model, min(batch_size, len(validation_data[0])), False)
     trainer.set_data(X, yt)
     total = epochs * math.ceil(n / batch_size)
     call_callbacks(callbacks, "on_fit_begin", model)
@@ -278,7 +283,14 @@ def fit_fused(model, trainer, X, yt, epochs, batch_size, shuffle, validation_dat
         trainer.write_back()
         logs = {"loss": h["loss"], "images_per_s": h["images_per_s"], "time_s": h["time_s"]}
         if validation_data is not None:
-            ev = trainer.evaluate(*validation_data)
+            from ..runtime.fused import FusionUnsupported
+            try:
+                ev = trainer.evaluate(*validation_data)
+            except FusionUnsupported:
+                # BatchNorms trained fused that fold into no layer for
+                # inference (after an activation or a pool): the model's own
+                # evaluate (its policy decides, layer by layer here)
+                ev = model.evaluate(*validation_data)
             logs["val_loss"], logs["val_accuracy"] = ev["loss"], ev["accuracy"]
         if bar is not None:
             bar.update(n)

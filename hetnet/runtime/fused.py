@@ -6,7 +6,10 @@ On a GPU whose kernel launches cost ~12 µs each back to back, a LeNet-5 step
 of 38 kernels spends most of its time between kernels; fused it is three:
 forward + loss + backward per tile of samples, the weight gradients, the
 update.  The epoch's loss and accuracy are summed on the device and read
-once per epoch.
+once per epoch.  BatchNorms in training (batch statistics) split the chain
+into segments with device reductions between them
+(:class:`~hetnet.devices.opencl.fused.SegmentedProgram`): LeNet-5-BN is 19
+kernels a step.
 
 Examples
 --------
@@ -25,8 +28,8 @@ import numpy as np
 
 from .._validation import check_X, check_targets, check_positive_int
 from ..devices.base import mix32
-from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, conv_unit,
-                                    dense_unit, pool_unit)
+from ..devices.opencl.fused import (WG, FusedProgram, FusionUnsupported, SegmentedProgram,
+                                    bn_unit, conv_unit, dense_unit, pool_unit)
 from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
                       GlobalAvgPool2D, MaxPool2D)
 from ..optim import SGD, Adam, RMSProp, get_optimizer
@@ -35,9 +38,13 @@ from .flatparams import FlatGroup
 __all__ = ["FusedTrainer", "FusionUnsupported", "describe_chain", "device_permutation",
            "unit_weights"]
 
-#: why a chain with BatchNorm is not fused in training (its statistics are
-#: the batch's, so one tile of samples cannot normalise on its own)
+#: why a chain with BatchNorm is not one fused segment in training (its
+#: statistics are the batch's, so one tile of samples cannot normalise on its
+#: own): it ends a segment (SegmentedProgram)
 BN_TRAINING = "BatchNorm couples the samples of a batch in training"
+#: what a BatchNorm in training needs to end a segment
+BN_SEGMENT = (f"{BN_TRAINING}, so it ends a fused segment, which needs a Conv2D, Dense or "
+              "pool before it")
 
 
 def _feistel_half(n):
@@ -88,6 +95,12 @@ def describe_chain(model, training=True):
     merged into it, a GlobalAvgPool2D an average pool of one window, Flatten
     dropped, and in inference Dropout dropped: it is the identity there).
 
+    In training a BatchNorm (batch statistics) is a unit of kind ``"bn"``
+    (:func:`hetnet.devices.opencl.fused.bn_unit`, its activation in it)
+    where the chain is split into segments
+    (:class:`~hetnet.devices.opencl.fused.SegmentedProgram`): a Conv2D,
+    Dense or pool unit must come before it in its segment and one after it.
+
     In inference (``training=False``) a BatchNorm right after a Conv2D or
     Dense with no activation of its own is folded into it: BatchNorm with
     the running statistics is a per-channel affine map, so the unit's
@@ -97,8 +110,10 @@ def describe_chain(model, training=True):
     becomes the unit's.
 
     Each unit's ``src`` gives the indices in ``model.get_weights()`` of its
-    weight and bias (None: no bias), ``bn`` the index of the folded
-    BatchNorm's gamma (beta, running_mean, running_var follow) or None.
+    weight and bias (None: no bias; a BatchNorm unit's: gamma and beta, and
+    ``run_src`` its running mean's, the variance next), ``bn`` the index of
+    the folded BatchNorm's gamma (beta, running_mean, running_var follow) or
+    None.
 
     Returns
     -------
@@ -108,8 +123,9 @@ def describe_chain(model, training=True):
     Raises
     ------
     FusionUnsupported
-        A layer has no fused template (in training: any BatchNorm), or the
-        loss is not cross-entropy; the message names it.
+        A layer has no fused template (in training: a BatchNorm with no
+        unit before it in its segment, or ending the chain), or the loss is
+        not cross-entropy; the message names it.
     """
     if model.loss.name != "cross_entropy":
         raise FusionUnsupported(f"the fused step has the cross_entropy loss only, the model "
@@ -120,18 +136,30 @@ def describe_chain(model, training=True):
     while i < len(steps):
         layer = steps[i]
         nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and training:
+            # the batch's statistics: the chain is split here into segments
+            # (SegmentedProgram); the unit before it must be in this segment
+            if not units or units[-1]["kind"] == "bn":
+                raise FusionUnsupported(
+                    f"layer {i} ({layer!r}): {BN_SEGMENT}, and it has none (it is the "
+                    "chain's first layer with a fused template or follows another BatchNorm)")
+            at = starts[id(layer)]
+            unit = bn_unit(layer.num_features, math.prod(layer.input_shape), layer.activation,
+                           layer.momentum, layer.eps)
+            unit["src"], unit["run_src"] = (at, at + 1), at + 2
+            unit["bn"], unit["eps"] = None, layer.eps
+            units.append(unit)
+            i += 1
+            continue
         if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
             raise FusionUnsupported(
-                f"layer {i} ({layer!r}): {BN_TRAINING}" if training else
                 f"layer {i} ({layer!r}) is a BatchNorm with no Conv2D or Dense right before "
                 "it to fold into")
         if isinstance(layer, (Conv2D, Dense)):
             at = starts[id(layer)]
             src = (at, at + 1 if layer.bias else None)
             activation, bn = layer.activation, None
-            if isinstance(nxt, (BatchNorm1D, BatchNorm2D)):
-                if training:
-                    raise FusionUnsupported(f"layer {i + 1} ({nxt!r}): {BN_TRAINING}")
+            if isinstance(nxt, (BatchNorm1D, BatchNorm2D)) and not training:
                 if layer.activation != "identity":
                     raise FusionUnsupported(
                         f"layer {i} ({layer!r}) applies {layer.activation!r} before the "
@@ -172,10 +200,13 @@ def describe_chain(model, training=True):
         else:
             raise FusionUnsupported(f"layer {i} ({layer!r}) has no fused template "
                                     "(Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, "
-                                    "Dense and the activations they absorb do, and in "
-                                    "inference a BatchNorm after a Conv2D or Dense and "
-                                    "Dropout)")
+                                    "Dense and the activations they absorb do, a BatchNorm "
+                                    "after one of them, and in inference Dropout)")
         i += 1
+    if units and units[-1]["kind"] == "bn":
+        raise FusionUnsupported(f"the chain ends in a BatchNorm ({steps[-1]!r} or before "
+                                "it); in training one is fused with a Conv2D, Dense or pool "
+                                "after it")
     return units
 
 
@@ -244,7 +275,9 @@ class FusedTrainer:
     model : Sequential
         Built (``input_shape`` known); cross-entropy loss; layers Conv2D,
         MaxPool2D, AvgPool2D, Flatten, Dense with the activations they
-        absorb, and for ``training=False`` BatchNorms to fold into them.
+        absorb, BatchNorms (in training: the chain's segments end at them,
+        :class:`~hetnet.devices.opencl.fused.SegmentedProgram`; for
+        ``training=False`` folded into the layer before).
     device : OpenCLDevice, optional
         Default: the device of the model's first step, which must be an
         OpenCL device.
@@ -270,9 +303,14 @@ class FusedTrainer:
 
     Attributes
     ----------
-    program : FusedProgram
+    program : FusedProgram or SegmentedProgram
+        (the latter for a chain with BatchNorms in training)
+    segmented : bool
+        The chain has BatchNorms in training: it runs as segments between
+        them, its running statistics in :attr:`running`.
     kernels_per_step : int
-        Kernels one training step launches (3).
+        Kernels one training step launches: 3, or ``4 (K - 1) + 3`` for K
+        segments (LeNet-5-BN: 19).
 
     Raises
     ------
@@ -298,13 +336,29 @@ class FusedTrainer:
         # inference chain its units' (BatchNorm folded in)
         shapes = [tuple(s) for u in self.units for s in u["params"]]
         self.layout = FlatGroup(dev, shapes)
-        self.program = FusedProgram(dev, self.units, self.layout.offsets,
-                                    math.prod(model.input_shape), model.n_outputs,
-                                    batch_size, tile, train_wg, inference_only=not training,
-                                    eval_tile=eval_tile, eval_wg=eval_wg)
+        #: BatchNorms in training: the chain runs as segments between them
+        self.segmented = any(u["kind"] == "bn" for u in self.units)
+        self._eval_args = (eval_tile, eval_wg)
+        self._inference = None
+        if self.segmented:
+            self.program = SegmentedProgram(dev, self.units, self.layout.offsets,
+                                            math.prod(model.input_shape), model.n_outputs,
+                                            batch_size, tile, train_wg)
+            self.kernels_per_step = self.program.kernels_per_step
+        else:
+            self.program = FusedProgram(dev, self.units, self.layout.offsets,
+                                        math.prod(model.input_shape), model.n_outputs,
+                                        batch_size, tile, train_wg,
+                                        inference_only=not training, eval_tile=eval_tile,
+                                        eval_wg=eval_wg)
         self.batch_size = batch_size
+        weights = model.get_weights()
         self.w, _ = self.layout.pack([dev.asarray(w) for w in
-                                      unit_weights(self.units, model.get_weights())])
+                                      unit_weights(self.units, weights)])
+        # the BatchNorms' running mean and variance (not trained: no gradient,
+        # outside the update's buffer), 2 C floats each
+        self.running = dev.zeros((max(1, getattr(self.program, "running_floats", 0)),))
+        self._upload_running(weights)
         self.stats = dev.zeros((2,))
         self._data = None           # (X, labels, order, n) resident on the device
         if not training:
@@ -324,12 +378,41 @@ class FusedTrainer:
                                "weights (BatchNorm folded in), not the model's")
 
     # ----------------------------------------------------------- weights
+    def _bn_units(self):
+        return [u for u in self.units if u["kind"] == "bn"]
+
+    def _upload_running(self, weights):
+        """The BatchNorms' running statistics from a ``get_weights()`` list."""
+        if not self.segmented:
+            return
+        host = np.zeros(self.running.shape[0], dtype=np.float32)
+        for u in self._bn_units():
+            c = u["C"]
+            host[u["run"]:u["run"] + c] = weights[u["run_src"]]
+            host[u["run"] + c:u["run"] + 2 * c] = weights[u["run_src"] + 1]
+        import pyopencl as cl
+        cl.enqueue_copy(self.device.queue, self.running.base_data, host)
+
     def get_weights(self):
         """The trainer's weights as numpy arrays, in the model's order (an
-        inference trainer's: its units' weights, BatchNorm folded in)."""
+        inference trainer's: its units' weights, BatchNorm folded in); a
+        BatchNorm's gamma and beta are followed by its running mean and
+        variance, as the layer's ``get_weights``."""
         host = self.device.to_host(self.w)
-        return [host[o:o + math.prod(s)].reshape(s).copy()
-                for o, s in zip(self.layout.offsets, self.layout.shapes)]
+        out = [host[o:o + math.prod(s)].reshape(s).copy()
+               for o, s in zip(self.layout.offsets, self.layout.shapes)]
+        if not self.segmented:
+            return out
+        run = self.device.to_host(self.running)
+        k, merged = 0, []
+        for u in self.units:
+            merged += out[k:k + len(u["params"])]
+            k += len(u["params"])
+            if u["kind"] == "bn":
+                c = u["C"]
+                merged += [run[u["run"]:u["run"] + c].copy(),
+                           run[u["run"] + c:u["run"] + 2 * c].copy()]
+        return merged
 
     def gradients(self):
         """The gradient buffer as numpy arrays (after :meth:`loss_and_gradients`)."""
@@ -376,8 +459,10 @@ class FusedTrainer:
         """Take the model's current weights (after they were set or trained
         elsewhere); an inference trainer folds its BatchNorms into them again
         from the current running statistics."""
+        weights = self.model.get_weights()
         self._upload(np.concatenate([w.reshape(-1) for w in
-                                     unit_weights(self.units, self.model.get_weights())]))
+                                     unit_weights(self.units, weights)]))
+        self._upload_running(weights)
 
     def set_optimizer(self, optimizer):
         """Train on with ``optimizer`` (SGD, Adam or RMSProp), its state from zero."""
@@ -422,6 +507,16 @@ class FusedTrainer:
                None if key is not None else order.base_data, yd.base_data,
                self.w.base_data, p.stash.base_data, self.stats.base_data)
         p.bind(p.k_wgrad, 0, p.stash.base_data, self.g.base_data)
+        if self.segmented:
+            stash, w, g = p.stash.base_data, self.w.base_data, self.g.base_data
+            for seg, bn in zip(p.segments, p.bns):
+                p.bind(seg.k_fwd, 0, 0, 0 if key is None else int(key), half, n, Xd.base_data,
+                       None if key is not None else order.base_data, yd.base_data, w, stash,
+                       self.stats.base_data)
+                p.bind(seg.k_stats, 0, stash, self.running.base_data, bn["momentum"],
+                       bn["eps"])
+                p.bind(seg.k_reduce, 0, stash, g)
+                p.bind(seg.k_bwd, 0, w, stash, g)
         size = self.layout.size
         if isinstance(opt, Adam):
             l2 = 0.0 if opt._decoupled else opt.weight_decay
@@ -436,12 +531,38 @@ class FusedTrainer:
             p.bind(p.k_sgd, opt.lr, opt.momentum, size, self.w.base_data, self.g.base_data,
                    self.state[0].base_data, opt.weight_decay, int(opt.nesterov))
 
+    def _check_batch(self, n):
+        """A BatchNorm in training needs two values a channel (as the layer)."""
+        for u in self._bn_units() if self.segmented else ():
+            if n * u["S"] < 2:
+                raise ValueError(f"BatchNorm in training needs more than one value per "
+                                 f"feature, got a batch of {n} with {u['S']} values per "
+                                 "channel and sample (use a larger batch_size)")
+
+    def _gradients(self, start, n):
+        """Launch the step's forward, backward and weight gradients (not the
+        update) on batch rows ``start .. start+n-1``: the gradient buffer
+        holds the batch's gradient afterwards."""
+        p = self.program
+        if self.segmented:
+            for seg, bn in zip(p.segments, p.bns):
+                p.launch(seg.k_fwd, seg.train_groups(n), (start, n), wg=seg.train_wg)
+                p.launch(seg.k_stats, bn["C"], (n,))
+            last = p.segments[-1]
+            p.launch(p.k_train, last.train_groups(n), (start, n), wg=last.train_wg)
+            for seg, bn in reversed(list(zip(p.segments, p.bns))):
+                p.launch(seg.k_reduce, bn["C"], (n,))
+                p.launch(seg.k_bwd, seg.train_groups(n), (n,), wg=seg.train_wg)
+        else:
+            p.launch(p.k_train, p.train_groups(n), (start, n), wg=p.train_wg)
+        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+
     def _step(self, start, n, lr):
         """One training step on batch rows ``start .. start+n-1`` of the
-        epoch's order: three launches, nothing read back."""
+        epoch's order: three launches (:attr:`kernels_per_step` for a chain
+        with BatchNorms), nothing read back."""
         p, opt = self.program, self.optimizer
-        p.launch(p.k_train, p.train_groups(n), (start, n), wg=p.train_wg)
-        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+        self._gradients(start, n)
         opt.t += 1
         groups = -(-self.layout.size // WG)
         if isinstance(opt, Adam):
@@ -509,6 +630,9 @@ class FusedTrainer:
         elif shuffle not in (True, False, "host"):
             raise ValueError(f"shuffle must be True, False, 'host' or an order array, got "
                              f"{shuffle!r}")
+        self._check_batch(min(bs, n))
+        if n % bs:
+            self._check_batch(n % bs)
         step = int(step0)
         if total_steps is None:
             total_steps = step + epochs * math.ceil(n / bs)
@@ -556,8 +680,8 @@ class FusedTrainer:
         cl.enqueue_copy(dev.queue, order.base_data, np.arange(n, dtype=np.int32))
         cl.enqueue_fill_buffer(dev.queue, self.stats.base_data, np.zeros(1, np.float32), 0, 8)
         self._bind(Xd, yd, order)
-        p.launch(p.k_train, p.train_groups(n), (0, n), wg=p.train_wg)
-        p.launch(p.k_wgrad, p.wgrad_groups, (n,))
+        self._check_batch(n)
+        self._gradients(0, n)
         loss = float(dev.to_host(self.stats)[0]) / n
         grads = self.gradients()
         cl.enqueue_fill_buffer(dev.queue, self.g.base_data, np.zeros(1, np.float32), 0,
@@ -565,6 +689,21 @@ class FusedTrainer:
         return loss, grads
 
     # --------------------------------------------------------- inference
+    def inference_trainer(self):
+        """For a chain with BatchNorms in training: an inference trainer
+        (BatchNorm folded in, :func:`describe_chain` ``training=False``)
+        holding this trainer's current weights and running statistics,
+        folded on the host each call.  :meth:`predict_logits` and
+        :meth:`evaluate` run through it."""
+        if self._inference is None:
+            tile, wg = self._eval_args
+            self._inference = FusedTrainer(self.model, self.device, self.batch_size,
+                                           training=False, eval_tile=tile, eval_wg=wg)
+        inf = self._inference
+        inf._upload(np.concatenate([w.reshape(-1) for w in
+                                    unit_weights(inf.units, self.get_weights())]))
+        return inf
+
     def _eval(self, X, y, out):
         dev, p = self.device, self.program
         if hasattr(X, "base_data"):        # a device array (n, input size) already there
@@ -594,6 +733,8 @@ class FusedTrainer:
         ``X`` may be a device array ``(n, input size)`` on the trainer's
         device; with ``out``, a device array ``(n, n_classes)``, the logits
         are written there and not read back (None is returned)."""
+        if self.segmented:
+            return self.inference_trainer().predict_logits(X, out)
         n = X.shape[0]
         dest = self.device.empty((n, self.model.n_outputs)) if out is None else out
         self._eval(X, None, dest)
@@ -601,6 +742,8 @@ class FusedTrainer:
 
     def evaluate(self, X, y):
         """``{"loss", "accuracy"}`` over ``X``, ``y`` with the trainer's weights."""
+        if self.segmented:
+            return self.inference_trainer().evaluate(X, y)
         n = self._eval(X, y, None)
         stats = self.device.to_host(self.stats)
         return {"loss": float(stats[0]) / n, "accuracy": int(stats[1:2].view(np.int32)[0]) / n}

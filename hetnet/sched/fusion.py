@@ -94,7 +94,8 @@ class FusionPolicy:
         """The cached :class:`FusedTrainer` for ``batch`` holding the model's
         current weights (loaded again each call).  For inference
         (``training=False``) a training trainer of that batch serves when
-        there is one, else an inference trainer (BatchNorm folded in)."""
+        there is one (and has no BatchNorm segments), else an inference
+        trainer (BatchNorm folded in)."""
         dev = self.usable_device(model)
         key = (batch, dev.name, training)
         tr = self._trainers.get(key)
@@ -111,6 +112,8 @@ class FusionPolicy:
             return tr
         if tr is None and not training:
             tr = self._trainers.get((batch, dev.name, True))
+            if tr is not None and tr.segmented:
+                tr = None   # BatchNorms in training: inference folds them (its own trainer)
         if tr is None:
             tr = self._trainers[key] = FusedTrainer(model, device=dev, batch_size=batch,
                                                     optimizer=optimizer, training=training)
@@ -196,7 +199,8 @@ def time_fused_step(model, dev, batch, training, steps=20):
     tr = FusedTrainer(model, device=dev, batch_size=batch, training=training,
                       optimizer=SGD(lr=1e-3, momentum=0.9) if training else None)
     x, y = timing.random_batch(model.runtime, batch)
-    rows = max(2 * batch, 256)
+    # whole batches (a BatchNorm1D cannot train on a last batch of one)
+    rows = batch * max(2, -(-256 // batch))
     X = np.resize(x, (rows,) + x.shape[1:])
     Y = np.resize(y, rows)
     if not training:

@@ -28,6 +28,11 @@ chain itself is passed as the ``FORWARD`` / ``BACKWARD`` / ``WGRAD`` macro
 sequences of fused.cl's templates, so the program is generated, never
 written per network.  :class:`FusionUnsupported` says why a chain cannot be
 fused (the caller falls back to layer-by-layer).
+
+A chain with BatchNorms in training (:func:`bn_unit`) is built by
+:class:`SegmentedProgram` as one :class:`FusedProgram` per segment between
+them, with device reductions for the batch statistics and their gradient
+sums in between.
 """
 
 import math
@@ -37,7 +42,8 @@ import numpy as np
 from .launch import _CODE_OF, _F32, _I32, OpenCLLaunchError, _clenqueue
 from .platform import status_name
 
-__all__ = ["FusionUnsupported", "FusedProgram", "conv_unit", "pool_unit", "dense_unit"]
+__all__ = ["FusionUnsupported", "FusedProgram", "SegmentedProgram", "bn_unit", "conv_unit",
+           "pool_unit", "dense_unit"]
 
 #: the work-group size of every fused kernel (the dense weight-gradient
 #: tiles are 16 x 16 work-items)
@@ -119,6 +125,17 @@ def dense_unit(I, O, activation, bias):
             "in": I, "out": O, "params": [(I, O)] + ([(O,)] if bias else [])}
 
 
+def bn_unit(C, size, activation, momentum, eps):
+    """A BatchNorm in training over ``C`` channels of a ``size``-float
+    sample (``size / C`` values a channel), its activation after it: where
+    :class:`SegmentedProgram` ends one segment and starts the next."""
+    if size % C:
+        raise FusionUnsupported(f"a BatchNorm of {C} channels over {size} values a sample")
+    return {"kind": "bn", "C": C, "S": size // C, "ACT": _act(activation),
+            "momentum": float(momentum), "eps": float(eps), "in": size, "out": size,
+            "params": [(C,), (C,)]}
+
+
 def _macro(name, *args):
     return f"{name}({','.join(str(a) for a in args)})"
 
@@ -178,16 +195,25 @@ class FusedProgram:
     """
 
     def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None,
-                 train_wg=None, inference_only=False, eval_tile=None, eval_wg=None):
+                 train_wg=None, inference_only=False, eval_tile=None, eval_wg=None,
+                 segment=None):
         self.device = dev = device
         self.inference_only = inference_only = bool(inference_only)
         self.units = units
+        # one segment of a chain with BatchNorms in training (SegmentedProgram):
+        # its stash regions from seg["base"], the BatchNorm before it
+        # (seg["bn_in"]) applied on load, the one after it (seg["bn_out"])
+        # ending it, and the weight gradients of seg["wgrad"] (the last segment:
+        # every unit of the chain; the others: none)
+        self.segment = seg = segment
+        bn_in = seg["bn_in"] if seg else None
+        bn_out = seg["bn_out"] if seg else None
         self.nmax = nmax = int(nmax)
         self.n_classes = int(n_classes)
         self.input_size = int(input_size)
         if not units:
             raise FusionUnsupported("the chain has no layers to fuse")
-        if units[-1]["out"] != n_classes:
+        if bn_out is None and units[-1]["out"] != n_classes:
             raise FusionUnsupported(f"the chain ends in {units[-1]['out']} values per sample, "
                                     f"not {n_classes} logits")
         if units[0]["in"] != input_size:
@@ -205,7 +231,8 @@ class FusedProgram:
         buf_a = max([s for i, s in enumerate(sizes) if i % 2 == 0] or [1])
         buf_b = max([s for i, s in enumerate(sizes) if i % 2 == 1] or [1])
         first_param = next((i for i, u in enumerate(units) if u["params"]), len(units))
-        need_dx = [i > first_param for i in range(len(units))]
+        # after a BatchNorm every unit passes its gradient back to it
+        need_dx = [i > first_param or bn_in is not None for i in range(len(units))]
         buf_c = max([u["F"] * u["CH"] * u["CW"] for u, nd in zip(units, need_dx)
                      if u["kind"] == "conv" and u["pooled"] and nd] or [1])
         per_sample = 4 * (buf_a + buf_b + (1 if inference_only else buf_c)) + 8
@@ -265,7 +292,7 @@ class FusedProgram:
                                         f"device's {max_wg}, got {given}")
 
         # ---- the stash: what the backward pass and the weight gradients read
-        regions, self._stash_end = [], 0
+        regions, self._stash_end = [], seg["base"] if seg else 0
 
         def region(size):
             base = self._stash_end
@@ -273,7 +300,8 @@ class FusedProgram:
             regions.append(size)
             return base
 
-        acts = [0] + [u["ACT"] for u in units]             # activation producing tensor i
+        # activation producing tensor i (tensor 0 after a BatchNorm: its own)
+        acts = [bn_in["ACT"] if bn_in else 0] + [u["ACT"] for u in units]
         tstash = []
         for i, s in enumerate(sizes):
             consumer = units[i] if i < len(units) else None
@@ -285,6 +313,8 @@ class FusedProgram:
                                             or u.get("pooled")) else -1
             u["est"] = region(u["out"]) if u["params"] else -1
         self.stash_floats = 1 if inference_only else max(self._stash_end, 1)
+        if seg and bn_in is not None and bn_in["ACT"] != 0:
+            assert tstash[0] >= 0     # bn_in_grad reads the activation's output
         if self.stash_floats >= 2 ** 31:
             raise FusionUnsupported(f"the stash for batch {nmax} needs {self.stash_floats} "
                                     "floats, past 32-bit offsets; use a smaller batch")
@@ -330,8 +360,8 @@ class FusedProgram:
 
         # ---- weight gradients: work-groups in proportion to each unit's work
         work = []
-        for u in units:
-            if not u["params"] or inference_only:
+        for u in (seg["wgrad"] if seg else units):
+            if not u["params"] or inference_only or u["kind"] == "bn":
                 continue
             if u["kind"] == "dense":
                 tiles = -(-(u["I"] + u["bias"]) // 64) * -(-u["O"] // 64)
@@ -368,16 +398,22 @@ class FusedProgram:
                                         splits, chunk,
                                         u["xst"], u["ast"], u["est"], u["offsets"][0],
                                         u["offsets"][1] if u["bias"] else -1))
-            self.plan[units.index(u)] += f", weight gradient {ng} groups ({splits} splits)"
+            note = f", weight gradient {ng} groups ({splits} splits)"
+            if seg:
+                u["wgrad_note"] = note
+            else:
+                self.plan[units.index(u)] += note
             g0 += ng
         self.wgrad_groups = g0
 
         convs = [u for u in units if u["kind"] == "conv"]
+        wgrad_convs = convs + [u for u, _, _ in work if u["kind"] == "conv"]
         common = (f"-DWG={WG}", f"-DBUF_A={buf_a}", f"-DBUF_B={buf_b}",
                   f"-DIN_SIZE={self.input_size}", f"-DNCLS={self.n_classes}",
                   f"-DLOGITS={logits}", f"-DIN_STASH={tstash[0]}",
                   f"-DQMAX={max([u['QH'] * u['QW'] for u in convs] or [1])}",
-                  f"-DKWMAX={max([u['KW'] for u in convs] or [1])}",
+                  # the weight gradients' accumulators: every conv they cover
+                  f"-DKWMAX={max([u['KW'] for u in wgrad_convs] or [1])}",
                   f"-DRHWMAX={max([p[0] for p in map(_patch, convs) if p] or [1])}",
                   f"-DKKMAX={max([p[1] for p in map(_patch, convs) if p] or [1])}",
                   "-DFORWARD=" + "".join(fwd))
@@ -387,6 +423,19 @@ class FusedProgram:
                                      "-DWGRAD=" + "".join(wg_macros))
         self._eval_opts = common + (f"-DT={self.eval_tile}", f"-DTWG={self.eval_wg}",
                                     "-DBUF_C=1", "-DTRAINING=0")
+        if bn_in is not None:
+            self._train_opts += (
+                "-DBN_IN=1", f"-DBN_IN_C={bn_in['C']}", f"-DBN_IN_S={bn_in['S']}",
+                f"-DBN_IN_ACT={bn_in['ACT']}", f"-DBN_IN_G={bn_in['offsets'][0]}",
+                f"-DBN_IN_B={bn_in['offsets'][1]}", f"-DBN_IN_STAT={bn_in['stat']}",
+                f"-DZIN={bn_in['z']}", f"-DDYIN={bn_in['dy']}")
+        if bn_out is not None:
+            self._train_opts += (
+                "-DSEG_OUT=1", f"-DOUT_SIZE={units[-1]['out']}", f"-DBN_OUT_C={bn_out['C']}",
+                f"-DBN_OUT_S={bn_out['S']}", f"-DBN_OUT_G={bn_out['offsets'][0]}",
+                f"-DBN_OUT_B={bn_out['offsets'][1]}", f"-DBN_OUT_STAT={bn_out['stat']}",
+                f"-DZOUT={bn_out['z']}", f"-DDYOUT={bn_out['dy']}",
+                f"-DBN_OUT_RUN={bn_out['run']}")
         self.atomics = "cmpxchg"
         if "nvidia" in dev.cl_device.platform.name.lower():
             try:
@@ -396,7 +445,8 @@ class FusedProgram:
                 self.atomics = f"cmpxchg (inline PTX failed to build: {str(exc)[:200]})"
         if self.atomics.startswith("cmpxchg"):
             self._build(False)
-        self.stash = dev.empty((self.stash_floats,))
+        # a segment's stash is its SegmentedProgram's, made once for all
+        self.stash = None if seg else dev.empty((self.stash_floats,))
         self._bound = {}
 
     def _build(self, ptx):
@@ -404,8 +454,21 @@ class FusedProgram:
         red = (f"-DUSE_PTX_RED={int(ptx)}",)
         b, i, f = None, _I32, _F32
         train, evl = self._train_opts + red, self._eval_opts + red
-        self.k_eval = dev.kernel(files, "fused_eval", [i, i, i, i, i, b, b, b, b, b, b, b, i],
-                                 evl)
+        if self.segment:
+            self.k_eval = None
+            self.k_fwd = self.k_bwd = self.k_stats = self.k_reduce = None
+            if self.segment["bn_out"] is not None:
+                # a segment before a BatchNorm: no loss, its own backward
+                self.k_fwd = dev.kernel(files, "fused_fwd", [i, i, i, i, i, b, b, b, b, b, b],
+                                        train)
+                self.k_bwd = dev.kernel(files, "fused_bwd", [i, b, b, b], train)
+                self.k_stats = dev.kernel(files, "fused_bn_stats", [i, b, b, f, f], train)
+                self.k_reduce = dev.kernel(files, "fused_bn_reduce", [i, b, b], train)
+                self.k_train = self.k_wgrad = self.k_sgd = self.k_adam = self.k_rmsprop = None
+                return
+        if not self.segment:     # a segment's chain trains; inference folds its BatchNorms
+            self.k_eval = dev.kernel(files, "fused_eval",
+                                     [i, i, i, i, i, b, b, b, b, b, b, b, i], evl)
         if self.inference_only:
             self.k_train = self.k_wgrad = self.k_sgd = self.k_adam = self.k_rmsprop = None
             return
@@ -457,3 +520,122 @@ class FusedProgram:
     def eval_groups(self, n):
         """Work-groups of ``fused_eval`` for a batch of ``n``."""
         return -(-int(n) // self.eval_tile)
+
+
+class SegmentedProgram:
+    """The fused training kernels of a chain with BatchNorms in training:
+    one :class:`FusedProgram` per segment, the chain split at each
+    BatchNorm unit (:func:`bn_unit`), all sharing one stash.
+
+    A step on a chain of K segments launches, in order: for each segment
+    but the last its ``fused_fwd`` (output z to the stash) and its
+    BatchNorm's ``fused_bn_stats`` (batch mean and invstd, the running
+    statistics moved); the last segment's ``fused_train`` (forward, loss,
+    backward, the gradient at its BatchNorm's output); back down, each
+    BatchNorm's ``fused_bn_reduce`` (dbeta, dgamma into the gradient
+    buffer) and the segment before it's ``fused_bwd``; then one
+    ``fused_wgrad`` for every unit's weights and the update: ``4 (K - 1) +
+    3`` kernels.  The BatchNorm's statistics are the whole batch's, so a
+    segment's tiles are independent again.
+
+    Parameters
+    ----------
+    As :class:`FusedProgram` (training only), ``units`` holding BatchNorm
+    units; ``offsets`` cover their gamma and beta too.  The same ``tile``
+    and ``train_wg`` (when given) serve every segment.
+
+    Attributes
+    ----------
+    segments : list of FusedProgram
+    bns : list of dict
+        The BatchNorm units, with their stash regions (``z``, ``dy``,
+        ``stat``) and ``run``, where their running mean (then variance)
+        lie in the running-statistics buffer.
+    running_floats : int
+    kernels_per_step : int
+    stash : device array
+    k_train, k_wgrad, k_sgd, k_adam, k_rmsprop
+        The last segment's (the update covers the whole flat buffer).
+    """
+
+    inference_only = False
+
+    def __init__(self, device, units, offsets, input_size, n_classes, nmax, tile=None,
+                 train_wg=None):
+        self.device = dev = device
+        self.units, self.nmax, self.n_classes = units, int(nmax), int(n_classes)
+        k = 0
+        for u in units:
+            u["offsets"] = offsets[k:k + len(u["params"])]
+            k += len(u["params"])
+        groups, self.bns = [[]], []
+        for u in units:
+            if u["kind"] == "bn":
+                if not groups[-1]:
+                    raise FusionUnsupported("a BatchNorm in training needs a Conv2D, Dense "
+                                            "or pool before it in its segment")
+                self.bns.append(u)
+                groups.append([])
+            else:
+                groups[-1].append(u)
+        if not self.bns:
+            raise FusionUnsupported("a segmented chain needs a BatchNorm")
+        if not groups[-1]:
+            raise FusionUnsupported("a BatchNorm in training ends the chain; the fused step "
+                                    "needs a Conv2D, Dense or pool after the last one")
+        # the regions between segments first: z and dy of each BatchNorm (n
+        # samples), its mean and invstd (2 C)
+        end = 0
+        for j, (bn, before) in enumerate(zip(self.bns, groups)):
+            if before[-1]["out"] != bn["in"]:
+                raise FusionUnsupported(f"BatchNorm unit {j} takes {bn['in']} values a "
+                                        f"sample, the layer before it gives {before[-1]['out']}")
+            bn["z"], bn["dy"] = end, end + nmax * bn["in"]
+            bn["stat"] = end + 2 * nmax * bn["in"]
+            bn["run"] = 2 * sum(b["C"] for b in self.bns[:j])
+            end += 2 * nmax * bn["in"] + 2 * bn["C"]
+        self.running_floats = 2 * sum(b["C"] for b in self.bns)
+        self.segments, self._bound = [], {}
+        for j, seg_units in enumerate(groups):
+            last = j == len(groups) - 1
+            seg = {"base": end, "bn_in": self.bns[j - 1] if j else None,
+                   "bn_out": None if last else self.bns[j],
+                   "wgrad": [u for u in units if u["kind"] != "bn"] if last else []}
+            p = FusedProgram(dev, seg_units, [o for u in seg_units for o in u["offsets"]],
+                             input_size if j == 0 else self.bns[j - 1]["out"], n_classes,
+                             nmax, tile, train_wg, segment=seg)
+            p._bound = self._bound          # one record of bound kernels
+            end = p._stash_end
+            self.segments.append(p)
+        self.stash_floats = max(end, 1)
+        if self.stash_floats >= 2 ** 31:
+            raise FusionUnsupported(f"the stash for batch {nmax} needs {self.stash_floats} "
+                                    "floats, past 32-bit offsets; use a smaller batch")
+        last = self.segments[-1]
+        self.k_train, self.k_wgrad = last.k_train, last.k_wgrad
+        self.k_sgd, self.k_adam, self.k_rmsprop = last.k_sgd, last.k_adam, last.k_rmsprop
+        self.wgrad_groups, self.atomics = last.wgrad_groups, last.atomics
+        self.tile, self.train_wg = last.tile, last.train_wg
+        self.kernels_per_step = 4 * len(self.bns) + 3
+        self.local_bytes = max(p.local_bytes for p in self.segments)
+        self.plan = []
+        for j, p in enumerate(self.segments):
+            for line, u in zip(p.plan, p.units):
+                self.plan.append(f"segment {j}: {line}{u.pop('wgrad_note', '')}")
+            if j < len(self.bns):
+                bn = self.bns[j]
+                self.plan.append(f"segment {j}: BatchNorm {bn['C']} channels x {bn['S']} "
+                                 "(batch statistics, applied on the next segment's load)")
+        self.stash = dev.empty((self.stash_floats,))
+
+    def bind(self, knl, *args):
+        """As :meth:`FusedProgram.bind`."""
+        self.segments[-1].bind(knl, *args)
+
+    def launch(self, knl, groups, head=(), full=None, wg=WG):
+        """As :meth:`FusedProgram.launch`."""
+        return self.segments[-1].launch(knl, groups, head, full, wg)
+
+    def train_groups(self, n):
+        """Work-groups of the last segment's ``fused_train`` for a batch of ``n``."""
+        return self.segments[-1].train_groups(n)
