@@ -549,6 +549,17 @@ def _lenet5_bn_nobias():
             Dense(120, 84, bias=False), BatchNorm1D(84), ReLU(), Dense(84, 10)]
 
 
+def _bias_cancelled(layers, i):
+    """Whether layer ``i``'s bias reaches a BatchNorm through pools only (which
+    subtracts it again: its exact gradient is 0)."""
+    for layer in layers[i + 1:]:
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+            return True
+        if not isinstance(layer, (MaxPool2D, AvgPool2D)):
+            return False
+    return False
+
+
 BN_CASES = {"lenet5-bn": (_lenet5_bn_small, (1, 16, 16), 10, 19),
             "lenet5-nobias": (_lenet5_bn_nobias, (1, 16, 16), 10, 19),
             "mlp-bn": (_mlp_bn_train, (20,), 3, 15),
@@ -622,6 +633,13 @@ def test_batchnorm_ten_steps_match_layer_by_layer(dev, case, optimizer):
             if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and j >= 2:
                 # running mean and variance, moved on the device each step
                 np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-5)
+            elif j == 1 and _bias_cancelled(layers, i):
+                # its gradient is 0 but for rounding, which differs between the
+                # paths (the GPU sums in another order); an adaptive optimiser
+                # turns it into steps up to lr * rounding / eps, so both paths
+                # are only held to stay within one lr of each other
+                np.testing.assert_allclose(w, r, rtol=0, atol=optimizer.lr,
+                                           err_msg=f"{layer!r} bias before a BatchNorm")
             else:
                 np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4,
                                            err_msg=f"{layer!r} weight {j}")

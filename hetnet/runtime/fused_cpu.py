@@ -88,8 +88,12 @@ def chain_signature(model):
 
 def cpu_units(model):
     """The units of the model's training chain, checked for the CPU kernel:
-    :func:`describe_chain`'s, ending in a Dense (the logits as rows)."""
+    :func:`describe_chain`'s, ending in a Dense (the logits as rows), with no
+    BatchNorm (the GPU's fused step has a BatchNorm unit, this kernel not)."""
     units = describe_chain(model, training=True)
+    if any(u["kind"] == "bn" for u in units):
+        raise FusionUnsupported("BatchNorm couples the samples: the fused CPU step has no "
+                                "BatchNorm unit (its statistics need the whole batch)")
     if not units or units[-1]["kind"] != "dense":
         raise FusionUnsupported("the fused CPU step needs the chain to end in a Dense layer")
     return units
