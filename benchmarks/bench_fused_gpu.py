@@ -124,14 +124,15 @@ def step_kernels(trainer, start, batch, lr):
     p = trainer.program
     rows = []
     if trainer.segmented:
-        for j, (seg, bn) in enumerate(zip(p.segments, p.bns)):
+        for j, seg in enumerate(p.segments[:-1]):
             rows += [(f"fwd{j}", seg.k_fwd, seg.train_groups(batch), (start, batch),
-                      seg.train_wg), (f"bn_stats{j}", seg.k_stats, bn["C"], (batch,), 256)]
+                      seg.train_wg),
+                     (f"bn_stats{j}", seg.k_stats, p.bn_groups(j), (batch,), 256)]
     rows.append(("train", p.k_train, p.train_groups(batch), (start, batch), p.train_wg))
     if trainer.segmented:
         for j in reversed(range(len(p.bns))):
-            seg, bn = p.segments[j], p.bns[j]
-            rows += [(f"bn_reduce{j}", seg.k_reduce, bn["C"], (batch,), 256),
+            seg = p.segments[j]
+            rows += [(f"bn_reduce{j}", seg.k_reduce, p.bn_groups(j), (batch,), 256),
                      (f"bwd{j}", seg.k_bwd, seg.train_groups(batch), (batch,), seg.train_wg)]
     rows += [("wgrad", p.k_wgrad, p.wgrad_groups, (batch,), 256),
              ("update", p.k_sgd, -(-trainer.layout.size // 256), (lr,), 256)]

@@ -679,53 +679,128 @@ inline float bn_group_sum(__local float *red, const float v)
     return s;
 }
 
-/* fused_bn_stats -- work-group: (WG); grid: BN_OUT_C groups, one per
- * channel.  norm.cl's bn_stats over the segment's output z at ZOUT (n
- * samples of OUT_SIZE floats, channel c's BN_OUT_S values at c * BN_OUT_S):
- * the mean, then the mean squared deviation from it (biased), invstd =
+/* A channel's M = n * BN_OUT_S values are split into BN_OUT_SPLIT
+ * contiguous parts, one work-group each (grid: BN_OUT_C * BN_OUT_SPLIT
+ * groups, channel-major), so a wide batch fills the GPU rather than one
+ * work-group a channel.  With more than one part each group writes its
+ * partial to the stash at BN_OUT_PART, and the last group of the launch to
+ * finish (an atomic count at CNT[BN_OUT_CNT], set back to 0 by it) merges
+ * every channel's partials in a fixed order (the result does not depend on
+ * which group finishes last). */
+#if BN_OUT_SPLIT > 1
+#if USE_PTX_RED
+#define BN_FENCE() asm volatile("membar.gl;" ::: "memory")
+#else
+#define BN_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#endif
+/* whether this work-group is the launch's last to finish (in every work-item) */
+inline int bn_last_group(__global volatile int *cnt, __local int *flag)
+{
+    BN_FENCE();
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (get_local_id(0) == 0) {
+        BN_FENCE();
+        *flag = atomic_inc(cnt + BN_OUT_CNT) == BN_OUT_C * BN_OUT_SPLIT - 1;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int last = *flag;
+    if (last)
+        BN_FENCE();
+    return last;
+}
+#endif
+
+/* this work-group's part of its channel: values lo .. hi-1 of M */
+#define BN_PART(M, part, lo, hi) \
+    const int bn_chunk = ((M) + BN_OUT_SPLIT - 1) / BN_OUT_SPLIT; \
+    const int lo = min((int)(part) * bn_chunk, (M)), hi = min(lo + bn_chunk, (M))
+
+/* fused_bn_stats -- work-group: (WG); grid: BN_OUT_C * BN_OUT_SPLIT groups.
+ * norm.cl's bn_stats over the segment's output z at ZOUT (n samples of
+ * OUT_SIZE floats, channel c's BN_OUT_S values at c * BN_OUT_S): the mean,
+ * then the mean squared deviation from it (biased; over parts, each part's
+ * count, mean and squared deviations merged as Chan et al.), invstd =
  * 1/sqrt(var + eps) to BN_OUT_STAT, and the running statistics moved as the
  * layer moves them: r = (1 - momentum) r + momentum * batch, the variance
  * unbiased (M / (M - 1)). */
+inline void bn_stats_out(__global float *S, __global float *R, const int c, const float mu,
+                         const float var, const int M, const float momentum, const float eps)
+{
+    S[BN_OUT_STAT + c] = mu;
+    S[BN_OUT_STAT + BN_OUT_C + c] = 1.0f / sqrt(var + eps);
+    R[BN_OUT_RUN + c] = (1.0f - momentum) * R[BN_OUT_RUN + c] + momentum * mu;
+    R[BN_OUT_RUN + BN_OUT_C + c] = (1.0f - momentum) * R[BN_OUT_RUN + BN_OUT_C + c]
+                                   + momentum * var * ((float)M / (float)(M - 1));
+}
+
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void fused_bn_stats(const int n, __global float *S, __global float *R, const float momentum,
-                    const float eps)
+                    const float eps, __global int *CNT)
 {
     __local float red[WG];
-    const int l = get_local_id(0), c = get_group_id(0);
+    const int l = get_local_id(0), c = get_group_id(0) / BN_OUT_SPLIT;
     const int M = n * BN_OUT_S;
+    BN_PART(M, get_group_id(0) % BN_OUT_SPLIT, lo, hi);
     __global const float *z = S + ZOUT + c * BN_OUT_S;
     float s = 0.0f;
-    for (int i = l; i < M; i += WG)
+    for (int i = lo + l; i < hi; i += WG)
         s += z[(i / BN_OUT_S) * OUT_SIZE + i % BN_OUT_S];
-    const float mu = bn_group_sum(red, s) / (float)M;
+    const float cnt = (float)(hi - lo);
+    const float mu = bn_group_sum(red, s) / max(cnt, 1.0f);
     s = 0.0f;
-    for (int i = l; i < M; i += WG) {
+    for (int i = lo + l; i < hi; i += WG) {
         const float d = z[(i / BN_OUT_S) * OUT_SIZE + i % BN_OUT_S] - mu;
         s += d * d;
     }
-    const float var = bn_group_sum(red, s) / (float)M;
+    const float m2 = bn_group_sum(red, s);
+#if BN_OUT_SPLIT == 1
+    if (l == 0)
+        bn_stats_out(S, R, c, mu, m2 / (float)M, M, momentum, eps);
+#else
+    __local int flag;
     if (l == 0) {
-        S[BN_OUT_STAT + c] = mu;
-        S[BN_OUT_STAT + BN_OUT_C + c] = 1.0f / sqrt(var + eps);
-        R[BN_OUT_RUN + c] = (1.0f - momentum) * R[BN_OUT_RUN + c] + momentum * mu;
-        R[BN_OUT_RUN + BN_OUT_C + c] = (1.0f - momentum) * R[BN_OUT_RUN + BN_OUT_C + c]
-                                       + momentum * var * ((float)M / (float)(M - 1));
+        __global float *part = S + BN_OUT_PART + 3 * get_group_id(0);
+        part[0] = cnt;
+        part[1] = mu;
+        part[2] = m2;
     }
+    if (!bn_last_group(CNT, &flag))
+        return;
+    for (int ch = l; ch < BN_OUT_C; ch += WG) {
+        __global volatile const float *part = S + BN_OUT_PART + 3 * ch * BN_OUT_SPLIT;
+        float na = 0.0f, ma = 0.0f, qa = 0.0f;
+        for (int k = 0; k < BN_OUT_SPLIT; k++) {
+            const float nb = part[3 * k];
+            if (nb == 0.0f)
+                continue;
+            const float mb = part[3 * k + 1], qb = part[3 * k + 2];
+            const float nt = na + nb, d = mb - ma;
+            ma += d * (nb / nt);
+            qa += qb + d * d * (na * nb / nt);
+            na = nt;
+        }
+        bn_stats_out(S, R, ch, ma, qa / (float)M, M, momentum, eps);
+    }
+    if (l == 0)
+        CNT[BN_OUT_CNT] = 0;
+#endif
 }
 
-/* fused_bn_reduce -- work-group: (WG); grid: BN_OUT_C groups.  norm.cl's
- * bn_bwd_reduce (the activation already applied by bn_in_grad): dbeta[c] =
- * sum dy, dgamma[c] = sum dy * xhat over the batch, written into G at
- * beta's and gamma's offsets (the update clears them). */
+/* fused_bn_reduce -- work-group: (WG); grid: BN_OUT_C * BN_OUT_SPLIT groups.
+ * norm.cl's bn_bwd_reduce (the activation already applied by bn_in_grad):
+ * dbeta[c] = sum dy, dgamma[c] = sum dy * xhat over the batch (parts summed
+ * in order by the last group), written into G at beta's and gamma's offsets
+ * (the update clears them). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void fused_bn_reduce(const int n, __global const float *S, __global float *G)
+void fused_bn_reduce(const int n, __global float *S, __global float *G, __global int *CNT)
 {
     __local float red[WG];
-    const int l = get_local_id(0), c = get_group_id(0);
+    const int l = get_local_id(0), c = get_group_id(0) / BN_OUT_SPLIT;
     const int M = n * BN_OUT_S;
+    BN_PART(M, get_group_id(0) % BN_OUT_SPLIT, lo, hi);
     const float mu = S[BN_OUT_STAT + c], inv = S[BN_OUT_STAT + BN_OUT_C + c];
     float sb = 0.0f, sg = 0.0f;
-    for (int i = l; i < M; i += WG) {
+    for (int i = lo + l; i < hi; i += WG) {
         const int at = (i / BN_OUT_S) * OUT_SIZE + c * BN_OUT_S + i % BN_OUT_S;
         const float g = S[DYOUT + at];
         sb += g;
@@ -733,10 +808,33 @@ void fused_bn_reduce(const int n, __global const float *S, __global float *G)
     }
     sb = bn_group_sum(red, sb);
     sg = bn_group_sum(red, sg);
+#if BN_OUT_SPLIT == 1
     if (l == 0) {
         G[BN_OUT_B + c] = sb;
         G[BN_OUT_G + c] = sg;
     }
+#else
+    __local int flag;
+    if (l == 0) {
+        __global float *part = S + BN_OUT_PART + 2 * get_group_id(0);
+        part[0] = sb;
+        part[1] = sg;
+    }
+    if (!bn_last_group(CNT, &flag))
+        return;
+    for (int ch = l; ch < BN_OUT_C; ch += WG) {
+        __global volatile const float *part = S + BN_OUT_PART + 2 * ch * BN_OUT_SPLIT;
+        float b = 0.0f, g = 0.0f;
+        for (int k = 0; k < BN_OUT_SPLIT; k++) {
+            b += part[2 * k];
+            g += part[2 * k + 1];
+        }
+        G[BN_OUT_B + ch] = b;
+        G[BN_OUT_G + ch] = g;
+    }
+    if (l == 0)
+        CNT[BN_OUT_CNT] = 0;
+#endif
 }
 #endif
 

@@ -714,3 +714,40 @@ def test_sequential_fits_batchnorm_fused_with_validation_where_inference_cannot_
     for w, r in zip(forced.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(hf["val_loss"], hr["val_loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", sorted(BN_CASES))
+def test_batchnorm_split_over_work_groups_matches_layer_by_layer(dev, case, monkeypatch):
+    """A channel reduced over several work-groups (partials merged by the
+    last one to finish; a wide batch on the GPU) gives the one-group result:
+    gradients, a few steps' weights and the running statistics.  Parts of 4
+    values here, so some parts of a short last batch are empty."""
+    import hetnet.devices.opencl.fused as clfused
+    monkeypatch.setattr(clfused, "BN_GROUP_VALUES", 4)
+    make, shape, k, kernels = BN_CASES[case]
+    rng = np.random.default_rng(37)
+    X, y = data(rng, 3 * 11 - 4, shape, k)       # 3 batches of 11, the last of 7
+    model = _bn_model(make, shape, k, rng)
+    ref = hn.Sequential(make(), device="numpy", input_shape=shape, fuse="never")
+    w0 = model.get_weights()
+    ref.set_weights(w0)
+    trainer = FusedTrainer(model, device=dev, batch_size=11, tile=2, optimizer="sgd")
+    p = trainer.program
+    assert trainer.kernels_per_step == kernels
+    assert all(bn["split"] == min(clfused.BN_MAX_SPLIT, -(-11 * bn["S"] // 4))
+               for bn in p.bns)
+    assert any(bn["split"] > 1 for bn in p.bns)
+    loss, grads = trainer.loss_and_gradients(X[:11], y[:11])
+    ref_loss, ref_grads = model.loss_and_gradients(X[:11], y[:11])
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(r).max()))
+    # the counts are back at 0 after each launch: the next steps merge again
+    np.testing.assert_array_equal(p.counts.get(), 0)
+    model.set_weights(w0)             # both moved the running statistics once
+    trainer.load_weights()
+    trainer.fit(X, y, epochs=1, shuffle=False)
+    ref.fit(X, y, epochs=1, batch_size=11, shuffle=False, optimizer="sgd")
+    for w, r in zip(trainer.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(p.counts.get(), 0)

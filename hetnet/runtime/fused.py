@@ -514,8 +514,8 @@ class FusedTrainer:
                        None if key is not None else order.base_data, yd.base_data, w, stash,
                        self.stats.base_data)
                 p.bind(seg.k_stats, 0, stash, self.running.base_data, bn["momentum"],
-                       bn["eps"])
-                p.bind(seg.k_reduce, 0, stash, g)
+                       bn["eps"], p.counts.base_data)
+                p.bind(seg.k_reduce, 0, stash, g, p.counts.base_data)
                 p.bind(seg.k_bwd, 0, w, stash, g)
         size = self.layout.size
         if isinstance(opt, Adam):
@@ -545,13 +545,14 @@ class FusedTrainer:
         holds the batch's gradient afterwards."""
         p = self.program
         if self.segmented:
-            for seg, bn in zip(p.segments, p.bns):
+            for j, seg in enumerate(p.segments[:-1]):
                 p.launch(seg.k_fwd, seg.train_groups(n), (start, n), wg=seg.train_wg)
-                p.launch(seg.k_stats, bn["C"], (n,))
+                p.launch(seg.k_stats, p.bn_groups(j), (n,))
             last = p.segments[-1]
             p.launch(p.k_train, last.train_groups(n), (start, n), wg=last.train_wg)
-            for seg, bn in reversed(list(zip(p.segments, p.bns))):
-                p.launch(seg.k_reduce, bn["C"], (n,))
+            for j in reversed(range(len(p.bns))):
+                seg = p.segments[j]
+                p.launch(seg.k_reduce, p.bn_groups(j), (n,))
                 p.launch(seg.k_bwd, seg.train_groups(n), (n,), wg=seg.train_wg)
         else:
             p.launch(p.k_train, p.train_groups(n), (start, n), wg=p.train_wg)

@@ -435,7 +435,8 @@ class FusedProgram:
                 f"-DBN_OUT_S={bn_out['S']}", f"-DBN_OUT_G={bn_out['offsets'][0]}",
                 f"-DBN_OUT_B={bn_out['offsets'][1]}", f"-DBN_OUT_STAT={bn_out['stat']}",
                 f"-DZOUT={bn_out['z']}", f"-DDYOUT={bn_out['dy']}",
-                f"-DBN_OUT_RUN={bn_out['run']}")
+                f"-DBN_OUT_RUN={bn_out['run']}", f"-DBN_OUT_SPLIT={bn_out['split']}",
+                f"-DBN_OUT_PART={bn_out['part']}", f"-DBN_OUT_CNT={bn_out['cnt']}")
         self.atomics = "cmpxchg"
         if "nvidia" in dev.cl_device.platform.name.lower():
             try:
@@ -462,8 +463,8 @@ class FusedProgram:
                 self.k_fwd = dev.kernel(files, "fused_fwd", [i, i, i, i, i, b, b, b, b, b, b],
                                         train)
                 self.k_bwd = dev.kernel(files, "fused_bwd", [i, b, b, b], train)
-                self.k_stats = dev.kernel(files, "fused_bn_stats", [i, b, b, f, f], train)
-                self.k_reduce = dev.kernel(files, "fused_bn_reduce", [i, b, b], train)
+                self.k_stats = dev.kernel(files, "fused_bn_stats", [i, b, b, f, f, b], train)
+                self.k_reduce = dev.kernel(files, "fused_bn_reduce", [i, b, b, b], train)
                 self.k_train = self.k_wgrad = self.k_sgd = self.k_adam = self.k_rmsprop = None
                 return
         if not self.segment:     # a segment's chain trains; inference folds its BatchNorms
@@ -520,6 +521,18 @@ class FusedProgram:
     def eval_groups(self, n):
         """Work-groups of ``fused_eval`` for a batch of ``n``."""
         return -(-int(n) // self.eval_tile)
+
+
+#: About how many values of a channel one work-group of ``fused_bn_stats`` and
+#: ``fused_bn_reduce`` reduces (16 a work-item): a channel of a wide batch is
+#: spread over several work-groups, at most :data:`BN_MAX_SPLIT`.
+BN_GROUP_VALUES = 16 * WG
+BN_MAX_SPLIT = 128
+
+
+def bn_split(values):
+    """Work-groups a channel of ``values`` (batch x spatial) is reduced over."""
+    return int(min(BN_MAX_SPLIT, max(1, -(-int(values) // BN_GROUP_VALUES))))
 
 
 class SegmentedProgram:
@@ -594,6 +607,12 @@ class SegmentedProgram:
             bn["stat"] = end + 2 * nmax * bn["in"]
             bn["run"] = 2 * sum(b["C"] for b in self.bns[:j])
             end += 2 * nmax * bn["in"] + 2 * bn["C"]
+            # its statistics' and gradients' work-groups: each channel's
+            # n x S values in parts of about BN_GROUP_VALUES, the partials
+            # (3 floats a part) after its mean and invstd
+            bn["split"] = bn_split(nmax * bn["S"])
+            bn["part"], bn["cnt"] = end, j
+            end += 3 * bn["C"] * bn["split"] if bn["split"] > 1 else 0
         self.running_floats = 2 * sum(b["C"] for b in self.bns)
         self.segments, self._bound = [], {}
         for j, seg_units in enumerate(groups):
@@ -627,6 +646,12 @@ class SegmentedProgram:
                 self.plan.append(f"segment {j}: BatchNorm {bn['C']} channels x {bn['S']} "
                                  "(batch statistics, applied on the next segment's load)")
         self.stash = dev.empty((self.stash_floats,))
+        # one count a BatchNorm: its launch's finished work-groups (0 between launches)
+        self.counts = dev.zeros((len(self.bns),), dtype=_I32)
+
+    def bn_groups(self, j):
+        """Work-groups of BatchNorm ``j``'s ``fused_bn_stats`` and ``fused_bn_reduce``."""
+        return self.bns[j]["C"] * self.bns[j]["split"]
 
     def bind(self, knl, *args):
         """As :meth:`FusedProgram.bind`."""
