@@ -626,13 +626,15 @@ def test_batchnorm_ten_steps_match_layer_by_layer(dev, case, optimizer):
                         optimizer=type(optimizer)(**cfg))
     got, want = trainer.get_weights(), ref_model.get_weights()
     assert len(got) == len(want)
-    k, layers = 0, ref_model.layers
+    k, layers, drift = 0, ref_model.layers, False
     for i, layer in enumerate(layers):
         for j in range(layer.n_weights):
             w, r = got[k], want[k]
             if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and j >= 2:
-                # running mean and variance, moved on the device each step
-                np.testing.assert_allclose(w, r, rtol=1e-5, atol=1e-5)
+                # running mean and variance, moved on the device each step;
+                # the mean holds the bias before it, held within one lr below
+                atol = 1e-5 + (optimizer.lr if drift and j == 2 else 0.0)
+                np.testing.assert_allclose(w, r, rtol=1e-5, atol=atol)
             elif j == 1 and _bias_cancelled(layers, i):
                 # its gradient is 0 but for rounding, which differs between the
                 # paths (the GPU sums in another order); an adaptive optimiser
@@ -640,14 +642,17 @@ def test_batchnorm_ten_steps_match_layer_by_layer(dev, case, optimizer):
                 # are only held to stay within one lr of each other
                 np.testing.assert_allclose(w, r, rtol=0, atol=optimizer.lr,
                                            err_msg=f"{layer!r} bias before a BatchNorm")
+                drift = not isinstance(optimizer, hn.optim.SGD)
             else:
                 np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4,
                                            err_msg=f"{layer!r} weight {j}")
             k += 1
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+            drift = False
     assert hist[0]["loss"] == pytest.approx(ref["loss"][0], rel=1e-4)
-    trainer.write_back()
-    for w, r in zip(fused_model.get_weights(), want):
-        np.testing.assert_allclose(w, r, rtol=1e-4, atol=1e-4)
+    trainer.write_back()            # the model takes the trainer's weights as they are
+    for w, r in zip(fused_model.get_weights(), got):
+        np.testing.assert_array_equal(w, r)
     try:
         describe_chain(fused_model, training=False)
     except FusionUnsupported as exc:
