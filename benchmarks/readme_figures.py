@@ -100,7 +100,8 @@ def _gemm(d):
 
 def _fused_gpu(d):
     out = []
-    for model in ("lenet5", "mlp"):
+    names = {"lenet5": "LeNet-5", "mlp": "MLP 784-120-84-10", "lenet5_bn": "LeNet-5-BN"}
+    for model in names:
         runs = [r for r in d["runs"] if r["model"] == model]
         figs = "; ".join(
             f"b{r['batch_size']}: {_k(r['fused']['images_per_s'])} img/s "
@@ -110,7 +111,7 @@ def _fused_gpu(d):
             f"{_k(r['pytorch_graph']['images_per_s'])} ({r['fused_vs_graph']:.2f}x)"
             for r in runs)
         if runs:
-            out.append((f"{'LeNet-5' if model == 'lenet5' else 'MLP 784-120-84-10'} training, "
+            out.append((f"{names[model]} training, "
                         "fused step (fuse='always'), SGD-momentum, GPU", figs))
     figs = "; ".join(
         f"{label}: {_k(inf['fused']['images_per_s'])} img/s (1 kernel) vs PyTorch eager "
@@ -204,6 +205,8 @@ SOURCES = (
     ("gemm/h100.json", _gpu, _fixed("python benchmarks/bench_gemm.py --record"), _gemm),
     ("fused_gpu/h200.json", _gpu,
      _recorded("python benchmarks/bench_fused_gpu.py --record"), _fused_gpu),
+    ("fused_gpu/h200_lenet5_bn.json", _gpu,
+     _recorded("python benchmarks/bench_fused_gpu.py --models lenet5_bn"), _fused_gpu),
     ("thesis_models_cpu/cpu2.json", _host,
      _recorded("python benchmarks/bench_thesis_models.py --device cpu --record"),
      _thesis_models("cpu")),
