@@ -183,6 +183,22 @@ class Optimizer:
             raise ValueError(f"a scheduled momentum must be in [0, 1), got {value!r}")
         setattr(self, self.momentum_attribute, value)
 
+    def follow_schedule(self, schedule, step: int, total_steps: int) -> None:
+        """Set the learning rate, and the momentum where ``schedule`` has a
+        ``momentum`` rule, for ``step`` of ``total_steps``
+        (:mod:`hetnet.schedules`; every training path applies it this way)."""
+        value = schedule(step, total_steps)
+        try:
+            self.lr = value
+        except ValueError as exc:
+            raise ValueError(f"lr_schedule {schedule!r} gave lr={value!r} at step {step} of "
+                             f"{total_steps}: {exc}") from None
+        momentum = getattr(schedule, "momentum", None)
+        if callable(momentum):
+            value = momentum(step, total_steps)
+            if value is not None:
+                self.set_momentum(value)
+
     def _group_state(self, indices, group, count):
         """``count`` flat state arrays laid out by ``group`` for parameters
         ``indices``; ``state[i]`` is (a tuple of ``count``) views into them.

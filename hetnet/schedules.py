@@ -136,15 +136,6 @@ def get_schedule(spec: Callable[[int, int], float] | None
 def apply_schedule(schedule: Callable[[int, int], float], optimizer: Optimizer, step: int,
                    total_steps: int) -> None:
     """Set ``optimizer``'s learning rate, and its momentum where the schedule
-    gives one, for ``step`` of ``total_steps``."""
-    value = schedule(step, total_steps)
-    try:
-        optimizer.lr = value
-    except ValueError as exc:
-        raise ValueError(f"lr_schedule {schedule!r} gave lr={value!r} at step {step} of "
-                         f"{total_steps}: {exc}") from None
-    momentum = getattr(schedule, "momentum", None)
-    if callable(momentum):
-        value = momentum(step, total_steps)
-        if value is not None:
-            optimizer.set_momentum(value)
+    gives one, for ``step`` of ``total_steps``
+    (:meth:`hetnet.optim.Optimizer.follow_schedule`)."""
+    optimizer.follow_schedule(schedule, step, total_steps)

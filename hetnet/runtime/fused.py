@@ -652,14 +652,9 @@ class FusedTrainer:
                                    0, 8)
             t0 = time.perf_counter()
             for start in range(0, n, bs):
-                lr = self.optimizer.lr
-                if schedule is not None:      # hetnet.schedules.apply_schedule's rule
-                    lr = self.optimizer.lr = float(schedule(step, total_steps))
-                    momentum = getattr(schedule, "momentum", None)
-                    value = momentum(step, total_steps) if callable(momentum) else None
-                    if value is not None:
-                        self.optimizer.set_momentum(value)
-                self._step(start, min(bs, n - start), lr)
+                if schedule is not None:
+                    self.optimizer.follow_schedule(schedule, step, total_steps)
+                self._step(start, min(bs, n - start), self.optimizer.lr)
                 step += 1
             stats = dev.to_host(self.stats)
             dt = time.perf_counter() - t0

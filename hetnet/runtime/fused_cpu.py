@@ -195,22 +195,6 @@ def choose_tile(units, offsets, batch, threads, cache_bytes=None):
     return max(1, min(MAX_TILE, fit, -(-batch // max(threads, 1))))
 
 
-def _apply_schedule(schedule, opt, step, total_steps):
-    """:func:`hetnet.schedules.apply_schedule`'s rule and message (that
-    module sits above this one in the package's layers)."""
-    value = schedule(step, total_steps)
-    try:
-        opt.lr = value
-    except ValueError as exc:
-        raise ValueError(f"lr_schedule {schedule!r} gave lr={value!r} at step {step} of "
-                         f"{total_steps}: {exc}") from None
-    momentum = getattr(schedule, "momentum", None)
-    if callable(momentum):
-        value = momentum(step, total_steps)
-        if value is not None:
-            opt.set_momentum(value)
-
-
 class CPUFusedTrainer:
     """Train a built model's chain with the fused per-tile CPU kernel.
 
@@ -429,7 +413,7 @@ class CPUFusedTrainer:
             t0 = time.perf_counter()
             for start in range(0, n, bs):
                 if lr_schedule is not None:
-                    _apply_schedule(lr_schedule, opt, step, total_steps)
+                    opt.follow_schedule(lr_schedule, step, total_steps)
                 m = min(bs, n - start)
                 batch_loss, batch_correct = self.train_step(Xh, labels, rows, start, m)
                 loss += batch_loss
