@@ -19,7 +19,7 @@ of updating each parameter as soon as the backward pass reaches it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .devices import Device
@@ -183,7 +183,8 @@ class Optimizer:
             raise ValueError(f"a scheduled momentum must be in [0, 1), got {value!r}")
         setattr(self, self.momentum_attribute, value)
 
-    def follow_schedule(self, schedule, step: int, total_steps: int) -> None:
+    def follow_schedule(self, schedule: Callable[[int, int], float], step: int,
+                        total_steps: int) -> None:
         """Set the learning rate, and the momentum where ``schedule`` has a
         ``momentum`` rule, for ``step`` of ``total_steps``
         (:mod:`hetnet.schedules`; every training path applies it this way)."""
