@@ -225,6 +225,59 @@ def test_whole_set_gradient_for_lbfgs_runs_fused():
     np.testing.assert_allclose(model.history["loss"], layered.history["loss"], rtol=1e-3)
 
 
+@pytest.mark.parametrize("make, shape, classes, n", CASES)
+@pytest.mark.parametrize("tile, threads", [(None, None), (4, 2), (1, 1)])
+def test_population_pass_matches_the_batched_pass_and_single_losses(make, shape, classes, n,
+                                                                   tile, threads):
+    model = make(fuse="never")
+    X, y = _data(shape, n, classes)
+    rng = np.random.default_rng(7)
+    x0 = model.flat_weights()
+    W = (x0[None, :] + 0.3 * rng.standard_normal((5, x0.size))).astype(np.float32)
+    tr = CPUFusedTrainer(model, batch_size=n, tile=tile, num_threads=threads).set_data(X, y)
+    before = tr.w.copy()
+    got = tr.population_loss(W)
+    assert got.shape == (5,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, model.population_loss(W, X, y), rtol=RTOL)
+    # candidate by candidate, the first conv's patch matrix made once per tile for all
+    for p in range(5):
+        tr.set_flat_weights(W[p])
+        assert abs(got[p] - tr.loss_and_gradients(None, None)[0]) <= RTOL * got[p]
+    tr.w[:] = before
+    tr.population_loss(W)
+    np.testing.assert_array_equal(tr.w, before)     # the pass leaves the weights alone
+
+
+def test_population_pass_a_nan_candidate_loses_alone():
+    model = _lenet(fuse="never")
+    X, y = _data((1, 28, 28), 10, 10)
+    tr = CPUFusedTrainer(model, tile=3, num_threads=2).set_data(X, y)
+    W = np.repeat(model.flat_weights()[None, :], 3, axis=0).astype(np.float32)
+    W[1, -1] = np.nan           # the last bias: no ReLU between it and the loss
+    got = tr.population_loss(W)
+    assert np.isnan(got[1]) and np.isfinite(got[[0, 2]]).all()
+    assert got[0] == got[2]
+    with pytest.raises(ValueError, match=rf"\(P, {W.shape[1]}\) flat weight vectors"):
+        tr.population_loss(W[:, :-1])
+    with pytest.raises(RuntimeError, match="no data"):
+        CPUFusedTrainer(model).population_loss(W)
+
+
+def test_metaheuristic_population_runs_fused_where_chosen():
+    X, y = _data((20,), 60, 3, seed=5)
+    kw = dict(max_evals=48, epochs=2)
+    paths = {}
+    for fuse in ("always", "never", "auto"):
+        model = _mlp(fuse=fuse)
+        model.fit(X, y, optimizer=hn.SHADE(pop_size=6), **kw)
+        paths[fuse] = model.history
+    assert paths["always"].population_path == "fused on cpu"
+    assert paths["never"].population_path == "batched, layer by layer"
+    assert "measured per pass of 6" in paths["auto"].population_path
+    # the same seed, the same search: fused and batched losses agree to rounding
+    np.testing.assert_allclose(paths["always"]["loss"], paths["never"]["loss"], rtol=1e-4)
+
+
 def test_bad_input():
     model = _mlp()
     tr = CPUFusedTrainer(model)

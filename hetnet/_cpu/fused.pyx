@@ -28,6 +28,8 @@ from libc.math cimport expf, logf
 
 from hetnet._cpu.blas cimport gemm_rm
 
+import numpy as np
+
 include "_openmp.pxi"
 include "_act.pxi"
 
@@ -101,7 +103,52 @@ cdef extern from *:
     static inline void hn_copy_run(float *restrict d, const float *restrict x, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) d[j] = x[j];
     }
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define HN_FUSED_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define HN_FUSED_CLONES
+    #endif
+    /* 2x2 max pool at stride 2 of planes (H, W) -> (HO, WO): selects, not
+       branches (a branch on the data is mispredicted half the time), so the
+       compiler vectorises each output row (stride-2 loads as permutes; AVX2
+       where the CPU has it).  The first maximum in row-major window order
+       wins, a NaN first value stays, as the general loop.  arg (the
+       arg-max's flat offset in its plane) is skipped when NULL: inference
+       and population passes have no backward. */
+    HN_FUSED_CLONES static void hn_max2x2(const float *restrict x, float *restrict y,
+            int *restrict arg, ptrdiff_t planes, int H, int W, int HO, int WO)
+    {
+        for (ptrdiff_t p = 0; p < planes; p++)
+            for (int oh = 0; oh < HO; oh++) {
+                const float *r0 = x + (p * H + 2 * oh) * W, *r1 = r0 + W;
+                float *yr = y + (p * HO + oh) * WO;
+                if (arg == NULL) {
+                    for (int ow = 0; ow < WO; ow++) {
+                        float m = r0[2 * ow], v;
+                        v = r0[2 * ow + 1]; m = v > m ? v : m;
+                        v = r1[2 * ow]; m = v > m ? v : m;
+                        v = r1[2 * ow + 1]; m = v > m ? v : m;
+                        yr[ow] = m;
+                    }
+                    continue;
+                }
+                int *ar = arg + (p * HO + oh) * WO;
+                const int base = 2 * oh * W;
+                for (int ow = 0; ow < WO; ow++) {
+                    float m = r0[2 * ow], v;
+                    int at = base + 2 * ow;
+                    v = r0[2 * ow + 1]; at = v > m ? base + 2 * ow + 1 : at; m = v > m ? v : m;
+                    v = r1[2 * ow]; at = v > m ? base + W + 2 * ow : at; m = v > m ? v : m;
+                    v = r1[2 * ow + 1]; at = v > m ? base + W + 2 * ow + 1 : at;
+                    m = v > m ? v : m;
+                    yr[ow] = m;
+                    ar[ow] = at;
+                }
+            }
+    }
     """
+    void _max2x2 "hn_max2x2"(const float *x, float *y, int *arg, Py_ssize_t planes, int H,
+                             int W, int HO, int WO) noexcept nogil
     void _add_run "hn_add_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
     void _copy_run "hn_copy_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
 
@@ -193,31 +240,17 @@ cdef void _col2im(const float *cols, float *dx, int nt, int C, int H, int W, int
 
 cdef void _pool(const float *x, float *y, int *arg, Py_ssize_t planes, int H, int W,
                 int QH, int QW, int QSH, int QSW, int HO, int WO, bint avg) noexcept nogil:
-    """Max (the arg-max offsets into ``arg``) or average pool of ``planes``
-    planes ``(H, W)`` -> ``(HO, WO)``."""
+    """Max (the arg-max offsets into ``arg``, unless NULL) or average pool
+    of ``planes`` planes ``(H, W)`` -> ``(HO, WO)``."""
     cdef Py_ssize_t p
     cdef int oh, ow, a, b, at, best_at
     cdef float best, v, inv = 1.0 / (QH * QW)
     cdef const float *src
     cdef const float *r0
     cdef const float *r1
-    if not avg and QH == 2 and QW == 2 and QSH == 2 and QSW == 2:
-        for p in range(planes):
-            src = x + p * H * W
-            for oh in range(HO):
-                r0 = src + 2 * oh * W
-                r1 = r0 + W
-                for ow in range(WO):
-                    best_at = 2 * oh * W + 2 * ow
-                    best = r0[2 * ow]
-                    if r0[2 * ow + 1] > best:
-                        best, best_at = r0[2 * ow + 1], best_at + 1
-                    if r1[2 * ow] > best:
-                        best, best_at = r1[2 * ow], 2 * oh * W + W + 2 * ow
-                    if r1[2 * ow + 1] > best:
-                        best, best_at = r1[2 * ow + 1], 2 * oh * W + W + 2 * ow + 1
-                    y[(p * HO + oh) * WO + ow] = best
-                    arg[(p * HO + oh) * WO + ow] = best_at
+    if not avg and QH == 2 and QW == 2 and QSH == 2 and QSW == 2 and H >= 2 * HO \
+            and W >= 2 * WO:
+        _max2x2(x, y, arg, planes, H, W, HO, WO)
         return
     for p in range(planes):
         src = x + p * H * W
@@ -238,7 +271,8 @@ cdef void _pool(const float *x, float *y, int *arg, Py_ssize_t planes, int H, in
                             if src[at] > best:
                                 best, best_at = src[at], at
                     y[(p * HO + oh) * WO + ow] = best
-                    arg[(p * HO + oh) * WO + ow] = best_at
+                    if arg != NULL:
+                        arg[(p * HO + oh) * WO + ow] = best_at
 
 
 cdef void _pool_back(const float *dy, float *dx, const int *arg, Py_ssize_t planes, int H,
@@ -284,11 +318,13 @@ cdef void _from_rows(const float *r, float *x, int nt, int C, int S) noexcept no
 cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
                 int in_size, const int *rows, int r0, int nt, const int *labels,
                 float inv_n, float *ws, int *iws, double *stats, float *logits,
-                bint train) noexcept nogil:
+                bint train, bint reuse) noexcept nogil:
     """Forward, loss and (``train``) backward of positions ``r0 .. r0+nt-1``
     of ``rows``; parameter gradients added into ``gw``, loss sum and correct
     count into ``stats``, logits (when not NULL) written at ``logits + (r0 - 0) * K``
-    by the caller's offset."""
+    by the caller's offset.  ``reuse``: the workspace holds this tile's
+    input, and a first convolution's patch matrix, from the call before
+    (another weight vector on the same samples): neither is made again."""
     cdef const int *u
     cdef int i, s, c, j, k, K, best, lab, HW
     cdef Py_ssize_t row, ntP, CKK, P, f
@@ -300,7 +336,9 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
     # the tile's input, in the first unit's layout
     u = d
     x = ws + u[F_IN]
-    if u[F_KIND] == K_DENSE:
+    if reuse:
+        pass
+    elif u[F_KIND] == K_DENSE:
         for s in range(nt):
             memcpy(x + <Py_ssize_t>s * in_size, X + <Py_ssize_t>rows[r0 + s] * in_size,
                    in_size * sizeof(float))
@@ -328,18 +366,21 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
             P = u[F_CH] * u[F_CW]
             ntP = nt * P
             CKK = u[F_C] * u[F_KH] * u[F_KW]
-            _im2col(x, ws + u[F_COLS], nt, u[F_C], u[F_H], u[F_W], u[F_KH], u[F_KW], u[F_SH],
-                    u[F_SW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
+            if i > 0 or not reuse:
+                _im2col(x, ws + u[F_COLS], nt, u[F_C], u[F_H], u[F_W], u[F_KH], u[F_KW],
+                        u[F_SH], u[F_SW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
             y = ws + u[F_Y]
             gemm_rm(False, False, u[F_F], ntP, CKK, 1.0, w + u[F_WOFF], CKK, ws + u[F_COLS],
                     ntP, 0.0, y, ntP)
             for f in range(u[F_F]):
                 _bias_act_run(y + f * ntP, NULL, b[f] if b != NULL else 0.0, ntP, u[F_ACT])
             if u[F_POOLED]:
-                _pool(y, ws + u[F_OUT], iws + u[F_ARG], <Py_ssize_t>u[F_F] * nt, u[F_CH],
+                _pool(y, ws + u[F_OUT], iws + u[F_ARG] if train else NULL,
+                      <Py_ssize_t>u[F_F] * nt, u[F_CH],
                       u[F_CW], u[F_QH], u[F_QW], u[F_QSH], u[F_QSW], u[F_HO], u[F_WO], False)
         else:
-            _pool(x, ws + u[F_OUT], iws + u[F_ARG], <Py_ssize_t>u[F_C] * nt, u[F_H], u[F_W],
+            _pool(x, ws + u[F_OUT], iws + u[F_ARG] if train else NULL,
+                  <Py_ssize_t>u[F_C] * nt, u[F_H], u[F_W],
                   u[F_QH], u[F_QW], u[F_QSH], u[F_QSW], u[F_HO], u[F_WO], u[F_AVG])
     # softmax cross-entropy on the last (dense) unit's rows
     u = d + (nu - 1) * D
@@ -478,7 +519,7 @@ def run(const int[:, ::1] desc, const float[::1] w, float[::1] grad, float[:, ::
         _tile(&desc[0, 0], nu, &w[0], &partial[tid, 0] if train else NULL, &X[0, 0], in_size,
               &rows[0], r0, nt, &labels[0] if has_labels else NULL, inv_n, &ws[tid, 0],
               &iws[tid, 0], &stats[tid, 0],
-              &logits[t * tile, 0] if keep else NULL, train)
+              &logits[t * tile, 0] if keep else NULL, train, False)
     if train:
         for j in prange(size, nogil=True, num_threads=hn_threads(nth, <double>size * nth,
                                                                  HN_ELEMENT_UNIT),
@@ -492,3 +533,56 @@ def run(const int[:, ::1] desc, const float[::1] w, float[::1] grad, float[:, ::
         loss += stats[t, 0]
         correct += stats[t, 1]
     return loss, int(correct)
+
+
+def run_population(const int[:, ::1] desc, const float[:, ::1] W, const float[:, ::1] X,
+                   const int[::1] labels, float[:, ::1] ws, int[:, ::1] iws, int tile,
+                   int nthreads, double[:, ::1] stats):
+    """The loss sum over every row of ``X`` of each weight vector ``W[p]``
+    (the flat parameter layout of :func:`run`), forward only: one OpenMP
+    thread a tile of samples, every vector in turn on it while the tile is
+    in its cache, the input gathered and a first convolution's patch matrix
+    made once for all of them.
+
+    ``ws``, ``iws`` as :func:`run`'s; ``stats (threads, 2 * P)`` the
+    threads' sums.  Returns ``(loss sums (P,), correct counts (P,))``,
+    float64 arrays.
+    """
+    cdef int nu = desc.shape[0], P = W.shape[0], n = X.shape[0]
+    cdef int ntiles = (n + tile - 1) // tile if tile > 0 else 0
+    cdef int nth, t, tid, r0, nt, p
+    cdef int in_size = X.shape[1]
+    cdef Py_ssize_t j
+    if nu == 0 or desc.shape[1] != D:
+        raise ValueError(f"desc must be (units >= 1, {D}), got ({desc.shape[0]}, {desc.shape[1]})")
+    if tile < 1 or nthreads < 1:
+        raise ValueError(f"tile and nthreads must be at least 1, got {tile}, {nthreads}")
+    if labels.shape[0] != n:
+        raise ValueError(f"{n} rows of X but {labels.shape[0]} labels")
+    for j in range(n):
+        if labels[j] < 0 or labels[j] >= desc[nu - 1, F_F]:
+            raise ValueError(f"label {labels[j]} outside [0, {desc[nu - 1, F_F]})")
+    nth = min(nthreads, max(ntiles, 1))
+    if ws.shape[0] < nth or iws.shape[0] < nth or stats.shape[0] < nth \
+            or stats.shape[1] != 2 * P:
+        raise ValueError(f"the threads' buffers must have at least {nth} rows (stats: "
+                         f"{2 * P} columns)")
+    cdef int[::1] order = np.arange(n, dtype=np.int32)
+    stats[:, :] = 0.0
+    losses = np.zeros(P, dtype=np.float64)
+    correct = np.zeros(P, dtype=np.float64)
+    if n == 0 or P == 0:
+        return losses, correct
+    for t in prange(ntiles, nogil=True, num_threads=nth, schedule="static", chunksize=1):
+        tid = omp_get_thread_num()
+        r0 = t * tile
+        nt = min(tile, n - r0)
+        for p in range(P):
+            _tile(&desc[0, 0], nu, &W[p, 0], NULL, &X[0, 0], in_size, &order[0], r0, nt,
+                  &labels[0], 0.0, &ws[tid, 0], &iws[tid, 0], &stats[tid, 2 * p], NULL,
+                  False, p > 0)
+    for t in range(nth):
+        for p in range(P):
+            losses[p] += stats[t, 2 * p]
+            correct[p] += stats[t, 2 * p + 1]
+    return losses, correct

@@ -318,6 +318,7 @@ def _metaheuristic_strategy(name):
                        "fit_train_loss": float(history["loss"][keep.best_epoch]),
                        "evals": int(history.n_evals), "pop_size": protocol.pop_size,
                        "gradient_path": history.gradient_path,
+                       "population_path": history.population_path,
                        "curve": {"evals": [int(e) for e in history["evals"]],
                                  "loss": [float(v) for v in history["loss"]],
                                  "val_loss": [float(v) for v in history["val_loss"]]},

@@ -166,7 +166,7 @@ class _Shard:
         self.computing = (lambda: None) if shards is None else shards.computing
 
 
-def _fused_value_and_grad(model, X, yt, sw, layered=None):
+def _fused_value_and_grad(model, X, yt, sw, layered=None, keep=None):
     """The whole-set loss and gradient (the L-BFGS evaluations) through the
     fused kernels of :class:`hetnet.runtime.fused.FusedTrainer`, the training
     set resident on the device: one forward + backward launch pair instead
@@ -182,7 +182,8 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None):
     :class:`hetnet.runtime.fused_cpu.CPUFusedTrainer`'s per-tile kernel;
     under ``fuse='auto'`` one evaluation each way (``layered``, the layer
     path's ``value_and_grad``) is timed at the model's weights and the
-    faster kept.
+    faster kept; the trainer, with the set resident, is put in ``keep``
+    (a dict, under ``"cpu_trainer"``) for :func:`_fused_population`.
     """
     policy = model.fusion
     try:
@@ -195,6 +196,8 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None):
             trainer = CPUFusedTrainer(model, device=dev, batch_size=X.shape[0],
                                       optimizer=SGD(lr=0.01))
             trainer.set_data(X, yt)
+            if keep is not None:
+                keep["cpu_trainer"] = trainer
             if policy.mode == "auto" and layered is not None:
                 # timed once per chain, set size and thread count in a process (as
                 # FusionPolicy's CPU choices): the same seed, the same search
@@ -230,6 +233,41 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None):
         loss, grads = trainer.loss_and_gradients(None, None)
         return loss, np.concatenate([g.reshape(-1) for g in grads]).astype(np.float64)
     return value_and_grad, f"fused on {dev.name}"
+
+
+def _fused_population(model, trainer, layered, pop_size):
+    """The population pass (every candidate's loss over the whole set)
+    through the fused CPU kernel (:meth:`CPUFusedTrainer.population_loss
+    <hetnet.runtime.fused_cpu.CPUFusedTrainer.population_loss>`), or None.
+
+    ``trainer``: the one :func:`_fused_value_and_grad` made, None where it
+    made none (no fused form, another device, sample weights: the reason is
+    in the gradient path).  Under ``fuse='auto'`` one pass each way of
+    ``pop_size`` candidates at the model's weights is timed (``layered``,
+    the runtime's batched pass) and the faster kept, once per chain, set
+    size, thread count and population size in a process.  Returns
+    ``(population_loss or None, path)``.
+    """
+    if trainer is None:
+        return None, "batched, layer by layer"
+    if model.fusion.mode != "auto":
+        return trainer.population_loss, f"fused on {trainer.device.name}"
+    key = ("population", chain_signature(model), trainer._data[2], trainer.threads, pop_size)
+    chosen = CPU_DECISIONS.get(key)
+    if chosen is None:
+        W = np.repeat(model.flat_weights()[None, :], pop_size, axis=0).astype(np.float32)
+        times = []
+        for run in (trainer.population_loss, layered):
+            t0 = time.perf_counter()
+            run(W)
+            times.append(time.perf_counter() - t0)
+        measured = (f"measured per pass of {pop_size}: fused on {trainer.device.name} "
+                    f"{times[0] * 1e3:.1f} ms, batched layer by layer {times[1] * 1e3:.1f} ms")
+        chosen = CPU_DECISIONS[key] = (
+            (True, f"fused on {trainer.device.name} ({measured})") if times[0] < times[1]
+            else (False, f"batched, layer by layer: {measured}"))
+    use, why = chosen
+    return (trainer.population_loss if use else None), why
 
 
 def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
@@ -286,7 +324,12 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
         ``history.result`` the optimizer's
         :class:`~hetnet.metaheuristics.OptimizeResult`;
         ``history.gradient_path`` how the whole-set gradients (L-BFGS) ran:
-        ``"fused on <device>"`` or ``"layer by layer: <reason>"``.
+        ``"fused on <device>"`` or ``"layer by layer: <reason>"``;
+        ``history.population_path`` how the population passes ran:
+        ``"fused on <device>"`` (the CPU's per-tile kernel, every candidate
+        on a tile while it is in cache) or ``"batched, layer by layer"``
+        (:meth:`hetnet.runtime.Runtime.population_loss`), with what was
+        measured where ``fuse='auto'`` chose.
     """
     if not isinstance(optimizer, Metaheuristic):
         raise TypeError(f"optimizer must be a hetnet Metaheuristic, got {optimizer!r}")
@@ -336,11 +379,9 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     local = _Shard(X, yt, sw, shards)
     model._use_plan(local.n, training=True)
 
-    def fun(pop):
-        local.computing()
+    def layered_pop(pop):
         with rt.session():
-            losses = rt.population_loss(pop.astype(np.float32), local.X, local.y, local.w)
-        return losses if shards is None else shards.population_loss(losses)
+            return rt.population_loss(pop.astype(np.float32), local.X, local.y, local.w)
 
     def layered_vg(x):
         rt.set_flat_weights(x)
@@ -348,8 +389,16 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
             loss, _ = rt.loss_and_gradients(local.X, local.y, local.w, read_gradients=False)
             return loss, rt.flat_gradient().astype(np.float64)
 
+    kept = {}
     fused_vg, gradient_path = _fused_value_and_grad(model, local.X, local.y, local.w,
-                                                    layered_vg)
+                                                    layered_vg, keep=kept)
+    fused_pop, population_path = _fused_population(model, kept.get("cpu_trainer"),
+                                                   layered_pop, optimizer.pop_size)
+
+    def fun(pop):
+        local.computing()
+        losses = (fused_pop or layered_pop)(pop)
+        return losses if shards is None else shards.population_loss(losses)
 
     def value_and_grad(x):
         local.computing()
@@ -438,6 +487,7 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
             shards.verify(problem.best_x)
         history.n_evals = problem.nfev
         history.gradient_path = gradient_path
+        history.population_path = population_path
         history.result = optimizer.result(problem, "max_evals reached" if problem.remaining <= 0
                                           else "stopped")
         _fit.call_callbacks(callbacks, "on_fit_end", model, history)

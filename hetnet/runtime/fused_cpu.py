@@ -444,6 +444,34 @@ class CPUFusedTrainer:
         loss, grads = self.loss_and_gradients(None, None)
         return loss, np.concatenate([g.reshape(-1) for g in grads]).astype(np.float64)
 
+    def population_loss(self, weights):
+        """The mean loss over the resident set (:meth:`set_data`) of each of
+        ``P`` flat weight vectors (rows laid out as :meth:`set_flat_weights`'s),
+        float64 ``(P,)``: the metaheuristics' population pass
+        (:mod:`hetnet.model.evolve`), forward only, every vector run on each
+        tile of samples while it is in cache.  The trainer's own weights are
+        left as they are."""
+        Xh, labels, n = self._resident(None, None)
+        sizes = [math.prod(s) for s in self.layout.shapes]
+        W = np.asarray(weights, dtype=np.float32)
+        if W.ndim != 2 or W.shape[1] != sum(sizes):
+            raise ValueError(f"weights must be (P, {sum(sizes)}) flat weight vectors, got "
+                             f"shape {W.shape}")
+        P = W.shape[0]
+        if self.layout.size == sum(sizes):
+            packed = np.ascontiguousarray(W)
+        else:                           # the layout pads between parameters
+            packed = np.zeros((P, self.layout.size), dtype=np.float32)
+            at = 0
+            for offset, size in zip(self.layout.offsets, sizes):
+                packed[:, offset:offset + size] = W[:, at:at + size]
+                at += size
+        stats = np.zeros((self.threads, 2 * P), dtype=np.float64)
+        with self.device.session():
+            losses, _ = _kernel.run_population(self.desc, packed, Xh, labels, self._ws,
+                                               self._iws, self.tile, self.threads, stats)
+        return losses / max(n, 1)
+
     # --------------------------------------------------------- inference
     def predict_logits(self, X):
         """Logits ``(n, n_classes)`` of the fused forward."""
