@@ -192,11 +192,32 @@ def test_explain_says_which_and_why():
     always.fit(X, y, epochs=1, batch_size=16)
     assert always.fusion.decisions[(16, True)] == (True, "fused on cpu (fuse='always')")
     assert "fusion: fuse='never'" in _mlp(fuse="never").explain(16).reason
-    # inference on the CPU stays layer by layer, with its reason
+    # inference too: fused under 'always', measured under 'auto'
     always.predict(X)
-    assert always.fusion.decisions[(32, False)] == (
-        False, "layer by layer: the fused CPU step trains; inference on the CPU runs layer "
-        "by layer")
+    assert always.fusion.decisions[(32, False)] == (True, "fused on cpu (fuse='always')")
+    auto = _mlp()
+    auto.predict(X, batch_size=8)
+    assert "measured per step" in auto.fusion.decisions[(8, False)][1]
+
+
+@pytest.mark.parametrize("make, shape, classes, n", CASES)
+def test_inference_fused_matches_layer_by_layer(make, shape, classes, n):
+    X, y = _data(shape, n, classes, seed=8)
+    fused, layered = make(fuse="always"), make(fuse="never")
+    np.testing.assert_allclose(fused.predict_logits(X, batch_size=4),
+                               layered.predict_logits(X, batch_size=4), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.predict_proba(X), layered.predict_proba(X), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(fused.predict(X), layered.predict(X))
+    got, ref = fused.evaluate(X, y), layered.evaluate(X, y)
+    assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+    assert got["accuracy"] == ref["accuracy"]
+    assert fused.fusion.decisions[(4, False)][0]
+    # after training, the inference trainer predicts with the new weights
+    fused.fit(X, y, epochs=1, batch_size=4, optimizer=hn.optim.SGD(lr=0.1))
+    layered.set_weights(fused.get_weights())
+    np.testing.assert_allclose(fused.predict_logits(X, batch_size=4),
+                               layered.predict_logits(X, batch_size=4), rtol=1e-5, atol=1e-6)
 
 
 def test_fit_fused_has_validation_and_a_schedule():

@@ -182,8 +182,10 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None, keep=None):
     :class:`hetnet.runtime.fused_cpu.CPUFusedTrainer`'s per-tile kernel;
     under ``fuse='auto'`` one evaluation each way (``layered``, the layer
     path's ``value_and_grad``) is timed at the model's weights and the
-    faster kept; the trainer, with the set resident, is put in ``keep``
-    (a dict, under ``"cpu_trainer"``) for :func:`_fused_population`.
+    faster kept.  The trainer made, with the set resident, is put in
+    ``keep`` (a dict, under ``"trainer"``): :func:`_fused_population` takes
+    a CPU one, and a data-parallel search makes both again when the shares
+    are re-balanced (the rank's rows change).
     """
     policy = model.fusion
     try:
@@ -197,7 +199,7 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None, keep=None):
                                       optimizer=SGD(lr=0.01))
             trainer.set_data(X, yt)
             if keep is not None:
-                keep["cpu_trainer"] = trainer
+                keep["trainer"] = trainer
             if policy.mode == "auto" and layered is not None:
                 # timed once per chain, set size and thread count in a process (as
                 # FusionPolicy's CPU choices): the same seed, the same search
@@ -222,6 +224,8 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None, keep=None):
         trainer = FusedTrainer(model, device=dev, batch_size=X.shape[0],
                                optimizer=SGD(lr=0.01))
         trainer.set_data(X, yt)
+        if keep is not None:
+            keep["trainer"] = trainer
     except FusionUnsupported as exc:
         if policy.mode == "always":
             raise FusionUnsupported(f"fuse='always', but the fused gradient cannot run: "
@@ -241,14 +245,15 @@ def _fused_population(model, trainer, layered, pop_size):
     <hetnet.runtime.fused_cpu.CPUFusedTrainer.population_loss>`), or None.
 
     ``trainer``: the one :func:`_fused_value_and_grad` made, None where it
-    made none (no fused form, another device, sample weights: the reason is
-    in the gradient path).  Under ``fuse='auto'`` one pass each way of
+    made none or made one for an OpenCL device (no fused form, sample
+    weights: the reason is in the gradient path; the fused GPU trainer has
+    no population pass).  Under ``fuse='auto'`` one pass each way of
     ``pop_size`` candidates at the model's weights is timed (``layered``,
     the runtime's batched pass) and the faster kept, once per chain, set
     size, thread count and population size in a process.  Returns
     ``(population_loss or None, path)``.
     """
-    if trainer is None:
+    if not isinstance(trainer, CPUFusedTrainer):
         return None, "batched, layer by layer"
     if model.fusion.mode != "auto":
         return trainer.population_loss, f"fused on {trainer.device.name}"
@@ -392,7 +397,7 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
     kept = {}
     fused_vg, gradient_path = _fused_value_and_grad(model, local.X, local.y, local.w,
                                                     layered_vg, keep=kept)
-    fused_pop, population_path = _fused_population(model, kept.get("cpu_trainer"),
+    fused_pop, population_path = _fused_population(model, kept.get("trainer"),
                                                    layered_pop, optimizer.pop_size)
 
     def fun(pop):
@@ -471,6 +476,12 @@ def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
                 if shards.end_epoch():      # re-balanced: this rank's rows changed
                     local = _Shard(X, yt, sw, shards)
                     model._use_plan(local.n, training=True)
+                    if kept:    # the fused paths hold the old rows: made again
+                        kept.clear()
+                        fused_vg, gradient_path = _fused_value_and_grad(
+                            model, local.X, local.y, local.w, layered_vg, keep=kept)
+                        fused_pop, population_path = _fused_population(
+                            model, kept.get("trainer"), layered_pop, optimizer.pop_size)
             logs = _fit.record_epoch(model, history, logs, Xv, yv, bar, distributed=ctx)
             model._fit_progress = {"kind": "metaheuristic", "epoch": epoch + 1,
                                    "epochs": epochs, "max_evals": max_evals, "step": 0,

@@ -492,6 +492,18 @@ class CPUFusedTrainer:
                                   np.arange(n, dtype=np.int32), 0, n, labels, False)
         return {"loss": loss / max(n, 1), "accuracy": correct / max(n, 1)}
 
+    def time_inference(self, X, batch, steps=20):
+        """Seconds per forward of ``batch`` rows of ``X`` (logits kept), after
+        one of warm-up."""
+        rows = np.arange(X.shape[0], dtype=np.int32)
+        out = np.empty((batch, self.n_classes), dtype=np.float32)
+        no_labels = np.empty(0, np.int32)
+        self._run(X, rows, 0, batch, no_labels, False, out)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self._run(X, rows, 0, batch, no_labels, False, out)
+        return (time.perf_counter() - t0) / steps
+
     def time_step(self, X, labels, batch, steps=20):
         """Seconds per training step (forward, backward, update) of ``batch``
         rows of ``X`` (after one step of warm-up); the weights change."""

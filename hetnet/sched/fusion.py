@@ -1,8 +1,8 @@
 """Fusion as one more placement: whether a model's step runs as the fused
-kernels of :mod:`hetnet.runtime.fused` on an OpenCL GPU (or, for training
-steps of a model on the CPU device, the per-tile kernel of
-:mod:`hetnet.runtime.fused_cpu`) or layer by layer, decided per batch size
-and mode (``Sequential(fuse=...)``)."""
+kernels of :mod:`hetnet.runtime.fused` on an OpenCL GPU (or, for a model
+on the CPU device, the per-tile kernel of :mod:`hetnet.runtime.fused_cpu`)
+or layer by layer, decided per batch size and mode
+(``Sequential(fuse=...)``)."""
 
 import time
 
@@ -15,9 +15,6 @@ from ..runtime.fused_cpu import (CPU_DECISIONS, CPUFusedTrainer, chain_signature
                                  is_cpu_device)
 
 FUSE_MODES = ("auto", "always", "never")
-
-#: why a model on the CPU device predicts layer by layer
-CPU_INFERENCE = "the fused CPU step trains; inference on the CPU runs layer by layer"
 
 
 class FusionPolicy:
@@ -34,11 +31,11 @@ class FusionPolicy:
 
     A model whose steps all run on the CPU device (no OpenCL GPU among its
     devices) trains fused with :class:`~hetnet.runtime.fused_cpu.CPUFusedTrainer`
-    by the same rules (``"auto"`` times it against the layer-by-layer
-    step; the choice is kept for every model of the same chain, batch size
-    and thread count in the process, :data:`CPU_DECISIONS`, so that two
-    models alike train alike); its inference stays layer by layer, under
-    ``"always"`` too.
+    and predicts fused with it by the same rules (``"auto"`` times it
+    against the layer-by-layer step, training and inference apart; the choice
+    is kept for every model of the same chain, batch size and thread count
+    in the process, :data:`CPU_DECISIONS`, so that two models alike train
+    and predict alike).
 
     Attributes
     ----------
@@ -100,14 +97,20 @@ class FusionPolicy:
         key = (batch, dev.name, training)
         tr = self._trainers.get(key)
         if is_cpu_device(dev):
-            if not training:
-                raise FusionUnsupported(CPU_INFERENCE)
+            if tr is None and not training:
+                # the training trainer of that batch predicts as well (the same
+                # forward); else one of its own, whose optimizer never runs
+                tr = self._trainers.get((batch, dev.name, True))
+                if tr is None:
+                    tr = self._trainers[key] = CPUFusedTrainer(
+                        model, device=dev, batch_size=batch, optimizer=SGD(lr=0.01))
+                    return tr
             if tr is None:
                 tr = self._trainers[key] = CPUFusedTrainer(model, device=dev, batch_size=batch,
                                                            optimizer=optimizer)
                 return tr
             tr.load_weights()
-            if optimizer is not None and optimizer is not tr.optimizer:
+            if training and optimizer is not None and optimizer is not tr.optimizer:
                 tr.set_optimizer(optimizer)
             return tr
         if tr is None and not training:
@@ -133,10 +136,6 @@ class FusionPolicy:
         key = (batch, training)
         if self.mode == "never":
             return False, "fuse='never'"
-        if not training and is_cpu_device(self.device(model)[0]):
-            # not a limit of the chain: even fuse='always' predicts layer by layer here
-            decision = self.decisions[key] = (False, f"layer by layer: {CPU_INFERENCE}")
-            return decision
         try:
             if unsupported:
                 raise FusionUnsupported(unsupported)
@@ -157,7 +156,8 @@ class FusionPolicy:
         if measured is None and is_cpu_device(dev) and self.mode == "auto":
             # one measured choice per chain, batch and thread count in a process:
             # two models alike train alike (the two paths round differently)
-            shared = ("step", chain_signature(model), batch, dev.num_threads)
+            shared = ("step" if training else "inference", chain_signature(model), batch,
+                      dev.num_threads)
             measured = CPU_DECISIONS.get(shared)
         if measured is None:
             if self.mode == "always":
@@ -191,11 +191,13 @@ def time_fused_step(model, dev, batch, training, steps=20):
         tr = CPUFusedTrainer(model, device=dev, batch_size=batch,
                              optimizer=SGD(lr=1e-3, momentum=0.9))
         x, y = timing.random_batch(model.runtime, batch)
+        X = np.ascontiguousarray(x.reshape(batch, -1), dtype=np.float32)
+        if not training:
+            return tr.time_inference(X, batch, steps)
         labels = np.asarray(y, dtype=np.int32).reshape(-1)
         if labels.shape[0] != batch:          # one-hot rows
             labels = np.asarray(y).reshape(batch, -1).argmax(axis=1).astype(np.int32)
-        return tr.time_step(np.ascontiguousarray(x.reshape(batch, -1), dtype=np.float32),
-                            labels, batch, steps)
+        return tr.time_step(X, labels, batch, steps)
     tr = FusedTrainer(model, device=dev, batch_size=batch, training=training,
                       optimizer=SGD(lr=1e-3, momentum=0.9) if training else None)
     x, y = timing.random_batch(model.runtime, batch)
