@@ -54,9 +54,20 @@ CASES = [(_lenet, (1, 28, 28), 10, 37), (_mlp, (20,), 3, 11), (_strided, (3, 13,
          (_global, (2, 8, 8), 5, 13)]
 
 
+@pytest.fixture(params=[True, False], ids=["avx512-where-present", "plain-loops"])
+def patch_loops(request):
+    """Both versions of the patch-matrix loops: the AVX-512 ones (where the
+    CPU has AVX-512) and the plain ones."""
+    from hetnet._cpu import fused as kernel
+    before = kernel.use_avx512(request.param)
+    yield request.param
+    kernel.use_avx512(before)
+
+
 @pytest.mark.parametrize("make, shape, classes, n", CASES)
 @pytest.mark.parametrize("tile, threads", [(None, None), (3, 2), (1, 1), (64, 2)])
-def test_loss_and_gradients_match_layer_by_layer(make, shape, classes, n, tile, threads):
+def test_loss_and_gradients_match_layer_by_layer(make, shape, classes, n, tile, threads,
+                                                 patch_loops):
     model = make(fuse="never")
     X, y = _data(shape, n, classes)
     tr = CPUFusedTrainer(model, batch_size=n, tile=tile, num_threads=threads)
@@ -249,7 +260,7 @@ def test_whole_set_gradient_for_lbfgs_runs_fused():
 @pytest.mark.parametrize("make, shape, classes, n", CASES)
 @pytest.mark.parametrize("tile, threads", [(None, None), (4, 2), (1, 1)])
 def test_population_pass_matches_the_batched_pass_and_single_losses(make, shape, classes, n,
-                                                                   tile, threads):
+                                                                   tile, threads, patch_loops):
     model = make(fuse="never")
     X, y = _data(shape, n, classes)
     rng = np.random.default_rng(7)
@@ -297,6 +308,27 @@ def test_metaheuristic_population_runs_fused_where_chosen():
     assert "measured per pass of 6" in paths["auto"].population_path
     # the same seed, the same search: fused and batched losses agree to rounding
     np.testing.assert_allclose(paths["always"]["loss"], paths["never"]["loss"], rtol=1e-4)
+
+
+def test_padded_rows_of_every_width_through_both_patch_loops():
+    # widths 5..20 around the AVX-512 path's 16 lanes, padding on both sides
+    from hetnet._cpu import fused as kernel
+    for width in (5, 15, 16, 17, 20):
+        model = hn.Sequential([Conv2D(2, 3, kernel_size=3, padding=1), ReLU(),
+                               Conv2D(3, 4, kernel_size=(2, 5), padding=(0, 2)), Tanh(),
+                               Flatten(), Dense(4 * 5 * width, 3)],
+                              input_shape=(2, 6, width), seed=9, fuse="never")
+        X, y = _data((2, 6, width), 7, 3, seed=width)
+        ref_loss, ref_grads = model.loss_and_gradients(X, y)
+        for simd in (True, False):
+            before = kernel.use_avx512(simd)
+            try:
+                loss, grads = CPUFusedTrainer(model, tile=3, num_threads=2).loss_and_gradients(X, y)
+            finally:
+                kernel.use_avx512(before)
+            assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), (width, simd)
+            for g, r in zip(grads, ref_grads):
+                assert _rel(g, r) <= RTOL, (width, simd)
 
 
 def test_bad_input():

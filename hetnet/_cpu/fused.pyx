@@ -103,6 +103,182 @@ cdef extern from *:
     static inline void hn_copy_run(float *restrict d, const float *restrict x, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) d[j] = x[j];
     }
+    /* im2col / col2im over a tile: x (C, nt, H*W) <-> cols (C*KH*KW, nt*CH*CW).
+       A patch row's run is short (10 floats for LeNet's second convolution,
+       28 for its first); a loop over it is mostly loop control, and GCC
+       turns a copy loop into a memmove call that costs more than the copy.
+       Where the CPU has AVX-512, rows of at most 16 floats take the
+       versions below (HN_RUN512); elsewhere, and for other shapes, the
+       plain loops of these macros. */
+    #define HN_IM2COL_BODY(COPY, ZERO)                                                   \
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;                 \
+        for (int c = 0; c < C; c++)                                                      \
+        for (int kh = 0; kh < KH; kh++)                                                  \
+        for (int kw = 0; kw < KW; kw++)                                                  \
+        for (int s = 0; s < nt; s++) {                                                   \
+            const float *src = x + ((ptrdiff_t)c * nt + s) * H * W;                      \
+            float *dst = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P;      \
+            /* the columns ow with 0 <= ow*SW - PW + kw < W */                           \
+            int lo = 0, hi = CW;                                                         \
+            if (SW == 1) {                                                               \
+                lo = PW - kw > 0 ? PW - kw : 0;                                          \
+                hi = W + PW - kw < CW ? W + PW - kw : CW;                                \
+                if (hi < lo) hi = lo;                                                    \
+            }                                                                            \
+            for (int oh = 0; oh < CH; oh++) {                                            \
+                const int ih = oh * SH - PH + kh;                                        \
+                float *d = dst + (ptrdiff_t)oh * CW;                                     \
+                if (ih < 0 || ih >= H) { ZERO(d, CW); continue; }                        \
+                const float *r = src + (ptrdiff_t)ih * W;                                \
+                if (SW == 1) {                                                           \
+                    if (lo > 0) ZERO(d, lo);                                             \
+                    if (hi > lo) COPY(d + lo, r + lo - PW + kw, hi - lo);                \
+                    if (CW > hi) ZERO(d + hi, CW - hi);                                  \
+                    continue;                                                            \
+                }                                                                        \
+                for (int ow = 0; ow < CW; ow++) {                                        \
+                    const int iw = ow * SW - PW + kw;                                    \
+                    d[ow] = (iw >= 0 && iw < W) ? r[iw] : 0.0f;                          \
+                }                                                                        \
+            }                                                                            \
+        }
+    #define HN_COL2IM_BODY(ADD)                                                          \
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;                 \
+        memset(dx, 0, (size_t)C * nt * H * W * sizeof(float));                           \
+        for (int c = 0; c < C; c++)                                                      \
+        for (int kh = 0; kh < KH; kh++)                                                  \
+        for (int kw = 0; kw < KW; kw++)                                                  \
+        for (int s = 0; s < nt; s++) {                                                   \
+            float *dst = dx + ((ptrdiff_t)c * nt + s) * H * W;                           \
+            const float *src = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P;\
+            int lo = PW - kw > 0 ? PW - kw : 0;                                          \
+            int hi = W + PW - kw < CW ? W + PW - kw : CW;                                \
+            for (int oh = 0; oh < CH; oh++) {                                            \
+                const int ih = oh * SH - PH + kh;                                        \
+                if (ih < 0 || ih >= H) continue;                                         \
+                if (SW == 1) {                                                           \
+                    if (hi > lo)                                                         \
+                        ADD(dst + (ptrdiff_t)ih * W - PW + kw + lo, src + oh * CW + lo,  \
+                            hi - lo);                                                    \
+                    continue;                                                            \
+                }                                                                        \
+                for (int ow = 0; ow < CW; ow++) {                                        \
+                    const int iw = ow * SW - PW + kw;                                    \
+                    if (iw >= 0 && iw < W) dst[(ptrdiff_t)ih * W + iw] += src[oh * CW + ow]; \
+                }                                                                        \
+            }                                                                            \
+        }
+    #define HN_ZERO_LOOP(d, n) do { for (int z_ = 0; z_ < (n); z_++) (d)[z_] = 0.0f; } while (0)
+    #define HN_COPY_LOOP(d, x, n) hn_copy_run((d), (x), (n))
+    #define HN_ADD_LOOP(d, x, n) hn_add_run((d), (x), (n))
+    #define HN_IM2COL_ARGS const float *restrict x, float *restrict cols, int nt, int C,  \
+        int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int CH, int CW
+    #define HN_COL2IM_ARGS const float *restrict cols, float *restrict dx, int nt, int C, \
+        int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int CH, int CW
+    static void hn_im2col_plain(HN_IM2COL_ARGS) { HN_IM2COL_BODY(HN_COPY_LOOP, HN_ZERO_LOOP) }
+    static void hn_col2im_plain(HN_COL2IM_ARGS) { HN_COL2IM_BODY(HN_ADD_LOOP) }
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #include <immintrin.h>
+    #define HN_RUN512 1
+    #define HN_MASK(r) ((r) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (r)) - 1u))
+    /* With AVX-512 and stride 1 along the rows: im2col makes each patch row
+       16 columns at a time with one masked load (the lanes off the image
+       read as 0) and one masked store; for rows of at most 16 floats,
+       col2im makes each input row in
+       a register, adding the KH*KW patch rows that land on it (masked loads
+       shifted into place), and stores it once: no zeroing pass and no
+       read-modify-write of the gradient.  Other shapes take the plain loops. */
+    __attribute__((target("avx512f"))) static void hn_im2col_512(HN_IM2COL_ARGS)
+    {
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;
+        for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+        for (int kw = 0; kw < KW; kw++) {
+            /* lanes ow with 0 <= ow - PW + kw < W */
+            const int lo = PW - kw > 0 ? PW - kw : 0;
+            const int hi = W + PW - kw < CW ? W + PW - kw : CW;
+            for (int j0 = 0; j0 < CW; j0 += 16) {      /* 16 columns at a time */
+                const int a = lo - j0 > 0 ? lo - j0 : 0, b = hi - j0 > 0 ? hi - j0 : 0;
+                const __mmask16 valid = b > a ? (__mmask16)(HN_MASK(b) & ~HN_MASK(a)) : 0;
+                const __mmask16 out = HN_MASK(CW - j0);
+                for (int s = 0; s < nt; s++) {
+                    const float *src = x + ((ptrdiff_t)c * nt + s) * H * W - PW + kw + j0;
+                    float *dst = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P + j0;
+                    for (int oh = 0; oh < CH; oh++) {
+                        const int ih = oh * SH - PH + kh;
+                        const __m512 v = (ih < 0 || ih >= H) ? _mm512_setzero_ps()
+                            : _mm512_maskz_loadu_ps(valid, src + (ptrdiff_t)ih * W);
+                        _mm512_mask_storeu_ps(dst + (ptrdiff_t)oh * CW, out, v);
+                    }
+                }
+            }
+        }
+    }
+    __attribute__((target("avx512f"))) static void hn_col2im_512(HN_COL2IM_ARGS)
+    {
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;
+        const __mmask16 row = HN_MASK(W);
+        for (int c = 0; c < C; c++)
+        for (int s = 0; s < nt; s++) {
+            float *dst = dx + ((ptrdiff_t)c * nt + s) * H * W;
+            for (int ih = 0; ih < H; ih++) {
+                __m512 acc = _mm512_setzero_ps();
+                for (int kh = 0; kh < KH; kh++) {
+                    const int t = ih + PH - kh;         /* = oh * SH */
+                    if (t < 0 || t % SH) continue;
+                    const int oh = t / SH;
+                    if (oh >= CH) continue;
+                    for (int kw = 0; kw < KW; kw++) {
+                        /* lane iw takes patch column ow = iw + PW - kw, 0 <= ow < CW */
+                        const int lo = kw - PW > 0 ? kw - PW : 0;
+                        const int hi = kw - PW + CW < W ? kw - PW + CW : W;
+                        if (hi <= lo) continue;
+                        const __mmask16 m = (__mmask16)(HN_MASK(hi) & ~HN_MASK(lo));
+                        const float *src = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP
+                                           + s * P + (ptrdiff_t)oh * CW + PW - kw;
+                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, src));
+                    }
+                }
+                _mm512_mask_storeu_ps(dst + (ptrdiff_t)ih * W, row, acc);
+            }
+        }
+    }
+    static int hn_plain_only = 0;   /* set by use_avx512(False): the tests' other path */
+    static int hn_avx512(void) {
+        static int has = -1;
+        if (has < 0) {
+            __builtin_cpu_init();
+            has = __builtin_cpu_supports("avx512f") != 0;
+        }
+        return has && !hn_plain_only;
+    }
+    static int hn_set_avx512(int on) {
+        const int before = hn_avx512();
+        hn_plain_only = !on;
+        return before;
+    }
+    #else
+    #define HN_RUN512 0
+    static int hn_set_avx512(int on) { (void)on; return 0; }
+    #endif
+    static void hn_im2col(HN_IM2COL_ARGS) {
+    #if HN_RUN512
+        if (SW == 1 && hn_avx512()) {
+            hn_im2col_512(x, cols, nt, C, H, W, KH, KW, SH, SW, PH, PW, CH, CW);
+            return;
+        }
+    #endif
+        hn_im2col_plain(x, cols, nt, C, H, W, KH, KW, SH, SW, PH, PW, CH, CW);
+    }
+    static void hn_col2im(HN_COL2IM_ARGS) {
+    #if HN_RUN512
+        if (SW == 1 && W <= 16 && CW <= 16 && hn_avx512()) {
+            hn_col2im_512(cols, dx, nt, C, H, W, KH, KW, SH, SW, PH, PW, CH, CW);
+            return;
+        }
+    #endif
+        hn_col2im_plain(cols, dx, nt, C, H, W, KH, KW, SH, SW, PH, PW, CH, CW);
+    }
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
     #define HN_FUSED_CLONES __attribute__((target_clones("avx2", "default")))
     #else
@@ -149,45 +325,13 @@ cdef extern from *:
     """
     void _max2x2 "hn_max2x2"(const float *x, float *y, int *arg, Py_ssize_t planes, int H,
                              int W, int HO, int WO) noexcept nogil
-    void _add_run "hn_add_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
-    void _copy_run "hn_copy_run"(float *d, const float *x, Py_ssize_t n) noexcept nogil
-
-
-cdef void _im2col(const float *x, float *cols, int nt, int C, int H, int W, int KH, int KW,
-                  int SH, int SW, int PH, int PW, int CH, int CW) noexcept nogil:
-    """``x (C, nt, H*W)`` -> ``cols (C*KH*KW, nt*CH*CW)``, zeros off the image."""
-    cdef int c, kh, kw, s, oh, ow, ih, iw, lo, hi
-    cdef Py_ssize_t P = CH * CW, ntP = <Py_ssize_t>nt * P
-    cdef float *dst
-    cdef const float *src
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                for s in range(nt):
-                    src = x + (<Py_ssize_t>c * nt + s) * H * W
-                    dst = cols + ((<Py_ssize_t>c * KH + kh) * KW + kw) * ntP + s * P
-                    for oh in range(CH):
-                        ih = oh * SH - PH + kh
-                        if ih < 0 or ih >= H:
-                            memset(dst + oh * CW, 0, CW * sizeof(float))
-                            continue
-                        if SW == 1:
-                            # the columns ow with 0 <= ow - PW + kw < W are one run
-                            lo = max(0, PW - kw)
-                            hi = min(CW, W + PW - kw)
-                            if hi < lo:
-                                hi = lo
-                            if lo > 0:
-                                memset(dst + oh * CW, 0, lo * sizeof(float))
-                            if hi > lo:
-                                _copy_run(dst + oh * CW + lo, src + ih * W + lo - PW + kw,
-                                          hi - lo)
-                            if CW > hi:
-                                memset(dst + oh * CW + hi, 0, (CW - hi) * sizeof(float))
-                            continue
-                        for ow in range(CW):
-                            iw = ow * SW - PW + kw
-                            dst[oh * CW + ow] = src[ih * W + iw] if 0 <= iw < W else 0.0
+    int _set_avx512 "hn_set_avx512"(int on) noexcept nogil
+    void _im2col "hn_im2col"(const float *x, float *cols, int nt, int C, int H, int W, int KH,
+                             int KW, int SH, int SW, int PH, int PW, int CH,
+                             int CW) noexcept nogil
+    void _col2im "hn_col2im"(const float *cols, float *dx, int nt, int C, int H, int W, int KH,
+                             int KW, int SH, int SW, int PH, int PW, int CH,
+                             int CW) noexcept nogil
 
 
 cdef inline float _sum(const float *x, Py_ssize_t n) noexcept nogil:
@@ -206,36 +350,6 @@ cdef inline float _sum(const float *x, Py_ssize_t n) noexcept nogil:
     for j in range(8):
         total += acc[j]
     return total
-
-
-cdef void _col2im(const float *cols, float *dx, int nt, int C, int H, int W, int KH, int KW,
-                  int SH, int SW, int PH, int PW, int CH, int CW) noexcept nogil:
-    """The adjoint of :func:`_im2col`: ``dx (C, nt, H*W)`` = sum of the patches."""
-    cdef int c, kh, kw, s, oh, ow, ih, iw, lo, hi
-    cdef Py_ssize_t P = CH * CW, ntP = <Py_ssize_t>nt * P
-    cdef float *dst
-    cdef const float *src
-    memset(dx, 0, <Py_ssize_t>C * nt * H * W * sizeof(float))
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                for s in range(nt):
-                    dst = dx + (<Py_ssize_t>c * nt + s) * H * W
-                    src = cols + ((<Py_ssize_t>c * KH + kh) * KW + kw) * ntP + s * P
-                    for oh in range(CH):
-                        ih = oh * SH - PH + kh
-                        if ih < 0 or ih >= H:
-                            continue
-                        if SW == 1:
-                            # as in _im2col: the valid columns are one run
-                            lo = max(0, PW - kw)
-                            hi = min(CW, W + PW - kw)
-                            _add_run(dst + ih * W - PW + kw + lo, src + oh * CW + lo, hi - lo)
-                            continue
-                        for ow in range(CW):
-                            iw = ow * SW - PW + kw
-                            if 0 <= iw < W:
-                                dst[ih * W + iw] += src[oh * CW + ow]
 
 
 cdef void _pool(const float *x, float *y, int *arg, Py_ssize_t planes, int H, int W,
@@ -586,3 +700,11 @@ def run_population(const int[:, ::1] desc, const float[:, ::1] W, const float[:,
             losses[p] += stats[t, 2 * p]
             correct[p] += stats[t, 2 * p + 1]
     return losses, correct
+
+
+def use_avx512(bint on):
+    """Let the patch-matrix loops take their AVX-512 versions where the CPU
+    has AVX-512 (``True``, the default) or only the plain loops (``False``,
+    for testing one against the other).  Returns whether they were taken
+    before the call."""
+    return bool(_set_avx512(on))
