@@ -6,9 +6,12 @@
 For LeNet-5 (32x32, one channel) and an MLP (1024-256-128-10) on each device:
 the loss of ``--pop`` candidate weight vectors over ``--images`` images
 through the batched population pass (:mod:`hetnet.runtime.population`), the
-same through the generic path (one candidate at a time), and plain batched
-inference (``predict_logits``, batch ``--batch``) over the same total number
-of images (pop x images).  Throughputs are candidate-images per second, the
+same through the generic path (one candidate at a time), on the CPU the
+fused population pass (:meth:`CPUFusedTrainer.population_loss`, what a
+search there uses when it is faster), and plain batched inference
+(``predict_logits``, batch ``--batch``; fused on the CPU where ``fuse='auto'``
+measures it faster, ``inference_path`` says) over the same total number of
+images (pop x images).  Throughputs are candidate-images per second, the
 median of ``--repeats`` after one warm-up; the target is population >= 50%
 of inference.  Results: benchmarks/local/population/<machine>.json
 (``--record``: benchmarks/results/population/<machine>.json).
@@ -62,6 +65,18 @@ def bench(hn, name, make, shape, device, args):
 
     t_batched = _median_time(population("batched"), args.repeats)
     t_generic = _median_time(population("generic"), args.repeats)
+    t_fused = None
+    if model.out_device.name == "cpu":
+        # the search's CPU path where the chain fuses (hetnet.model.evolve picks
+        # it by the same kind of timing): every candidate on each tile in cache
+        from hetnet.runtime.fused_cpu import CPUFusedTrainer
+        from hetnet.runtime.fused import FusionUnsupported
+        try:
+            tr = CPUFusedTrainer(model, batch_size=args.images).set_data(X, y)
+        except FusionUnsupported as exc:
+            print(f"{name}: no fused population pass ({exc})")
+        else:
+            t_fused = _median_time(lambda: tr.population_loss(W), args.repeats)
     X_all = np.concatenate([X] * args.pop)
     t_infer = _median_time(lambda: model.predict_logits(X_all, batch_size=args.batch),
                            args.repeats)
@@ -72,10 +87,18 @@ def bench(hn, name, make, shape, device, args):
            "inference_img_per_s": total / t_infer,
            "population_over_inference": t_infer / t_batched,
            "population_over_generic": t_generic / t_batched}
+    if t_fused is not None:
+        row["population_fused_cand_img_per_s"] = total / t_fused
+        row["fused_population_over_inference"] = t_infer / t_fused
+    row["inference_path"] = model.fusion.decisions.get(
+        (min(args.batch, X_all.shape[0]), False), (False, "layer by layer"))[1]
     print(f"{name:>7} on {row['device']:<12} population {row['population_cand_img_per_s']:10.0f}"
           f"  generic {row['generic_cand_img_per_s']:10.0f}  inference "
           f"{row['inference_img_per_s']:10.0f} cand-img/s   population/inference "
-          f"{row['population_over_inference']:.2f}")
+          f"{row['population_over_inference']:.2f}"
+          + ("" if t_fused is None else
+             f"   fused population {row['population_fused_cand_img_per_s']:10.0f} "
+             f"({row['fused_population_over_inference']:.2f} of inference)"))
     return row
 
 
