@@ -189,6 +189,16 @@ def _population(device):
     return extract
 
 
+def _fused_cpu(d):
+    figs = "; ".join(
+        f"b{r['batch_size']}: {_k(r['fused_images_per_s']['median'])} img/s fused vs "
+        f"{_k(r['layer_images_per_s']['median'])} layer by layer, PyTorch "
+        f"{_k(r['torch_images_per_s']['median'])} ({r['fused_over_torch']['median']:.2f}x)"
+        for r in d["runs"])
+    return [(f"LeNet-5 training step fused on the CPU, {d['threads']} threads both, medians of "
+             f"{d['rounds']} interleaved rounds", figs)]
+
+
 def _thesis_cell(d):
     return [(f"A thesis cell: LeNet-5 at 32x32, {d['train_images']:,} Fashion-MNIST images, "
              f"{d['strategy']}, {d['evals']:,} evaluations of the training loss",
@@ -217,6 +227,8 @@ SOURCES = (
      _recorded("python benchmarks/bench_fused_gpu.py --record"), _fused_gpu),
     ("fused_gpu/h200_lenet5_bn.json", _gpu,
      _recorded("python benchmarks/bench_fused_gpu.py --models lenet5_bn"), _fused_gpu),
+    ("fused_cpu/cpu2.json", _host,
+     _recorded("python benchmarks/bench_fused_cpu.py --record"), _fused_cpu),
     ("thesis_models_cpu/cpu2.json", _host,
      _recorded("python benchmarks/bench_thesis_models.py --device cpu --record"),
      _thesis_models("cpu")),
