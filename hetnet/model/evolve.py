@@ -201,24 +201,9 @@ def _fused_value_and_grad(model, X, yt, sw, layered=None, keep=None):
             if keep is not None:
                 keep["trainer"] = trainer
             if policy.mode == "auto" and layered is not None:
-                # timed once per chain, set size and thread count in a process (as
-                # FusionPolicy's CPU choices): the same seed, the same search
                 key = ("whole-set", chain_signature(model), X.shape[0], dev.num_threads)
-                chosen = CPU_DECISIONS.get(key)
-                if chosen is None:
-                    x0 = model.flat_weights()
-                    times = []
-                    for vg in (trainer.flat_loss_and_gradient, layered):
-                        t0 = time.perf_counter()
-                        vg(x0)
-                        times.append(time.perf_counter() - t0)
-                    measured = (f"measured per evaluation: fused on {dev.name} "
-                                f"{times[0] * 1e3:.1f} ms, layer by layer "
-                                f"{times[1] * 1e3:.1f} ms")
-                    chosen = CPU_DECISIONS[key] = (
-                        (True, f"fused on {dev.name} ({measured})") if times[0] < times[1]
-                        else (False, f"layer by layer: {measured}"))
-                use, why = chosen
+                use, why = _faster(key, trainer.flat_loss_and_gradient, layered,
+                                   model.flat_weights, "evaluation", dev.name, "layer by layer")
                 return (trainer.flat_loss_and_gradient if use else None), why
             return trainer.flat_loss_and_gradient, f"fused on {dev.name}"
         trainer = FusedTrainer(model, device=dev, batch_size=X.shape[0],
@@ -258,21 +243,32 @@ def _fused_population(model, trainer, layered, pop_size):
     if model.fusion.mode != "auto":
         return trainer.population_loss, f"fused on {trainer.device.name}"
     key = ("population", chain_signature(model), trainer._data[2], trainer.threads, pop_size)
+    use, why = _faster(
+        key, trainer.population_loss, layered,
+        lambda: np.repeat(model.flat_weights()[None, :], pop_size, axis=0).astype(np.float32),
+        f"pass of {pop_size}", trainer.device.name, "batched, layer by layer")
+    return (trainer.population_loss if use else None), why
+
+
+def _faster(key, fused, layered, argument, per, device, layered_name):
+    """``(use fused, reason)``: one call each of ``fused(argument())`` and
+    ``layered(argument())`` timed, the faster kept, once per ``key`` in a
+    process (:data:`CPU_DECISIONS`, as :class:`~hetnet.sched.fusion.FusionPolicy`'s CPU choices:
+    the same seed, the same search)."""
     chosen = CPU_DECISIONS.get(key)
     if chosen is None:
-        W = np.repeat(model.flat_weights()[None, :], pop_size, axis=0).astype(np.float32)
+        x = argument()
         times = []
-        for run in (trainer.population_loss, layered):
+        for run in (fused, layered):
             t0 = time.perf_counter()
-            run(W)
+            run(x)
             times.append(time.perf_counter() - t0)
-        measured = (f"measured per pass of {pop_size}: fused on {trainer.device.name} "
-                    f"{times[0] * 1e3:.1f} ms, batched layer by layer {times[1] * 1e3:.1f} ms")
+        measured = (f"measured per {per}: fused on {device} {times[0] * 1e3:.1f} ms, "
+                    f"{layered_name} {times[1] * 1e3:.1f} ms")
         chosen = CPU_DECISIONS[key] = (
-            (True, f"fused on {trainer.device.name} ({measured})") if times[0] < times[1]
-            else (False, f"batched, layer by layer: {measured}"))
-    use, why = chosen
-    return (trainer.population_loss if use else None), why
+            (True, f"fused on {device} ({measured})") if times[0] < times[1]
+            else (False, f"{layered_name}: {measured}"))
+    return chosen
 
 
 def evolve(model, X, y, optimizer, max_evals, epochs=None, batch_size=32,
