@@ -253,8 +253,9 @@ def _fused_population(model, trainer, layered, pop_size):
 def _faster(key, fused, layered, argument, per, device, layered_name):
     """``(use fused, reason)``: one call each of ``fused(argument())`` and
     ``layered(argument())`` timed, the faster kept, once per ``key`` in a
-    process (:data:`CPU_DECISIONS`, as :class:`~hetnet.sched.fusion.FusionPolicy`'s CPU choices:
-    the same seed, the same search)."""
+    process (:data:`CPU_DECISIONS`, as the CPU choices of
+    :class:`~hetnet.sched.fusion.FusionPolicy`: the same seed, the same
+    search)."""
     chosen = CPU_DECISIONS.get(key)
     if chosen is None:
         x = argument()
