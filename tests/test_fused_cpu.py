@@ -323,7 +323,8 @@ def test_padded_rows_of_every_width_through_both_patch_loops():
         for simd in (True, False):
             before = kernel.use_avx512(simd)
             try:
-                loss, grads = CPUFusedTrainer(model, tile=3, num_threads=2).loss_and_gradients(X, y)
+                tr = CPUFusedTrainer(model, tile=3, num_threads=2)
+                loss, grads = tr.loss_and_gradients(X, y)
             finally:
                 kernel.use_avx512(before)
             assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), (width, simd)
