@@ -332,6 +332,38 @@ def test_padded_rows_of_every_width_through_both_patch_loops():
                 assert _rel(g, r) <= RTOL, (width, simd)
 
 
+def test_max_pool_ties_and_nan_take_the_first_maximum_as_the_layer_does():
+    # 0/1/2 inputs through a (1, 3) convolution of weights (0, 1, 0): its output is the
+    # input, most 2x2 windows tie, and the gradient of the outer taps (the neighbours of
+    # the position each window took) shows which one it took; widths past 16
+    from hetnet._cpu import fused as kernel
+    for width in (8, 18, 36):
+        model = hn.Sequential([Conv2D(1, 1, kernel_size=(1, 3), padding=(0, 1)), MaxPool2D(2),
+                               Flatten(),
+                               Dense(3 * (width // 2), 2)],
+                              input_shape=(1, 6, width), seed=2, fuse="never")
+        w = model.get_weights()
+        w[0][...] = np.array([0.0, 1.0, 0.0], np.float32).reshape(w[0].shape)
+        w[1][...] = 0.0
+        model.set_weights(w)
+        rng = np.random.default_rng(width)
+        X = rng.integers(0, 3, (5, 1, 6, width)).astype(np.float32)
+        y = rng.integers(0, 2, 5)
+        ref_loss, ref_grads = model.loss_and_gradients(X, y)
+        for simd in (True, False):
+            before = kernel.use_avx512(simd)
+            try:
+                tr = CPUFusedTrainer(model, tile=2, num_threads=1)
+                loss, grads = tr.loss_and_gradients(X, y)
+                logits = tr.predict_logits(X)
+            finally:
+                kernel.use_avx512(before)
+            assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), (width, simd)
+            for g, r in zip(grads, ref_grads):
+                assert _rel(g, r) <= RTOL, (width, simd)
+            np.testing.assert_allclose(logits, model.predict_logits(X), rtol=1e-5, atol=1e-6)
+
+
 def test_bad_input():
     model = _mlp()
     tr = CPUFusedTrainer(model)
