@@ -310,37 +310,44 @@ def test_metaheuristic_population_runs_fused_where_chosen():
     np.testing.assert_allclose(paths["always"]["loss"], paths["never"]["loss"], rtol=1e-4)
 
 
+def _matches_through_both_loops(model, X, y, tile, threads):
+    """The fused loss, gradients and logits equal the layer path's with the
+    AVX-512 loops (where the CPU has them) and with the plain ones."""
+    from hetnet._cpu import fused as kernel
+    ref_loss, ref_grads = model.loss_and_gradients(X, y)
+    ref_logits = model.predict_logits(X)
+    for simd in (True, False):
+        before = kernel.use_avx512(simd)
+        try:
+            tr = CPUFusedTrainer(model, tile=tile, num_threads=threads)
+            loss, grads = tr.loss_and_gradients(X, y)
+            logits = tr.predict_logits(X)
+        finally:
+            kernel.use_avx512(before)
+        assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), simd
+        for g, r in zip(grads, ref_grads):
+            assert _rel(g, r) <= RTOL, simd
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-6)
+
+
 def test_padded_rows_of_every_width_through_both_patch_loops():
     # widths 5..20 around the AVX-512 path's 16 lanes, padding on both sides
-    from hetnet._cpu import fused as kernel
     for width in (5, 15, 16, 17, 20):
         model = hn.Sequential([Conv2D(2, 3, kernel_size=3, padding=1), ReLU(),
                                Conv2D(3, 4, kernel_size=(2, 5), padding=(0, 2)), Tanh(),
                                Flatten(), Dense(4 * 5 * width, 3)],
                               input_shape=(2, 6, width), seed=9, fuse="never")
         X, y = _data((2, 6, width), 7, 3, seed=width)
-        ref_loss, ref_grads = model.loss_and_gradients(X, y)
-        for simd in (True, False):
-            before = kernel.use_avx512(simd)
-            try:
-                tr = CPUFusedTrainer(model, tile=3, num_threads=2)
-                loss, grads = tr.loss_and_gradients(X, y)
-            finally:
-                kernel.use_avx512(before)
-            assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), (width, simd)
-            for g, r in zip(grads, ref_grads):
-                assert _rel(g, r) <= RTOL, (width, simd)
+        _matches_through_both_loops(model, X, y, tile=3, threads=2)
 
 
-def test_max_pool_ties_and_nan_take_the_first_maximum_as_the_layer_does():
+def test_max_pool_ties_take_the_first_maximum_as_the_layer_does():
     # 0/1/2 inputs through a (1, 3) convolution of weights (0, 1, 0): its output is the
     # input, most 2x2 windows tie, and the gradient of the outer taps (the neighbours of
     # the position each window took) shows which one it took; widths past 16
-    from hetnet._cpu import fused as kernel
     for width in (8, 18, 36):
         model = hn.Sequential([Conv2D(1, 1, kernel_size=(1, 3), padding=(0, 1)), MaxPool2D(2),
-                               Flatten(),
-                               Dense(3 * (width // 2), 2)],
+                               Flatten(), Dense(3 * (width // 2), 2)],
                               input_shape=(1, 6, width), seed=2, fuse="never")
         w = model.get_weights()
         w[0][...] = np.array([0.0, 1.0, 0.0], np.float32).reshape(w[0].shape)
@@ -348,20 +355,7 @@ def test_max_pool_ties_and_nan_take_the_first_maximum_as_the_layer_does():
         model.set_weights(w)
         rng = np.random.default_rng(width)
         X = rng.integers(0, 3, (5, 1, 6, width)).astype(np.float32)
-        y = rng.integers(0, 2, 5)
-        ref_loss, ref_grads = model.loss_and_gradients(X, y)
-        for simd in (True, False):
-            before = kernel.use_avx512(simd)
-            try:
-                tr = CPUFusedTrainer(model, tile=2, num_threads=1)
-                loss, grads = tr.loss_and_gradients(X, y)
-                logits = tr.predict_logits(X)
-            finally:
-                kernel.use_avx512(before)
-            assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), (width, simd)
-            for g, r in zip(grads, ref_grads):
-                assert _rel(g, r) <= RTOL, (width, simd)
-            np.testing.assert_allclose(logits, model.predict_logits(X), rtol=1e-5, atol=1e-6)
+        _matches_through_both_loops(model, X, rng.integers(0, 2, 5), tile=2, threads=1)
 
 
 def test_bad_input():
