@@ -105,78 +105,78 @@ cdef extern from *:
     }
     /* im2col / col2im over a tile: x (C, nt, H*W) <-> cols (C*KH*KW, nt*CH*CW).
        A patch row's run is short (10 floats for LeNet's second convolution,
-       28 for its first); a loop over it is mostly loop control, and GCC
-       turns a copy loop into a memmove call that costs more than the copy.
-       Where the CPU has AVX-512, rows of at most 16 floats take the
-       versions below (HN_RUN512); elsewhere, and for other shapes, the
-       plain loops of these macros. */
-    #define HN_IM2COL_BODY(COPY, ZERO)                                                   \
-        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;                 \
-        for (int c = 0; c < C; c++)                                                      \
-        for (int kh = 0; kh < KH; kh++)                                                  \
-        for (int kw = 0; kw < KW; kw++)                                                  \
-        for (int s = 0; s < nt; s++) {                                                   \
-            const float *src = x + ((ptrdiff_t)c * nt + s) * H * W;                      \
-            float *dst = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P;      \
-            /* the columns ow with 0 <= ow*SW - PW + kw < W */                           \
-            int lo = 0, hi = CW;                                                         \
-            if (SW == 1) {                                                               \
-                lo = PW - kw > 0 ? PW - kw : 0;                                          \
-                hi = W + PW - kw < CW ? W + PW - kw : CW;                                \
-                if (hi < lo) hi = lo;                                                    \
-            }                                                                            \
-            for (int oh = 0; oh < CH; oh++) {                                            \
-                const int ih = oh * SH - PH + kh;                                        \
-                float *d = dst + (ptrdiff_t)oh * CW;                                     \
-                if (ih < 0 || ih >= H) { ZERO(d, CW); continue; }                        \
-                const float *r = src + (ptrdiff_t)ih * W;                                \
-                if (SW == 1) {                                                           \
-                    if (lo > 0) ZERO(d, lo);                                             \
-                    if (hi > lo) COPY(d + lo, r + lo - PW + kw, hi - lo);                \
-                    if (CW > hi) ZERO(d + hi, CW - hi);                                  \
-                    continue;                                                            \
-                }                                                                        \
-                for (int ow = 0; ow < CW; ow++) {                                        \
-                    const int iw = ow * SW - PW + kw;                                    \
-                    d[ow] = (iw >= 0 && iw < W) ? r[iw] : 0.0f;                          \
-                }                                                                        \
-            }                                                                            \
-        }
-    #define HN_COL2IM_BODY(ADD)                                                          \
-        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;                 \
-        memset(dx, 0, (size_t)C * nt * H * W * sizeof(float));                           \
-        for (int c = 0; c < C; c++)                                                      \
-        for (int kh = 0; kh < KH; kh++)                                                  \
-        for (int kw = 0; kw < KW; kw++)                                                  \
-        for (int s = 0; s < nt; s++) {                                                   \
-            float *dst = dx + ((ptrdiff_t)c * nt + s) * H * W;                           \
-            const float *src = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P;\
-            int lo = PW - kw > 0 ? PW - kw : 0;                                          \
-            int hi = W + PW - kw < CW ? W + PW - kw : CW;                                \
-            for (int oh = 0; oh < CH; oh++) {                                            \
-                const int ih = oh * SH - PH + kh;                                        \
-                if (ih < 0 || ih >= H) continue;                                         \
-                if (SW == 1) {                                                           \
-                    if (hi > lo)                                                         \
-                        ADD(dst + (ptrdiff_t)ih * W - PW + kw + lo, src + oh * CW + lo,  \
-                            hi - lo);                                                    \
-                    continue;                                                            \
-                }                                                                        \
-                for (int ow = 0; ow < CW; ow++) {                                        \
-                    const int iw = ow * SW - PW + kw;                                    \
-                    if (iw >= 0 && iw < W) dst[(ptrdiff_t)ih * W + iw] += src[oh * CW + ow]; \
-                }                                                                        \
-            }                                                                            \
-        }
-    #define HN_ZERO_LOOP(d, n) do { for (int z_ = 0; z_ < (n); z_++) (d)[z_] = 0.0f; } while (0)
-    #define HN_COPY_LOOP(d, x, n) hn_copy_run((d), (x), (n))
-    #define HN_ADD_LOOP(d, x, n) hn_add_run((d), (x), (n))
+       28 for its first), so a loop over it is mostly loop control.  Where the
+       CPU has AVX-512 the versions below take stride-1 rows (col2im: rows of
+       at most 16 floats); these plain loops take the rest. */
     #define HN_IM2COL_ARGS const float *restrict x, float *restrict cols, int nt, int C,  \
         int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int CH, int CW
     #define HN_COL2IM_ARGS const float *restrict cols, float *restrict dx, int nt, int C, \
         int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int CH, int CW
-    static void hn_im2col_plain(HN_IM2COL_ARGS) { HN_IM2COL_BODY(HN_COPY_LOOP, HN_ZERO_LOOP) }
-    static void hn_col2im_plain(HN_COL2IM_ARGS) { HN_COL2IM_BODY(HN_ADD_LOOP) }
+    static void hn_im2col_plain(HN_IM2COL_ARGS)
+    {
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;
+        for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+        for (int kw = 0; kw < KW; kw++)
+        for (int s = 0; s < nt; s++) {
+            const float *src = x + ((ptrdiff_t)c * nt + s) * H * W;
+            float *dst = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P;
+            /* the columns ow with 0 <= ow*SW - PW + kw < W */
+            int lo = 0, hi = CW;
+            if (SW == 1) {
+                lo = PW - kw > 0 ? PW - kw : 0;
+                hi = W + PW - kw < CW ? W + PW - kw : CW;
+                if (hi < lo) hi = lo;
+            }
+            for (int oh = 0; oh < CH; oh++) {
+                const int ih = oh * SH - PH + kh;
+                float *d = dst + (ptrdiff_t)oh * CW;
+                if (ih < 0 || ih >= H) {
+                    for (int ow = 0; ow < CW; ow++) d[ow] = 0.0f;
+                    continue;
+                }
+                const float *r = src + (ptrdiff_t)ih * W;
+                if (SW == 1) {
+                    for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+                    if (hi > lo) hn_copy_run(d + lo, r + lo - PW + kw, hi - lo);
+                    for (int ow = hi; ow < CW; ow++) d[ow] = 0.0f;
+                    continue;
+                }
+                for (int ow = 0; ow < CW; ow++) {
+                    const int iw = ow * SW - PW + kw;
+                    d[ow] = (iw >= 0 && iw < W) ? r[iw] : 0.0f;
+                }
+            }
+        }
+    }
+    static void hn_col2im_plain(HN_COL2IM_ARGS)
+    {
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;
+        memset(dx, 0, (size_t)C * nt * H * W * sizeof(float));
+        for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+        for (int kw = 0; kw < KW; kw++)
+        for (int s = 0; s < nt; s++) {
+            float *dst = dx + ((ptrdiff_t)c * nt + s) * H * W;
+            const float *src = cols + (((ptrdiff_t)c * KH + kh) * KW + kw) * ntP + s * P;
+            const int lo = PW - kw > 0 ? PW - kw : 0;
+            const int hi = W + PW - kw < CW ? W + PW - kw : CW;
+            for (int oh = 0; oh < CH; oh++) {
+                const int ih = oh * SH - PH + kh;
+                if (ih < 0 || ih >= H) continue;
+                if (SW == 1) {
+                    if (hi > lo)
+                        hn_add_run(dst + (ptrdiff_t)ih * W - PW + kw + lo, src + oh * CW + lo,
+                                   hi - lo);
+                    continue;
+                }
+                for (int ow = 0; ow < CW; ow++) {
+                    const int iw = ow * SW - PW + kw;
+                    if (iw >= 0 && iw < W) dst[(ptrdiff_t)ih * W + iw] += src[oh * CW + ow];
+                }
+            }
+        }
+    }
     #if defined(__GNUC__) && defined(__x86_64__)
     #include <immintrin.h>
     #define HN_RUN512 1
@@ -184,10 +184,9 @@ cdef extern from *:
     /* With AVX-512 and stride 1 along the rows: im2col makes each patch row
        16 columns at a time with one masked load (the lanes off the image
        read as 0) and one masked store; for rows of at most 16 floats,
-       col2im makes each input row in
-       a register, adding the KH*KW patch rows that land on it (masked loads
-       shifted into place), and stores it once: no zeroing pass and no
-       read-modify-write of the gradient.  Other shapes take the plain loops. */
+       col2im makes each input row in a register, adding the KH*KW patch
+       rows that land on it (masked loads shifted into place), and stores it
+       once: no zeroing pass and no read-modify-write of the gradient. */
     __attribute__((target("avx512f"))) static void hn_im2col_512(HN_IM2COL_ARGS)
     {
         const ptrdiff_t P = (ptrdiff_t)CH * CW, ntP = (ptrdiff_t)nt * P;
@@ -507,7 +506,7 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
     u = d
     x = ws + u[F_IN]
     if reuse:
-        pass
+        pass                # in place from the call before
     elif u[F_KIND] == K_DENSE:
         for s in range(nt):
             memcpy(x + <Py_ssize_t>s * in_size, X + <Py_ssize_t>rows[r0 + s] * in_size,

@@ -46,6 +46,19 @@ class FlatGroup:
         return [dev.reshape(dev.batch_slice(flat, off, off + math.prod(shape)), shape)
                 for off, shape in zip(self.offsets, self.shapes)]
 
+    def from_raveled(self, v):
+        """Host rows ``v (..., total)`` holding the layout's arrays raveled one
+        after another (a model's flat weight vectors) laid out as the flat
+        array: ``(..., size)`` float32, zeros in the gaps."""
+        v = np.asarray(v, dtype=np.float32)
+        out = np.zeros(v.shape[:-1] + (self.size,), dtype=np.float32)
+        at = 0
+        for off, shape in zip(self.offsets, self.shapes):
+            n = math.prod(shape)
+            out[..., off:off + n] = v[..., at:at + n]
+            at += n
+        return out
+
     def pack(self, arrays):
         """A new flat device array holding ``arrays`` (device arrays of the
         layout's shapes, or None for zeros) and its views: ``(flat, views)``.

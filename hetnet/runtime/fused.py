@@ -436,14 +436,8 @@ class FusedTrainer:
     def _upload(self, v):
         """Copy host vector ``v`` (the units' parameters raveled, in order)
         into the flat buffer at the layout's offsets."""
-        host = np.zeros(self.layout.size, dtype=np.float32)
-        at = 0
-        for off, shape in zip(self.layout.offsets, self.layout.shapes):
-            size = math.prod(shape)
-            host[off:off + size] = v[at:at + size]
-            at += size
         import pyopencl as cl
-        cl.enqueue_copy(self.device.queue, self.w.base_data, host)
+        cl.enqueue_copy(self.device.queue, self.w.base_data, self.layout.from_raveled(v))
 
     def write_back(self):
         """Copy the trained weights into the model's layers (the model's

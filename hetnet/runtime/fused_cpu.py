@@ -287,10 +287,7 @@ class CPUFusedTrainer:
         if v.shape[0] != sum(sizes):
             raise ValueError(f"a flat weight vector of this model has {sum(sizes)} values, "
                              f"got {v.shape[0]}")
-        at = 0
-        for view, size in zip(self._views(self.w), sizes):
-            view.reshape(-1)[:] = v[at:at + size]
-            at += size
+        self.w[:] = self.layout.from_raveled(v)
 
     def load_weights(self):
         """Take the model's current weights."""
@@ -452,24 +449,16 @@ class CPUFusedTrainer:
         tile of samples while it is in cache.  The trainer's own weights are
         left as they are."""
         Xh, labels, n = self._resident(None, None)
-        sizes = [math.prod(s) for s in self.layout.shapes]
+        total = sum(math.prod(s) for s in self.layout.shapes)
         W = np.asarray(weights, dtype=np.float32)
-        if W.ndim != 2 or W.shape[1] != sum(sizes):
-            raise ValueError(f"weights must be (P, {sum(sizes)}) flat weight vectors, got "
+        if W.ndim != 2 or W.shape[1] != total:
+            raise ValueError(f"weights must be (P, {total}) flat weight vectors, got "
                              f"shape {W.shape}")
-        P = W.shape[0]
-        if self.layout.size == sum(sizes):
-            packed = np.ascontiguousarray(W)
-        else:                           # the layout pads between parameters
-            packed = np.zeros((P, self.layout.size), dtype=np.float32)
-            at = 0
-            for offset, size in zip(self.layout.offsets, sizes):
-                packed[:, offset:offset + size] = W[:, at:at + size]
-                at += size
-        stats = np.zeros((self.threads, 2 * P), dtype=np.float64)
+        stats = np.zeros((self.threads, 2 * W.shape[0]), dtype=np.float64)
         with self.device.session():
-            losses, _ = _kernel.run_population(self.desc, packed, Xh, labels, self._ws,
-                                               self._iws, self.tile, self.threads, stats)
+            losses, _ = _kernel.run_population(self.desc, self.layout.from_raveled(W), Xh,
+                                               labels, self._ws, self._iws, self.tile,
+                                               self.threads, stats)
         return losses / max(n, 1)
 
     # --------------------------------------------------------- inference

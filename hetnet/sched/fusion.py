@@ -98,16 +98,13 @@ class FusionPolicy:
         tr = self._trainers.get(key)
         if is_cpu_device(dev):
             if tr is None and not training:
-                # the training trainer of that batch predicts as well (the same
-                # forward); else one of its own, whose optimizer never runs
+                # the training trainer of that batch predicts as well (the same forward)
                 tr = self._trainers.get((batch, dev.name, True))
-                if tr is None:
-                    tr = self._trainers[key] = CPUFusedTrainer(
-                        model, device=dev, batch_size=batch, optimizer=SGD(lr=0.01))
-                    return tr
             if tr is None:
-                tr = self._trainers[key] = CPUFusedTrainer(model, device=dev, batch_size=batch,
-                                                           optimizer=optimizer)
+                # an inference trainer's optimizer never runs
+                tr = self._trainers[key] = CPUFusedTrainer(
+                    model, device=dev, batch_size=batch,
+                    optimizer=optimizer if training else SGD(lr=0.01))
                 return tr
             tr.load_weights()
             if training and optimizer is not None and optimizer is not tr.optimizer:
