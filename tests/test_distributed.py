@@ -237,6 +237,41 @@ class _TwoHosts:
         return np.stack([np.asarray(array)] * self.size)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_shared_memory_passes_have_numpy_bits_whatever_the_threads(threads):
+    """The averaging's pack (``slot = g * w``) and sum (rows in order) against
+    numpy's float32 ``np.multiply`` / ``np.add`` chain, bit for bit: K = 1-4
+    rows, odd sizes around the threads' chunk, columns and outputs off the
+    cache lines, in place; nothing outside the output written."""
+    from hetnet._cpu.elementwise import AVERAGE_MIN_CHUNK, scale_into, sum_rows
+    rng = np.random.default_rng(threads)
+    for n in (0, 1, 17, 2 * AVERAGE_MIN_CHUNK - 1, 5 * AVERAGE_MIN_CHUNK + 3, 61706):
+        for k in (1, 2, 3, 4):
+            rows = rng.standard_normal((k, n + 21)).astype(np.float32)
+            for start, off in ((0, 0), (3, 1), (21, 7)):
+                want = rows[0, start:start + n].copy()
+                for q in range(1, k):
+                    want = want + rows[q, start:start + n]
+                whole = np.full(n + off + 1, 7.0, dtype=np.float32)
+                sum_rows(rows, start, start + n, whole[off:off + n], threads)
+                np.testing.assert_array_equal(whole[off:off + n].view(np.uint32),
+                                              want.view(np.uint32))
+                assert np.all(whole[:off] == 7.0) and whole[-1] == 7.0
+        g = rng.standard_normal(n).astype(np.float32)
+        for w in (1.0, 0.5, 1 / 3):
+            want = g * np.float32(w)
+            out = np.empty_like(g)
+            scale_into(g, out, w, threads)
+            np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+            in_place = g.copy()
+            scale_into(in_place, in_place, w, threads)
+            np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="sum_rows"):
+        sum_rows(np.zeros((2, 10), np.float32), 5, 11, np.zeros(6, np.float32), threads)
+    with pytest.raises(ValueError, match="scale_into"):
+        scale_into(np.zeros(3, np.float32), np.zeros(4, np.float32), 1.0, threads)
+
+
 def test_shared_memory_transport_needs_every_rank_on_one_host():
     from hetnet.distributed import GradientAverager
     with pytest.raises(ValueError, match="impossible here: the 4 ranks span several hosts"):

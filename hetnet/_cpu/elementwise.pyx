@@ -431,3 +431,159 @@ def gather_rows(const float[:, ::1] x, const long[::1] idx, float[:, ::1] out, i
                 r = r + rows
             memcpy(po + i * d, px + r * d, d * sizeof(float))
     return -1 if bad == n else bad
+
+
+# ------------------------------------------------------- gradient averaging
+# The shared-memory transport of hetnet.distributed (shm.py): each rank packs
+# its weighted gradient into its slot, then sums the K slots in rank order.
+# Both are memory-bound passes over ~250 KB that one thread does at the speed
+# one core reaches another core's cache; T threads each take a contiguous
+# chunk.  The sums are plain float adds in rank order and the scaling a plain
+# float product, so the bits do not depend on T or the chunks (nothing is
+# reassociated: no -ffast-math, and no product meets a sum to be fused).
+
+cdef extern from *:
+    """
+    #include <string.h>
+
+    /* dst[i] = src[i] * w, a copy when w == 1; src may be dst (a slot scaled
+     * in place after a device download).  HN_CLONES: _update_loops.pxi. */
+    HN_CLONES static void hn_scale_run(const float *src, float *dst, ptrdiff_t n, float w)
+    {
+        ptrdiff_t i;
+        if (w == 1.0f) {
+            if (src != dst)
+                memcpy(dst, src, (size_t)n * sizeof(float));
+        } else if (src == dst) {
+            for (i = 0; i < n; ++i)
+                dst[i] = dst[i] * w;
+        } else {
+            for (i = 0; i < n; ++i)
+                dst[i] = src[i] * w;
+        }
+    }
+
+    /* out[i] = ((rows[0][i] + rows[1][i]) + rows[2][i]) + ..., K rows
+     * `stride` floats apart; in blocks of HN_SUM_BLOCK floats, so that `out`
+     * stays in L1 while rows beyond the second are added. */
+    #define HN_SUM_BLOCK 2048
+    HN_CLONES static void hn_sum_rows_run(const float *rows, ptrdiff_t stride, ptrdiff_t k,
+                                          float *restrict out, ptrdiff_t n)
+    {
+        ptrdiff_t b, i, q;
+        if (k == 1) {
+            memcpy(out, rows, (size_t)n * sizeof(float));
+            return;
+        }
+        for (b = 0; b < n; b += HN_SUM_BLOCK) {
+            const ptrdiff_t m = n - b < HN_SUM_BLOCK ? n - b : HN_SUM_BLOCK;
+            const float *restrict r0 = rows + b;
+            const float *restrict r1 = rows + stride + b;
+            float *restrict o = out + b;
+            for (i = 0; i < m; ++i)
+                o[i] = r0[i] + r1[i];
+            for (q = 2; q < k; ++q) {
+                const float *restrict rq = rows + q * stride + b;
+                for (i = 0; i < m; ++i)
+                    o[i] = o[i] + rq[i];
+            }
+        }
+    }
+    """
+    void hn_scale_run(const float *src, float *dst, Py_ssize_t n, float w) nogil
+    void hn_sum_rows_run(const float *rows, Py_ssize_t stride, Py_ssize_t k, float *out,
+                         Py_ssize_t n) nogil
+
+# least floats a thread takes in the averaging's passes: below it waking one
+# costs more than its share of the copy saves (16 KB, a few µs of traffic)
+cdef Py_ssize_t _MIN_CHUNK = 4096
+AVERAGE_MIN_CHUNK = _MIN_CHUNK
+# floats per 64-byte cache line
+cdef Py_ssize_t _LINE = 16
+
+
+cdef inline int _average_nt(Py_ssize_t n, int nthreads) noexcept nogil:
+    cdef Py_ssize_t most = n // _MIN_CHUNK
+    if nthreads < 2 or most < 2:
+        return 1
+    return nthreads if nthreads < most else <int>most
+
+
+cdef inline Py_ssize_t _chunk_start(const float *dst, Py_ssize_t n, int nt, Py_ssize_t chunk,
+                                    int t) noexcept nogil:
+    """Where thread ``t``'s chunk of an ``n``-float pass writing ``dst``
+    starts: chunk boundaries fall on ``dst``'s cache lines (no two threads
+    write one line); thread 0 also takes the floats before the first line."""
+    cdef Py_ssize_t lead = (_LINE - ((<size_t>dst >> 2) & (_LINE - 1))) & (_LINE - 1)
+    if t == 0:
+        return 0
+    if t == nt:
+        return n
+    return min(n, lead + t * chunk)
+
+
+cdef inline Py_ssize_t _line_chunk(Py_ssize_t n, int nt) noexcept nogil:
+    """Floats a thread takes of ``n`` over ``nt``: a whole number of lines."""
+    cdef Py_ssize_t chunk = (n + nt - 1) // nt
+    return (chunk + _LINE - 1) // _LINE * _LINE
+
+
+cdef inline void _average_chunk(bint is_sum, const float *src, Py_ssize_t stride,
+                                Py_ssize_t k, float w, float *dst,
+                                Py_ssize_t n) noexcept nogil:
+    if is_sum:
+        hn_sum_rows_run(src, stride, k, dst, n)
+    else:
+        hn_scale_run(src, dst, n, w)
+
+
+cdef void _average_pass(bint is_sum, const float *src, Py_ssize_t stride, Py_ssize_t k,
+                        float w, float *dst, Py_ssize_t n, int nthreads) noexcept nogil:
+    """One of the averaging's passes over ``n`` floats, on one thread or
+    split into chunks on ``dst``'s cache lines: the sum of ``k`` rows
+    ``stride`` apart from ``src`` (``is_sum``), else ``dst = src * w``."""
+    cdef int nt = _average_nt(n, nthreads), t
+    cdef Py_ssize_t chunk, lo, hi
+    if nt == 1:
+        _average_chunk(is_sum, src, stride, k, w, dst, n)
+        return
+    chunk = _line_chunk(n, nt)
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        lo = _chunk_start(dst, n, nt, chunk, t)
+        hi = _chunk_start(dst, n, nt, chunk, t + 1)
+        if hi > lo:
+            _average_chunk(is_sum, src + lo, stride, k, w, dst + lo, hi - lo)
+
+
+def scale_into(const float[::1] src, float[::1] dst, float w, int nthreads):
+    """``dst = src * w`` (float32 products; a copy when ``w == 1``), split
+    over up to ``nthreads`` threads in contiguous chunks on ``dst``'s cache
+    lines.  ``src`` may be ``dst`` (scaled in place).  Shapes: (n,), (n,)."""
+    cdef Py_ssize_t n = src.shape[0]
+    if dst.shape[0] != n:
+        raise ValueError(f"scale_into: src has {n} floats, dst {dst.shape[0]}")
+    if n == 0:
+        return
+    cdef const float *ps = &src[0]
+    cdef float *pd = &dst[0]
+    with nogil:
+        _average_pass(False, ps, 0, 1, w, pd, n, nthreads)
+
+
+def sum_rows(const float[:, ::1] rows, Py_ssize_t start, Py_ssize_t stop, float[::1] out,
+             int nthreads):
+    """``out = ((rows[0] + rows[1]) + rows[2]) + ...`` over columns
+    ``[start, stop)`` (float32 adds in row order: the bits numpy's
+    ``np.add`` chain gives), split over up to ``nthreads`` threads in
+    contiguous chunks on ``out``'s cache lines.  Shapes: rows (K, N),
+    out (stop - start,); ``out`` must not overlap ``rows``."""
+    cdef Py_ssize_t k = rows.shape[0], n = stop - start
+    if not (0 <= start <= stop <= rows.shape[1]) or out.shape[0] != n or k < 1:
+        raise ValueError(f"sum_rows: columns [{start}, {stop}) of {k} rows of "
+                         f"{rows.shape[1]} into {out.shape[0]} floats")
+    if n == 0:
+        return
+    cdef const float *pr = &rows[0, start]
+    cdef float *po = &out[0]
+    with nogil:
+        _average_pass(True, pr, rows.shape[1], k, 1.0, po, n, nthreads)

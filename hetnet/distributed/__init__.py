@@ -20,10 +20,10 @@ works without it, :func:`init` says what is missing.
 from ._mpi import MPIUnavailableError, require_mpi, launched_by_mpi
 from .context import (init, Context, rank_device, host_gpus,
                       DEFAULT_TIMEOUT_S, TIMEOUT_ENV)
-from .allreduce import GradientAverager, DEFAULT_BUCKET_BYTES
+from .allreduce import GradientAverager, DEFAULT_BUCKET_BYTES, DEFAULT_MAX_THREADS, default_threads
 from .shares import split_batch, measured_speeds, rebalance, share_weights, offsets
 
 __all__ = ["init", "Context", "MPIUnavailableError", "require_mpi",
            "launched_by_mpi", "rank_device", "host_gpus", "GradientAverager", "split_batch",
            "measured_speeds", "rebalance", "share_weights", "offsets", "DEFAULT_TIMEOUT_S",
-           "TIMEOUT_ENV", "DEFAULT_BUCKET_BYTES"]
+           "TIMEOUT_ENV", "DEFAULT_BUCKET_BYTES", "DEFAULT_MAX_THREADS", "default_threads"]

@@ -4,8 +4,9 @@ gradient hook.
 Two transports (``GradientAverager(transport=...)``): when every rank is on
 one host, by default, an MPI-3 shared-memory window (:mod:`.shm`: each rank
 writes its weighted gradient into its slot, the ranks add the slots up in
-rank order, one or two barriers a call); otherwise, or with
-``transport="mpi"``, MPI's reductions, as follows.
+rank order, one or two barriers a call; both passes split over a few
+threads a rank, ``threads``); otherwise, or with ``transport="mpi"``, MPI's
+reductions, as follows.
 
 Each rank's flat gradient buffers (one per device the rank's model uses)
 are cut into buckets of at most ``bucket_bytes``; each bucket is scaled by
@@ -49,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from .._cpu.elementwise import scale_into
 from .context import Context
 from .shm import SharedSlots, layout_key, shm_possible
 
@@ -56,6 +58,20 @@ from .shm import SharedSlots, layout_key, shm_possible
 #: large models get several reductions in flight, pipelined with the
 #: transfers of a device buffer)
 DEFAULT_BUCKET_BYTES = 4 << 20
+#: the most threads a rank's shared-memory averaging takes by default: the
+#: passes are memory-bound, and a few threads already draw the bandwidth
+#: one core cannot (LeNet-5's 247 KB is ~62 KB a thread at 4), while each
+#: one more costs a wake-up and a core the other ranks may want
+DEFAULT_MAX_THREADS = 4
+
+
+def default_threads(context: Context) -> int:
+    """The threads a rank's shared-memory averaging takes by default: the
+    cores this rank may use that the host's other ranks do not take
+    (:meth:`Context.free_cores`: 1 when the launcher bound each rank to one
+    core), at most :data:`DEFAULT_MAX_THREADS`.  A collective over the
+    host's ranks."""
+    return min(DEFAULT_MAX_THREADS, context.free_cores())
 
 
 class GradientAverager:
@@ -87,6 +103,20 @@ class GradientAverager:
         the MPI library has shared-memory windows (agreed by the ranks at
         the first call, one small allgather), else ``"mpi"``.  A job over
         several hosts takes the MPI path.
+    threads : int, optional
+        Threads (OpenMP) that split this rank's passes of the shared-memory
+        transport: the packing of its weighted gradient into its slot and
+        the sum of the slots (each thread a contiguous chunk; buffers under
+        two chunks of 4,096 floats take fewer, down to one).  Default
+        (None): :func:`default_threads`, the cores this rank may use that
+        the host's other ranks do not take, at most
+        :data:`DEFAULT_MAX_THREADS` (1 when the launcher bound each rank to
+        one core, as Open MPI does by default for 2 ranks: ``--bind-to
+        none`` or ``--map-by slot:PE=4`` give a rank more).  The sums'
+        bits do not depend on it (every element is the same adds in the
+        same order), so ranks may differ in it.  More threads than the
+        rank's cores slow the averaging down severalfold (they wait for
+        one another on a shared core).  The MPI path ignores it.
     nonblocking : bool, optional
         ``True``: every bucket by ``Iallreduce``, all in flight at once.
         ``False``: host buckets by blocking ``Allreduce``, one after the
@@ -116,6 +146,10 @@ class GradientAverager:
     transport_used : str or None
         ``"mpi"`` or ``"shm"``, what the calls use (None before the first
         call of ``transport="auto"``).
+    threads_used : int or None
+        The threads of the shared-memory passes (``threads``, or its
+        default, which is found at the first shared-memory call; None
+        before it).
 
     Notes
     -----
@@ -124,13 +158,16 @@ class GradientAverager:
     collectively at the first call and again whenever the buffers' total
     changes; :meth:`close` frees it (collective: every rank calls it), as
     does the end of a data-parallel ``fit``; one still open at exit is
-    freed then.  ``nonblocking`` and ``bucket_bytes`` concern the MPI path
-    only.
+    freed then.  Before the first window the host's ranks exchange their
+    CPU affinity masks (for the default of ``threads``; whatever
+    ``threads`` is, so that every rank makes the same collectives).
+    ``nonblocking`` and ``bucket_bytes`` concern the MPI path only,
+    ``threads`` the shared-memory one.
     """
 
     def __init__(self, context: Context, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                  weight: float | None = None, nonblocking: bool | None = None,
-                 transport: str = "auto") -> None:
+                 transport: str = "auto", threads: int | None = None) -> None:
         bucket_bytes = int(bucket_bytes)
         if bucket_bytes < 4:
             raise ValueError(f"bucket_bytes must be at least 4, got {bucket_bytes}")
@@ -146,8 +183,13 @@ class GradientAverager:
             if why is not None:
                 raise ValueError(f"transport='shm' is impossible here: {why}; use "
                                  "transport='mpi' or 'auto'")
+        if threads is not None and (isinstance(threads, bool)
+                                    or not isinstance(threads, (int, np.integer)) or threads < 1):
+            raise ValueError(f"threads must be None or an int at least 1, got {threads!r}")
         self.transport = transport
         self.transport_used = None if transport == "auto" else transport
+        self.threads = None if threads is None else int(threads)
+        self.threads_used = None
         self._shm = None            # the SharedSlots of transport "shm"
         self._shm_key = None        # (sizes, layout key, [(start, stop)]) of the last shm call
         self._uploads = []          # the last shm call's uploads to devices (events)
@@ -307,10 +349,10 @@ class GradientAverager:
         """The sum over the ranks through the shared-memory window
         (:mod:`hetnet.distributed.shm`'s notes: the layout, the two
         algorithms, why the barriers suffice).  Per call it costs, besides
-        the memory traffic, one barrier (two above
-        :data:`~hetnet.distributed.shm.ALLSUM_MAX_RANKS` ranks) and a few
-        microseconds of Python: the layout's offsets are kept from call to
-        call."""
+        the memory traffic (split over :attr:`threads_used` threads), one
+        barrier (two above :data:`~hetnet.distributed.shm.ALLSUM_MAX_RANKS`
+        ranks) and a few microseconds of Python: the layout's offsets are
+        kept from call to call."""
         sizes, flats = [], []
         for k, (dev, g) in enumerate(items):
             if isinstance(g, np.ndarray):
@@ -338,18 +380,20 @@ class GradientAverager:
             if shm is not None:
                 shm.free()
             self._shm = None
+            if self.threads_used is None:
+                # a collective whatever ``threads`` is: every rank is at its
+                # first window here, as at the allocation below
+                default = default_threads(self.context)
+                self.threads_used = self.threads or default
             shm = self._shm = SharedSlots(self.context, total)
+        threads = self.threads_used
         s = shm.begin()
         slot = shm.slots[s, shm.rank]
-        wf = np.float32(w)
         events = []
         for k, (dev, g) in enumerate(items):
             start, stop = ranges[k]
             if flats[k] is not None:
-                if w == 1.0:
-                    np.copyto(slot[start:stop], flats[k])
-                else:
-                    np.multiply(flats[k], wf, out=slot[start:stop])
+                scale_into(flats[k], slot[start:stop], w, threads)
             elif stop > start:      # download straight into the slot
                 import pyopencl as cl
                 events.append((k, cl.enqueue_copy(dev.queue, slot[start:stop], g.base_data,
@@ -359,7 +403,7 @@ class GradientAverager:
             event.wait()
             if w != 1.0:
                 start, stop = ranges[k]
-                np.multiply(slot[start:stop], wf, out=slot[start:stop])
+                scale_into(slot[start:stop], slot[start:stop], w, threads)
         self.ready_at = time.perf_counter()
         shm.header[s, shm.rank] = key
         shm.barrier("the gradient averaging's shared-memory barrier (slots written)")
@@ -368,21 +412,21 @@ class GradientAverager:
             for k, (dev, g) in enumerate(items):
                 start, stop = ranges[k]
                 if flats[k] is not None:
-                    shm.sum_into(s, start, stop, flats[k])
+                    shm.sum_into(s, start, stop, flats[k], threads)
                 elif stop > start:
                     host = self._staging.get(k)
                     if host is None or host.size != stop - start:
                         host = self._staging[k] = np.empty(stop - start, dtype=np.float32)
-                    shm.sum_into(s, start, stop, host)
+                    shm.sum_into(s, start, stop, host, threads)
                     self._uploads.append(_upload(dev, g, host))
             return
         if shm.hi > shm.lo:
-            shm.sum_into(s, shm.lo, shm.hi, shm.result[shm.lo:shm.hi])
+            shm.sum_into(s, shm.lo, shm.hi, shm.result[shm.lo:shm.hi], threads)
         shm.barrier("the gradient averaging's shared-memory barrier (slices summed)")
         for k, (dev, g) in enumerate(items):
             start, stop = ranges[k]
             if flats[k] is not None:
-                np.copyto(flats[k], shm.result[start:stop])
+                scale_into(shm.result[start:stop], flats[k], 1.0, threads)
             elif stop > start:
                 self._uploads.append(_upload(dev, g, shm.result[start:stop]))
 
@@ -460,4 +504,4 @@ def _pyopencl_for(dev, g):
     return cl
 
 
-__all__ = ["GradientAverager", "DEFAULT_BUCKET_BYTES"]
+__all__ = ["GradientAverager", "DEFAULT_BUCKET_BYTES", "DEFAULT_MAX_THREADS", "default_threads"]

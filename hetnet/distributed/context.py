@@ -292,10 +292,11 @@ class Context:
 
     # ------------------------------------------------------------ devices
     def _host_cores(self):
-        """``(cores, bound)``: the CPU cores this rank's threads may share
-        with the host's other CPU ranks, and whether the launcher bound each
-        rank to cores of its own (their affinity masks do not overlap; then
-        ``cores`` counts this rank's own)."""
+        """``(cores, bound, own)``: the CPU cores this rank's threads may
+        share with the host's other CPU ranks, whether the launcher bound
+        each rank to cores of its own (their affinity masks do not overlap;
+        then ``cores`` counts this rank's own), and the cores this rank may
+        run on.  Collective over the host's ranks."""
         ncpu = os.cpu_count() or 1
         mine = np.zeros(ncpu, dtype=np.uint8)
         try:
@@ -305,9 +306,19 @@ class Context:
         masks = np.empty((self.local_size, ncpu), dtype=np.uint8)
         self.wait(self.local_comm.Iallgather(mine, masks), "the exchange of CPU affinity masks")
         overlap = bool((masks.sum(axis=0) > 1)[mine.astype(bool)].any())
+        own = int(mine.sum())
         if self.local_size > 1 and not overlap:
-            return int(mine.sum()), True
-        return int(masks.max(axis=0).sum()), False
+            return own, True, own
+        return int(masks.max(axis=0).sum()), False, own
+
+    def free_cores(self) -> int:
+        """The CPU cores this rank may use that the host's other ranks do
+        not take: its own when the launcher bound the ranks to cores of
+        their own, else an equal share of the cores they all may run on
+        (never more than this rank's affinity mask holds), at least 1.  A
+        collective: every rank of the host calls it at the same point."""
+        cores, bound, own = self._host_cores()
+        return own if bound else max(1, min(own, cores // self.local_size))
 
     def _choose_device(self, spec):
         from ..devices import Device, get_device
@@ -319,7 +330,7 @@ class Context:
         if key not in ("auto", "gpu", "cpu"):
             return get_device(spec)
         gpus = [] if key == "cpu" else host_gpus()
-        cores, bound = self._host_cores()
+        cores, bound, _ = self._host_cores()
         name, threads = rank_device(key, self.local_rank, self.local_size, gpus, cores)
         if bound and name == "cpu":     # the launcher gave this rank its own cores
             threads = cores

@@ -13,10 +13,10 @@ laid out as::
 ``N`` is the buffers' total floats (rounded up to 16, 64 bytes, so that
 every slot starts on a cache line).  A call packs the rank's buffers into
 its slot of the current set, scaled by its weight in the same pass
-(``np.multiply(g, w, out=slot)``; a device buffer is downloaded straight
-into the slot and scaled there), then the ranks sum the K slots in rank
-order, ``((s_0 + s_1) + s_2) + ...``, elementwise.  Two ways, chosen by K
-(:data:`ALLSUM_MAX_RANKS`):
+(``slot = g * w`` in float32, a copy when ``w == 1``; a device buffer is
+downloaded straight into the slot and scaled there), then the ranks sum
+the K slots in rank order, ``((s_0 + s_1) + s_2) + ...``, elementwise.  Two
+ways, chosen by K (:data:`ALLSUM_MAX_RANKS`):
 
 - *all-sum* (K <= :data:`ALLSUM_MAX_RANKS`): one barrier; then every rank
   sums all K slots itself, straight into its own buffers.  It reads K*N
@@ -28,6 +28,17 @@ order, ``((s_0 + s_1) + s_2) + ...``, elementwise.  Two ways, chosen by K
 
 Either way every rank ends with the same bits: each element is the same
 sum in the same order (all-sum and reduce-scatter give the same bits too).
+
+Both passes are memory-bound, and one thread reads another core's slot at
+well under the bandwidth the cores have together, so each rank splits them
+over ``threads`` threads (:func:`hetnet._cpu.elementwise.scale_into` and
+:func:`~hetnet._cpu.elementwise.sum_rows`, OpenMP; each thread a
+contiguous chunk starting on a cache line of the array it writes).  The
+threads change which core computes an element, not how: the product and
+the adds of each element are the same float32 operations in the same
+order, unfused and unreassociated, so the bits are those of one thread
+(and of numpy's ``np.multiply``/``np.add``), and ranks may use different
+numbers of threads.
 
 Why two sets of slots, and why that removes a barrier from all-sum (but
 not from reduce-scatter).  In all-sum the only barrier of call n (B_n)
@@ -57,7 +68,13 @@ advice to users on MPI_WIN_SYNC, MPI Forum ticket #413) gives
 orders a rank's stores to a shared-memory window before another rank's
 loads in the unified model; the first Sync completes this rank's stores,
 the barrier orders the ranks, the second keeps this rank's later loads
-after it.
+after it.  The threads of a pass do not change this: the pack's threads
+end at the closing barrier of their parallel region (an OpenMP flush)
+before this rank's first Sync, as if the rank's one thread had stored
+their values, and the sum's threads start (a fork, also a flush) after the
+second Sync; every read of a call is over when its parallel region ends,
+before the rank goes on to the next barrier, which the alternating sets'
+argument above needs.
 
 Barriers are blocking ``MPI_Barrier`` calls under the context's watchdog
 (:meth:`Context.watched`): a rank that died or hangs ends the job within
@@ -77,6 +94,8 @@ import zlib
 from typing import Any
 
 import numpy as np
+
+from .._cpu.elementwise import sum_rows
 
 #: up to this many ranks the all-sum (one barrier) is used, above it the
 #: reduce-scatter (two barriers, 2N floats read a rank whatever K).  With 2
@@ -192,16 +211,11 @@ class SharedSlots:
                              f"{keys} by rank of the host): every rank must pass buffers of the "
                              "same sizes in the same order")
 
-    def sum_into(self, s: int, start: int, stop: int, out: np.ndarray) -> None:
+    def sum_into(self, s: int, start: int, stop: int, out: np.ndarray, threads: int = 1
+                 ) -> None:
         """``out = ((slot_0 + slot_1) + ...)[start:stop]`` of set ``s``, in
-        rank order."""
-        slots = self.slots[s]
-        if self.k == 1:
-            np.copyto(out, slots[0, start:stop])
-            return
-        np.add(slots[0, start:stop], slots[1, start:stop], out=out)
-        for q in range(2, self.k):
-            np.add(out, slots[q, start:stop], out=out)
+        rank order, over up to ``threads`` threads."""
+        sum_rows(self.slots[s], start, stop, out, threads)
 
     def free(self, watched: bool = True) -> None:
         """Free the window (collective: every rank of the host calls it at

@@ -10,11 +10,14 @@ average   odd sizes (1 float, 61,706, sizes not a multiple of K), several
           changes (another total: a new window; the same total cut
           otherwise); a slow reader (rank 0 sums late) while the others
           write their next call; close() and a fresh window; "auto" picks
-          "shm".
+          "shm"; threads (3, and a different count on each rank) give the
+          bits of one thread and of numpy's float32 sum in rank order, for
+          odd sizes, several buffers, weights other than 1 and 1.
 mismatch  ranks passing buffers of unlike layouts (same total) get a clear
           error on every rank, not a wrong sum.
 opencl    a device buffer (a view into a larger array) beside a host buffer,
-          downloaded into the slot and uploaded from the sum; prints
+          downloaded into the slot and uploaded from the sum, with the
+          default threads and with 3; prints
           ``SKIP`` without an OpenCL device that builds kernels.
 A second argument ``reduce-scatter`` makes 2 ranks use the algorithm of
 more (the reduce-scatter) instead of the all-sum.
@@ -27,8 +30,10 @@ import time
 
 import numpy as np
 
+from hetnet._cpu.elementwise import AVERAGE_MIN_CHUNK
 from hetnet.distributed import init, GradientAverager, share_weights
 from hetnet.distributed import shm
+from hetnet.distributed.allreduce import default_threads
 
 
 def inputs(rank, sizes, call=0):
@@ -75,10 +80,10 @@ def average(ctx):
     avg = GradientAverager(ctx, weight=weights[r], transport="shm")
     bufs = inputs(r, sizes)
     avg.average([(ctx.device, bufs[0])])
-    want = np.float32(weights[0]) * inputs(0, sizes)[0]
-    for q in range(1, k):
-        want = want + np.float32(weights[q]) * inputs(q, sizes)[0]
-    np.testing.assert_array_equal(bufs[0], want)
+    np.testing.assert_array_equal(bufs[0], numpy_sum(k, weights, sizes)[0])
+    assert avg.threads is None and avg.threads_used == default_threads(ctx) >= 1
+    avg.close()
+    threaded(ctx, weights)
 
     # 60 calls with data changing every call, the layout changed twice on
     # the way (a new total: a new window; the same total cut differently)
@@ -145,6 +150,41 @@ def average(ctx):
     GradientAverager(ctx, transport="shm").average([(ctx.device, inputs(r, [100])[0])])
 
 
+def numpy_sum(k, weights, sizes, call=0):
+    """Per buffer, numpy's float32 ``w_0 g_0 + w_1 g_1 + ...`` in rank order."""
+    want = [np.float32(weights[0]) * g for g in inputs(0, sizes, call)]
+    for q in range(1, k):
+        want = [a + np.float32(weights[q]) * g for a, g in zip(want, inputs(q, sizes, call))]
+    return want
+
+
+def threaded(ctx, weights):
+    """Threads split the passes, not the sums: 3 threads (several chunks in
+    the buffers over 2 * AVERAGE_MIN_CHUNK floats, odd sizes, buffers not on
+    cache lines) and 1 + 2 * rank threads (the ranks unlike) give the bits
+    of one thread and of numpy, with weights other than 1 and 1."""
+    k, r = ctx.size, ctx.rank
+    sizes = [7 * AVERAGE_MIN_CHUNK + 5, 1, 61706, 2 * k + 1, 3 * AVERAGE_MIN_CHUNK - 3]
+    for ws in (weights, np.ones(k)):
+        for threads in (1, 3, 1 + 2 * r):
+            avg = GradientAverager(ctx, weight=ws[r], transport="shm", threads=threads)
+            for call in range(3):       # both slot sets
+                bufs = inputs(r, sizes, call)
+                avg.average([(ctx.device, b) for b in bufs])
+                for got, want in zip(bufs, numpy_sum(k, ws, sizes, call)):
+                    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+            assert avg.threads_used == threads, (avg.threads_used, threads)
+            avg.close()
+            same_bits_everywhere(ctx, bufs)
+    for bad in (0, -1, 2.5, True):
+        try:
+            GradientAverager(ctx, transport="shm", threads=bad)
+        except ValueError as exc:
+            assert "threads must be" in str(exc), exc
+        else:
+            raise AssertionError(f"threads={bad!r} was accepted")
+
+
 def mismatch(ctx):
     r = ctx.rank
     avg = GradientAverager(ctx, transport="shm")
@@ -166,10 +206,16 @@ def opencl(ctx):
     if not have.all():
         ctx.print("SKIP no OpenCL device that can build kernels")
         return
+    weights = share_weights(np.arange(1, ctx.size + 1))
+    for threads in (None, 3):
+        device_and_host(ctx, dev, weights, threads)
+
+
+def device_and_host(ctx, dev, weights, threads):
+    """Six calls of a device buffer (several threads' chunks) beside a host one."""
     k, r = ctx.size, ctx.rank
-    n, off = 1001, 64
-    weights = share_weights(np.arange(1, k + 1))
-    avg = GradientAverager(ctx, weight=weights[r], transport="shm")
+    n, off = 3 * AVERAGE_MIN_CHUNK + 1001, 64
+    avg = GradientAverager(ctx, weight=weights[r], transport="shm", threads=threads)
     for call in range(6):
         whole = dev.asarray(np.full(off + n + 64, -5.0, dtype=np.float32))
         g = dev.batch_slice(whole, off, off + n)
