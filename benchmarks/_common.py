@@ -250,15 +250,16 @@ ALLREDUCE_CALLS = 300
 
 
 def allreduce_alone(ctx, size, nonblocking, calls=ALLREDUCE_CALLS, weight=None,
-                    transport="mpi"):
+                    transport="mpi", threads=None):
     """µs per averaging of ``size`` floats on host memory by hetnet's
     ``GradientAverager`` (``transport="mpi"``: blocking ``Allreduce`` or
-    ``Iallreduce``; ``"shm"``: the shared-memory window), ranks in step: the
+    ``Iallreduce``; ``"shm"``: the shared-memory window, its passes over
+    ``threads`` threads, None: the averager's default), ranks in step: the
     slowest rank's mean over ``calls`` calls, after 20 untimed."""
     import numpy as np
     from hetnet.distributed import GradientAverager
     g = np.ones(size, dtype=np.float32)
-    avg = GradientAverager(ctx, nonblocking=nonblocking, transport=transport)
+    avg = GradientAverager(ctx, nonblocking=nonblocking, transport=transport, threads=threads)
     if weight is not None:
         avg.set_weight(weight)
     for _ in range(20):
