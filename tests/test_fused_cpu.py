@@ -341,6 +341,18 @@ def test_padded_rows_of_every_width_through_both_patch_loops():
         _matches_through_both_loops(model, X, y, tile=3, threads=2)
 
 
+def test_weight_gradient_blocks_past_the_edges_through_both_paths():
+    # 39 filters of 3x5x5 (75 columns): the AVX-512 weight gradient's 4x4
+    # blocks run past both edges (40 x 76); 15 positions a sample, so a tile
+    # holds fewer than, exactly and more than its 16 lanes; the other path
+    # is BLAS
+    model = hn.Sequential([Conv2D(3, 39, kernel_size=5), ReLU(), Flatten(),
+                           Dense(39 * 3 * 5, 4)], input_shape=(3, 7, 9), seed=8, fuse="never")
+    X, y = _data((3, 7, 9), 11, 4, seed=8)
+    for tile in (1, 3, 11):
+        _matches_through_both_loops(model, X, y, tile=tile, threads=2)
+
+
 def test_max_pool_ties_take_the_first_maximum_as_the_layer_does():
     # 0/1/2 inputs through a (1, 3) convolution of weights (0, 1, 0): its output is the
     # input, most 2x2 windows tie, and the gradient of the outer taps (the neighbours of

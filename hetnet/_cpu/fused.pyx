@@ -368,6 +368,72 @@ cdef extern from *:
                 }
             }
     }
+    /* A convolution's weight gradient C (M, L) += A (M, N) B (L, N)^T (the
+       output gradient times the patch matrix, transposed), all row-major,
+       as dot products along N in 4x4 blocks of accumulators.  N (the
+       tile's output positions) is a few hundred for LeNet's second
+       convolution, so reducing each block's 16 accumulators to 16 sums is a
+       large share of the work: hn_sum16 does the 16 at once (45 shuffles
+       and adds, not 16 reductions of 8 steps each), where BLAS's general
+       kernel packs B first.  Blocks past M or L re-read the last row and
+       are not stored. */
+    __attribute__((target("avx512f"))) static inline __m512 hn_sum16(const __m512 *v)
+    {
+        /* lane q of the result: the sum of v[q]'s lanes */
+        __m512 t[8], u[4];
+        for (int i = 0; i < 8; i++)     /* 128-bit block: pair sums of v[2i], v[2i+1] */
+            t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                                 _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+        for (int j = 0; j < 4; j++)     /* 128-bit block: v[4j .. 4j+3]'s block sums */
+            u[j] = _mm512_add_ps(
+                _mm512_shuffle_ps(t[2 * j], t[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                _mm512_shuffle_ps(t[2 * j], t[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+        const __m512 x0 = _mm512_add_ps(
+            _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
+            _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
+        const __m512 x1 = _mm512_add_ps(
+            _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
+            _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
+        return _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    __attribute__((target("avx512f,fma"))) static void hn_wgrad_512(int M, int L, int N,
+            const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
+            ptrdiff_t ldc)
+    {
+        for (int l0 = 0; l0 < L; l0 += 4) {      /* B's 4 rows stay in L1 over A's rows */
+            const float *b[4];
+            for (int j = 0; j < 4; j++)
+                b[j] = B + (ptrdiff_t)(l0 + j < L ? l0 + j : L - 1) * ldb;
+            const int nl = L - l0 < 4 ? L - l0 : 4;
+            const __mmask16 cm = (__mmask16)((1u << nl) - 1u);
+            for (int m0 = 0; m0 < M; m0 += 4) {
+                const float *a[4];
+                for (int i = 0; i < 4; i++)
+                    a[i] = A + (ptrdiff_t)(m0 + i < M ? m0 + i : M - 1) * lda;
+                __m512 acc[16];
+                for (int q = 0; q < 16; q++) acc[q] = _mm512_setzero_ps();
+                for (int n0 = 0; n0 < N; n0 += 16) {
+                    const __mmask16 mk = HN_MASK(N - n0);
+                    __m512 bv[4];
+                    for (int j = 0; j < 4; j++) bv[j] = _mm512_maskz_loadu_ps(mk, b[j] + n0);
+                    for (int i = 0; i < 4; i++) {
+                        const __m512 av = _mm512_maskz_loadu_ps(mk, a[i] + n0);
+                        for (int j = 0; j < 4; j++)
+                            acc[4 * i + j] = _mm512_fmadd_ps(av, bv[j], acc[4 * i + j]);
+                    }
+                }
+                const __m512 sums = hn_sum16(acc);      /* lane 4i+j: C (m0+i, l0+j) */
+                for (int i = 0; i < 4 && m0 + i < M; i++) {
+                    float *c = C + (ptrdiff_t)(m0 + i) * ldc + l0;
+                    const __m512 si = _mm512_maskz_compress_ps((__mmask16)(0xFu << (4 * i)),
+                                                               sums);
+                    _mm512_mask_storeu_ps(c, cm, _mm512_add_ps(_mm512_maskz_loadu_ps(cm, c),
+                                                               si));
+                }
+            }
+        }
+    }
     #endif
     static void hn_max2x2(const float *x, float *y, int *arg, ptrdiff_t planes, int H, int W,
                           int HO, int WO)
@@ -377,10 +443,29 @@ cdef extern from *:
     #endif
         hn_max2x2_plain(x, y, arg, planes, H, W, HO, WO);
     }
+    /* C (M, L) += A (M, N) B (L, N)^T by hn_wgrad_512 where the CPU has
+       AVX-512, N's stride-1 rows are short enough that BLAS's packing
+       costs (N < 2048) and the 4x4 blocks waste at most a tenth of their
+       work on rows past M or L; returns 0 (nothing done) otherwise. */
+    static int hn_wgrad(int M, int L, int N, const float *A, ptrdiff_t lda, const float *B,
+                        ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+    {
+    #if HN_RUN512
+        const double covered = (double)((M + 3) / 4 * 4) * ((L + 3) / 4 * 4);
+        if (hn_avx512() && N < 2048 && covered <= 1.1 * M * L) {
+            hn_wgrad_512(M, L, N, A, lda, B, ldb, C, ldc);
+            return 1;
+        }
+    #endif
+        (void)M; (void)L; (void)N; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
+        return 0;
+    }
     """
     void _max2x2 "hn_max2x2"(const float *x, float *y, int *arg, Py_ssize_t planes, int H,
                              int W, int HO, int WO) noexcept nogil
     int _set_avx512 "hn_set_avx512"(int on) noexcept nogil
+    int _wgrad "hn_wgrad"(int M, int L, int N, const float *A, Py_ssize_t lda, const float *B,
+                          Py_ssize_t ldb, float *C, Py_ssize_t ldc) noexcept nogil
     void _im2col "hn_im2col"(const float *x, float *cols, int nt, int C, int H, int W, int KH,
                              int KW, int SH, int SW, int PH, int PW, int CH,
                              int CW) noexcept nogil
@@ -610,8 +695,9 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
             else:
                 g = ws + u[F_GOUT]
             _act_grad_inplace(ws + u[F_Y], g, u[F_F] * ntP, u[F_ACT])
-            gemm_rm(False, True, u[F_F], CKK, ntP, 1.0, g, ntP, ws + u[F_COLS], ntP, 1.0,
-                    gw + u[F_WOFF], CKK)
+            if not _wgrad(u[F_F], CKK, ntP, g, ntP, ws + u[F_COLS], ntP, gw + u[F_WOFF], CKK):
+                gemm_rm(False, True, u[F_F], CKK, ntP, 1.0, g, ntP, ws + u[F_COLS], ntP, 1.0,
+                        gw + u[F_WOFF], CKK)
             if u[F_BOFF] >= 0:
                 for f in range(u[F_F]):
                     gw[u[F_BOFF] + f] += _sum(g + f * ntP, ntP)
