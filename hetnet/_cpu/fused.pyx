@@ -456,8 +456,9 @@ cdef extern from *:
             hn_wgrad_512(M, L, N, A, lda, B, ldb, C, ldc);
             return 1;
         }
-    #endif
+    #else
         (void)M; (void)L; (void)N; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
+    #endif
         return 0;
     }
     """
