@@ -312,18 +312,21 @@ def test_metaheuristic_population_runs_fused_where_chosen():
 
 def _matches_through_both_loops(model, X, y, tile, threads):
     """The fused loss, gradients and logits equal the layer path's with the
-    AVX-512 loops (where the CPU has them) and with the plain ones."""
+    AVX-512 loops (where the CPU has them), with direct convolutions and
+    without, and with the plain loops."""
     from hetnet._cpu import fused as kernel
     ref_loss, ref_grads = model.loss_and_gradients(X, y)
     ref_logits = model.predict_logits(X)
-    for simd in (True, False):
-        before = kernel.use_avx512(simd)
+    # the AVX-512 loops with direct convolutions, through patch matrices, the plain loops
+    for simd, direct in ((True, True), (True, False), (False, True)):
+        before, before_direct = kernel.use_avx512(simd), kernel.use_direct(direct)
         try:
             tr = CPUFusedTrainer(model, tile=tile, num_threads=threads)
             loss, grads = tr.loss_and_gradients(X, y)
             logits = tr.predict_logits(X)
         finally:
             kernel.use_avx512(before)
+            kernel.use_direct(before_direct)
         assert abs(loss - ref_loss) <= RTOL * abs(ref_loss), simd
         for g, r in zip(grads, ref_grads):
             assert _rel(g, r) <= RTOL, simd
@@ -351,6 +354,33 @@ def test_weight_gradient_blocks_past_the_edges_through_both_paths():
     X, y = _data((3, 7, 9), 11, 4, seed=8)
     for tile in (1, 3, 11):
         _matches_through_both_loops(model, X, y, tile=tile, threads=2)
+
+
+def test_direct_convolutions_through_both_paths():
+    # the direct convolution (no patch matrix, AVX-512): 7 filters (past a block of 6
+    # and of 3), 18 and 105 taps (past a block of 5), odd row counts, padding on both
+    # sides, widths around its 32-lane pairs, a sigmoid (applied after the kernel); the
+    # second convolution is direct too, its input gradient through col2im
+    from hetnet._cpu import fused as kernel
+    has = kernel.use_avx512(True)
+    kernel.use_avx512(has)
+    for width in (24, 28, 32, 50):
+        assert kernel.takes_direct(2, 3, 3, 1, 1, width) == has
+        assert kernel.takes_direct(7, 3, 5, 1, 1, width) == has
+        assert kernel.use_direct(False) is True
+        assert not kernel.takes_direct(2, 3, 3, 1, 1, width)
+        kernel.use_direct(True)
+        model = hn.Sequential([Conv2D(2, 7, kernel_size=3, padding=1), Sigmoid(),
+                               Conv2D(7, 3, kernel_size=(3, 5), padding=(0, 2)), ReLU(),
+                               Flatten(), Dense(3 * 5 * width, 3)],
+                              input_shape=(2, 7, width), seed=10, fuse="never")
+        X, y = _data((2, 7, width), 5, 3, seed=width)
+        _matches_through_both_loops(model, X, y, tile=2, threads=2)
+    # LeNet-5 at 32x32 (the thesis cell's): 1 channel, 5x5 taps, 28 columns, no padding
+    assert not kernel.takes_direct(6, 5, 5, 1, 1, 10)        # its second: patch matrix
+    model = hn.models.lenet5(input_size=32, seed=11, fuse="never")
+    X, y = _data((1, 32, 32), 7, 10, seed=11)
+    _matches_through_both_loops(model, X, y, tile=3, threads=2)
 
 
 def test_max_pool_ties_take_the_first_maximum_as_the_layer_does():

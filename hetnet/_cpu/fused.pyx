@@ -434,6 +434,182 @@ cdef extern from *:
             }
         }
     }
+    /* Direct convolution at stride 1, without a patch matrix: the tile's
+       input rows are read shifted into place (masked loads, the lanes off
+       the image read as 0), each one used by 6 filters' accumulators, two
+       output rows of up to 32 columns at a time (24 accumulators).  For a
+       first convolution over a narrow input (LeNet's: 1 channel, 5x5 taps,
+       28x28 outputs) the patch matrix costs as much to write and read as
+       the product itself.  hn_conv_masks: lane masks per (kw, 16-column
+       chunk q) of an output row: vm the lanes ow with 0 <= ow - PW + kw < W
+       and ow < CW, om those with ow < CW. */
+    #define HN_DIRECT_KW 16
+    #define HN_DIRECT_Q 8       /* 16-column chunks: CW <= 128 */
+    static void hn_conv_masks(int W, int KW, int PW, int CW,
+                              __mmask16 vm[HN_DIRECT_KW][HN_DIRECT_Q], __mmask16 om[HN_DIRECT_Q])
+    {
+        for (int q = 0; q < HN_DIRECT_Q; q++) {
+            const int j0 = 16 * q;
+            om[q] = CW > j0 ? HN_MASK(CW - j0) : 0;
+            for (int kw = 0; kw < KW; kw++) {
+                const int lo = PW - kw > 0 ? PW - kw : 0;
+                const int hi = W + PW - kw < CW ? W + PW - kw : CW;
+                const int a = lo - j0 > 0 ? lo - j0 : 0, b = hi - j0 > 0 ? hi - j0 : 0;
+                vm[kw][q] = b > a ? (__mmask16)(HN_MASK(b) & ~HN_MASK(a)) : 0;
+            }
+        }
+    }
+    /* y (F, nt, CH*CW) = act(conv(x (C, nt, H*W), w (F, C*KH*KW)) + bias), act
+       ReLU when relu else identity; filters past F in the last block of 6
+       are computed from the last one and not stored, a row past CH or off
+       the image is read from zeros.  The 24 accumulators are named, not an
+       array, so that they stay in registers (GCC spilled the array's to
+       the stack on every tap). */
+    #define HN_CF_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5)
+    #define HN_CF_DECL(i) __m512 a##i##00 = bv[i], a##i##01 = bv[i], a##i##10 = bv[i], \
+                                 a##i##11 = bv[i];
+    #define HN_CF_FMA(i) { const __m512 wv = _mm512_set1_ps(wk[i]);                        \
+                           a##i##00 = _mm512_fmadd_ps(wv, v00, a##i##00);                 \
+                           a##i##01 = _mm512_fmadd_ps(wv, v01, a##i##01);                 \
+                           a##i##10 = _mm512_fmadd_ps(wv, v10, a##i##10);                 \
+                           a##i##11 = _mm512_fmadd_ps(wv, v11, a##i##11); }
+    #define HN_CF_STORE(i) if (f0 + i < F) {                                              \
+            float *yr = y + ((ptrdiff_t)(f0 + i) * nt + s) * P + (ptrdiff_t)oh0 * CW + 32 * pq; \
+            _mm512_mask_storeu_ps(yr, om0, relu ? _mm512_max_ps(a##i##00, zero) : a##i##00); \
+            _mm512_mask_storeu_ps(yr + 16, om1, relu ? _mm512_max_ps(a##i##01, zero) : a##i##01); \
+            if (nr == 2) {                                                                \
+                _mm512_mask_storeu_ps(yr + CW, om0, relu ? _mm512_max_ps(a##i##10, zero) : a##i##10); \
+                _mm512_mask_storeu_ps(yr + CW + 16, om1,                                  \
+                                      relu ? _mm512_max_ps(a##i##11, zero) : a##i##11);   \
+            } }
+    __attribute__((target("avx512f,fma"))) static void hn_conv_fwd_512(
+            const float *x, const float *w, const float *bias, float *y, int nt, int C, int H,
+            int W, int F, int KH, int KW, int PH, int PW, int CH, int CW, int relu)
+    {
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, HW = (ptrdiff_t)H * W;
+        const int CKK = C * KH * KW, npair = (CW + 31) / 32;
+        __mmask16 vm[HN_DIRECT_KW][HN_DIRECT_Q], om[HN_DIRECT_Q];
+        hn_conv_masks(W, KW, PW, CW, vm, om);
+        const __m512 zero = _mm512_setzero_ps();
+        float zrow[64] = {0.0f};
+        float wt[128 * 6];      /* wt[6t + i]: tap t of filter f0 + i */
+        for (int f0 = 0; f0 < F; f0 += 6) {
+            __m512 bv[6];
+            for (int i = 0; i < 6; i++) {
+                const int fi = f0 + i < F ? f0 + i : F - 1;
+                bv[i] = _mm512_set1_ps(bias != NULL ? bias[fi] : 0.0f);
+                for (int t = 0; t < CKK; t++) wt[6 * t + i] = w[(ptrdiff_t)fi * CKK + t];
+            }
+            for (int s = 0; s < nt; s++)
+            for (int oh0 = 0; oh0 < CH; oh0 += 2) {
+                const int nr = CH - oh0 < 2 ? 1 : 2;
+                for (int pq = 0; pq < npair; pq++) {
+                    const __mmask16 om0 = om[2 * pq], om1 = om[2 * pq + 1];
+                    HN_CF_ALL(HN_CF_DECL)
+                    for (int c = 0; c < C; c++) {
+                        const float *xc = x + ((ptrdiff_t)c * nt + s) * HW - PW + 32 * pq;
+                        for (int kh = 0; kh < KH; kh++) {
+                            const int ih0 = oh0 - PH + kh, ih1 = ih0 + 1;
+                            const float *r0 = ih0 >= 0 && ih0 < H ? xc + (ptrdiff_t)ih0 * W
+                                                                  : zrow;
+                            const float *r1 = nr == 2 && ih1 >= 0 && ih1 < H
+                                              ? xc + (ptrdiff_t)ih1 * W : zrow;
+                            const float *wk = wt + 6 * (c * KH + kh) * KW;
+                            for (int kw = 0; kw < KW; kw++, wk += 6) {
+                                const __mmask16 k0 = vm[kw][2 * pq], k1 = vm[kw][2 * pq + 1];
+                                const __m512 v00 = _mm512_maskz_loadu_ps(k0, r0 + kw),
+                                             v01 = _mm512_maskz_loadu_ps(k1, r0 + kw + 16),
+                                             v10 = _mm512_maskz_loadu_ps(k0, r1 + kw),
+                                             v11 = _mm512_maskz_loadu_ps(k1, r1 + kw + 16);
+                                HN_CF_ALL(HN_CF_FMA)
+                            }
+                        }
+                    }
+                    HN_CF_ALL(HN_CF_STORE)
+                }
+            }
+        }
+    }
+    /* The same convolution's weight gradient: dw (F, C*KH*KW) += the tile's
+       g (F, nt, CH*CW) times x's shifted rows, as dot products over the
+       output positions in blocks of 3 filters x 5 taps of one input row
+       (c, kh) (15 accumulators, reduced together by hn_sum16), over the
+       output rows whose input row is on the image, one 16-column chunk at
+       a time so that its lane masks stay in mask registers; taps past the
+       row and filters past F are computed from the last ones and not
+       stored. */
+    __attribute__((target("avx512f,fma"))) static void hn_conv_wgrad_512(
+            const float *x, const float *g, float *dw, int nt, int C, int H, int W, int F,
+            int KH, int KW, int PH, int PW, int CH, int CW)
+    {
+        const ptrdiff_t P = (ptrdiff_t)CH * CW, HW = (ptrdiff_t)H * W;
+        const int CKK = C * KH * KW, nq = (CW + 15) / 16;
+        __mmask16 vm[HN_DIRECT_KW][HN_DIRECT_Q], om[HN_DIRECT_Q];
+        hn_conv_masks(W, KW, PW, CW, vm, om);
+        for (int f0 = 0; f0 < F; f0 += 3) {
+            const float *g0 = g + (ptrdiff_t)f0 * nt * P;
+            const float *g1 = g + (ptrdiff_t)(f0 + 1 < F ? f0 + 1 : F - 1) * nt * P;
+            const float *g2 = g + (ptrdiff_t)(f0 + 2 < F ? f0 + 2 : F - 1) * nt * P;
+            for (int c = 0; c < C; c++)
+            for (int kh = 0; kh < KH; kh++) {
+                const int lo = PH - kh > 0 ? PH - kh : 0;       /* oh with ih on the image */
+                const int hi = H + PH - kh < CH ? H + PH - kh : CH;
+                for (int kw0 = 0; kw0 < KW; kw0 += 5) {
+                    int kw[5];
+                    for (int j = 0; j < 5; j++) kw[j] = kw0 + j < KW ? kw0 + j : KW - 1;
+                    __m512 acc[16];
+                    for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+                    for (int q = 0; q < nq; q++) {
+                        const __mmask16 mo = om[q], m0 = vm[kw[0]][q], m1 = vm[kw[1]][q],
+                                        m2 = vm[kw[2]][q], m3 = vm[kw[3]][q], m4 = vm[kw[4]][q];
+                        /* LD(m, p): the lanes of m from p; a chunk whose lanes are all
+                           on the image and the output loads without masks (GCC reloads
+                           mask registers from the stack on every use) */
+                        #define HN_CW_LOOP(LD)                                                   \
+                        for (int s = 0; s < nt; s++) {                                           \
+                            const float *xs = x + ((ptrdiff_t)c * nt + s) * HW                   \
+                                              + (ptrdiff_t)(kh - PH) * W - PW + 16 * q;          \
+                            const ptrdiff_t gs = s * P + 16 * q;                                 \
+                            for (int oh = lo; oh < hi; oh++) {                                   \
+                                const ptrdiff_t go = gs + (ptrdiff_t)oh * CW;                    \
+                                const __m512 gv0 = LD(mo, g0 + go), gv1 = LD(mo, g1 + go),       \
+                                             gv2 = LD(mo, g2 + go);                              \
+                                const float *xr = xs + (ptrdiff_t)oh * W;                        \
+                                HN_CW_TAP(LD, 0, m0) HN_CW_TAP(LD, 1, m1) HN_CW_TAP(LD, 2, m2)   \
+                                HN_CW_TAP(LD, 3, m3) HN_CW_TAP(LD, 4, m4)                        \
+                            }                                                                    \
+                        }
+                        #define HN_CW_TAP(LD, j, m) {                                            \
+                            const __m512 xv = LD(m, xr + kw[j]);                                 \
+                            acc[j] = _mm512_fmadd_ps(gv0, xv, acc[j]);                           \
+                            acc[5 + j] = _mm512_fmadd_ps(gv1, xv, acc[5 + j]);                   \
+                            acc[10 + j] = _mm512_fmadd_ps(gv2, xv, acc[10 + j]); }
+                        #define HN_CW_MASKED(m, p) _mm512_maskz_loadu_ps(m, p)
+                        #define HN_CW_FULL(m, p) _mm512_loadu_ps(p)
+                        if ((mo & m0 & m1 & m2 & m3 & m4) == 0xFFFF) {
+                            HN_CW_LOOP(HN_CW_FULL)
+                        } else {
+                            HN_CW_LOOP(HN_CW_MASKED)
+                        }
+                        #undef HN_CW_LOOP
+                        #undef HN_CW_TAP
+                        #undef HN_CW_MASKED
+                        #undef HN_CW_FULL
+                    }
+                    const __m512 sums = hn_sum16(acc);  /* lane 5i+j: dw (f0+i, tap kw0+j) */
+                    const int nj = KW - kw0 < 5 ? KW - kw0 : 5;
+                    const __mmask16 cm = (__mmask16)((1u << nj) - 1u);
+                    for (int i = 0; i < 3 && f0 + i < F; i++) {
+                        float *d = dw + (ptrdiff_t)(f0 + i) * CKK + (c * KH + kh) * KW + kw0;
+                        const __m512 si = _mm512_maskz_compress_ps((__mmask16)(0x1Fu << (5 * i)),
+                                                                   sums);
+                        _mm512_mask_storeu_ps(d, cm, _mm512_add_ps(_mm512_maskz_loadu_ps(cm, d),
+                                                                   si));
+                    }
+                }
+            }
+        }
+    }
     #endif
     static void hn_max2x2(const float *x, float *y, int *arg, ptrdiff_t planes, int H, int W,
                           int HO, int WO)
@@ -461,10 +637,61 @@ cdef extern from *:
     #endif
         return 0;
     }
+    /* Whether a convolution runs directly (hn_conv_fwd_512 / hn_conv_wgrad_512)
+       rather than through its patch matrix: AVX-512, stride 1, at most 16
+       taps a row and 128 columns, at most 128 taps in all (the first
+       convolutions of small nets, where the patch matrix costs as much as
+       the product), and rows that fill at least 3/4 of the 32-lane pairs. */
+    static int hn_no_direct = 0;    /* set by use_direct(False) */
+    static int hn_set_direct(int on)
+    {
+        const int before = !hn_no_direct;
+        hn_no_direct = !on;
+        return before;
+    }
+    static int hn_direct(int C, int KH, int KW, int SH, int SW, int CW)
+    {
+    #if HN_RUN512
+        return !hn_no_direct && hn_avx512() && SH == 1 && SW == 1 && KW <= HN_DIRECT_KW && CW <= 16 * HN_DIRECT_Q
+               && C * KH * KW <= 128 && 4 * CW >= 3 * 32 * ((CW + 31) / 32);
+    #else
+        (void)C; (void)KH; (void)KW; (void)SH; (void)SW; (void)CW;
+        return 0;
+    #endif
+    }
+    static void hn_conv_fwd(const float *x, const float *w, const float *bias, float *y, int nt,
+                            int C, int H, int W, int F, int KH, int KW, int PH, int PW, int CH,
+                            int CW, int relu)
+    {
+    #if HN_RUN512
+        hn_conv_fwd_512(x, w, bias, y, nt, C, H, W, F, KH, KW, PH, PW, CH, CW, relu);
+    #else
+        (void)x; (void)w; (void)bias; (void)y; (void)nt; (void)C; (void)H; (void)W; (void)F;
+        (void)KH; (void)KW; (void)PH; (void)PW; (void)CH; (void)CW; (void)relu;
+    #endif
+    }
+    static void hn_conv_wgrad(const float *x, const float *g, float *dw, int nt, int C, int H,
+                              int W, int F, int KH, int KW, int PH, int PW, int CH, int CW)
+    {
+    #if HN_RUN512
+        hn_conv_wgrad_512(x, g, dw, nt, C, H, W, F, KH, KW, PH, PW, CH, CW);
+    #else
+        (void)x; (void)g; (void)dw; (void)nt; (void)C; (void)H; (void)W; (void)F; (void)KH;
+        (void)KW; (void)PH; (void)PW; (void)CH; (void)CW;
+    #endif
+    }
     """
     void _max2x2 "hn_max2x2"(const float *x, float *y, int *arg, Py_ssize_t planes, int H,
                              int W, int HO, int WO) noexcept nogil
     int _set_avx512 "hn_set_avx512"(int on) noexcept nogil
+    int _direct "hn_direct"(int C, int KH, int KW, int SH, int SW, int CW) noexcept nogil
+    int _set_direct "hn_set_direct"(int on) noexcept nogil
+    void _conv_fwd "hn_conv_fwd"(const float *x, const float *w, const float *bias, float *y,
+                                 int nt, int C, int H, int W, int F, int KH, int KW, int PH,
+                                 int PW, int CH, int CW, int relu) noexcept nogil
+    void _conv_wgrad "hn_conv_wgrad"(const float *x, const float *g, float *dw, int nt, int C,
+                                     int H, int W, int F, int KH, int KW, int PH, int PW,
+                                     int CH, int CW) noexcept nogil
     int _wgrad "hn_wgrad"(int M, int L, int N, const float *A, Py_ssize_t lda, const float *B,
                           Py_ssize_t ldb, float *C, Py_ssize_t ldc) noexcept nogil
     void _im2col "hn_im2col"(const float *x, float *cols, int nt, int C, int H, int W, int KH,
@@ -586,6 +813,8 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
     cdef float *x
     cdef float *y
     cdef float *g
+    cdef float *gb
+    cdef const float *gs
     cdef const float *b
     cdef float m, sm, acc
     # the tile's input, in the first unit's layout
@@ -621,14 +850,22 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
             P = u[F_CH] * u[F_CW]
             ntP = nt * P
             CKK = u[F_C] * u[F_KH] * u[F_KW]
-            if i > 0 or not reuse:
-                _im2col(x, ws + u[F_COLS], nt, u[F_C], u[F_H], u[F_W], u[F_KH], u[F_KW],
-                        u[F_SH], u[F_SW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
             y = ws + u[F_Y]
-            gemm_rm(False, False, u[F_F], ntP, CKK, 1.0, w + u[F_WOFF], CKK, ws + u[F_COLS],
-                    ntP, 0.0, y, ntP)
-            for f in range(u[F_F]):
-                _bias_act_run(y + f * ntP, NULL, b[f] if b != NULL else 0.0, ntP, u[F_ACT])
+            if _direct(u[F_C], u[F_KH], u[F_KW], u[F_SH], u[F_SW], u[F_CW]):
+                _conv_fwd(x, w + u[F_WOFF], b, y, nt, u[F_C], u[F_H], u[F_W], u[F_F], u[F_KH],
+                          u[F_KW], u[F_PH], u[F_PW], u[F_CH], u[F_CW], u[F_ACT] == ACT_RELU)
+                if u[F_ACT] != ACT_RELU and u[F_ACT] != ACT_IDENTITY:
+                    for f in range(u[F_F]):
+                        _bias_act_run(y + f * ntP, NULL, 0.0, ntP, u[F_ACT])
+            else:
+                if i > 0 or not reuse:
+                    _im2col(x, ws + u[F_COLS], nt, u[F_C], u[F_H], u[F_W], u[F_KH], u[F_KW],
+                            u[F_SH], u[F_SW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
+                gemm_rm(False, False, u[F_F], ntP, CKK, 1.0, w + u[F_WOFF], CKK,
+                        ws + u[F_COLS], ntP, 0.0, y, ntP)
+                for f in range(u[F_F]):
+                    _bias_act_run(y + f * ntP, NULL, b[f] if b != NULL else 0.0, ntP,
+                                  u[F_ACT])
             if u[F_POOLED]:
                 _pool(y, ws + u[F_OUT], iws + u[F_ARG] if train else NULL,
                       <Py_ssize_t>u[F_F] * nt, u[F_CH],
@@ -675,9 +912,14 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
             gemm_rm(True, False, u[F_C], u[F_F], nt, 1.0, x, u[F_C], g, u[F_F], 1.0,
                     gw + u[F_WOFF], u[F_F])
             if u[F_BOFF] >= 0:
+                # through locals: with u[] read in the loop (the stores may alias it
+                # as far as the compiler knows) it is one add at a time through memory
+                gb = gw + u[F_BOFF]
+                k = u[F_F]
                 for s in range(nt):
-                    for j in range(u[F_F]):
-                        gw[u[F_BOFF] + j] += g[s * u[F_F] + j]
+                    gs = g + s * k
+                    for j in range(k):
+                        gb[j] += gs[j]
             if u[F_GIN] >= 0:
                 gemm_rm(False, True, nt, u[F_C], u[F_F], 1.0, g, u[F_F], w + u[F_WOFF], u[F_F],
                         0.0, ws + u[F_GIN], u[F_C])
@@ -696,7 +938,11 @@ cdef void _tile(const int *d, int nu, const float *w, float *gw, const float *X,
             else:
                 g = ws + u[F_GOUT]
             _act_grad_inplace(ws + u[F_Y], g, u[F_F] * ntP, u[F_ACT])
-            if not _wgrad(u[F_F], CKK, ntP, g, ntP, ws + u[F_COLS], ntP, gw + u[F_WOFF], CKK):
+            if _direct(u[F_C], u[F_KH], u[F_KW], u[F_SH], u[F_SW], u[F_CW]):
+                _conv_wgrad(x, g, gw + u[F_WOFF], nt, u[F_C], u[F_H], u[F_W], u[F_F],
+                            u[F_KH], u[F_KW], u[F_PH], u[F_PW], u[F_CH], u[F_CW])
+            elif not _wgrad(u[F_F], CKK, ntP, g, ntP, ws + u[F_COLS], ntP, gw + u[F_WOFF],
+                            CKK):
                 gemm_rm(False, True, u[F_F], CKK, ntP, 1.0, g, ntP, ws + u[F_COLS], ntP, 1.0,
                         gw + u[F_WOFF], CKK)
             if u[F_BOFF] >= 0:
@@ -842,6 +1088,20 @@ def run_population(const int[:, ::1] desc, const float[:, ::1] W, const float[:,
             losses[p] += stats[t, 2 * p]
             correct[p] += stats[t, 2 * p + 1]
     return losses, correct
+
+
+def takes_direct(int C, int KH, int KW, int SH, int SW, int CW):
+    """Whether a convolution of ``C`` input channels, ``KH x KW`` taps, strides
+    ``SH, SW`` and ``CW`` output columns runs directly (no patch matrix) in
+    this process, as the kernel decides it."""
+    return bool(_direct(C, KH, KW, SH, SW, CW))
+
+
+def use_direct(bint on):
+    """Let convolutions that qualify run directly (``True``, the default) or
+    always through their patch matrix (``False``, for testing and timing one
+    against the other).  Returns the setting before the call."""
+    return bool(_set_direct(on))
 
 
 def use_avx512(bint on):
