@@ -196,8 +196,11 @@ def provenance():
     try:
         commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        # a result file rewritten in place (a re-run with --record) is not a change
+        # to the code that made it
         dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain",
-                                "--untracked-files=no"],
+                                "--untracked-files=no", "--", ":/",
+                                ":(top,exclude)benchmarks/results"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", ""
