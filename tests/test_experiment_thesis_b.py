@@ -173,3 +173,101 @@ def test_bad_arguments(capsys):
     assert "invalid choice: 'vgg'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["experiment", "thesis-c"])
+
+
+# --- interrupted runs and --resume ------------------------------------------------------------
+RESUMABLE = dict(part="metaheuristic", datasets=["breast-cancer"], models=["mlp-1"],
+                 strategies=["shade", "shade-ils-gd"], progress=False)
+
+
+def _interrupt_at_epoch(monkeypatch, epoch, cell):
+    """The fit of ``cell`` stops (as a killed job would) right after epoch
+    ``epoch``'s checkpoint."""
+    from hetnet.callbacks import ModelCheckpoint
+    real = ModelCheckpoint.on_epoch_end
+
+    def on_epoch_end(self, model, e, logs):
+        real(self, model, e, logs)
+        if e + 1 == epoch and cell in self.path:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ModelCheckpoint, "on_epoch_end", on_epoch_end)
+
+
+def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import dataclasses
+    protocol = dataclasses.replace(thesis_b.QUICK, epochs=3, max_evals=90)
+    whole = run_thesis_b(protocol=protocol, out=tmp_path / "whole", **RESUMABLE)
+    assert not (tmp_path / "whole" / "checkpoints").exists()
+
+    out = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, 2, "shade-ils-gd")
+        with pytest.raises(KeyboardInterrupt):
+            run_thesis_b(protocol=protocol, out=out, **RESUMABLE)
+    # the finished cell is on disk, the interrupted one pending, its search checkpointed
+    partial = json.loads((out / "metaheuristic.json").read_text())
+    assert [c["strategy"] for c in partial["cells"]] == ["shade"]
+    assert partial["pending"] == ["breast-cancer mlp-1 shade-ils-gd"]
+    assert "1 cells pending" in (out / "metaheuristic.md").read_text()
+    stem = out / "checkpoints" / "breast-cancer_mlp-1_shade-ils-gd"
+    assert all((stem.parent / (stem.name + s)).exists() for s in (".npz", "-best.npz", "-best.json"))
+
+    # resuming keeps the finished cell as it was
+    shade_before = partial["cells"][0]
+    again = run_thesis_b(protocol=protocol, out=out, resume=True, **RESUMABLE)
+    assert again["cells"][0] == shade_before
+    assert "pending" not in again and not (out / "checkpoints").exists()
+    cut, full = again["cells"][1], whole["cells"][1]
+    assert cut["resumed"] is True and "resumed" not in full
+    # the resumed search is the uninterrupted one (the CPU is deterministic)
+    assert cut["curve"] == full["curve"]
+    for key in ("best_epoch", "evals", "train_loss", "val_loss", "test_loss", "score"):
+        assert cut[key] == full[key], key
+    assert json.loads((out / "metaheuristic.json").read_text())["cells"][1]["resumed"] is True
+
+
+def test_resume_keeps_finished_cells_and_refuses_other_settings(tmp_path, monkeypatch):
+    import dataclasses
+    first = run_thesis_b(out=tmp_path, quick=True, **RESUMABLE)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished cell ran again")
+    for name in RESUMABLE["strategies"]:
+        monkeypatch.setitem(thesis_b.STRATEGIES, name,
+                            dataclasses.replace(thesis_b.STRATEGIES[name], train=must_not_run))
+    again = run_thesis_b(out=tmp_path, quick=True, resume=True, **RESUMABLE)
+    assert again["cells"] == first["cells"]
+    assert again["seconds"] >= first["seconds"]
+    with pytest.raises(ExperimentError, match="another protocol"):
+        run_thesis_b(out=tmp_path, protocol=dataclasses.replace(thesis_b.QUICK, epochs=3),
+                     quick=True, resume=True, **RESUMABLE)
+    with pytest.raises(ExperimentError, match="resume needs out"):
+        run_thesis_b(quick=True, resume=True, **RESUMABLE)
+    # a narrower resumed run adds its cells to the file's, in the grid's order
+    narrower = dict(RESUMABLE, strategies=["shade-ils"])
+    merged = run_thesis_b(out=tmp_path, quick=True, resume=True, **narrower)
+    assert [c["strategy"] for c in merged["cells"]] == ["shade", "shade-ils", "shade-ils-gd"]
+    assert merged["cells"][0] == first["cells"][0] and merged["cells"][2] == first["cells"][1]
+    (tmp_path / "metaheuristic.json").write_text("{not json")
+    with pytest.raises(ExperimentError, match="not a thesis-b results file"):
+        run_thesis_b(out=tmp_path, quick=True, resume=True, **RESUMABLE)
+    # --resume on an empty folder is a fresh run
+    monkeypatch.undo()
+    assert cli.main(["experiment", "thesis-b", "--part", "metaheuristic", "--quick", "--quiet",
+                     "--datasets", "breast-cancer", "--strategies", "shade", "--resume",
+                     "--out", str(tmp_path / "new")]) == 0
+
+
+def test_cells_of_several_devices_say_which_ran_where():
+    cells = [dict(dataset="fashion-mnist", model="lenet5", strategy=s, task="classification",
+                  status="ok", metric="accuracy", batch_size=None, lr=None, best_epoch=1,
+                  train_loss=1.0, test_loss=1.0, score=0.5, seconds=1.0, device=d)
+             for s, d in (("shade", "gpu A"), ("shade-ils", "gpu B"))]
+    import dataclasses
+    results = {"part": "metaheuristic", "quick": False,
+               "protocol": dataclasses.asdict(thesis_b.THESIS), "device": "gpu B",
+               "seconds": 2.0, "cells": cells}
+    md = thesis_b.markdown_table(results)
+    assert "Devices: gpu A (lenet5 shade); gpu B (lenet5 shade-ils)" in md
+    results["cells"] = cells[1:]
+    assert "Device gpu B;" in thesis_b.markdown_table(results)

@@ -15,9 +15,8 @@ models x strategies and writes ``<part>.json`` and ``<part>.md`` under
 * strategies (:data:`STRATEGIES`), by part (:data:`PARTS`): ``gradient``
   runs NAG (``SGD(momentum=0.9, nesterov=True)``), RMSProp and Adam, each
   with PyTorch's default hyper-parameters, as the thesis does (section
-  6.4); ``metaheuristic`` (SHADE, SHADE-ILS and their hybrids with gradient
-  descent, section 6.5) needs model training by those strategies, which
-  hetnet does not have yet: it says so and runs nothing.
+  6.4); ``metaheuristic`` runs SHADE, SHADE-ILS and their hybrids with
+  gradient descent (section 6.5; :func:`_metaheuristic_strategy`).
 
 The gradient protocol (sections 6.2-6.4), per cell:
 
@@ -42,7 +41,18 @@ The gradient protocol (sections 6.2-6.4), per cell:
    size's run (finder and training).
 
 Losses are cross-entropy for classification and the mean squared error for
-regression.  ``quick=True`` (``--quick``) runs the same code on a
+regression.
+
+A long grid survives interruption.  With ``out`` given, ``<part>.json`` and
+``<part>.md`` are rewritten after every cell (``pending`` lists the cells
+not run yet), and each metaheuristic cell writes a checkpoint of its search
+every epoch under ``<out>/checkpoints/`` (removed once the cell is done).
+``resume=True`` (``--resume``) keeps the finished cells of ``<part>.json``
+that the grid asks for, and continues an interrupted metaheuristic
+cell from its checkpoint exactly (:class:`hetnet.callbacks.ModelCheckpoint`);
+an interrupted gradient cell starts again (it is minutes at most).  Each
+cell records the device it ran on; ``seconds`` in a cell is the sum over the
+runs that made it.  ``quick=True`` (``--quick``) runs the same code on a
 seconds-long subset (:data:`QUICK`: 2 epochs, batch sizes 32 and 64, 100
 training images, MLP-1 and LeNet-5 unless models are named).
 """
@@ -60,6 +70,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from ..callbacks import Callback
 
 __all__ = ["ExperimentError", "PartNotAvailableError", "PARTS", "Protocol", "QUICK",
            "STRATEGIES", "MODELS", "DATASETS", "run_thesis_b", "write_results",
@@ -209,14 +221,15 @@ MODELS = {
 class Strategy:
     """One way of training, a row of the grid.
 
-    ``train(make_model, data, protocol, tick)`` trains and returns ``(model,
-    info)``: the model holding the weights to report (the best on
-    validation), and a dict of what to record beside the losses (it must
-    hold ``"seconds"``); it raises :class:`RunFailed` when no run of it
-    could finish.  ``make_model()`` gives a fresh model with the grid's
-    initial weights; ``tick(text)`` advances the progress bar by one of
-    ``runs(protocol)`` runs.  ``train`` is None while hetnet lacks the
-    strategy.
+    ``train(make_model, data, protocol, tick, checkpoint=None, resume=False)``
+    trains and returns ``(model, info)``: the model holding the weights to
+    report (the best on validation), and a dict of what to record beside the
+    losses (it must hold ``"seconds"``); it raises :class:`RunFailed` when no
+    run of it could finish.  ``make_model()`` gives a fresh model with the
+    grid's initial weights; ``tick(text)`` advances the progress bar by one of
+    ``runs(protocol)`` runs; ``checkpoint`` is a path stem the strategy may
+    write its files under (``<stem>.npz`` ...), ``resume`` whether to go on
+    from them.  ``train`` is None while hetnet lacks the strategy.
     """
     name: str
     part: str
@@ -238,7 +251,8 @@ def _optimizer(name):
 
 
 def _gradient_strategy(name):
-    def train(make_model, data, protocol, tick):
+    def train(make_model, data, protocol, tick, checkpoint=None, resume=False):
+        # a gradient cell is minutes at most: an interrupted one starts again
         from ..callbacks import EarlyStopping
         from ..schedules import OneCycle
         (Xtr, ytr), val = data.train, data.val
@@ -285,13 +299,72 @@ def _gradient_strategy(name):
 GD_LR = 1e-3
 
 
+class _BestOnValidation(Callback):
+    """The best-validation epoch of a search that may be resumed: its weights
+    in ``<stem>-best.npz`` and ``{best_epoch, best, seconds}`` in
+    ``<stem>-best.json``, rewritten whenever an epoch beats the best so far
+    (the seconds every epoch), so that a resumed fit knows the epochs before
+    it.  Without ``stem`` it keeps the weights in memory."""
+
+    def __init__(self, stem=None, resumed=False):
+        self.stem = stem
+        self.best = self.best_epoch = self.last_epoch = None
+        self.seconds_before = 0.0
+        self._weights = None
+        self._t0 = None
+        if resumed:
+            with open(stem + "-best.json", encoding="utf-8") as f:
+                state = json.load(f)
+            self.best, self.best_epoch = state["best"], state["best_epoch"]
+            self.seconds_before = float(state["seconds"])
+
+    @property
+    def seconds(self):
+        return self.seconds_before + (time.perf_counter() - self._t0)
+
+    def on_fit_begin(self, model):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, model, epoch, logs):
+        value = float(logs["val_loss"])
+        self.last_epoch = epoch
+        if math.isfinite(value) and (self.best is None or value < self.best):
+            self.best, self.best_epoch = value, epoch
+            if self.stem is None:
+                self._weights = model.get_weights()
+            else:
+                model.save(self.stem + "-best.npz")
+        if self.stem is not None:
+            from ..model.io import atomic_write
+            state = json.dumps({"best": self.best, "best_epoch": self.best_epoch,
+                                "seconds": self.seconds})
+            atomic_write(self.stem + "-best.json", lambda f: f.write(state.encode()))
+        return False
+
+    def restore(self, model):
+        """Put the best epoch's weights into ``model`` (a no-op when it was the last)."""
+        if self.best_epoch is None or self.best_epoch == self.last_epoch:
+            return
+        if self.stem is None:
+            model.set_weights(self._weights)
+        else:
+            from ..model.sequential import load
+            model.set_weights(load(self.stem + "-best.npz").get_weights())
+
+
+def _checkpoint_files(stem):
+    return [stem + suffix for suffix in (".npz", "-best.npz", "-best.json")]
+
+
 def _metaheuristic_strategy(name):
     """SHADE or SHADE-ILS (``-gd``: hybridised with Adam) from the layers' Glorot
     population: ``protocol.max_evals`` evaluations of the training loss in
     ``protocol.epochs`` epochs, the best individual of each epoch validated
-    and the best-validation one reported (the thesis's section 6.5)."""
-    def train(make_model, data, protocol, tick):
-        from ..callbacks import EarlyStopping
+    and the best-validation one reported (the thesis's section 6.5).  With
+    ``checkpoint`` (a path stem) the search is checkpointed every epoch and,
+    with ``resume`` and a checkpoint there, continued from it."""
+    def train(make_model, data, protocol, tick, checkpoint=None, resume=False):
+        from ..callbacks import ModelCheckpoint
         from ..metaheuristics import SHADE, SHADEILS
         from ..optim import Adam
         (Xtr, ytr), val = data.train, data.val
@@ -299,30 +372,39 @@ def _metaheuristic_strategy(name):
         hybrid = name.endswith("-gd")
         cls = SHADEILS if name.startswith("shade-ils") else SHADE
         optimizer = cls(pop_size=protocol.pop_size, gd=Adam(lr=GD_LR) if hybrid else None)
-        keep = EarlyStopping(monitor="val_loss", patience=protocol.epochs,
-                             restore_best_weights=True)
-        t0 = time.perf_counter()
+        resumed = (checkpoint is not None and resume
+                   and all(os.path.exists(f) for f in _checkpoint_files(checkpoint)))
+        keep = _BestOnValidation(checkpoint, resumed)
+        callbacks = [keep]
+        if checkpoint is not None:
+            os.makedirs(os.path.dirname(checkpoint) or ".", exist_ok=True)
+            callbacks.append(ModelCheckpoint(checkpoint + ".npz"))
         try:
             history = model.fit(Xtr, ytr, optimizer=optimizer, max_evals=protocol.max_evals,
                                 epochs=protocol.epochs, batch_size=protocol.gd_batch_size,
-                                validation_data=val, callbacks=[keep])
+                                validation_data=val, callbacks=callbacks,
+                                resume_from=checkpoint + ".npz" if resumed else None)
         except FloatingPointError as exc:
             raise RunFailed(str(exc)) from None
-        seconds = time.perf_counter() - t0
+        seconds = keep.seconds
         tick(name)
         if keep.best_epoch is None:
             raise RunFailed("no epoch had a finite validation loss")
-        return model, {"batch_size": protocol.gd_batch_size if hybrid else None,
-                       "lr": GD_LR if hybrid else None,
-                       "best_epoch": int(keep.best_epoch) + 1,
-                       "fit_train_loss": float(history["loss"][keep.best_epoch]),
-                       "evals": int(history.n_evals), "pop_size": protocol.pop_size,
-                       "gradient_path": history.gradient_path,
-                       "population_path": history.population_path,
-                       "curve": {"evals": [int(e) for e in history["evals"]],
-                                 "loss": [float(v) for v in history["loss"]],
-                                 "val_loss": [float(v) for v in history["val_loss"]]},
-                       "seconds": seconds}
+        keep.restore(model)
+        info = {"batch_size": protocol.gd_batch_size if hybrid else None,
+                "lr": GD_LR if hybrid else None,
+                "best_epoch": int(keep.best_epoch) + 1,
+                "fit_train_loss": float(history["loss"][keep.best_epoch]),
+                "evals": int(history.n_evals), "pop_size": protocol.pop_size,
+                "gradient_path": history.gradient_path,
+                "population_path": history.population_path,
+                "curve": {"evals": [int(e) for e in history["evals"]],
+                          "loss": [float(v) for v in history["loss"]],
+                          "val_loss": [float(v) for v in history["val_loss"]]},
+                "seconds": seconds}
+        if resumed:
+            info["resumed"] = True
+        return model, info
     return train
 
 
@@ -424,8 +506,47 @@ def _host():
             "processor": platform.processor(), "cpus": os.cpu_count()}
 
 
+def _previous_cells(out, part, results):
+    """The finished cells of ``<out>/<part>.json``, by ``(dataset, model,
+    strategy)``, and that file's seconds; refuses a file of another
+    protocol (its cells are not this run's)."""
+    path = os.path.join(out, part + ".json")
+    if not os.path.exists(path):
+        return {}, 0.0
+    try:
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        protocol, quick, cells = before["protocol"], before["quick"], before["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExperimentError(f"--resume: {path} is not a thesis-b results file ({exc})") from None
+    if protocol != results["protocol"] or bool(quick) != results["quick"]:
+        raise ExperimentError(
+            f"--resume: {path} was run with another protocol ({protocol}, quick={quick}); "
+            f"this run's is {results['protocol']}, quick={results['quick']}: give the same "
+            "settings, or another --out")
+    device = before.get("device")
+    done = {}
+    for c in cells:
+        if c.get("status") == "ok":
+            c.setdefault("device", device)     # files written before cells named theirs
+            done[(c["dataset"], c["model"], c["strategy"])] = c
+    return done, float(before.get("seconds") or 0.0)
+
+
+def _grid_order(cell):
+    """A cell's place in the grid: data sets, models, strategies in their tables' order."""
+    return tuple(list(table).index(cell[key]) if cell[key] in table else len(table)
+                 for table, key in ((DATASETS, "dataset"), (MODELS, "model"),
+                                    (STRATEGIES, "strategy")))
+
+
+def _devices(cells, fallback):
+    return list(dict.fromkeys(c.get("device", fallback) for c in cells)) or [fallback]
+
+
 def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, device="cpu",
-                 quick=False, protocol=None, progress=None, out=None, threads=None):
+                 quick=False, protocol=None, progress=None, out=None, threads=None,
+                 resume=False):
     """Run the thesis's grid and return its results (and write them to ``out``).
 
     Parameters
@@ -445,36 +566,71 @@ def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, d
     progress : bool or None
         A progress bar on stderr; None: only when stderr is a terminal.
     out : path, optional
-        Folder to write ``<part>.json`` and ``<part>.md`` into.
+        Folder to write ``<part>.json`` and ``<part>.md`` into (after every
+        cell), and the metaheuristic cells' checkpoints (``checkpoints/``).
     threads : int, optional
         CPU threads (``device="cpu"`` only; default: the CPU device's own).
+    resume : bool
+        Go on from what an earlier run with the same protocol left in
+        ``out``: its finished cells are kept (those outside this run's grid
+        too, so that a grid can be filled in by several narrower runs), an
+        interrupted metaheuristic cell continues from its checkpoint; the
+        other cells run.
 
     Returns
     -------
     dict
         ``{"experiment", "part", "quick", "protocol", "host", "device",
-        "seconds", "cells": [...]}``; each cell has ``dataset``, ``model``,
-        ``strategy``, ``task``, ``metric`` (its name), ``status`` (``"ok"``,
+        "seconds", "cells": [...]}`` (``device``: the devices of the cells,
+        joined by ", "; ``seconds``: of all the runs that made the file);
+        each cell has ``dataset``, ``model``, ``strategy``, ``task``,
+        ``device``, ``metric`` (its name), ``status`` (``"ok"``,
         ``"not run: data absent"`` or ``"failed"``) and, when ``"ok"``,
         ``train_loss``, ``val_loss``, ``test_loss``, ``score`` (the metric's
         value), ``seconds`` and what the strategy records; otherwise ``reason``.
     """
     from ..datasets import DatasetNotFoundError
     cells = plan_grid(part, datasets, models, strategies, quick)
+    if resume and out is None:
+        raise ExperimentError("resume needs out: the folder of the run to go on from")
     protocol = protocol or (QUICK if quick else THESIS)
     dev = _resolve_device(device, threads)
+    dev_name = dev if isinstance(dev, str) else dev.name
     results = {"experiment": "thesis-b", "part": part, "quick": bool(quick),
-               "protocol": dataclasses.asdict(protocol), "host": _host(),
-               "device": dev if isinstance(dev, str) else dev.name, "cells": []}
+               "protocol": _jsonable(dataclasses.asdict(protocol)), "host": _host(),
+               "device": dev_name, "cells": []}
+    done, seconds_before = _previous_cells(out, part, results) if resume else ({}, 0.0)
     t_all = time.perf_counter()
     loaded = {}
     bar = _progress(sum(STRATEGIES[s].runs(protocol) for _, _, s in cells), progress)
+
+    # a narrower resumed run keeps the file's other finished cells
+    results["cells"] = [c for key, c in done.items() if key not in set(cells)]
+
+    def save(pending):
+        results["cells"].sort(key=_grid_order)
+        results["device"] = ", ".join(_devices(results["cells"], dev_name))
+        results["seconds"] = seconds_before + time.perf_counter() - t_all
+        results["pending"] = [" ".join(c) for c in pending]
+        if not pending:
+            del results["pending"]
+        if out is not None:
+            written = _jsonable(results)
+            write_results(written, out)
+            results["plots"] = written["plots"]
+
     try:
-        for name, model_name, strategy_name in cells:
+        for i, (name, model_name, strategy_name) in enumerate(cells):
             family, task = DATASETS[name]
             strategy = STRATEGIES[strategy_name]
+            if (name, model_name, strategy_name) in done:
+                results["cells"].append(done[(name, model_name, strategy_name)])
+                bar.update(strategy.runs(protocol))
+                continue
+            if i and out is not None:
+                save(cells[i:])
             cell = {"dataset": name, "model": model_name, "strategy": strategy_name,
-                    "task": task}
+                    "task": task, "device": dev_name}
             results["cells"].append(cell)
             if name not in loaded:
                 try:
@@ -495,9 +651,12 @@ def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, d
                 bar.set_description(f"{where} {text}", refresh=False)
                 bar.update(1)
 
+            stem = (None if out is None else
+                    os.path.join(out, "checkpoints", f"{name}_{model_name}_{strategy_name}"))
             t0 = time.perf_counter()
             try:
-                model, info = strategy.train(make_model, data, protocol, tick)
+                model, info = strategy.train(make_model, data, protocol, tick,
+                                             checkpoint=stem, resume=resume)
             except RunFailed as exc:
                 cell.update(status="failed", reason=str(exc),
                             cell_seconds=time.perf_counter() - t0)
@@ -509,13 +668,19 @@ def run_thesis_b(part="gradient", datasets=None, models=None, strategies=None, d
                         test_loss=ev["test"]["loss"], score=ev["test"][data.metric],
                         val_score=ev["val"][data.metric], **info,
                         cell_seconds=time.perf_counter() - t0)
+            if stem is not None:
+                for f in _checkpoint_files(stem):
+                    if os.path.exists(f):
+                        os.remove(f)
     finally:
         bar.close()
-    results["seconds"] = time.perf_counter() - t_all
-    results = _jsonable(results)
-    if out is not None:
-        write_results(results, out)
-    return results
+    save([])
+    if out is not None and os.path.isdir(os.path.join(out, "checkpoints")):
+        try:
+            os.rmdir(os.path.join(out, "checkpoints"))     # only when every cell finished
+        except OSError:
+            pass
+    return _jsonable(results)
 
 
 def _jsonable(obj):
@@ -541,6 +706,18 @@ def _num(v, digits=4):
     return "—" if v is None else f"{v:.{digits}g}"
 
 
+def _device_line(results):
+    devices = _devices(results["cells"], results["device"])
+    if len(devices) == 1:
+        return f"Device {devices[0]}"
+    where = {d: [] for d in devices}
+    several = len({c["dataset"] for c in results["cells"]}) > 1
+    for c in results["cells"]:
+        name = f"{c['dataset'] + ' ' if several else ''}{c['model']} {c['strategy']}"
+        where[c.get("device", results["device"])].append(name)
+    return "Devices: " + "; ".join(f"{d} ({', '.join(cells)})" for d, cells in where.items())
+
+
 def markdown_table(results):
     """The results as markdown: one table a data set, a row a model and
     strategy (training loss, test loss, the metric on test, seconds)."""
@@ -563,9 +740,12 @@ def markdown_table(results):
              "",
              " ".join(about) + f" Glorot init, seed {p['seed']}, the best-validation epoch's "
              "weights reported; losses and the metric of those weights in inference mode, the "
-             f"metric on the test set. Device {results['device']}; {results['seconds']:.0f} s "
+             f"metric on the test set. {_device_line(results)}; {results['seconds']:.0f} s "
              "in all.",
              ""]
+    if results.get("pending"):
+        lines += [f"Not finished: {len(results['pending'])} cells pending ("
+                  f"{', '.join(results['pending'])}); `--resume` goes on.", ""]
     by_set = {}
     for c in results["cells"]:
         by_set.setdefault(c["dataset"], []).append(c)
@@ -650,7 +830,8 @@ def add_parser(sub):
         "on the tabular sets and LeNet-5, ResNet-15 and ResNet-57 on the 32x32 image sets; "
         "20 epochs of one-cycle at the LR finder's suggestion, batch size chosen on "
         "validation, the best-validation model reported. Writes <part>.json and <part>.md "
-        "into --out. Sets not on this machine are reported as not run.")
+        "into --out, after every cell; --resume goes on from an interrupted run. Sets not on "
+        "this machine are reported as not run.")
     p.add_argument("name", choices=("thesis-b",), help="the experiment")
     p.add_argument("--part", choices=tuple(PARTS), default="gradient",
                    help="gradient (NAG, RMSProp, Adam), metaheuristic (SHADE, SHADE-ILS and "
@@ -675,6 +856,10 @@ def add_parser(sub):
                         "images), for tests")
     p.add_argument("--out", default="thesis-b", metavar="DIR",
                    help="folder for <part>.json and <part>.md (default ./thesis-b)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from what an interrupted run with the same settings left in "
+                        "--out: keep its finished cells, continue a metaheuristic cell from its "
+                        "checkpoint (written every epoch under --out/checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -689,7 +874,7 @@ def main(args):
     results = run_thesis_b(args.part, args.datasets, args.models, args.strategies,
                            args.device, args.quick, protocol,
                            progress=False if args.quiet else None, out=args.out,
-                           threads=args.threads)
+                           threads=args.threads, resume=args.resume)
     ok = sum(c["status"] == "ok" for c in results["cells"])
     print(f"thesis-b {args.part}: {ok} of {len(results['cells'])} cells run in "
           f"{results['seconds']:.1f} s; wrote {os.path.join(args.out, args.part)}.json and .md")
