@@ -396,8 +396,12 @@ def test_auto_plans_residual_blocks_as_one_node(monkeypatch):
     for step, dev in zip(auto._steps, plan.devices):
         if isinstance(step, hn.Residual):
             assert all(layer.device is step.device for layer in step.branch)
+    # two momentum steps through BatchNorm amplify the rounding of the devices' sums (in
+    # another order on each) to ~2e-4 of a weight on CPUs without AVX-512 (an AMD EPYC VM,
+    # 2026-12-06), hence 1e-3. The running means are small differences of O(1) activations:
+    # compared to those (atol).
     for a, b in zip(auto.get_weights(), cpu.get_weights()):
-        assert_close(a, b, rtol=1e-4, what="auto vs cpu weights and running statistics")
+        assert_close(a, b, rtol=1e-3, atol=1e-4, what="auto vs cpu weights and running statistics")
     text = str(auto.explain(batch_size=8, repeats=1))
     assert "Residual" in text and "BatchNorm2D" in text
 
